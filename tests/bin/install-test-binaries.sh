@@ -87,12 +87,28 @@ go_install() { # name module version
   touch "$out/.complete"
 }
 
+kwok_stages() { # kwok's default node and pod stages, from the same pinned module
+  local out="$CACHE/bin/kwok-$KWOK_VERSION/stages"
+  [ -f "$out/.complete" ] && return 0
+  log "copying kwok $KWOK_VERSION default stages"
+  local src; src=$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  [ -d "$src/kustomize/stage" ] || { log "kwok module has no kustomize/stage: $src"; exit 1; }
+  rm -rf "$out"; mkdir -p "$out"
+  cp "$src/kustomize/stage/node/fast/node-initialize.yaml" \
+     "$src/kustomize/stage/node/heartbeat/node-heartbeat.yaml" \
+     "$src/kustomize/stage/pod/fast/pod-ready.yaml" \
+     "$src/kustomize/stage/pod/fast/pod-complete.yaml" \
+     "$src/kustomize/stage/pod/fast/pod-delete.yaml" "$out/"
+  chmod u+w "$out"/*.yaml
+  touch "$out/.complete"
+}
+
 targets=${*:-k8s etcd kwok pebble helm}
 for t in $targets; do
   case "$t" in
     k8s) build_k8s ;;
     etcd) build_etcd ;;
-    kwok) go_install kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION" ;;
+    kwok) go_install kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION"; kwok_stages ;;
     pebble) go_install pebble github.com/letsencrypt/pebble/v2/cmd/pebble "$PEBBLE_VERSION"
             go_install pebble-challtestsrv github.com/letsencrypt/pebble/v2/cmd/pebble-challtestsrv "$PEBBLE_VERSION" ;;
     helm) go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" ;;
