@@ -5,6 +5,7 @@ and stop them by PID."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -139,7 +140,8 @@ def camera_pod(filter_name: str, profile: str = "debug", token: str | None = Non
     env = {"RUST_LOG": os.environ.get("RUST_LOG", "info")}
     if "ORT_DYLIB_PATH" not in os.environ and ORT_LIBRARY.exists():
         env["ORT_DYLIB_PATH"] = str(ORT_LIBRARY)
-    return ServerProcess(f"camera-pod-{filter_name}", argv, port, "/readyz", env)
+    label = re.sub(r"[^A-Za-z0-9]+", "-", filter_name).strip("-")
+    return ServerProcess(f"camera-pod-{label}", argv, port, "/readyz", env)
 
 
 def baseline_server(token: str | None = None) -> ServerProcess:

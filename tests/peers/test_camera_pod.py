@@ -1,0 +1,257 @@
+"""Interop of camera-pod with aiortc, an independent WebRTC implementation.
+
+Each test starts its own camera-pod on a free loopback port, connects an aiortc
+peer that sends the synthetic camera (frame index stamped in every picture),
+and checks what comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+
+import numpy as np
+import pytest
+
+from camera_client import CameraClient, psnr
+from synthetic_camera import PictureSource
+
+WIDTH, HEIGHT, FPS = 640, 480, 30
+FIRST_FRAME_TIMEOUT = 20.0
+# Passthrough keeps the picture: what remains is codec error, which this camera
+# keeps far above this floor (about 40 dB or more on a loopback link).
+PASSTHROUGH_MIN_PSNR_DB = 30.0
+
+
+def run(coroutine, timeout: float = 90.0):
+    return asyncio.run(asyncio.wait_for(coroutine, timeout))
+
+
+async def connected(base_url: str, **kwargs) -> CameraClient:
+    """A client whose offer was accepted and whose first filtered frame came back."""
+    client = CameraClient(base_url, WIDTH, HEIGHT, FPS, **kwargs)
+    reply = await client.connect()
+    assert reply.status == 200, f"offer refused: {reply.status} {reply.body}"
+    await client.wait_first_frame(FIRST_FRAME_TIMEOUT)
+    return client
+
+
+def returned_fps(client: CameraClient, since: float) -> float:
+    """Distinct readable frames per second that came back after `since`."""
+    frames = [f for f in client.returned if f.received_at >= since]
+    if len(frames) < 2:
+        return 0.0
+    distinct = {f.index for f in frames if f.index is not None}
+    return len(distinct) / (frames[-1].received_at - since)
+
+
+def green_fraction(u: np.ndarray, v: np.ndarray) -> float:
+    """Fraction of chroma samples that are saturated green (low Cb and low Cr)."""
+    return float(np.mean((u < 90) & (v < 90)))
+
+
+def mean_abs_difference(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean(np.abs(a.astype(np.int16) - b.astype(np.int16))))
+
+
+def picture_difference(client: CameraClient, source: PictureSource) -> float:
+    """Mean absolute Y/U/V difference between the newest returned picture and the picture
+    that was sent for it (the textured region, which every sent picture shares, when the
+    stamp is unreadable)."""
+    stamped = client.latest_picture()
+    newest = client.latest_any_picture()
+    assert newest is not None, "no picture came back"
+    if stamped is not None and stamped[0] == client.returned[-1].index:
+        index, y, u, v = stamped
+        sy, su, sv = source.planes(index)
+        return (mean_abs_difference(y, sy) + mean_abs_difference(u, su) + mean_abs_difference(v, sv)) / 3
+    y, u, v = newest
+    assert y.shape == (HEIGHT, WIDTH), f"returned size {y.shape[::-1]} differs from the camera's"
+    sy, su, sv = source.planes(client.camera.newest_sent)
+    rows = source.layout.texture_rows
+    crows = slice(rows.start // 2, None)
+    return (
+        mean_abs_difference(y[rows], sy[rows])
+        + mean_abs_difference(u[crows], su[crows])
+        + mean_abs_difference(v[crows], sv[crows])
+    ) / 3
+
+
+@pytest.mark.parametrize("codec", ["VP8", "H264"])
+def test_passthrough_returns_the_same_picture(start_camera_pod, codec):
+    server = start_camera_pod("passthrough")
+
+    async def scenario():
+        client = await connected(server.base_url, codec=codec)
+        try:
+            sdp = client.pc.remoteDescription.sdp
+            assert re.search(rf"a=rtpmap:\d+ {codec}/90000", sdp), f"answer does not use {codec}"
+            await asyncio.sleep(1.0)
+            since = client.returned[-1].received_at
+            await asyncio.sleep(3.0)
+            fps = returned_fps(client, since)
+            assert fps >= 15, f"only {fps:.1f} fps came back from a {FPS} fps camera"
+            newest = client.returned[-1]
+            assert (newest.width, newest.height) == (WIDTH, HEIGHT)
+            stamped = client.latest_picture()
+            assert stamped is not None, "no returned picture carries a readable frame index"
+            index, y, u, v = stamped
+            sy, su, sv = client.camera.source.planes(index)
+            for plane, got, sent in (("Y", y, sy), ("U", u, su), ("V", v, sv)):
+                quality = psnr(got, sent)
+                assert quality >= PASSTHROUGH_MIN_PSNR_DB, (
+                    f"{plane} plane of frame {index} is {quality:.1f} dB from the sent picture"
+                )
+        finally:
+            await client.close()
+
+    run(scenario())
+
+
+def test_selfie_replace_turns_a_background_without_a_person_green(start_camera_pod):
+    server = start_camera_pod(json.dumps({"filter": "selfie-replace", "color": "#00ff00"}))
+
+    async def scenario():
+        client = await connected(server.base_url)
+        try:
+            sent = client.camera.source.planes(0)
+            assert green_fraction(sent[1], sent[2]) < 0.05, "the camera itself must not be green"
+            await asyncio.sleep(2.0)
+            _, u, v = client.latest_any_picture()
+            fraction = green_fraction(u, v)
+            assert fraction >= 0.8, f"only {fraction:.0%} of the picture turned green"
+        finally:
+            await client.close()
+
+    run(scenario())
+
+
+def test_style_changes_the_picture(start_camera_pod):
+    server = start_camera_pod("style")
+
+    async def scenario():
+        client = await connected(server.base_url)
+        try:
+            await asyncio.sleep(2.0)
+            difference = picture_difference(client, client.camera.source)
+            assert difference >= 20, f"styled picture differs from the camera by only {difference:.1f}"
+        finally:
+            await client.close()
+
+    run(scenario())
+
+
+def test_data_channel_switches_filter_at_run_time(start_camera_pod):
+    server = start_camera_pod("passthrough")
+
+    async def scenario():
+        client = await connected(server.base_url)
+        try:
+            await client.wait_channel_open(5.0)
+            await asyncio.sleep(1.0)
+            before = picture_difference(client, client.camera.source)
+            assert before < 5, f"passthrough differs from the camera by {before:.1f}"
+            client.send(json.dumps({"filter": "style", "style": 3}))
+            switched_at = asyncio.get_running_loop().time()
+            difference = before
+            while asyncio.get_running_loop().time() - switched_at < 20.0:
+                await asyncio.sleep(0.5)
+                difference = picture_difference(client, client.camera.source)
+                if difference >= 20:
+                    break
+            assert difference >= 20, f"after switching to style the picture differs by only {difference:.1f}"
+        finally:
+            await client.close()
+
+    run(scenario())
+
+
+def test_data_channel_answers_ping_and_publishes_stats(start_camera_pod):
+    server = start_camera_pod("passthrough")
+
+    async def scenario():
+        client = await connected(server.base_url)
+        try:
+            await client.wait_channel_open(5.0)
+            client.send("ping 1234.5")
+            assert await client.wait_message(lambda m: m.startswith("pong"), 5.0) == "pong 1234.5"
+
+            def is_stats(message: str) -> bool:
+                try:
+                    body = json.loads(message)
+                except ValueError:
+                    return False
+                return isinstance(body, dict) and body.get("type") == "stats"
+
+            # Stats are published once a second; skip the first, which may predate any video.
+            await asyncio.sleep(2.5)
+            stats = [json.loads(m) for m in client.messages if is_stats(m)]
+            assert len(stats) >= 2, f"{len(stats)} stats messages in 2.5 s"
+            latest = stats[-1]
+            for key in ("input_fps", "output_fps", "model_ms", "dropped_frames"):
+                assert isinstance(latest.get(key), (int, float)), f"stats lack {key}: {latest}"
+            assert latest["input_fps"] > 10, f"stats report {latest['input_fps']} input fps"
+            assert latest["output_fps"] > 10, f"stats report {latest['output_fps']} output fps"
+        finally:
+            await client.close()
+
+    run(scenario())
+
+
+def test_second_client_is_refused_while_the_first_is_live(start_camera_pod):
+    server = start_camera_pod("passthrough")
+
+    async def scenario():
+        first = await connected(server.base_url, client_id="camera-a")
+        second = CameraClient(server.base_url, WIDTH, HEIGHT, FPS, client_id="camera-b")
+        try:
+            reply = await second.connect()
+            assert reply.status == 409, f"second camera got {reply.status} {reply.body}"
+            assert reply.error_code, f"409 without a JSON error code: {reply.body}"
+            count = len(first.returned)
+            await asyncio.sleep(1.0)
+            assert len(first.returned) > count + 10, "the first camera stopped after the refusal"
+        finally:
+            await second.close()
+            await first.close()
+
+    run(scenario())
+
+
+def test_same_client_reconnecting_replaces_its_connection(start_camera_pod):
+    server = start_camera_pod("passthrough")
+
+    async def scenario():
+        old = await connected(server.base_url, client_id="camera-a")
+        new = None
+        try:
+            new = await connected(server.base_url, client_id="camera-a")
+            since = new.returned[-1].received_at
+            await asyncio.sleep(2.0)
+            fps = returned_fps(new, since)
+            assert fps >= 15, f"the reconnected camera gets {fps:.1f} fps"
+        finally:
+            if new is not None:
+                await new.close()
+            await old.close()
+
+    run(scenario())
+
+
+def test_offers_without_the_right_token_are_refused(start_camera_pod):
+    server = start_camera_pod("passthrough", token="correct-token")
+
+    async def scenario():
+        for token, statuses in ((None, {401}), ("wrong-token", {401, 403})):
+            client = CameraClient(server.base_url, WIDTH, HEIGHT, FPS, token=token)
+            try:
+                reply = await client.connect()
+                assert reply.status in statuses, f"token {token!r} got {reply.status} {reply.body}"
+                assert reply.error_code, f"refusal without a JSON error code: {reply.body}"
+            finally:
+                await client.close()
+        client = await connected(server.base_url, token="correct-token")
+        await client.close()
+
+    run(scenario())
