@@ -1,0 +1,363 @@
+// Real parts for the browser end-to-end tests: a signaling server process (camera-pod or the aiortc
+// baseline) on a free 127.0.0.1 port, headless Debian Chromium with a fake camera that plays a
+// picture the test knows, and pixel measurements taken through a canvas inside the page.
+
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const repoRoot = path.resolve(here, '..', '..');
+export const staticDir = path.join(repoRoot, 'static');
+export const artifactsDir = path.join(repoRoot, 'artifacts');
+
+const cacheDir = process.env.P2PCAMERA_CACHE ?? path.join(os.homedir(), '.cache', 'p2pcamera');
+const targetDir = process.env.CARGO_TARGET_DIR ?? path.join(cacheDir, 'target');
+export const cameraPodBin = process.env.P2PCAMERA_CAMERA_POD_BIN ?? path.join(targetDir, 'debug', 'camera-pod');
+const venvPython = process.env.P2PCAMERA_PYTHON ?? path.join(cacheDir, 'venv', 'bin', 'python');
+const chromiumBin = process.env.P2PCAMERA_CHROMIUM ?? '/usr/bin/chromium';
+
+/** A TCP port on 127.0.0.1 that was free a moment ago. */
+export async function freePort() {
+  const server = net.createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address();
+  server.close();
+  await once(server, 'close');
+  return port;
+}
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** The commands that start each kind of server on 127.0.0.1:port with the passthrough filter. */
+export const serverKinds = {
+  'camera-pod': (port) => {
+    if (!fs.existsSync(cameraPodBin)) {
+      throw new Error(`camera-pod binary not found at ${cameraPodBin}: build it with ` +
+        '`cargo build --workspace --all-targets` or set P2PCAMERA_CAMERA_POD_BIN');
+    }
+    return [cameraPodBin, ['--listen', `127.0.0.1:${port}`, '--filter', 'passthrough', '--plain-http']];
+  },
+  baseline: (port) => [venvPython, [path.join(repoRoot, 'tests', 'baseline', 'server.py'), '--listen', `127.0.0.1:${port}`]],
+};
+
+/**
+ * A server process we started, known by its PID. `stop()` sends SIGTERM, then SIGKILL after a
+ * grace period; it is safe to call twice.
+ */
+export class ServerProcess {
+  constructor(kind, port) {
+    this.kind = kind;
+    this.port = port;
+    this.url = `http://127.0.0.1:${port}`;
+    this.output = '';
+    this.child = null;
+  }
+
+  static async start(kind, port) {
+    const server = new ServerProcess(kind, port ?? await freePort());
+    await server.spawn();
+    return server;
+  }
+
+  async spawn() {
+    const [command, args] = serverKinds[this.kind](this.port);
+    const child = spawn(command, args, { cwd: repoRoot, env: process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = child;
+    this.exited = once(child, 'exit');
+    const keep = (chunk) => {
+      this.output = (this.output + chunk.toString()).slice(-20000);
+    };
+    child.stdout.on('data', keep);
+    child.stderr.on('data', keep);
+    const deadline = Date.now() + 30000;
+    while (Date.now() < deadline) {
+      if (child.exitCode !== null || child.signalCode !== null) {
+        throw new Error(`${this.kind} exited during start-up (${child.exitCode ?? child.signalCode}):\n${this.output}`);
+      }
+      try {
+        const response = await fetch(`${this.url}/`);
+        if (response.ok) return;
+      } catch {
+        // Not listening yet.
+      }
+      await sleep(100);
+    }
+    await this.stop();
+    throw new Error(`${this.kind} did not serve ${this.url}/ within 30 s:\n${this.output}`);
+  }
+
+  async stop() {
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    process.kill(child.pid, 'SIGTERM');
+    const killed = await Promise.race([this.exited.then(() => true), sleep(5000).then(() => false)]);
+    if (!killed) {
+      process.kill(child.pid, 'SIGKILL');
+      await this.exited;
+    }
+  }
+}
+
+// Colours of the four quadrants of the fake camera's picture, and the rows of its bottom band,
+// where a white bar moves so that every frame differs.
+export const QUADRANTS = {
+  topLeft: [200, 40, 40],
+  topRight: [40, 40, 200],
+  bottomLeft: [128, 128, 128],
+  bottomRight: [200, 40, 200],
+};
+const WIDTH = 640;
+const HEIGHT = 480;
+const BAND = 48;
+
+function yuv([r, g, b]) {
+  const y = 0.299 * r + 0.587 * g + 0.114 * b;
+  const u = 128 - 0.168736 * r - 0.331264 * g + 0.5 * b;
+  const v = 128 + 0.5 * r - 0.418688 * g - 0.081312 * b;
+  return [y, u, v].map((c) => Math.max(0, Math.min(255, Math.round(c))));
+}
+
+function pixelColour(x, y, frame, frames) {
+  if (y >= HEIGHT - BAND) {
+    const barX = Math.floor((frame / frames) * WIDTH);
+    return x >= barX && x < barX + 40 ? [255, 255, 255] : [20, 20, 20];
+  }
+  const top = y < (HEIGHT - BAND) / 2;
+  const left = x < WIDTH / 2;
+  if (top) return left ? QUADRANTS.topLeft : QUADRANTS.topRight;
+  return left ? QUADRANTS.bottomLeft : QUADRANTS.bottomRight;
+}
+
+/** Writes the fake camera's video (Y4M, 4:2:0) that Chromium loops. */
+export function writeCameraVideo(file, frames = 30) {
+  const header = Buffer.from(`YUV4MPEG2 W${WIDTH} H${HEIGHT} F30:1 Ip A1:1 C420jpeg\n`);
+  const frameSize = WIDTH * HEIGHT * 3 / 2;
+  const out = fs.openSync(file, 'w');
+  try {
+    fs.writeSync(out, header);
+    for (let frame = 0; frame < frames; frame += 1) {
+      const data = Buffer.alloc(frameSize);
+      const uOffset = WIDTH * HEIGHT;
+      const vOffset = uOffset + (WIDTH / 2) * (HEIGHT / 2);
+      for (let y = 0; y < HEIGHT; y += 1) {
+        for (let x = 0; x < WIDTH; x += 1) {
+          const [Y, U, V] = yuv(pixelColour(x, y, frame, frames));
+          data[y * WIDTH + x] = Y;
+          if (x % 2 === 0 && y % 2 === 0) {
+            const i = (y / 2) * (WIDTH / 2) + x / 2;
+            data[uOffset + i] = U;
+            data[vOffset + i] = V;
+          }
+        }
+      }
+      fs.writeSync(out, Buffer.from('FRAME\n'));
+      fs.writeSync(out, data);
+    }
+  } finally {
+    fs.closeSync(out);
+  }
+}
+
+/** Headless Chromium with a fake camera playing `cameraVideo`, WebRTC allowed on loopback. */
+export async function launchBrowser(cameraVideo) {
+  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'p2pcamera-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: chromiumBin,
+    headless: true,
+    args: [
+      '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
+      `--use-file-for-fake-video-capture=${cameraVideo}`,
+      '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
+    ],
+  });
+  return {
+    context,
+    async close() {
+      await context.close();
+      fs.rmSync(profile, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Keeps only ICE candidates on 127.0.0.1, so that no media goes to any other address. */
+export function loopbackCandidatesOnly(sdp) {
+  return sdp.split(/\r?\n/)
+    .filter((line) => !line.startsWith('a=candidate:') || line.split(' ')[4] === '127.0.0.1')
+    .join('\r\n');
+}
+
+/**
+ * Routes the page's offers through the test so that both the offer and the answer carry only
+ * loopback candidates (this machine has other interfaces that Chromium would also offer).
+ */
+export async function restrictIceToLoopback(context) {
+  await context.route('**/offer', async (route) => {
+    const request = route.request();
+    const offer = JSON.parse(request.postData());
+    offer.sdp = loopbackCandidatesOnly(offer.sdp);
+    let response;
+    try {
+      response = await route.fetch({ postData: JSON.stringify(offer) });
+    } catch {
+      await route.abort('connectionrefused');
+      return;
+    }
+    const body = await response.json();
+    if (typeof body.sdp === 'string') body.sdp = loopbackCandidatesOnly(body.sdp);
+    await route.fulfill({ response, json: body });
+  });
+}
+
+/** Records every p2pcamera:* event and console warning of a page in `window.__p2pcameraEvents`. */
+export async function recordEvents(page) {
+  await page.addInitScript(() => {
+    window.__p2pcameraEvents = [];
+    for (const name of ['connecting', 'connected', 'fallback', 'waiting', 'reconnecting', 'stats', 'filter', 'stopped']) {
+      window.addEventListener(`p2pcamera:${name}`, (event) => {
+        const { stream, track, peerConnection, ...detail } = event.detail ?? {};
+        window.__p2pcameraEvents.push({ name, detail, at: performance.now() });
+      });
+    }
+  });
+  const warnings = [];
+  page.on('console', (message) => {
+    if (message.type() === 'warning') warnings.push(message.text());
+  });
+  return warnings;
+}
+
+export async function eventsNamed(page, name) {
+  return page.evaluate((wanted) => window.__p2pcameraEvents.filter((e) => e.name === wanted), name);
+}
+
+export async function waitForEvent(page, name, timeout = 20000) {
+  await page.waitForFunction((wanted) => window.__p2pcameraEvents.some((e) => e.name === wanted), name, { timeout });
+  return (await eventsNamed(page, name)).at(-1).detail;
+}
+
+/**
+ * Measures the picture a video element shows: mean colour of each quadrant's centre, the fraction
+ * of strongly green pixels, and the mean absolute difference to another element's picture.
+ */
+export async function measureVideo(page, selector, referenceSelector = null) {
+  return page.evaluate(([sel, refSel]) => {
+    const W = 64;
+    const H = 48;
+    const pixels = (element) => {
+      const canvas = document.createElement('canvas');
+      canvas.width = W;
+      canvas.height = H;
+      const context = canvas.getContext('2d', { willReadFrequently: true });
+      context.drawImage(element, 0, 0, W, H);
+      return context.getImageData(0, 0, W, H).data;
+    };
+    const video = document.querySelector(sel);
+    if (!video || video.readyState < 2 || video.videoWidth === 0) return null;
+    const data = pixels(video);
+    // The picture's bottom band (48 of 480 rows) holds a moving bar; compare only above it.
+    const bandTop = Math.floor(H * (480 - 48) / 480);
+    const mean = (x0, x1, y0, y1) => {
+      const sum = [0, 0, 0];
+      let n = 0;
+      for (let y = y0; y < y1; y += 1) {
+        for (let x = x0; x < x1; x += 1) {
+          const i = (y * W + x) * 4;
+          sum[0] += data[i]; sum[1] += data[i + 1]; sum[2] += data[i + 2];
+          n += 1;
+        }
+      }
+      return sum.map((s) => Math.round(s / n));
+    };
+    const midY = Math.floor(bandTop / 2);
+    const result = {
+      width: video.videoWidth,
+      height: video.videoHeight,
+      quadrants: {
+        topLeft: mean(4, W / 2 - 4, 3, midY - 3),
+        topRight: mean(W / 2 + 4, W - 4, 3, midY - 3),
+        bottomLeft: mean(4, W / 2 - 4, midY + 3, bandTop - 3),
+        bottomRight: mean(W / 2 + 4, W - 4, midY + 3, bandTop - 3),
+      },
+      greenFraction: 0,
+      meanAbsDiff: null,
+    };
+    let green = 0;
+    for (let i = 0; i < data.length; i += 4) {
+      if (data[i + 1] > data[i] + 60 && data[i + 1] > data[i + 2] + 60) green += 1;
+    }
+    result.greenFraction = green / (W * H);
+    const reference = refSel && document.querySelector(refSel);
+    if (reference && reference.readyState >= 2) {
+      const other = pixels(reference);
+      let diff = 0;
+      for (let i = 0; i < bandTop * W * 4; i += 4) {
+        diff += Math.abs(data[i] - other[i]) + Math.abs(data[i + 1] - other[i + 1]) + Math.abs(data[i + 2] - other[i + 2]);
+      }
+      result.meanAbsDiff = diff / (bandTop * W * 3);
+    }
+    return result;
+  }, [selector, referenceSelector]);
+}
+
+/** Polls `measure` until `accept` holds; returns the accepted measurement or throws the last. */
+export async function eventually(measure, accept, { timeout = 20000, interval = 250, what = 'condition' } = {}) {
+  const deadline = Date.now() + timeout;
+  let last = null;
+  while (Date.now() < deadline) {
+    last = await measure();
+    if (last !== null && accept(last)) return last;
+    await sleep(interval);
+  }
+  throw new Error(`${what} not reached within ${timeout} ms; last measurement: ${JSON.stringify(last)}`);
+}
+
+/** Counts the frames a video element presents during `ms` milliseconds. */
+export async function countFrames(page, selector, ms) {
+  return page.evaluate(([sel, duration]) => new Promise((resolve) => {
+    const video = document.querySelector(sel);
+    let frames = 0;
+    const onFrame = () => {
+      frames += 1;
+      video.requestVideoFrameCallback(onFrame);
+    };
+    video.requestVideoFrameCallback(onFrame);
+    setTimeout(() => resolve(frames), duration);
+  }), [selector, ms]);
+}
+
+/** What the page got from getUserMedia (shown in #filtered), compared with the camera's track. */
+export async function returnedTrackInfo(page) {
+  return page.evaluate(() => {
+    const track = document.getElementById('filtered').srcObject?.getVideoTracks()[0] ?? null;
+    const camera = P2PCamera.cameraStream?.getVideoTracks()[0] ?? null;
+    const pc = P2PCamera.peerConnection;
+    return {
+      state: P2PCamera.state,
+      filtered: track ? P2PCamera.isFiltered(track) : false,
+      isReceiverTrack: Boolean(track && pc && pc.getReceivers().some((r) => r.track === track)),
+      isCameraTrack: Boolean(track && camera && (track === camera || track.id === camera.id)),
+      trackState: track?.readyState ?? null,
+      connectionState: pc?.connectionState ?? null,
+    };
+  });
+}
+
+export function colourDistance(a, b) {
+  return Math.max(...a.map((value, i) => Math.abs(value - b[i])));
+}
+
+export function saveArtifact(name) {
+  fs.mkdirSync(artifactsDir, { recursive: true });
+  return path.join(artifactsDir, name);
+}
