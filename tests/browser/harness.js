@@ -54,23 +54,24 @@ export const serverKinds = {
  * grace period; it is safe to call twice.
  */
 export class ServerProcess {
-  constructor(kind, port) {
+  constructor(kind, port, extraArgs) {
     this.kind = kind;
     this.port = port;
+    this.extraArgs = extraArgs;
     this.url = `http://127.0.0.1:${port}`;
     this.output = '';
     this.child = null;
   }
 
-  static async start(kind, port) {
-    const server = new ServerProcess(kind, port ?? await freePort());
+  static async start(kind, { extraArgs = [] } = {}) {
+    const server = new ServerProcess(kind, await freePort(), extraArgs);
     await server.spawn();
     return server;
   }
 
   async spawn() {
     const [command, args] = serverKinds[this.kind](this.port);
-    const child = spawn(command, args, { cwd: repoRoot, env: process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(command, [...args, ...this.extraArgs], { cwd: repoRoot, env: process.env, stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
     this.exited = once(child, 'exit');
     const keep = (chunk) => {
