@@ -54,7 +54,13 @@
     filterReplyTimeoutMs: 5000,
   };
 
-  /** Parses a filter given as text: `passthrough`, `style:3`, `selfie-replace` or a JSON object. */
+  /** The parameter a short filter spec such as `style:3` sets, per filter. */
+  const FILTER_PARAMETERS = { style: 'style', 'selfie-blur': 'strength', 'selfie-replace': 'color' };
+
+  /**
+   * Parses a filter given as text: `passthrough`, `style:3`, `selfie-blur:4`,
+   * `selfie-replace:#00ff00`, or a JSON object such as `{"filter":"style","style":3}`.
+   */
   function parseFilterSpec(spec) {
     if (spec === null || spec === undefined || spec === '') {
       return null;
@@ -66,12 +72,17 @@
     if (text.startsWith('{')) {
       return JSON.parse(text);
     }
-    const [name, parameter] = text.split(':', 2);
-    const parsed = { filter: name };
-    if (parameter !== undefined && parameter !== '') {
-      parsed[name] = Number.isNaN(Number(parameter)) ? parameter : Number(parameter);
+    const separator = text.indexOf(':');
+    if (separator < 0) {
+      return { filter: text };
     }
-    return parsed;
+    const name = text.slice(0, separator);
+    const parameter = text.slice(separator + 1);
+    const key = FILTER_PARAMETERS[name];
+    if (!key) {
+      throw new Error(`filter ${name} takes no short parameter; give a JSON object instead`);
+    }
+    return { filter: name, [key]: Number.isNaN(Number(parameter)) ? parameter : Number(parameter) };
   }
 
   function parseBoolean(text) {
@@ -583,7 +594,11 @@
      * on every later connection. Resolves with the server's reply, or null when not connected.
      */
     setFilter(spec) {
-      config.filter = parseFilterSpec(spec);
+      try {
+        config.filter = parseFilterSpec(spec);
+      } catch (error) {
+        return Promise.reject(error);
+      }
       return activeSession ? activeSession.sendFilter(config.filter) : Promise.resolve(null);
     },
     /** Stops the camera and closes the connection of the current session. */
