@@ -1,0 +1,232 @@
+"""Benchmark of camera-pod against the aiortc passthrough baseline.
+
+For each picture size, runs the aiortc baseline server, camera-pod with the
+passthrough filter and camera-pod with selfie-blur one after another in the
+same run, each driven by the same aiortc client that sends a synthetic camera
+with the frame index stamped in every picture. Measures round-trip latency
+(index read from the returned picture, matched to the moment the frame left
+the camera), returned fps, dropped frames, time from offer to the first
+filtered frame, and the server's CPU (/proc/<pid>/stat) and peak RSS (VmHWM).
+Then a long run with the style model checks that latency stays flat.
+
+Prints a markdown report (and writes it to --output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests/peers"))
+
+from camera_client import CameraClient  # noqa: E402
+from servers import ServerProcess, baseline_server, camera_pod  # noqa: E402
+
+# Frames sent this close to the end of a window may still be in flight; they
+# are not counted as sent or dropped.
+IN_FLIGHT_GRACE_S = 0.5
+
+
+@dataclass
+class Window:
+    """Measurements over one time window of one connection."""
+
+    latencies: list[float]
+    returned_fps: float
+    sent_fps: float
+    dropped_fraction: float
+    unreadable: int
+
+
+@dataclass
+class RunResult:
+    server: str
+    filter: str
+    width: int
+    height: int
+    first_frame_s: float
+    window: Window
+    cpu_percent: float
+    peak_rss_mib: float
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile; NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1))
+    return ordered[rank]
+
+
+def measure_window(client: CameraClient, start: float, end: float) -> Window:
+    """Latency, rates and drops for frames that left the camera in [start, end)."""
+    sent = {i: t for i, t in client.camera.sent_at.items() if start <= t < end - IN_FLIGHT_GRACE_S}
+    first_arrival: dict[int, float] = {}
+    unreadable = 0
+    for frame in client.returned:
+        if frame.index is None:
+            unreadable += start <= frame.received_at < end
+            continue
+        first_arrival.setdefault(frame.index, frame.received_at)
+    latencies = [first_arrival[i] - t for i, t in sent.items() if i in first_arrival]
+    returned_in_window = sum(1 for t in first_arrival.values() if start <= t < end)
+    duration = end - start
+    dropped = 1.0 - len(latencies) / len(sent) if sent else float("nan")
+    return Window(latencies, returned_in_window / duration,
+                  len(sent) / (duration - IN_FLIGHT_GRACE_S), dropped, unreadable)
+
+
+async def drive(server: ServerProcess, width: int, height: int, fps: int, warmup_s: float,
+                seconds: float, codec: str) -> tuple[CameraClient, float, float, float, float, float]:
+    """Connects, warms up, streams for `seconds`. Returns the client, time to first frame,
+    window start/end, and the server's CPU seconds over the window and its peak RSS."""
+    client = CameraClient(server.base_url, width, height, fps, codec, keep_pictures=1)
+    reply = await client.connect()
+    if reply.status != 200:
+        raise RuntimeError(f"{server.name} refused the offer: {reply.status} {reply.body}")
+    first_frame_s = await client.wait_first_frame(60.0)
+    await asyncio.sleep(warmup_s)
+    before = server.usage()
+    start = time.monotonic()
+    await asyncio.sleep(seconds)
+    end = time.monotonic()
+    after = server.usage()
+    await asyncio.sleep(IN_FLIGHT_GRACE_S)
+    await client.close()
+    cpu_seconds = after.cpu_seconds - before.cpu_seconds
+    return client, first_frame_s, start, end, cpu_seconds, after.peak_rss_bytes
+
+
+def run_one(server: ServerProcess, label: str, filter_name: str, width: int, height: int,
+            args: argparse.Namespace) -> RunResult:
+    print(f"# {label} {filter_name} {width}x{height} ...", file=sys.stderr, flush=True)
+    with server.start():
+        client, first, start, end, cpu, rss = asyncio.run(
+            drive(server, width, height, args.fps, args.warmup, args.seconds, args.codec)
+        )
+    window = measure_window(client, start, end)
+    return RunResult(label, filter_name, width, height, first, window,
+                     100.0 * cpu / (end - start), rss / 2**20)
+
+
+def run_style(args: argparse.Namespace) -> tuple[RunResult, Window, Window]:
+    """A long run with the style model; the first and last 10 s windows of it."""
+    width, height = 1280, 720
+    server = camera_pod("style", args.profile)
+    print(f"# camera-pod style {width}x{height} for {args.style_seconds} s ...", file=sys.stderr, flush=True)
+    with server.start():
+        client, first, start, end, cpu, rss = asyncio.run(
+            drive(server, width, height, args.fps, 0.0, args.style_seconds, args.codec)
+        )
+    whole = measure_window(client, start, end)
+    result = RunResult("camera-pod", "style", width, height, first, whole,
+                       100.0 * cpu / (end - start), rss / 2**20)
+    return result, measure_window(client, start, start + 10.0), measure_window(client, end - 10.0, end)
+
+
+def ms(seconds: float) -> str:
+    return "n/a" if seconds != seconds else f"{seconds * 1000:.0f}"
+
+
+def machine_description() -> str:
+    model = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (f"{model}, {os.cpu_count()} CPUs available, {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}, load average at start {load}")
+
+
+def report(results: list[RunResult], style: tuple[RunResult, Window, Window] | None,
+           args: argparse.Namespace) -> str:
+    lines = [
+        f"Machine: {machine_description()}.",
+        f"Client: aiortc {args.codec}, {args.fps} fps synthetic camera; {args.warmup:.0f} s warm-up, "
+        f"{args.seconds:.0f} s measured per row; camera-pod {args.profile} build.",
+        "CPU is the server process's user+system time over the measured window, in % of one core.",
+        "",
+        "| size | server | filter | p50 ms | p99 ms | returned fps | sent fps | dropped | unreadable | "
+        "first frame ms | CPU % | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        w = r.window
+        lines.append(
+            f"| {r.width}x{r.height} | {r.server} | {r.filter} | {ms(percentile(w.latencies, 0.5))} | "
+            f"{ms(percentile(w.latencies, 0.99))} | {w.returned_fps:.1f} | {w.sent_fps:.1f} | "
+            f"{w.dropped_fraction:.1%} | {w.unreadable} | {ms(r.first_frame_s)} | {r.cpu_percent:.0f} | "
+            f"{r.peak_rss_mib:.0f} |"
+        )
+    lines.append("")
+    for size in sorted({(r.width, r.height) for r in results}):
+        by = {(r.server, r.filter): r for r in results if (r.width, r.height) == size}
+        base, pod = by.get(("baseline", "passthrough")), by.get(("camera-pod", "passthrough"))
+        if base and pod and base.cpu_percent > 0:
+            lines.append(
+                f"- {size[0]}x{size[1]} passthrough vs baseline: CPU {pod.cpu_percent / base.cpu_percent:.2f}x, "
+                f"p50 latency {percentile(pod.window.latencies, 0.5) / percentile(base.window.latencies, 0.5):.2f}x, "
+                f"peak RSS {pod.peak_rss_mib / base.peak_rss_mib:.2f}x"
+            )
+    if style is not None:
+        whole, head, tail = style
+        lines += [
+            "",
+            f"Style model, 1280x720, {args.style_seconds:.0f} s: returned {whole.window.returned_fps:.1f} fps, "
+            f"dropped {whole.window.dropped_fraction:.1%}, unreadable {whole.window.unreadable}, "
+            f"CPU {whole.cpu_percent:.0f} %, peak RSS {whole.peak_rss_mib:.0f} MiB, "
+            f"first frame {ms(whole.first_frame_s)} ms.",
+            "",
+            "| window | p50 ms | p99 ms | returned fps | frames measured |",
+            "|---|---|---|---|---|",
+            f"| first 10 s | {ms(percentile(head.latencies, 0.5))} | {ms(percentile(head.latencies, 0.99))} | "
+            f"{head.returned_fps:.1f} | {len(head.latencies)} |",
+            f"| last 10 s | {ms(percentile(tail.latencies, 0.5))} | {ms(percentile(tail.latencies, 0.99))} | "
+            f"{tail.returned_fps:.1f} | {len(tail.latencies)} |",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds per row")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds streamed before measuring")
+    parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument("--codec", default="VP8", choices=["VP8", "H264"])
+    parser.add_argument("--sizes", default="640x480,1280x720")
+    parser.add_argument("--filters", default="passthrough,selfie-blur", help="camera-pod filters")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the aiortc baseline rows")
+    parser.add_argument("--style-seconds", type=float, default=60.0, help="0 skips the style run")
+    parser.add_argument("--profile", default=os.environ.get("P2PCAMERA_PROFILE", "release"))
+    parser.add_argument("--output", type=Path, help="also write the markdown report here")
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
+    results: list[RunResult] = []
+    for size in args.sizes.split(","):
+        width, height = (int(x) for x in size.split("x"))
+        if not args.no_baseline:
+            results.append(run_one(baseline_server(), "baseline", "passthrough", width, height, args))
+        for filter_name in args.filters.split(","):
+            server = camera_pod(filter_name, args.profile)
+            results.append(run_one(server, "camera-pod", filter_name, width, height, args))
+    style = run_style(args) if args.style_seconds > 0 else None
+    text = report(results, style, args)
+    print(text)
+    if args.output:
+        args.output.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
