@@ -43,13 +43,13 @@ async function pressStartAndConnect(page) {
   return waitForEvent(page, 'connected', CONNECT_TIMEOUT_MS);
 }
 
+function showsCameraPicture(m) {
+  return Object.entries(QUADRANTS).every(([name, colour]) => colourDistance(m.quadrants[name], colour) < 40);
+}
+
 /** The raw camera view shows the fake camera's picture (so comparisons with it mean something). */
 async function assertRawCameraPicture(page) {
-  const raw = await eventually(() => measureVideo(page, '#raw'), (m) => m.width > 0, { what: 'raw camera picture' });
-  for (const [name, colour] of Object.entries(QUADRANTS)) {
-    assert.ok(colourDistance(raw.quadrants[name], colour) < 40,
-      `raw camera ${name} is ${raw.quadrants[name]}, expected about ${colour}`);
-  }
+  const raw = await eventually(() => measureVideo(page, '#raw'), showsCameraPicture, { what: 'raw camera picture' });
   assert.ok(raw.greenFraction < 0.05, `raw camera is already green (${raw.greenFraction})`);
   return raw;
 }
@@ -58,8 +58,7 @@ async function assertRawCameraPicture(page) {
 function matchesRaw(page) {
   return eventually(
     () => measureVideo(page, '#filtered', '#raw'),
-    (m) => m.meanAbsDiff !== null && m.meanAbsDiff < 20 &&
-      Object.entries(QUADRANTS).every(([name, colour]) => colourDistance(m.quadrants[name], colour) < 40),
+    (m) => m.meanAbsDiff !== null && m.meanAbsDiff < 20 && showsCameraPicture(m),
     { what: 'filtered picture matching the raw camera', timeout: 20000 },
   );
 }
@@ -192,9 +191,6 @@ export async function fallsBackWhenServerIsDown(t, video) {
   const returned = await returnedTrackInfo(page);
   assert.equal(returned.filtered, false);
   assert.equal(returned.trackState, 'live');
-  const shown = await eventually(() => measureVideo(page, '#filtered'), (m) => m.width > 0, { what: 'camera picture' });
-  for (const [name, colour] of Object.entries(QUADRANTS)) {
-    assert.ok(colourDistance(shown.quadrants[name], colour) < 40, `${name} is ${shown.quadrants[name]}`);
-  }
+  await eventually(() => measureVideo(page, '#filtered'), showsCameraPicture, { what: 'camera picture in the page' });
   await page.screenshot({ path: saveArtifact('browser-fallback.png') });
 }
