@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
 import os
 import platform
@@ -120,7 +121,7 @@ def run_one(server: ServerProcess, label: str, filter_name: str, width: int, hei
 def run_style(args: argparse.Namespace) -> tuple[RunResult, Window, Window]:
     """A long run with the style model; the first and last 10 s windows of it."""
     width, height = 1280, 720
-    server = camera_pod("style", args.profile)
+    server = camera_pod(json.dumps({"filter": "style", "style": args.style_index}), args.profile)
     print(f"# camera-pod style {width}x{height} for {args.style_seconds} s ...", file=sys.stderr, flush=True)
     with server.start():
         client, first, start, end, cpu, rss = asyncio.run(
@@ -181,7 +182,7 @@ def report(results: list[RunResult], style: tuple[RunResult, Window, Window] | N
         whole, head, tail = style
         lines += [
             "",
-            f"Style model, 1280x720, {args.style_seconds:.0f} s: returned {whole.window.returned_fps:.1f} fps, "
+            f"Style model (style {args.style_index}), 1280x720, {args.style_seconds:.0f} s: returned {whole.window.returned_fps:.1f} fps, "
             f"dropped {whole.window.dropped_fraction:.1%}, unreadable {whole.window.unreadable}, "
             f"CPU {whole.cpu_percent:.0f} %, peak RSS {whole.peak_rss_mib:.0f} MiB, "
             f"first frame {ms(whole.first_frame_s)} ms.",
@@ -206,6 +207,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--filters", default="passthrough,selfie-blur", help="camera-pod filters")
     parser.add_argument("--no-baseline", action="store_true", help="skip the aiortc baseline rows")
     parser.add_argument("--style-seconds", type=float, default=60.0, help="0 skips the style run")
+    parser.add_argument("--style-index", type=int, default=2,
+                        help="style for the long run; styles 2, 4, 5, 7, 8, 14, 23 and 24 keep the "
+                        "frame stamp readable, others repaint it")
     parser.add_argument("--profile", default=os.environ.get("P2PCAMERA_PROFILE", "release"))
     parser.add_argument("--output", type=Path, help="also write the markdown report here")
     return parser.parse_args(argv)

@@ -51,30 +51,42 @@ def green_fraction(u: np.ndarray, v: np.ndarray) -> float:
     return float(np.mean((u < 90) & (v < 90)))
 
 
+def message_of_type(kind: str):
+    """A predicate for data-channel messages that are JSON objects with this "type"."""
+
+    def matches(message: str) -> bool:
+        try:
+            body = json.loads(message)
+        except ValueError:
+            return False
+        return isinstance(body, dict) and body.get("type") == kind
+
+    return matches
+
+
 def mean_abs_difference(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(np.abs(a.astype(np.int16) - b.astype(np.int16))))
 
 
-def picture_difference(client: CameraClient, source: PictureSource) -> float:
-    """Mean absolute Y/U/V difference between the newest returned picture and the picture
-    that was sent for it (the textured region, which every sent picture shares, when the
-    stamp is unreadable)."""
-    stamped = client.latest_picture()
+def picture_difference(client: CameraClient) -> float:
+    """Mean absolute Y/U/V difference, over the textured region, between the newest returned
+    picture and the picture sent for it (the newest sent one when its stamp is unreadable:
+    the textured region differs between frames only by its moving bar)."""
+    source = client.camera.source
     newest = client.latest_any_picture()
     assert newest is not None, "no picture came back"
-    if stamped is not None and stamped[0] == client.returned[-1].index:
-        index, y, u, v = stamped
-        sy, su, sv = source.planes(index)
-        return (mean_abs_difference(y, sy) + mean_abs_difference(u, su) + mean_abs_difference(v, sv)) / 3
     y, u, v = newest
+    index = client.returned[-1].index
+    if index is None:
+        index = client.camera.newest_sent
     assert y.shape == (HEIGHT, WIDTH), f"returned size {y.shape[::-1]} differs from the camera's"
-    sy, su, sv = source.planes(client.camera.newest_sent)
+    sy, su, sv = source.planes(index)
     rows = source.layout.texture_rows
-    crows = slice(rows.start // 2, None)
+    chroma_rows = slice(rows.start // 2, None)
     return (
         mean_abs_difference(y[rows], sy[rows])
-        + mean_abs_difference(u[crows], su[crows])
-        + mean_abs_difference(v[crows], sv[crows])
+        + mean_abs_difference(u[chroma_rows], su[chroma_rows])
+        + mean_abs_difference(v[chroma_rows], sv[chroma_rows])
     ) / 3
 
 
@@ -134,7 +146,7 @@ def test_style_changes_the_picture(start_camera_pod):
         client = await connected(server.base_url)
         try:
             await asyncio.sleep(2.0)
-            difference = picture_difference(client, client.camera.source)
+            difference = picture_difference(client)
             assert difference >= 20, f"styled picture differs from the camera by only {difference:.1f}"
         finally:
             await client.close()
@@ -150,14 +162,16 @@ def test_data_channel_switches_filter_at_run_time(start_camera_pod):
         try:
             await client.wait_channel_open(5.0)
             await asyncio.sleep(1.0)
-            before = picture_difference(client, client.camera.source)
+            before = picture_difference(client)
             assert before < 5, f"passthrough differs from the camera by {before:.1f}"
             client.send(json.dumps({"filter": "style", "style": 3}))
+            reply = json.loads(await client.wait_message(message_of_type("filter"), 10.0))
+            assert reply.get("ok") is True, f"filter switch refused: {reply}"
             switched_at = asyncio.get_running_loop().time()
             difference = before
             while asyncio.get_running_loop().time() - switched_at < 20.0:
                 await asyncio.sleep(0.5)
-                difference = picture_difference(client, client.camera.source)
+                difference = picture_difference(client)
                 if difference >= 20:
                     break
             assert difference >= 20, f"after switching to style the picture differs by only {difference:.1f}"
@@ -177,16 +191,9 @@ def test_data_channel_answers_ping_and_publishes_stats(start_camera_pod):
             client.send("ping 1234.5")
             assert await client.wait_message(lambda m: m.startswith("pong"), 5.0) == "pong 1234.5"
 
-            def is_stats(message: str) -> bool:
-                try:
-                    body = json.loads(message)
-                except ValueError:
-                    return False
-                return isinstance(body, dict) and body.get("type") == "stats"
-
             # Stats are published once a second; skip the first, which may predate any video.
             await asyncio.sleep(2.5)
-            stats = [json.loads(m) for m in client.messages if is_stats(m)]
+            stats = [json.loads(m) for m in client.messages if message_of_type("stats")(m)]
             assert len(stats) >= 2, f"{len(stats)} stats messages in 2.5 s"
             latest = stats[-1]
             for key in ("input_fps", "output_fps", "model_ms", "dropped_frames"):
