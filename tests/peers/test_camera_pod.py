@@ -51,6 +51,13 @@ def green_fraction(u: np.ndarray, v: np.ndarray) -> float:
     return float(np.mean((u < 90) & (v < 90)))
 
 
+def detail_energy(y: np.ndarray) -> float:
+    """Mean absolute difference between horizontally and vertically neighbouring luma
+    samples: high for the camera's fine checkerboard, low once it is blurred."""
+    y = y.astype(np.int16)
+    return float(np.mean(np.abs(np.diff(y, axis=1))) + np.mean(np.abs(np.diff(y, axis=0))))
+
+
 def message_of_type(kind: str):
     """A predicate for data-channel messages that are JSON objects with this "type"."""
 
@@ -133,6 +140,24 @@ def test_selfie_replace_turns_a_background_without_a_person_green(start_camera_p
             _, u, v = client.latest_any_picture()
             fraction = green_fraction(u, v)
             assert fraction >= 0.8, f"only {fraction:.0%} of the picture turned green"
+        finally:
+            await client.close()
+
+    run(scenario())
+
+
+def test_selfie_blur_blurs_a_background_without_a_person(start_camera_pod):
+    server = start_camera_pod("selfie-blur")
+
+    async def scenario():
+        client = await connected(server.base_url)
+        try:
+            await asyncio.sleep(2.0)
+            y, _, _ = client.latest_any_picture()
+            rows = client.camera.source.layout.texture_rows
+            sent_y, _, _ = client.camera.source.planes(client.camera.newest_sent)
+            ratio = detail_energy(y[rows]) / detail_energy(sent_y[rows])
+            assert ratio < 0.5, f"the background kept {ratio:.0%} of its fine detail"
         finally:
             await client.close()
 
