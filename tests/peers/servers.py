@@ -138,8 +138,8 @@ def camera_pod(filter_name: str, profile: str = "debug", token: str | None = Non
         argv += ["--token", token]
     argv += extra_args or []
     env = {"RUST_LOG": os.environ.get("RUST_LOG", "info")}
-    if "ORT_DYLIB_PATH" not in os.environ and ORT_LIBRARY.exists():
-        env["ORT_DYLIB_PATH"] = str(ORT_LIBRARY)
+    if "P2PCAMERA_ONNXRUNTIME_LIB" not in os.environ:
+        env["P2PCAMERA_ONNXRUNTIME_LIB"] = str(ORT_LIBRARY)
     label = re.sub(r"[^A-Za-z0-9]+", "-", filter_name).strip("-")
     return ServerProcess(f"camera-pod-{label}", argv, port, "/readyz", env)
 
