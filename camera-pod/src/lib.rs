@@ -8,3 +8,7 @@ pub mod codec;
 pub mod filter;
 pub mod frame;
 pub mod mailbox;
+pub mod config;
+pub mod metrics;
+pub mod server;
+pub mod signaling;

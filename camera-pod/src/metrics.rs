@@ -1,0 +1,118 @@
+//! Prometheus metrics of one camera pod, prefixed `p2pcamera_pod_`. Durations in seconds; no
+//! per-frame or per-peer labels.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Peer connection states, as exported by the `peer_connection_state` gauge family.
+pub const PEER_STATES: [&str; 6] = ["new", "connecting", "connected", "disconnected", "failed", "closed"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub frames_in: Counter,
+    pub frames_out: Counter,
+    pub frames_dropped: Counter,
+    pub decode_seconds: Histogram,
+    pub model_seconds: Histogram,
+    pub encode_seconds: Histogram,
+    pub peer_connection_state: Family<StateLabel, Gauge>,
+    pub offers: Family<ResultLabel, Counter>,
+}
+
+fn duration_buckets() -> impl Iterator<Item = f64> {
+    [0.001, 0.0025, 0.005, 0.01, 0.02, 0.033, 0.05, 0.1, 0.25, 0.5, 1.0].into_iter()
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("p2pcamera_pod");
+        let metrics = Metrics {
+            frames_in: Counter::default(),
+            frames_out: Counter::default(),
+            frames_dropped: Counter::default(),
+            decode_seconds: Histogram::new(duration_buckets()),
+            model_seconds: Histogram::new(duration_buckets()),
+            encode_seconds: Histogram::new(duration_buckets()),
+            peer_connection_state: Family::default(),
+            offers: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("frames_in", "Camera frames decoded", metrics.frames_in.clone());
+        registry.register("frames_out", "Filtered frames encoded and sent", metrics.frames_out.clone());
+        registry.register(
+            "frames_dropped",
+            "Frames dropped because the filter was still busy with an older one",
+            metrics.frames_dropped.clone(),
+        );
+        registry.register("decode_duration_seconds", "Time to decode one frame", metrics.decode_seconds.clone());
+        registry.register("model_duration_seconds", "Time the filter takes for one frame", metrics.model_seconds.clone());
+        registry.register("encode_duration_seconds", "Time to encode one frame", metrics.encode_seconds.clone());
+        registry.register(
+            "peer_connection_state",
+            "1 for the state the camera's peer connection is in",
+            metrics.peer_connection_state.clone(),
+        );
+        registry.register("offers", "WebRTC offers handled, by result", metrics.offers.clone());
+        for state in PEER_STATES {
+            metrics.peer_connection_state.get_or_create(&StateLabel { state: state.into() }).set(0);
+        }
+        Metrics { registry, ..metrics }
+    }
+}
+
+impl Metrics {
+    /// Marks `state` (one of [`PEER_STATES`]) as the current peer connection state.
+    pub fn set_peer_state(&self, state: &str) {
+        for known in PEER_STATES {
+            let value = i64::from(known == state);
+            self.peer_connection_state.get_or_create(&StateLabel { state: known.into() }).set(value);
+        }
+    }
+
+    pub fn count_offer(&self, result: &str) {
+        self.offers.get_or_create(&ResultLabel { result: result.into() }).inc();
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_prefixed_names_and_one_live_state() {
+        let metrics = Metrics::default();
+        metrics.frames_in.inc();
+        metrics.model_seconds.observe(0.012);
+        metrics.set_peer_state("connected");
+        metrics.count_offer("answered");
+        let text = metrics.encode();
+        assert!(text.contains("p2pcamera_pod_frames_in_total 1"), "{text}");
+        assert!(text.contains("p2pcamera_pod_model_duration_seconds_count 1"), "{text}");
+        assert!(text.contains("p2pcamera_pod_peer_connection_state{state=\"connected\"} 1"), "{text}");
+        assert!(text.contains("p2pcamera_pod_peer_connection_state{state=\"new\"} 0"), "{text}");
+        assert!(text.contains("p2pcamera_pod_offers_total{result=\"answered\"} 1"), "{text}");
+    }
+}
