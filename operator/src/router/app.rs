@@ -274,3 +274,212 @@ pub fn app(state: AppState) -> Router {
         .layer(cors)
         .with_state(state)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::ratelimit::Rate;
+    use axum::extract::connect_info::MockConnectInfo;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::DynamicObject;
+    use kube::runtime::{reflector, watcher};
+    use std::time::Duration;
+    use tower::ServiceExt;
+
+    const OFFER: &str = r#"{"sdp":"v=0\r\n","type":"offer"}"#;
+
+    struct Fixture {
+        sessions: reflector::store::Writer<DynamicObject>,
+        secrets: reflector::store::Writer<Secret>,
+    }
+
+    impl Fixture {
+        fn session(&mut self, name: &str, status: serde_json::Value, token: Option<&str>) {
+            let mut object = DynamicObject::new(name, &sessions::camera_session_resource()).within("ns");
+            object.data = serde_json::json!({ "status": status });
+            self.sessions.apply_watcher_event(&watcher::Event::Apply(object));
+            if let Some(token) = token {
+                let mut secret = Secret::default();
+                secret.metadata.name = Some(sessions::secret_name(name));
+                secret.metadata.namespace = Some("ns".into());
+                secret.data = Some([("token".to_owned(), ByteString(token.as_bytes().to_vec()))].into());
+                self.secrets.apply_watcher_event(&watcher::Event::Apply(secret));
+            }
+        }
+    }
+
+    fn router(session_burst: u32, client_burst: u32) -> (Fixture, Arc<RouterState>) {
+        let sessions = reflector::store::Writer::new(sessions::camera_session_resource());
+        let (secret_store, secrets) = reflector::store::<Secret>();
+        let state = Arc::new(RouterState {
+            sessions: SessionCache::new(sessions.as_reader(), secret_store),
+            pods: PodClients::new(Duration::from_millis(500)).unwrap_or_else(|e| panic!("{e}")),
+            per_session: KeyedLimiter::new(Rate { per_second: 0.001, burst: session_burst }),
+            per_client: KeyedLimiter::new(Rate { per_second: 0.001, burst: client_burst }),
+            metrics: Arc::new(Metrics::new()),
+            readiness: Readiness::new(Arc::default()),
+            allowed_origins: vec![HeaderValue::from_static("https://meet.example")],
+        });
+        (Fixture { sessions, secrets }, state)
+    }
+
+    async fn call(state: &Arc<RouterState>, request: Request<Body>) -> (StatusCode, HeaderMap, serde_json::Value) {
+        let app = app(state.clone()).layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 4000))));
+        let Ok(response) = app.oneshot(request).await;
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));
+        (parts.status, parts.headers, json)
+    }
+
+    fn post(path: &str, token: Option<&str>, body: impl Into<Body>) -> Request<Body> {
+        let mut builder = Request::post(path).header(header::CONTENT_TYPE, "application/json");
+        if let Some(token) = token {
+            builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        builder.body(body.into()).unwrap_or_default()
+    }
+
+    fn code(body: &serde_json::Value) -> &str {
+        body["error"]["code"].as_str().unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn error_codes_for_auth_lookup_and_readiness() {
+        let (mut fixture, state) = router(10, 100);
+        fixture.session("ready", serde_json::json!({"phase": "Ready", "endpoint": "http://127.0.0.1:9"}), Some("tok"));
+        fixture.session(
+            "waiting",
+            serde_json::json!({"phase": "Scheduling", "conditions": [
+                {"type": "Scheduled", "status": "False", "reason": "Unschedulable", "message": "no free GPU"}]}),
+            Some("tok2"),
+        );
+        let path = "/v1/sessions/ns/ready/offer";
+        let (status, _, body) = call(&state, post(path, None, OFFER)).await;
+        assert_eq!((status, code(&body)), (StatusCode::UNAUTHORIZED, "missing_token"));
+        let (status, _, body) = call(&state, post(path, Some("wrong"), OFFER)).await;
+        assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "wrong_token"));
+        let (status, _, body) = call(&state, post("/v1/sessions/ns/nope/offer", Some("tok"), OFFER)).await;
+        assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "session_not_found"));
+        let (status, headers, body) = call(&state, post("/v1/sessions/ns/waiting/offer", Some("tok2"), OFFER)).await;
+        assert_eq!((status, code(&body)), (StatusCode::SERVICE_UNAVAILABLE, "session_not_ready"));
+        assert_eq!(headers.get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()), Some("2"));
+        assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("no free GPU")));
+
+        let status_request = |token: &str| {
+            Request::get("/v1/sessions/ns/waiting")
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(Body::empty())
+                .unwrap_or_default()
+        };
+        let (status, _, body) = call(&state, status_request("tok2")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, serde_json::json!({"phase": "Scheduling", "ready": false, "reason": "Unschedulable", "message": "no free GPU"}));
+        let (status, _, _) = call(&state, status_request("tok")).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+
+    #[tokio::test]
+    async fn malformed_and_oversized_bodies() {
+        let (mut fixture, state) = router(100, 100);
+        fixture.session("cam", serde_json::json!({"phase": "Ready", "endpoint": "http://127.0.0.1:9"}), Some("tok"));
+        let path = "/v1/sessions/ns/cam/offer";
+        for bad in ["not json", r#"{"type":"offer"}"#, r#"{"sdp":"v=0","type":"answer"}"#, r#"{"sdp":" ","type":"offer"}"#] {
+            let (status, _, body) = call(&state, post(path, Some("tok"), bad)).await;
+            assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "malformed"), "{bad}");
+        }
+        for bad in [OFFER.to_owned(), r#"{"sdp":"v=0","type":"offer","session":"cam"}"#.to_owned()] {
+            let (status, _, body) = call(&state, post("/offer", Some("tok"), bad.clone())).await;
+            assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "malformed"), "{bad}");
+        }
+        let huge = serde_json::json!({"sdp": "a".repeat(BODY_LIMIT), "type": "offer"}).to_string();
+        let (status, _, body) = call(&state, post(path, Some("tok"), huge.clone())).await;
+        assert_eq!((status, code(&body)), (StatusCode::PAYLOAD_TOO_LARGE, "too_large"));
+        // Without a Content-Length (a streamed body) the limit still holds.
+        let chunks = futures::stream::iter(huge.into_bytes().chunks(4096).map(|c| Ok::<_, std::io::Error>(Bytes::copy_from_slice(c))).collect::<Vec<_>>());
+        let (status, _, body) = call(&state, post(path, Some("tok"), Body::from_stream(chunks))).await;
+        assert_eq!((status, code(&body)), (StatusCode::PAYLOAD_TOO_LARGE, "too_large"));
+    }
+
+    #[tokio::test]
+    async fn rate_limits_per_client_and_per_session() {
+        let (mut fixture, state) = router(2, 100);
+        fixture.session("cam", serde_json::json!({"phase": "Starting"}), Some("tok"));
+        let path = "/v1/sessions/ns/cam/offer";
+        for _ in 0..2 {
+            let (status, _, _) = call(&state, post(path, Some("tok"), OFFER)).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        }
+        let (status, headers, body) = call(&state, post(path, Some("tok"), OFFER)).await;
+        assert_eq!((status, code(&body)), (StatusCode::TOO_MANY_REQUESTS, "rate_limited"));
+        assert!(headers.contains_key(header::RETRY_AFTER));
+        // Wrong tokens do not spend the session's budget...
+        let (mut fixture, state) = router(1, 3);
+        fixture.session("cam", serde_json::json!({"phase": "Starting"}), Some("tok"));
+        let (status, _, _) = call(&state, post(path, Some("bad"), OFFER)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, _, _) = call(&state, post(path, Some("tok"), OFFER)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        // ...but every request spends the client address's budget.
+        let (status, _, body) = call(&state, post(path, Some("bad"), OFFER)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        let (status, _, body) = call(&state, post(path, Some("bad"), OFFER)).await;
+        assert_eq!((status, code(&body)), (StatusCode::TOO_MANY_REQUESTS, "rate_limited"));
+    }
+
+    #[tokio::test]
+    async fn cors_allows_listed_origins_only() {
+        let (_, state) = router(1, 100);
+        let preflight = |origin: &str| {
+            Request::builder()
+                .method(Method::OPTIONS)
+                .uri("/v1/sessions/ns/cam/offer")
+                .header(header::ORIGIN, origin)
+                .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+                .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "authorization,content-type")
+                .body(Body::empty())
+                .unwrap_or_default()
+        };
+        let (status, headers, _) = call(&state, preflight("https://meet.example")).await;
+        assert!(status.is_success());
+        assert_eq!(headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).and_then(|v| v.to_str().ok()), Some("https://meet.example"));
+        let allowed = headers.get(header::ACCESS_CONTROL_ALLOW_HEADERS).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        assert!(allowed.contains("authorization"), "{allowed}");
+        let (_, headers, _) = call(&state, preflight("https://evil.example")).await;
+        assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+    }
+
+    #[tokio::test]
+    async fn script_health_readiness_and_metrics() {
+        let (mut fixture, state) = router(10, 100);
+        let get = |path: &str| Request::get(path).body(Body::empty()).unwrap_or_default();
+        let (status, headers, body) = call(&state, get("/p2pcamera.js")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with("text/javascript")));
+        assert!(body.as_str().is_some_and(|s| s.contains("getUserMedia")));
+        assert_eq!(call(&state, get("/healthz")).await.0, StatusCode::OK);
+        let (status, _, body) = call(&state, get("/readyz")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.as_str().is_some_and(|s| s.contains("no serving certificate")));
+        state.readiness.sessions_synced.store(true, Ordering::Release);
+        state.readiness.secrets_synced.store(true, Ordering::Release);
+        let Ok(cert) = rcgen::generate_simple_self_signed(vec!["router".into()]) else { panic!("rcgen") };
+        let Ok(key) = super::super::tls::certified_key(cert.cert.pem().as_bytes(), cert.signing_key.serialize_pem().as_bytes()) else {
+            panic!("key")
+        };
+        state.readiness.certificate.replace(key);
+        assert_eq!(call(&state, get("/readyz")).await.0, StatusCode::OK);
+
+        fixture.session("cam", serde_json::json!({"phase": "Pending"}), Some("tok"));
+        call(&state, post("/v1/sessions/ns/cam/offer", Some("tok"), OFFER)).await;
+        call(&state, post("/v1/sessions/ns/cam/offer", None, OFFER)).await;
+        let (_, _, body) = call(&state, get("/metrics")).await;
+        let text = body.as_str().unwrap_or_default();
+        assert!(text.contains(r#"p2pcamera_router_offers_total{result="session_not_ready"} 1"#), "{text}");
+        assert!(text.contains(r#"p2pcamera_router_offers_total{result="missing_token"} 1"#), "{text}");
+        assert!(text.contains("p2pcamera_router_forward_duration_seconds_bucket"), "{text}");
+    }
+}

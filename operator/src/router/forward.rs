@@ -89,7 +89,13 @@ const MAX_PINNED_CLIENTS: usize = 1024;
 
 impl PodClients {
     pub fn new(timeout: Duration) -> Result<Self, ClientError> {
-        Ok(Self { timeout, plain: Self::builder(timeout).build()?, pinned: Mutex::new(HashMap::new()) })
+        // Plain-HTTP endpoints only: with no trusted roots, HTTPS through this client always fails.
+        let no_trust = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let plain = Self::builder(timeout).use_preconfigured_tls(no_trust).build()?;
+        Ok(Self { timeout, plain, pinned: Mutex::new(HashMap::new()) })
     }
 
     fn builder(timeout: Duration) -> reqwest::ClientBuilder {
