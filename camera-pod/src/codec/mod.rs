@@ -2,6 +2,13 @@
 
 use crate::frame::VideoFrame;
 
+mod clock;
+#[cfg(test)]
+mod conformance;
+mod h264;
+mod planes;
+mod vp8;
+
 /// Codecs camera-pod negotiates, in no particular order (the offerer's order wins).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CodecKind {
@@ -40,11 +47,16 @@ pub trait Encoder: Send {
 
 /// A decoder for `kind`.
 pub fn new_decoder(kind: CodecKind) -> Result<Box<dyn Decoder>, CodecError> {
-    Err(CodecError::Decode { codec: kind, message: "not implemented yet".into() })
+    match kind {
+        CodecKind::Vp8 => Ok(Box::new(vp8::Vp8Decoder::new()?)),
+        CodecKind::H264 => Ok(Box::new(h264::H264Decoder::new()?)),
+    }
 }
 
 /// An encoder for `kind` starting at `bitrate_bps`; it adapts to the size of the pictures it gets.
 pub fn new_encoder(kind: CodecKind, bitrate_bps: u32) -> Result<Box<dyn Encoder>, CodecError> {
-    let _ = bitrate_bps;
-    Err(CodecError::Encode { codec: kind, message: "not implemented yet".into() })
+    match kind {
+        CodecKind::Vp8 => Ok(Box::new(vp8::Vp8Encoder::new(bitrate_bps)?)),
+        CodecKind::H264 => Ok(Box::new(h264::H264Encoder::new(bitrate_bps)?)),
+    }
 }

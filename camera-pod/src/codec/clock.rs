@@ -1,0 +1,61 @@
+//! Encoder time line: RTP timestamps (32-bit, 90 kHz, wrapping) turned into the strictly
+//! increasing presentation times that encoders' rate control expects.
+
+/// Default spacing between pictures (one frame at 30 fps) when the input gives no usable spacing.
+pub(crate) const DEFAULT_FRAME_TICKS: i64 = 3000;
+
+/// RTP clock rate of video.
+pub(crate) const TICKS_PER_SECOND: i64 = 90_000;
+
+#[derive(Debug, Default)]
+pub(crate) struct EncodeClock {
+    last: Option<(u32, i64)>,
+}
+
+/// One picture's place on the encoder's time line, in 90 kHz ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tick {
+    pub pts: i64,
+    pub duration: i64,
+}
+
+impl EncodeClock {
+    /// Places the picture stamped `rtp_timestamp` after the previous one. The RTP timestamp
+    /// wraps around; a picture that does not move forward (repeated or reordered timestamp)
+    /// still advances by one tick so the encoder never sees time go backwards.
+    pub fn next(&mut self, rtp_timestamp: u32) -> Tick {
+        let tick = match self.last {
+            None => Tick { pts: 0, duration: DEFAULT_FRAME_TICKS },
+            Some((last_rtp, last_pts)) => {
+                // Signed distance handles wrap-around of the 32-bit clock.
+                let delta = i64::from(rtp_timestamp.wrapping_sub(last_rtp) as i32).max(1);
+                Tick { pts: last_pts + delta, duration: delta }
+            }
+        };
+        self.last = Some((rtp_timestamp, tick.pts));
+        tick
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn follows_rtp_spacing_across_wrap_around() {
+        let mut clock = EncodeClock::default();
+        let start = u32::MAX - 2999;
+        assert_eq!(clock.next(start), Tick { pts: 0, duration: DEFAULT_FRAME_TICKS });
+        assert_eq!(clock.next(start.wrapping_add(3000)), Tick { pts: 3000, duration: 3000 });
+        assert_eq!(clock.next(start.wrapping_add(9000)), Tick { pts: 9000, duration: 6000 });
+    }
+
+    #[test]
+    fn never_goes_backwards() {
+        let mut clock = EncodeClock::default();
+        clock.next(90_000);
+        assert_eq!(clock.next(90_000).pts, 1);
+        assert_eq!(clock.next(80_000).pts, 2);
+        assert_eq!(clock.next(83_000).pts, 3002);
+    }
+}
