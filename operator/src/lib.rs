@@ -1,0 +1,9 @@
+//! p2pcamera operator: turns each `CameraSession` into one GPU camera pod.
+//!
+//! Layout: [`crd`] holds the custom resource types, [`config`] the command-line configuration,
+//! [`ports`] the port allocator, [`desired`] the pure builders of the Pod and Secret.
+
+pub mod config;
+pub mod crd;
+pub mod desired;
+pub mod ports;

@@ -1,0 +1,657 @@
+//! Desired objects of a session, built without a client: the camera Pod and the session Secret.
+//!
+//! Names and keys other components rely on:
+//! - Pod and Secret are both named `<session>-p2pcamera` ([`child_name`]), in the session's
+//!   namespace, owned by the session (controller owner reference), so deleting the session lets the
+//!   garbage collector remove them.
+//! - Labels: `app.kubernetes.io/name=camera-pod`, `app.kubernetes.io/instance=<session>`,
+//!   `app.kubernetes.io/managed-by=p2pcamera-operator`, `p2pcamera.io/session=<session>`.
+//! - Pod annotations: `p2pcamera.io/port` (the allocated port), `p2pcamera.io/pod-hash` (hash of
+//!   everything desired; a different hash means the pod is replaced), `p2pcamera.io/public-address`
+//!   (only on a pod pinned to its node, see [`crate::config::PublicIpSource`]),
+//!   `p2pcamera.io/manifest` (the custom model's manifest as JSON, mounted as a file).
+//! - Secret (`Opaque`) keys: `token` (32 random bytes, base64url without padding; the bearer token
+//!   camera-pod requires), `tls.crt` / `tls.key` (a self-signed certificate for the pod's HTTPS;
+//!   whoever talks to the pod pins this exact certificate). Mounted read-only at
+//!   `/var/run/p2pcamera` together with `manifest.json` when a custom model is used.
+//!
+//! The pod uses `hostNetwork: true` (media goes straight from the browser to the node), declares
+//! its one port as containerPort = hostPort for TCP (signaling, HTTPS) and UDP (media), so the
+//! scheduler's NodePorts filter also keeps two sessions off the same port on a node, and gets no
+//! service account token. camera-pod is configured through environment variables
+//! (`P2PCAMERA_*`, listed in [`camera_pod_env`]).
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, DownwardAPIProjection, DownwardAPIVolumeFile, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, NodeAffinity, NodeSelector, NodeSelectorRequirement,
+    NodeSelectorTerm, ObjectFieldSelector, Pod, PodSecurityContext, PodSpec, Probe, ProjectedVolumeSource,
+    ResourceRequirements, SeccompProfile, Secret, SecretProjection, SecurityContext, Toleration, Volume,
+    VolumeMount, VolumeProjection,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::Resource;
+use sha2::{Digest, Sha256};
+
+use crate::config::Config;
+use crate::crd::{CameraSession, FilterName};
+
+/// Field manager of every server-side apply the operator does.
+pub const FIELD_MANAGER: &str = "p2pcamera-operator";
+/// Value of `app.kubernetes.io/managed-by` on every object the operator creates.
+pub const MANAGED_BY: &str = "p2pcamera-operator";
+/// Label naming the owning session.
+pub const LABEL_SESSION: &str = "p2pcamera.io/session";
+/// Pod annotation holding the allocated port.
+pub const ANNOTATION_PORT: &str = "p2pcamera.io/port";
+/// Pod annotation holding the hash of the desired pod.
+pub const ANNOTATION_POD_HASH: &str = "p2pcamera.io/pod-hash";
+/// Pod annotation holding the explicit public address of a pod pinned to its node.
+pub const ANNOTATION_PUBLIC_ADDRESS: &str = "p2pcamera.io/public-address";
+/// Pod annotation holding a custom model's manifest (JSON), mounted as `manifest.json`.
+pub const ANNOTATION_MANIFEST: &str = "p2pcamera.io/manifest";
+/// Session annotation that wakes an Idle session (removed by the operator when it acts on it).
+pub const ANNOTATION_WAKE: &str = "p2pcamera.io/wake";
+/// Secret key of the bearer token.
+pub const SECRET_TOKEN: &str = "token";
+/// Secret key of the pod's certificate (PEM).
+pub const SECRET_TLS_CERT: &str = "tls.crt";
+/// Secret key of the pod's private key (PEM).
+pub const SECRET_TLS_KEY: &str = "tls.key";
+/// Where the Secret (and manifest) are mounted in the pod.
+pub const MOUNT_DIR: &str = "/var/run/p2pcamera";
+/// Name of the camera container.
+pub const CONTAINER: &str = "camera-pod";
+
+/// Name of the Pod and the Secret of a session.
+pub fn child_name(session: &str) -> String {
+    format!("{session}-p2pcamera")
+}
+
+/// Errors building the desired objects.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The session has no name or namespace (not from the API server).
+    #[error("session lacks {0}")]
+    MissingMetadata(&'static str),
+    /// The certificate could not be generated.
+    #[error("generating the pod certificate: {0}")]
+    Certificate(#[from] rcgen::Error),
+    /// The manifest could not be serialized.
+    #[error("serializing the model manifest: {0}")]
+    Manifest(#[from] serde_json::Error),
+}
+
+/// A node the pod is pinned to, with the address it advertises.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// Node name.
+    pub node: String,
+    /// Public address advertised by the pod.
+    pub address: String,
+}
+
+/// Secret contents generated once per session.
+#[derive(Clone, Debug)]
+pub struct SecretMaterial {
+    /// Bearer token (base64url, no padding).
+    pub token: String,
+    /// Certificate PEM.
+    pub cert_pem: String,
+    /// Private key PEM.
+    pub key_pem: String,
+}
+
+impl SecretMaterial {
+    /// A fresh random token and self-signed certificate for the pod of `session` in `namespace`.
+    pub fn generate(namespace: &str, session: &str) -> Result<Self, BuildError> {
+        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+        let names = vec![
+            format!("{session}.{namespace}.p2pcamera.internal"),
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+        ];
+        let certified = rcgen::generate_simple_self_signed(names)?;
+        Ok(Self {
+            token,
+            cert_pem: certified.cert.pem(),
+            key_pem: certified.signing_key.serialize_pem(),
+        })
+    }
+}
+
+fn name_and_namespace(session: &CameraSession) -> Result<(&str, &str), BuildError> {
+    let name = session.metadata.name.as_deref().ok_or(BuildError::MissingMetadata("name"))?;
+    let namespace = session
+        .metadata
+        .namespace
+        .as_deref()
+        .ok_or(BuildError::MissingMetadata("namespace"))?;
+    Ok((name, namespace))
+}
+
+/// The labels of every object of `session`.
+pub fn labels(session: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), "camera-pod".to_string()),
+        ("app.kubernetes.io/instance".to_string(), session.to_string()),
+        ("app.kubernetes.io/managed-by".to_string(), MANAGED_BY.to_string()),
+        (LABEL_SESSION.to_string(), session.to_string()),
+    ])
+}
+
+fn child_meta(session: &CameraSession) -> Result<ObjectMeta, BuildError> {
+    let (name, namespace) = name_and_namespace(session)?;
+    Ok(ObjectMeta {
+        name: Some(child_name(name)),
+        namespace: Some(namespace.to_string()),
+        labels: Some(labels(name)),
+        owner_references: session.controller_owner_ref(&()).map(|o| vec![o]),
+        ..ObjectMeta::default()
+    })
+}
+
+/// The session Secret holding `material`.
+pub fn build_secret(session: &CameraSession, material: &SecretMaterial) -> Result<Secret, BuildError> {
+    Ok(Secret {
+        metadata: child_meta(session)?,
+        type_: Some("Opaque".to_string()),
+        data: Some(BTreeMap::from([
+            (SECRET_TOKEN.to_string(), ByteString(material.token.clone().into_bytes())),
+            (SECRET_TLS_CERT.to_string(), ByteString(material.cert_pem.clone().into_bytes())),
+            (SECRET_TLS_KEY.to_string(), ByteString(material.key_pem.clone().into_bytes())),
+        ])),
+        ..Secret::default()
+    })
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+/// The environment that configures camera-pod.
+///
+/// `P2PCAMERA_LISTEN=0.0.0.0:<port>`, `P2PCAMERA_UDP_PORT=<port>`, `P2PCAMERA_PUBLIC_IP` (downward
+/// API `status.hostIP`, or the pinned address), `P2PCAMERA_FILTER`, `P2PCAMERA_STYLE_INDEX`,
+/// `P2PCAMERA_BACKGROUND_COLOR`, `P2PCAMERA_MODEL` + `P2PCAMERA_SHA256` + `P2PCAMERA_MANIFEST`
+/// (a file path), `P2PCAMERA_MAX_WIDTH`, `P2PCAMERA_MAX_HEIGHT`, `P2PCAMERA_MAX_FPS`,
+/// `P2PCAMERA_CODECS` (comma-separated preference), `P2PCAMERA_TOKEN_FILE`, `P2PCAMERA_TLS_CERT`,
+/// `P2PCAMERA_TLS_KEY`, `P2PCAMERA_REQUIRE_GPU=true`.
+pub fn camera_pod_env(session: &CameraSession, port: u16, placement: Option<&Placement>) -> Vec<EnvVar> {
+    let spec = &session.spec;
+    let mut vars = vec![
+        env("P2PCAMERA_LISTEN", format!("0.0.0.0:{port}")),
+        env("P2PCAMERA_UDP_PORT", port.to_string()),
+    ];
+    vars.push(match placement {
+        Some(p) => env("P2PCAMERA_PUBLIC_IP", p.address.clone()),
+        None => EnvVar {
+            name: "P2PCAMERA_PUBLIC_IP".to_string(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    api_version: None,
+                    field_path: "status.hostIP".to_string(),
+                }),
+                ..EnvVarSource::default()
+            }),
+        },
+    });
+    vars.push(env("P2PCAMERA_FILTER", spec.filter.name.as_str()));
+    if let Some(index) = spec.filter.style_index {
+        vars.push(env("P2PCAMERA_STYLE_INDEX", index.to_string()));
+    }
+    if let Some(colour) = &spec.filter.background_color {
+        vars.push(env("P2PCAMERA_BACKGROUND_COLOR", colour.clone()));
+    }
+    if let Some(model) = &spec.filter.model {
+        vars.push(env("P2PCAMERA_MODEL", model.url.clone()));
+        vars.push(env("P2PCAMERA_SHA256", model.sha256.clone()));
+        vars.push(env("P2PCAMERA_MANIFEST", format!("{MOUNT_DIR}/manifest.json")));
+    }
+    if let Some(video) = &spec.video {
+        for (name, value) in [
+            ("P2PCAMERA_MAX_WIDTH", video.max_width),
+            ("P2PCAMERA_MAX_HEIGHT", video.max_height),
+            ("P2PCAMERA_MAX_FPS", video.max_fps),
+        ] {
+            if let Some(value) = value {
+                vars.push(env(name, value.to_string()));
+            }
+        }
+        if !video.codecs.is_empty() {
+            let codecs: Vec<_> = video.codecs.iter().map(|c| c.as_str()).collect();
+            vars.push(env("P2PCAMERA_CODECS", codecs.join(",")));
+        }
+    }
+    vars.push(env("P2PCAMERA_TOKEN_FILE", format!("{MOUNT_DIR}/{SECRET_TOKEN}")));
+    vars.push(env("P2PCAMERA_TLS_CERT", format!("{MOUNT_DIR}/{SECRET_TLS_CERT}")));
+    vars.push(env("P2PCAMERA_TLS_KEY", format!("{MOUNT_DIR}/{SECRET_TLS_KEY}")));
+    vars.push(env("P2PCAMERA_REQUIRE_GPU", "true"));
+    vars.push(env("XDG_CACHE_HOME", "/var/cache/p2pcamera"));
+    vars
+}
+
+fn http_probe(path: &str, port: u16, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_string()),
+            port: IntOrString::Int(i32::from(port)),
+            scheme: Some("HTTPS".to_string()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    }
+}
+
+fn volumes(session_name: &str, with_manifest: bool) -> Vec<Volume> {
+    let mut sources = vec![VolumeProjection {
+        secret: Some(SecretProjection {
+            name: child_name(session_name),
+            items: Some(
+                [SECRET_TOKEN, SECRET_TLS_CERT, SECRET_TLS_KEY]
+                    .into_iter()
+                    .map(|key| KeyToPath {
+                        key: key.to_string(),
+                        path: key.to_string(),
+                        mode: None,
+                    })
+                    .collect(),
+            ),
+            optional: Some(false),
+        }),
+        ..VolumeProjection::default()
+    }];
+    if with_manifest {
+        sources.push(VolumeProjection {
+            downward_api: Some(DownwardAPIProjection {
+                items: Some(vec![DownwardAPIVolumeFile {
+                    path: "manifest.json".to_string(),
+                    field_ref: Some(ObjectFieldSelector {
+                        api_version: None,
+                        field_path: format!("metadata.annotations['{ANNOTATION_MANIFEST}']"),
+                    }),
+                    ..DownwardAPIVolumeFile::default()
+                }]),
+            }),
+            ..VolumeProjection::default()
+        });
+    }
+    vec![
+        Volume {
+            name: "p2pcamera".to_string(),
+            projected: Some(ProjectedVolumeSource {
+                default_mode: Some(0o440),
+                sources: Some(sources),
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "cache".to_string(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+    ]
+}
+
+fn merged_tolerations(defaults: &[Toleration], extra: &[Toleration]) -> Vec<Toleration> {
+    let mut all = defaults.to_vec();
+    for t in extra {
+        if !all.contains(t) {
+            all.push(t.clone());
+        }
+    }
+    all
+}
+
+/// The camera Pod of `session` on `port`, with the hash annotation set.
+pub fn build_pod(
+    session: &CameraSession,
+    port: u16,
+    config: &Config,
+    placement: Option<&Placement>,
+) -> Result<Pod, BuildError> {
+    let (name, _) = name_and_namespace(session)?;
+    let spec = &session.spec;
+    let resource = spec
+        .gpu
+        .resource_name
+        .clone()
+        .unwrap_or_else(|| config.gpu_resource_name.clone());
+    let gpus = BTreeMap::from([(resource, Quantity(spec.gpu.count.to_string()))]);
+    let mut node_selector = config.gpu_node_selector.clone();
+    node_selector.extend(spec.node_selector.clone());
+    let tolerations = merged_tolerations(&config.gpu_tolerations.0, &spec.tolerations);
+    let container = Container {
+        name: CONTAINER.to_string(),
+        image: Some(spec.image.clone().unwrap_or_else(|| config.camera_pod_image.clone())),
+        env: Some(camera_pod_env(session, port, placement)),
+        ports: Some(
+            [("signaling", "TCP"), ("media", "UDP")]
+                .into_iter()
+                .map(|(port_name, protocol)| ContainerPort {
+                    name: Some(port_name.to_string()),
+                    container_port: i32::from(port),
+                    host_port: Some(i32::from(port)),
+                    protocol: Some(protocol.to_string()),
+                    host_ip: None,
+                })
+                .collect(),
+        ),
+        resources: Some(ResourceRequirements {
+            limits: Some(gpus),
+            ..ResourceRequirements::default()
+        }),
+        readiness_probe: Some(http_probe("/readyz", port, 2, 1)),
+        liveness_probe: Some(http_probe("/healthz", port, 10, 3)),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "p2pcamera".to_string(),
+                mount_path: MOUNT_DIR.to_string(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "cache".to_string(),
+                mount_path: "/var/cache/p2pcamera".to_string(),
+                ..VolumeMount::default()
+            },
+        ]),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_string()]),
+                add: None,
+            }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    };
+    let affinity = placement.map(|p| k8s_openapi::api::core::v1::Affinity {
+        node_affinity: Some(NodeAffinity {
+            required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                node_selector_terms: vec![NodeSelectorTerm {
+                    match_fields: Some(vec![NodeSelectorRequirement {
+                        key: "metadata.name".to_string(),
+                        operator: "In".to_string(),
+                        values: Some(vec![p.node.clone()]),
+                    }]),
+                    match_expressions: None,
+                }],
+            }),
+            preferred_during_scheduling_ignored_during_execution: None,
+        }),
+        ..k8s_openapi::api::core::v1::Affinity::default()
+    });
+    let manifest = spec.filter.model.as_ref().filter(|_| spec.filter.name == FilterName::Custom);
+    let pod_spec = PodSpec {
+        containers: vec![container],
+        host_network: Some(true),
+        dns_policy: Some("ClusterFirstWithHostNet".to_string()),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        restart_policy: Some("Always".to_string()),
+        termination_grace_period_seconds: Some(10),
+        node_selector: (!node_selector.is_empty()).then_some(node_selector),
+        tolerations: (!tolerations.is_empty()).then_some(tolerations),
+        affinity,
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(65532),
+            run_as_group: Some(65532),
+            fs_group: Some(65532),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_string(),
+                localhost_profile: None,
+            }),
+            ..PodSecurityContext::default()
+        }),
+        volumes: Some(volumes(name, manifest.is_some())),
+        ..PodSpec::default()
+    };
+    let mut annotations = BTreeMap::from([(ANNOTATION_PORT.to_string(), port.to_string())]);
+    if let Some(model) = manifest {
+        annotations.insert(ANNOTATION_MANIFEST.to_string(), serde_json::to_string(&model.manifest)?);
+    }
+    if let Some(p) = placement {
+        annotations.insert(ANNOTATION_PUBLIC_ADDRESS.to_string(), p.address.clone());
+    }
+    let hash = pod_hash(&pod_spec, &annotations)?;
+    annotations.insert(ANNOTATION_POD_HASH.to_string(), hash);
+    let mut metadata = child_meta(session)?;
+    metadata.annotations = Some(annotations);
+    Ok(Pod {
+        metadata,
+        spec: Some(pod_spec),
+        status: None,
+    })
+}
+
+fn pod_hash(spec: &PodSpec, annotations: &BTreeMap<String, String>) -> Result<String, serde_json::Error> {
+    let mut hasher = Sha256::new();
+    hasher.update(serde_json::to_vec(spec)?);
+    hasher.update(serde_json::to_vec(annotations)?);
+    Ok(hex::encode(&hasher.finalize()[..8]))
+}
+
+/// The value of annotation `key` on `pod`.
+pub fn pod_annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
+    pod.metadata.annotations.as_ref()?.get(key).map(String::as_str)
+}
+
+/// The placement a pod was pinned with (from its annotation and affinity-bound node).
+pub fn pinned_placement(pod: &Pod) -> Option<Placement> {
+    let address = pod_annotation(pod, ANNOTATION_PUBLIC_ADDRESS)?;
+    let terms = &pod
+        .spec
+        .as_ref()?
+        .affinity
+        .as_ref()?
+        .node_affinity
+        .as_ref()?
+        .required_during_scheduling_ignored_during_execution
+        .as_ref()?
+        .node_selector_terms;
+    let node = terms
+        .iter()
+        .flat_map(|t| t.match_fields.iter().flatten())
+        .find(|r| r.key == "metadata.name")?
+        .values
+        .as_ref()?
+        .first()?;
+    Some(Placement {
+        node: node.clone(),
+        address: address.to_string(),
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::config::{PublicIpSource, Tolerations};
+    use crate::crd::CameraSessionSpec;
+    use crate::ports::PortRange;
+    use std::time::Duration;
+
+    pub(crate) fn config() -> Config {
+        Config {
+            namespace: None,
+            port_range: PortRange { first: 40000, last: 40999 },
+            camera_pod_image: "camera-pod:test".into(),
+            gpu_resource_name: "nvidia.com/gpu".into(),
+            gpu_node_selector: BTreeMap::from([("gpu".into(), "yes".into())]),
+            gpu_tolerations: Tolerations(vec![Toleration {
+                key: Some("nvidia.com/gpu".into()),
+                operator: Some("Exists".into()),
+                ..Toleration::default()
+            }]),
+            public_ip_source: PublicIpSource::Node,
+            lease_name: "l".into(),
+            lease_namespace: "default".into(),
+            identity: Some("me".into()),
+            crash_restart_limit: 5,
+            crash_backoff: Duration::from_secs(60),
+            idle_poll_interval: Duration::from_secs(15),
+        }
+    }
+
+    pub(crate) fn session(spec: serde_json::Value) -> CameraSession {
+        let spec: CameraSessionSpec = serde_json::from_value(spec).unwrap();
+        let mut s = CameraSession::new("cam1", spec);
+        s.metadata.namespace = Some("team".into());
+        s.metadata.uid = Some("uid-1".into());
+        s.metadata.generation = Some(1);
+        s
+    }
+
+    fn env_value<'a>(pod: &'a Pod, name: &str) -> Option<&'a EnvVar> {
+        pod.spec.as_ref().unwrap().containers[0]
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|e| e.name == name)
+    }
+
+    #[test]
+    fn pod_has_gpu_host_network_port_owner_and_secret_mount() {
+        let s = session(serde_json::json!({"gpu": {"count": 2}, "nodeSelector": {"zone": "a"}}));
+        let pod = build_pod(&s, 40007, &config(), None).unwrap();
+        assert_eq!(pod.metadata.name.as_deref(), Some("cam1-p2pcamera"));
+        assert_eq!(pod.metadata.namespace.as_deref(), Some("team"));
+        let owner = &pod.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller), ("CameraSession", "uid-1", Some(true)));
+        let labels = pod.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels[LABEL_SESSION], "cam1");
+        assert_eq!(labels["app.kubernetes.io/managed-by"], MANAGED_BY);
+        assert_eq!(pod_annotation(&pod, ANNOTATION_PORT), Some("40007"));
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(spec.host_network, Some(true));
+        assert_eq!(spec.dns_policy.as_deref(), Some("ClusterFirstWithHostNet"));
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        let selector = spec.node_selector.as_ref().unwrap();
+        assert_eq!((selector["gpu"].as_str(), selector["zone"].as_str()), ("yes", "a"));
+        let c = &spec.containers[0];
+        assert_eq!(c.image.as_deref(), Some("camera-pod:test"));
+        assert_eq!(c.resources.as_ref().unwrap().limits.as_ref().unwrap()["nvidia.com/gpu"], Quantity("2".into()));
+        let ports = c.ports.as_ref().unwrap();
+        assert_eq!(ports.len(), 2);
+        for p in ports {
+            assert_eq!((p.container_port, p.host_port), (40007, Some(40007)));
+        }
+        let protocols: Vec<_> = ports.iter().map(|p| p.protocol.as_deref().unwrap()).collect();
+        assert_eq!(protocols, ["TCP", "UDP"]);
+        let probe = c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+        assert_eq!(probe.path.as_deref(), Some("/readyz"));
+        assert_eq!(probe.port, IntOrString::Int(40007));
+        assert_eq!(probe.scheme.as_deref(), Some("HTTPS"));
+        assert_eq!(env_value(&pod, "P2PCAMERA_LISTEN").unwrap().value.as_deref(), Some("0.0.0.0:40007"));
+        assert_eq!(env_value(&pod, "P2PCAMERA_UDP_PORT").unwrap().value.as_deref(), Some("40007"));
+        let ip = env_value(&pod, "P2PCAMERA_PUBLIC_IP").unwrap();
+        assert_eq!(ip.value_from.as_ref().unwrap().field_ref.as_ref().unwrap().field_path, "status.hostIP");
+        assert_eq!(env_value(&pod, "P2PCAMERA_FILTER").unwrap().value.as_deref(), Some("selfie-blur"));
+        let projected = spec.volumes.as_ref().unwrap()[0].projected.as_ref().unwrap();
+        let secret = projected.sources.as_ref().unwrap()[0].secret.as_ref().unwrap();
+        assert_eq!(secret.name, "cam1-p2pcamera");
+        assert_eq!(c.volume_mounts.as_ref().unwrap()[0].mount_path, MOUNT_DIR);
+        assert_eq!(c.volume_mounts.as_ref().unwrap()[0].read_only, Some(true));
+    }
+
+    #[test]
+    fn session_resource_name_overrides_default() {
+        let s = session(serde_json::json!({"gpu": {"resourceName": "amd.com/gpu"}}));
+        let pod = build_pod(&s, 40000, &config(), None).unwrap();
+        let limits = pod.spec.unwrap().containers[0].resources.clone().unwrap().limits.unwrap();
+        assert_eq!(limits.keys().collect::<Vec<_>>(), ["amd.com/gpu"]);
+        assert_eq!(limits["amd.com/gpu"], Quantity("1".into()));
+    }
+
+    #[test]
+    fn custom_model_mounts_manifest_and_sets_env() {
+        let s = session(serde_json::json!({"filter": {"name": "custom", "model": {
+            "url": "https://models.example/m.onnx", "sha256": "ab".repeat(32),
+            "manifest": {"input": "x", "layout": "NCHW", "width": 256, "height": 256, "output": "mask", "composite": "blur"}
+        }}, "video": {"maxFps": 24, "codecs": ["H264", "VP8"]}}));
+        let pod = build_pod(&s, 40001, &config(), None).unwrap();
+        let manifest: serde_json::Value =
+            serde_json::from_str(pod_annotation(&pod, ANNOTATION_MANIFEST).unwrap()).unwrap();
+        assert_eq!(manifest["layout"], "NCHW");
+        assert_eq!(env_value(&pod, "P2PCAMERA_MODEL").unwrap().value.as_deref(), Some("https://models.example/m.onnx"));
+        assert_eq!(
+            env_value(&pod, "P2PCAMERA_MANIFEST").unwrap().value.as_deref(),
+            Some("/var/run/p2pcamera/manifest.json")
+        );
+        assert_eq!(env_value(&pod, "P2PCAMERA_CODECS").unwrap().value.as_deref(), Some("H264,VP8"));
+        assert_eq!(env_value(&pod, "P2PCAMERA_MAX_FPS").unwrap().value.as_deref(), Some("24"));
+        let sources = pod.spec.unwrap().volumes.unwrap()[0].projected.clone().unwrap().sources.unwrap();
+        assert!(sources[1].downward_api.is_some());
+    }
+
+    #[test]
+    fn hash_is_stable_and_follows_the_spec() {
+        let a = session(serde_json::json!({}));
+        let hash = |s: &CameraSession, port, placement| {
+            pod_annotation(&build_pod(s, port, &config(), placement).unwrap(), ANNOTATION_POD_HASH)
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(hash(&a, 40000, None), hash(&a, 40000, None));
+        let b = session(serde_json::json!({"filter": {"name": "passthrough"}}));
+        assert_ne!(hash(&a, 40000, None), hash(&b, 40000, None));
+        assert_ne!(hash(&a, 40000, None), hash(&a, 40001, None));
+        let pin = Placement {
+            node: "n1".into(),
+            address: "203.0.113.5".into(),
+        };
+        assert_ne!(hash(&a, 40000, None), hash(&a, 40000, Some(&pin)));
+    }
+
+    #[test]
+    fn pinned_pod_advertises_explicit_address_and_round_trips() {
+        let s = session(serde_json::json!({}));
+        let pin = Placement {
+            node: "gpu-1".into(),
+            address: "203.0.113.5".into(),
+        };
+        let pod = build_pod(&s, 40000, &config(), Some(&pin)).unwrap();
+        assert_eq!(env_value(&pod, "P2PCAMERA_PUBLIC_IP").unwrap().value.as_deref(), Some("203.0.113.5"));
+        assert_eq!(pinned_placement(&pod), Some(pin));
+        assert_eq!(pinned_placement(&build_pod(&s, 40000, &config(), None).unwrap()), None);
+    }
+
+    #[test]
+    fn secret_holds_token_and_certificate() {
+        let s = session(serde_json::json!({}));
+        let material = SecretMaterial::generate("team", "cam1").unwrap();
+        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&material.token).unwrap();
+        assert_eq!(token.len(), 32);
+        assert_ne!(material.token, SecretMaterial::generate("team", "cam1").unwrap().token);
+        let secret = build_secret(&s, &material).unwrap();
+        assert_eq!(secret.metadata.name.as_deref(), Some("cam1-p2pcamera"));
+        assert_eq!(secret.type_.as_deref(), Some("Opaque"));
+        let data = secret.data.unwrap();
+        assert!(String::from_utf8_lossy(&data[SECRET_TLS_CERT].0).starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(String::from_utf8_lossy(&data[SECRET_TLS_KEY].0).contains("PRIVATE KEY"));
+        assert_eq!(data[SECRET_TOKEN].0, material.token.as_bytes());
+        assert!(secret.metadata.owner_references.unwrap()[0].controller == Some(true));
+    }
+
+    #[test]
+    fn session_without_namespace_is_an_error_not_a_panic() {
+        let mut s = session(serde_json::json!({}));
+        s.metadata.namespace = None;
+        assert!(matches!(build_pod(&s, 1, &config(), None), Err(BuildError::MissingMetadata("namespace"))));
+    }
+}
