@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests/peers"))
 
 from camera_client import CameraClient  # noqa: E402
-from servers import ServerProcess, baseline_server, camera_pod  # noqa: E402
+from servers import ServerProcess, baseline_server, camera_pod, process_usage  # noqa: E402
 
 # Frames sent this close to the end of a window may still be in flight; they
 # are not counted as sent or dropped.
@@ -56,6 +56,7 @@ class RunResult:
     window: Window
     cpu_percent: float
     peak_rss_mib: float
+    client_cpu_percent: float
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -86,36 +87,38 @@ def measure_window(client: CameraClient, start: float, end: float) -> Window:
 
 
 async def drive(server: ServerProcess, width: int, height: int, fps: int, warmup_s: float,
-                seconds: float, codec: str) -> tuple[CameraClient, float, float, float, float, float]:
+                seconds: float, codec: str, noise: float) -> tuple[CameraClient, float, float, float, float, float, float]:
     """Connects, warms up, streams for `seconds`. Returns the client, time to first frame,
-    window start/end, and the server's CPU seconds over the window and its peak RSS."""
-    client = CameraClient(server.base_url, width, height, fps, codec, keep_pictures=1)
+    window start/end, the server's CPU seconds over the window and its peak RSS, and this
+    client's CPU seconds over the window."""
+    client = CameraClient(server.base_url, width, height, fps, codec, keep_pictures=1, noise=noise)
     reply = await client.connect()
     if reply.status != 200:
         raise RuntimeError(f"{server.name} refused the offer: {reply.status} {reply.body}")
     first_frame_s = await client.wait_first_frame(60.0)
     await asyncio.sleep(warmup_s)
-    before = server.usage()
+    before, client_before = server.usage(), process_usage(os.getpid())
     start = time.monotonic()
     await asyncio.sleep(seconds)
     end = time.monotonic()
-    after = server.usage()
+    after, client_after = server.usage(), process_usage(os.getpid())
     await asyncio.sleep(IN_FLIGHT_GRACE_S)
     await client.close()
     cpu_seconds = after.cpu_seconds - before.cpu_seconds
-    return client, first_frame_s, start, end, cpu_seconds, after.peak_rss_bytes
+    client_cpu_seconds = client_after.cpu_seconds - client_before.cpu_seconds
+    return client, first_frame_s, start, end, cpu_seconds, after.peak_rss_bytes, client_cpu_seconds
 
 
 def run_one(server: ServerProcess, label: str, filter_name: str, width: int, height: int,
             args: argparse.Namespace) -> RunResult:
     print(f"# {label} {filter_name} {width}x{height} ...", file=sys.stderr, flush=True)
     with server.start():
-        client, first, start, end, cpu, rss = asyncio.run(
-            drive(server, width, height, args.fps, args.warmup, args.seconds, args.codec)
+        client, first, start, end, cpu, rss, client_cpu = asyncio.run(
+            drive(server, width, height, args.fps, args.warmup, args.seconds, args.codec, args.noise)
         )
     window = measure_window(client, start, end)
     return RunResult(label, filter_name, width, height, first, window,
-                     100.0 * cpu / (end - start), rss / 2**20)
+                     100.0 * cpu / (end - start), rss / 2**20, 100.0 * client_cpu / (end - start))
 
 
 def run_style(args: argparse.Namespace) -> tuple[RunResult, Window, Window]:
@@ -124,12 +127,12 @@ def run_style(args: argparse.Namespace) -> tuple[RunResult, Window, Window]:
     server = camera_pod(json.dumps({"filter": "style", "style": args.style_index}), args.profile)
     print(f"# camera-pod style {width}x{height} for {args.style_seconds} s ...", file=sys.stderr, flush=True)
     with server.start():
-        client, first, start, end, cpu, rss = asyncio.run(
-            drive(server, width, height, args.fps, 0.0, args.style_seconds, args.codec)
+        client, first, start, end, cpu, rss, client_cpu = asyncio.run(
+            drive(server, width, height, args.fps, 0.0, args.style_seconds, args.codec, args.noise)
         )
     whole = measure_window(client, start, end)
     result = RunResult("camera-pod", "style", width, height, first, whole,
-                       100.0 * cpu / (end - start), rss / 2**20)
+                       100.0 * cpu / (end - start), rss / 2**20, 100.0 * client_cpu / (end - start))
     return result, measure_window(client, start, start + 10.0), measure_window(client, end - 10.0, end)
 
 
@@ -152,13 +155,14 @@ def report(results: list[RunResult], style: tuple[RunResult, Window, Window] | N
            args: argparse.Namespace) -> str:
     lines = [
         f"Machine: {machine_description()}.",
-        f"Client: aiortc {args.codec}, {args.fps} fps synthetic camera; {args.warmup:.0f} s warm-up, "
+        f"Client: aiortc {args.codec}, {args.fps} fps synthetic camera with luma noise sigma {args.noise:g}; {args.warmup:.0f} s warm-up, "
         f"{args.seconds:.0f} s measured per row; camera-pod {args.profile} build.",
-        "CPU is the server process's user+system time over the measured window, in % of one core.",
+        "CPU is the server process's user+system time over the measured window, in % of one core; "
+        "client CPU is the same for the aiortc client (encode, decode, stamp reading), which shares the machine.",
         "",
         "| size | server | filter | p50 ms | p99 ms | returned fps | sent fps | dropped | unreadable | "
-        "first frame ms | CPU % | peak RSS MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "first frame ms | CPU % | peak RSS MiB | client CPU % |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         w = r.window
@@ -166,7 +170,7 @@ def report(results: list[RunResult], style: tuple[RunResult, Window, Window] | N
             f"| {r.width}x{r.height} | {r.server} | {r.filter} | {ms(percentile(w.latencies, 0.5))} | "
             f"{ms(percentile(w.latencies, 0.99))} | {w.returned_fps:.1f} | {w.sent_fps:.1f} | "
             f"{w.dropped_fraction:.1%} | {w.unreadable} | {ms(r.first_frame_s)} | {r.cpu_percent:.0f} | "
-            f"{r.peak_rss_mib:.0f} |"
+            f"{r.peak_rss_mib:.0f} | {r.client_cpu_percent:.0f} |"
         )
     lines.append("")
     for size in sorted({(r.width, r.height) for r in results}):
@@ -202,6 +206,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds per row")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds streamed before measuring")
     parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument("--noise", type=float, default=2.0,
+                        help="standard deviation of the camera's luma noise (0: a noiseless picture)")
     parser.add_argument("--codec", default="VP8", choices=["VP8", "H264"])
     parser.add_argument("--sizes", default="640x480,1280x720")
     parser.add_argument("--filters", default="passthrough,selfie-blur", help="camera-pod filters")

@@ -80,9 +80,9 @@ class SyntheticCameraTrack(MediaStreamTrack):
 
     kind = "video"
 
-    def __init__(self, width: int, height: int, fps: int) -> None:
+    def __init__(self, width: int, height: int, fps: int, noise: float = 0.0) -> None:
         super().__init__()
-        self.source = PictureSource(width, height)
+        self.source = PictureSource(width, height, noise)
         self.width, self.height, self.fps = width, height, fps
         self.sent_at: dict[int, float] = {}
         self.newest_sent = -1
@@ -130,6 +130,7 @@ class CameraClient:
     token: str | None = None
     client_id: str | None = None
     keep_pictures: int = 30
+    noise: float = 0.0  # standard deviation of the camera's luma noise
     returned: list[ReturnedFrame] = field(default_factory=list)
     # The most recent returned pictures: (full index or None, Y, U, V).
     pictures: collections.deque = field(default_factory=collections.deque)
@@ -138,7 +139,7 @@ class CameraClient:
 
     def __post_init__(self) -> None:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.camera = SyntheticCameraTrack(self.width, self.height, self.fps)
+        self.camera = SyntheticCameraTrack(self.width, self.height, self.fps, self.noise)
         self.channel = self.pc.createDataChannel("p2pcamera")
         self.channel.on("message", self._on_message)
         self._channel_open = asyncio.Event()

@@ -6,7 +6,8 @@ cells: a bright/dark pair is a 1, a dark/bright pair is a 0. Reading a bit only
 compares the two cells of its pair, so the code survives codec error, blur and
 colour shifts (style transfer) as long as relative brightness is kept. The
 bottom third is a colour gradient under a fine checkerboard (high-frequency
-detail that a blur removes) with a bar that moves every frame.
+detail that a blur removes) with a bar that moves every frame. Optional sensor
+noise on the luma makes the picture as costly to encode as a real camera's.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ DARK = 40
 # counts as a readable bit.
 MIN_PAIR_CONTRAST = 24
 CHECKER_SIZE = 8
+# Distinct noise fields cycled through when sensor noise is on.
+NOISE_FIELDS = 17
 
 
 def check_nibble(index: int) -> int:
@@ -82,7 +85,7 @@ class Layout:
 class PictureSource:
     """Builds the picture for any frame index at one size."""
 
-    def __init__(self, width: int, height: int) -> None:
+    def __init__(self, width: int, height: int, noise: float = 0.0) -> None:
         if width % 16 or height % 16:
             raise ValueError(f"size {width}x{height} must be a multiple of 16")
         self.layout = Layout(width, height)
@@ -95,6 +98,13 @@ class PictureSource:
         self._texture_u = (60 + cxs * 136 // (width // 2)).astype(np.uint8)
         self._texture_v = (196 - cys * 136 // max(1, tex_h // 2)).astype(np.uint8)
         self._bar_width = max(CHECKER_SIZE * 2, width // 20)
+        self._noise: list[np.ndarray] = []
+        if noise > 0:
+            rng = np.random.default_rng(0)
+            self._noise = [
+                np.round(rng.normal(0.0, noise, (height, width))).astype(np.int16)
+                for _ in range(NOISE_FIELDS)
+            ]
 
     def planes(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The Y, U and V planes of picture `index`."""
@@ -114,6 +124,9 @@ class PictureSource:
         v[tex.start // 2 :] = self._texture_v
         bar_x = (index * 8) % (lay.width - self._bar_width)
         y[tex, bar_x : bar_x + self._bar_width] = 235
+        if self._noise:
+            noisy = y + self._noise[index % NOISE_FIELDS]
+            y = np.clip(noisy, 16, 235).astype(np.uint8)
         return y, u, v
 
     def packed(self, index: int) -> np.ndarray:

@@ -25,6 +25,16 @@ def test_every_index_reads_back_from_its_picture(size):
         assert read_index(y) == index
 
 
+def test_sensor_noise_keeps_the_stamp_and_changes_every_frame():
+    source = PictureSource(640, 480, noise=3.0)
+    clean = PictureSource(640, 480)
+    first, second = source.planes(5)[0], source.planes(6)[0]
+    assert read_index(first) == 5 and read_index(second) == 6
+    grain = first.astype(np.int16) - clean.planes(5)[0]
+    assert 2.0 < float(grain.std()) < 4.0
+    assert not np.array_equal(grain, second.astype(np.int16) - clean.planes(6)[0])
+
+
 def test_indices_wrap_at_the_modulus():
     source = PictureSource(640, 480)
     y, _, _ = source.planes(INDEX_MODULUS + 7)
