@@ -59,7 +59,7 @@ pub struct RouterArgs {
     #[arg(long, env = "P2PCAMERA_ROUTER_SESSION_NAMESPACE")]
     pub session_namespace: Option<String>,
     /// Label selector of the per-session Secrets the router caches.
-    #[arg(long, env = "P2PCAMERA_ROUTER_SESSION_SECRET_SELECTOR", default_value = "app.kubernetes.io/managed-by=p2pcamera-operator")]
+    #[arg(long, env = "P2PCAMERA_ROUTER_SESSION_SECRET_SELECTOR", default_value = "app.kubernetes.io/managed-by=p2pcamera-operator,p2pcamera.io/session")]
     pub session_secret_selector: String,
     /// Page origins allowed to call the router (CORS), comma separated, e.g. `https://meet.example`.
     #[arg(long, env = "P2PCAMERA_ROUTER_ALLOWED_ORIGINS", value_delimiter = ',')]

@@ -20,10 +20,8 @@ pub fn camera_session_resource() -> ApiResource {
     )
 }
 
-/// Name of the per-session Secret the operator writes next to each CameraSession.
-pub fn secret_name(session: &str) -> String {
-    format!("{session}-p2pcamera")
-}
+pub use crate::desired::child_name as secret_name;
+use crate::desired::{SECRET_TLS_CERT, SECRET_TOKEN};
 
 /// `namespace/name` of a session.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -125,8 +123,8 @@ pub struct SessionCredentials {
 impl SessionCredentials {
     pub fn of(secret: &Secret) -> Option<Self> {
         let data = secret.data.as_ref()?;
-        let token = data.get("token")?.0.clone();
-        let pod_certificate = data.get("tls.crt").map(|c| c.0.clone());
+        let token = data.get(SECRET_TOKEN)?.0.clone();
+        let pod_certificate = data.get(SECRET_TLS_CERT).map(|c| c.0.clone());
         Some(Self { token, pod_certificate })
     }
 }
