@@ -7,3 +7,6 @@ pub mod config;
 pub mod crd;
 pub mod desired;
 pub mod ports;
+pub mod status;
+pub mod acme;
+pub mod router;
