@@ -28,7 +28,9 @@ const APISERVER_READY_TIMEOUT: Duration = Duration::from_secs(180);
 const CONTROLLERS_READY_TIMEOUT: Duration = Duration::from_secs(120);
 const NODE_READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Controllers that manage real machines or cloud resources. The node lifecycle controller is
-/// off too: it would taint kwok nodes whose heartbeat is late on a busy machine.
+/// off too: it would taint kwok nodes whose heartbeat is late on a busy machine. Without it nobody
+/// would lift the `node.kubernetes.io/not-ready` taint that the TaintNodesByCondition admission
+/// plugin puts on new nodes, so that plugin is off as well.
 const DISABLED_CONTROLLERS: &[&str] = &[
     "node-ipam-controller",
     "node-lifecycle-controller",
@@ -291,6 +293,7 @@ impl PlaneBuilder {
             .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
             .arg(format!("--service-account-key-file={}", sa_public.display()))
             .arg(format!("--service-account-signing-key-file={}", sa_private.display()))
+            .arg("--disable-admission-plugins=TaintNodesByCondition")
             .arg("--allow-privileged=true")
             .arg("--profiling=false");
         let at = Instant::now();

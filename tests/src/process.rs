@@ -167,7 +167,7 @@ fn stop_all(mut children: Vec<(String, Child)>) {
         }
     }
     for (name, mut child) in children {
-        eprintln!("[p2pcamera-tests] {name} (pid {}) ignored SIGTERM, killing it", child.id());
+        eprintln!("[p2pcamera-tests] {name} (pid {}) still running {STOP_GRACE:?} after SIGTERM, sending SIGKILL", child.id());
         let _ = child.kill();
         let _ = child.wait();
     }
