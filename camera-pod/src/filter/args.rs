@@ -1,0 +1,289 @@
+//! Filter and ONNX Runtime flags; the binary flattens [`FilterArgs`] into its own `Args`.
+
+use std::path::PathBuf;
+
+use clap::ValueEnum;
+
+use super::FilterError;
+use super::manifest::Manifest;
+use super::spec::{self, Background, CustomModel, FilterSpec, ModelSource};
+
+/// Which ONNX Runtime execution provider runs the model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum ExecutionProviderChoice {
+    /// CPU only.
+    Cpu,
+    /// NVIDIA CUDA (needs the `cuda` feature and onnxruntime-gpu).
+    Cuda,
+    /// NVIDIA TensorRT, with CUDA for what TensorRT does not take (needs the `tensorrt` feature).
+    Tensorrt,
+    /// The GPU providers compiled in, if they work here, else CPU.
+    #[default]
+    Auto,
+}
+
+/// Filter selection and model runtime settings.
+#[derive(Clone, Debug, clap::Args)]
+pub struct FilterArgs {
+    /// Filter to start with: passthrough, selfie-blur, selfie-replace, style, custom, or a JSON
+    /// filter spec such as '{"filter":"style","style":3}'.
+    #[arg(long, env = "P2PCAMERA_FILTER", default_value = "selfie-blur")]
+    pub filter: String,
+
+    /// selfie-blur: blur radius in per cent of the picture height (1..=25).
+    #[arg(long, env = "P2PCAMERA_BLUR_STRENGTH")]
+    pub blur_strength: Option<u32>,
+
+    /// style: which of the 26 styles (0..=25).
+    #[arg(long, env = "P2PCAMERA_STYLE_INDEX")]
+    pub style_index: Option<u32>,
+
+    /// selfie-replace: background colour as #rrggbb (default #00ff00).
+    #[arg(long, env = "P2PCAMERA_BACKGROUND_COLOR", conflicts_with = "background_image")]
+    pub background_color: Option<String>,
+
+    /// selfie-replace: background picture (PNG or JPEG).
+    #[arg(long, env = "P2PCAMERA_BACKGROUND_IMAGE")]
+    pub background_image: Option<PathBuf>,
+
+    /// Custom ONNX model: a file path or an https:// URL. With --sha256 and --manifest it
+    /// selects the custom filter.
+    #[arg(long, env = "P2PCAMERA_MODEL", requires_all = ["sha256", "manifest"])]
+    pub model: Option<String>,
+
+    /// Required sha256 (hex) of --model; a model that does not match is refused.
+    #[arg(long, env = "P2PCAMERA_SHA256", requires = "model")]
+    pub sha256: Option<String>,
+
+    /// Manifest (JSON or YAML) describing --model's tensors and how its output is composited.
+    #[arg(long, env = "P2PCAMERA_MANIFEST", requires = "model")]
+    pub manifest: Option<PathBuf>,
+
+    /// Where downloaded models are kept [default: $XDG_CACHE_HOME or ~/.cache, then p2pcamera/models].
+    #[arg(long, env = "P2PCAMERA_MODEL_CACHE_DIR")]
+    pub model_cache_dir: Option<PathBuf>,
+
+    /// Extra PEM CA certificates to trust when downloading models (on top of the system's).
+    #[arg(long, env = "P2PCAMERA_MODEL_CA_FILE")]
+    pub model_ca_file: Option<PathBuf>,
+
+    /// ONNX Runtime shared library [default: $ORT_DYLIB_PATH, else
+    /// ~/.cache/p2pcamera/onnxruntime-1.32.0/libonnxruntime.so.1.32.0, as fetched by
+    /// camera-pod/scripts/fetch-onnxruntime.sh].
+    #[arg(long, env = "P2PCAMERA_ONNXRUNTIME_LIB")]
+    pub onnxruntime_lib: Option<PathBuf>,
+
+    /// Execution provider; `auto` uses the GPU providers compiled in when they work, else CPU.
+    #[arg(long, env = "P2PCAMERA_EXECUTION_PROVIDER", value_enum, default_value_t = ExecutionProviderChoice::Auto)]
+    pub execution_provider: ExecutionProviderChoice,
+
+    /// Threads ONNX Runtime uses inside one model run [default: every core when the machine is
+    /// dedicated to this camera (--dedicated-machine, or running in Kubernetes), else half the
+    /// cores, leaving the rest to decoding, encoding and the user's other programs].
+    #[arg(long, env = "P2PCAMERA_INTRA_OP_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub intra_op_threads: Option<u16>,
+
+    /// The machine (or pod) serves only this camera: use all its cores.
+    #[arg(long, env = "P2PCAMERA_DEDICATED_MACHINE")]
+    pub dedicated_machine: bool,
+}
+
+/// ONNX Runtime version that camera-pod/scripts/fetch-onnxruntime.sh fetches.
+pub const ONNXRUNTIME_VERSION: &str = "1.32.0";
+
+impl FilterArgs {
+    /// The filter to start with, from --filter and its parameters (or --model/--sha256/--manifest).
+    /// Parameters for other filters than the chosen one are ignored, so one environment can carry
+    /// them all.
+    pub fn initial_spec(&self) -> Result<FilterSpec, FilterError> {
+        if let Some(model) = &self.model {
+            let name = self.filter.trim();
+            if name != "custom" && name != "selfie-blur" {
+                // selfie-blur is the default, so `--model` alone means custom.
+                return Err(FilterError::InvalidSpec(format!(
+                    "--model selects the custom filter, but --filter is `{name}`"
+                )));
+            }
+            let (Some(sha256), Some(manifest)) = (&self.sha256, &self.manifest) else {
+                return Err(FilterError::InvalidSpec("--model needs --sha256 and --manifest".into()));
+            };
+            return Ok(FilterSpec::Custom(CustomModel {
+                model: ModelSource::parse(model)?,
+                sha256: spec::normalize_sha256(sha256)?,
+                manifest: Manifest::load(manifest)?,
+            }));
+        }
+        let base: FilterSpec = self.filter.parse()?;
+        if self.filter.trim_start().starts_with('{') {
+            return Ok(base);
+        }
+        Ok(match base {
+            FilterSpec::SelfieBlur { strength } => FilterSpec::SelfieBlur {
+                strength: self.blur_strength.map_or(Ok(strength), spec::blur_strength)?,
+            },
+            FilterSpec::SelfieReplace(background) => FilterSpec::SelfieReplace(
+                match (&self.background_color, &self.background_image) {
+                    (Some(c), _) => Background::Color(c.parse()?),
+                    (None, Some(p)) => Background::Image(p.clone()),
+                    (None, None) => background,
+                },
+            ),
+            FilterSpec::Style { style } => {
+                FilterSpec::Style { style: self.style_index.map_or(Ok(style), spec::style_index)? }
+            }
+            other => other,
+        })
+    }
+
+    /// The ONNX Runtime library to load: --onnxruntime-lib, $ORT_DYLIB_PATH, or the cache path.
+    pub fn onnxruntime_path(&self) -> PathBuf {
+        resolve_onnxruntime_path(self.onnxruntime_lib.clone(), std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from), home_cache())
+    }
+
+    /// Where downloaded models go.
+    pub fn model_cache_path(&self) -> PathBuf {
+        self.model_cache_dir.clone().unwrap_or_else(|| {
+            home_cache().unwrap_or_else(std::env::temp_dir).join("p2pcamera").join("models")
+        })
+    }
+
+    /// Intra-op threads: --intra-op-threads, else see [`default_intra_op_threads`].
+    pub fn intra_op_thread_count(&self) -> usize {
+        match self.intra_op_threads {
+            Some(n) => usize::from(n),
+            None => {
+                let cores = std::thread::available_parallelism().map_or(1, usize::from);
+                let dedicated = self.dedicated_machine || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+                default_intra_op_threads(cores, dedicated)
+            }
+        }
+    }
+}
+
+/// Every core on a machine dedicated to this camera (a GPU pod), half of them on a laptop or
+/// shared machine: decoding, encoding and the browser need the rest, and ONNX Runtime's threads
+/// fighting them for cores makes every frame slower.
+pub fn default_intra_op_threads(cores: usize, dedicated: bool) -> usize {
+    if dedicated { cores.max(1) } else { (cores / 2).max(1) }
+}
+
+fn home_cache() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+}
+
+fn resolve_onnxruntime_path(flag: Option<PathBuf>, ort_dylib_path: Option<PathBuf>, cache: Option<PathBuf>) -> PathBuf {
+    flag.or(ort_dylib_path).unwrap_or_else(|| {
+        cache
+            .unwrap_or_else(std::env::temp_dir)
+            .join("p2pcamera")
+            .join(format!("onnxruntime-{ONNXRUNTIME_VERSION}"))
+            .join(format!("libonnxruntime.so.{ONNXRUNTIME_VERSION}"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::filter::composite::Rgb;
+    use crate::filter::manifest::MaskComposite;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        filter: FilterArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<FilterArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("camera-pod").chain(args.iter().copied())).map(|c| c.filter)
+    }
+
+    #[test]
+    fn default_is_selfie_blur_on_auto() {
+        let a = parse(&[]).unwrap();
+        assert_eq!(a.initial_spec().unwrap(), FilterSpec::default());
+        assert_eq!(a.execution_provider, ExecutionProviderChoice::Auto);
+    }
+
+    #[test]
+    fn parameters_apply_to_their_filter() {
+        let a = parse(&["--filter", "style", "--style-index", "7"]).unwrap();
+        assert_eq!(a.initial_spec().unwrap(), FilterSpec::Style { style: 7 });
+        let a = parse(&["--filter", "selfie-replace", "--background-color", "#112233"]).unwrap();
+        assert_eq!(
+            a.initial_spec().unwrap(),
+            FilterSpec::SelfieReplace(Background::Color(Rgb { r: 0x11, g: 0x22, b: 0x33 }))
+        );
+        let a = parse(&["--filter", "selfie-replace", "--background-image", "/bg.jpg"]).unwrap();
+        assert_eq!(a.initial_spec().unwrap(), FilterSpec::SelfieReplace(Background::Image("/bg.jpg".into())));
+        let a = parse(&["--filter", "selfie-blur", "--blur-strength", "9", "--style-index", "3"]).unwrap();
+        assert_eq!(a.initial_spec().unwrap(), FilterSpec::SelfieBlur { strength: 9 });
+        let a = parse(&["--filter", r#"{"filter":"style","style":2}"#]).unwrap();
+        assert_eq!(a.initial_spec().unwrap(), FilterSpec::Style { style: 2 });
+        let a = parse(&["--execution-provider", "cpu", "--intra-op-threads", "3"]).unwrap();
+        assert_eq!(a.execution_provider, ExecutionProviderChoice::Cpu);
+        assert_eq!(a.intra_op_thread_count(), 3);
+    }
+
+    #[test]
+    fn bad_parameters_are_refused() {
+        let err = parse(&["--filter", "style", "--style-index", "26"]).unwrap().initial_spec().unwrap_err();
+        assert!(err.to_string().contains("style index 26"), "{err}");
+        let err = parse(&["--filter", "selfie-replace", "--background-color", "red"]).unwrap().initial_spec().unwrap_err();
+        assert!(err.to_string().contains("bad colour `red`"), "{err}");
+        let err = parse(&["--filter", "warp"]).unwrap().initial_spec().unwrap_err();
+        assert!(matches!(err, FilterError::UnknownFilter(_)), "{err}");
+        assert!(parse(&["--model", "/m.onnx"]).is_err(), "--model needs --sha256 and --manifest");
+        assert!(parse(&["--sha256", "ab"]).is_err());
+        assert!(parse(&["--intra-op-threads", "0"]).is_err());
+        assert!(parse(&["--execution-provider", "tpu"]).is_err());
+    }
+
+    #[test]
+    fn model_flags_select_the_custom_filter() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("m.yaml");
+        std::fs::write(&manifest, serde_json::to_string(&Manifest::selfie(MaskComposite::ShowMask)).unwrap()).unwrap();
+        let sha = "Ab".repeat(32);
+        let m = manifest.to_str().unwrap();
+        let a = parse(&["--model", "https://x.example/m.onnx", "--sha256", &sha, "--manifest", m]).unwrap();
+        match a.initial_spec().unwrap() {
+            FilterSpec::Custom(c) => {
+                assert_eq!(c.model, ModelSource::Url("https://x.example/m.onnx".into()));
+                assert_eq!(c.sha256, "ab".repeat(32));
+                assert_eq!(c.manifest, Manifest::selfie(MaskComposite::ShowMask));
+            }
+            other => panic!("{other:?}"),
+        }
+        let a = parse(&["--filter", "style", "--model", "/m.onnx", "--sha256", &sha, "--manifest", m]).unwrap();
+        assert!(a.initial_spec().unwrap_err().to_string().contains("custom"));
+        let a = parse(&["--model", "/m.onnx", "--sha256", &sha, "--manifest", "/missing.yaml"]).unwrap();
+        assert!(a.initial_spec().unwrap_err().to_string().contains("/missing.yaml"));
+    }
+
+    #[test]
+    fn thread_defaults() {
+        assert_eq!(default_intra_op_threads(16, true), 16);
+        assert_eq!(default_intra_op_threads(16, false), 8);
+        assert_eq!(default_intra_op_threads(2, false), 1);
+        assert_eq!(default_intra_op_threads(1, false), 1);
+        assert_eq!(default_intra_op_threads(0, true), 1);
+    }
+
+    #[test]
+    fn onnxruntime_path_order() {
+        let flag = Some(PathBuf::from("/flag.so"));
+        let env = Some(PathBuf::from("/env.so"));
+        let cache = Some(PathBuf::from("/home/u/.cache"));
+        assert_eq!(resolve_onnxruntime_path(flag, env.clone(), cache.clone()), PathBuf::from("/flag.so"));
+        assert_eq!(resolve_onnxruntime_path(None, env, cache.clone()), PathBuf::from("/env.so"));
+        assert_eq!(
+            resolve_onnxruntime_path(None, None, cache),
+            PathBuf::from("/home/u/.cache/p2pcamera/onnxruntime-1.32.0/libonnxruntime.so.1.32.0")
+        );
+    }
+}

@@ -1,0 +1,349 @@
+//! [`FilterSpec`]: which filter to run, as given on the command line, the data channel or HTTP.
+//!
+//! JSON form: `{"filter":"passthrough"}`, `{"filter":"selfie-blur","strength":4}`,
+//! `{"filter":"selfie-replace","color":"#00ff00"}`, `{"filter":"selfie-replace","image":"/bg.jpg"}`,
+//! `{"filter":"style","style":3}`,
+//! `{"filter":"custom","model":"https://...","sha256":"<64 hex>","manifest":{...}}`.
+//! A bare name (`selfie-blur`, `style`, ...) means that filter with its defaults.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::FilterError;
+use super::composite::Rgb;
+use super::manifest::{Manifest, STYLE_COUNT};
+
+/// Background blur radius of `selfie-blur` when none is given, in per cent of the picture height.
+pub const DEFAULT_BLUR_STRENGTH: u8 = 4;
+/// Largest accepted blur strength.
+pub const MAX_BLUR_STRENGTH: u8 = 25;
+/// Background colour of `selfie-replace` when none is given.
+pub const DEFAULT_BACKGROUND: Rgb = Rgb { r: 0, g: 255, b: 0 };
+
+/// The filter names accepted by `--filter` and the `filter` field.
+pub const FILTER_NAMES: [&str; 5] = ["passthrough", "selfie-blur", "selfie-replace", "style", "custom"];
+
+/// A validated description of a filter. Build one with [`FilterSpec::from_str`], serde, or
+/// [`super::FilterArgs::initial_spec`]; turn it into a running filter with
+/// [`super::FilterFactory::build`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "SpecWire", into = "SpecWire")]
+pub enum FilterSpec {
+    Passthrough,
+    /// Person kept sharp, background blurred; `strength` is the blur radius in per cent of the
+    /// picture height (1..=25).
+    SelfieBlur { strength: u8 },
+    SelfieReplace(Background),
+    /// multistyle26, `style` in `0..26`.
+    Style { style: u8 },
+    Custom(CustomModel),
+}
+
+/// What replaces the background in `selfie-replace`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Background {
+    Color(Rgb),
+    /// A PNG or JPEG file on the pod's file system.
+    Image(PathBuf),
+}
+
+/// Where a custom model comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModelSource {
+    Path(PathBuf),
+    /// An `https://` URL; downloaded once into the model cache.
+    Url(String),
+}
+
+/// A model described by a manifest, checked against a required sha256.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CustomModel {
+    pub model: ModelSource,
+    /// Lower-case hex.
+    pub sha256: String,
+    pub manifest: Manifest,
+}
+
+impl FilterSpec {
+    /// The filter's name, as on the command line.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FilterSpec::Passthrough => "passthrough",
+            FilterSpec::SelfieBlur { .. } => "selfie-blur",
+            FilterSpec::SelfieReplace(_) => "selfie-replace",
+            FilterSpec::Style { .. } => "style",
+            FilterSpec::Custom(_) => "custom",
+        }
+    }
+
+    /// The named filter with its default parameters (`custom` has none: it needs a model).
+    pub fn with_defaults(name: &str) -> Result<FilterSpec, FilterError> {
+        match name {
+            "passthrough" => Ok(FilterSpec::Passthrough),
+            "selfie-blur" => Ok(FilterSpec::SelfieBlur { strength: DEFAULT_BLUR_STRENGTH }),
+            "selfie-replace" => Ok(FilterSpec::SelfieReplace(Background::Color(DEFAULT_BACKGROUND))),
+            "style" => Ok(FilterSpec::Style { style: 0 }),
+            "custom" => Err(FilterError::InvalidSpec(
+                "the custom filter needs a model, its sha256 and a manifest".into(),
+            )),
+            other => Err(FilterError::UnknownFilter(other.to_owned())),
+        }
+    }
+}
+
+impl Default for FilterSpec {
+    fn default() -> Self {
+        FilterSpec::SelfieBlur { strength: DEFAULT_BLUR_STRENGTH }
+    }
+}
+
+impl FromStr for FilterSpec {
+    type Err = FilterError;
+
+    /// A JSON object (see the module documentation) or a bare filter name.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.starts_with('{') {
+            serde_json::from_str(s).map_err(|e| spec_error_from_json(&e))
+        } else {
+            FilterSpec::with_defaults(s)
+        }
+    }
+}
+
+/// serde_json wraps our validation errors in its own; keep their text, which is what users need.
+fn spec_error_from_json(e: &serde_json::Error) -> FilterError {
+    let text = e.to_string();
+    // serde_json appends " at line L column C"; it is kept, it helps with hand-written JSON.
+    if let Some(name) = text.strip_prefix("unknown variant `").and_then(|t| t.split('`').next()) {
+        return FilterError::UnknownFilter(name.to_owned());
+    }
+    FilterError::InvalidSpec(text)
+}
+
+impl fmt::Display for FilterSpec {
+    /// The JSON form.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let json = serde_json::to_string(self).map_err(|_| fmt::Error)?;
+        f.write_str(&json)
+    }
+}
+
+impl ModelSource {
+    /// `https://...` is a URL; any other `scheme://` is refused; anything else is a path.
+    pub fn parse(s: &str) -> Result<ModelSource, FilterError> {
+        if s.is_empty() {
+            return Err(FilterError::InvalidSpec("the model location is empty".into()));
+        }
+        if s.starts_with("https://") {
+            return Ok(ModelSource::Url(s.to_owned()));
+        }
+        if let Some((scheme, _)) = s.split_once("://") {
+            return Err(FilterError::InvalidSpec(format!(
+                "model URL scheme `{scheme}` is not allowed: use https:// (or a file path)"
+            )));
+        }
+        Ok(ModelSource::Path(PathBuf::from(s)))
+    }
+}
+
+impl fmt::Display for ModelSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ModelSource::Path(p) => write!(f, "{}", p.display()),
+            ModelSource::Url(u) => f.write_str(u),
+        }
+    }
+}
+
+/// Checks a sha256 given as 64 hex digits and returns it in lower case.
+pub fn normalize_sha256(s: &str) -> Result<String, FilterError> {
+    let s = s.trim();
+    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(FilterError::InvalidSpec(format!("sha256 `{s}` is not 64 hex digits")));
+    }
+    Ok(s.to_ascii_lowercase())
+}
+
+/// Checks a style index.
+pub fn style_index(style: u32) -> Result<u8, FilterError> {
+    u8::try_from(style).ok().filter(|&s| s < STYLE_COUNT).ok_or(FilterError::StyleOutOfRange(style))
+}
+
+/// Checks a blur strength.
+pub fn blur_strength(strength: u32) -> Result<u8, FilterError> {
+    u8::try_from(strength)
+        .ok()
+        .filter(|s| (1..=MAX_BLUR_STRENGTH).contains(s))
+        .ok_or_else(|| FilterError::InvalidSpec(format!("blur strength {strength} must be within 1..={MAX_BLUR_STRENGTH}")))
+}
+
+/// The JSON shape, before validation.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "filter", rename_all = "kebab-case", deny_unknown_fields)]
+enum SpecWire {
+    Passthrough,
+    SelfieBlur {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        strength: Option<u32>,
+    },
+    SelfieReplace {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        color: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        image: Option<PathBuf>,
+    },
+    Style {
+        #[serde(default)]
+        style: u32,
+    },
+    Custom {
+        model: String,
+        sha256: String,
+        manifest: Manifest,
+    },
+}
+
+impl TryFrom<SpecWire> for FilterSpec {
+    type Error = FilterError;
+
+    fn try_from(w: SpecWire) -> Result<Self, Self::Error> {
+        Ok(match w {
+            SpecWire::Passthrough => FilterSpec::Passthrough,
+            SpecWire::SelfieBlur { strength } => FilterSpec::SelfieBlur {
+                strength: strength.map_or(Ok(DEFAULT_BLUR_STRENGTH), blur_strength)?,
+            },
+            SpecWire::SelfieReplace { color, image } => FilterSpec::SelfieReplace(match (color, image) {
+                (Some(_), Some(_)) => {
+                    return Err(FilterError::InvalidSpec("selfie-replace takes a color or an image, not both".into()));
+                }
+                (Some(c), None) => Background::Color(c.parse()?),
+                (None, Some(p)) => Background::Image(p),
+                (None, None) => Background::Color(DEFAULT_BACKGROUND),
+            }),
+            SpecWire::Style { style } => FilterSpec::Style { style: style_index(style)? },
+            SpecWire::Custom { model, sha256, manifest } => {
+                manifest.validate()?;
+                FilterSpec::Custom(CustomModel {
+                    model: ModelSource::parse(&model)?,
+                    sha256: normalize_sha256(&sha256)?,
+                    manifest,
+                })
+            }
+        })
+    }
+}
+
+impl From<FilterSpec> for SpecWire {
+    fn from(s: FilterSpec) -> Self {
+        match s {
+            FilterSpec::Passthrough => SpecWire::Passthrough,
+            FilterSpec::SelfieBlur { strength } => SpecWire::SelfieBlur { strength: Some(u32::from(strength)) },
+            FilterSpec::SelfieReplace(Background::Color(c)) => {
+                SpecWire::SelfieReplace { color: Some(c.to_string()), image: None }
+            }
+            FilterSpec::SelfieReplace(Background::Image(p)) => SpecWire::SelfieReplace { color: None, image: Some(p) },
+            FilterSpec::Style { style } => SpecWire::Style { style: u32::from(style) },
+            FilterSpec::Custom(c) => SpecWire::Custom { model: c.model.to_string(), sha256: c.sha256, manifest: c.manifest },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filter::manifest::MaskComposite;
+
+    #[test]
+    fn documented_json_forms_parse() {
+        assert_eq!("{\"filter\":\"style\",\"style\":3}".parse::<FilterSpec>().unwrap(), FilterSpec::Style { style: 3 });
+        assert_eq!(
+            r##"{"filter":"selfie-replace","color":"#00ff00"}"##.parse::<FilterSpec>().unwrap(),
+            FilterSpec::SelfieReplace(Background::Color(Rgb { r: 0, g: 255, b: 0 }))
+        );
+        assert_eq!(r#"{"filter":"selfie-blur"}"#.parse::<FilterSpec>().unwrap(), FilterSpec::default());
+        assert_eq!(r#"{"filter":"passthrough"}"#.parse::<FilterSpec>().unwrap(), FilterSpec::Passthrough);
+        assert_eq!(
+            r#"{"filter":"selfie-replace","image":"/srv/beach.jpg"}"#.parse::<FilterSpec>().unwrap(),
+            FilterSpec::SelfieReplace(Background::Image("/srv/beach.jpg".into()))
+        );
+        assert_eq!(
+            r#"{"filter":"selfie-blur","strength":9}"#.parse::<FilterSpec>().unwrap(),
+            FilterSpec::SelfieBlur { strength: 9 }
+        );
+    }
+
+    #[test]
+    fn bare_names_mean_defaults() {
+        assert_eq!("selfie-blur".parse::<FilterSpec>().unwrap(), FilterSpec::SelfieBlur { strength: DEFAULT_BLUR_STRENGTH });
+        assert_eq!("style".parse::<FilterSpec>().unwrap(), FilterSpec::Style { style: 0 });
+        assert_eq!(
+            "selfie-replace".parse::<FilterSpec>().unwrap(),
+            FilterSpec::SelfieReplace(Background::Color(DEFAULT_BACKGROUND))
+        );
+        assert!("custom".parse::<FilterSpec>().unwrap_err().to_string().contains("needs a model"));
+    }
+
+    #[test]
+    fn specs_round_trip_through_json() {
+        let custom = FilterSpec::Custom(CustomModel {
+            model: ModelSource::Url("https://models.example/seg.onnx".into()),
+            sha256: "ab".repeat(32),
+            manifest: Manifest::selfie(MaskComposite::ShowMask),
+        });
+        for spec in [
+            FilterSpec::Passthrough,
+            FilterSpec::SelfieBlur { strength: 7 },
+            FilterSpec::SelfieReplace(Background::Color(Rgb { r: 1, g: 2, b: 3 })),
+            FilterSpec::SelfieReplace(Background::Image("/bg.png".into())),
+            FilterSpec::Style { style: 25 },
+            custom,
+        ] {
+            let json = spec.to_string();
+            assert_eq!(json.parse::<FilterSpec>().unwrap(), spec, "{json}");
+        }
+    }
+
+    #[test]
+    fn bad_specs_give_clear_errors() {
+        let cases = [
+            (r#"{"filter":"sepia"}"#, "unknown filter `sepia`"),
+            ("sepia", "unknown filter `sepia`"),
+            (r#"{"filter":"style","style":26}"#, "style index 26 is out of range"),
+            (r#"{"filter":"style","style":4000000000}"#, "style index 4000000000 is out of range"),
+            (r#"{"filter":"selfie-replace","color":"green"}"#, "bad colour `green`"),
+            (r##"{"filter":"selfie-replace","color":"#00ff0"}"##, "bad colour `#00ff0`"),
+            (r##"{"filter":"selfie-replace","color":"#00ff00","image":"/x.png"}"##, "not both"),
+            (r#"{"filter":"selfie-blur","strength":0}"#, "strength 0"),
+            (r#"{"filter":"style","styel":2}"#, "styel"),
+            (r#"{"style":2}"#, "filter"),
+            ("{not json", "invalid filter spec"),
+        ];
+        for (text, needle) in cases {
+            let err = text.parse::<FilterSpec>().unwrap_err().to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn custom_specs_check_source_and_checksum() {
+        let manifest = serde_json::to_string(&Manifest::selfie(MaskComposite::ShowMask)).unwrap();
+        let spec = |model: &str, sha: &str| {
+            format!(r#"{{"filter":"custom","model":"{model}","sha256":"{sha}","manifest":{manifest}}}"#)
+                .parse::<FilterSpec>()
+        };
+        let good = "AB".repeat(32);
+        match spec("/models/seg.onnx", &good).unwrap() {
+            FilterSpec::Custom(c) => {
+                assert_eq!(c.model, ModelSource::Path("/models/seg.onnx".into()));
+                assert_eq!(c.sha256, "ab".repeat(32));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(spec("http://models.example/x.onnx", &good).unwrap_err().to_string().contains("use https://"));
+        assert!(spec("/m.onnx", "abc").unwrap_err().to_string().contains("not 64 hex digits"));
+    }
+}

@@ -1,0 +1,438 @@
+//! Filters with the real ONNX Runtime and the vendored models.
+//!
+//! Needs libonnxruntime: run `camera-pod/scripts/fetch-onnxruntime.sh` first. The library is
+//! found through P2PCAMERA_ONNXRUNTIME_LIB, ORT_DYLIB_PATH or the script's cache path.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use camera_pod::filter::composite::{Rgb, rgb_to_yuv};
+use camera_pod::filter::source::sha256_hex;
+use camera_pod::filter::{FilterArgs, FilterError, FilterFactory, FilterSpec};
+use camera_pod::frame::VideoFrame;
+use clap::Parser;
+
+const SQUARE_SELFIE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/selfie_segmentation.onnx");
+const SQUARE_SELFIE_SHA256: &str = "a57e71d778e49eade6e8d54e75ad31d2be6f6d481e9f23a162c825a2a8f1d886";
+
+/// The square selfie model, composited as the mask itself (white = person).
+const SHOW_MASK_MANIFEST: &str = r#"
+input: {name: input_1, layout: NHWC, width: 256, height: 256, colorOrder: RGB, range: "0..1"}
+output: {kind: mask, name: activation_10, composite: showMask}
+"#;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+fn onnxruntime_lib() -> PathBuf {
+    let path = std::env::var_os("P2PCAMERA_ONNXRUNTIME_LIB")
+        .or_else(|| std::env::var_os("ORT_DYLIB_PATH"))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
+                .join(".cache/p2pcamera/onnxruntime-1.32.0/libonnxruntime.so.1.32.0")
+        });
+    assert!(
+        path.is_file(),
+        "ONNX Runtime not found at {}: run camera-pod/scripts/fetch-onnxruntime.sh or set P2PCAMERA_ONNXRUNTIME_LIB",
+        path.display()
+    );
+    path
+}
+
+/// Filter flags for tests: the real library, CPU, a private model cache.
+fn args(cache: &Path, extra: &[&str]) -> FilterArgs {
+    let lib = onnxruntime_lib();
+    let mut argv = vec![
+        "camera-pod".to_owned(),
+        "--onnxruntime-lib".into(),
+        lib.display().to_string(),
+        "--execution-provider".into(),
+        "cpu".into(),
+        "--intra-op-threads".into(),
+        "1".into(),
+        "--model-cache-dir".into(),
+        cache.display().to_string(),
+    ];
+    argv.extend(extra.iter().map(|s| s.to_string()));
+    Cli::try_parse_from(argv).expect("valid flags").filter
+}
+
+fn factory(cache: &Path) -> FilterFactory {
+    FilterFactory::new(&args(cache, &[])).expect("ONNX Runtime starts")
+}
+
+/// A deterministic high-frequency texture: per-pixel noise in Y, U and V. Nothing in it looks
+/// like a person, so a selfie model's mask is about 0 everywhere.
+fn noise_frame(w: u32, h: u32) -> VideoFrame {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 32) as u8
+    };
+    let mut f = VideoFrame::filled(w, h, 0, 0, 0);
+    f.y.iter_mut().for_each(|v| *v = 16 + next() % 220);
+    f.u.iter_mut().for_each(|v| *v = 100 + next() % 56);
+    f.v.iter_mut().for_each(|v| *v = 100 + next() % 56);
+    f
+}
+
+/// A smooth colourful picture: gradients and a few blocks.
+fn gradient_frame(w: u32, h: u32) -> VideoFrame {
+    let mut f = VideoFrame::filled(w, h, 0, 0, 0);
+    for y in 0..h {
+        for x in 0..w {
+            let block = ((x / 80) + (y / 80)) % 2 == 0;
+            f.y[(y * w + x) as usize] = (30 + (x * 180 / w) + if block { 20 } else { 0 }) as u8;
+        }
+    }
+    let cw = f.chroma_width();
+    for y in 0..f.chroma_height() {
+        for x in 0..cw {
+            f.u[(y * cw + x) as usize] = (60 + y * 120 / f.chroma_height()) as u8;
+            f.v[(y * cw + x) as usize] = (200 - x * 120 / cw) as u8;
+        }
+    }
+    f
+}
+
+/// Sum of absolute differences between horizontal and vertical neighbours.
+fn hf_energy(plane: &[u8], w: usize) -> u64 {
+    let mut e = 0u64;
+    for (i, &v) in plane.iter().enumerate() {
+        if (i + 1) % w != 0 {
+            e += u64::from(v.abs_diff(plane[i + 1]));
+        }
+        if i + w < plane.len() {
+            e += u64::from(v.abs_diff(plane[i + w]));
+        }
+    }
+    e
+}
+
+fn mean(plane: &[u8]) -> f64 {
+    plane.iter().map(|&v| f64::from(v)).sum::<f64>() / plane.len() as f64
+}
+
+fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
+    a.iter().zip(b).map(|(&x, &y)| f64::from(x.abs_diff(y))).sum::<f64>() / a.len() as f64
+}
+
+/// Fraction of pixels within `tolerance` of `value`.
+fn fraction_near(plane: &[u8], value: u8, tolerance: u8) -> f64 {
+    plane.iter().filter(|&&v| v.abs_diff(value) <= tolerance).count() as f64 / plane.len() as f64
+}
+
+fn write_manifest(dir: &Path) -> PathBuf {
+    let path = dir.join("selfie.yaml");
+    std::fs::write(&path, SHOW_MASK_MANIFEST).unwrap();
+    path
+}
+
+fn custom_spec(dir: &Path, model: &str, sha256: &str) -> Result<FilterSpec, FilterError> {
+    let manifest = write_manifest(dir);
+    args(dir, &["--model", model, "--sha256", sha256, "--manifest", manifest.to_str().unwrap()]).initial_spec()
+}
+
+#[test]
+fn passthrough_returns_identical_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut filter = factory(dir.path()).build(&FilterSpec::Passthrough).unwrap();
+    assert_eq!(filter.name(), "passthrough");
+    let original = noise_frame(320, 240);
+    let mut frame = original.clone();
+    filter.apply(&mut frame).unwrap();
+    assert_eq!(frame, original);
+}
+
+#[test]
+fn the_selfie_mask_of_a_texture_without_a_person_is_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = custom_spec(dir.path(), SQUARE_SELFIE, SQUARE_SELFIE_SHA256).unwrap();
+    let mut filter = factory(dir.path()).build(&spec).unwrap();
+    let mut frame = noise_frame(640, 480);
+    filter.apply(&mut frame).unwrap();
+    // showMask: Y 16 = background, 235 = person.
+    let background = fraction_near(&frame.y, 16, 20);
+    assert!(background > 0.95, "only {:.1}% of the noise picture is background", background * 100.0);
+    assert!(frame.u.iter().chain(&frame.v).all(|&c| c == 128), "the mask view has no colour");
+}
+
+#[test]
+fn selfie_blur_removes_high_frequencies_from_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut filter = factory(dir.path()).build(&FilterSpec::default()).unwrap();
+    assert_eq!(filter.name(), "selfie-blur");
+    let original = noise_frame(640, 480);
+    let mut frame = original.clone();
+    filter.apply(&mut frame).unwrap();
+    let before = hf_energy(&original.y, 640);
+    let after = hf_energy(&frame.y, 640);
+    assert!(after * 10 < before, "high-frequency energy {before} -> {after}");
+    let chroma_before = hf_energy(&original.u, 320);
+    let chroma_after = hf_energy(&frame.u, 320);
+    assert!(chroma_after * 5 < chroma_before, "chroma energy {chroma_before} -> {chroma_after}");
+    assert!((mean(&frame.y) - mean(&original.y)).abs() < 4.0, "blur keeps the brightness");
+}
+
+#[test]
+fn selfie_replace_turns_the_background_green() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec: FilterSpec = r##"{"filter":"selfie-replace","color":"#00ff00"}"##.parse().unwrap();
+    let mut filter = factory(dir.path()).build(&spec).unwrap();
+    assert_eq!(filter.name(), "selfie-replace");
+    let mut frame = noise_frame(640, 480);
+    filter.apply(&mut frame).unwrap();
+    let green = rgb_to_yuv(Rgb { r: 0, g: 255, b: 0 });
+    for (plane, value, name) in [(&frame.y, green.y, "Y"), (&frame.u, green.u, "U"), (&frame.v, green.v, "V")] {
+        let near = fraction_near(plane, value, 6);
+        assert!(near > 0.95, "{name}: only {:.1}% of pixels are green", near * 100.0);
+    }
+}
+
+#[test]
+fn selfie_replace_with_a_picture_uses_the_picture() {
+    let dir = tempfile::tempdir().unwrap();
+    let picture = dir.path().join("bg.png");
+    image::RgbImage::from_pixel(64, 48, image::Rgb([200, 30, 40])).save(&picture).unwrap();
+    let spec = args(dir.path(), &["--filter", "selfie-replace", "--background-image", picture.to_str().unwrap()])
+        .initial_spec()
+        .unwrap();
+    let mut filter = factory(dir.path()).build(&spec).unwrap();
+    let mut frame = noise_frame(640, 360);
+    filter.apply(&mut frame).unwrap();
+    let red = rgb_to_yuv(Rgb { r: 200, g: 30, b: 40 });
+    assert!(fraction_near(&frame.y, red.y, 6) > 0.95);
+    assert!(fraction_near(&frame.v, red.v, 6) > 0.95);
+
+    let missing = FilterSpec::SelfieReplace(camera_pod::filter::Background::Image(dir.path().join("none.png")));
+    let err = factory(dir.path()).build(&missing).err().expect("a missing picture is an error").to_string();
+    assert!(err.contains("none.png"), "{err}");
+}
+
+#[test]
+fn style_changes_the_picture_and_styles_differ() {
+    let dir = tempfile::tempdir().unwrap();
+    let factory = factory(dir.path());
+    let original = gradient_frame(640, 480);
+    let mut styled = Vec::new();
+    for style in [0, 7] {
+        let spec: FilterSpec = format!(r#"{{"filter":"style","style":{style}}}"#).parse().unwrap();
+        let mut filter = factory.build(&spec).unwrap();
+        assert_eq!(filter.name(), "style");
+        let mut frame = original.clone();
+        filter.apply(&mut frame).unwrap();
+        let changed = mean_abs_diff(&frame.y, &original.y) + mean_abs_diff(&frame.u, &original.u) + mean_abs_diff(&frame.v, &original.v);
+        assert!(changed > 15.0, "style {style} changed the picture by only {changed:.1}");
+        styled.push(frame);
+    }
+    let between = mean_abs_diff(&styled[0].y, &styled[1].y) + mean_abs_diff(&styled[0].u, &styled[1].u) + mean_abs_diff(&styled[0].v, &styled[1].v);
+    assert!(between > 8.0, "styles 0 and 7 differ by only {between:.1}");
+}
+
+#[test]
+fn custom_model_file_with_the_right_checksum_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = custom_spec(dir.path(), SQUARE_SELFIE, &SQUARE_SELFIE_SHA256.to_uppercase()).unwrap();
+    let mut filter = factory(dir.path()).build(&spec).unwrap();
+    let mut frame = noise_frame(320, 240);
+    filter.apply(&mut frame).unwrap();
+    assert!(frame.y.iter().all(|&y| y < 60), "show-mask output of a texture is dark");
+}
+
+#[test]
+fn custom_model_file_with_a_wrong_checksum_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = "0123456789abcdef".repeat(4);
+    let spec = custom_spec(dir.path(), SQUARE_SELFIE, &wrong).unwrap();
+    let err = factory(dir.path()).build(&spec).err().expect("refused");
+    assert!(matches!(err, FilterError::ChecksumMismatch { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains(&wrong) && text.contains(SQUARE_SELFIE_SHA256), "{text}");
+}
+
+#[test]
+fn missing_model_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-model.onnx");
+    let spec = custom_spec(dir.path(), missing.to_str().unwrap(), SQUARE_SELFIE_SHA256).unwrap();
+    let err = factory(dir.path()).build(&spec).err().expect("refused").to_string();
+    assert!(err.contains("not found") && err.contains("no-such-model.onnx"), "{err}");
+}
+
+#[test]
+fn a_manifest_that_does_not_fit_the_model_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("wrong.yaml");
+    std::fs::write(&manifest, SHOW_MASK_MANIFEST.replace("activation_10", "segment_back")).unwrap();
+    let spec = args(dir.path(), &["--model", SQUARE_SELFIE, "--sha256", SQUARE_SELFIE_SHA256, "--manifest", manifest.to_str().unwrap()])
+        .initial_spec()
+        .unwrap();
+    let err = factory(dir.path()).build(&spec).err().expect("refused").to_string();
+    assert!(err.contains("segment_back") && err.contains("activation_10"), "{err}");
+}
+
+#[test]
+fn missing_onnxruntime_library_names_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = args(dir.path(), &[]);
+    a.onnxruntime_lib = Some(dir.path().join("libonnxruntime.so.0.0.0"));
+    let err = FilterFactory::new(&a).err().expect("refused").to_string();
+    assert!(err.contains("libonnxruntime.so.0.0.0") && err.contains("fetch-onnxruntime.sh"), "{err}");
+}
+
+#[test]
+fn factory_reports_its_execution_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = factory(dir.path());
+    assert_eq!(f.execution_provider(), "cpu");
+    assert!(!f.gpu_fallback());
+    // Auto without GPU features compiled in (or without a GPU) ends on CPU too, and says so.
+    let mut a = args(dir.path(), &[]);
+    a.execution_provider = camera_pod::filter::ExecutionProviderChoice::Auto;
+    let f = FilterFactory::new(&a).unwrap();
+    if !cfg!(any(feature = "cuda", feature = "tensorrt")) {
+        assert_eq!(f.execution_provider(), "cpu");
+    }
+}
+
+/// A one-route HTTPS server on 127.0.0.1 with a self-signed certificate, counting requests.
+struct ModelServer {
+    url: String,
+    ca_file: PathBuf,
+    hits: Arc<AtomicUsize>,
+    handle: axum_server::Handle<std::net::SocketAddr>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl ModelServer {
+    fn start(dir: &Path, body: Vec<u8>) -> ModelServer {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+        let ca_file = dir.join("ca.pem");
+        std::fs::write(&ca_file, cert.cert.pem()).unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let handle = axum_server::Handle::new();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let counter = hits.clone();
+        let app = axum::Router::new().route(
+            "/models/seg.onnx",
+            axum::routing::get(move || {
+                let body = body.clone();
+                counter.fetch_add(1, Ordering::SeqCst);
+                async move { body }
+            }),
+        );
+        let server_handle = handle.clone();
+        let (cert_pem, key_pem) = (cert.cert.pem().into_bytes(), cert.signing_key.serialize_pem().into_bytes());
+        runtime.spawn(async move {
+            let config = axum_server::tls_rustls::RustlsConfig::from_pem(cert_pem, key_pem).await.unwrap();
+            axum_server::from_tcp_rustls(listener, config)
+                .unwrap()
+                .handle(server_handle)
+                .serve(app.into_make_service())
+                .await
+                .unwrap();
+        });
+        ModelServer { url: format!("https://127.0.0.1:{port}/models/seg.onnx"), ca_file, hits, handle, _runtime: runtime }
+    }
+}
+
+impl Drop for ModelServer {
+    fn drop(&mut self) {
+        self.handle.shutdown();
+    }
+}
+
+#[test]
+fn https_model_is_downloaded_once_and_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(SQUARE_SELFIE).unwrap();
+    let server = ModelServer::start(dir.path(), bytes.clone());
+    let manifest = write_manifest(dir.path());
+    let cache = dir.path().join("cache");
+    let flags = |sha: &str, ca: bool| {
+        let mut extra = vec!["--model", &server.url, "--sha256", sha, "--manifest", manifest.to_str().unwrap()];
+        if ca {
+            extra.extend(["--model-ca-file", server.ca_file.to_str().unwrap()]);
+        }
+        let mut a = args(&cache, &extra);
+        a.model_cache_dir = Some(cache.clone());
+        a
+    };
+
+    // Without the extra CA the self-signed server is not trusted.
+    let a = flags(SQUARE_SELFIE_SHA256, false);
+    let err = FilterFactory::new(&a).unwrap().build(&a.initial_spec().unwrap()).err().expect("untrusted").to_string();
+    assert!(err.contains("cannot download model") && err.contains(&server.url), "{err}");
+
+    // A wrong checksum is refused, names both hashes, and nothing is cached.
+    let wrong = "ab".repeat(32);
+    let a = flags(&wrong, true);
+    let err = FilterFactory::new(&a).unwrap().build(&a.initial_spec().unwrap()).err().expect("mismatch").to_string();
+    assert!(err.contains(&wrong) && err.contains(SQUARE_SELFIE_SHA256), "{err}");
+    assert!(!cache.join(format!("{wrong}.onnx")).exists());
+    let hits_before = server.hits.load(Ordering::SeqCst);
+
+    // The right checksum: downloaded once, then served from the cache.
+    let a = flags(SQUARE_SELFIE_SHA256, true);
+    let factory = FilterFactory::new(&a).unwrap();
+    let spec = a.initial_spec().unwrap();
+    let mut first = factory.build(&spec).unwrap();
+    assert_eq!(server.hits.load(Ordering::SeqCst), hits_before + 1);
+    let cached = cache.join(format!("{SQUARE_SELFIE_SHA256}.onnx"));
+    assert_eq!(sha256_hex(&std::fs::read(&cached).unwrap()), SQUARE_SELFIE_SHA256);
+    let mut second = FilterFactory::new(&a).unwrap().build(&spec).unwrap();
+    assert_eq!(server.hits.load(Ordering::SeqCst), hits_before + 1, "second build used the cache");
+    let (mut f1, mut f2) = (noise_frame(320, 240), noise_frame(320, 240));
+    first.apply(&mut f1).unwrap();
+    second.apply(&mut f2).unwrap();
+    assert_eq!(f1, f2);
+
+    // A corrupted cache entry is replaced by a fresh download.
+    std::fs::write(&cached, b"garbage").unwrap();
+    factory.build(&spec).unwrap();
+    assert_eq!(server.hits.load(Ordering::SeqCst), hits_before + 2);
+}
+
+/// Prints per-frame times of the built-in filters (run with `--nocapture` to see them). The
+/// thresholds only hold for optimised builds; debug builds report without asserting.
+#[test]
+fn filter_timings() {
+    let dir = tempfile::tempdir().unwrap();
+    let factory = factory(dir.path());
+    for (spec, w, h) in [
+        (FilterSpec::default(), 640, 480),
+        (FilterSpec::default(), 1280, 720),
+        ("selfie-replace".parse().unwrap(), 640, 480),
+        (FilterSpec::Style { style: 3 }, 640, 480),
+        (FilterSpec::Style { style: 3 }, 1280, 720),
+    ] {
+        let mut filter = factory.build(&spec).unwrap();
+        let original = noise_frame(w, h);
+        let mut frame = original.clone();
+        filter.apply(&mut frame).unwrap();
+        let runs = 10;
+        let started = Instant::now();
+        for _ in 0..runs {
+            frame.clone_from(&original);
+            filter.apply(&mut frame).unwrap();
+        }
+        let ms = started.elapsed().as_secs_f64() * 1000.0 / f64::from(runs);
+        println!("{} {w}x{h}: {ms:.1} ms per frame", spec.name());
+        if !cfg!(debug_assertions) && matches!(spec, FilterSpec::SelfieBlur { .. }) {
+            let budget = if w <= 640 { 12.0 } else { 30.0 };
+            assert!(ms < budget, "{} {w}x{h} takes {ms:.1} ms, over {budget} ms", spec.name());
+        }
+    }
+}
