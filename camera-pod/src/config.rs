@@ -88,9 +88,8 @@ pub struct Args {
     #[arg(long, env = "P2PCAMERA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,
 
-    /// Filter to start with (`passthrough`, `selfie-blur`, ...) or a JSON filter spec.
-    #[arg(long, env = "P2PCAMERA_FILTER", default_value = "selfie-blur")]
-    pub filter: String,
+    #[command(flatten)]
+    pub filter: crate::filter::FilterArgs,
 }
 
 /// Bitrate bounds the encoder adapts within.

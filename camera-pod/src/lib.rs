@@ -6,6 +6,7 @@
 
 pub mod codec;
 pub mod filter;
+pub mod media;
 pub mod frame;
 pub mod mailbox;
 pub mod config;

@@ -3,7 +3,12 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use std::str::FromStr;
+
 use crate::config::Args;
+use crate::filter::{FilterFactory, FilterSpec};
+use crate::media::worker::FilterBuilder;
+use crate::media::{Camera, FilterWorker, MediaConfig};
 use crate::metrics::Metrics;
 use crate::signaling::tls::ServerIdentity;
 use crate::signaling::{self, AppState, Readiness};
@@ -20,6 +25,10 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("filter: {0}")]
+    Filter(#[from] crate::filter::FilterError),
+    #[error(transparent)]
+    Worker(#[from] crate::media::worker::WorkerError),
     #[error("serving HTTP: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -44,17 +53,33 @@ pub async fn shutdown_signal() {
 pub async fn run(args: Args, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
     let token = args.load_token()?;
     let metrics = Arc::new(Metrics::default());
-    let state = AppState::new(token, metrics);
-    state.set_ready(Readiness { filter: args.filter.clone(), execution_provider: "cpu".into() });
-
     let listener = std::net::TcpListener::bind(args.listen)
         .map_err(|source| ServerError::Bind { addr: args.listen, source })?;
+
+    let initial = args.filter.initial_spec()?;
+    let factory = FilterFactory::new(&args.filter)?;
+    let execution_provider = factory.execution_provider().to_owned();
+    let builder: FilterBuilder = Box::new(move |spec: &str| {
+        let spec = FilterSpec::from_str(spec).map_err(|e| e.to_string())?;
+        factory.build(&spec).map_err(|e| e.to_string())
+    });
+    let initial_json = serde_json::to_string(&initial).unwrap_or_else(|_| args.filter.filter.clone());
+    tracing::info!(filter = %initial_json, %execution_provider, "building the initial filter");
+    let worker = Arc::new(FilterWorker::start(builder, &initial_json, metrics.clone()).await?);
+    let media = MediaConfig { udp_addr: args.udp_addr(), public_ip: args.public_ip, bitrate: args.bitrate_bounds() };
+    let camera = Arc::new(Camera::new(media, worker.clone(), metrics.clone()));
+    let state = AppState::new(token, metrics, camera.clone());
+    state.set_ready(Readiness { filter: worker.current(), execution_provider });
+    tracing::info!(filter = %worker.current(), "ready");
+
     let local = listener.local_addr().map_err(ServerError::Serve)?;
     let handle = axum_server::Handle::<std::net::SocketAddr>::new();
     {
         let handle = handle.clone();
+        let camera = camera.clone();
         tokio::spawn(async move {
             shutdown.await;
+            camera.close().await;
             handle.graceful_shutdown(Some(std::time::Duration::from_secs(2)));
         });
     }
@@ -80,6 +105,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()> + Send + 'static
             .await
             .map_err(ServerError::Serve)?;
     }
+    worker.stop();
     tracing::info!("stopped");
     Ok(())
 }

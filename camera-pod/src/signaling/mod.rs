@@ -7,12 +7,17 @@ pub mod tls;
 
 use std::sync::{Arc, RwLock};
 
-use axum::extract::State;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::Deserialize;
 
+use crate::media::{Camera, MediaError, SdpError};
 use crate::metrics::Metrics;
 pub use error::ApiError;
 
@@ -35,11 +40,12 @@ pub struct AppState {
     pub token: Option<Arc<str>>,
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<RwLock<Option<Readiness>>>,
+    pub camera: Arc<Camera>,
 }
 
 impl AppState {
-    pub fn new(token: Option<String>, metrics: Arc<Metrics>) -> Self {
-        AppState { token: token.map(Arc::from), metrics, readiness: Arc::default() }
+    pub fn new(token: Option<String>, metrics: Arc<Metrics>, camera: Arc<Camera>) -> Self {
+        AppState { token: token.map(Arc::from), metrics, readiness: Arc::default(), camera }
     }
 
     pub fn set_ready(&self, readiness: Readiness) {
@@ -54,6 +60,10 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/offer", post(offer))
+        .route("/filter", post(filter))
+        .route("/status", get(status))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
 
@@ -91,4 +101,84 @@ async fn metrics(State(state): State<AppState>) -> Response {
         state.metrics.encode(),
     )
         .into_response()
+}
+
+/// The body of `POST /offer`.
+#[derive(Debug, Deserialize)]
+struct OfferRequest {
+    sdp: String,
+    #[serde(rename = "type")]
+    kind: String,
+    /// Identifies the client; an offer with the live client's id replaces its connection.
+    #[serde(default)]
+    client: Option<String>,
+}
+
+/// Checks the content type and size of a JSON body and parses it.
+fn json_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::payload_too_large(BODY_LIMIT)
+        } else {
+            ApiError::bad_request("bad_body", rejection.body_text())
+        }
+    })?;
+    let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if !content_type.trim_start().to_ascii_lowercase().starts_with("application/json") {
+        return Err(ApiError::bad_request("unsupported_content_type", "the body must be application/json"));
+    }
+    serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))
+}
+
+fn media_error(error: MediaError) -> ApiError {
+    match error {
+        MediaError::Sdp(SdpError::UnsupportedCodecs(_)) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unsupported_codec", error.to_string())
+        }
+        MediaError::Sdp(SdpError::NoVideo) => ApiError::bad_request("no_video", error.to_string()),
+        MediaError::Sdp(SdpError::Unparsable(_)) => ApiError::bad_request("invalid_sdp", error.to_string()),
+        MediaError::Busy => ApiError::new(StatusCode::CONFLICT, "camera_busy", error.to_string()),
+        MediaError::WebRtc(_) | MediaError::GatheringTimeout | MediaError::NoSendCodec | MediaError::Threads(_) => {
+            ApiError::internal(error.to_string())
+        }
+    }
+}
+
+async fn offer(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+    let result = answer_offer(&state, &headers, body).await;
+    state.metrics.count_offer(match &result {
+        Ok(_) => "answered",
+        Err(error) => error.code,
+    });
+    match result {
+        Ok(answer) => Json(serde_json::json!({ "sdp": answer, "type": "answer" })).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn answer_offer(state: &AppState, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<String, ApiError> {
+    auth::check_bearer(state.token.as_deref(), headers)?;
+    let request: OfferRequest = json_body(headers, body)?;
+    if request.kind != "offer" {
+        return Err(ApiError::bad_request("not_an_offer", format!("type must be \"offer\", not {:?}", request.kind)));
+    }
+    tracing::debug!(sdp = %request.sdp, client = ?request.client, "offer received");
+    state.camera.answer(request.sdp, request.client).await.map_err(media_error)
+}
+
+async fn filter(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Json<serde_json::Value>, ApiError> {
+    auth::check_bearer(state.token.as_deref(), &headers)?;
+    let spec: serde_json::Value = json_body(&headers, body)?;
+    if !spec.is_object() {
+        return Err(ApiError::bad_request("invalid_filter", "the body must be a JSON filter spec object"));
+    }
+    match state.camera.switch_filter(&spec.to_string()).await {
+        Ok(name) => Ok(Json(serde_json::json!({ "type": "filter", "ok": true, "filter": name }))),
+        Err(message) => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_filter", message)),
+    }
+}
+
+async fn status(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<crate::media::CameraStatus>, ApiError> {
+    auth::check_bearer(state.token.as_deref(), &headers)?;
+    Ok(Json(state.camera.status().await))
 }

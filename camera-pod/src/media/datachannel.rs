@@ -1,0 +1,123 @@
+//! The data channel protocol: `ping<x>` is answered `pong<x>`; a JSON filter spec switches the
+//! filter and is answered `{"type":"filter","ok":...}`; once a second the pod sends
+//! `{"type":"stats",...}`.
+
+use serde::Serialize;
+
+/// What a text message from the client asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ClientMessage<'a> {
+    Ping(&'a str),
+    /// A JSON object: a filter spec to switch to.
+    SwitchFilter(&'a str),
+    Unknown,
+}
+
+pub fn parse(text: &str) -> ClientMessage<'_> {
+    if let Some(rest) = text.strip_prefix("ping") {
+        return ClientMessage::Ping(rest);
+    }
+    let trimmed = text.trim();
+    if trimmed.starts_with('{') && serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(trimmed).is_ok() {
+        return ClientMessage::SwitchFilter(trimmed);
+    }
+    ClientMessage::Unknown
+}
+
+pub fn pong(rest: &str) -> String {
+    format!("pong{rest}")
+}
+
+/// The reply to a filter switch.
+pub fn filter_reply(result: &Result<String, String>) -> String {
+    match result {
+        Ok(name) => serde_json::json!({ "type": "filter", "ok": true, "filter": name }),
+        Err(error) => serde_json::json!({ "type": "filter", "ok": false, "error": error }),
+    }
+    .to_string()
+}
+
+/// Reply to a message that is neither a ping nor a JSON object.
+pub fn unknown_reply() -> String {
+    serde_json::json!({ "type": "error", "error": "expected ping<x> or a JSON filter spec" }).to_string()
+}
+
+/// The once-a-second stats message.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stats {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub input_fps: f64,
+    pub output_fps: f64,
+    pub model_ms: f64,
+    pub dropped_frames: u64,
+    pub filter: String,
+}
+
+/// Counter readings at one instant, to compute rates between two of them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reading {
+    pub seconds: f64,
+    pub frames_in: u64,
+    pub frames_out: u64,
+}
+
+impl Stats {
+    pub fn between(earlier: Reading, now: Reading, model_micros: u64, dropped_frames: u64, filter: String) -> Self {
+        let span = (now.seconds - earlier.seconds).max(1e-3);
+        let rate = |a: u64, b: u64| ((b.saturating_sub(a)) as f64 / span * 10.0).round() / 10.0;
+        Stats {
+            kind: "stats",
+            input_fps: rate(earlier.frames_in, now.frames_in),
+            output_fps: rate(earlier.frames_out, now.frames_out),
+            model_ms: (model_micros as f64 / 100.0).round() / 10.0,
+            dropped_frames,
+            filter,
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ping_keeps_its_suffix() {
+        assert_eq!(parse("ping 12345"), ClientMessage::Ping(" 12345"));
+        assert_eq!(pong(" 12345"), "pong 12345");
+        assert_eq!(parse("ping"), ClientMessage::Ping(""));
+    }
+
+    #[test]
+    fn json_objects_are_filter_switches() {
+        assert_eq!(parse(r#" {"filter":"style","style":3} "#), ClientMessage::SwitchFilter(r#"{"filter":"style","style":3}"#));
+        assert_eq!(parse("[1,2]"), ClientMessage::Unknown);
+        assert_eq!(parse("{nope"), ClientMessage::Unknown);
+        assert_eq!(parse("hello"), ClientMessage::Unknown);
+    }
+
+    #[test]
+    fn replies_are_json_with_a_type() {
+        let ok: serde_json::Value = serde_json::from_str(&filter_reply(&Ok("style".into()))).unwrap();
+        assert_eq!(ok, serde_json::json!({"type":"filter","ok":true,"filter":"style"}));
+        let err: serde_json::Value = serde_json::from_str(&filter_reply(&Err("no such model".into()))).unwrap();
+        assert_eq!(err["ok"], false);
+        assert_eq!(err["error"], "no such model");
+    }
+
+    #[test]
+    fn stats_compute_rates_over_the_interval() {
+        let a = Reading { seconds: 10.0, frames_in: 100, frames_out: 90 };
+        let b = Reading { seconds: 12.0, frames_in: 160, frames_out: 120 };
+        let stats = Stats::between(a, b, 12_345, 7, "passthrough".into());
+        let json: serde_json::Value = serde_json::from_str(&stats.to_json()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"type":"stats","input_fps":30.0,"output_fps":15.0,"model_ms":12.3,"dropped_frames":7,"filter":"passthrough"})
+        );
+    }
+}

@@ -1,0 +1,135 @@
+//! WebRTC media for the one camera this process serves: answering offers, receiving the camera,
+//! and sending the filtered video back on the same transceiver.
+//!
+//! RTP in -> `rtp::FrameAssembler` -> decode thread -> `worker` (filter thread, one-slot
+//! mailbox) -> encode thread (one-slot mailbox) -> `rtp::RtpPacketizer` -> RTP out.
+
+pub mod datachannel;
+pub mod pipeline;
+pub mod rtp;
+pub mod sdp;
+pub mod worker;
+
+mod peer;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+use webrtc::peer_connection::RTCPeerConnectionState;
+
+use crate::config::BitrateBounds;
+use crate::metrics::Metrics;
+use peer::LivePeer;
+pub use sdp::SdpError;
+pub use worker::FilterWorker;
+
+/// Where and how WebRTC media is exchanged.
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    /// Local UDP address (port 0: ephemeral).
+    pub udp_addr: SocketAddr,
+    /// Advertised instead of the local address (NAT 1:1).
+    pub public_ip: Option<IpAddr>,
+    pub bitrate: BitrateBounds,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    #[error(transparent)]
+    Sdp(#[from] SdpError),
+    #[error("a camera is already connected")]
+    Busy,
+    #[error("WebRTC: {0}")]
+    WebRtc(#[from] webrtc::error::Error),
+    #[error("ICE candidate gathering did not complete in time")]
+    GatheringTimeout,
+    #[error("the answer has no negotiated video codec")]
+    NoSendCodec,
+    #[error("starting the pipeline threads: {0}")]
+    Threads(#[from] std::io::Error),
+}
+
+/// What `/status` reports.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CameraStatus {
+    pub camera_connected: bool,
+    pub peer_state: String,
+    /// Unix seconds of the last camera frame (or of start-up).
+    pub last_active: u64,
+    pub filter: String,
+}
+
+/// The one camera this process serves: at most one live peer connection at a time.
+pub struct Camera {
+    config: MediaConfig,
+    worker: Arc<FilterWorker>,
+    metrics: Arc<Metrics>,
+    live: tokio::sync::Mutex<Option<LivePeer>>,
+    last_active: Arc<AtomicU64>,
+}
+
+impl Camera {
+    pub fn new(config: MediaConfig, worker: Arc<FilterWorker>, metrics: Arc<Metrics>) -> Self {
+        Camera {
+            config,
+            worker,
+            metrics,
+            live: tokio::sync::Mutex::new(None),
+            last_active: Arc::new(AtomicU64::new(pipeline::unix_now())),
+        }
+    }
+
+    /// Answers an offer (all ICE candidates included). Refused with `Busy` while another client's
+    /// camera is live; the same `client` id replaces its own earlier connection.
+    pub async fn answer(&self, offer_sdp: String, client: Option<String>) -> Result<String, MediaError> {
+        let codecs = sdp::supported_video_codecs(&offer_sdp)?;
+        let mut live = self.live.lock().await;
+        if let Some(current) = live.as_ref() {
+            let same_client = client.is_some() && current.client == client;
+            if current.is_live() && !same_client {
+                return Err(MediaError::Busy);
+            }
+        }
+        if let Some(previous) = live.take() {
+            tracing::info!(replaced_state = %previous.state(), "replacing the previous peer connection");
+            previous.close().await;
+        }
+        let (peer, answer) = LivePeer::connect(peer::PeerSetup {
+            offer_sdp,
+            codec: codecs[0],
+            client,
+            config: self.config.clone(),
+            worker: self.worker.clone(),
+            metrics: self.metrics.clone(),
+            last_active: self.last_active.clone(),
+        })
+        .await?;
+        self.last_active.store(pipeline::unix_now(), Ordering::Relaxed);
+        *live = Some(peer);
+        Ok(answer)
+    }
+
+    pub async fn status(&self) -> CameraStatus {
+        let state = self.live.lock().await.as_ref().map(LivePeer::state);
+        CameraStatus {
+            camera_connected: state == Some(RTCPeerConnectionState::Connected),
+            peer_state: state.map(|s| s.to_string()).unwrap_or_else(|| "none".into()),
+            last_active: self.last_active.load(Ordering::Relaxed),
+            filter: self.worker.current(),
+        }
+    }
+
+    /// Switches the filter (for every frame from now on).
+    pub async fn switch_filter(&self, spec: &str) -> Result<String, String> {
+        self.worker.switch(spec).await
+    }
+
+    /// Closes the live peer connection, if any.
+    pub async fn close(&self) {
+        if let Some(peer) = self.live.lock().await.take() {
+            peer.close().await;
+        }
+    }
+}

@@ -1,0 +1,384 @@
+//! One peer connection: building it, answering its offer, and the tasks that move its RTP,
+//! RTCP and data channel messages.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rtc::media_stream::MediaStreamTrack;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use tokio::sync::watch;
+use webrtc::data_channel::{DataChannel, DataChannelEvent};
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceCandidateType,
+    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
+    register_default_interceptors,
+};
+
+use super::datachannel::{self, ClientMessage, Reading, Stats};
+use super::pipeline::{Controls, DecodeStage, EncodeStage};
+use super::rtp::{AssembledFrame, Assembly, FrameAssembler, RtpPacketizer};
+use super::sdp::H264_FMTP;
+use super::worker::{FilterWorker, PipelineStats};
+use super::{MediaConfig, MediaError};
+use crate::codec::CodecKind;
+use crate::metrics::Metrics;
+
+const GATHERING_TIMEOUT: Duration = Duration::from_secs(10);
+/// At most one key frame request per this interval.
+const PLI_INTERVAL: Duration = Duration::from_millis(500);
+/// Assembled frames waiting for the decoder; beyond this the stream restarts at a key frame.
+const DECODE_QUEUE: usize = 4;
+
+const VP8_PT: u8 = 96;
+const H264_PT: u8 = 102;
+
+pub(super) struct PeerSetup {
+    pub offer_sdp: String,
+    pub codec: CodecKind,
+    pub client: Option<String>,
+    pub config: MediaConfig,
+    pub worker: Arc<FilterWorker>,
+    pub metrics: Arc<Metrics>,
+    pub last_active: Arc<AtomicU64>,
+}
+
+fn rtp_codec(codec: CodecKind) -> RTCRtpCodec {
+    let feedback = |typ: &str, parameter: &str| RTCPFeedback { typ: typ.into(), parameter: parameter.into() };
+    let (mime_type, sdp_fmtp_line) = match codec {
+        CodecKind::Vp8 => ("video/VP8", String::new()),
+        CodecKind::H264 => ("video/H264", H264_FMTP.to_owned()),
+    };
+    RTCRtpCodec {
+        mime_type: mime_type.into(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line,
+        rtcp_feedback: vec![feedback("goog-remb", ""), feedback("ccm", "fir")],
+    }
+}
+
+fn media_engine() -> Result<(MediaEngine, Registry), MediaError> {
+    let mut engine = MediaEngine::default();
+    for (codec, payload_type) in [(CodecKind::Vp8, VP8_PT), (CodecKind::H264, H264_PT)] {
+        engine.register_codec(RTCRtpCodecParameters { rtp_codec: rtp_codec(codec), payload_type }, RtpCodecKind::Video)?;
+    }
+    // NACK generator and responder, RTCP sender/receiver reports, TWCC feedback for what we receive.
+    let registry = register_default_interceptors(Registry::new(), &mut engine)?;
+    Ok((engine, registry))
+}
+
+/// State shared between the peer connection's event handler and its tasks.
+struct PeerShared {
+    codec: CodecKind,
+    state: Mutex<RTCPeerConnectionState>,
+    gathered: watch::Sender<bool>,
+    frames: SyncSender<AssembledFrame>,
+    keyframe_rx: Mutex<Option<UnboundedReceiver<()>>>,
+    stats: Arc<PipelineStats>,
+    controls: Arc<Controls>,
+    worker: Arc<FilterWorker>,
+    metrics: Arc<Metrics>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl PeerShared {
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(tokio::spawn(task));
+    }
+}
+
+struct PeerHandler(Arc<PeerShared>);
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for PeerHandler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.0.gathered.send(true);
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        tracing::info!(%state, "peer connection state");
+        *self.0.state.lock().unwrap_or_else(|e| e.into_inner()) = state;
+        self.0.metrics.set_peer_state(&state.to_string());
+        if matches!(state, RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed) {
+            self.0.controls.stop();
+        }
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        if track.kind().await != RtpCodecKind::Video {
+            return;
+        }
+        let Some(keyframe_rx) = self.0.keyframe_rx.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            tracing::warn!("ignoring a second video track");
+            return;
+        };
+        self.0.spawn(receive_video(self.0.clone(), track, keyframe_rx));
+    }
+
+    async fn on_data_channel(&self, channel: Arc<dyn DataChannel>) {
+        self.0.spawn(serve_data_channel(self.0.clone(), channel));
+    }
+}
+
+/// RTP of the camera -> frames for the decoder; PLI when frames are lost or undecodable.
+async fn receive_video(shared: Arc<PeerShared>, track: Arc<dyn TrackRemote>, mut keyframe_rx: UnboundedReceiver<()>) {
+    let media_ssrc = track.ssrcs().await.first().copied().unwrap_or_default();
+    let mut assembler = FrameAssembler::new(shared.codec);
+    let mut last_pli: Option<Instant> = None;
+    loop {
+        let need_keyframe = tokio::select! {
+            event = track.poll() => match event {
+                None | Some(TrackRemoteEvent::OnEnded) => break,
+                Some(TrackRemoteEvent::OnRtpPacket(packet)) => match assembler.push(&packet.header, &packet.payload) {
+                    Assembly::Pending => false,
+                    Assembly::NeedKeyframe => true,
+                    Assembly::Frame(frame) => match shared.frames.try_send(frame) {
+                        Ok(()) => false,
+                        Err(TrySendError::Full(_)) => {
+                            tracing::debug!("decoder behind; restarting at the next key frame");
+                            assembler.require_keyframe();
+                            true
+                        }
+                        Err(TrySendError::Disconnected(_)) => break,
+                    },
+                },
+                Some(_) => false,
+            },
+            Some(()) = keyframe_rx.recv() => {
+                assembler.require_keyframe();
+                true
+            }
+        };
+        if need_keyframe && last_pli.is_none_or(|t| t.elapsed() >= PLI_INTERVAL) {
+            last_pli = Some(Instant::now());
+            let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
+            if let Err(error) = track.write_rtcp(vec![Box::new(pli)]).await {
+                tracing::debug!(%error, "cannot send PLI");
+            }
+        }
+    }
+}
+
+/// RTCP about what we send: PLI/FIR force a key frame, REMB sets the encoder's bitrate.
+async fn receive_sender_feedback(
+    track: Arc<TrackLocalStaticRTP>,
+    controls: Arc<Controls>,
+    bounds: crate::config::BitrateBounds,
+) {
+    while let Some(event) = track.poll().await {
+        let TrackLocalEvent::OnRtcpPacket(packets) = event else { continue };
+        for packet in packets {
+            let any = packet.as_any();
+            if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
+                controls.force_keyframe.store(true, Ordering::Relaxed);
+            } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
+                let target = bounds.clamp(remb.bitrate as u32);
+                controls.bitrate_bps.store(target, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Ping/pong, filter switches and the once-a-second stats message.
+async fn serve_data_channel(shared: Arc<PeerShared>, channel: Arc<dyn DataChannel>) {
+    let reading = |shared: &PeerShared, start: Instant| Reading {
+        seconds: start.elapsed().as_secs_f64(),
+        frames_in: shared.stats.frames_in.load(Ordering::Relaxed),
+        frames_out: shared.stats.frames_out.load(Ordering::Relaxed),
+    };
+    let start = Instant::now();
+    let mut previous = reading(&shared, start);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            event = channel.poll() => match event {
+                None | Some(DataChannelEvent::OnClose) => break,
+                Some(DataChannelEvent::OnMessage(message)) => {
+                    let text = String::from_utf8_lossy(&message.data).into_owned();
+                    let reply = match datachannel::parse(&text) {
+                        ClientMessage::Ping(rest) => datachannel::pong(rest),
+                        ClientMessage::SwitchFilter(spec) => datachannel::filter_reply(&shared.worker.switch(spec).await),
+                        ClientMessage::Unknown => datachannel::unknown_reply(),
+                    };
+                    if let Err(error) = channel.send_text(&reply).await {
+                        tracing::debug!(%error, "cannot answer on the data channel");
+                    }
+                }
+                Some(_) => {}
+            },
+            _ = tick.tick() => {
+                let now = reading(&shared, start);
+                let stats = Stats::between(
+                    previous,
+                    now,
+                    shared.stats.model_micros.load(Ordering::Relaxed),
+                    shared.stats.dropped.load(Ordering::Relaxed),
+                    shared.worker.current(),
+                );
+                previous = now;
+                let _ = channel.send_text(&stats.to_json()).await;
+            }
+        }
+    }
+}
+
+/// The live peer connection with its threads and tasks.
+pub(super) struct LivePeer {
+    pub client: Option<String>,
+    pc: Arc<dyn PeerConnection>,
+    shared: Arc<PeerShared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl LivePeer {
+    pub async fn connect(setup: PeerSetup) -> Result<(LivePeer, String), MediaError> {
+        let (engine, registry) = media_engine()?;
+        let mut settings = SettingEngineBuilder::new();
+        if let Some(ip) = setup.config.public_ip {
+            settings = settings.with_nat_1to1_ips(vec![ip.to_string()], RTCIceCandidateType::Host);
+        }
+        let (frames_tx, frames_rx) = std::sync::mpsc::sync_channel(DECODE_QUEUE);
+        let (keyframe_requests, keyframe_rx) = unbounded_channel();
+        let (gathered, mut gathered_rx) = watch::channel(false);
+        let controls = Arc::new(Controls::new(setup.config.bitrate.start, setup.last_active.clone()));
+        let shared = Arc::new(PeerShared {
+            codec: setup.codec,
+            state: Mutex::new(RTCPeerConnectionState::New),
+            gathered,
+            frames: frames_tx,
+            keyframe_rx: Mutex::new(Some(keyframe_rx)),
+            stats: Arc::default(),
+            controls: controls.clone(),
+            worker: setup.worker.clone(),
+            metrics: setup.metrics.clone(),
+            tasks: Mutex::default(),
+        });
+        setup.metrics.set_peer_state("new");
+        let pc: Arc<dyn PeerConnection> = Arc::new(
+            PeerConnectionBuilder::new()
+                .with_media_engine(engine)
+                .with_interceptor_registry(registry)
+                .with_setting_engine(settings.build())
+                .with_handler(Arc::new(PeerHandler(shared.clone())))
+                .with_udp_addrs(vec![setup.config.udp_addr])
+                .build()
+                .await?,
+        );
+        let mut peer = LivePeer { client: setup.client, pc, shared, threads: Vec::new() };
+        match peer.negotiate(&setup.offer_sdp, setup.codec, &mut gathered_rx).await {
+            Ok((answer, track, payload_type, ssrc)) => {
+                let decode = DecodeStage {
+                    codec: setup.codec,
+                    frames: frames_rx,
+                    worker: setup.worker.clone(),
+                    stats: peer.shared.stats.clone(),
+                    metrics: setup.metrics.clone(),
+                    controls: controls.clone(),
+                    keyframe_requests,
+                };
+                let encode = EncodeStage {
+                    codec: setup.codec,
+                    packetizer: RtpPacketizer::new(setup.codec, ssrc, payload_type),
+                    track: track.clone(),
+                    runtime: tokio::runtime::Handle::current(),
+                    stats: peer.shared.stats.clone(),
+                    metrics: setup.metrics.clone(),
+                    controls: controls.clone(),
+                };
+                peer.threads.push(decode.spawn()?);
+                peer.threads.push(encode.spawn()?);
+                peer.shared.spawn(receive_sender_feedback(track, controls, setup.config.bitrate));
+                tracing::info!(codec = ?setup.codec, payload_type, "answered an offer");
+                Ok((peer, answer))
+            }
+            Err(error) => {
+                peer.close().await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn negotiate(
+        &self,
+        offer_sdp: &str,
+        codec: CodecKind,
+        gathered: &mut watch::Receiver<bool>,
+    ) -> Result<(String, Arc<TrackLocalStaticRTP>, u8, u32), MediaError> {
+        self.pc.set_remote_description(RTCSessionDescription::offer(offer_sdp.to_owned())?).await?;
+        let ssrc = rand::random::<u32>();
+        let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            "p2pcamera".to_owned(),
+            "p2pcamera-filtered".to_owned(),
+            "filtered camera".to_owned(),
+            RtpCodecKind::Video,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                codec: rtp_codec(codec),
+                ..Default::default()
+            }],
+        )));
+        let sender = self.pc.add_track(track.clone() as Arc<dyn TrackLocal>).await?;
+        let answer = self.pc.create_answer(None).await?;
+        self.pc.set_local_description(answer).await?;
+        tokio::time::timeout(GATHERING_TIMEOUT, gathered.wait_for(|done| *done))
+            .await
+            .map_err(|_| MediaError::GatheringTimeout)?
+            .map_err(|_| MediaError::GatheringTimeout)?;
+        let answer = self.pc.local_description().await.ok_or(MediaError::GatheringTimeout)?.sdp;
+        let mime = rtp_codec(codec).mime_type;
+        let payload_type = sender
+            .get_parameters()
+            .await?
+            .rtp_parameters
+            .codecs
+            .iter()
+            .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&mime))
+            .map(|c| c.payload_type)
+            .ok_or(MediaError::NoSendCodec)?;
+        Ok((answer, track, payload_type, ssrc))
+    }
+
+    pub fn state(&self) -> RTCPeerConnectionState {
+        *self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether this connection still holds the camera (not failed or closed).
+    pub fn is_live(&self) -> bool {
+        !matches!(self.state(), RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed)
+    }
+
+    /// Closes the connection, stops its tasks and waits for its threads.
+    pub async fn close(self) {
+        if let Err(error) = self.pc.close().await {
+            tracing::debug!(%error, "closing the peer connection");
+        }
+        self.shared.controls.stop();
+        for task in self.shared.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            task.abort();
+        }
+        *self.shared.state.lock().unwrap_or_else(|e| e.into_inner()) = RTCPeerConnectionState::Closed;
+        self.shared.metrics.set_peer_state("closed");
+        let threads = self.threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        })
+        .await;
+    }
+}
