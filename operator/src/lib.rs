@@ -6,6 +6,7 @@
 pub mod config;
 pub mod crd;
 pub mod desired;
+pub mod leader;
 pub mod ports;
 pub mod status;
 pub mod acme;
