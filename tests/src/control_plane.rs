@@ -154,6 +154,15 @@ impl ControlPlane {
         }
     }
 
+    /// Applies a manifest file (server-side) and waits until every CustomResourceDefinition in it
+    /// is Established, so its resources can be created right away.
+    pub async fn apply_crds(&self, manifest: &Path) -> Result<(), Error> {
+        let file = manifest.to_string_lossy();
+        self.kubectl(&["apply", "--server-side", "--field-manager=p2pcamera-tests", "-f", &file]).await?;
+        self.kubectl(&["wait", "--for=condition=Established", "--timeout=60s", "-f", &file]).await?;
+        Ok(())
+    }
+
     /// Creates a namespace named `<prefix>-<random>` and waits until pods can be created in it
     /// (its `default` ServiceAccount exists). Returns the name.
     pub async fn namespace(&self, prefix: &str) -> Result<String, Error> {
