@@ -3,10 +3,13 @@
 //! Layout: [`crd`] holds the custom resource types, [`config`] the command-line configuration,
 //! [`ports`] the port allocator, [`desired`] the pure builders of the Pod and Secret.
 
+pub mod activity;
+pub mod admin;
 pub mod config;
 pub mod crd;
 pub mod desired;
 pub mod leader;
+pub mod metrics;
 pub mod ports;
 pub mod status;
 pub mod acme;
