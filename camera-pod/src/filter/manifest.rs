@@ -198,7 +198,9 @@ impl Manifest {
         let manifest: Manifest = if text.trim_start().starts_with('{') {
             serde_json::from_str(text).map_err(|e| FilterError::Manifest(e.to_string()))?
         } else {
-            serde_saphyr::from_str(text).map_err(|e| FilterError::Manifest(e.to_string()))?
+            // YAML 1.2 booleans only: a tensor named `y` or `on` stays a string.
+            let options = serde_saphyr::options! { strict_booleans: true };
+            serde_saphyr::from_str_with_options(text, options).map_err(|e| FilterError::Manifest(e.to_string()))?
         };
         manifest.validate()?;
         Ok(manifest)
