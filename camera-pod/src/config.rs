@@ -159,9 +159,9 @@ mod tests {
     #[test]
     fn defaults_bind_loopback_with_tls() {
         let args = parse(&[]).unwrap();
-        assert_eq!(args.listen, "127.0.0.1:7860".parse().unwrap());
+        assert_eq!(args.listen, "127.0.0.1:7860".parse::<SocketAddr>().unwrap());
         assert!(!args.plain_http);
-        assert_eq!(args.udp_addr(), "127.0.0.1:0".parse().unwrap());
+        assert_eq!(args.udp_addr(), "127.0.0.1:0".parse::<SocketAddr>().unwrap());
         args.validate().unwrap();
     }
 
@@ -177,9 +177,9 @@ mod tests {
     #[test]
     fn udp_port_and_bind_are_pinned() {
         let args = parse(&["--listen", "0.0.0.0:7860", "--udp-port", "31000"]).unwrap();
-        assert_eq!(args.udp_addr(), "0.0.0.0:31000".parse().unwrap());
+        assert_eq!(args.udp_addr(), "0.0.0.0:31000".parse::<SocketAddr>().unwrap());
         let args = parse(&["--udp-bind", "10.0.0.5", "--udp-port", "31001"]).unwrap();
-        assert_eq!(args.udp_addr(), "10.0.0.5:31001".parse().unwrap());
+        assert_eq!(args.udp_addr(), "10.0.0.5:31001".parse::<SocketAddr>().unwrap());
     }
 
     #[test]

@@ -49,12 +49,22 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Runs the camera pod until `shutdown` completes.
+/// Runs the camera pod on `--listen` until `shutdown` completes.
 pub async fn run(args: Args, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
-    let token = args.load_token()?;
-    let metrics = Arc::new(Metrics::default());
     let listener = std::net::TcpListener::bind(args.listen)
         .map_err(|source| ServerError::Bind { addr: args.listen, source })?;
+    serve(args, listener, shutdown).await
+}
+
+/// Runs the camera pod on an already bound listener (tests bind `127.0.0.1:0`) until
+/// `shutdown` completes. `args.listen` is not used for binding here.
+pub async fn serve(
+    args: Args,
+    listener: std::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let token = args.load_token()?;
+    let metrics = Arc::new(Metrics::default());
 
     let initial = args.filter.initial_spec()?;
     let factory = FilterFactory::new(&args.filter)?;

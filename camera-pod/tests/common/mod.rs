@@ -1,0 +1,287 @@
+//! An in-process WebRTC client built on the same crates as camera-pod, and helpers to run a
+//! real camera-pod server on 127.0.0.1:0.
+
+#![allow(dead_code)] // Each test binary uses a different part of this module.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use camera_pod::codec::{self, CodecKind};
+use camera_pod::frame::VideoFrame;
+use camera_pod::media::rtp::{Assembly, FrameAssembler, RtpPacketizer};
+use camera_pod::media::sdp::H264_FMTP;
+use clap::Parser;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use tokio::sync::{mpsc, watch};
+use webrtc::data_channel::{DataChannel, DataChannelEvent};
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState,
+    RTCPeerConnectionState, RTCSessionDescription, Registry, register_default_interceptors,
+};
+
+pub const WIDTH: u32 = 320;
+pub const HEIGHT: u32 = 240;
+pub const PAYLOAD_TYPE: u8 = 96;
+
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A camera-pod server running in this process with the passthrough filter.
+pub struct TestServer {
+    pub base: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start(extra: &[&str]) -> TestServer {
+        install_crypto();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut argv = vec!["camera-pod", "--filter", "passthrough", "--plain-http"];
+        argv.extend_from_slice(extra);
+        let args = camera_pod::config::Args::parse_from(argv);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = rx.await;
+            };
+            if let Err(error) = camera_pod::server::serve(args, listener, shutdown).await {
+                panic!("server failed: {error}");
+            }
+        });
+        let server = TestServer { base: format!("http://{addr}"), shutdown: Some(tx), task: Some(task) };
+        let client = reqwest::Client::new();
+        for _ in 0..100 {
+            if let Ok(response) = client.get(format!("{}/readyz", server.base)).send().await
+                && response.status().is_success()
+            {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("server did not become ready");
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(10), task).await.expect("server stops").unwrap();
+        }
+    }
+}
+
+/// A test picture: a gradient with a bright square that moves with `index`.
+pub fn pattern(index: u32) -> VideoFrame {
+    let mut frame = VideoFrame::filled(WIDTH, HEIGHT, 0, 128, 128);
+    for y in 0..HEIGHT {
+        for x in 0..WIDTH {
+            frame.y[(y * WIDTH + x) as usize] = (40 + (x * 120 / WIDTH) + (y * 40 / HEIGHT)) as u8;
+        }
+    }
+    let (sx, sy) = ((index * 4) % (WIDTH - 64), (index * 2) % (HEIGHT - 64));
+    for y in sy..sy + 64 {
+        for x in sx..sx + 64 {
+            frame.y[(y * WIDTH + x) as usize] = 230;
+        }
+    }
+    let cw = frame.chroma_width();
+    for y in 0..frame.chroma_height() {
+        for x in 0..cw {
+            frame.u[(y * cw + x) as usize] = (90 + x * 60 / cw) as u8;
+            frame.v[(y * cw + x) as usize] = (160 - y * 50 / frame.chroma_height()) as u8;
+        }
+    }
+    frame
+}
+
+/// Mean absolute difference of the luma planes.
+pub fn luma_mad(a: &VideoFrame, b: &VideoFrame) -> f64 {
+    assert_eq!((a.width, a.height), (b.width, b.height));
+    let sum: u64 = a.y.iter().zip(&b.y).map(|(p, q)| u64::from(p.abs_diff(*q))).sum();
+    sum as f64 / a.y.len() as f64
+}
+
+pub fn rtp_codec(codec: CodecKind) -> RTCRtpCodec {
+    let (mime_type, sdp_fmtp_line) = match codec {
+        CodecKind::Vp8 => ("video/VP8", String::new()),
+        CodecKind::H264 => ("video/H264", H264_FMTP.to_owned()),
+    };
+    RTCRtpCodec { mime_type: mime_type.into(), clock_rate: 90_000, channels: 0, sdp_fmtp_line, rtcp_feedback: vec![] }
+}
+
+struct ClientHandler {
+    codec: CodecKind,
+    gathered: watch::Sender<bool>,
+    connected: watch::Sender<bool>,
+    received: Arc<Mutex<Vec<VideoFrame>>>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for ClientHandler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.gathered.send(true);
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.connected.send(state == RTCPeerConnectionState::Connected);
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let (codec, received) = (self.codec, self.received.clone());
+        tokio::spawn(async move {
+            let mut assembler = FrameAssembler::new(codec);
+            let mut decoder = codec::new_decoder(codec).unwrap();
+            while let Some(event) = track.poll().await {
+                let TrackRemoteEvent::OnRtpPacket(packet) = event else { continue };
+                if let Assembly::Frame(frame) = assembler.push(&packet.header, &packet.payload)
+                    && let Ok(Some(picture)) = decoder.decode(&frame.data, frame.rtp_timestamp)
+                {
+                    received.lock().unwrap().push(picture);
+                }
+            }
+        });
+    }
+}
+
+/// The browser's side, in-process: sends a camera track and a data channel.
+pub struct TestPeer {
+    pub pc: Arc<dyn PeerConnection>,
+    pub codec: CodecKind,
+    track: Arc<TrackLocalStaticRTP>,
+    ssrc: u32,
+    gathered: watch::Receiver<bool>,
+    pub connected: watch::Receiver<bool>,
+    pub received: Arc<Mutex<Vec<VideoFrame>>>,
+    pub channel: Arc<dyn DataChannel>,
+    pub messages: mpsc::UnboundedReceiver<String>,
+}
+
+impl TestPeer {
+    pub async fn new(codec: CodecKind) -> TestPeer {
+        let mut engine = MediaEngine::default();
+        engine
+            .register_codec(RTCRtpCodecParameters { rtp_codec: rtp_codec(codec), payload_type: PAYLOAD_TYPE }, RtpCodecKind::Video)
+            .unwrap();
+        let registry = register_default_interceptors(Registry::new(), &mut engine).unwrap();
+        let (gathered_tx, gathered) = watch::channel(false);
+        let (connected_tx, connected) = watch::channel(false);
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let handler = ClientHandler { codec, gathered: gathered_tx, connected: connected_tx, received: received.clone() };
+        let pc: Arc<dyn PeerConnection> = Arc::new(
+            PeerConnectionBuilder::new()
+                .with_media_engine(engine)
+                .with_interceptor_registry(registry)
+                .with_handler(Arc::new(handler))
+                .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+                .build()
+                .await
+                .unwrap(),
+        );
+        let ssrc = rand::random::<u32>();
+        let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            "camera".to_owned(),
+            "camera-video".to_owned(),
+            "camera".to_owned(),
+            RtpCodecKind::Video,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                codec: rtp_codec(codec),
+                ..Default::default()
+            }],
+        )));
+        pc.add_track(track.clone() as Arc<dyn TrackLocal>).await.unwrap();
+        let channel = pc.create_data_channel("p2pcamera", None).await.unwrap();
+        let (messages_tx, messages) = mpsc::unbounded_channel();
+        {
+            let channel = channel.clone();
+            tokio::spawn(async move {
+                while let Some(event) = channel.poll().await {
+                    if let DataChannelEvent::OnMessage(message) = event {
+                        let _ = messages_tx.send(String::from_utf8_lossy(&message.data).into_owned());
+                    }
+                }
+            });
+        }
+        TestPeer { pc, codec, track, ssrc, gathered, connected, received, channel, messages }
+    }
+
+    /// The complete offer (all candidates gathered).
+    pub async fn offer(&mut self) -> String {
+        let offer = self.pc.create_offer(None).await.unwrap();
+        self.pc.set_local_description(offer).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), self.gathered.wait_for(|g| *g)).await.unwrap().unwrap();
+        self.pc.local_description().await.unwrap().sdp
+    }
+
+    pub async fn accept(&self, answer_sdp: String) {
+        self.pc.set_remote_description(RTCSessionDescription::answer(answer_sdp).unwrap()).await.unwrap();
+    }
+
+    pub async fn wait_connected(&mut self) {
+        tokio::time::timeout(Duration::from_secs(15), self.connected.wait_for(|c| *c))
+            .await
+            .expect("peer connection connects")
+            .unwrap();
+    }
+
+    /// Encodes and sends `count` pattern frames at 30 fps; returns them keyed by RTP timestamp.
+    pub async fn send_pattern(&self, first: u32, count: u32) -> Vec<VideoFrame> {
+        let mut encoder = codec::new_encoder(self.codec, 1_500_000).unwrap();
+        let mut packetizer = RtpPacketizer::new(self.codec, self.ssrc, PAYLOAD_TYPE);
+        let mut sent = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(33));
+        for index in first..first + count {
+            tick.tick().await;
+            let mut frame = pattern(index);
+            frame.rtp_timestamp = 90_000 + index * 3000;
+            // A key frame now and then stands in for the receiver's PLI being answered.
+            let encoded = encoder.encode(&frame, index % 30 == 0).unwrap();
+            for packet in packetizer.packetize(&encoded.data, encoded.rtp_timestamp) {
+                self.track.write_rtp(packet).await.unwrap();
+            }
+            sent.push(frame);
+        }
+        sent
+    }
+
+    pub async fn next_message(&mut self, matching: impl Fn(&str) -> bool) -> String {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let message = self.messages.recv().await.expect("data channel open");
+                if matching(&message) {
+                    return message;
+                }
+            }
+        })
+        .await
+        .expect("expected data channel message")
+    }
+
+    pub async fn close(&self) {
+        let _ = self.pc.close().await;
+    }
+}
+
+pub async fn post_offer(base: &str, sdp: &str, client: Option<&str>, token: Option<&str>) -> reqwest::Response {
+    let mut body = serde_json::json!({ "sdp": sdp, "type": "offer" });
+    if let Some(client) = client {
+        body["client"] = client.into();
+    }
+    let mut request = reqwest::Client::new().post(format!("{base}/offer")).json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap()
+}
