@@ -11,6 +11,7 @@ pub mod binaries;
 mod control_plane;
 mod kubeconfig;
 mod nodes;
+pub mod pebble;
 pub mod pki;
 mod process;
 mod wait;

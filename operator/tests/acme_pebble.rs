@@ -1,0 +1,241 @@
+//! ACME against a real Pebble and a real API server: HTTP-01 answered by the real router,
+//! the served certificate verified against Pebble's root, renewal without dropping an open
+//! connection, and an ACME outage that keeps the old certificate and reports it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::events::v1::Event;
+use kube::Api;
+use kube::api::ListParams;
+use p2pcamera_operator::acme::{self, AcmeArgs};
+use p2pcamera_operator::router::{self, Listeners, RouterArgs};
+use p2pcamera_tests::pebble::{Pebble, PebbleOptions};
+use p2pcamera_tests::{ControlPlane, eventually};
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_util::sync::CancellationToken;
+
+const HOST: &str = "router.p2pcamera.test";
+const TLS_SECRET: &str = "router-tls";
+
+struct Setup {
+    pebble: Pebble,
+    https: SocketAddr,
+    namespace: String,
+    client: kube::Client,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn router_args(namespace: &str) -> RouterArgs {
+    RouterArgs {
+        listen: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+        http_listen: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+        namespace: namespace.into(),
+        tls_secret: TLS_SECRET.into(),
+        challenge_config_map: router::DEFAULT_CHALLENGE_CONFIG_MAP.into(),
+        session_namespace: Some(namespace.into()),
+        session_secret_selector: "p2pcamera.io/session".into(),
+        allowed_origins: vec![],
+        forward_timeout: 5.0,
+        session_rate: 1.0,
+        session_burst: 5,
+        client_rate: 100.0,
+        client_burst: 100,
+    }
+}
+
+fn acme_args(pebble: &Pebble, namespace: &str) -> AcmeArgs {
+    AcmeArgs {
+        directory: Some(pebble.directory_url()),
+        host_names: vec![HOST.into()],
+        contact: vec!["mailto:ops@p2pcamera.test".into()],
+        agree_terms: true,
+        eab_kid: None,
+        eab_hmac_key: None,
+        ca_bundle: Some(pebble.ca_bundle_path()),
+        namespace: namespace.into(),
+        tls_secret: TLS_SECRET.into(),
+        account_secret: "acme-account".into(),
+        challenge_config_map: router::DEFAULT_CHALLENGE_CONFIG_MAP.into(),
+        status_config_map: "acme-status".into(),
+        propagation_delay: 0.5,
+        retry_min: 1.0,
+        retry_max: 4.0,
+        order_timeout: 30.0,
+    }
+}
+
+/// Router and ACME loop for a fresh namespace, with a Pebble validating against the router.
+async fn setup(prefix: &str, validity: Duration) -> Setup {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let plane = ControlPlane::shared().await.unwrap_or_else(|e| panic!("{e}"));
+    let namespace = plane.namespace(prefix).await.unwrap_or_else(|e| panic!("{e}"));
+    let client = plane.client().unwrap_or_else(|e| panic!("{e}"));
+    let args = router_args(&namespace);
+    let listeners = Listeners::bind(&args).unwrap_or_else(|e| panic!("{e}"));
+    let https = listeners.https.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let http_port = listeners.http.local_addr().unwrap_or_else(|e| panic!("{e}")).port();
+    let pebble = Pebble::start(PebbleOptions { http_port, validity }).await.unwrap_or_else(|e| panic!("{e}"));
+    let shutdown = CancellationToken::new();
+    tokio::spawn(router::serve(client.clone(), args, listeners, shutdown.clone()));
+    let acme_args = acme_args(&pebble, &namespace);
+    tokio::spawn(acme::run(client.clone(), acme_args, shutdown.clone()));
+    Setup { pebble, https, namespace, client, shutdown }
+}
+
+fn connector(root_pem: &str) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut root_pem.as_bytes()) {
+        roots.add(cert.unwrap_or_else(|e| panic!("{e}"))).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
+
+/// A verified TLS connection to the router for HOST, or why not.
+async fn connect(connector: &TlsConnector, address: SocketAddr) -> Result<TlsStream<TcpStream>, String> {
+    let tcp = TcpStream::connect(address).await.map_err(|e| e.to_string())?;
+    let name = ServerName::try_from(HOST).map_err(|e| e.to_string())?;
+    connector.connect(name, tcp).await.map_err(|e| e.to_string())
+}
+
+fn leaf(stream: &TlsStream<TcpStream>) -> CertificateDer<'static> {
+    let (_, connection) = stream.get_ref();
+    let certs = connection.peer_certificates().unwrap_or_else(|| panic!("no peer certificate"));
+    certs[0].clone().into_owned()
+}
+
+/// One keep-alive `GET /healthz` on an existing connection; returns the status line.
+async fn healthz(stream: &mut TlsStream<TcpStream>) -> String {
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap_or_else(|e| panic!("write: {e}"));
+    let mut reader = BufReader::new(stream);
+    let mut status = String::new();
+    reader.read_line(&mut status).await.unwrap_or_else(|e| panic!("read: {e}"));
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).await.unwrap_or_else(|e| panic!("read: {e}"));
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = value.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).await.unwrap_or_else(|e| panic!("read body: {e}"));
+    status.trim().to_owned()
+}
+
+async fn status_condition(client: &kube::Client, namespace: &str) -> Option<serde_json::Value> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let config_map = api.get_opt("acme-status").await.ok()??;
+    let conditions = config_map.data?.get("conditions")?.clone();
+    let conditions: Vec<serde_json::Value> = serde_json::from_str(&conditions).ok()?;
+    conditions.into_iter().find(|c| c["type"] == "CertificateReady")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issues_via_http01_on_the_router_and_renews_without_dropping_connections() {
+    let setup = setup("acme-issue", Duration::from_secs(30)).await;
+    let root = setup.pebble.issuing_root().await.unwrap_or_else(|e| panic!("{e}"));
+    let tls = connector(&root);
+    let mut open = eventually("a certificate from Pebble served by the router", Duration::from_secs(60), || {
+        let tls = tls.clone();
+        async move { connect(&tls, setup.https).await }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\npebble log:\n{}", setup.pebble.log_tail(30)));
+    let first = leaf(&open);
+    assert_eq!(healthz(&mut open).await, "HTTP/1.1 200 OK");
+
+    let condition = status_condition(&setup.client, &setup.namespace).await;
+    assert_eq!(condition.as_ref().map(|c| c["status"].clone()), Some("True".into()), "{condition:?}");
+    let secrets: Api<Secret> = Api::namespaced(setup.client.clone(), &setup.namespace);
+    let account_version = secrets.get("acme-account").await.map(|s| s.metadata.resource_version);
+    assert!(account_version.is_ok(), "account credentials stored");
+    // Challenges are removed once the order ends.
+    let challenges: Api<ConfigMap> = Api::namespaced(setup.client.clone(), &setup.namespace);
+    let left = challenges.get(router::DEFAULT_CHALLENGE_CONFIG_MAP).await.map(|c| c.data.unwrap_or_default().len());
+    assert_eq!(left.ok(), Some(0));
+
+    // Renewal (at most 2/3 of 30 s) swaps the certificate for new connections...
+    let renewed = eventually("a renewed certificate on new connections", Duration::from_secs(60), || {
+        let tls = tls.clone();
+        let first = first.clone();
+        async move {
+            let stream = connect(&tls, setup.https).await?;
+            let cert = leaf(&stream);
+            if cert != first { Ok(cert) } else { Err("still the first certificate".into()) }
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\npebble log:\n{}", setup.pebble.log_tail(30)));
+    assert_ne!(renewed, first);
+    // ...while the connection opened before keeps working with the certificate it started with.
+    assert_eq!(healthz(&mut open).await, "HTTP/1.1 200 OK");
+    assert_eq!(leaf(&open), first);
+    // The stored account was reused for the renewal.
+    assert_eq!(secrets.get("acme-account").await.map(|s| s.metadata.resource_version).ok(), account_version.ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acme_outage_keeps_the_old_certificate_and_reports_it() {
+    let mut setup = setup("acme-down", Duration::from_secs(40)).await;
+    let root = setup.pebble.issuing_root().await.unwrap_or_else(|e| panic!("{e}"));
+    let tls = connector(&root);
+    let stream = eventually("the first certificate", Duration::from_secs(60), || {
+        let tls = tls.clone();
+        async move { connect(&tls, setup.https).await }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\npebble log:\n{}", setup.pebble.log_tail(30)));
+    let first = leaf(&stream);
+    setup.pebble.stop_pebble();
+
+    let (client, namespace) = (setup.client.clone(), setup.namespace.clone());
+    let condition = eventually("CertificateReady=False after the renewal fails", Duration::from_secs(60), || {
+        let (client, namespace) = (client.clone(), namespace.clone());
+        async move {
+            match status_condition(&client, &namespace).await {
+                Some(c) if c["status"] == "False" => Ok(c),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(condition["reason"], "IssuanceFailed");
+
+    let events: Api<Event> = Api::namespaced(setup.client.clone(), &setup.namespace);
+    eventually("an IssuanceFailed event", Duration::from_secs(20), || {
+        let events = events.clone();
+        async move {
+            let list = events.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
+            list.items
+                .iter()
+                .find(|e| e.reason.as_deref() == Some("IssuanceFailed") && e.type_.as_deref() == Some("Warning"))
+                .map(|_| ())
+                .ok_or_else(|| format!("{} events, none IssuanceFailed", list.items.len()))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    // The router still serves the certificate it had, and it still verifies.
+    let again = connect(&tls, setup.https).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(leaf(&again), first);
+}
