@@ -1,0 +1,214 @@
+//! The HTTP API's answers to bad input, through the router (`oneshot`) and over a real TLS
+//! socket, and the one-camera rule (409 / same-client replacement).
+
+mod common;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use camera_pod::codec::CodecKind;
+use camera_pod::config::BitrateBounds;
+use camera_pod::filter::{Filter, Passthrough};
+use camera_pod::media::{Camera, FilterWorker, MediaConfig};
+use camera_pod::metrics::Metrics;
+use camera_pod::signaling::{AppState, app};
+use common::TestPeer;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+const TOKEN: &str = "s3cret-token";
+
+async fn state(token: Option<&str>) -> AppState {
+    let metrics = Arc::new(Metrics::default());
+    let builder = Box::new(|spec: &str| -> Result<Box<dyn Filter>, String> {
+        if spec.contains("passthrough") { Ok(Box::new(Passthrough)) } else { Err(format!("unknown filter {spec}")) }
+    });
+    let worker = Arc::new(FilterWorker::start(builder, "passthrough", metrics.clone()).await.unwrap());
+    let media = MediaConfig {
+        udp_addr: "127.0.0.1:0".parse().unwrap(),
+        public_ip: None,
+        bitrate: BitrateBounds { min: 150_000, start: 1_000_000, max: 4_000_000 },
+    };
+    let camera = Arc::new(Camera::new(media, worker, metrics.clone()));
+    AppState::new(token.map(str::to_owned), metrics, camera)
+}
+
+struct Reply {
+    status: StatusCode,
+    json: serde_json::Value,
+}
+
+async fn call(state: &AppState, request: Request<Body>) -> Reply {
+    let response = app(state.clone()).oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    Reply { status, json: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null) }
+}
+
+fn post(path: &str, token: Option<&str>, content_type: &str, body: impl Into<Body>) -> Request<Body> {
+    let mut builder = Request::post(path).header("content-type", content_type);
+    if let Some(token) = token {
+        builder = builder.header("authorization", format!("Bearer {token}"));
+    }
+    builder.body(body.into()).unwrap()
+}
+
+fn offer_json(sdp: &str) -> String {
+    serde_json::json!({ "sdp": sdp, "type": "offer" }).to_string()
+}
+
+fn sdp_with(media: &str) -> String {
+    format!("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n{media}")
+}
+
+async fn assert_healthy(state: &AppState) {
+    let reply = call(state, Request::get("/healthz").body(Body::empty()).unwrap()).await;
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_offer_gets_its_json_error_and_the_server_keeps_serving() {
+    let state = state(Some(TOKEN)).await;
+    let vp9_only = sdp_with("m=video 9 UDP/TLS/RTP/SAVPF 98\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:98 VP9/90000\r\n");
+    let audio_only = sdp_with("m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:111 opus/48000/2\r\n");
+    let huge = offer_json(&"a".repeat(70 * 1024));
+    let cases: Vec<(Request<Body>, StatusCode, &str)> = vec![
+        (post("/offer", None, "application/json", offer_json("x")), StatusCode::UNAUTHORIZED, "unauthorized"),
+        (post("/offer", Some("wrong"), "application/json", offer_json("x")), StatusCode::FORBIDDEN, "forbidden"),
+        (post("/offer", Some(TOKEN), "application/json", "{not json"), StatusCode::BAD_REQUEST, "invalid_json"),
+        (post("/offer", Some(TOKEN), "application/json", r#"{"type":"offer"}"#), StatusCode::BAD_REQUEST, "invalid_json"),
+        (
+            post("/offer", Some(TOKEN), "application/json", r#"{"sdp":"v=0","type":"answer"}"#),
+            StatusCode::BAD_REQUEST,
+            "not_an_offer",
+        ),
+        (post("/offer", Some(TOKEN), "text/plain", offer_json("x")), StatusCode::BAD_REQUEST, "unsupported_content_type"),
+        (post("/offer", Some(TOKEN), "application/json", offer_json("hello")), StatusCode::BAD_REQUEST, "invalid_sdp"),
+        (post("/offer", Some(TOKEN), "application/json", offer_json(&audio_only)), StatusCode::BAD_REQUEST, "no_video"),
+        (
+            post("/offer", Some(TOKEN), "application/json", offer_json(&vp9_only)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unsupported_codec",
+        ),
+        (post("/offer", Some(TOKEN), "application/json", huge), StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        (post("/filter", None, "application/json", r#"{"filter":"passthrough"}"#), StatusCode::UNAUTHORIZED, "unauthorized"),
+        (
+            post("/filter", Some(TOKEN), "application/json", r#"{"filter":"nope"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_filter",
+        ),
+        (post("/filter", Some(TOKEN), "application/json", "[]"), StatusCode::BAD_REQUEST, "invalid_filter"),
+        (Request::get("/status").body(Body::empty()).unwrap(), StatusCode::UNAUTHORIZED, "unauthorized"),
+    ];
+    for (request, status, code) in cases {
+        let what = format!("{} {}", request.method(), request.uri());
+        let reply = call(&state, request).await;
+        assert_eq!(reply.status, status, "{what}: {}", reply.json);
+        assert_eq!(reply.json["error"]["code"], code, "{what}: {}", reply.json);
+        assert!(reply.json["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", reply.json);
+        assert_healthy(&state).await;
+    }
+    let metrics = call(&state, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    assert_eq!(metrics.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filter_switch_and_status_with_the_token() {
+    let state = state(Some(TOKEN)).await;
+    let reply = call(&state, post("/filter", Some(TOKEN), "application/json", r#"{"filter":"passthrough"}"#)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json["filter"], "passthrough");
+    let request = Request::get("/status").header("authorization", format!("Bearer {TOKEN}")).body(Body::empty()).unwrap();
+    let reply = call(&state, request).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json["camera_connected"], false);
+    assert_eq!(reply.json["filter"], "passthrough");
+    assert!(reply.json["last_active"].as_u64().unwrap() > 1_700_000_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_camera_is_refused_but_the_same_client_replaces_itself() {
+    common::install_crypto();
+    let state = state(None).await;
+    let offer_from = |sdp: &str, client: &str| {
+        let body = serde_json::json!({ "sdp": sdp, "type": "offer", "client": client }).to_string();
+        post("/offer", None, "application/json", body)
+    };
+    let mut alice = TestPeer::new(CodecKind::Vp8).await;
+    let mut bob = TestPeer::new(CodecKind::H264).await;
+    let (alice_offer, bob_offer) = (alice.offer().await, bob.offer().await);
+
+    let reply = call(&state, offer_from(&alice_offer, "alice")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    assert_eq!(reply.json["type"], "answer");
+    let reply = call(&state, offer_from(&bob_offer, "bob")).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.json);
+    assert_eq!(reply.json["error"]["code"], "camera_busy");
+    // An offer without a client id cannot claim the camera either.
+    let reply = call(&state, post("/offer", None, "application/json", offer_json(&bob_offer))).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT);
+
+    // Alice reconnects with a fresh offer: her old connection is replaced.
+    let mut alice_again = TestPeer::new(CodecKind::Vp8).await;
+    let reply = call(&state, offer_from(&alice_again.offer().await, "alice")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    let answer = reply.json["sdp"].as_str().unwrap().to_owned();
+    alice_again.accept(answer).await;
+    alice_again.wait_connected().await;
+    let reply = call(&state, Request::get("/status").body(Body::empty()).unwrap()).await;
+    assert_eq!(reply.json["camera_connected"], true, "{}", reply.json);
+
+    let metrics = call(&state, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    for peer in [alice, bob, alice_again] {
+        peer.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_self_signed_certificate_over_a_real_socket() {
+    common::install_crypto();
+    use clap::Parser;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let args = camera_pod::config::Args::parse_from(["camera-pod", "--filter", "passthrough", "--token", TOKEN]);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(camera_pod::server::serve(args, listener, async move {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
+    let base = format!("https://{addr}");
+    let mut ready = false;
+    for _ in 0..100 {
+        if client.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(ready, "HTTPS server answers /readyz");
+    let plain = reqwest::Client::new().get(format!("http://{addr}/healthz")).send().await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success(), "plain HTTP is not served");
+
+    let cases = [
+        (None, "application/json", offer_json("x"), 401),
+        (Some("nope"), "application/json", offer_json("x"), 403),
+        (Some(TOKEN), "application/json", "{".to_owned(), 400),
+        (Some(TOKEN), "application/json", offer_json(&"b".repeat(65 * 1024)), 413),
+    ];
+    for (token, content_type, body, status) in cases {
+        let mut request = client.post(format!("{base}/offer")).header("content-type", content_type).body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), status);
+        let json: serde_json::Value = response.json().await.unwrap();
+        assert!(json["error"]["code"].is_string(), "{json}");
+        let health = client.get(format!("{base}/healthz")).send().await.unwrap();
+        assert!(health.status().is_success());
+    }
+    let _ = stop.send(());
+    tokio::time::timeout(std::time::Duration::from_secs(10), server).await.unwrap().unwrap().unwrap();
+}
