@@ -185,7 +185,11 @@ extern "C" fn stop_everything_at_exit() {
     if !children.is_empty() {
         let names: Vec<_> = children.iter().map(|(n, c)| format!("{n}({})", c.id())).collect();
         eprintln!("[p2pcamera-tests] stopping {}", names.join(" "));
-        stop_all(children);
+        // Newest first: clients before the servers they hold connections to (a server waits
+        // for its clients' streams to end before it exits).
+        for child in children.into_iter().rev() {
+            stop_all(vec![child]);
+        }
     }
     for dir in lock(&EXIT_DIRS).drain(..) {
         let _ = std::fs::remove_dir_all(dir);
