@@ -6,11 +6,13 @@
 pub mod activity;
 pub mod admin;
 pub mod config;
+pub mod controller;
 pub mod crd;
 pub mod desired;
 pub mod leader;
 pub mod metrics;
 pub mod ports;
 pub mod status;
+pub mod telemetry;
 pub mod acme;
 pub mod router;

@@ -115,18 +115,26 @@ fn is_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// Oversized bodies up to this size are read to the end before answering 413, so the client
+/// gets the JSON error instead of a connection reset mid-upload.
+const DRAIN_LIMIT: usize = 1024 * 1024;
+
 async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
-    if content_length(headers).is_some_and(|length| length > BODY_LIMIT) {
+    if content_length(headers).is_some_and(|length| length > DRAIN_LIMIT) {
         return Err(ApiError::TooLarge(BODY_LIMIT));
     }
-    axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|error| {
+    let bytes = axum::body::to_bytes(body, DRAIN_LIMIT).await.map_err(|error| {
         let inner = error.into_inner();
         if is_length_limit(inner.as_ref()) {
             ApiError::TooLarge(BODY_LIMIT)
         } else {
             ApiError::Malformed("unreadable request body".into())
         }
-    })
+    })?;
+    if bytes.len() > BODY_LIMIT {
+        return Err(ApiError::TooLarge(BODY_LIMIT));
+    }
+    Ok(bytes)
 }
 
 fn authorization(headers: &HeaderMap) -> Option<&str> {

@@ -1,0 +1,468 @@
+//! The reconciler: reads, builds (pure, [`crate::desired`]), applies, writes status
+//! ([`crate::status`]), all gated by leader election ([`crate::leader`]).
+//!
+//! Per reconcile of a session:
+//! 1. Port: claim `status.udpPort`, else allocate one ([`crate::ports`]).
+//! 2. Secret `<session>-p2pcamera`: created once (plain create, so a race never overwrites a token).
+//! 3. Pod `<session>-p2pcamera`:
+//!    - Idle session (phase Idle, spec unchanged, no `p2pcamera.io/wake` annotation): no pod.
+//!    - Crash loop ([`status::crash_loop`]): pod deleted, phase Failed, new pod after the backoff.
+//!    - Missing: created by server-side apply (field manager [`FIELD_MANAGER`]).
+//!    - `p2pcamera.io/pod-hash` differs from the desired pod (spec change, port change, pinning to
+//!      the node's public address): deleted, recreated once gone. The hash only depends on the
+//!      spec and the port, so an unchanged spec never replaces a pod (no flapping).
+//!    - Ready with `idleTimeout`: camera activity polled ([`crate::activity`]); idle too long ->
+//!      pod deleted, phase Idle (the Secret and port stay).
+//! 4. Status written by server-side apply when it changed; a Kubernetes Event for each phase change.
+//!
+//! Deleting a session needs no finalizer: the Pod and Secret are garbage-collected through their
+//! owner reference, and the port is reclaimed from the in-memory allocator once the session is
+//! gone from the cache (periodic sweep and on exhaustion).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod, Secret};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::activity;
+use crate::admin::AdminState;
+use crate::config::{Config, PublicIpSource};
+use crate::crd::{CameraSession, CameraSessionStatus, Phase};
+use crate::desired::{
+    self, ANNOTATION_POD_HASH, ANNOTATION_PORT, ANNOTATION_WAKE, BuildError, FIELD_MANAGER, LABEL_SESSION,
+    MANAGED_BY, Placement, SECRET_TLS_CERT, SECRET_TOKEN,
+};
+use crate::leader::LeaderElector;
+use crate::metrics::Metrics;
+use crate::ports::{PortError, SessionKey, UdpPortAllocator};
+use crate::status::{self, Situation, StatusInputs};
+
+/// Errors of a reconciliation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API request failed.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// The desired objects could not be built.
+    #[error("building objects: {0}")]
+    Build(#[from] BuildError),
+    /// No port could be allocated.
+    #[error("port allocation: {0}")]
+    Ports(#[from] PortError),
+    /// The status could not be serialized.
+    #[error("serializing status: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+impl Error {
+    /// Short class for the `reason` label of the error metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Kube(_) => "kube",
+            Self::Build(_) => "build",
+            Self::Ports(_) => "ports",
+            Self::Serialize(_) => "serialize",
+        }
+    }
+}
+
+/// State shared by the reconciles of one leadership term.
+struct Context {
+    client: Client,
+    config: Config,
+    allocator: UdpPortAllocator,
+    metrics: Arc<Metrics>,
+    recorder: Recorder,
+    store: Store<CameraSession>,
+    last_poll: std::sync::Mutex<HashMap<SessionKey, Instant>>,
+}
+
+impl Context {
+    fn is_live(&self, key: &SessionKey) -> bool {
+        self.store
+            .get(&ObjectRef::new(&key.name).within(&key.namespace))
+            .is_some()
+    }
+
+    fn poll_due(&self, key: &SessionKey) -> bool {
+        let mut polls = self.last_poll.lock().unwrap_or_else(|p| p.into_inner());
+        let interval = self.config.idle_poll_interval.max(Duration::from_secs(1));
+        match polls.get(key) {
+            Some(at) if at.elapsed() < interval => false,
+            _ => {
+                polls.insert(key.clone(), Instant::now());
+                true
+            }
+        }
+    }
+}
+
+/// Runs the operator until `shutdown`: campaigns for the Lease and reconciles only while leading.
+/// Sets `admin.ready` once running and keeps `admin.metrics` up to date.
+pub async fn run(client: Client, config: Config, admin: AdminState, shutdown: CancellationToken) -> Result<(), Error> {
+    let identity = config.identity();
+    let elector = LeaderElector::new(client.clone(), &config.lease_namespace, &config.lease_name, &identity);
+    let (leading_tx, mut leading) = watch::channel(false);
+    let election = tokio::spawn(elector.run(leading_tx, shutdown.clone()));
+    admin.ready.store(true, Ordering::Relaxed);
+    tracing::info!(%identity, lease = %config.lease_name, "operator started");
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            became = leading.wait_for(|l| *l) => if became.is_err() { break },
+        }
+        admin.metrics.set_leader(true);
+        let mut lost = leading.clone();
+        let stop = shutdown.clone();
+        let term_end = async move {
+            tokio::select! {
+                _ = lost.wait_for(|l| !*l) => {},
+                _ = stop.cancelled() => {},
+            }
+        };
+        let result = run_controller(client.clone(), config.clone(), &identity, admin.metrics.clone(), term_end).await;
+        admin.metrics.set_leader(false);
+        if let Err(error) = result {
+            tracing::error!(%error, "controller term failed");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+    if let Err(error) = election.await {
+        tracing::warn!(%error, "leader election task ended abnormally");
+    }
+    tracing::info!("operator stopped");
+    Ok(())
+}
+
+fn namespaced<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+async fn run_controller(
+    client: Client,
+    config: Config,
+    identity: &str,
+    metrics: Arc<Metrics>,
+    term_end: impl Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), Error> {
+    let ns = config.namespace.as_deref();
+    let sessions: Api<CameraSession> = namespaced(&client, ns);
+    let pods: Api<Pod> = namespaced(&client, ns);
+    let secrets: Api<Secret> = namespaced(&client, ns);
+    let managed = format!("app.kubernetes.io/managed-by={MANAGED_BY}");
+
+    let allocator = UdpPortAllocator::new(config.port_range);
+    seed_allocator(&allocator, &sessions, &pods, &managed).await?;
+    tracing::info!("leading: reconciling camera sessions");
+
+    let controller = Controller::new(sessions, watcher::Config::default())
+        .owns(pods, watcher::Config::default().labels(&managed))
+        .owns(secrets, watcher::Config::default().labels(&managed))
+        .graceful_shutdown_on(term_end);
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: MANAGED_BY.to_string(),
+            instance: Some(identity.to_string()),
+        },
+    );
+    let ctx = Arc::new(Context {
+        client,
+        config,
+        allocator,
+        metrics,
+        recorder,
+        store: controller.store(),
+        last_poll: Default::default(),
+    });
+    let sweeper = tokio::spawn(sweep(ctx.clone()));
+    controller
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "reconcile loop event");
+            }
+        })
+        .await;
+    sweeper.abort();
+    Ok(())
+}
+
+/// Forgets deleted sessions in the allocator and metrics every few seconds.
+async fn sweep(ctx: Arc<Context>) {
+    // A cache that is not filled yet would make every session look deleted.
+    if ctx.store.wait_until_ready().await.is_err() {
+        return;
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tick.tick().await;
+        ctx.allocator.retain(|k| ctx.is_live(k));
+        ctx.metrics.retain_sessions(|k| ctx.is_live(k));
+    }
+}
+
+async fn seed_allocator(
+    allocator: &UdpPortAllocator,
+    sessions: &Api<CameraSession>,
+    pods: &Api<Pod>,
+    managed: &str,
+) -> Result<(), Error> {
+    for session in sessions.list(&ListParams::default()).await? {
+        let key = SessionKey::new(session.namespace().unwrap_or_default(), session.name_any());
+        if let Some(port) = session.status.as_ref().and_then(|s| s.udp_port)
+            && let Err(error) = allocator.claim(&key, port)
+        {
+            tracing::warn!(session = %key, %error, "port from status not reusable");
+        }
+    }
+    for pod in pods.list(&ListParams::default().labels(managed)).await? {
+        let Some(session) = pod.labels().get(LABEL_SESSION) else { continue };
+        let key = SessionKey::new(pod.namespace().unwrap_or_default(), session);
+        let port = desired::pod_annotation(&pod, ANNOTATION_PORT).and_then(|p| p.parse().ok());
+        if let Some(port) = port
+            && allocator.port_of(&key).is_none()
+            && let Err(error) = allocator.claim(&key, port)
+        {
+            tracing::warn!(session = %key, %error, "port from pod not reusable");
+        }
+    }
+    Ok(())
+}
+
+fn error_policy(session: Arc<CameraSession>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.failed(error.metric_label());
+    tracing::warn!(namespace = %session.namespace().unwrap_or_default(), name = %session.name_any(), %error, "reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+async fn reconcile(session: Arc<CameraSession>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_session(&session, &ctx).await;
+    ctx.metrics.reconciled(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn ensure_secret(api: &Api<Secret>, session: &CameraSession, name: &str, ns: &str) -> Result<Secret, Error> {
+    let child = desired::child_name(name);
+    if let Some(secret) = api.get_opt(&child).await? {
+        return Ok(secret);
+    }
+    let material = desired::SecretMaterial::generate(ns, name)?;
+    let secret = desired::build_secret(session, &material)?;
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PostParams::default()
+    };
+    match api.create(&params, &secret).await {
+        Ok(created) => Ok(created),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(api.get(&child).await?),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// ExternalIP of the node, else its InternalIP.
+async fn node_public_address(client: &Client, node: &str) -> Result<Option<String>, Error> {
+    let Some(node) = Api::<Node>::all(client.clone()).get_opt(node).await? else {
+        return Ok(None);
+    };
+    let addresses = node.status.and_then(|s| s.addresses).unwrap_or_default();
+    let pick = |kind: &str| addresses.iter().find(|a| a.type_ == kind).map(|a| a.address.clone());
+    Ok(pick("ExternalIP").or_else(|| pick("InternalIP")))
+}
+
+async fn delete_pod(api: &Api<Pod>, pod: &Pod) -> Result<(), Error> {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: pod.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(&pod.name_any(), &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn secret_value<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
+    secret.data.as_ref()?.get(key).map(|b| b.0.as_slice())
+}
+
+async fn reconcile_session(session: &CameraSession, ctx: &Context) -> Result<Action, Error> {
+    let name = session.name_any();
+    let ns = session.namespace().unwrap_or_default();
+    let key = SessionKey::new(&ns, &name);
+    if session.metadata.deletion_timestamp.is_some() {
+        ctx.allocator.release(&key);
+        ctx.metrics.set_phase(&key, None);
+        return Ok(Action::await_change());
+    }
+    let client = &ctx.client;
+    let config = &ctx.config;
+    let sessions: Api<CameraSession> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let generation = session.metadata.generation;
+    let prev = session.status.clone().unwrap_or_default();
+
+    let port = match prev.udp_port.map(|p| ctx.allocator.claim(&key, p)) {
+        Some(Ok(())) => prev.udp_port.unwrap_or_default(),
+        _ => ctx.allocator.allocate(&key, |k| ctx.is_live(k))?,
+    };
+
+    let wake = session.annotations().contains_key(ANNOTATION_WAKE);
+    if wake {
+        let patch = serde_json::json!({"metadata": {"annotations": {ANNOTATION_WAKE: null}}});
+        sessions.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    }
+    let stays_idle = !wake && prev.phase == Some(Phase::Idle) && prev.observed_generation == generation;
+
+    let secret = ensure_secret(&secrets, session, &name, &ns).await?;
+    let pod = pods.get_opt(&desired::child_name(&name)).await?;
+    let observed = pod.as_ref().map(status::observe_pod);
+    let now = Timestamp::now();
+    let mut public_address: Option<String> = None;
+    let mut last_active = None;
+
+    let (situation, action) = match (&pod, &observed) {
+        _ if stays_idle => {
+            if let Some(pod) = &pod {
+                delete_pod(&pods, pod).await?;
+            }
+            (Situation::Idle, Action::await_change())
+        }
+        (Some(pod), Some(obs)) if !obs.terminating && status::crash_loop(obs, config.crash_restart_limit).is_some() => {
+            let message = status::crash_loop(obs, config.crash_restart_limit).unwrap_or_default();
+            delete_pod(&pods, pod).await?;
+            (Situation::CrashLoop { message }, Action::requeue(config.crash_backoff))
+        }
+        (None, _) | (_, None) => match status::crash_backoff_remaining(&prev, now, config.crash_backoff) {
+            Some(left) => (
+                Situation::CrashLoop {
+                    message: prev.message.clone().unwrap_or_default(),
+                },
+                Action::requeue(left),
+            ),
+            None => {
+                let desired = desired::build_pod(session, port, config, None)?;
+                let params = PatchParams::apply(FIELD_MANAGER).force();
+                pods.patch(&desired::child_name(&name), &params, &Patch::Apply(&desired)).await?;
+                (Situation::NoPod, Action::requeue(Duration::from_secs(300)))
+            }
+        },
+        (Some(_), Some(obs)) if obs.terminating => (Situation::Replacing(obs), Action::requeue(Duration::from_secs(2))),
+        (Some(pod), Some(obs)) => {
+            let bound_node = obs.node_name.as_deref().filter(|_| obs.scheduling == status::Scheduling::Bound);
+            if let Some(node) = bound_node {
+                public_address = match config.public_ip_source {
+                    PublicIpSource::Host => obs.host_ip.clone(),
+                    PublicIpSource::Node => node_public_address(client, node).await?,
+                };
+            }
+            let placement = desired::pinned_placement(pod).or_else(|| match (bound_node, &public_address, &obs.host_ip) {
+                (Some(node), Some(address), Some(host_ip)) if address != host_ip => Some(Placement {
+                    node: node.to_string(),
+                    address: address.clone(),
+                }),
+                _ => None,
+            });
+            let wanted = desired::build_pod(session, port, config, placement.as_ref())?;
+            if desired::pod_annotation(pod, ANNOTATION_POD_HASH) != desired::pod_annotation(&wanted, ANNOTATION_POD_HASH) {
+                tracing::info!(namespace = %ns, name = %name, "replacing pod");
+                delete_pod(&pods, pod).await?;
+                (Situation::Replacing(obs), Action::requeue(Duration::from_secs(2)))
+            } else {
+                let timeout = session
+                    .spec
+                    .idle_timeout
+                    .as_deref()
+                    .and_then(|t| crate::config::parse_duration(t).ok());
+                let mut idle = false;
+                if let (true, Some(timeout), Some(host_ip)) = (obs.ready, timeout, obs.host_ip.as_deref())
+                    && ctx.poll_due(&key)
+                {
+                    let token = secret_value(&secret, SECRET_TOKEN).map(String::from_utf8_lossy).unwrap_or_default();
+                    let cert = secret_value(&secret, SECRET_TLS_CERT).unwrap_or_default();
+                    match activity::fetch_status(&status::endpoint(host_ip, port), &token, cert).await {
+                        Ok(report) => {
+                            last_active = if report.camera_connected { Some(now) } else { report.last_active };
+                            let known = last_active.or(prev.last_active_time.as_ref().map(|t| t.0));
+                            idle = status::idle_expired(now, timeout, report.camera_connected, known, status::ready_since(&prev));
+                        }
+                        Err(error) => tracing::warn!(namespace = %ns, name = %name, %error, "activity poll failed"),
+                    }
+                }
+                if idle {
+                    delete_pod(&pods, pod).await?;
+                    (Situation::Idle, Action::await_change())
+                } else if obs.ready && timeout.is_some() {
+                    (Situation::Running(obs), Action::requeue(config.idle_poll_interval.max(Duration::from_secs(1))))
+                } else {
+                    (Situation::Running(obs), Action::requeue(Duration::from_secs(300)))
+                }
+            }
+        }
+    };
+
+    let inputs = StatusInputs {
+        generation,
+        port,
+        public_address: public_address.as_deref(),
+        last_active,
+    };
+    let next = status::next_status(&prev, &situation, &inputs, now);
+    if next != prev {
+        write_status(&sessions, &name, &next).await?;
+    }
+    if next.phase != prev.phase {
+        publish_event(ctx, session, &next).await;
+    }
+    ctx.metrics.set_phase(&key, next.phase);
+    Ok(action)
+}
+
+async fn write_status(api: &Api<CameraSession>, name: &str, status: &CameraSessionStatus) -> Result<(), Error> {
+    let patch = serde_json::json!({
+        "apiVersion": CameraSession::api_version(&()),
+        "kind": CameraSession::kind(&()),
+        "status": serde_json::to_value(status)?,
+    });
+    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await?;
+    Ok(())
+}
+
+async fn publish_event(ctx: &Context, session: &CameraSession, status: &CameraSessionStatus) {
+    let Some(phase) = status.phase else { return };
+    let event = Event {
+        type_: if phase == Phase::Failed { EventType::Warning } else { EventType::Normal },
+        reason: phase.as_str().to_string(),
+        note: status.message.clone(),
+        action: "Reconcile".to_string(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &session.object_ref(&())).await {
+        tracing::warn!(name = %session.name_any(), %error, "publishing event failed");
+    }
+}

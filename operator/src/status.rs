@@ -1,0 +1,502 @@
+//! Status from observed reality, computed without a client.
+//!
+//! Conditions (`metav1.Condition` shape; `lastTransitionTime` changes only when `status` flips):
+//! - `Scheduled`: `True` once bound; `False` with the scheduler's own reason and message when it
+//!   reports the pod unschedulable (e.g. no free GPU); `Unknown` while waiting.
+//! - `PodReady`: the pod's Ready condition.
+//! - `Healthy`: `False` with reason `CrashLoopBackOff` after repeated crashes.
+//! - `Idle`: `True` with reason `IdleTimeout` when the pod was removed for lack of a camera.
+//!
+//! `phase` is derived: Idle, Failed (crash loop), Terminating (old pod going away), Pending (no pod
+//! yet), Scheduling (not bound), Starting (bound, not ready), Ready (ready; `endpoint` set).
+//! `endpoint` is `https://<pod host IP>:<port>`: the address the router reaches from inside the
+//! cluster. `publicAddress` is what ICE advertises (see [`crate::config::PublicIpSource`]).
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+use crate::crd::{CameraSessionStatus, Phase};
+
+/// Condition type: the pod is bound to a node.
+pub const SCHEDULED: &str = "Scheduled";
+/// Condition type: the pod is ready.
+pub const POD_READY: &str = "PodReady";
+/// Condition type: the pod is not crash-looping.
+pub const HEALTHY: &str = "Healthy";
+/// Condition type: the session is idle (no pod).
+pub const IDLE: &str = "Idle";
+/// Reason of `Healthy=False`.
+pub const REASON_CRASH_LOOP: &str = "CrashLoopBackOff";
+/// Reason of `Idle=True`.
+pub const REASON_IDLE_TIMEOUT: &str = "IdleTimeout";
+
+/// Whether the scheduler has placed the pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scheduling {
+    /// Bound to a node.
+    Bound,
+    /// The scheduler reported it cannot place the pod.
+    Unschedulable {
+        /// The scheduler's reason (e.g. `Unschedulable`).
+        reason: String,
+        /// The scheduler's message (e.g. `0/2 nodes are available: 2 Insufficient nvidia.com/gpu.`).
+        message: String,
+    },
+    /// Not yet considered.
+    Waiting,
+}
+
+/// What matters about a camera pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodObservation {
+    /// Pod name.
+    pub name: String,
+    /// Node it is bound to.
+    pub node_name: Option<String>,
+    /// The node address the kubelet reports for it.
+    pub host_ip: Option<String>,
+    /// The pod is being deleted.
+    pub terminating: bool,
+    /// Scheduling state.
+    pub scheduling: Scheduling,
+    /// The pod's Ready condition is True.
+    pub ready: bool,
+    /// Restarts of the camera container.
+    pub restarts: i32,
+    /// Why the container is waiting, if it is.
+    pub waiting_reason: Option<String>,
+    /// The pod phase is `Failed` (e.g. evicted).
+    pub failed: bool,
+    /// Detail for the status message.
+    pub message: Option<String>,
+}
+
+/// Extracts the [`PodObservation`] of `pod`.
+pub fn observe_pod(pod: &Pod) -> PodObservation {
+    let status = pod.status.as_ref();
+    let conditions = status.and_then(|s| s.conditions.as_deref()).unwrap_or_default();
+    let condition = |type_: &str| conditions.iter().find(|c| c.type_ == type_);
+    let node_name = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+    let scheduling = match condition("PodScheduled") {
+        _ if node_name.is_some() => Scheduling::Bound,
+        Some(c) if c.status == "False" => Scheduling::Unschedulable {
+            reason: c.reason.clone().unwrap_or_else(|| "Unschedulable".to_string()),
+            message: c.message.clone().unwrap_or_default(),
+        },
+        _ => Scheduling::Waiting,
+    };
+    let container = status
+        .and_then(|s| s.container_statuses.as_deref())
+        .unwrap_or_default()
+        .first();
+    let waiting = container.and_then(|c| c.state.as_ref()).and_then(|s| s.waiting.as_ref());
+    PodObservation {
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        node_name,
+        host_ip: status.and_then(|s| s.host_ip.clone()).filter(|ip| !ip.is_empty()),
+        terminating: pod.metadata.deletion_timestamp.is_some(),
+        scheduling,
+        ready: condition("Ready").is_some_and(|c| c.status == "True"),
+        restarts: container.map(|c| c.restart_count).unwrap_or(0),
+        waiting_reason: waiting.and_then(|w| w.reason.clone()),
+        failed: status.and_then(|s| s.phase.as_deref()) == Some("Failed"),
+        message: waiting
+            .and_then(|w| w.message.clone())
+            .or_else(|| status.and_then(|s| s.message.clone())),
+    }
+}
+
+/// Why the pod counts as crash-looping, or `None`. A pod that failed outright, or whose container
+/// restarted `restart_limit` times or more, is crash-looping.
+pub fn crash_loop(pod: &PodObservation, restart_limit: i32) -> Option<String> {
+    if pod.failed {
+        return Some(format!(
+            "pod failed: {}",
+            pod.message.as_deref().unwrap_or("no message")
+        ));
+    }
+    (pod.restarts >= restart_limit).then(|| {
+        format!(
+            "camera container restarted {} times (last state: {})",
+            pod.restarts,
+            pod.waiting_reason.as_deref().unwrap_or("running")
+        )
+    })
+}
+
+/// Time left before a crash-looped session may get a new pod, or `None` when it may now.
+pub fn crash_backoff_remaining(status: &CameraSessionStatus, now: Timestamp, backoff: Duration) -> Option<Duration> {
+    if status.phase != Some(Phase::Failed) {
+        return None;
+    }
+    let since = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == HEALTHY && c.status == "False")?
+        .last_transition_time
+        .0;
+    let elapsed = now.duration_since(since).as_secs_f64().max(0.0);
+    let left = backoff.as_secs_f64() - elapsed;
+    (left > 0.0).then(|| Duration::from_secs_f64(left))
+}
+
+/// Whether a ready session has been without a camera for `timeout`. The clock starts at the
+/// later of the last activity and the moment the pod became ready.
+pub fn idle_expired(
+    now: Timestamp,
+    timeout: Duration,
+    camera_connected: bool,
+    last_active: Option<Timestamp>,
+    ready_since: Option<Timestamp>,
+) -> bool {
+    if camera_connected {
+        return false;
+    }
+    let Some(since) = last_active.into_iter().chain(ready_since).max() else {
+        return false;
+    };
+    now.duration_since(since).as_secs_f64() >= timeout.as_secs_f64()
+}
+
+/// When the pod became ready, from the session's own `PodReady` condition.
+pub fn ready_since(status: &CameraSessionStatus) -> Option<Timestamp> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == POD_READY && c.status == "True")
+        .map(|c| c.last_transition_time.0)
+}
+
+/// Where the session stands, as decided by the reconciler.
+#[derive(Clone, Debug)]
+pub enum Situation<'a> {
+    /// The pod was removed after the idle timeout.
+    Idle,
+    /// The pod crash-looped; it is removed and recreated after the backoff.
+    CrashLoop {
+        /// What happened.
+        message: String,
+    },
+    /// No pod yet (about to be created).
+    NoPod,
+    /// The current pod is going away (spec change, pinning, deletion in progress).
+    Replacing(&'a PodObservation),
+    /// The current pod is the desired one.
+    Running(&'a PodObservation),
+}
+
+/// Inputs beyond the situation.
+#[derive(Clone, Debug)]
+pub struct StatusInputs<'a> {
+    /// The session's `metadata.generation`.
+    pub generation: Option<i64>,
+    /// The session's port.
+    pub port: u16,
+    /// The public address of the node the pod is bound to, when known.
+    pub public_address: Option<&'a str>,
+    /// A new activity time from the camera pod.
+    pub last_active: Option<Timestamp>,
+}
+
+fn condition(type_: &str, status: &str, reason: &str, message: impl Into<String>) -> Condition {
+    Condition {
+        type_: type_.to_string(),
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message: message.into(),
+        observed_generation: None,
+        last_transition_time: Time(Timestamp::UNIX_EPOCH),
+    }
+}
+
+/// Replaces condition `new.type_` in `conditions`, keeping `lastTransitionTime` unless the
+/// status flips.
+pub fn set_condition(conditions: &mut Vec<Condition>, mut new: Condition, generation: Option<i64>, now: Timestamp) {
+    new.observed_generation = generation;
+    match conditions.iter_mut().find(|c| c.type_ == new.type_) {
+        Some(old) => {
+            new.last_transition_time = if old.status == new.status {
+                old.last_transition_time.clone()
+            } else {
+                Time(now)
+            };
+            *old = new;
+        }
+        None => {
+            new.last_transition_time = Time(now);
+            conditions.push(new);
+        }
+    }
+}
+
+/// Formats `https://<address>:<port>`, bracketing IPv6 addresses.
+pub fn endpoint(address: &str, port: u16) -> String {
+    if address.contains(':') {
+        format!("https://[{address}]:{port}")
+    } else {
+        format!("https://{address}:{port}")
+    }
+}
+
+/// The next status of a session, from the previous one and what was observed.
+pub fn next_status(
+    prev: &CameraSessionStatus,
+    situation: &Situation<'_>,
+    inputs: &StatusInputs<'_>,
+    now: Timestamp,
+) -> CameraSessionStatus {
+    let mut conditions = prev.conditions.clone();
+    let mut set = |c: Condition| set_condition(&mut conditions, c, inputs.generation, now);
+    let mut next = CameraSessionStatus {
+        udp_port: Some(inputs.port),
+        observed_generation: inputs.generation,
+        last_active_time: inputs.last_active.map(Time).or_else(|| prev.last_active_time.clone()),
+        ..CameraSessionStatus::default()
+    };
+    let (phase, message) = match situation {
+        Situation::Idle => {
+            set(condition(IDLE, "True", REASON_IDLE_TIMEOUT, "no camera within the idle timeout; pod removed"));
+            set(condition(POD_READY, "False", "PodRemoved", "the pod was removed while idle"));
+            (Phase::Idle, "idle: pod removed; change the spec or set annotation p2pcamera.io/wake to resume".to_string())
+        }
+        Situation::CrashLoop { message } => {
+            set(condition(HEALTHY, "False", REASON_CRASH_LOOP, message.clone()));
+            set(condition(POD_READY, "False", REASON_CRASH_LOOP, message.clone()));
+            (Phase::Failed, message.clone())
+        }
+        Situation::NoPod => {
+            set(condition(SCHEDULED, "Unknown", "PodNotCreated", "the pod is being created"));
+            set(condition(POD_READY, "False", "PodNotCreated", "the pod is being created"));
+            set(condition(IDLE, "False", "Active", ""));
+            (Phase::Pending, "creating the pod".to_string())
+        }
+        Situation::Replacing(pod) => {
+            next.pod_name = Some(pod.name.clone());
+            set(condition(POD_READY, "False", "PodReplaced", "the pod is being replaced"));
+            (Phase::Terminating, "replacing the pod".to_string())
+        }
+        Situation::Running(pod) => {
+            next.pod_name = Some(pod.name.clone());
+            next.node_name = pod.node_name.clone();
+            set(condition(IDLE, "False", "Active", ""));
+            if pod.restarts < 1 || pod.waiting_reason.as_deref() != Some(REASON_CRASH_LOOP) {
+                set(condition(HEALTHY, "True", "Running", ""));
+            }
+            match &pod.scheduling {
+                Scheduling::Bound => set(condition(
+                    SCHEDULED,
+                    "True",
+                    "Bound",
+                    format!("bound to node {}", pod.node_name.as_deref().unwrap_or_default()),
+                )),
+                Scheduling::Unschedulable { reason, message } => {
+                    set(condition(SCHEDULED, "False", reason, message.clone()))
+                }
+                Scheduling::Waiting => set(condition(SCHEDULED, "Unknown", "Pending", "waiting for the scheduler")),
+            }
+            if pod.ready {
+                set(condition(POD_READY, "True", "PodReady", ""));
+            } else {
+                let why = pod.message.clone().unwrap_or_default();
+                set(condition(
+                    POD_READY,
+                    "False",
+                    pod.waiting_reason.as_deref().unwrap_or("ContainersNotReady"),
+                    why,
+                ));
+            }
+            if pod.scheduling == Scheduling::Bound {
+                next.public_address = inputs
+                    .public_address
+                    .map(str::to_string)
+                    .or_else(|| pod.host_ip.clone());
+            }
+            match (&pod.scheduling, pod.ready) {
+                (Scheduling::Bound, true) => {
+                    next.endpoint = pod
+                        .host_ip
+                        .as_deref()
+                        .or(inputs.public_address)
+                        .map(|address| endpoint(address, inputs.port));
+                    (Phase::Ready, "ready".to_string())
+                }
+                (Scheduling::Bound, false) => (Phase::Starting, "waiting for the pod to become ready".to_string()),
+                (Scheduling::Unschedulable { message, .. }, _) => (Phase::Scheduling, message.clone()),
+                (Scheduling::Waiting, _) => (Phase::Scheduling, "waiting for the scheduler".to_string()),
+            }
+        }
+    };
+    next.phase = Some(phase);
+    next.message = Some(message);
+    next.conditions = conditions;
+    next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateWaiting, ContainerStatus, PodCondition, PodSpec, PodStatus,
+    };
+
+    fn ts(secs: i64) -> Timestamp {
+        Timestamp::from_second(secs).unwrap()
+    }
+
+    fn pod(node: Option<&str>, conditions: &[(&str, &str, Option<&str>, Option<&str>)]) -> Pod {
+        Pod {
+            metadata: kube::api::ObjectMeta {
+                name: Some("cam1-p2pcamera".into()),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                node_name: node.map(Into::into),
+                ..Default::default()
+            }),
+            status: Some(PodStatus {
+                host_ip: node.map(|_| "10.0.0.5".into()),
+                conditions: Some(
+                    conditions
+                        .iter()
+                        .map(|(t, s, reason, message)| PodCondition {
+                            type_: t.to_string(),
+                            status: s.to_string(),
+                            reason: reason.map(Into::into),
+                            message: message.map(Into::into),
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn inputs(public: Option<&str>) -> StatusInputs<'_> {
+        StatusInputs {
+            generation: Some(3),
+            port: 40010,
+            public_address: public,
+            last_active: None,
+        }
+    }
+
+    fn cond<'a>(s: &'a CameraSessionStatus, t: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    #[test]
+    fn unschedulable_pod_reports_the_schedulers_message() {
+        let msg = "0/2 nodes are available: 2 Insufficient nvidia.com/gpu.";
+        let p = observe_pod(&pod(None, &[("PodScheduled", "False", Some("Unschedulable"), Some(msg))]));
+        let s = next_status(&Default::default(), &Situation::Running(&p), &inputs(None), ts(100));
+        assert_eq!(s.phase, Some(Phase::Scheduling));
+        let c = cond(&s, SCHEDULED);
+        assert_eq!((c.status.as_str(), c.reason.as_str(), c.message.as_str()), ("False", "Unschedulable", msg));
+        assert_eq!(c.observed_generation, Some(3));
+        assert_eq!(s.endpoint, None);
+        assert_eq!(s.udp_port, Some(40010));
+    }
+
+    #[test]
+    fn bound_then_ready_sets_endpoint_and_public_address() {
+        let p = observe_pod(&pod(Some("gpu-1"), &[("PodScheduled", "True", None, None)]));
+        let starting = next_status(&Default::default(), &Situation::Running(&p), &inputs(Some("203.0.113.9")), ts(100));
+        assert_eq!(starting.phase, Some(Phase::Starting));
+        assert_eq!(starting.node_name.as_deref(), Some("gpu-1"));
+        assert_eq!(starting.public_address.as_deref(), Some("203.0.113.9"));
+        assert_eq!(starting.endpoint, None);
+        let p = observe_pod(&pod(Some("gpu-1"), &[("PodScheduled", "True", None, None), ("Ready", "True", None, None)]));
+        let ready = next_status(&starting, &Situation::Running(&p), &inputs(Some("203.0.113.9")), ts(200));
+        assert_eq!(ready.phase, Some(Phase::Ready));
+        assert_eq!(ready.endpoint.as_deref(), Some("https://10.0.0.5:40010"));
+        assert_eq!(ready_since(&ready), Some(ts(200)));
+        // Scheduled stayed True: its transition time is kept.
+        assert_eq!(cond(&ready, SCHEDULED).last_transition_time.0, ts(100));
+    }
+
+    #[test]
+    fn unchanged_observation_gives_identical_status() {
+        let p = observe_pod(&pod(Some("gpu-1"), &[("Ready", "True", None, None)]));
+        let a = next_status(&Default::default(), &Situation::Running(&p), &inputs(None), ts(100));
+        let b = next_status(&a, &Situation::Running(&p), &inputs(None), ts(500));
+        assert_eq!(a, b, "no flapping: same input, same status");
+    }
+
+    #[test]
+    fn crash_loop_detection_and_backoff() {
+        let mut p = observe_pod(&pod(Some("n"), &[]));
+        assert_eq!(crash_loop(&p, 5), None);
+        p.restarts = 5;
+        p.waiting_reason = Some(REASON_CRASH_LOOP.into());
+        let why = crash_loop(&p, 5).unwrap();
+        assert!(why.contains("restarted 5 times"), "{why}");
+        let s = next_status(&Default::default(), &Situation::CrashLoop { message: why }, &inputs(None), ts(1000));
+        assert_eq!(s.phase, Some(Phase::Failed));
+        assert_eq!(cond(&s, HEALTHY).reason, REASON_CRASH_LOOP);
+        let backoff = Duration::from_secs(60);
+        assert_eq!(crash_backoff_remaining(&s, ts(1010), backoff), Some(Duration::from_secs(50)));
+        assert_eq!(crash_backoff_remaining(&s, ts(1060), backoff), None);
+        assert_eq!(crash_backoff_remaining(&Default::default(), ts(1010), backoff), None);
+    }
+
+    #[test]
+    fn failed_pod_counts_as_crash() {
+        let mut raw = pod(Some("n"), &[]);
+        raw.status.as_mut().unwrap().phase = Some("Failed".into());
+        raw.status.as_mut().unwrap().message = Some("evicted".into());
+        assert_eq!(crash_loop(&observe_pod(&raw), 5).as_deref(), Some("pod failed: evicted"));
+    }
+
+    #[test]
+    fn container_waiting_reason_is_observed() {
+        let mut raw = pod(Some("n"), &[]);
+        raw.status.as_mut().unwrap().container_statuses = Some(vec![ContainerStatus {
+            restart_count: 3,
+            state: Some(ContainerState {
+                waiting: Some(ContainerStateWaiting {
+                    reason: Some("CrashLoopBackOff".into()),
+                    message: Some("back-off 40s".into()),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]);
+        let p = observe_pod(&raw);
+        assert_eq!((p.restarts, p.waiting_reason.as_deref()), (3, Some("CrashLoopBackOff")));
+        let s = next_status(&Default::default(), &Situation::Running(&p), &inputs(None), ts(1));
+        assert_eq!(cond(&s, POD_READY).reason, "CrashLoopBackOff");
+    }
+
+    #[test]
+    fn idle_clock_starts_at_latest_of_ready_and_activity() {
+        let t = Duration::from_secs(60);
+        assert!(!idle_expired(ts(1000), t, false, None, None));
+        assert!(idle_expired(ts(1000), t, false, None, Some(ts(900))));
+        assert!(!idle_expired(ts(1000), t, true, None, Some(ts(900))));
+        assert!(!idle_expired(ts(1000), t, false, Some(ts(990)), Some(ts(900))));
+        assert!(idle_expired(ts(1060), t, false, Some(ts(1000)), Some(ts(900))));
+    }
+
+    #[test]
+    fn idle_and_terminating_phases() {
+        let s = next_status(&Default::default(), &Situation::Idle, &inputs(None), ts(1));
+        assert_eq!(s.phase, Some(Phase::Idle));
+        assert_eq!(cond(&s, IDLE).status, "True");
+        assert_eq!(s.pod_name, None);
+        let p = observe_pod(&pod(Some("n"), &[("Ready", "True", None, None)]));
+        let s = next_status(&Default::default(), &Situation::Replacing(&p), &inputs(None), ts(1));
+        assert_eq!((s.phase, s.endpoint), (Some(Phase::Terminating), None));
+        let s = next_status(&Default::default(), &Situation::NoPod, &inputs(None), ts(1));
+        assert_eq!(s.phase, Some(Phase::Pending));
+    }
+
+    #[test]
+    fn ipv6_endpoints_are_bracketed() {
+        assert_eq!(endpoint("fd00::1", 40000), "https://[fd00::1]:40000");
+        assert_eq!(endpoint("10.1.2.3", 40000), "https://10.1.2.3:40000");
+    }
+}
