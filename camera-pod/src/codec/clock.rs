@@ -7,9 +7,17 @@ pub(crate) const DEFAULT_FRAME_TICKS: i64 = 3000;
 /// RTP clock rate of video.
 pub(crate) const TICKS_PER_SECOND: i64 = 90_000;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct EncodeClock {
     last: Option<(u32, i64)>,
+    /// Moving average of the spacing between pictures, in ticks.
+    average_spacing: f64,
+}
+
+impl Default for EncodeClock {
+    fn default() -> Self {
+        EncodeClock { last: None, average_spacing: DEFAULT_FRAME_TICKS as f64 }
+    }
 }
 
 /// One picture's place on the encoder's time line, in 90 kHz ticks.
@@ -33,7 +41,16 @@ impl EncodeClock {
             }
         };
         self.last = Some((rtp_timestamp, tick.pts));
+        // One long pause (camera stalled) moves the estimate only a little; a lasting change of
+        // rate still comes through within a few dozen pictures.
+        let spacing = (tick.duration as f64).min(3.0 * self.average_spacing).min(TICKS_PER_SECOND as f64);
+        self.average_spacing += (spacing - self.average_spacing) / 8.0;
         tick
+    }
+
+    /// Pictures per second over the last few pictures.
+    pub fn frame_rate(&self) -> f64 {
+        TICKS_PER_SECOND as f64 / self.average_spacing
     }
 }
 
@@ -48,6 +65,18 @@ mod tests {
         assert_eq!(clock.next(start), Tick { pts: 0, duration: DEFAULT_FRAME_TICKS });
         assert_eq!(clock.next(start.wrapping_add(3000)), Tick { pts: 3000, duration: 3000 });
         assert_eq!(clock.next(start.wrapping_add(9000)), Tick { pts: 9000, duration: 6000 });
+    }
+
+    #[test]
+    fn frame_rate_follows_the_input() {
+        let mut clock = EncodeClock::default();
+        assert_eq!(clock.frame_rate(), 30.0);
+        for i in 0..40 {
+            clock.next(i * 6000);
+        }
+        assert!((clock.frame_rate() - 15.0).abs() < 0.5, "{}", clock.frame_rate());
+        clock.next(40 * 6000 + 10 * 90_000);
+        assert!(clock.frame_rate() > 10.0, "a stall drags the estimate down only a little");
     }
 
     #[test]

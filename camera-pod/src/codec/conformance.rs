@@ -188,6 +188,25 @@ pub fn follows_bitrate_changes(kind: CodecKind) {
     assert!(high < f64::from(HIGH) * 2.0, "{kind:?}: {high:.0} bit/s at a {HIGH} target");
 }
 
+/// When pictures come slower than the camera's rate (a slow filter), each picture gets a larger
+/// share so the stream still uses its bitrate.
+pub fn keeps_bitrate_at_lower_frame_rates(kind: CodecKind) {
+    const TARGET: u32 = 500_000;
+    let mut encoder = new_encoder(kind, TARGET).expect("encoder");
+    let mut bytes = 0;
+    for i in 0..60 {
+        let mut input = grainy_pattern(320, 240, i);
+        input.rtp_timestamp = i * 2 * FRAME_TICKS; // 15 pictures per second
+        let encoded = encoder.encode(&input, false).expect("encode");
+        if i >= 30 {
+            bytes += encoded.data.len();
+        }
+    }
+    let rate = bytes as f64 * 8.0 / 2.0; // 30 pictures at 15 per second
+    assert!(rate > f64::from(TARGET) * 0.7, "{kind:?}: {rate:.0} bit/s at 15 fps for a {TARGET} target");
+    assert!(rate < f64::from(TARGET) * 1.5, "{kind:?}: {rate:.0} bit/s at 15 fps for a {TARGET} target");
+}
+
 /// Pictures the encoder cannot take are errors, not panics.
 pub fn refuses_malformed_pictures(kind: CodecKind) {
     let mut encoder = new_encoder(kind, 500_000).expect("encoder");

@@ -25,6 +25,7 @@ use crate::frame::{VideoFrame, chroma_size};
 mod abi {
     use std::os::raw::c_int;
 
+    pub const ENCODER_OPTION_FRAME_RATE: c_int = 4;
     pub const ENCODER_OPTION_BITRATE: c_int = 5;
     pub const ENCODER_OPTION_MAX_BITRATE: c_int = 6;
     pub const SPATIAL_LAYER_0: c_int = 0;
@@ -38,7 +39,8 @@ mod abi {
     }
 }
 
-/// Frame rate the rate control budgets for (the camera's usual rate).
+/// Frame rate the rate control budgets for until the input shows its own (the camera's usual
+/// rate); OpenH264 supports 1 to 30.
 const FRAME_RATE: f32 = 30.0;
 
 /// Pictures between periodic IDRs: key frames come on request (PLI/FIR); this is a safety net.
@@ -165,19 +167,26 @@ struct EncoderSession {
     applied: Option<Rates>,
 }
 
-/// Target and ceiling bitrate of OpenH264's rate control.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Target and ceiling bitrate and frame rate of OpenH264's rate control, which spends
+/// `target / fps` bits per picture.
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct Rates {
     target: u32,
     max: u32,
+    fps: f32,
 }
 
 impl Rates {
     /// The ceiling leaves rate control room above the target (OpenH264 undershoots when they
-    /// are equal).
-    fn for_target(target: u32) -> Self {
+    /// are equal). The frame rate is rounded to whole pictures per second so that jitter in the
+    /// input does not reconfigure the encoder on every picture.
+    fn new(target: u32, fps: f64) -> Self {
         let target = target.max(1000);
-        Rates { target, max: target.saturating_add(target / 2) }
+        Rates {
+            target,
+            max: target.saturating_add(target / 2),
+            fps: fps.round().clamp(1.0, f64::from(FRAME_RATE)) as f32,
+        }
     }
 }
 
@@ -206,8 +215,8 @@ impl Encoder for H264Encoder {
             }
         };
         let session = self.session.insert(session);
-        session.apply_rates(Rates::for_target(self.bitrate_bps));
         let tick = self.clock.next(frame.rtp_timestamp);
+        session.apply_rates(Rates::new(self.bitrate_bps, self.clock.frame_rate()));
         let millis = u64::try_from(tick.pts * 1000 / TICKS_PER_SECOND).unwrap_or(0);
         session.encode(frame, Timestamp::from_millis(millis), force_keyframe)
     }
@@ -220,7 +229,7 @@ impl Encoder for H264Encoder {
 
 impl EncoderSession {
     fn new(width: u32, height: u32, bitrate_bps: u32) -> Result<Self, CodecError> {
-        let rates = Rates::for_target(bitrate_bps);
+        let rates = Rates::new(bitrate_bps, f64::from(FRAME_RATE));
         let config = EncoderConfig::new()
             .usage_type(UsageType::CameraVideoRealTime)
             .profile(Profile::Baseline)
@@ -253,6 +262,23 @@ impl EncoderSession {
         let max = (abi::ENCODER_OPTION_MAX_BITRATE, abi::SPATIAL_LAYER_0, want.max);
         let target = (abi::ENCODER_OPTION_BITRATE, abi::SPATIAL_LAYER_ALL, want.target);
         let steps = if want.target > current.target { [max, target] } else { [target, max] };
+        if (current.target, current.max) != (want.target, want.max) {
+            self.set_bitrates(steps);
+        }
+        if current.fps != want.fps {
+            let mut fps = want.fps;
+            // SAFETY: the encoder is initialised; the option reads one float during the call.
+            let status = unsafe {
+                self.encoder.raw_api().set_option(abi::ENCODER_OPTION_FRAME_RATE, (&raw mut fps).cast::<c_void>())
+            };
+            if status != 0 {
+                tracing::warn!(fps, status, "H264 frame rate change refused");
+            }
+        }
+        self.applied = Some(want);
+    }
+
+    fn set_bitrates(&mut self, steps: [(c_int, c_int, u32); 2]) {
         for (option, layer, bitrate) in steps {
             let mut info = abi::BitrateInfo { layer, bitrate: c_int::try_from(bitrate).unwrap_or(c_int::MAX) };
             // SAFETY: the encoder is initialised (it has encoded a picture) and both options
@@ -262,7 +288,6 @@ impl EncoderSession {
                 tracing::warn!(option, bitrate, status, "H264 bitrate change refused");
             }
         }
-        self.applied = Some(want);
     }
 
     /// Encodes one picture whose size matches this session.
@@ -278,7 +303,7 @@ impl EncoderSession {
         }
         if self.applied.is_none() {
             // The `openh264` crate starts the encoder with ceiling == target.
-            self.applied = Some(Rates { target: self.start_target, max: self.start_target });
+            self.applied = Some(Rates { target: self.start_target, max: self.start_target, fps: FRAME_RATE });
         }
         Ok(EncodedFrame { data, keyframe: frame_type == FrameType::IDR, rtp_timestamp: frame.rtp_timestamp })
     }
@@ -336,6 +361,11 @@ mod tests {
     #[test]
     fn follows_bitrate_changes() {
         conformance::follows_bitrate_changes(CodecKind::H264);
+    }
+
+    #[test]
+    fn keeps_bitrate_at_lower_frame_rates() {
+        conformance::keeps_bitrate_at_lower_frame_rates(CodecKind::H264);
     }
 
     #[test]

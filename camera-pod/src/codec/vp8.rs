@@ -245,18 +245,25 @@ fn kbps(bits_per_second: u32) -> c_uint {
     (bits_per_second / 1000).max(1)
 }
 
-/// Encoder threads for a picture size: more for large pictures, never more than the cores.
-fn encoder_threads(width: u32, height: u32) -> c_uint {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+/// Encoder threads for a picture size. libvpx's VP8 threads wait on each other by spinning, so
+/// they only pay off with cores to spare: on two cores a second thread made 640x480 encoding
+/// twenty times slower. One thread up to 640x480 or on up to two cores, more for larger
+/// pictures on larger machines.
+fn encoder_threads(width: u32, height: u32, cores: usize) -> c_uint {
     let pixels = u64::from(width) * u64::from(height);
-    let wanted = if pixels >= 1280 * 720 {
-        4
-    } else if pixels >= 640 * 360 {
+    if pixels >= 1920 * 1080 && cores > 8 {
+        8
+    } else if pixels > 1280 * 960 && cores >= 6 {
+        3
+    } else if pixels > 640 * 480 && cores >= 3 {
         2
     } else {
         1
-    };
-    wanted.min(cores) as c_uint
+    }
+}
+
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// libvpx speed (VP8E_SET_CPUUSED): negative values fix the real-time speed; -6 is the usual
@@ -277,7 +284,7 @@ impl EncoderSession {
         let mut cfg = unsafe { cfg.assume_init() };
         cfg.g_w = width;
         cfg.g_h = height;
-        cfg.g_threads = encoder_threads(width, height);
+        cfg.g_threads = encoder_threads(width, height, available_cores());
         cfg.g_timebase = vpx::vpx_rational { num: 1, den: TICKS_PER_SECOND as c_int };
         cfg.g_error_resilient = vpx::VPX_ERROR_RESILIENT_DEFAULT;
         cfg.g_pass = vpx::vpx_enc_pass::VPX_RC_ONE_PASS;
@@ -442,6 +449,11 @@ mod tests {
     }
 
     #[test]
+    fn keeps_bitrate_at_lower_frame_rates() {
+        conformance::keeps_bitrate_at_lower_frame_rates(CodecKind::Vp8);
+    }
+
+    #[test]
     fn refuses_malformed_pictures() {
         conformance::refuses_malformed_pictures(CodecKind::Vp8);
     }
@@ -454,6 +466,14 @@ mod tests {
         let mut huge = vec![0x50, 0x2c, 0x00, 0x9d, 0x01, 0x2a, 0xff, 0x3f, 0xff, 0x3f];
         huge.extend(conformance::random_bytes(200, 3));
         conformance::recovers_from_garbage(CodecKind::Vp8, &[&noise, &bad_sync, &huge, &[0x00], &[]]);
+    }
+
+    #[test]
+    fn threads_only_with_cores_to_spare() {
+        assert_eq!(encoder_threads(1280, 720, 2), 1);
+        assert_eq!(encoder_threads(640, 480, 16), 1);
+        assert_eq!(encoder_threads(1280, 720, 4), 2);
+        assert_eq!(encoder_threads(1920, 1080, 16), 8);
     }
 
     #[test]
