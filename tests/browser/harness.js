@@ -21,6 +21,14 @@ const targetDir = process.env.CARGO_TARGET_DIR ?? path.join(cacheDir, 'target');
 export const cameraPodBin = process.env.P2PCAMERA_CAMERA_POD_BIN ?? path.join(targetDir, 'debug', 'camera-pod');
 const venvPython = process.env.P2PCAMERA_PYTHON ?? path.join(cacheDir, 'venv', 'bin', 'python');
 const chromiumBin = process.env.P2PCAMERA_CHROMIUM ?? '/usr/bin/chromium';
+const onnxRuntime = path.join(cacheDir, 'onnxruntime-1.32.0', 'libonnxruntime.so.1.32.0');
+
+/** Server environment: the ONNX Runtime library from the cache unless one is given. */
+function serverEnv() {
+  const env = { ...process.env };
+  if (!env.ORT_DYLIB_PATH && fs.existsSync(onnxRuntime)) env.ORT_DYLIB_PATH = onnxRuntime;
+  return env;
+}
 
 /** A TCP port on 127.0.0.1 that was free a moment ago. */
 export async function freePort() {
@@ -71,7 +79,7 @@ export class ServerProcess {
 
   async spawn() {
     const [command, args] = serverKinds[this.kind](this.port);
-    const child = spawn(command, [...args, ...this.extraArgs], { cwd: repoRoot, env: process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(command, [...args, ...this.extraArgs], { cwd: repoRoot, env: serverEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
     this.exited = once(child, 'exit');
     const keep = (chunk) => {
