@@ -1,0 +1,345 @@
+//! The router over real HTTPS, with sessions and Secrets in a real API server and a stand-in
+//! camera pod (HTTPS with its own self-signed certificate) on loopback: every error code a
+//! browser can get, the happy path through both offer forms, and the status endpoint.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::post;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
+use p2pcamera_operator::crd::CRD_FILE;
+use p2pcamera_operator::router::sessions::camera_session_resource;
+use p2pcamera_operator::router::{self, Listeners, RouterArgs};
+use p2pcamera_tests::{ControlPlane, eventually};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+const OFFER: &str = r#"{"sdp":"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n","type":"offer","client":"c1"}"#;
+
+/// A stand-in camera pod: checks the bearer token, answers `{"sdp","type":"answer"}`, or 409
+/// while `busy`, or answers after `delay`.
+struct StandIn {
+    address: SocketAddr,
+    cert_pem: String,
+    busy: Arc<AtomicBool>,
+}
+
+async fn stand_in(token: &'static str, delay: Duration) -> StandIn {
+    let cert = rcgen::generate_simple_self_signed(vec!["camera-pod".into()]).unwrap_or_else(|e| panic!("{e}"));
+    let cert_pem = cert.cert.pem();
+    let busy = Arc::new(AtomicBool::new(false));
+    let flag = busy.clone();
+    let app = Router::new().route(
+        "/offer",
+        post(move |headers: HeaderMap, body: String| {
+            let flag = flag.clone();
+            async move {
+                tokio::time::sleep(delay).await;
+                let expected = format!("Bearer {token}");
+                if headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
+                    return (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": {"code": "unauthorized", "message": "bad token"}})));
+                }
+                if flag.load(Ordering::SeqCst) {
+                    return (StatusCode::CONFLICT, axum::Json(json!({"error": {"code": "camera_busy", "message": "a camera is already connected"}})));
+                }
+                let offer: Value = serde_json::from_str(&body).unwrap_or_default();
+                // The pod sees the original /offer shape: no router-only fields.
+                let clean = offer.get("session").is_none() && offer["type"] == "offer";
+                (StatusCode::OK, axum::Json(json!({"sdp": format!("answer-to:{}", offer["sdp"].as_str().unwrap_or("")), "type": "answer", "clean": clean})))
+            }
+        }),
+    );
+    let config = axum_server::tls_rustls::RustlsConfig::from_pem(cert_pem.clone().into_bytes(), cert.signing_key.serialize_pem().into_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let address = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let server = axum_server::from_tcp_rustls(listener, config).unwrap_or_else(|e| panic!("{e}"));
+    tokio::spawn(server.serve(app.into_make_service()));
+    StandIn { address, cert_pem, busy }
+}
+
+struct Env {
+    client: kube::Client,
+    namespace: String,
+    https: SocketAddr,
+    http: reqwest::Client,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl Env {
+    async fn session(&self, name: &str, status: Value, token: &str, pod_cert: Option<&str>) {
+        let sessions: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &self.namespace, &camera_session_resource());
+        let object: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "p2pcamera.io/v1alpha1", "kind": "CameraSession", "metadata": {"name": name}, "spec": {}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        sessions.create(&PostParams::default(), &object).await.unwrap_or_else(|e| panic!("{e}"));
+        sessions
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(json!({"status": status})))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut data = json!({"token": token});
+        if let Some(cert) = pod_cert {
+            data["tls.crt"] = cert.into();
+        }
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": format!("{name}-p2pcamera"), "labels": {
+                "app.kubernetes.io/managed-by": "p2pcamera-operator", "p2pcamera.io/session": name}},
+            "stringData": data
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        secrets.create(&PostParams::default(), &secret).await.unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://router.p2pcamera.test:{}{path}", self.https.port())
+    }
+
+    async fn offer(&self, path: &str, token: Option<&str>, body: impl Into<reqwest::Body>) -> (StatusCode, Option<String>, Value) {
+        let mut request = self.http.post(self.url(path)).header(header::CONTENT_TYPE, "application/json").body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap_or_else(|e| panic!("{e}"));
+        let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::IM_A_TEAPOT);
+        let retry = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let body = response.json().await.unwrap_or(Value::Null);
+        (status, retry, body)
+    }
+}
+
+async fn env(prefix: &str, session_burst: u32, client_burst: u32) -> Env {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let plane = ControlPlane::shared().await.unwrap_or_else(|e| panic!("{e}"));
+    plane
+        .apply_crds(&Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(CRD_FILE))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let namespace = plane.namespace(prefix).await.unwrap_or_else(|e| panic!("{e}"));
+    let client = plane.client().unwrap_or_else(|e| panic!("{e}"));
+
+    // The router's certificate comes from an existing TLS Secret (the cert-manager path).
+    let cert = rcgen::generate_simple_self_signed(vec!["router.p2pcamera.test".into()]).unwrap_or_else(|e| panic!("{e}"));
+    let tls: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "router-tls"}, "type": "kubernetes.io/tls",
+        "stringData": {"tls.crt": cert.cert.pem(), "tls.key": cert.signing_key.serialize_pem()}
+    }))
+    .unwrap_or_else(|e| panic!("{e}"));
+    Api::<Secret>::namespaced(client.clone(), &namespace).create(&PostParams::default(), &tls).await.unwrap_or_else(|e| panic!("{e}"));
+
+    let args = RouterArgs {
+        listen: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+        http_listen: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+        namespace: namespace.clone(),
+        tls_secret: "router-tls".into(),
+        challenge_config_map: router::DEFAULT_CHALLENGE_CONFIG_MAP.into(),
+        session_namespace: Some(namespace.clone()),
+        session_secret_selector: "app.kubernetes.io/managed-by=p2pcamera-operator,p2pcamera.io/session".into(),
+        allowed_origins: vec!["https://meet.example".into()],
+        forward_timeout: 1.0,
+        session_rate: 0.01,
+        session_burst,
+        client_rate: 0.01,
+        client_burst,
+    };
+    let listeners = Listeners::bind(&args).unwrap_or_else(|e| panic!("{e}"));
+    let https = listeners.https.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let shutdown = CancellationToken::new();
+    tokio::spawn(router::serve(client.clone(), args, listeners, shutdown.clone()));
+    let http = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap_or_else(|e| panic!("{e}")))
+        .resolve("router.p2pcamera.test", https)
+        .no_proxy()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let env = Env { client, namespace, https, http, shutdown };
+    eventually("router ready", Duration::from_secs(30), || {
+        let request = env.http.get(env.url("/readyz"));
+        async move {
+            let response = request.send().await.map_err(|e| e.to_string())?;
+            if response.status().is_success() { Ok(()) } else { Err(response.text().await.unwrap_or_default()) }
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    env
+}
+
+fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or_default()
+}
+
+fn ready(endpoint: String) -> Value {
+    json!({"phase": "Ready", "endpoint": endpoint})
+}
+
+/// Waits until the router's cache has the session (its watch lags the create a little).
+async fn until_known(env: &Env, name: &str, token: &str) {
+    let path = format!("/v1/sessions/{}/{name}", env.namespace);
+    eventually("session in the router's cache", Duration::from_secs(10), || {
+        let request = env.http.get(env.url(&path)).bearer_auth(token);
+        async move {
+            let response = request.send().await.map_err(|e| e.to_string())?;
+            if response.status() == reqwest::StatusCode::OK { Ok(()) } else { Err(response.status().to_string()) }
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_offers_and_maps_every_pod_outcome() {
+    let env = env("router-fwd", 100, 1000).await;
+    let ns = env.namespace.clone();
+    let pod = stand_in("tok-a", Duration::ZERO).await;
+    env.session("cam", ready(format!("https://127.0.0.1:{}", pod.address.port())), "tok-a", Some(&pod.cert_pem)).await;
+    until_known(&env, "cam", "tok-a").await;
+
+    let path = format!("/v1/sessions/{ns}/cam/offer");
+    let (status, _, body) = env.offer(&path, Some("tok-a"), OFFER).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["type"], "answer");
+    assert_eq!(body["clean"], true);
+    assert!(body["sdp"].as_str().is_some_and(|s| s.starts_with("answer-to:v=0")));
+    // The original form with a "session" field reaches the same pod.
+    let legacy = json!({"sdp": "v=0\r\n", "type": "offer", "session": format!("{ns}/cam")}).to_string();
+    let (status, _, body) = env.offer("/offer", Some("tok-a"), legacy).await;
+    assert_eq!((status, body["type"].clone(), body["clean"].clone()), (StatusCode::OK, json!("answer"), json!(true)));
+
+    // 409 from the pod passes through.
+    pod.busy.store(true, Ordering::SeqCst);
+    let (status, _, body) = env.offer(&path, Some("tok-a"), OFFER).await;
+    assert_eq!((status, code(&body)), (StatusCode::CONFLICT, "camera_busy"));
+    assert_eq!(body["error"]["message"], "a camera is already connected");
+    pod.busy.store(false, Ordering::SeqCst);
+
+    // 504: the pod answers after the router's 1 s forward timeout.
+    let slow = stand_in("tok-slow", Duration::from_secs(3)).await;
+    env.session("slow", ready(format!("https://127.0.0.1:{}", slow.address.port())), "tok-slow", Some(&slow.cert_pem)).await;
+    until_known(&env, "slow", "tok-slow").await;
+    let (status, _, body) = env.offer(&format!("/v1/sessions/{ns}/slow/offer"), Some("tok-slow"), OFFER).await;
+    assert_eq!((status, code(&body)), (StatusCode::GATEWAY_TIMEOUT, "pod_timeout"));
+
+    // 502: nothing listens at the endpoint.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).unwrap_or_else(|e| panic!("{e}"));
+    env.session("gone", ready(format!("https://127.0.0.1:{}", closed.port())), "tok-g", Some(&pod.cert_pem)).await;
+    until_known(&env, "gone", "tok-g").await;
+    let (status, _, body) = env.offer(&format!("/v1/sessions/{ns}/gone/offer"), Some("tok-g"), OFFER).await;
+    assert_eq!((status, code(&body)), (StatusCode::BAD_GATEWAY, "pod_unreachable"));
+
+    // 502: the pod presents a certificate other than the pinned one (the token never leaves).
+    let other = stand_in("tok-x", Duration::ZERO).await;
+    env.session("impostor", ready(format!("https://127.0.0.1:{}", other.address.port())), "tok-x", Some(&pod.cert_pem)).await;
+    until_known(&env, "impostor", "tok-x").await;
+    let (status, _, body) = env.offer(&format!("/v1/sessions/{ns}/impostor/offer"), Some("tok-x"), OFFER).await;
+    assert_eq!((status, code(&body)), (StatusCode::BAD_GATEWAY, "pod_unreachable"));
+
+    // Metrics count the outcomes.
+    let metrics = env.http.get(env.url("/metrics")).send().await.unwrap_or_else(|e| panic!("{e}")).text().await.unwrap_or_default();
+    assert!(metrics.contains(r#"p2pcamera_router_offers_total{result="answered"} 2"#), "{metrics}");
+    assert!(metrics.contains(r#"p2pcamera_router_offers_total{result="pod_timeout"} 1"#), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_errors_limits_and_not_ready_sessions() {
+    let env = env("router-err", 3, 1000).await;
+    let ns = env.namespace.clone();
+    let pod = stand_in("tok-b", Duration::ZERO).await;
+    env.session("cam", ready(format!("https://127.0.0.1:{}", pod.address.port())), "tok-b", Some(&pod.cert_pem)).await;
+    env.session(
+        "waiting",
+        json!({"phase": "Scheduling", "conditions": [{"type": "Scheduled", "status": "False", "reason": "Unschedulable",
+            "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}),
+        "tok-w",
+        None,
+    )
+    .await;
+    until_known(&env, "cam", "tok-b").await;
+    until_known(&env, "waiting", "tok-w").await;
+    let path = format!("/v1/sessions/{ns}/cam/offer");
+
+    let (status, _, body) = env.offer(&path, Some("tok-b"), "{not json").await;
+    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "malformed"));
+    let (status, _, body) = env.offer(&path, None, OFFER).await;
+    assert_eq!((status, code(&body)), (StatusCode::UNAUTHORIZED, "missing_token"));
+    let (status, _, body) = env.offer(&path, Some("tok-w"), OFFER).await;
+    assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "wrong_token"));
+    let (status, _, body) = env.offer(&format!("/v1/sessions/{ns}/nobody/offer"), Some("tok-b"), OFFER).await;
+    assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "session_not_found"));
+    let big = json!({"sdp": "a".repeat(70 * 1024), "type": "offer"}).to_string();
+    let (status, _, body) = env.offer(&path, Some("tok-b"), big).await;
+    assert_eq!((status, code(&body)), (StatusCode::PAYLOAD_TOO_LARGE, "too_large"));
+
+    let waiting = format!("/v1/sessions/{ns}/waiting/offer");
+    let (status, retry, body) = env.offer(&waiting, Some("tok-w"), OFFER).await;
+    assert_eq!((status, code(&body)), (StatusCode::SERVICE_UNAVAILABLE, "session_not_ready"));
+    assert_eq!(retry.as_deref(), Some("2"));
+    let status_body: Value = env
+        .http
+        .get(env.url(&format!("/v1/sessions/{ns}/waiting")))
+        .bearer_auth("tok-w")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or(Value::Null);
+    assert_eq!(status_body["phase"], "Scheduling");
+    assert_eq!(status_body["reason"], "Unschedulable");
+    assert_eq!(status_body["ready"], false);
+
+    // Session "cam" has a burst of 3 authorized offers: one answered, then 429.
+    let mut outcomes = Vec::new();
+    for _ in 0..4 {
+        let (status, retry, _) = env.offer(&path, Some("tok-b"), OFFER).await;
+        outcomes.push((status, retry.is_some()));
+    }
+    assert_eq!(
+        outcomes,
+        vec![(StatusCode::OK, false), (StatusCode::OK, false), (StatusCode::OK, false), (StatusCode::TOO_MANY_REQUESTS, true)]
+    );
+    // Becoming ready is picked up from the watch: the waiting session now routes.
+    let sessions: Api<DynamicObject> = Api::namespaced_with(env.client.clone(), &ns, &camera_session_resource());
+    sessions
+        .patch_status("waiting", &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Ready", "endpoint": format!("http://127.0.0.1:{}", pod.address.port()), "conditions": []}})))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    eventually("the session routes once Ready", Duration::from_secs(10), || {
+        let request = env.http.post(env.url(&waiting)).bearer_auth("tok-w").body(OFFER);
+        async move {
+            let response = request.send().await.map_err(|e| e.to_string())?;
+            // The stand-in speaks HTTPS only: a plain-HTTP endpoint reaches it and fails as 502.
+            if response.status() == reqwest::StatusCode::BAD_GATEWAY { Ok(()) } else { Err(response.status().to_string()) }
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_client_address_limit() {
+    let env = env("router-client", 100, 2).await;
+    let path = format!("/v1/sessions/{}/none/offer", env.namespace);
+    // /readyz polling in setup does not count; offers do.
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(env.offer(&path, Some("t"), OFFER).await.0);
+    }
+    assert_eq!(statuses, vec![StatusCode::NOT_FOUND, StatusCode::NOT_FOUND, StatusCode::TOO_MANY_REQUESTS]);
+}
