@@ -182,6 +182,7 @@ def report(results: list[RunResult], style: tuple[RunResult, Window, Window] | N
                 f"p50 latency {percentile(pod.window.latencies, 0.5) / percentile(base.window.latencies, 0.5):.2f}x, "
                 f"peak RSS {pod.peak_rss_mib / base.peak_rss_mib:.2f}x"
             )
+    lines += ["", "| target | measured | met |", "|---|---|---|"] + target_rows(results, style)
     if style is not None:
         whole, head, tail = style
         lines += [
@@ -199,6 +200,36 @@ def report(results: list[RunResult], style: tuple[RunResult, Window, Window] | N
             f"{tail.returned_fps:.1f} | {len(tail.latencies)} |",
         ]
     return "\n".join(lines) + "\n"
+
+
+# "Flat" latency: the last 10 s p99 is at most this much above the first 10 s p99.
+FLAT_P99_GROWTH = 1.25
+
+
+def target_rows(results: list[RunResult], style: tuple[RunResult, Window, Window] | None) -> list[str]:
+    """The issue's targets, each as a markdown table row with what was measured."""
+    by = {(r.server, r.filter, r.width): r for r in results}
+    rows = []
+    base, pod = by.get(("baseline", "passthrough", 640)), by.get(("camera-pod", "passthrough", 640))
+    if base and pod:
+        cpu_ratio = pod.cpu_percent / base.cpu_percent if base.cpu_percent else float("inf")
+        p50_pod, p50_base = percentile(pod.window.latencies, 0.5), percentile(base.window.latencies, 0.5)
+        met = cpu_ratio <= 0.5 and p50_pod <= p50_base
+        rows.append(f"| passthrough 640x480: CPU <= 0.5x baseline, p50 not higher | CPU {cpu_ratio:.2f}x, "
+                    f"p50 {ms(p50_pod)} vs {ms(p50_base)} ms | {'yes' if met else 'no'} |")
+    blur = by.get(("camera-pod", "selfie-blur", 640))
+    if blur:
+        p99 = percentile(blur.window.latencies, 0.99)
+        met = blur.window.returned_fps >= 29 and p99 < 0.1
+        rows.append(f"| selfie-blur 640x480: >= 29 fps, p99 < 100 ms | {blur.window.returned_fps:.1f} fps, "
+                    f"p99 {ms(p99)} ms | {'yes' if met else 'no'} |")
+    if style is not None:
+        _, head, tail = style
+        first, last = percentile(head.latencies, 0.99), percentile(tail.latencies, 0.99)
+        met = last <= first * FLAT_P99_GROWTH
+        rows.append(f"| style 1280x720: p99 flat (last 10 s <= {FLAT_P99_GROWTH}x first 10 s) | "
+                    f"p99 {ms(first)} -> {ms(last)} ms | {'yes' if met else 'no'} |")
+    return rows
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
