@@ -146,15 +146,20 @@ def machine_description() -> str:
         if line.startswith("model name"):
             model = line.split(":", 1)[1].strip()
             break
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     return (f"{model}, {os.cpu_count()} CPUs available, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}, load average at start {load}")
+            f"Python {platform.python_version()}")
+
+
+def load_average() -> str:
+    """The 1-minute load average: other work on the machine skews every number."""
+    return f"{os.getloadavg()[0]:.2f}"
 
 
 def report(results: list[RunResult], style: tuple[RunResult, Window, Window] | None,
-           args: argparse.Namespace) -> str:
+           args: argparse.Namespace, load_at_start: str) -> str:
     lines = [
-        f"Machine: {machine_description()}.",
+        f"Machine: {machine_description()}; 1-minute load average {load_at_start} at start, "
+        f"{load_average()} at the end.",
         f"Client: aiortc {args.codec}, {args.fps} fps synthetic camera with luma noise sigma {args.noise:g}; {args.warmup:.0f} s warm-up, "
         f"{args.seconds:.0f} s measured per row; camera-pod {args.profile} build.",
         "CPU is the server process's user+system time over the measured window, in % of one core; "
@@ -254,6 +259,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    load_at_start = load_average()
     results: list[RunResult] = []
     for size in args.sizes.split(","):
         width, height = (int(x) for x in size.split("x"))
@@ -263,7 +269,7 @@ def main() -> None:
             server = camera_pod(filter_name, args.profile)
             results.append(run_one(server, "camera-pod", filter_name, width, height, args))
     style = run_style(args) if args.style_seconds > 0 else None
-    text = report(results, style, args)
+    text = report(results, style, args, load_at_start)
     print(text)
     if args.output:
         args.output.write_text(text)
