@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use clap::{Parser, Subcommand};
-use p2pcamera_operator::{admin, config::Config, controller, crd, telemetry};
+use p2pcamera_operator::{acme, admin, config::Config, controller, crd, leader, router, telemetry};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -25,7 +25,11 @@ enum Command {
         /// Address of /metrics, /healthz and /readyz.
         #[arg(long, env = "P2PCAMERA_METRICS_LISTEN", default_value = "0.0.0.0:8080")]
         metrics_listen: SocketAddr,
+        #[command(flatten)]
+        acme: acme::AcmeArgs,
     },
+    /// Run the router: the HTTPS front door that forwards offers to camera pods.
+    Router(router::RouterArgs),
     /// Print the CameraSession CRD as YAML.
     Crd,
 }
@@ -35,7 +39,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Crd => print!("{}", crd::crd_yaml()?),
-        Command::Run { config, metrics_listen } => {
+        Command::Run { config, metrics_listen, acme } => {
             telemetry::init(cli.log_format, "info");
             let _ = rustls::crypto::ring::default_provider().install_default();
             let client = kube::Client::try_default().await?;
@@ -56,9 +60,29 @@ async fn main() -> anyhow::Result<()> {
                 tracing::info!("shutting down");
                 signal_shutdown.cancel();
             });
+            // ACME orders run on their own Lease, so only one replica orders at a time.
+            let (acme_leading_tx, acme_leading) = tokio::sync::watch::channel(false);
+            let acme_lease = format!("{}-acme", config.lease_name);
+            let acme_elector = leader::LeaderElector::new(client.clone(), &config.lease_namespace, &acme_lease, &config.identity());
+            tokio::spawn(acme_elector.run(acme_leading_tx, shutdown.clone()));
+            let acme_task = tokio::spawn(acme::run_while_leading(client.clone(), acme, acme_leading, shutdown.clone()));
             controller::run(client, config, state, shutdown.clone()).await?;
             shutdown.cancel();
             admin_server.await??;
+            acme_task.await??;
+        }
+        Command::Router(args) => {
+            telemetry::init(cli.log_format, "info");
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let client = kube::Client::try_default().await?;
+            let shutdown = CancellationToken::new();
+            let signal_shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                tracing::info!("shutting down");
+                signal_shutdown.cancel();
+            });
+            router::run(client, args, shutdown).await?;
         }
     }
     Ok(())

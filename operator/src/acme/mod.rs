@@ -40,53 +40,53 @@ const FIELD_MANAGER: &str = "p2pcamera-acme";
 pub struct AcmeArgs {
     /// ACME directory URL (e.g. https://acme-v02.api.letsencrypt.org/directory). ACME is off when
     /// unset: the router then serves whatever the TLS Secret holds (e.g. from cert-manager).
-    #[arg(long = "acme-directory", env = "P2PCAMERA_ACME_DIRECTORY")]
+    #[arg(id = "acme-directory", long = "acme-directory", env = "P2PCAMERA_ACME_DIRECTORY")]
     pub directory: Option<String>,
     /// Host names the router's certificate must cover, comma separated.
-    #[arg(long = "acme-host-names", env = "P2PCAMERA_ACME_HOST_NAMES", value_delimiter = ',')]
+    #[arg(id = "acme-host-names", long = "acme-host-names", env = "P2PCAMERA_ACME_HOST_NAMES", value_delimiter = ',')]
     pub host_names: Vec<String>,
     /// Contact addresses for the ACME account, e.g. `mailto:ops@example.com`, comma separated.
-    #[arg(long = "acme-contact", env = "P2PCAMERA_ACME_CONTACT", value_delimiter = ',')]
+    #[arg(id = "acme-contact", long = "acme-contact", env = "P2PCAMERA_ACME_CONTACT", value_delimiter = ',')]
     pub contact: Vec<String>,
     /// Agree to the ACME server's terms of service (required to create an account).
-    #[arg(long = "acme-agree-terms", env = "P2PCAMERA_ACME_AGREE_TERMS")]
+    #[arg(id = "acme-agree-terms", long = "acme-agree-terms", env = "P2PCAMERA_ACME_AGREE_TERMS")]
     pub agree_terms: bool,
     /// External Account Binding key id, for servers that require one.
-    #[arg(long = "acme-eab-kid", env = "P2PCAMERA_ACME_EAB_KID", requires = "eab_hmac_key")]
+    #[arg(id = "acme-eab-kid", long = "acme-eab-kid", env = "P2PCAMERA_ACME_EAB_KID", requires = "acme-eab-hmac-key")]
     pub eab_kid: Option<String>,
     /// External Account Binding HMAC key, base64url as the CA hands it out.
-    #[arg(long = "acme-eab-hmac-key", env = "P2PCAMERA_ACME_EAB_HMAC_KEY", requires = "eab_kid")]
+    #[arg(id = "acme-eab-hmac-key", long = "acme-eab-hmac-key", env = "P2PCAMERA_ACME_EAB_HMAC_KEY", requires = "acme-eab-kid")]
     pub eab_hmac_key: Option<String>,
     /// PEM bundle of extra CA certificates to trust for the ACME server (private CAs, Pebble).
-    #[arg(long = "acme-ca-bundle", env = "P2PCAMERA_ACME_CA_BUNDLE")]
+    #[arg(id = "acme-ca-bundle", long = "acme-ca-bundle", env = "P2PCAMERA_ACME_CA_BUNDLE")]
     pub ca_bundle: Option<PathBuf>,
     /// Namespace of the account Secret, TLS Secret and ConfigMaps.
-    #[arg(long = "acme-namespace", env = "P2PCAMERA_ACME_NAMESPACE", default_value = "p2pcamera-system")]
+    #[arg(id = "acme-namespace", long = "acme-namespace", env = "P2PCAMERA_ACME_NAMESPACE", default_value = "p2pcamera-system")]
     pub namespace: String,
     /// `kubernetes.io/tls` Secret the certificate is written to (the router's `--tls-secret`).
-    #[arg(long = "acme-tls-secret", env = "P2PCAMERA_ACME_TLS_SECRET", default_value = DEFAULT_TLS_SECRET)]
+    #[arg(id = "acme-tls-secret", long = "acme-tls-secret", env = "P2PCAMERA_ACME_TLS_SECRET", default_value = DEFAULT_TLS_SECRET)]
     pub tls_secret: String,
     /// Secret holding the ACME account credentials.
-    #[arg(long = "acme-account-secret", env = "P2PCAMERA_ACME_ACCOUNT_SECRET", default_value = "p2pcamera-acme-account")]
+    #[arg(id = "acme-account-secret", long = "acme-account-secret", env = "P2PCAMERA_ACME_ACCOUNT_SECRET", default_value = "p2pcamera-acme-account")]
     pub account_secret: String,
     /// ConfigMap HTTP-01 answers are published in (the router's `--challenge-config-map`).
-    #[arg(long = "acme-challenge-config-map", env = "P2PCAMERA_ACME_CHALLENGE_CONFIG_MAP", default_value = DEFAULT_CHALLENGE_CONFIG_MAP)]
+    #[arg(id = "acme-challenge-config-map", long = "acme-challenge-config-map", env = "P2PCAMERA_ACME_CHALLENGE_CONFIG_MAP", default_value = DEFAULT_CHALLENGE_CONFIG_MAP)]
     pub challenge_config_map: String,
     /// ConfigMap the certificate's status condition is written to.
-    #[arg(long = "acme-status-config-map", env = "P2PCAMERA_ACME_STATUS_CONFIG_MAP", default_value = "p2pcamera-acme-status")]
+    #[arg(id = "acme-status-config-map", long = "acme-status-config-map", env = "P2PCAMERA_ACME_STATUS_CONFIG_MAP", default_value = "p2pcamera-acme-status")]
     pub status_config_map: String,
     /// Seconds between publishing a challenge and asking the server to validate it (time for
     /// every router replica's watch to see it).
-    #[arg(long = "acme-propagation-delay", env = "P2PCAMERA_ACME_PROPAGATION_DELAY", default_value_t = 2.0)]
+    #[arg(id = "acme-propagation-delay", long = "acme-propagation-delay", env = "P2PCAMERA_ACME_PROPAGATION_DELAY", default_value_t = 2.0)]
     pub propagation_delay: f64,
     /// First retry delay in seconds after a failed order; doubles up to `--acme-retry-max`.
-    #[arg(long = "acme-retry-min", env = "P2PCAMERA_ACME_RETRY_MIN", default_value_t = 10.0)]
+    #[arg(id = "acme-retry-min", long = "acme-retry-min", env = "P2PCAMERA_ACME_RETRY_MIN", default_value_t = 10.0)]
     pub retry_min: f64,
     /// Longest retry delay in seconds.
-    #[arg(long = "acme-retry-max", env = "P2PCAMERA_ACME_RETRY_MAX", default_value_t = 3600.0)]
+    #[arg(id = "acme-retry-max", long = "acme-retry-max", env = "P2PCAMERA_ACME_RETRY_MAX", default_value_t = 3600.0)]
     pub retry_max: f64,
     /// Seconds an order may take from creation to certificate.
-    #[arg(long = "acme-order-timeout", env = "P2PCAMERA_ACME_ORDER_TIMEOUT", default_value_t = 120.0)]
+    #[arg(id = "acme-order-timeout", long = "acme-order-timeout", env = "P2PCAMERA_ACME_ORDER_TIMEOUT", default_value_t = 120.0)]
     pub order_timeout: f64,
 }
 
@@ -402,6 +402,32 @@ impl Issuer {
         let body = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data});
         api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(body)).await?;
         Ok(())
+    }
+}
+
+/// Runs [`run`] only while `leading` says this replica leads; a lost term drops the loop
+/// (an order in flight is abandoned and the next leader starts a fresh one).
+pub async fn run_while_leading(
+    client: Client,
+    args: AcmeArgs,
+    mut leading: tokio::sync::watch::Receiver<bool>,
+    shutdown: CancellationToken,
+) -> Result<(), AcmeError> {
+    if validate(&args)?.is_none() {
+        tracing::info!("ACME off: serving the TLS secret as provided");
+        return Ok(());
+    }
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            became = leading.wait_for(|leads| *leads) => if became.is_err() { return Ok(()) },
+        }
+        tracing::info!("leading: managing the router certificate");
+        let mut lost = leading.clone();
+        tokio::select! {
+            result = run(client.clone(), args.clone(), shutdown.clone()) => return result,
+            _ = lost.wait_for(|leads| !*leads) => tracing::info!("lost leadership: certificate management paused"),
+        }
     }
 }
 
