@@ -17,11 +17,8 @@ use clap::Parser;
 const SQUARE_SELFIE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/selfie_segmentation.onnx");
 const SQUARE_SELFIE_SHA256: &str = "a57e71d778e49eade6e8d54e75ad31d2be6f6d481e9f23a162c825a2a8f1d886";
 
-/// The square selfie model, composited as the mask itself (white = person).
-const SHOW_MASK_MANIFEST: &str = r#"
-input: {name: input_1, layout: NHWC, width: 256, height: 256, colorOrder: RGB, range: "0..1"}
-output: {kind: mask, name: activation_10, composite: showMask}
-"#;
+/// The manifest shipped for the square selfie model: shows the mask itself (white = person).
+const SHOW_MASK_MANIFEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/selfie_segmentation.manifest.yaml");
 
 #[derive(Parser)]
 struct Cli {
@@ -103,20 +100,6 @@ fn gradient_frame(w: u32, h: u32) -> VideoFrame {
     f
 }
 
-/// Sum of absolute differences between horizontal and vertical neighbours.
-fn hf_energy(plane: &[u8], w: usize) -> u64 {
-    let mut e = 0u64;
-    for (i, &v) in plane.iter().enumerate() {
-        if (i + 1) % w != 0 {
-            e += u64::from(v.abs_diff(plane[i + 1]));
-        }
-        if i + w < plane.len() {
-            e += u64::from(v.abs_diff(plane[i + w]));
-        }
-    }
-    e
-}
-
 fn mean(plane: &[u8]) -> f64 {
     plane.iter().map(|&v| f64::from(v)).sum::<f64>() / plane.len() as f64
 }
@@ -130,15 +113,8 @@ fn fraction_near(plane: &[u8], value: u8, tolerance: u8) -> f64 {
     plane.iter().filter(|&&v| v.abs_diff(value) <= tolerance).count() as f64 / plane.len() as f64
 }
 
-fn write_manifest(dir: &Path) -> PathBuf {
-    let path = dir.join("selfie.yaml");
-    std::fs::write(&path, SHOW_MASK_MANIFEST).unwrap();
-    path
-}
-
 fn custom_spec(dir: &Path, model: &str, sha256: &str) -> Result<FilterSpec, FilterError> {
-    let manifest = write_manifest(dir);
-    args(dir, &["--model", model, "--sha256", sha256, "--manifest", manifest.to_str().unwrap()]).initial_spec()
+    args(dir, &["--model", model, "--sha256", sha256, "--manifest", SHOW_MASK_MANIFEST]).initial_spec()
 }
 
 #[test]
@@ -166,35 +142,53 @@ fn the_selfie_mask_of_a_texture_without_a_person_is_empty() {
 }
 
 #[test]
-fn selfie_blur_removes_high_frequencies_from_the_background() {
+fn selfie_blur_keeps_the_person_and_blurs_the_background() {
     let dir = tempfile::tempdir().unwrap();
     let mut filter = factory(dir.path()).build(&FilterSpec::default()).unwrap();
     assert_eq!(filter.name(), "selfie-blur");
-    let original = noise_frame(640, 480);
+    let Figure { frame: original, region } = person_frame(640, 480);
     let mut frame = original.clone();
     filter.apply(&mut frame).unwrap();
-    let before = hf_energy(&original.y, 640);
-    let after = hf_energy(&frame.y, 640);
-    assert!(after * 10 < before, "high-frequency energy {before} -> {after}");
-    let chroma_before = hf_energy(&original.u, 320);
-    let chroma_after = hf_energy(&frame.u, 320);
-    assert!(chroma_after * 5 < chroma_before, "chroma energy {chroma_before} -> {chroma_after}");
-    assert!((mean(&frame.y) - mean(&original.y)).abs() < 4.0, "blur keeps the brightness");
+    let before = hf_energy_in(&original.y, 640, &region, Region::Background);
+    let after = hf_energy_in(&frame.y, 640, &region, Region::Background);
+    assert!(after * 8 < before, "background high-frequency energy {before} -> {after}");
+    let person_change = mean_abs_diff(
+        &select(&frame.y, &region, Region::Person),
+        &select(&original.y, &region, Region::Person),
+    );
+    assert!(person_change < 3.0, "the person changed by {person_change:.1} on average");
+    let background = select(&frame.y, &region, Region::Background);
+    let original_background = select(&original.y, &region, Region::Background);
+    assert!((mean(&background) - mean(&original_background)).abs() < 4.0, "blur keeps the brightness");
+    let person_before = hf_energy_in(&original.y, 640, &region, Region::Person);
+    let person_after = hf_energy_in(&frame.y, 640, &region, Region::Person);
+    assert!(person_after * 10 > person_before * 9, "the person stays sharp: {person_before} -> {person_after}");
 }
 
 #[test]
-fn selfie_replace_turns_the_background_green() {
+fn selfie_replace_turns_the_background_green_and_keeps_the_person() {
     let dir = tempfile::tempdir().unwrap();
     let spec: FilterSpec = r##"{"filter":"selfie-replace","color":"#00ff00"}"##.parse().unwrap();
     let mut filter = factory(dir.path()).build(&spec).unwrap();
     assert_eq!(filter.name(), "selfie-replace");
-    let mut frame = noise_frame(640, 480);
+    let Figure { frame: original, region } = person_frame(640, 480);
+    let mut frame = original.clone();
     filter.apply(&mut frame).unwrap();
     let green = rgb_to_yuv(Rgb { r: 0, g: 255, b: 0 });
-    for (plane, value, name) in [(&frame.y, green.y, "Y"), (&frame.u, green.u, "U"), (&frame.v, green.v, "V")] {
-        let near = fraction_near(plane, value, 6);
-        assert!(near > 0.95, "{name}: only {:.1}% of pixels are green", near * 100.0);
+    let near = fraction_near(&select(&frame.y, &region, Region::Background), green.y, 6);
+    assert!(near > 0.95, "only {:.1}% of the background is green", near * 100.0);
+    let chroma_region: Vec<Region> = (0..frame.u.len())
+        .map(|i| region[(i / 320 * 2 * 640 + i % 320 * 2) as usize])
+        .collect();
+    for (plane, value) in [(&frame.u, green.u), (&frame.v, green.v)] {
+        let near = fraction_near(&select(plane, &chroma_region, Region::Background), value, 6);
+        assert!(near > 0.95, "only {:.1}% of the background chroma is green", near * 100.0);
     }
+    let person_change = mean_abs_diff(
+        &select(&frame.y, &region, Region::Person),
+        &select(&original.y, &region, Region::Person),
+    );
+    assert!(person_change < 3.0, "the person changed by {person_change:.1} on average");
 }
 
 #[test]
@@ -271,7 +265,8 @@ fn missing_model_file_is_a_clear_error() {
 fn a_manifest_that_does_not_fit_the_model_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = dir.path().join("wrong.yaml");
-    std::fs::write(&manifest, SHOW_MASK_MANIFEST.replace("activation_10", "segment_back")).unwrap();
+    let text = std::fs::read_to_string(SHOW_MASK_MANIFEST).unwrap();
+    std::fs::write(&manifest, text.replace("activation_10", "segment_back")).unwrap();
     let spec = args(dir.path(), &["--model", SQUARE_SELFIE, "--sha256", SQUARE_SELFIE_SHA256, "--manifest", manifest.to_str().unwrap()])
         .initial_spec()
         .unwrap();
@@ -359,10 +354,9 @@ fn https_model_is_downloaded_once_and_cached() {
     let dir = tempfile::tempdir().unwrap();
     let bytes = std::fs::read(SQUARE_SELFIE).unwrap();
     let server = ModelServer::start(dir.path(), bytes.clone());
-    let manifest = write_manifest(dir.path());
     let cache = dir.path().join("cache");
     let flags = |sha: &str, ca: bool| {
-        let mut extra = vec!["--model", &server.url, "--sha256", sha, "--manifest", manifest.to_str().unwrap()];
+        let mut extra = vec!["--model", &server.url, "--sha256", sha, "--manifest", SHOW_MASK_MANIFEST];
         if ca {
             extra.extend(["--model-ca-file", server.ca_file.to_str().unwrap()]);
         }
@@ -435,4 +429,120 @@ fn filter_timings() {
             assert!(ms < budget, "{} {w}x{h} takes {ms:.1} ms, over {budget} ms", spec.name());
         }
     }
+}
+
+/// Where a pixel of [`person_frame`] lies, with a margin around the outline left out.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Region {
+    Person,
+    Background,
+    Edge,
+}
+
+/// A drawn head-and-shoulders figure (hair, skin, eyes, mouth, neck, shirt) in front of a wall
+/// covered in fine noise. The selfie model segments it as a person; `region` says, for each
+/// pixel, whether it is well inside the figure, well outside, or near the outline.
+struct Figure {
+    frame: VideoFrame,
+    region: Vec<Region>,
+}
+
+fn person_frame(w: u32, h: u32) -> Figure {
+    let (wf, hf) = (w as f32, h as f32);
+    let (cx, cy) = (wf / 2.0, hf * 0.36);
+    let (rx, ry) = (wf * 0.11, hf * 0.19);
+    let shoulders = hf * 0.66;
+    let head = |x: f32, y: f32| ((x - cx) / rx).powi(2) + ((y - cy) / ry).powi(2);
+    let torso_half = |y: f32| wf * 0.2 + (y - shoulders) * 0.6;
+    let neck = |x: f32, y: f32| y > cy + ry * 0.8 && y < shoulders && (x - cx).abs() < rx * 0.45;
+    // The figure's outline moved outwards by `margin` pixels (inwards when negative).
+    let inside = |x: f32, y: f32, margin: f32| {
+        let grown = |r: f32| (r + margin) / r;
+        head(x, y) < grown(rx.min(ry)).powi(2)
+            || (y + margin >= shoulders && (x - cx).abs() < torso_half(y.max(shoulders)) + margin)
+            || (y > cy && y < shoulders + margin && (x - cx).abs() < rx * 0.45 + margin)
+    };
+    let colour = |r, g, b| rgb_to_yuv(Rgb { r, g, b });
+    let (skin, hair, shirt, dark) = (colour(224, 172, 140), colour(50, 35, 25), colour(40, 60, 120), colour(30, 20, 20));
+    let pick = |x: f32, y: f32| {
+        let hd = head(x, y);
+        let eye = |ex: f32| ((x - ex).powi(2) + (y - (cy - ry * 0.1)).powi(2)).sqrt() < rx * 0.12;
+        if hd < 1.0 {
+            if y < cy - ry * 0.55 {
+                return Some(hair);
+            }
+            if eye(cx - rx * 0.4) || eye(cx + rx * 0.4) {
+                return Some(dark);
+            }
+            if (y - (cy + ry * 0.5)).abs() < ry * 0.05 && (x - cx).abs() < rx * 0.35 {
+                return Some(dark);
+            }
+            return Some(skin);
+        }
+        if hd < 1.15 && y < cy {
+            return Some(hair);
+        }
+        if neck(x, y) {
+            return Some(skin);
+        }
+        if y >= shoulders && (x - cx).abs() < torso_half(y) {
+            return Some(shirt);
+        }
+        None
+    };
+    let mut frame = noise_frame(w, h);
+    // Soften the wall's noise around a light grey so it still reads as a wall.
+    frame.y.iter_mut().for_each(|v| *v = 150 + *v % 60);
+    let mut region = vec![Region::Edge; (w * h) as usize];
+    for y in 0..h {
+        for x in 0..w {
+            let (xf, yf) = (x as f32 + 0.5, y as f32 + 0.5);
+            let i = (y * w + x) as usize;
+            if let Some(p) = pick(xf, yf) {
+                // Fine texture on the person too (the wall's noise, scaled down), so blurring the
+                // person would show.
+                frame.y[i] = (i32::from(p.y) + i32::from(frame.y[i] % 24) - 12).clamp(16, 235) as u8;
+            }
+            region[i] = if inside(xf, yf, -0.05 * hf) {
+                Region::Person
+            } else if !inside(xf, yf, 0.05 * hf) {
+                Region::Background
+            } else {
+                Region::Edge
+            };
+        }
+    }
+    let cw = frame.chroma_width();
+    for y in 0..frame.chroma_height() {
+        for x in 0..cw {
+            if let Some(p) = pick(x as f32 * 2.0 + 1.0, y as f32 * 2.0 + 1.0) {
+                let i = (y * cw + x) as usize;
+                frame.u[i] = p.u;
+                frame.v[i] = p.v;
+            }
+        }
+    }
+    Figure { frame, region }
+}
+
+fn select(plane: &[u8], region: &[Region], want: Region) -> Vec<u8> {
+    plane.iter().zip(region).filter(|(_, r)| **r == want).map(|(v, _)| *v).collect()
+}
+
+/// Sum of absolute differences between horizontal and vertical neighbours, counting only pairs
+/// that both lie in `want`: high-frequency energy of a region.
+fn hf_energy_in(plane: &[u8], w: usize, region: &[Region], want: Region) -> u64 {
+    let mut e = 0u64;
+    for (i, &v) in plane.iter().enumerate() {
+        if region[i] != want {
+            continue;
+        }
+        if (i + 1) % w != 0 && region[i + 1] == want {
+            e += u64::from(v.abs_diff(plane[i + 1]));
+        }
+        if i + w < plane.len() && region[i + w] == want {
+            e += u64::from(v.abs_diff(plane[i + w]));
+        }
+    }
+    e
 }
