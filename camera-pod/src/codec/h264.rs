@@ -28,6 +28,8 @@ mod abi {
     pub const ENCODER_OPTION_FRAME_RATE: c_int = 4;
     pub const ENCODER_OPTION_BITRATE: c_int = 5;
     pub const ENCODER_OPTION_MAX_BITRATE: c_int = 6;
+    pub const ENCODER_OPTION_TRACE_LEVEL: c_int = 25;
+    pub const WELS_LOG_QUIET: u32 = 0;
     pub const SPATIAL_LAYER_0: c_int = 0;
     pub const SPATIAL_LAYER_ALL: c_int = 4;
 
@@ -227,6 +229,21 @@ impl Encoder for H264Encoder {
     }
 }
 
+/// Sets an OpenH264 option, logging a refusal. Except for the trace level, OpenH264 refuses
+/// options until its first picture has initialised it.
+///
+/// # Safety
+/// `T` must be the type OpenH264 reads for `option` (an `unsigned int` for the trace level, a
+/// `float` for the frame rate, `SBitrateInfo` for bitrates).
+unsafe fn set_option<T>(encoder: &mut OpenH264Encoder, option: c_int, value: &mut T) {
+    // SAFETY: `value` is live and of the right type (this function's contract); OpenH264 reads
+    // it only during the call.
+    let status = unsafe { encoder.raw_api().set_option(option, (value as *mut T).cast::<c_void>()) };
+    if status != 0 {
+        tracing::warn!(option, status, "OpenH264 refused an option change");
+    }
+}
+
 impl EncoderSession {
     fn new(width: u32, height: u32, bitrate_bps: u32) -> Result<Self, CodecError> {
         let rates = Rates::new(bitrate_bps, f64::from(FRAME_RATE));
@@ -247,8 +264,14 @@ impl EncoderSession {
             // One thread and one slice per picture: low latency, simple packetization.
             .num_threads(1)
             .vui(VuiConfig::bt601());
-        let encoder = OpenH264Encoder::with_api_config(OpenH264API::from_source(), config)
+        let mut encoder = OpenH264Encoder::with_api_config(OpenH264API::from_source(), config)
             .map_err(|e| encode_error(format!("init: {e}")))?;
+        // Silence OpenH264's own console log before its initialisation runs (the `openh264` crate
+        // quiets it only afterwards, so each new encoder printed a parameter warning). The trace
+        // level is the one option OpenH264 takes before initialisation.
+        let mut quiet = abi::WELS_LOG_QUIET;
+        // SAFETY: the trace level is an unsigned int.
+        unsafe { set_option(&mut encoder, abi::ENCODER_OPTION_TRACE_LEVEL, &mut quiet) };
         Ok(EncoderSession { encoder, width, height, start_target: rates.target, applied: None })
     }
 
@@ -259,35 +282,22 @@ impl EncoderSession {
         if current == want {
             return;
         }
-        let max = (abi::ENCODER_OPTION_MAX_BITRATE, abi::SPATIAL_LAYER_0, want.max);
-        let target = (abi::ENCODER_OPTION_BITRATE, abi::SPATIAL_LAYER_ALL, want.target);
-        let steps = if want.target > current.target { [max, target] } else { [target, max] };
         if (current.target, current.max) != (want.target, want.max) {
-            self.set_bitrates(steps);
+            let max = (abi::ENCODER_OPTION_MAX_BITRATE, abi::SPATIAL_LAYER_0, want.max);
+            let target = (abi::ENCODER_OPTION_BITRATE, abi::SPATIAL_LAYER_ALL, want.target);
+            let steps = if want.target > current.target { [max, target] } else { [target, max] };
+            for (option, layer, bitrate) in steps {
+                let mut info = abi::BitrateInfo { layer, bitrate: c_int::try_from(bitrate).unwrap_or(c_int::MAX) };
+                // SAFETY: both bitrate options read an `SBitrateInfo`.
+                unsafe { set_option(&mut self.encoder, option, &mut info) };
+            }
         }
         if current.fps != want.fps {
             let mut fps = want.fps;
-            // SAFETY: the encoder is initialised; the option reads one float during the call.
-            let status = unsafe {
-                self.encoder.raw_api().set_option(abi::ENCODER_OPTION_FRAME_RATE, (&raw mut fps).cast::<c_void>())
-            };
-            if status != 0 {
-                tracing::warn!(fps, status, "H264 frame rate change refused");
-            }
+            // SAFETY: the frame rate is a float.
+            unsafe { set_option(&mut self.encoder, abi::ENCODER_OPTION_FRAME_RATE, &mut fps) };
         }
         self.applied = Some(want);
-    }
-
-    fn set_bitrates(&mut self, steps: [(c_int, c_int, u32); 2]) {
-        for (option, layer, bitrate) in steps {
-            let mut info = abi::BitrateInfo { layer, bitrate: c_int::try_from(bitrate).unwrap_or(c_int::MAX) };
-            // SAFETY: the encoder is initialised (it has encoded a picture) and both options
-            // take a pointer to an `SBitrateInfo` that it only reads during the call.
-            let status = unsafe { self.encoder.raw_api().set_option(option, (&raw mut info).cast::<c_void>()) };
-            if status != 0 {
-                tracing::warn!(option, bitrate, status, "H264 bitrate change refused");
-            }
-        }
     }
 
     /// Encodes one picture whose size matches this session.
