@@ -52,7 +52,12 @@ pub struct Args {
     pub tls_key: Option<PathBuf>,
 
     /// Bearer token every offer, filter change and status request must carry.
-    #[arg(long, env = "P2PCAMERA_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
+    #[arg(
+        long,
+        env = "P2PCAMERA_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
     pub token: Option<String>,
 
     /// File holding the bearer token (surrounding white space ignored).
@@ -114,7 +119,10 @@ impl Args {
             return Err(ConfigError::PlainHttpNotLoopback(self.listen));
         }
         if self.min_bitrate > self.max_bitrate {
-            return Err(ConfigError::BitrateBounds { min: self.min_bitrate, max: self.max_bitrate });
+            return Err(ConfigError::BitrateBounds {
+                min: self.min_bitrate,
+                max: self.max_bitrate,
+            });
         }
         Ok(())
     }
@@ -124,9 +132,13 @@ impl Args {
         if let Some(token) = &self.token {
             return Ok(Some(token.clone()));
         }
-        let Some(path) = &self.token_file else { return Ok(None) };
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::TokenFile { path: path.clone(), source })?;
+        let Some(path) = &self.token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::TokenFile {
+            path: path.clone(),
+            source,
+        })?;
         let token = text.trim();
         if token.is_empty() {
             return Err(ConfigError::EmptyTokenFile(path.clone()));
@@ -136,7 +148,10 @@ impl Args {
 
     /// The UDP address WebRTC media binds: --udp-bind (or the IP of --listen) and --udp-port.
     pub fn udp_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.udp_bind.unwrap_or(self.listen.ip()), self.udp_port.unwrap_or(0))
+        SocketAddr::new(
+            self.udp_bind.unwrap_or(self.listen.ip()),
+            self.udp_port.unwrap_or(0),
+        )
     }
 
     pub fn bitrate_bounds(&self) -> BitrateBounds {
@@ -161,7 +176,10 @@ mod tests {
         let args = parse(&[]).unwrap();
         assert_eq!(args.listen, "127.0.0.1:7860".parse::<SocketAddr>().unwrap());
         assert!(!args.plain_http);
-        assert_eq!(args.udp_addr(), "127.0.0.1:0".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            args.udp_addr(),
+            "127.0.0.1:0".parse::<SocketAddr>().unwrap()
+        );
         args.validate().unwrap();
     }
 
@@ -177,9 +195,15 @@ mod tests {
     #[test]
     fn udp_port_and_bind_are_pinned() {
         let args = parse(&["--listen", "0.0.0.0:7860", "--udp-port", "31000"]).unwrap();
-        assert_eq!(args.udp_addr(), "0.0.0.0:31000".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            args.udp_addr(),
+            "0.0.0.0:31000".parse::<SocketAddr>().unwrap()
+        );
         let args = parse(&["--udp-bind", "10.0.0.5", "--udp-port", "31001"]).unwrap();
-        assert_eq!(args.udp_addr(), "10.0.0.5:31001".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            args.udp_addr(),
+            "10.0.0.5:31001".parse::<SocketAddr>().unwrap()
+        );
     }
 
     #[test]
@@ -190,9 +214,15 @@ mod tests {
         let args = parse(&["--token-file", path.to_str().unwrap()]).unwrap();
         assert_eq!(args.load_token().unwrap().as_deref(), Some("s3cret"));
         std::fs::write(&path, "  \n").unwrap();
-        assert!(matches!(args.load_token(), Err(ConfigError::EmptyTokenFile(_))));
+        assert!(matches!(
+            args.load_token(),
+            Err(ConfigError::EmptyTokenFile(_))
+        ));
         let args = parse(&["--token-file", dir.path().join("missing").to_str().unwrap()]).unwrap();
-        assert!(matches!(args.load_token(), Err(ConfigError::TokenFile { .. })));
+        assert!(matches!(
+            args.load_token(),
+            Err(ConfigError::TokenFile { .. })
+        ));
         assert!(parse(&["--token", "a", "--token-file", "b"]).is_err());
     }
 

@@ -8,7 +8,9 @@ use camera_pod::config::{Args, LogFormat};
 
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Plain => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -23,5 +25,7 @@ async fn main() -> anyhow::Result<()> {
         .install_default()
         .map_err(|_| anyhow::anyhow!("a TLS crypto provider was already installed"))?;
     args.validate()?;
-    camera_pod::server::run(args, camera_pod::server::shutdown_signal()).await.context("camera-pod failed")
+    camera_pod::server::run(args, camera_pod::server::shutdown_signal())
+        .await
+        .context("camera-pod failed")
 }

@@ -10,7 +10,14 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// Peer connection states, as exported by the `peer_connection_state` gauge family.
-pub const PEER_STATES: [&str; 6] = ["new", "connecting", "connected", "disconnected", "failed", "closed"];
+pub const PEER_STATES: [&str; 6] = [
+    "new",
+    "connecting",
+    "connected",
+    "disconnected",
+    "failed",
+    "closed",
+];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
@@ -35,7 +42,10 @@ pub struct Metrics {
 }
 
 fn duration_buckets() -> impl Iterator<Item = f64> {
-    [0.001, 0.0025, 0.005, 0.01, 0.02, 0.033, 0.05, 0.1, 0.25, 0.5, 1.0].into_iter()
+    [
+        0.001, 0.0025, 0.005, 0.01, 0.02, 0.033, 0.05, 0.1, 0.25, 0.5, 1.0,
+    ]
+    .into_iter()
 }
 
 impl Default for Metrics {
@@ -52,26 +62,58 @@ impl Default for Metrics {
             offers: Family::default(),
             registry: Registry::default(),
         };
-        registry.register("frames_in", "Camera frames decoded", metrics.frames_in.clone());
-        registry.register("frames_out", "Filtered frames encoded and sent", metrics.frames_out.clone());
+        registry.register(
+            "frames_in",
+            "Camera frames decoded",
+            metrics.frames_in.clone(),
+        );
+        registry.register(
+            "frames_out",
+            "Filtered frames encoded and sent",
+            metrics.frames_out.clone(),
+        );
         registry.register(
             "frames_dropped",
             "Frames dropped because the filter was still busy with an older one",
             metrics.frames_dropped.clone(),
         );
-        registry.register("decode_duration_seconds", "Time to decode one frame", metrics.decode_seconds.clone());
-        registry.register("model_duration_seconds", "Time the filter takes for one frame", metrics.model_seconds.clone());
-        registry.register("encode_duration_seconds", "Time to encode one frame", metrics.encode_seconds.clone());
+        registry.register(
+            "decode_duration_seconds",
+            "Time to decode one frame",
+            metrics.decode_seconds.clone(),
+        );
+        registry.register(
+            "model_duration_seconds",
+            "Time the filter takes for one frame",
+            metrics.model_seconds.clone(),
+        );
+        registry.register(
+            "encode_duration_seconds",
+            "Time to encode one frame",
+            metrics.encode_seconds.clone(),
+        );
         registry.register(
             "peer_connection_state",
             "1 for the state the camera's peer connection is in",
             metrics.peer_connection_state.clone(),
         );
-        registry.register("offers", "WebRTC offers handled, by result", metrics.offers.clone());
+        registry.register(
+            "offers",
+            "WebRTC offers handled, by result",
+            metrics.offers.clone(),
+        );
         for state in PEER_STATES {
-            metrics.peer_connection_state.get_or_create(&StateLabel { state: state.into() }).set(0);
+            metrics
+                .peer_connection_state
+                .get_or_create(&StateLabel {
+                    state: state.into(),
+                })
+                .set(0);
         }
-        Metrics { registry, ..metrics }
+        Metrics {
+            registry,
+            ..metrics
+        }
     }
 }
 
@@ -80,12 +122,20 @@ impl Metrics {
     pub fn set_peer_state(&self, state: &str) {
         for known in PEER_STATES {
             let value = i64::from(known == state);
-            self.peer_connection_state.get_or_create(&StateLabel { state: known.into() }).set(value);
+            self.peer_connection_state
+                .get_or_create(&StateLabel {
+                    state: known.into(),
+                })
+                .set(value);
         }
     }
 
     pub fn count_offer(&self, result: &str) {
-        self.offers.get_or_create(&ResultLabel { result: result.into() }).inc();
+        self.offers
+            .get_or_create(&ResultLabel {
+                result: result.into(),
+            })
+            .inc();
     }
 
     /// The OpenMetrics text exposition.
@@ -110,9 +160,21 @@ mod tests {
         metrics.count_offer("answered");
         let text = metrics.encode();
         assert!(text.contains("p2pcamera_pod_frames_in_total 1"), "{text}");
-        assert!(text.contains("p2pcamera_pod_model_duration_seconds_count 1"), "{text}");
-        assert!(text.contains("p2pcamera_pod_peer_connection_state{state=\"connected\"} 1"), "{text}");
-        assert!(text.contains("p2pcamera_pod_peer_connection_state{state=\"new\"} 0"), "{text}");
-        assert!(text.contains("p2pcamera_pod_offers_total{result=\"answered\"} 1"), "{text}");
+        assert!(
+            text.contains("p2pcamera_pod_model_duration_seconds_count 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("p2pcamera_pod_peer_connection_state{state=\"connected\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("p2pcamera_pod_peer_connection_state{state=\"new\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("p2pcamera_pod_offers_total{result=\"answered\"} 1"),
+            "{text}"
+        );
     }
 }

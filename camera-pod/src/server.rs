@@ -50,9 +50,15 @@ pub async fn shutdown_signal() {
 }
 
 /// Runs the camera pod on `--listen` until `shutdown` completes.
-pub async fn run(args: Args, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
-    let listener = std::net::TcpListener::bind(args.listen)
-        .map_err(|source| ServerError::Bind { addr: args.listen, source })?;
+pub async fn run(
+    args: Args,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let listener =
+        std::net::TcpListener::bind(args.listen).map_err(|source| ServerError::Bind {
+            addr: args.listen,
+            source,
+        })?;
     serve(args, listener, shutdown).await
 }
 
@@ -73,13 +79,21 @@ pub async fn serve(
         let spec = FilterSpec::from_str(spec).map_err(|e| e.to_string())?;
         factory.build(&spec).map_err(|e| e.to_string())
     });
-    let initial_json = serde_json::to_string(&initial).unwrap_or_else(|_| args.filter.filter.clone());
+    let initial_json =
+        serde_json::to_string(&initial).unwrap_or_else(|_| args.filter.filter.clone());
     tracing::info!(filter = %initial_json, %execution_provider, "building the initial filter");
     let worker = Arc::new(FilterWorker::start(builder, &initial_json, metrics.clone()).await?);
-    let media = MediaConfig { udp_addr: args.udp_addr(), public_ip: args.public_ip, bitrate: args.bitrate_bounds() };
+    let media = MediaConfig {
+        udp_addr: args.udp_addr(),
+        public_ip: args.public_ip,
+        bitrate: args.bitrate_bounds(),
+    };
     let camera = Arc::new(Camera::new(media, worker.clone(), metrics.clone()));
     let state = AppState::new(token, metrics, camera.clone());
-    state.set_ready(Readiness { filter: worker.current(), execution_provider });
+    state.set_ready(Readiness {
+        filter: worker.current(),
+        execution_provider,
+    });
     tracing::info!(filter = %worker.current(), "ready");
 
     let local = listener.local_addr().map_err(ServerError::Serve)?;
@@ -96,7 +110,12 @@ pub async fn serve(
     let app = signaling::app(state).into_make_service();
     if args.plain_http {
         tracing::info!(address = %local, "serving plain HTTP");
-        axum_server::from_tcp(listener).map_err(ServerError::Serve)?.handle(handle).serve(app).await.map_err(ServerError::Serve)?;
+        axum_server::from_tcp(listener)
+            .map_err(ServerError::Serve)?
+            .handle(handle)
+            .serve(app)
+            .await
+            .map_err(ServerError::Serve)?;
     } else {
         let identity = match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => ServerIdentity::from_pem_files(cert, key)?,

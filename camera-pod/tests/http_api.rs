@@ -22,13 +22,25 @@ const TOKEN: &str = "s3cret-token";
 async fn state(token: Option<&str>) -> AppState {
     let metrics = Arc::new(Metrics::default());
     let builder = Box::new(|spec: &str| -> Result<Box<dyn Filter>, String> {
-        if spec.contains("passthrough") { Ok(Box::new(Passthrough)) } else { Err(format!("unknown filter {spec}")) }
+        if spec.contains("passthrough") {
+            Ok(Box::new(Passthrough))
+        } else {
+            Err(format!("unknown filter {spec}"))
+        }
     });
-    let worker = Arc::new(FilterWorker::start(builder, "passthrough", metrics.clone()).await.unwrap());
+    let worker = Arc::new(
+        FilterWorker::start(builder, "passthrough", metrics.clone())
+            .await
+            .unwrap(),
+    );
     let media = MediaConfig {
         udp_addr: "127.0.0.1:0".parse().unwrap(),
         public_ip: None,
-        bitrate: BitrateBounds { min: 150_000, start: 1_000_000, max: 4_000_000 },
+        bitrate: BitrateBounds {
+            min: 150_000,
+            start: 1_000_000,
+            max: 4_000_000,
+        },
     };
     let camera = Arc::new(Camera::new(media, worker, metrics.clone()));
     AppState::new(token.map(str::to_owned), metrics, camera)
@@ -43,10 +55,18 @@ async fn call(state: &AppState, request: Request<Body>) -> Reply {
     let response = app(state.clone()).oneshot(request).await.unwrap();
     let status = response.status();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    Reply { status, json: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null) }
+    Reply {
+        status,
+        json: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    }
 }
 
-fn post(path: &str, token: Option<&str>, content_type: &str, body: impl Into<Body>) -> Request<Body> {
+fn post(
+    path: &str,
+    token: Option<&str>,
+    content_type: &str,
+    body: impl Into<Body>,
+) -> Request<Body> {
     let mut builder = Request::post(path).header("content-type", content_type);
     if let Some(token) = token {
         builder = builder.header("authorization", format!("Bearer {token}"));
@@ -70,56 +90,160 @@ async fn assert_healthy(state: &AppState) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_offer_gets_its_json_error_and_the_server_keeps_serving() {
     let state = state(Some(TOKEN)).await;
-    let vp9_only = sdp_with("m=video 9 UDP/TLS/RTP/SAVPF 98\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:98 VP9/90000\r\n");
-    let audio_only = sdp_with("m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:111 opus/48000/2\r\n");
+    let vp9_only =
+        sdp_with("m=video 9 UDP/TLS/RTP/SAVPF 98\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:98 VP9/90000\r\n");
+    let audio_only = sdp_with(
+        "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:111 opus/48000/2\r\n",
+    );
     let huge = offer_json(&"a".repeat(70 * 1024));
     let cases: Vec<(Request<Body>, StatusCode, &str)> = vec![
-        (post("/offer", None, "application/json", offer_json("x")), StatusCode::UNAUTHORIZED, "unauthorized"),
-        (post("/offer", Some("wrong"), "application/json", offer_json("x")), StatusCode::FORBIDDEN, "forbidden"),
-        (post("/offer", Some(TOKEN), "application/json", "{not json"), StatusCode::BAD_REQUEST, "invalid_json"),
-        (post("/offer", Some(TOKEN), "application/json", r#"{"type":"offer"}"#), StatusCode::BAD_REQUEST, "invalid_json"),
         (
-            post("/offer", Some(TOKEN), "application/json", r#"{"sdp":"v=0","type":"answer"}"#),
+            post("/offer", None, "application/json", offer_json("x")),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        (
+            post("/offer", Some("wrong"), "application/json", offer_json("x")),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        ),
+        (
+            post("/offer", Some(TOKEN), "application/json", "{not json"),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            post(
+                "/offer",
+                Some(TOKEN),
+                "application/json",
+                r#"{"type":"offer"}"#,
+            ),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            post(
+                "/offer",
+                Some(TOKEN),
+                "application/json",
+                r#"{"sdp":"v=0","type":"answer"}"#,
+            ),
             StatusCode::BAD_REQUEST,
             "not_an_offer",
         ),
-        (post("/offer", Some(TOKEN), "text/plain", offer_json("x")), StatusCode::BAD_REQUEST, "unsupported_content_type"),
-        (post("/offer", Some(TOKEN), "application/json", offer_json("hello")), StatusCode::BAD_REQUEST, "invalid_sdp"),
-        (post("/offer", Some(TOKEN), "application/json", offer_json(&audio_only)), StatusCode::BAD_REQUEST, "no_video"),
         (
-            post("/offer", Some(TOKEN), "application/json", offer_json(&vp9_only)),
+            post("/offer", Some(TOKEN), "text/plain", offer_json("x")),
+            StatusCode::BAD_REQUEST,
+            "unsupported_content_type",
+        ),
+        (
+            post(
+                "/offer",
+                Some(TOKEN),
+                "application/json",
+                offer_json("hello"),
+            ),
+            StatusCode::BAD_REQUEST,
+            "invalid_sdp",
+        ),
+        (
+            post(
+                "/offer",
+                Some(TOKEN),
+                "application/json",
+                offer_json(&audio_only),
+            ),
+            StatusCode::BAD_REQUEST,
+            "no_video",
+        ),
+        (
+            post(
+                "/offer",
+                Some(TOKEN),
+                "application/json",
+                offer_json(&vp9_only),
+            ),
             StatusCode::UNPROCESSABLE_ENTITY,
             "unsupported_codec",
         ),
-        (post("/offer", Some(TOKEN), "application/json", huge), StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-        (post("/filter", None, "application/json", r#"{"filter":"passthrough"}"#), StatusCode::UNAUTHORIZED, "unauthorized"),
         (
-            post("/filter", Some(TOKEN), "application/json", r#"{"filter":"nope"}"#),
+            post("/offer", Some(TOKEN), "application/json", huge),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+        (
+            post(
+                "/filter",
+                None,
+                "application/json",
+                r#"{"filter":"passthrough"}"#,
+            ),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        (
+            post(
+                "/filter",
+                Some(TOKEN),
+                "application/json",
+                r#"{"filter":"nope"}"#,
+            ),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_filter",
         ),
-        (post("/filter", Some(TOKEN), "application/json", "[]"), StatusCode::BAD_REQUEST, "invalid_filter"),
-        (Request::get("/status").body(Body::empty()).unwrap(), StatusCode::UNAUTHORIZED, "unauthorized"),
+        (
+            post("/filter", Some(TOKEN), "application/json", "[]"),
+            StatusCode::BAD_REQUEST,
+            "invalid_filter",
+        ),
+        (
+            Request::get("/status").body(Body::empty()).unwrap(),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
     ];
     for (request, status, code) in cases {
         let what = format!("{} {}", request.method(), request.uri());
         let reply = call(&state, request).await;
         assert_eq!(reply.status, status, "{what}: {}", reply.json);
         assert_eq!(reply.json["error"]["code"], code, "{what}: {}", reply.json);
-        assert!(reply.json["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", reply.json);
+        assert!(
+            reply.json["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{}",
+            reply.json
+        );
         assert_healthy(&state).await;
     }
-    let metrics = call(&state, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    let metrics = call(
+        &state,
+        Request::get("/metrics").body(Body::empty()).unwrap(),
+    )
+    .await;
     assert_eq!(metrics.status, StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filter_switch_and_status_with_the_token() {
     let state = state(Some(TOKEN)).await;
-    let reply = call(&state, post("/filter", Some(TOKEN), "application/json", r#"{"filter":"passthrough"}"#)).await;
+    let reply = call(
+        &state,
+        post(
+            "/filter",
+            Some(TOKEN),
+            "application/json",
+            r#"{"filter":"passthrough"}"#,
+        ),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.json["filter"], "passthrough");
-    let request = Request::get("/status").header("authorization", format!("Bearer {TOKEN}")).body(Body::empty()).unwrap();
+    let request = Request::get("/status")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Body::empty())
+        .unwrap();
     let reply = call(&state, request).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.json["camera_connected"], false);
@@ -146,7 +270,11 @@ async fn a_second_camera_is_refused_but_the_same_client_replaces_itself() {
     assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.json);
     assert_eq!(reply.json["error"]["code"], "camera_busy");
     // An offer without a client id cannot claim the camera either.
-    let reply = call(&state, post("/offer", None, "application/json", offer_json(&bob_offer))).await;
+    let reply = call(
+        &state,
+        post("/offer", None, "application/json", offer_json(&bob_offer)),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::CONFLICT);
 
     // Alice reconnects with a fresh offer: her old connection is replaced.
@@ -156,10 +284,22 @@ async fn a_second_camera_is_refused_but_the_same_client_replaces_itself() {
     let answer = reply.json["sdp"].as_str().unwrap().to_owned();
     alice_again.accept(answer).await;
     alice_again.wait_connected().await;
-    let reply = call(&state, Request::get("/status").body(Body::empty()).unwrap()).await;
+    // The server sees the connection complete shortly after the client does.
+    let mut reply = call(&state, Request::get("/status").body(Body::empty()).unwrap()).await;
+    for _ in 0..50 {
+        if reply.json["camera_connected"] == true {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        reply = call(&state, Request::get("/status").body(Body::empty()).unwrap()).await;
+    }
     assert_eq!(reply.json["camera_connected"], true, "{}", reply.json);
 
-    let metrics = call(&state, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    let metrics = call(
+        &state,
+        Request::get("/metrics").body(Body::empty()).unwrap(),
+    )
+    .await;
     assert_eq!(metrics.status, StatusCode::OK);
     for peer in [alice, bob, alice_again] {
         peer.close().await;
@@ -172,33 +312,61 @@ async fn tls_with_a_self_signed_certificate_over_a_real_socket() {
     use clap::Parser;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let args = camera_pod::config::Args::parse_from(["camera-pod", "--filter", "passthrough", "--token", TOKEN]);
+    let args = camera_pod::config::Args::parse_from([
+        "camera-pod",
+        "--filter",
+        "passthrough",
+        "--token",
+        TOKEN,
+    ]);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(camera_pod::server::serve(args, listener, async move {
         let _ = stopped.await;
     }));
-    let client = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
     let base = format!("https://{addr}");
     let mut ready = false;
     for _ in 0..100 {
-        if client.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+        if client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
             ready = true;
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(ready, "HTTPS server answers /readyz");
-    let plain = reqwest::Client::new().get(format!("http://{addr}/healthz")).send().await;
-    assert!(plain.is_err() || !plain.unwrap().status().is_success(), "plain HTTP is not served");
+    let plain = reqwest::Client::new()
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await;
+    assert!(
+        plain.is_err() || !plain.unwrap().status().is_success(),
+        "plain HTTP is not served"
+    );
 
     let cases = [
         (None, "application/json", offer_json("x"), 401),
         (Some("nope"), "application/json", offer_json("x"), 403),
         (Some(TOKEN), "application/json", "{".to_owned(), 400),
-        (Some(TOKEN), "application/json", offer_json(&"b".repeat(65 * 1024)), 413),
+        (
+            Some(TOKEN),
+            "application/json",
+            offer_json(&"b".repeat(65 * 1024)),
+            413,
+        ),
     ];
     for (token, content_type, body, status) in cases {
-        let mut request = client.post(format!("{base}/offer")).header("content-type", content_type).body(body);
+        let mut request = client
+            .post(format!("{base}/offer"))
+            .header("content-type", content_type)
+            .body(body);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -210,5 +378,9 @@ async fn tls_with_a_self_signed_certificate_over_a_real_socket() {
         assert!(health.status().is_success());
     }
     let _ = stop.send(());
-    tokio::time::timeout(std::time::Duration::from_secs(10), server).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }

@@ -18,34 +18,71 @@ async fn loop_back(codec: CodecKind) {
     let answer: serde_json::Value = response.json().await.unwrap();
     assert_eq!(answer["type"], "answer");
     let answer_sdp = answer["sdp"].as_str().unwrap().to_owned();
-    assert!(answer_sdp.contains("a=candidate:"), "answer carries its candidates: {answer_sdp}");
-    assert!(answer_sdp.contains("a=sendrecv"), "filtered video returns on the same transceiver");
+    assert!(
+        answer_sdp.contains("a=candidate:"),
+        "answer carries its candidates: {answer_sdp}"
+    );
+    assert!(
+        answer_sdp.contains("a=sendrecv"),
+        "filtered video returns on the same transceiver"
+    );
     peer.accept(answer_sdp).await;
     peer.wait_connected().await;
 
     let sent = peer.send_pattern(0, 90).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let received = peer.received.lock().unwrap().clone();
-    assert!(received.len() >= 45, "{codec:?}: only {} of {} frames came back", received.len(), sent.len());
+    assert!(
+        received.len() >= 45,
+        "{codec:?}: only {} of {} frames came back",
+        received.len(),
+        sent.len()
+    );
     for frame in &received {
         let original = sent
             .iter()
             .find(|s| s.rtp_timestamp == frame.rtp_timestamp)
             .unwrap_or_else(|| panic!("returned timestamp {} was never sent", frame.rtp_timestamp));
         let mad = luma_mad(original, frame);
-        assert!(mad < 6.0, "{codec:?}: frame {} differs by {mad:.2} on average", frame.rtp_timestamp);
+        assert!(
+            mad < 6.0,
+            "{codec:?}: frame {} differs by {mad:.2} on average",
+            frame.rtp_timestamp
+        );
     }
     // The picture moves, so matching its own source (and not a neighbour) is meaningful.
     let last = received.last().unwrap();
-    let other = sent.iter().find(|s| s.rtp_timestamp + 30 * 3000 == last.rtp_timestamp).or(sent.first()).unwrap();
-    assert!(luma_mad(other, last) > 6.0, "the pattern moves between frames");
+    let other = sent
+        .iter()
+        .find(|s| s.rtp_timestamp + 30 * 3000 == last.rtp_timestamp)
+        .or(sent.first())
+        .unwrap();
+    assert!(
+        luma_mad(other, last) > 6.0,
+        "the pattern moves between frames"
+    );
 
-    let status: serde_json::Value =
-        reqwest::get(format!("{}/status", server.base)).await.unwrap().json().await.unwrap();
+    let status: serde_json::Value = reqwest::get(format!("{}/status", server.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(status["camera_connected"], true, "{status}");
-    let metrics = reqwest::get(format!("{}/metrics", server.base)).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("p2pcamera_pod_peer_connection_state{state=\"connected\"} 1"), "{metrics}");
-    assert!(!metrics.contains("p2pcamera_pod_frames_out_total 0"), "{metrics}");
+    let metrics = reqwest::get(format!("{}/metrics", server.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("p2pcamera_pod_peer_connection_state{state=\"connected\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("p2pcamera_pod_frames_out_total 0"),
+        "{metrics}"
+    );
 
     peer.close().await;
     server.stop().await;
@@ -69,19 +106,28 @@ async fn data_channel_answers_pings_switches_filters_and_sends_stats() {
     let response = post_offer(&server.base, &offer, None, None).await;
     assert_eq!(response.status(), 200);
     let answer: serde_json::Value = response.json().await.unwrap();
-    peer.accept(answer["sdp"].as_str().unwrap().to_owned()).await;
+    peer.accept(answer["sdp"].as_str().unwrap().to_owned())
+        .await;
     peer.wait_connected().await;
     // The channel opens shortly after the connection.
     let mut pong = None;
     for attempt in 0..50 {
-        if peer.channel.send_text(&format!("ping{attempt}")).await.is_ok() {
+        if peer
+            .channel
+            .send_text(&format!("ping{attempt}"))
+            .await
+            .is_ok()
+        {
             pong = Some(peer.next_message(|m| m.starts_with("pong")).await);
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let pong = pong.expect("data channel opened");
-    assert!(pong.starts_with("pong") && pong[4..].parse::<u32>().is_ok(), "{pong}");
+    assert!(
+        pong.starts_with("pong") && pong[4..].parse::<u32>().is_ok(),
+        "{pong}"
+    );
 
     let sender = tokio::spawn(async move {
         let _ = peer.send_pattern(0, 60).await;
@@ -95,15 +141,35 @@ async fn data_channel_answers_pings_switches_filters_and_sends_stats() {
     }
     assert_eq!(stats["filter"], "passthrough");
 
-    peer.channel.send_text(r#"{"filter":"no-such-filter"}"#).await.unwrap();
-    let reply: serde_json::Value =
-        serde_json::from_str(&peer.next_message(|m| m.contains("\"type\":\"filter\"")).await).unwrap();
+    peer.channel
+        .send_text(r#"{"filter":"no-such-filter"}"#)
+        .await
+        .unwrap();
+    let reply: serde_json::Value = serde_json::from_str(
+        &peer
+            .next_message(|m| m.contains("\"type\":\"filter\""))
+            .await,
+    )
+    .unwrap();
     assert_eq!(reply["ok"], false, "{reply}");
-    assert!(reply["error"].as_str().unwrap().contains("no-such-filter"), "{reply}");
-    peer.channel.send_text(r#"{"filter":"passthrough"}"#).await.unwrap();
-    let reply: serde_json::Value =
-        serde_json::from_str(&peer.next_message(|m| m.contains("\"type\":\"filter\"")).await).unwrap();
-    assert_eq!(reply, serde_json::json!({"type":"filter","ok":true,"filter":"passthrough"}));
+    assert!(
+        reply["error"].as_str().unwrap().contains("no-such-filter"),
+        "{reply}"
+    );
+    peer.channel
+        .send_text(r#"{"filter":"passthrough"}"#)
+        .await
+        .unwrap();
+    let reply: serde_json::Value = serde_json::from_str(
+        &peer
+            .next_message(|m| m.contains("\"type\":\"filter\""))
+            .await,
+    )
+    .unwrap();
+    assert_eq!(
+        reply,
+        serde_json::json!({"type":"filter","ok":true,"filter":"passthrough"})
+    );
 
     peer.close().await;
     server.stop().await;

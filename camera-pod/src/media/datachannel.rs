@@ -18,7 +18,9 @@ pub fn parse(text: &str) -> ClientMessage<'_> {
         return ClientMessage::Ping(rest);
     }
     let trimmed = text.trim();
-    if trimmed.starts_with('{') && serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(trimmed).is_ok() {
+    if trimmed.starts_with('{')
+        && serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(trimmed).is_ok()
+    {
         return ClientMessage::SwitchFilter(trimmed);
     }
     ClientMessage::Unknown
@@ -39,7 +41,8 @@ pub fn filter_reply(result: &Result<String, String>) -> String {
 
 /// Reply to a message that is neither a ping nor a JSON object.
 pub fn unknown_reply() -> String {
-    serde_json::json!({ "type": "error", "error": "expected ping<x> or a JSON filter spec" }).to_string()
+    serde_json::json!({ "type": "error", "error": "expected ping<x> or a JSON filter spec" })
+        .to_string()
 }
 
 /// The once-a-second stats message.
@@ -63,7 +66,13 @@ pub struct Reading {
 }
 
 impl Stats {
-    pub fn between(earlier: Reading, now: Reading, model_micros: u64, dropped_frames: u64, filter: String) -> Self {
+    pub fn between(
+        earlier: Reading,
+        now: Reading,
+        model_micros: u64,
+        dropped_frames: u64,
+        filter: String,
+    ) -> Self {
         let span = (now.seconds - earlier.seconds).max(1e-3);
         let rate = |a: u64, b: u64| ((b.saturating_sub(a)) as f64 / span * 10.0).round() / 10.0;
         Stats {
@@ -94,7 +103,10 @@ mod tests {
 
     #[test]
     fn json_objects_are_filter_switches() {
-        assert_eq!(parse(r#" {"filter":"style","style":3} "#), ClientMessage::SwitchFilter(r#"{"filter":"style","style":3}"#));
+        assert_eq!(
+            parse(r#" {"filter":"style","style":3} "#),
+            ClientMessage::SwitchFilter(r#"{"filter":"style","style":3}"#)
+        );
         assert_eq!(parse("[1,2]"), ClientMessage::Unknown);
         assert_eq!(parse("{nope"), ClientMessage::Unknown);
         assert_eq!(parse("hello"), ClientMessage::Unknown);
@@ -102,17 +114,30 @@ mod tests {
 
     #[test]
     fn replies_are_json_with_a_type() {
-        let ok: serde_json::Value = serde_json::from_str(&filter_reply(&Ok("style".into()))).unwrap();
-        assert_eq!(ok, serde_json::json!({"type":"filter","ok":true,"filter":"style"}));
-        let err: serde_json::Value = serde_json::from_str(&filter_reply(&Err("no such model".into()))).unwrap();
+        let ok: serde_json::Value =
+            serde_json::from_str(&filter_reply(&Ok("style".into()))).unwrap();
+        assert_eq!(
+            ok,
+            serde_json::json!({"type":"filter","ok":true,"filter":"style"})
+        );
+        let err: serde_json::Value =
+            serde_json::from_str(&filter_reply(&Err("no such model".into()))).unwrap();
         assert_eq!(err["ok"], false);
         assert_eq!(err["error"], "no such model");
     }
 
     #[test]
     fn stats_compute_rates_over_the_interval() {
-        let a = Reading { seconds: 10.0, frames_in: 100, frames_out: 90 };
-        let b = Reading { seconds: 12.0, frames_in: 160, frames_out: 120 };
+        let a = Reading {
+            seconds: 10.0,
+            frames_in: 100,
+            frames_out: 90,
+        };
+        let b = Reading {
+            seconds: 12.0,
+            frames_in: 160,
+            frames_out: 120,
+        };
         let stats = Stats::between(a, b, 12_345, 7, "passthrough".into());
         let json: serde_json::Value = serde_json::from_str(&stats.to_json()).unwrap();
         assert_eq!(

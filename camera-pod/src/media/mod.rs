@@ -83,7 +83,11 @@ impl Camera {
 
     /// Answers an offer (all ICE candidates included). Refused with `Busy` while another client's
     /// camera is live; the same `client` id replaces its own earlier connection.
-    pub async fn answer(&self, offer_sdp: String, client: Option<String>) -> Result<String, MediaError> {
+    pub async fn answer(
+        &self,
+        offer_sdp: String,
+        client: Option<String>,
+    ) -> Result<String, MediaError> {
         let codecs = sdp::supported_video_codecs(&offer_sdp)?;
         let mut live = self.live.lock().await;
         if let Some(current) = live.as_ref() {
@@ -106,7 +110,8 @@ impl Camera {
             last_active: self.last_active.clone(),
         })
         .await?;
-        self.last_active.store(pipeline::unix_now(), Ordering::Relaxed);
+        self.last_active
+            .store(pipeline::unix_now(), Ordering::Relaxed);
         *live = Some(peer);
         Ok(answer)
     }
@@ -115,7 +120,9 @@ impl Camera {
         let state = self.live.lock().await.as_ref().map(LivePeer::state);
         CameraStatus {
             camera_connected: state == Some(RTCPeerConnectionState::Connected),
-            peer_state: state.map(|s| s.to_string()).unwrap_or_else(|| "none".into()),
+            peer_state: state
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "none".into()),
             last_active: self.last_active.load(Ordering::Relaxed),
             filter: self.worker.current(),
         }

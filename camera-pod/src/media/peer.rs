@@ -12,7 +12,8 @@ use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RtpCodecKind,
 };
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use tokio::sync::watch;
@@ -21,9 +22,9 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
-    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceCandidateType,
-    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
-    register_default_interceptors,
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCIceCandidateType, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
+    Registry, SettingEngineBuilder, register_default_interceptors,
 };
 
 use super::datachannel::{self, ClientMessage, Reading, Stats};
@@ -55,7 +56,10 @@ pub(super) struct PeerSetup {
 }
 
 fn rtp_codec(codec: CodecKind) -> RTCRtpCodec {
-    let feedback = |typ: &str, parameter: &str| RTCPFeedback { typ: typ.into(), parameter: parameter.into() };
+    let feedback = |typ: &str, parameter: &str| RTCPFeedback {
+        typ: typ.into(),
+        parameter: parameter.into(),
+    };
     let (mime_type, sdp_fmtp_line) = match codec {
         CodecKind::Vp8 => ("video/VP8", String::new()),
         CodecKind::H264 => ("video/H264", H264_FMTP.to_owned()),
@@ -72,7 +76,13 @@ fn rtp_codec(codec: CodecKind) -> RTCRtpCodec {
 fn media_engine() -> Result<(MediaEngine, Registry), MediaError> {
     let mut engine = MediaEngine::default();
     for (codec, payload_type) in [(CodecKind::Vp8, VP8_PT), (CodecKind::H264, H264_PT)] {
-        engine.register_codec(RTCRtpCodecParameters { rtp_codec: rtp_codec(codec), payload_type }, RtpCodecKind::Video)?;
+        engine.register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: rtp_codec(codec),
+                payload_type,
+            },
+            RtpCodecKind::Video,
+        )?;
     }
     // NACK generator and responder, RTCP sender/receiver reports, TWCC feedback for what we receive.
     let registry = register_default_interceptors(Registry::new(), &mut engine)?;
@@ -95,7 +105,10 @@ struct PeerShared {
 
 impl PeerShared {
     fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
-        self.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(tokio::spawn(task));
+        self.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tokio::spawn(task));
     }
 }
 
@@ -113,7 +126,10 @@ impl PeerConnectionEventHandler for PeerHandler {
         tracing::info!(%state, "peer connection state");
         *self.0.state.lock().unwrap_or_else(|e| e.into_inner()) = state;
         self.0.metrics.set_peer_state(&state.to_string());
-        if matches!(state, RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed) {
+        if matches!(
+            state,
+            RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
+        ) {
             self.0.controls.stop();
         }
     }
@@ -122,11 +138,18 @@ impl PeerConnectionEventHandler for PeerHandler {
         if track.kind().await != RtpCodecKind::Video {
             return;
         }
-        let Some(keyframe_rx) = self.0.keyframe_rx.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+        let Some(keyframe_rx) = self
+            .0
+            .keyframe_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
             tracing::warn!("ignoring a second video track");
             return;
         };
-        self.0.spawn(receive_video(self.0.clone(), track, keyframe_rx));
+        self.0
+            .spawn(receive_video(self.0.clone(), track, keyframe_rx));
     }
 
     async fn on_data_channel(&self, channel: Arc<dyn DataChannel>) {
@@ -135,7 +158,11 @@ impl PeerConnectionEventHandler for PeerHandler {
 }
 
 /// RTP of the camera -> frames for the decoder; PLI when frames are lost or undecodable.
-async fn receive_video(shared: Arc<PeerShared>, track: Arc<dyn TrackRemote>, mut keyframe_rx: UnboundedReceiver<()>) {
+async fn receive_video(
+    shared: Arc<PeerShared>,
+    track: Arc<dyn TrackRemote>,
+    mut keyframe_rx: UnboundedReceiver<()>,
+) {
     let media_ssrc = track.ssrcs().await.first().copied().unwrap_or_default();
     let mut assembler = FrameAssembler::new(shared.codec);
     let mut last_pli: Option<Instant> = None;
@@ -165,7 +192,10 @@ async fn receive_video(shared: Arc<PeerShared>, track: Arc<dyn TrackRemote>, mut
         };
         if need_keyframe && last_pli.is_none_or(|t| t.elapsed() >= PLI_INTERVAL) {
             last_pli = Some(Instant::now());
-            let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
+            let pli = PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc,
+            };
             if let Err(error) = track.write_rtcp(vec![Box::new(pli)]).await {
                 tracing::debug!(%error, "cannot send PLI");
             }
@@ -180,7 +210,9 @@ async fn receive_sender_feedback(
     bounds: crate::config::BitrateBounds,
 ) {
     while let Some(event) = track.poll().await {
-        let TrackLocalEvent::OnRtcpPacket(packets) = event else { continue };
+        let TrackLocalEvent::OnRtcpPacket(packets) = event else {
+            continue;
+        };
         for packet in packets {
             let any = packet.as_any();
             if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
@@ -255,7 +287,10 @@ impl LivePeer {
         let (frames_tx, frames_rx) = std::sync::mpsc::sync_channel(DECODE_QUEUE);
         let (keyframe_requests, keyframe_rx) = unbounded_channel();
         let (gathered, mut gathered_rx) = watch::channel(false);
-        let controls = Arc::new(Controls::new(setup.config.bitrate.start, setup.last_active.clone()));
+        let controls = Arc::new(Controls::new(
+            setup.config.bitrate.start,
+            setup.last_active.clone(),
+        ));
         let shared = Arc::new(PeerShared {
             codec: setup.codec,
             state: Mutex::new(RTCPeerConnectionState::New),
@@ -279,8 +314,16 @@ impl LivePeer {
                 .build()
                 .await?,
         );
-        let mut peer = LivePeer { client: setup.client, pc, shared, threads: Vec::new() };
-        match peer.negotiate(&setup.offer_sdp, setup.codec, &mut gathered_rx).await {
+        let mut peer = LivePeer {
+            client: setup.client,
+            pc,
+            shared,
+            threads: Vec::new(),
+        };
+        match peer
+            .negotiate(&setup.offer_sdp, setup.codec, &mut gathered_rx)
+            .await
+        {
             Ok((answer, track, payload_type, ssrc)) => {
                 let decode = DecodeStage {
                     codec: setup.codec,
@@ -302,7 +345,11 @@ impl LivePeer {
                 };
                 peer.threads.push(decode.spawn()?);
                 peer.threads.push(encode.spawn()?);
-                peer.shared.spawn(receive_sender_feedback(track, controls, setup.config.bitrate));
+                peer.shared.spawn(receive_sender_feedback(
+                    track,
+                    controls,
+                    setup.config.bitrate,
+                ));
                 tracing::info!(codec = ?setup.codec, payload_type, "answered an offer");
                 Ok((peer, answer))
             }
@@ -319,7 +366,9 @@ impl LivePeer {
         codec: CodecKind,
         gathered: &mut watch::Receiver<bool>,
     ) -> Result<(String, Arc<TrackLocalStaticRTP>, u8, u32), MediaError> {
-        self.pc.set_remote_description(RTCSessionDescription::offer(offer_sdp.to_owned())?).await?;
+        self.pc
+            .set_remote_description(RTCSessionDescription::offer(offer_sdp.to_owned())?)
+            .await?;
         let ssrc = rand::random::<u32>();
         let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
             "p2pcamera".to_owned(),
@@ -327,19 +376,30 @@ impl LivePeer {
             "filtered camera".to_owned(),
             RtpCodecKind::Video,
             vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
                 codec: rtp_codec(codec),
                 ..Default::default()
             }],
         )));
-        let sender = self.pc.add_track(track.clone() as Arc<dyn TrackLocal>).await?;
+        let sender = self
+            .pc
+            .add_track(track.clone() as Arc<dyn TrackLocal>)
+            .await?;
         let answer = self.pc.create_answer(None).await?;
         self.pc.set_local_description(answer).await?;
         tokio::time::timeout(GATHERING_TIMEOUT, gathered.wait_for(|done| *done))
             .await
             .map_err(|_| MediaError::GatheringTimeout)?
             .map_err(|_| MediaError::GatheringTimeout)?;
-        let answer = self.pc.local_description().await.ok_or(MediaError::GatheringTimeout)?.sdp;
+        let answer = self
+            .pc
+            .local_description()
+            .await
+            .ok_or(MediaError::GatheringTimeout)?
+            .sdp;
         let mime = rtp_codec(codec).mime_type;
         let payload_type = sender
             .get_parameters()
@@ -359,7 +419,10 @@ impl LivePeer {
 
     /// Whether this connection still holds the camera (not failed or closed).
     pub fn is_live(&self) -> bool {
-        !matches!(self.state(), RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed)
+        !matches!(
+            self.state(),
+            RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
+        )
     }
 
     /// Closes the connection, stops its tasks and waits for its threads.
@@ -368,10 +431,17 @@ impl LivePeer {
             tracing::debug!(%error, "closing the peer connection");
         }
         self.shared.controls.stop();
-        for task in self.shared.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        for task in self
+            .shared
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
             task.abort();
         }
-        *self.shared.state.lock().unwrap_or_else(|e| e.into_inner()) = RTCPeerConnectionState::Closed;
+        *self.shared.state.lock().unwrap_or_else(|e| e.into_inner()) =
+            RTCPeerConnectionState::Closed;
         self.shared.metrics.set_peer_state("closed");
         let threads = self.threads;
         let _ = tokio::task::spawn_blocking(move || {

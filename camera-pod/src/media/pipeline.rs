@@ -1,9 +1,9 @@
 //! The threads of one peer's pipeline: decode (frames as they arrive) and encode + packetize +
 //! send (the latest filtered frame). The filter thread in between is shared, see `worker`.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -21,7 +21,10 @@ use crate::metrics::Metrics;
 const POLL: Duration = Duration::from_millis(100);
 
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
 }
 
 /// Signals shared between a peer's async tasks and its threads.
@@ -67,7 +70,9 @@ pub struct DecodeStage {
 
 impl DecodeStage {
     pub fn spawn(self) -> std::io::Result<JoinHandle<()>> {
-        std::thread::Builder::new().name("decode".into()).spawn(move || self.run())
+        std::thread::Builder::new()
+            .name("decode".into())
+            .spawn(move || self.run())
     }
 
     fn run(self) {
@@ -81,16 +86,22 @@ impl DecodeStage {
         loop {
             let assembled = match self.frames.recv_timeout(POLL) {
                 Ok(frame) => frame,
-                Err(RecvTimeoutError::Timeout) if !self.controls.stop.load(Ordering::Relaxed) => continue,
+                Err(RecvTimeoutError::Timeout) if !self.controls.stop.load(Ordering::Relaxed) => {
+                    continue;
+                }
                 Err(_) => return,
             };
             let started = Instant::now();
             match decoder.decode(&assembled.data, assembled.rtp_timestamp) {
                 Ok(Some(frame)) => {
-                    self.metrics.decode_seconds.observe(started.elapsed().as_secs_f64());
+                    self.metrics
+                        .decode_seconds
+                        .observe(started.elapsed().as_secs_f64());
                     self.metrics.frames_in.inc();
                     self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
-                    self.controls.last_active.store(unix_now(), Ordering::Relaxed);
+                    self.controls
+                        .last_active
+                        .store(unix_now(), Ordering::Relaxed);
                     self.worker.submit(FilterJob {
                         frame,
                         output: self.controls.filtered.clone(),
@@ -120,7 +131,9 @@ pub struct EncodeStage {
 
 impl EncodeStage {
     pub fn spawn(self) -> std::io::Result<JoinHandle<()>> {
-        std::thread::Builder::new().name("encode".into()).spawn(move || self.run())
+        std::thread::Builder::new()
+            .name("encode".into())
+            .spawn(move || self.run())
     }
 
     fn run(mut self) {
@@ -155,10 +168,15 @@ impl EncodeStage {
                     continue;
                 }
             };
-            self.metrics.encode_seconds.observe(started.elapsed().as_secs_f64());
+            self.metrics
+                .encode_seconds
+                .observe(started.elapsed().as_secs_f64());
             // Sending blocks while the transport is busy: this thread holds at most one frame,
             // and newer filtered frames replace older ones in the mailbox meanwhile.
-            for packet in self.packetizer.packetize(&encoded.data, encoded.rtp_timestamp) {
+            for packet in self
+                .packetizer
+                .packetize(&encoded.data, encoded.rtp_timestamp)
+            {
                 if let Err(error) = self.runtime.block_on(self.track.write_rtp(packet)) {
                     tracing::debug!(%error, "cannot send RTP yet");
                     break;

@@ -114,7 +114,11 @@ impl FrameAssembler {
             }
         }
         if !header.marker {
-            return if lost { Assembly::NeedKeyframe } else { Assembly::Pending };
+            return if lost {
+                Assembly::NeedKeyframe
+            } else {
+                Assembly::Pending
+            };
         }
         let data = std::mem::take(&mut self.data);
         let complete = !self.broken && !data.is_empty();
@@ -129,7 +133,11 @@ impl FrameAssembler {
             return Assembly::NeedKeyframe;
         }
         self.awaiting_keyframe = false;
-        Assembly::Frame(AssembledFrame { data, rtp_timestamp: header.timestamp, keyframe })
+        Assembly::Frame(AssembledFrame {
+            data,
+            rtp_timestamp: header.timestamp,
+            keyframe,
+        })
     }
 }
 
@@ -143,7 +151,8 @@ pub fn is_keyframe(codec: CodecKind, data: &[u8]) -> bool {
 }
 
 fn annexb_nal_types(data: &[u8]) -> impl Iterator<Item = u8> + '_ {
-    data.windows(4).filter_map(|w| (w[0] == 0 && w[1] == 0 && w[2] == 1).then_some(w[3] & 0x1f))
+    data.windows(4)
+        .filter_map(|w| (w[0] == 0 && w[1] == 0 && w[2] == 1).then_some(w[3] & 0x1f))
 }
 
 /// Cuts encoded frames into RTP packets for one outgoing stream.
@@ -160,12 +169,20 @@ impl RtpPacketizer {
             CodecKind::Vp8 => Box::new(Vp8Payloader::default()),
             CodecKind::H264 => Box::new(H264Payloader::default()),
         };
-        RtpPacketizer { payloader, ssrc, payload_type, sequence_number: rand::random() }
+        RtpPacketizer {
+            payloader,
+            ssrc,
+            payload_type,
+            sequence_number: rand::random(),
+        }
     }
 
     /// The packets of one frame, all stamped with `rtp_timestamp`; the last carries the marker.
     pub fn packetize(&mut self, data: &[u8], rtp_timestamp: u32) -> Vec<Packet> {
-        let payloads = match self.payloader.payload(RTP_PAYLOAD_MTU, &Bytes::copy_from_slice(data)) {
+        let payloads = match self
+            .payloader
+            .payload(RTP_PAYLOAD_MTU, &Bytes::copy_from_slice(data))
+        {
             Ok(payloads) => payloads,
             Err(error) => {
                 tracing::warn!(%error, "cannot packetize an encoded frame");
@@ -209,11 +226,18 @@ mod tests {
 
     fn round_trip(codec: CodecKind, frames: &[(Vec<u8>, u32)]) -> Vec<Packet> {
         let mut packetizer = RtpPacketizer::new(codec, 42, 96);
-        frames.iter().flat_map(|(data, ts)| packetizer.packetize(data, *ts)).collect()
+        frames
+            .iter()
+            .flat_map(|(data, ts)| packetizer.packetize(data, *ts))
+            .collect()
     }
 
     fn feed(assembler: &mut FrameAssembler, packets: &[Packet]) -> Vec<Assembly> {
-        packets.iter().map(|p| assembler.push(&p.header, &p.payload)).filter(|a| *a != Assembly::Pending).collect()
+        packets
+            .iter()
+            .map(|p| assembler.push(&p.header, &p.payload))
+            .filter(|a| *a != Assembly::Pending)
+            .collect()
     }
 
     #[test]
@@ -221,32 +245,52 @@ mod tests {
         let frames = vec![(vp8_frame(true, 5000), 1000), (vp8_frame(false, 700), 4000)];
         let packets = round_trip(CodecKind::Vp8, &frames);
         assert!(packets.len() >= 6);
-        assert!(packets.iter().all(|p| p.payload.len() <= RTP_PAYLOAD_MTU && p.header.ssrc == 42));
+        assert!(
+            packets
+                .iter()
+                .all(|p| p.payload.len() <= RTP_PAYLOAD_MTU && p.header.ssrc == 42)
+        );
         let mut assembler = FrameAssembler::new(CodecKind::Vp8);
         let out = feed(&mut assembler, &packets);
         assert_eq!(
             out,
             vec![
-                Assembly::Frame(AssembledFrame { data: frames[0].0.clone(), rtp_timestamp: 1000, keyframe: true }),
-                Assembly::Frame(AssembledFrame { data: frames[1].0.clone(), rtp_timestamp: 4000, keyframe: false }),
+                Assembly::Frame(AssembledFrame {
+                    data: frames[0].0.clone(),
+                    rtp_timestamp: 1000,
+                    keyframe: true
+                }),
+                Assembly::Frame(AssembledFrame {
+                    data: frames[1].0.clone(),
+                    rtp_timestamp: 4000,
+                    keyframe: false
+                }),
             ]
         );
     }
 
     #[test]
     fn h264_frames_survive_packetizing() {
-        let mut idr = vec![0, 0, 0, 1, 0x67, 0x42, 0xe0, 0x1f, 0, 0, 0, 1, 0x68, 0xce, 0x38, 0x80, 0, 0, 0, 1, 0x65];
+        let mut idr = vec![
+            0, 0, 0, 1, 0x67, 0x42, 0xe0, 0x1f, 0, 0, 0, 1, 0x68, 0xce, 0x38, 0x80, 0, 0, 0, 1,
+            0x65,
+        ];
         idr.extend((0..4000).map(|i| (i % 200 + 1) as u8));
         let mut delta = vec![0, 0, 0, 1, 0x41];
         delta.extend((0..300).map(|i| (i % 200 + 1) as u8));
         let packets = round_trip(CodecKind::H264, &[(idr.clone(), 90), (delta.clone(), 3090)]);
         let mut assembler = FrameAssembler::new(CodecKind::H264);
         let out = feed(&mut assembler, &packets);
-        let [Assembly::Frame(first), Assembly::Frame(second)] = out.as_slice() else { panic!("{out:?}") };
+        let [Assembly::Frame(first), Assembly::Frame(second)] = out.as_slice() else {
+            panic!("{out:?}")
+        };
         assert!(first.keyframe && !second.keyframe);
         assert_eq!(first.rtp_timestamp, 90);
         // Annex B start codes may be shortened to three bytes; the NAL units are the same.
-        assert_eq!(annexb_nal_types(&first.data).collect::<Vec<_>>(), vec![7, 8, 5]);
+        assert_eq!(
+            annexb_nal_types(&first.data).collect::<Vec<_>>(),
+            vec![7, 8, 5]
+        );
         assert!(first.data.ends_with(&idr[idr.len() - 100..]));
         assert!(second.data.ends_with(&delta[1..]));
     }
@@ -261,13 +305,22 @@ mod tests {
         ];
         let mut packets = round_trip(CodecKind::Vp8, &frames);
         // Lose the second packet of the second frame.
-        let second_frame_start = packets.iter().position(|p| p.header.timestamp == 3000).unwrap();
+        let second_frame_start = packets
+            .iter()
+            .position(|p| p.header.timestamp == 3000)
+            .unwrap();
         packets.remove(second_frame_start + 1);
         let mut assembler = FrameAssembler::new(CodecKind::Vp8);
         let out = feed(&mut assembler, &packets);
         let frames_out: Vec<u32> = out
             .iter()
-            .filter_map(|a| if let Assembly::Frame(f) = a { Some(f.rtp_timestamp) } else { None })
+            .filter_map(|a| {
+                if let Assembly::Frame(f) = a {
+                    Some(f.rtp_timestamp)
+                } else {
+                    None
+                }
+            })
             .collect();
         assert_eq!(frames_out, vec![0, 9000]);
         assert!(out.contains(&Assembly::NeedKeyframe));
@@ -275,10 +328,21 @@ mod tests {
 
     #[test]
     fn late_duplicates_are_ignored_and_stream_must_start_with_a_keyframe() {
-        let packets = round_trip(CodecKind::Vp8, &[(vp8_frame(false, 100), 0), (vp8_frame(true, 100), 3000)]);
+        let packets = round_trip(
+            CodecKind::Vp8,
+            &[(vp8_frame(false, 100), 0), (vp8_frame(true, 100), 3000)],
+        );
         let mut assembler = FrameAssembler::new(CodecKind::Vp8);
-        assert_eq!(assembler.push(&packets[0].header, &packets[0].payload), Assembly::NeedKeyframe);
-        assert!(matches!(assembler.push(&packets[1].header, &packets[1].payload), Assembly::Frame(f) if f.keyframe));
-        assert_eq!(assembler.push(&packets[0].header, &packets[0].payload), Assembly::Pending);
+        assert_eq!(
+            assembler.push(&packets[0].header, &packets[0].payload),
+            Assembly::NeedKeyframe
+        );
+        assert!(
+            matches!(assembler.push(&packets[1].header, &packets[1].payload), Assembly::Frame(f) if f.keyframe)
+        );
+        assert_eq!(
+            assembler.push(&packets[0].header, &packets[0].payload),
+            Assembly::Pending
+        );
     }
 }

@@ -9,7 +9,8 @@ use crate::codec::CodecKind;
 
 /// The H264 format camera-pod encodes and answers with: constrained baseline, level 3.1,
 /// non-interleaved packetization.
-pub const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+pub const H264_FMTP: &str =
+    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SdpError {
@@ -17,7 +18,9 @@ pub enum SdpError {
     Unparsable(String),
     #[error("the offer has no video m-line")]
     NoVideo,
-    #[error("the offer's video codecs ({0}) are not supported; offer VP8 or H264 (baseline, packetization-mode=1)")]
+    #[error(
+        "the offer's video codecs ({0}) are not supported; offer VP8 or H264 (baseline, packetization-mode=1)"
+    )]
     UnsupportedCodecs(String),
 }
 
@@ -32,7 +35,12 @@ pub fn supported_video_codecs(sdp: &str) -> Result<Vec<CodecKind>, SdpError> {
         .find(|m| m.media_name.media == "video" && m.media_name.port.value != 0)
         .ok_or(SdpError::NoVideo)?;
     let attribute_values = |key: &str| -> Vec<&str> {
-        video.attributes.iter().filter(|a| a.key == key).filter_map(|a| a.value.as_deref()).collect()
+        video
+            .attributes
+            .iter()
+            .filter(|a| a.key == key)
+            .filter_map(|a| a.value.as_deref())
+            .collect()
     };
     let rtpmaps = attribute_values("rtpmap");
     let fmtps = attribute_values("fmtp");
@@ -45,22 +53,36 @@ pub fn supported_video_codecs(sdp: &str) -> Result<Vec<CodecKind>, SdpError> {
     let mut supported = Vec::new();
     let mut offered = Vec::new();
     for pt in &video.media_name.formats {
-        let Some(rtpmap) = for_payload(&rtpmaps, pt) else { continue };
-        let name = rtpmap.split('/').next().unwrap_or_default().to_ascii_uppercase();
+        let Some(rtpmap) = for_payload(&rtpmaps, pt) else {
+            continue;
+        };
+        let name = rtpmap
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_uppercase();
         let kind = match name.as_str() {
             "VP8" => Some(CodecKind::Vp8),
-            "H264" if h264_fmtp_supported(&for_payload(&fmtps, pt).unwrap_or_default()) => Some(CodecKind::H264),
+            "H264" if h264_fmtp_supported(&for_payload(&fmtps, pt).unwrap_or_default()) => {
+                Some(CodecKind::H264)
+            }
             _ => None,
         };
         match kind {
             Some(kind) if !supported.contains(&kind) => supported.push(kind),
             Some(_) => {}
-            None if !["RTX", "RED", "ULPFEC", "FLEXFEC-03"].contains(&name.as_str()) => offered.push(rtpmap),
+            None if !["RTX", "RED", "ULPFEC", "FLEXFEC-03"].contains(&name.as_str()) => {
+                offered.push(rtpmap)
+            }
             None => {}
         }
     }
     if supported.is_empty() {
-        return Err(SdpError::UnsupportedCodecs(if offered.is_empty() { "none".into() } else { offered.join(", ") }));
+        return Err(SdpError::UnsupportedCodecs(if offered.is_empty() {
+            "none".into()
+        } else {
+            offered.join(", ")
+        }));
     }
     Ok(supported)
 }
@@ -71,7 +93,8 @@ fn h264_fmtp_supported(fmtp: &str) -> bool {
     let param = |key: &str| {
         fmtp.split(';').find_map(|kv| {
             let (k, v) = kv.trim().split_once('=')?;
-            k.eq_ignore_ascii_case(key).then(|| v.trim().to_ascii_lowercase())
+            k.eq_ignore_ascii_case(key)
+                .then(|| v.trim().to_ascii_lowercase())
         })
     };
     let mode_one = param("packetization-mode").as_deref() == Some("1");
@@ -90,7 +113,8 @@ mod tests {
     }
 
     fn video(formats: &str, attrs: &[&str]) -> String {
-        let mut s = format!("m=video 9 UDP/TLS/RTP/SAVPF {formats}\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\n");
+        let mut s =
+            format!("m=video 9 UDP/TLS/RTP/SAVPF {formats}\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\n");
         for a in attrs {
             s.push_str(&format!("a={a}\r\n"));
         }
@@ -109,9 +133,22 @@ mod tests {
                 "fmtp:97 apt=96",
             ],
         ));
-        assert_eq!(supported_video_codecs(&sdp).unwrap(), vec![CodecKind::H264, CodecKind::Vp8]);
-        let sdp = offer(&video("96 102", &["rtpmap:96 VP8/90000", "rtpmap:102 H264/90000", "fmtp:102 packetization-mode=1;profile-level-id=42001f"]));
-        assert_eq!(supported_video_codecs(&sdp).unwrap(), vec![CodecKind::Vp8, CodecKind::H264]);
+        assert_eq!(
+            supported_video_codecs(&sdp).unwrap(),
+            vec![CodecKind::H264, CodecKind::Vp8]
+        );
+        let sdp = offer(&video(
+            "96 102",
+            &[
+                "rtpmap:96 VP8/90000",
+                "rtpmap:102 H264/90000",
+                "fmtp:102 packetization-mode=1;profile-level-id=42001f",
+            ],
+        ));
+        assert_eq!(
+            supported_video_codecs(&sdp).unwrap(),
+            vec![CodecKind::Vp8, CodecKind::H264]
+        );
     }
 
     #[test]
@@ -131,22 +168,42 @@ mod tests {
 
     #[test]
     fn only_unsupported_codecs_is_named() {
-        let sdp = offer(&video("98 45", &["rtpmap:98 VP9/90000", "rtpmap:45 AV1/90000"]));
+        let sdp = offer(&video(
+            "98 45",
+            &["rtpmap:98 VP9/90000", "rtpmap:45 AV1/90000"],
+        ));
         let err = supported_video_codecs(&sdp).unwrap_err();
-        assert!(matches!(&err, SdpError::UnsupportedCodecs(list) if list.contains("VP9") && list.contains("AV1")), "{err}");
+        assert!(
+            matches!(&err, SdpError::UnsupportedCodecs(list) if list.contains("VP9") && list.contains("AV1")),
+            "{err}"
+        );
     }
 
     #[test]
     fn audio_only_or_rejected_video_has_no_video() {
-        let audio = "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:111 opus/48000/2\r\n";
-        assert_eq!(supported_video_codecs(&offer(audio)), Err(SdpError::NoVideo));
-        let rejected = "m=video 0 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:96 VP8/90000\r\n";
-        assert_eq!(supported_video_codecs(&offer(rejected)), Err(SdpError::NoVideo));
+        let audio =
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:111 opus/48000/2\r\n";
+        assert_eq!(
+            supported_video_codecs(&offer(audio)),
+            Err(SdpError::NoVideo)
+        );
+        let rejected =
+            "m=video 0 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:96 VP8/90000\r\n";
+        assert_eq!(
+            supported_video_codecs(&offer(rejected)),
+            Err(SdpError::NoVideo)
+        );
     }
 
     #[test]
     fn garbage_is_unparsable() {
-        assert!(matches!(supported_video_codecs("hello"), Err(SdpError::Unparsable(_))));
-        assert!(matches!(supported_video_codecs(""), Err(SdpError::Unparsable(_))));
+        assert!(matches!(
+            supported_video_codecs("hello"),
+            Err(SdpError::Unparsable(_))
+        ));
+        assert!(matches!(
+            supported_video_codecs(""),
+            Err(SdpError::Unparsable(_))
+        ));
     }
 }

@@ -62,7 +62,11 @@ pub struct FilterWorker {
 
 impl FilterWorker {
     /// Starts the thread and builds the initial filter on it; returns once it is ready.
-    pub async fn start(mut builder: FilterBuilder, initial: &str, metrics: Arc<Metrics>) -> Result<Self, WorkerError> {
+    pub async fn start(
+        mut builder: FilterBuilder,
+        initial: &str,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, WorkerError> {
         let input = Arc::new(LatestFrame::<FilterJob>::new());
         let current = Arc::new(Mutex::new(String::new()));
         let (requests, request_rx) = mpsc::channel::<SwitchRequest>();
@@ -91,7 +95,13 @@ impl FilterWorker {
             Ok(Err(message)) => return Err(WorkerError::InitialFilter(message)),
             Err(_) => return Err(WorkerError::Stopped),
         }
-        Ok(FilterWorker { input, requests: Mutex::new(requests), current, metrics, thread: Mutex::new(Some(thread)) })
+        Ok(FilterWorker {
+            input,
+            requests: Mutex::new(requests),
+            current,
+            metrics,
+            thread: Mutex::new(Some(thread)),
+        })
     }
 
     /// Hands a frame to the filter, replacing one it has not started on (counted as dropped).
@@ -105,17 +115,29 @@ impl FilterWorker {
 
     /// Name of the filter in use.
     pub fn current(&self) -> String {
-        self.current.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Switches to the filter `spec` describes; on error the current filter stays.
     pub async fn switch(&self, spec: &str) -> Result<String, String> {
         let (reply, reply_rx) = oneshot::channel();
-        let sent = self.requests.lock().unwrap_or_else(|e| e.into_inner()).send(SwitchRequest { spec: spec.to_owned(), reply });
+        let sent = self
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(SwitchRequest {
+                spec: spec.to_owned(),
+                reply,
+            });
         if sent.is_err() {
             return Err("the filter thread stopped".into());
         }
-        reply_rx.await.unwrap_or_else(|_| Err("the filter thread stopped".into()))
+        reply_rx
+            .await
+            .unwrap_or_else(|_| Err("the filter thread stopped".into()))
     }
 
     /// Stops the thread after the frame in progress.
@@ -170,7 +192,9 @@ fn run(
         }
         let elapsed = started.elapsed();
         metrics.model_seconds.observe(elapsed.as_secs_f64());
-        job.stats.model_micros.store(elapsed.as_micros() as u64, Ordering::Relaxed);
+        job.stats
+            .model_micros
+            .store(elapsed.as_micros() as u64, Ordering::Relaxed);
         if job.output.put(job.frame) == Put::Replaced {
             job.stats.dropped.fetch_add(1, Ordering::Relaxed);
             metrics.frames_dropped.inc();
@@ -207,20 +231,39 @@ mod tests {
         })
     }
 
-    fn job(ts: u32, output: &Arc<LatestFrame<VideoFrame>>, stats: &Arc<PipelineStats>) -> FilterJob {
+    fn job(
+        ts: u32,
+        output: &Arc<LatestFrame<VideoFrame>>,
+        stats: &Arc<PipelineStats>,
+    ) -> FilterJob {
         let mut frame = VideoFrame::filled(16, 16, 50, 128, 128);
         frame.rtp_timestamp = ts;
-        FilterJob { frame, output: output.clone(), stats: stats.clone() }
+        FilterJob {
+            frame,
+            output: output.clone(),
+            stats: stats.clone(),
+        }
     }
 
     #[tokio::test]
     async fn switching_builds_on_the_thread_and_keeps_old_filter_on_error() {
-        let worker = FilterWorker::start(builder(), "passthrough", Arc::new(Metrics::default())).await.unwrap();
+        let worker = FilterWorker::start(builder(), "passthrough", Arc::new(Metrics::default()))
+            .await
+            .unwrap();
         assert_eq!(worker.current(), "passthrough");
-        assert!(worker.switch("nonsense").await.unwrap_err().contains("unknown filter"));
+        assert!(
+            worker
+                .switch("nonsense")
+                .await
+                .unwrap_err()
+                .contains("unknown filter")
+        );
         assert_eq!(worker.current(), "passthrough");
         assert_eq!(worker.switch("paint").await.unwrap(), "paint");
-        let (output, stats) = (Arc::new(LatestFrame::new()), Arc::new(PipelineStats::default()));
+        let (output, stats) = (
+            Arc::new(LatestFrame::new()),
+            Arc::new(PipelineStats::default()),
+        );
         worker.submit(job(7, &output, &stats));
         let frame = output.take_timeout(Duration::from_secs(5)).unwrap();
         assert_eq!((frame.y[0], frame.rtp_timestamp), (200, 7));
@@ -229,8 +272,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_slow_filter_drops_frames_instead_of_queueing_them() {
-        let worker = FilterWorker::start(builder(), "paint", Arc::new(Metrics::default())).await.unwrap();
-        let (output, stats) = (Arc::new(LatestFrame::new()), Arc::new(PipelineStats::default()));
+        let worker = FilterWorker::start(builder(), "paint", Arc::new(Metrics::default()))
+            .await
+            .unwrap();
+        let (output, stats) = (
+            Arc::new(LatestFrame::new()),
+            Arc::new(PipelineStats::default()),
+        );
         // 30 frames at 5 ms intervals into a 30 ms filter.
         let mut last = 0;
         let mut received = Vec::new();
@@ -244,15 +292,29 @@ mod tests {
         }
         std::thread::sleep(Duration::from_millis(100));
         received.extend(output.try_take().map(|f| f.rtp_timestamp));
-        assert!(stats.dropped.load(Ordering::Relaxed) >= 15, "dropped {:?}", stats.dropped);
-        assert_eq!(received.last(), Some(&last), "the newest frame always makes it through");
-        assert!(received.windows(2).all(|w| w[0] < w[1]), "order kept: {received:?}");
+        assert!(
+            stats.dropped.load(Ordering::Relaxed) >= 15,
+            "dropped {:?}",
+            stats.dropped
+        );
+        assert_eq!(
+            received.last(),
+            Some(&last),
+            "the newest frame always makes it through"
+        );
+        assert!(
+            received.windows(2).all(|w| w[0] < w[1]),
+            "order kept: {received:?}"
+        );
         worker.stop();
     }
 
     #[tokio::test]
     async fn initial_filter_failure_is_reported() {
-        let err = FilterWorker::start(builder(), "nonsense", Arc::new(Metrics::default())).await.err().unwrap();
+        let err = FilterWorker::start(builder(), "nonsense", Arc::new(Metrics::default()))
+            .await
+            .err()
+            .unwrap();
         assert!(matches!(err, WorkerError::InitialFilter(_)));
     }
 }

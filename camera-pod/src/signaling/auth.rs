@@ -9,8 +9,12 @@ use super::error::ApiError;
 /// Accepts the request when no token is configured, or when it carries
 /// `Authorization: Bearer <token>` with exactly that token.
 pub fn check_bearer(expected: Option<&str>, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(expected) = expected else { return Ok(()) };
-    let Some(value) = headers.get(AUTHORIZATION) else { return Err(ApiError::unauthorized()) };
+    let Some(expected) = expected else {
+        return Ok(());
+    };
+    let Some(value) = headers.get(AUTHORIZATION) else {
+        return Err(ApiError::unauthorized());
+    };
     let Some(given) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) else {
         return Err(ApiError::unauthorized());
     };
@@ -43,7 +47,10 @@ mod tests {
     #[test]
     fn missing_or_malformed_header_is_401() {
         for h in [None, Some("Basic abc"), Some("abc")] {
-            assert_eq!(check_bearer(Some("t"), &headers(h)).unwrap_err().status, StatusCode::UNAUTHORIZED);
+            assert_eq!(
+                check_bearer(Some("t"), &headers(h)).unwrap_err().status,
+                StatusCode::UNAUTHORIZED
+            );
         }
     }
 

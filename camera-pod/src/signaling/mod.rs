@@ -45,7 +45,12 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(token: Option<String>, metrics: Arc<Metrics>, camera: Arc<Camera>) -> Self {
-        AppState { token: token.map(Arc::from), metrics, readiness: Arc::default(), camera }
+        AppState {
+            token: token.map(Arc::from),
+            metrics,
+            readiness: Arc::default(),
+            camera,
+        }
     }
 
     pub fn set_ready(&self, readiness: Readiness) {
@@ -72,7 +77,11 @@ async fn index() -> Html<&'static str> {
 }
 
 async fn script() -> Response {
-    ([(CONTENT_TYPE, "text/javascript; charset=utf-8")], P2PCAMERA_JS).into_response()
+    (
+        [(CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        P2PCAMERA_JS,
+    )
+        .into_response()
 }
 
 async fn healthz() -> Json<serde_json::Value> {
@@ -80,7 +89,11 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let readiness = state.readiness.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let readiness = state
+        .readiness
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     match readiness {
         Some(r) => Ok(Json(serde_json::json!({
             "status": "ready",
@@ -97,7 +110,10 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
 
 async fn metrics(State(state): State<AppState>) -> Response {
     (
-        [(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.encode(),
     )
         .into_response()
@@ -115,7 +131,10 @@ struct OfferRequest {
 }
 
 /// Checks the content type and size of a JSON body and parses it.
-fn json_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+fn json_body<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::payload_too_large(BODY_LIMIT)
@@ -123,28 +142,47 @@ fn json_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: Result<B
             ApiError::bad_request("bad_body", rejection.body_text())
         }
     })?;
-    let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    if !content_type.trim_start().to_ascii_lowercase().starts_with("application/json") {
-        return Err(ApiError::bad_request("unsupported_content_type", "the body must be application/json"));
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !content_type
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("application/json")
+    {
+        return Err(ApiError::bad_request(
+            "unsupported_content_type",
+            "the body must be application/json",
+        ));
     }
     serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))
 }
 
 fn media_error(error: MediaError) -> ApiError {
     match error {
-        MediaError::Sdp(SdpError::UnsupportedCodecs(_)) => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unsupported_codec", error.to_string())
-        }
+        MediaError::Sdp(SdpError::UnsupportedCodecs(_)) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unsupported_codec",
+            error.to_string(),
+        ),
         MediaError::Sdp(SdpError::NoVideo) => ApiError::bad_request("no_video", error.to_string()),
-        MediaError::Sdp(SdpError::Unparsable(_)) => ApiError::bad_request("invalid_sdp", error.to_string()),
-        MediaError::Busy => ApiError::new(StatusCode::CONFLICT, "camera_busy", error.to_string()),
-        MediaError::WebRtc(_) | MediaError::GatheringTimeout | MediaError::NoSendCodec | MediaError::Threads(_) => {
-            ApiError::internal(error.to_string())
+        MediaError::Sdp(SdpError::Unparsable(_)) => {
+            ApiError::bad_request("invalid_sdp", error.to_string())
         }
+        MediaError::Busy => ApiError::new(StatusCode::CONFLICT, "camera_busy", error.to_string()),
+        MediaError::WebRtc(_)
+        | MediaError::GatheringTimeout
+        | MediaError::NoSendCodec
+        | MediaError::Threads(_) => ApiError::internal(error.to_string()),
     }
 }
 
-async fn offer(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+async fn offer(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let result = answer_offer(&state, &headers, body).await;
     state.metrics.count_offer(match &result {
         Ok(_) => "answered",
@@ -156,29 +194,56 @@ async fn offer(State(state): State<AppState>, headers: HeaderMap, body: Result<B
     }
 }
 
-async fn answer_offer(state: &AppState, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<String, ApiError> {
+async fn answer_offer(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<String, ApiError> {
     auth::check_bearer(state.token.as_deref(), headers)?;
     let request: OfferRequest = json_body(headers, body)?;
     if request.kind != "offer" {
-        return Err(ApiError::bad_request("not_an_offer", format!("type must be \"offer\", not {:?}", request.kind)));
+        return Err(ApiError::bad_request(
+            "not_an_offer",
+            format!("type must be \"offer\", not {:?}", request.kind),
+        ));
     }
     tracing::debug!(sdp = %request.sdp, client = ?request.client, "offer received");
-    state.camera.answer(request.sdp, request.client).await.map_err(media_error)
+    state
+        .camera
+        .answer(request.sdp, request.client)
+        .await
+        .map_err(media_error)
 }
 
-async fn filter(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn filter(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     auth::check_bearer(state.token.as_deref(), &headers)?;
     let spec: serde_json::Value = json_body(&headers, body)?;
     if !spec.is_object() {
-        return Err(ApiError::bad_request("invalid_filter", "the body must be a JSON filter spec object"));
+        return Err(ApiError::bad_request(
+            "invalid_filter",
+            "the body must be a JSON filter spec object",
+        ));
     }
     match state.camera.switch_filter(&spec.to_string()).await {
-        Ok(name) => Ok(Json(serde_json::json!({ "type": "filter", "ok": true, "filter": name }))),
-        Err(message) => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_filter", message)),
+        Ok(name) => Ok(Json(
+            serde_json::json!({ "type": "filter", "ok": true, "filter": name }),
+        )),
+        Err(message) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_filter",
+            message,
+        )),
     }
 }
 
-async fn status(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<crate::media::CameraStatus>, ApiError> {
+async fn status(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<crate::media::CameraStatus>, ApiError> {
     auth::check_bearer(state.token.as_deref(), &headers)?;
     Ok(Json(state.camera.status().await))
 }

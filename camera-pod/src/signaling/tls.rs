@@ -35,39 +35,63 @@ impl ServerIdentity {
     /// Loads a PEM certificate chain and private key.
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
         let read = |path: &Path| {
-            std::fs::read(path).map_err(|source| TlsError::Read { path: path.display().to_string(), source })
+            std::fs::read(path).map_err(|source| TlsError::Read {
+                path: path.display().to_string(),
+                source,
+            })
         };
         let cert_pem = read(cert)?;
         let key_pem = read(key)?;
         let chain = rustls_pemfile::certs(&mut cert_pem.as_slice())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| TlsError::Read { path: cert.display().to_string(), source })?;
+            .map_err(|source| TlsError::Read {
+                path: cert.display().to_string(),
+                source,
+            })?;
         if chain.is_empty() {
             return Err(TlsError::NoCertificate(cert.display().to_string()));
         }
         let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-            .map_err(|source| TlsError::Read { path: key.display().to_string(), source })?
+            .map_err(|source| TlsError::Read {
+                path: key.display().to_string(),
+                source,
+            })?
             .ok_or_else(|| TlsError::NoKey(key.display().to_string()))?;
         Ok(ServerIdentity { chain, key })
     }
 
     /// A fresh self-signed certificate for `localhost`, `127.0.0.1` and `::1`.
     pub fn self_signed() -> Result<Self, TlsError> {
-        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+        let names = vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            "::1".to_owned(),
+        ];
         let certified = rcgen::generate_simple_self_signed(names)?;
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der()));
-        Ok(ServerIdentity { chain: vec![certified.cert.der().clone()], key })
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            certified.signing_key.serialize_der(),
+        ));
+        Ok(ServerIdentity {
+            chain: vec![certified.cert.der().clone()],
+            key,
+        })
     }
 
     /// SHA-256 fingerprint of the leaf certificate, as colon-separated upper-case hex.
     pub fn fingerprint(&self) -> String {
         let digest = Sha256::digest(self.chain[0].as_ref());
-        digest.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
+        digest
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(":")
     }
 
     /// A rustls server configuration (HTTP/1.1 and HTTP/2) using the process's crypto provider.
     pub fn server_config(self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-        let mut config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(self.chain, self.key)?;
+        let mut config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(self.chain, self.key)?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }
@@ -89,7 +113,10 @@ mod tests {
         assert_eq!(identity.fingerprint().len(), 32 * 3 - 1);
         identity.server_config().unwrap();
         let generated = ServerIdentity::self_signed().unwrap();
-        assert_ne!(generated.fingerprint(), ServerIdentity::self_signed().unwrap().fingerprint());
+        assert_ne!(
+            generated.fingerprint(),
+            ServerIdentity::self_signed().unwrap().fingerprint()
+        );
     }
 
     #[test]
@@ -100,7 +127,9 @@ mod tests {
         std::fs::write(&cert, certified.cert.pem()).unwrap();
         let err = ServerIdentity::from_pem_files(&cert, &cert).err().unwrap();
         assert!(matches!(err, TlsError::NoKey(_)), "{err}");
-        let err = ServerIdentity::from_pem_files(&dir.path().join("nope"), &cert).err().unwrap();
+        let err = ServerIdentity::from_pem_files(&dir.path().join("nope"), &cert)
+            .err()
+            .unwrap();
         assert!(matches!(err, TlsError::Read { .. }), "{err}");
     }
 }

@@ -13,7 +13,8 @@ use camera_pod::media::sdp::H264_FMTP;
 use clap::Parser;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RtpCodecKind,
 };
 use tokio::sync::{mpsc, watch};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
@@ -21,8 +22,9 @@ use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
-    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState,
-    RTCPeerConnectionState, RTCSessionDescription, Registry, register_default_interceptors,
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, Registry,
+    register_default_interceptors,
 };
 
 pub const WIDTH: u32 = 320;
@@ -57,7 +59,11 @@ impl TestServer {
                 panic!("server failed: {error}");
             }
         });
-        let server = TestServer { base: format!("http://{addr}"), shutdown: Some(tx), task: Some(task) };
+        let server = TestServer {
+            base: format!("http://{addr}"),
+            shutdown: Some(tx),
+            task: Some(task),
+        };
         let client = reqwest::Client::new();
         for _ in 0..100 {
             if let Ok(response) = client.get(format!("{}/readyz", server.base)).send().await
@@ -75,7 +81,10 @@ impl TestServer {
             let _ = tx.send(());
         }
         if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(10), task).await.expect("server stops").unwrap();
+            tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .expect("server stops")
+                .unwrap();
         }
     }
 }
@@ -107,7 +116,11 @@ pub fn pattern(index: u32) -> VideoFrame {
 /// Mean absolute difference of the luma planes.
 pub fn luma_mad(a: &VideoFrame, b: &VideoFrame) -> f64 {
     assert_eq!((a.width, a.height), (b.width, b.height));
-    let sum: u64 = a.y.iter().zip(&b.y).map(|(p, q)| u64::from(p.abs_diff(*q))).sum();
+    let sum: u64 =
+        a.y.iter()
+            .zip(&b.y)
+            .map(|(p, q)| u64::from(p.abs_diff(*q)))
+            .sum();
     sum as f64 / a.y.len() as f64
 }
 
@@ -116,7 +129,13 @@ pub fn rtp_codec(codec: CodecKind) -> RTCRtpCodec {
         CodecKind::Vp8 => ("video/VP8", String::new()),
         CodecKind::H264 => ("video/H264", H264_FMTP.to_owned()),
     };
-    RTCRtpCodec { mime_type: mime_type.into(), clock_rate: 90_000, channels: 0, sdp_fmtp_line, rtcp_feedback: vec![] }
+    RTCRtpCodec {
+        mime_type: mime_type.into(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line,
+        rtcp_feedback: vec![],
+    }
 }
 
 struct ClientHandler {
@@ -135,7 +154,9 @@ impl PeerConnectionEventHandler for ClientHandler {
     }
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        let _ = self.connected.send(state == RTCPeerConnectionState::Connected);
+        let _ = self
+            .connected
+            .send(state == RTCPeerConnectionState::Connected);
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
@@ -144,7 +165,9 @@ impl PeerConnectionEventHandler for ClientHandler {
             let mut assembler = FrameAssembler::new(codec);
             let mut decoder = codec::new_decoder(codec).unwrap();
             while let Some(event) = track.poll().await {
-                let TrackRemoteEvent::OnRtpPacket(packet) = event else { continue };
+                let TrackRemoteEvent::OnRtpPacket(packet) = event else {
+                    continue;
+                };
                 if let Assembly::Frame(frame) = assembler.push(&packet.header, &packet.payload)
                     && let Ok(Some(picture)) = decoder.decode(&frame.data, frame.rtp_timestamp)
                 {
@@ -172,13 +195,24 @@ impl TestPeer {
     pub async fn new(codec: CodecKind) -> TestPeer {
         let mut engine = MediaEngine::default();
         engine
-            .register_codec(RTCRtpCodecParameters { rtp_codec: rtp_codec(codec), payload_type: PAYLOAD_TYPE }, RtpCodecKind::Video)
+            .register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec: rtp_codec(codec),
+                    payload_type: PAYLOAD_TYPE,
+                },
+                RtpCodecKind::Video,
+            )
             .unwrap();
         let registry = register_default_interceptors(Registry::new(), &mut engine).unwrap();
         let (gathered_tx, gathered) = watch::channel(false);
         let (connected_tx, connected) = watch::channel(false);
         let received = Arc::new(Mutex::new(Vec::new()));
-        let handler = ClientHandler { codec, gathered: gathered_tx, connected: connected_tx, received: received.clone() };
+        let handler = ClientHandler {
+            codec,
+            gathered: gathered_tx,
+            connected: connected_tx,
+            received: received.clone(),
+        };
         let pc: Arc<dyn PeerConnection> = Arc::new(
             PeerConnectionBuilder::new()
                 .with_media_engine(engine)
@@ -196,12 +230,17 @@ impl TestPeer {
             "camera".to_owned(),
             RtpCodecKind::Video,
             vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
                 codec: rtp_codec(codec),
                 ..Default::default()
             }],
         )));
-        pc.add_track(track.clone() as Arc<dyn TrackLocal>).await.unwrap();
+        pc.add_track(track.clone() as Arc<dyn TrackLocal>)
+            .await
+            .unwrap();
         let channel = pc.create_data_channel("p2pcamera", None).await.unwrap();
         let (messages_tx, messages) = mpsc::unbounded_channel();
         {
@@ -209,24 +248,41 @@ impl TestPeer {
             tokio::spawn(async move {
                 while let Some(event) = channel.poll().await {
                     if let DataChannelEvent::OnMessage(message) = event {
-                        let _ = messages_tx.send(String::from_utf8_lossy(&message.data).into_owned());
+                        let _ =
+                            messages_tx.send(String::from_utf8_lossy(&message.data).into_owned());
                     }
                 }
             });
         }
-        TestPeer { pc, codec, track, ssrc, gathered, connected, received, channel, messages }
+        TestPeer {
+            pc,
+            codec,
+            track,
+            ssrc,
+            gathered,
+            connected,
+            received,
+            channel,
+            messages,
+        }
     }
 
     /// The complete offer (all candidates gathered).
     pub async fn offer(&mut self) -> String {
         let offer = self.pc.create_offer(None).await.unwrap();
         self.pc.set_local_description(offer).await.unwrap();
-        tokio::time::timeout(Duration::from_secs(10), self.gathered.wait_for(|g| *g)).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), self.gathered.wait_for(|g| *g))
+            .await
+            .unwrap()
+            .unwrap();
         self.pc.local_description().await.unwrap().sdp
     }
 
     pub async fn accept(&self, answer_sdp: String) {
-        self.pc.set_remote_description(RTCSessionDescription::answer(answer_sdp).unwrap()).await.unwrap();
+        self.pc
+            .set_remote_description(RTCSessionDescription::answer(answer_sdp).unwrap())
+            .await
+            .unwrap();
     }
 
     pub async fn wait_connected(&mut self) {
@@ -274,12 +330,19 @@ impl TestPeer {
     }
 }
 
-pub async fn post_offer(base: &str, sdp: &str, client: Option<&str>, token: Option<&str>) -> reqwest::Response {
+pub async fn post_offer(
+    base: &str,
+    sdp: &str,
+    client: Option<&str>,
+    token: Option<&str>,
+) -> reqwest::Response {
     let mut body = serde_json::json!({ "sdp": sdp, "type": "offer" });
     if let Some(client) = client {
         body["client"] = client.into();
     }
-    let mut request = reqwest::Client::new().post(format!("{base}/offer")).json(&body);
+    let mut request = reqwest::Client::new()
+        .post(format!("{base}/offer"))
+        .json(&body);
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
