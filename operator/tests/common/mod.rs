@@ -70,11 +70,9 @@ impl TestEnv {
         name
     }
 
-    /// The operator's configuration for this test: its namespace, its nodes, its Lease.
-    pub fn config(&self, identity: &str, extra: &[&str]) -> Config {
-        let selector = json!({TEST_LABEL: self.ns}).to_string();
-        let mut args = vec![
-            "operator",
+    /// `operator run` flags for this test: its namespace, its nodes, its Lease.
+    pub fn operator_args(&self, identity: &str, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = [
             "--namespace",
             &self.ns,
             "--lease-namespace",
@@ -82,11 +80,20 @@ impl TestEnv {
             "--identity",
             identity,
             "--gpu-node-selector",
-            &selector,
+            &json!({TEST_LABEL: self.ns}).to_string(),
             "--camera-pod-image",
             "registry.invalid/camera-pod:test",
-        ];
-        args.extend_from_slice(extra);
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    }
+
+    /// The operator's configuration for this test, parsed from [`Self::operator_args`].
+    pub fn config(&self, identity: &str, extra: &[&str]) -> Config {
+        let args = std::iter::once("operator".to_owned()).chain(self.operator_args(identity, extra));
         OperatorArgs::try_parse_from(args).expect("valid operator flags").config
     }
 
