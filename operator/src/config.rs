@@ -17,10 +17,11 @@ use crate::ports::PortRange;
 /// node's address from the downward API (`status.hostIP`, the address the kubelet reports).
 /// - `host`: that is the public address; `status.publicAddress` is the pod's host IP.
 /// - `node` (default): the public address is the Node's ExternalIP, else its InternalIP. When it
-///   differs from the host IP, the operator replaces the pod once, pinned to the same node by a
-///   required node affinity on `metadata.name`, with the address set explicitly (annotation
-///   `p2pcamera.io/public-address`). The pin goes through the scheduler, so GPU and port checks
-///   still hold; when the host IP already is the public address, nothing is replaced.
+///   differs from the host IP, the operator replaces the pod once, as soon as the first one is
+///   gone: the new pod names the same node (`spec.nodeName`, the GPU and port it frees are the
+///   ones it takes) and carries the address explicitly (annotation `p2pcamera.io/public-address`).
+///   Should the node refuse it meanwhile, the pod fails and is recreated unpinned after the crash
+///   backoff. When the host IP already is the public address, nothing is replaced.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PublicIpSource {
     /// The pod's host IP (downward API `status.hostIP`).

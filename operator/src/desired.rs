@@ -13,7 +13,8 @@
 //! - Secret (`Opaque`) keys: `token` (32 random bytes, base64url without padding; the bearer token
 //!   camera-pod requires), `tls.crt` / `tls.key` (a self-signed certificate for the pod's HTTPS;
 //!   whoever talks to the pod pins this exact certificate). Mounted read-only at
-//!   `/var/run/p2pcamera` together with `manifest.json` when a custom model is used.
+//!   `/var/run/p2pcamera`; a custom model's manifest is mounted as
+//!   `/var/run/p2pcamera-model/manifest.json` (downward API of the annotation).
 //!
 //! The pod uses `hostNetwork: true` (media goes straight from the browser to the node), declares
 //! its one port as containerPort = hostPort for TCP (signaling, HTTPS) and UDP (media), so the
@@ -26,11 +27,10 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, DownwardAPIProjection, DownwardAPIVolumeFile, EmptyDirVolumeSource,
-    EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, NodeAffinity, NodeSelector, NodeSelectorRequirement,
-    NodeSelectorTerm, ObjectFieldSelector, Pod, PodSecurityContext, PodSpec, Probe, ProjectedVolumeSource,
-    ResourceRequirements, SeccompProfile, Secret, SecretProjection, SecurityContext, Toleration, Volume,
-    VolumeMount, VolumeProjection,
+    Capabilities, Container, ContainerPort, DownwardAPIVolumeFile, DownwardAPIVolumeSource, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, Pod, PodSecurityContext, PodSpec, Probe,
+    ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Toleration, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -65,6 +65,8 @@ pub const SECRET_TLS_CERT: &str = "tls.crt";
 pub const SECRET_TLS_KEY: &str = "tls.key";
 /// Where the Secret (and manifest) are mounted in the pod.
 pub const MOUNT_DIR: &str = "/var/run/p2pcamera";
+/// Where a custom model's manifest is mounted in the pod (`manifest.json`).
+pub const MANIFEST_DIR: &str = "/var/run/p2pcamera-model";
 /// Name of the camera container.
 pub const CONTAINER: &str = "camera-pod";
 
@@ -216,7 +218,7 @@ pub fn camera_pod_env(session: &CameraSession, port: u16, placement: Option<&Pla
     if let Some(model) = &spec.filter.model {
         vars.push(env("P2PCAMERA_MODEL", model.url.clone()));
         vars.push(env("P2PCAMERA_SHA256", model.sha256.clone()));
-        vars.push(env("P2PCAMERA_MANIFEST", format!("{MOUNT_DIR}/manifest.json")));
+        vars.push(env("P2PCAMERA_MANIFEST", format!("{MANIFEST_DIR}/manifest.json")));
     }
     if let Some(video) = &spec.video {
         for (name, value) in [
@@ -256,26 +258,37 @@ fn http_probe(path: &str, port: u16, period: i32, failures: i32) -> Probe {
 }
 
 fn volumes(session_name: &str, with_manifest: bool) -> Vec<Volume> {
-    let mut sources = vec![VolumeProjection {
-        secret: Some(SecretProjection {
-            name: child_name(session_name),
-            items: Some(
-                [SECRET_TOKEN, SECRET_TLS_CERT, SECRET_TLS_KEY]
-                    .into_iter()
-                    .map(|key| KeyToPath {
-                        key: key.to_string(),
-                        path: key.to_string(),
-                        mode: None,
-                    })
-                    .collect(),
-            ),
-            optional: Some(false),
-        }),
-        ..VolumeProjection::default()
-    }];
+    let mut volumes = vec![
+        Volume {
+            name: "p2pcamera".to_string(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(child_name(session_name)),
+                default_mode: Some(0o440),
+                items: Some(
+                    [SECRET_TOKEN, SECRET_TLS_CERT, SECRET_TLS_KEY]
+                        .into_iter()
+                        .map(|key| KeyToPath {
+                            key: key.to_string(),
+                            path: key.to_string(),
+                            mode: None,
+                        })
+                        .collect(),
+                ),
+                optional: Some(false),
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "cache".to_string(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+    ];
     if with_manifest {
-        sources.push(VolumeProjection {
-            downward_api: Some(DownwardAPIProjection {
+        volumes.push(Volume {
+            name: "manifest".to_string(),
+            downward_api: Some(DownwardAPIVolumeSource {
+                default_mode: Some(0o444),
                 items: Some(vec![DownwardAPIVolumeFile {
                     path: "manifest.json".to_string(),
                     field_ref: Some(ObjectFieldSelector {
@@ -285,24 +298,10 @@ fn volumes(session_name: &str, with_manifest: bool) -> Vec<Volume> {
                     ..DownwardAPIVolumeFile::default()
                 }]),
             }),
-            ..VolumeProjection::default()
+            ..Volume::default()
         });
     }
-    vec![
-        Volume {
-            name: "p2pcamera".to_string(),
-            projected: Some(ProjectedVolumeSource {
-                default_mode: Some(0o440),
-                sources: Some(sources),
-            }),
-            ..Volume::default()
-        },
-        Volume {
-            name: "cache".to_string(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        },
-    ]
+    volumes
 }
 
 fn merged_tolerations(defaults: &[Toleration], extra: &[Toleration]) -> Vec<Toleration> {
@@ -333,6 +332,7 @@ pub fn build_pod(
     let mut node_selector = config.gpu_node_selector.clone();
     node_selector.extend(spec.node_selector.clone());
     let tolerations = merged_tolerations(&config.gpu_tolerations.0, &spec.tolerations);
+    let manifest = spec.filter.model.as_ref().filter(|_| spec.filter.name == FilterName::Custom);
     let container = Container {
         name: CONTAINER.to_string(),
         image: Some(spec.image.clone().unwrap_or_else(|| config.camera_pod_image.clone())),
@@ -367,7 +367,15 @@ pub fn build_pod(
                 mount_path: "/var/cache/p2pcamera".to_string(),
                 ..VolumeMount::default()
             },
-        ]),
+        ]
+        .into_iter()
+        .chain(manifest.is_some().then(|| VolumeMount {
+            name: "manifest".to_string(),
+            mount_path: MANIFEST_DIR.to_string(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        }))
+        .collect()),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -379,23 +387,6 @@ pub fn build_pod(
         }),
         ..Container::default()
     };
-    let affinity = placement.map(|p| k8s_openapi::api::core::v1::Affinity {
-        node_affinity: Some(NodeAffinity {
-            required_during_scheduling_ignored_during_execution: Some(NodeSelector {
-                node_selector_terms: vec![NodeSelectorTerm {
-                    match_fields: Some(vec![NodeSelectorRequirement {
-                        key: "metadata.name".to_string(),
-                        operator: "In".to_string(),
-                        values: Some(vec![p.node.clone()]),
-                    }]),
-                    match_expressions: None,
-                }],
-            }),
-            preferred_during_scheduling_ignored_during_execution: None,
-        }),
-        ..k8s_openapi::api::core::v1::Affinity::default()
-    });
-    let manifest = spec.filter.model.as_ref().filter(|_| spec.filter.name == FilterName::Custom);
     let pod_spec = PodSpec {
         containers: vec![container],
         host_network: Some(true),
@@ -406,7 +397,7 @@ pub fn build_pod(
         termination_grace_period_seconds: Some(10),
         node_selector: (!node_selector.is_empty()).then_some(node_selector),
         tolerations: (!tolerations.is_empty()).then_some(tolerations),
-        affinity,
+        node_name: placement.map(|p| p.node.clone()),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
             run_as_user: Some(65532),
@@ -451,26 +442,10 @@ pub fn pod_annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
     pod.metadata.annotations.as_ref()?.get(key).map(String::as_str)
 }
 
-/// The placement a pod was pinned with (from its annotation and affinity-bound node).
+/// The placement a pod was pinned with (its annotation and its node).
 pub fn pinned_placement(pod: &Pod) -> Option<Placement> {
     let address = pod_annotation(pod, ANNOTATION_PUBLIC_ADDRESS)?;
-    let terms = &pod
-        .spec
-        .as_ref()?
-        .affinity
-        .as_ref()?
-        .node_affinity
-        .as_ref()?
-        .required_during_scheduling_ignored_during_execution
-        .as_ref()?
-        .node_selector_terms;
-    let node = terms
-        .iter()
-        .flat_map(|t| t.match_fields.iter().flatten())
-        .find(|r| r.key == "metadata.name")?
-        .values
-        .as_ref()?
-        .first()?;
+    let node = pod.spec.as_ref()?.node_name.as_ref()?;
     Some(Placement {
         node: node.clone(),
         address: address.to_string(),
@@ -562,9 +537,8 @@ pub(crate) mod tests {
         let ip = env_value(&pod, "P2PCAMERA_PUBLIC_IP").unwrap();
         assert_eq!(ip.value_from.as_ref().unwrap().field_ref.as_ref().unwrap().field_path, "status.hostIP");
         assert_eq!(env_value(&pod, "P2PCAMERA_FILTER").unwrap().value.as_deref(), Some("selfie-blur"));
-        let projected = spec.volumes.as_ref().unwrap()[0].projected.as_ref().unwrap();
-        let secret = projected.sources.as_ref().unwrap()[0].secret.as_ref().unwrap();
-        assert_eq!(secret.name, "cam1-p2pcamera");
+        let secret = spec.volumes.as_ref().unwrap()[0].secret.as_ref().unwrap();
+        assert_eq!(secret.secret_name.as_deref(), Some("cam1-p2pcamera"));
         assert_eq!(c.volume_mounts.as_ref().unwrap()[0].mount_path, MOUNT_DIR);
         assert_eq!(c.volume_mounts.as_ref().unwrap()[0].read_only, Some(true));
     }
@@ -591,12 +565,14 @@ pub(crate) mod tests {
         assert_eq!(env_value(&pod, "P2PCAMERA_MODEL").unwrap().value.as_deref(), Some("https://models.example/m.onnx"));
         assert_eq!(
             env_value(&pod, "P2PCAMERA_MANIFEST").unwrap().value.as_deref(),
-            Some("/var/run/p2pcamera/manifest.json")
+            Some("/var/run/p2pcamera-model/manifest.json")
         );
         assert_eq!(env_value(&pod, "P2PCAMERA_CODECS").unwrap().value.as_deref(), Some("H264,VP8"));
         assert_eq!(env_value(&pod, "P2PCAMERA_MAX_FPS").unwrap().value.as_deref(), Some("24"));
-        let sources = pod.spec.unwrap().volumes.unwrap()[0].projected.clone().unwrap().sources.unwrap();
-        assert!(sources[1].downward_api.is_some());
+        let spec = pod.spec.unwrap();
+        assert!(spec.volumes.unwrap().iter().any(|v| v.downward_api.is_some()));
+        let mounts = spec.containers[0].volume_mounts.clone().unwrap();
+        assert!(mounts.iter().any(|m| m.mount_path == MANIFEST_DIR));
     }
 
     #[test]
@@ -627,6 +603,7 @@ pub(crate) mod tests {
         };
         let pod = build_pod(&s, 40000, &config(), Some(&pin)).unwrap();
         assert_eq!(env_value(&pod, "P2PCAMERA_PUBLIC_IP").unwrap().value.as_deref(), Some("203.0.113.5"));
+        assert_eq!(pod.spec.as_ref().unwrap().node_name.as_deref(), Some("gpu-1"));
         assert_eq!(pinned_placement(&pod), Some(pin));
         assert_eq!(pinned_placement(&build_pod(&s, 40000, &config(), None).unwrap()), None);
     }
