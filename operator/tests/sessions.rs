@@ -225,3 +225,61 @@ async fn deleted_session_releases_pod_secret_and_port() {
     let second = env.wait_ready("second").await;
     assert_eq!(second.status.unwrap().udp_port, Some(41000));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_looping_pod_fails_the_session_then_is_recreated_after_the_backoff() {
+    let env = TestEnv::new("session-crash").await;
+    env.add_node("gpu", 1, None).await;
+    let _operator = env.start_operator("op-a", &["--crash-restart-limit", "3", "--crash-backoff", "5s"]);
+    env.create_session("cam", json!({})).await;
+    env.wait_ready("cam").await;
+    let crashed = env.pod_of("cam").await.unwrap();
+
+    // Report what a kubelet reports for a container that keeps crashing (kwok leaves Running
+    // pods alone, so this status stays).
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let status = json!({"status": {
+        "phase": "Running",
+        "conditions": [
+            {"type": "Ready", "status": "False", "lastTransitionTime": now},
+            {"type": "ContainersReady", "status": "False", "lastTransitionTime": now},
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+        ],
+        "containerStatuses": [{
+            "name": crashed.spec.as_ref().unwrap().containers[0].name,
+            "image": "registry.invalid/camera-pod:test",
+            "imageID": "",
+            "ready": false,
+            "restartCount": 3,
+            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off restarting failed container"}},
+        }],
+    }});
+    env.pods.patch_status(&crashed.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+
+    let failed = env.wait_session("cam", "Failed", |s| phase_is(s, "Failed")).await;
+    let failed_at = std::time::Instant::now();
+    let (healthy, reason, message) = condition(&failed, "Healthy").unwrap();
+    assert_eq!((healthy.as_str(), reason.as_str()), ("False", "CrashLoopBackOff"));
+    assert!(message.contains("restarted 3 times"), "{message}");
+    let warnings: Vec<_> = env
+        .events_of("cam")
+        .await
+        .into_iter()
+        .filter(|e| e.type_.as_deref() == Some("Warning") && e.reason.as_deref() == Some("Failed"))
+        .collect();
+    assert!(!warnings.is_empty(), "no Warning event for the failure");
+
+    let recreated = eventually("a new pod after the backoff", WAIT, || async {
+        match env.pod_of("cam").await {
+            Some(pod) if pod.uid() != crashed.uid() => Ok(pod),
+            Some(_) => Err("crashed pod still there".to_owned()),
+            None => Err("no pod".to_owned()),
+        }
+    })
+    .await
+    .unwrap();
+    let waited = failed_at.elapsed();
+    assert!(waited >= Duration::from_secs(3), "recreated {waited:?} after failing, backoff is 5s");
+    env.wait_ready("cam").await;
+    assert_eq!(env.pod_of("cam").await.unwrap().uid(), recreated.uid());
+}
