@@ -178,7 +178,7 @@ fn selfie_replace_turns_the_background_green_and_keeps_the_person() {
     let near = fraction_near(&select(&frame.y, &region, Region::Background), green.y, 6);
     assert!(near > 0.95, "only {:.1}% of the background is green", near * 100.0);
     let chroma_region: Vec<Region> = (0..frame.u.len())
-        .map(|i| region[(i / 320 * 2 * 640 + i % 320 * 2) as usize])
+        .map(|i| region[i / 320 * 2 * 640 + i % 320 * 2])
         .collect();
     for (plane, value) in [(&frame.u, green.u), (&frame.v, green.v)] {
         let near = fraction_near(&select(plane, &chroma_region, Region::Background), value, 6);
@@ -209,6 +209,24 @@ fn selfie_replace_with_a_picture_uses_the_picture() {
     let missing = FilterSpec::SelfieReplace(camera_pod::filter::Background::Image(dir.path().join("none.png")));
     let err = factory(dir.path()).build(&missing).err().expect("a missing picture is an error").to_string();
     assert!(err.contains("none.png"), "{err}");
+}
+
+#[test]
+fn frame_size_changes_and_odd_sizes_are_handled() {
+    let dir = tempfile::tempdir().unwrap();
+    let factory = factory(dir.path());
+    for spec in [FilterSpec::default(), "selfie-replace".parse().unwrap(), FilterSpec::Style { style: 1 }] {
+        let mut filter = factory.build(&spec).unwrap();
+        for (w, h) in [(640, 480), (1, 1), (5, 3), (641, 479), (2, 720), (1280, 720), (0, 0)] {
+            let mut frame = noise_frame(w, h);
+            filter.apply(&mut frame).unwrap_or_else(|e| panic!("{} at {w}x{h}: {e}", spec.name()));
+            assert_eq!((frame.y.len(), frame.u.len()), (noise_frame(w, h).y.len(), noise_frame(w, h).u.len()));
+        }
+        // Planes that do not match the size are refused, not a panic.
+        let mut broken = noise_frame(64, 48);
+        broken.v.truncate(10);
+        assert!(filter.apply(&mut broken).is_err(), "{}", spec.name());
+    }
 }
 
 #[test]
@@ -279,7 +297,7 @@ fn missing_onnxruntime_library_names_the_path() {
     let dir = tempfile::tempdir().unwrap();
     let mut a = args(dir.path(), &[]);
     a.onnxruntime_lib = Some(dir.path().join("libonnxruntime.so.0.0.0"));
-    let err = FilterFactory::new(&a).err().expect("refused").to_string();
+    let err = FilterFactory::new(&a).expect_err("refused").to_string();
     assert!(err.contains("libonnxruntime.so.0.0.0") && err.contains("fetch-onnxruntime.sh"), "{err}");
 }
 

@@ -265,6 +265,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_factory_can_be_shared_with_the_filter_thread() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<FilterFactory>();
+    }
+
+    #[test]
     fn candidates_follow_the_choice() {
         assert!(provider_candidates(ExecutionProviderChoice::Cpu).is_empty());
         assert_eq!(provider_candidates(ExecutionProviderChoice::Cuda), [ExecutionProvider::Cuda]);
