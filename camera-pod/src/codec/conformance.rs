@@ -207,6 +207,19 @@ pub fn keeps_bitrate_at_lower_frame_rates(kind: CodecKind) {
     assert!(rate < f64::from(TARGET) * 1.5, "{kind:?}: {rate:.0} bit/s at 15 fps for a {TARGET} target");
 }
 
+/// Whatever a congestion controller asks for, the encoder keeps producing frames.
+pub fn survives_extreme_bitrates(kind: CodecKind) {
+    let mut encoder = new_encoder(kind, 0).expect("encoder");
+    for (i, bitrate) in [0, u32::MAX, 1, 300_000].into_iter().enumerate() {
+        encoder.set_bitrate(bitrate);
+        for n in 0..3 {
+            let index = i as u32 * 3 + n;
+            let encoded = encoder.encode(&moving_pattern(160, 120, index), false);
+            assert!(encoded.is_ok_and(|e| !e.data.is_empty()), "{kind:?} at {bitrate} bit/s");
+        }
+    }
+}
+
 /// Pictures the encoder cannot take are errors, not panics.
 pub fn refuses_malformed_pictures(kind: CodecKind) {
     let mut encoder = new_encoder(kind, 500_000).expect("encoder");

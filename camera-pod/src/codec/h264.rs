@@ -379,6 +379,11 @@ mod tests {
     }
 
     #[test]
+    fn survives_extreme_bitrates() {
+        conformance::survives_extreme_bitrates(CodecKind::H264);
+    }
+
+    #[test]
     fn refuses_malformed_pictures() {
         conformance::refuses_malformed_pictures(CodecKind::H264);
         let mut encoder = H264Encoder::new(500_000).unwrap();
@@ -395,6 +400,20 @@ mod tests {
         p_slice.extend(conformance::random_bytes(500, 6));
         let pps = [0, 0, 0, 1, 0x68, 0xff, 0xff, 0xff];
         conformance::recovers_from_garbage(CodecKind::H264, &[&noise, &idr, &p_slice, &pps, &[]]);
+    }
+
+    #[test]
+    fn lost_frame_is_an_error_until_the_next_idr() {
+        let mut encoder = H264Encoder::new(1_000_000).unwrap();
+        let mut decoder = H264Decoder::new().unwrap();
+        for i in 0..8 {
+            let encoded = encoder.encode(&conformance::moving_pattern(320, 240, i), i == 6).unwrap();
+            match i {
+                3 => continue, // lost on the way
+                0..=2 | 6.. => assert!(decoder.decode(&encoded.data, 0).unwrap().is_some(), "frame {i}"),
+                _ => assert!(decoder.decode(&encoded.data, 0).is_err(), "frame {i} decoded past a lost reference"),
+            }
+        }
     }
 
     #[test]

@@ -1,4 +1,18 @@
 //! Video codecs: VP8 (libvpx) and H264 (OpenH264) behind one `Decoder`/`Encoder` pair of traits.
+//!
+//! Decoders take one complete frame per call: for VP8 the payload the VP8 depacketizer
+//! reassembles, for H264 one access unit in Annex-B form (start codes in front of every NAL unit,
+//! as the H264 depacketizer writes them when not in AVC mode). An `Err` means the frame cannot be
+//! shown (garbage, truncated, or for H264 a frame after a lost one): the caller asks the sender
+//! for a key frame (PLI) and keeps feeding the same decoder, which resumes at that key frame.
+//! VP8 frames carry no frame numbers, so a VP8 decoder cannot notice a lost frame: the caller
+//! detects loss from RTP sequence numbers and asks for a key frame itself.
+//!
+//! Encoders give exactly one frame per picture, timed like the picture, and follow the picture
+//! size (each new size starts with a key frame). VP8 takes any size up to 16383x16383; H264 needs
+//! even sides up to 3840x2160 and writes constrained baseline with SPS and PPS in front of every
+//! IDR, for packetization-mode=1. Rate control spends the bitrate over the pictures' actual
+//! spacing, so a slower filter gets larger pictures rather than a thinner stream.
 
 use crate::frame::VideoFrame;
 
@@ -26,7 +40,7 @@ pub enum CodecError {
 
 /// Turns one complete encoded frame (as reassembled from RTP) into a picture.
 pub trait Decoder: Send {
-    /// `Ok(None)` when the codec needs more data before it can output a picture.
+    /// `Ok(None)` when the frame holds no picture (H264 parameter sets alone).
     fn decode(&mut self, encoded: &[u8], rtp_timestamp: u32) -> Result<Option<VideoFrame>, CodecError>;
 }
 
@@ -40,8 +54,12 @@ pub struct EncodedFrame {
 
 /// Turns pictures into encoded frames, one out for each picture in (no lookahead, no B-frames).
 pub trait Encoder: Send {
+    /// `force_keyframe` makes this picture a key frame (answer to PLI/FIR). An `Err` (a picture
+    /// whose planes do not match its size, or a size the codec cannot code) leaves the encoder
+    /// usable for the next picture.
     fn encode(&mut self, frame: &VideoFrame, force_keyframe: bool) -> Result<EncodedFrame, CodecError>;
-    /// Target bitrate in bits per second, applied from the next frame on.
+    /// Target bitrate in bits per second, applied from the next frame on. Any value is taken;
+    /// keeping it within sane bounds is the caller's choice.
     fn set_bitrate(&mut self, bits_per_second: u32);
 }
 

@@ -454,6 +454,11 @@ mod tests {
     }
 
     #[test]
+    fn survives_extreme_bitrates() {
+        conformance::survives_extreme_bitrates(CodecKind::Vp8);
+    }
+
+    #[test]
     fn refuses_malformed_pictures() {
         conformance::refuses_malformed_pictures(CodecKind::Vp8);
     }
