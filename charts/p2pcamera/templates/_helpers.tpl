@@ -1,0 +1,105 @@
+{{/* Chart name, truncated to the 63 characters of a label value. */}}
+{{- define "p2pcamera.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Object name prefix: `<release>-<chart>`, or `<release>` when it already contains the chart name. */}}
+{{- define "p2pcamera.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Labels on every object. */}}
+{{- define "p2pcamera.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "p2pcamera.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Selector labels of one component (`operator` or `router`): pass (list $ "component"). */}}
+{{- define "p2pcamera.selectorLabels" -}}
+{{- $root := index . 0 }}
+app.kubernetes.io/name: {{ include "p2pcamera.name" $root }}
+app.kubernetes.io/instance: {{ $root.Release.Name }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end }}
+
+{{/* The operator/router image. */}}
+{{- define "p2pcamera.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{- define "p2pcamera.operator.serviceAccountName" -}}
+{{- if .Values.operator.serviceAccount.create }}
+{{- default (printf "%s-operator" (include "p2pcamera.fullname" .)) .Values.operator.serviceAccount.name }}
+{{- else }}
+{{- required "operator.serviceAccount.name is required when operator.serviceAccount.create is false" .Values.operator.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "p2pcamera.router.serviceAccountName" -}}
+{{- if .Values.router.serviceAccount.create }}
+{{- default (printf "%s-router" (include "p2pcamera.fullname" .)) .Values.router.serviceAccount.name }}
+{{- else }}
+{{- required "router.serviceAccount.name is required when router.serviceAccount.create is false" .Values.router.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when the operator orders the router's certificate by ACME. */}}
+{{- define "p2pcamera.acme.active" -}}
+{{- if and .Values.acme.enabled .Values.router.hosts (not .Values.router.tls.existingSecret) }}true{{ end }}
+{{- end }}
+
+{{/* The TLS Secret the router serves. */}}
+{{- define "p2pcamera.router.tlsSecret" -}}
+{{- default .Values.router.tls.secretName .Values.router.tls.existingSecret }}
+{{- end }}
+
+{{/* Secret holding the EAB HMAC key, when EAB is configured. */}}
+{{- define "p2pcamera.acme.eabSecret" -}}
+{{- default (printf "%s-acme-eab" (include "p2pcamera.fullname" .)) .Values.acme.eab.existingSecret }}
+{{- end }}
+
+{{/* Settings that cannot be expressed in values.schema.json. */}}
+{{- define "p2pcamera.validate" -}}
+{{- if include "p2pcamera.acme.active" . }}
+{{- if not .Values.acme.agreeTerms }}
+{{- fail "ACME is on (router.hosts is set): set acme.agreeTerms=true to accept the ACME server's terms of service, or set router.tls.existingSecret, or acme.enabled=false" }}
+{{- end }}
+{{- if and .Values.acme.eab.keyId (not (or .Values.acme.eab.hmacKey .Values.acme.eab.existingSecret)) }}
+{{- fail "acme.eab.keyId needs acme.eab.hmacKey or acme.eab.existingSecret" }}
+{{- end }}
+{{- if and (not .Values.acme.eab.keyId) (or .Values.acme.eab.hmacKey .Values.acme.eab.existingSecret) }}
+{{- fail "acme.eab.hmacKey or acme.eab.existingSecret needs acme.eab.keyId" }}
+{{- end }}
+{{- end }}
+{{- $range := splitList "-" .Values.cameraPod.portRange }}
+{{- if gt (atoi (index $range 0)) (atoi (index $range 1)) }}
+{{- fail (printf "cameraPod.portRange %s: the first port is larger than the last" .Values.cameraPod.portRange) }}
+{{- end }}
+{{- end }}
+
+{{/* Preferred spreading of a component's replicas over nodes: pass (list $ "component"). */}}
+{{- define "p2pcamera.spread" -}}
+podAntiAffinity:
+  preferredDuringSchedulingIgnoredDuringExecution:
+    - weight: 100
+      podAffinityTerm:
+        topologyKey: kubernetes.io/hostname
+        labelSelector:
+          matchLabels:
+            {{- include "p2pcamera.selectorLabels" . | nindent 12 }}
+{{- end }}
