@@ -30,13 +30,17 @@ pub(crate) struct Tick {
 impl EncodeClock {
     /// Places the picture stamped `rtp_timestamp` after the previous one. The RTP timestamp
     /// wraps around; a picture that does not move forward (repeated or reordered timestamp)
-    /// still advances by one tick so the encoder never sees time go backwards.
+    /// carries no timing, so it counts as one frame at 30 fps: time never goes backwards and
+    /// rate control never sees a near-zero frame duration.
     pub fn next(&mut self, rtp_timestamp: u32) -> Tick {
         let tick = match self.last {
             None => Tick { pts: 0, duration: DEFAULT_FRAME_TICKS },
             Some((last_rtp, last_pts)) => {
                 // Signed distance handles wrap-around of the 32-bit clock.
-                let delta = i64::from(rtp_timestamp.wrapping_sub(last_rtp) as i32).max(1);
+                let delta = match i64::from(rtp_timestamp.wrapping_sub(last_rtp) as i32) {
+                    d if d > 0 => d,
+                    _ => DEFAULT_FRAME_TICKS,
+                };
                 Tick { pts: last_pts + delta, duration: delta }
             }
         };
@@ -83,8 +87,9 @@ mod tests {
     fn never_goes_backwards() {
         let mut clock = EncodeClock::default();
         clock.next(90_000);
-        assert_eq!(clock.next(90_000).pts, 1);
-        assert_eq!(clock.next(80_000).pts, 2);
-        assert_eq!(clock.next(83_000).pts, 3002);
+        assert_eq!(clock.next(90_000), Tick { pts: 3000, duration: DEFAULT_FRAME_TICKS });
+        assert_eq!(clock.next(80_000).pts, 6000);
+        assert_eq!(clock.next(83_000).pts, 9000);
+        assert_eq!(clock.frame_rate(), 30.0);
     }
 }
