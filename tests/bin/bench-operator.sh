@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Operator scale benchmark: a fresh control plane (tests/bin/install-test-binaries.sh builds it),
+# kwok GPU nodes, N CameraSessions, the release `operator run` binary measured from outside.
+#
+#   tests/bin/bench-operator.sh [--sessions 500] [--nodes 50] [--gpus-per-node 10] [--concurrency 16]
+#
+# Prints a markdown table (the "Operator" section of docs/benchmarks.md is made from it).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/p2pcamera/target}
+tests/bin/install-test-binaries.sh k8s etcd kwok
+cargo build --workspace --release --bins
+exec "$CARGO_TARGET_DIR/release/operator_scale" \
+  --operator "$CARGO_TARGET_DIR/release/operator" \
+  --crd "$root/crds/camerasessions.p2pcamera.io.yaml" "$@"

@@ -1,0 +1,226 @@
+//! Operator scale benchmark: N CameraSessions across kwok GPU nodes on a fresh control plane.
+//! Measures the time until every session is Ready, API server requests per session (from the
+//! API server's own `apiserver_request_total`), and the operator's peak RSS and CPU time.
+//! Prints a markdown report. Run through `tests/bin/bench-operator.sh`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use futures::stream::{self, StreamExt};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, ListParams, PostParams};
+use p2pcamera_tests::{ControlPlane, GpuNode, ManagedProcess, eventually};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(about = "CameraSession scale benchmark against a real control plane")]
+struct Args {
+    /// The operator binary to measure.
+    #[arg(long, env = "P2PCAMERA_BENCH_OPERATOR")]
+    operator: PathBuf,
+    /// The CRD manifest.
+    #[arg(long, env = "P2PCAMERA_BENCH_CRD", default_value = "crds/camerasessions.p2pcamera.io.yaml")]
+    crd: PathBuf,
+    /// CameraSessions to create.
+    #[arg(long, env = "P2PCAMERA_BENCH_SESSIONS", default_value_t = 500)]
+    sessions: usize,
+    /// kwok GPU nodes.
+    #[arg(long, env = "P2PCAMERA_BENCH_NODES", default_value_t = 50)]
+    nodes: usize,
+    /// GPUs per node.
+    #[arg(long, env = "P2PCAMERA_BENCH_GPUS_PER_NODE", default_value_t = 10)]
+    gpus_per_node: u32,
+    /// Concurrent create requests.
+    #[arg(long, env = "P2PCAMERA_BENCH_CONCURRENCY", default_value_t = 16)]
+    concurrency: usize,
+    /// Give up after this many seconds without all sessions Ready.
+    #[arg(long, env = "P2PCAMERA_BENCH_TIMEOUT_SECONDS", default_value_t = 600)]
+    timeout_seconds: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if (args.nodes as u64) * u64::from(args.gpus_per_node) < args.sessions as u64 {
+        bail!("{} nodes x {} GPUs cannot hold {} sessions", args.nodes, args.gpus_per_node, args.sessions);
+    }
+    let plane = ControlPlane::start().await?;
+    plane.apply_crds(&args.crd).await?;
+    let client = plane.client()?;
+
+    let started = Instant::now();
+    stream::iter(0..args.nodes)
+        .map(|i| {
+            let node = GpuNode::new(&format!("bench-gpu-{i:03}"), args.gpus_per_node);
+            let plane = &plane;
+            async move { plane.add_node(&node).await }
+        })
+        .buffer_unordered(args.concurrency)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    let ready_nodes = Api::<Node>::all(client.clone()).list(&ListParams::default()).await?.items.len();
+    eprintln!("[bench] {ready_nodes} nodes Ready in {:.1}s", started.elapsed().as_secs_f64());
+
+    let ns = plane.namespace("bench").await?;
+
+    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    let mut command = Command::new(&args.operator);
+    command
+        .args(["run", "--namespace", &ns, "--lease-namespace", &ns, "--identity", "bench"])
+        .args(["--metrics-listen", &format!("127.0.0.1:{admin_port}"), "--port-range", "40000-40999"])
+        .args(["--camera-pod-image", "registry.invalid/camera-pod:bench"])
+        .env("KUBECONFIG", plane.kubeconfig_path())
+        .env("RUST_LOG", "warn");
+    let operator = ManagedProcess::spawn("operator", command, &plane.dir().join("operator.log"))?;
+    eventually("operator leading", Duration::from_secs(60), || async {
+        let text = get(&format!("{admin}/metrics")).await?;
+        if text.lines().any(|l| l == "p2pcamera_operator_leader 1") { Ok(()) } else { Err("not leading".into()) }
+    })
+    .await?;
+    let cpu_before = cpu_seconds(operator.pid())?;
+    let requests_before = request_counts(&plane).await?;
+
+    let sessions = Api::<kube::api::DynamicObject>::namespaced_with(
+        client.clone(),
+        &ns,
+        &kube::api::ApiResource::from_gvk_with_plural(
+            &kube::core::GroupVersionKind::gvk("p2pcamera.io", "v1alpha1", "CameraSession"),
+            "camerasessions",
+        ),
+    );
+    let first_create = Instant::now();
+    let created: Vec<_> = stream::iter(0..args.sessions)
+        .map(|i| {
+            let sessions = &sessions;
+            async move {
+                let object = serde_json::from_value(json!({
+                    "apiVersion": "p2pcamera.io/v1alpha1",
+                    "kind": "CameraSession",
+                    "metadata": {"name": format!("cam-{i:04}")},
+                    "spec": {"filter": {"name": "selfie-blur"}},
+                }))?;
+                sessions.create(&PostParams::default(), &object).await.context("creating a session")
+            }
+        })
+        .buffer_unordered(args.concurrency)
+        .collect()
+        .await;
+    created.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let last_create = Instant::now();
+    let create_seconds = (last_create - first_create).as_secs_f64();
+    eprintln!("[bench] {} sessions created in {create_seconds:.1}s", args.sessions);
+
+    let mut peak_rss_samples = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(args.timeout_seconds);
+    loop {
+        let list = sessions.list(&ListParams::default()).await?;
+        let ready = list
+            .items
+            .iter()
+            .filter(|s| s.data.pointer("/status/phase").and_then(|p| p.as_str()) == Some("Ready"))
+            .count();
+        peak_rss_samples = peak_rss_samples.max(rss_kib(operator.pid(), "VmRSS")?);
+        if ready == args.sessions {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("only {ready}/{} sessions Ready after {}s; operator log: {}", args.sessions, args.timeout_seconds, operator.log_path().display());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let all_ready = Instant::now();
+    let cpu_used = cpu_seconds(operator.pid())? - cpu_before;
+    let peak_rss = rss_kib(operator.pid(), "VmHWM")?;
+    let requests_after = request_counts(&plane).await?;
+    let metrics = get(&format!("{admin}/metrics")).await.map_err(anyhow::Error::msg)?;
+    let reconciles = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("p2pcamera_operator_reconciles_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(f64::NAN);
+
+    let n = args.sessions as f64;
+    let mut diff: Vec<(String, f64)> = requests_after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - requests_before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, d)| *d > 0.0)
+        .collect();
+    diff.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let total: f64 = diff.iter().map(|(_, d)| d).sum();
+
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!("| sessions / nodes / GPUs per node | {} / {} / {} |", args.sessions, args.nodes, args.gpus_per_node);
+    println!("| creating all sessions ({} in flight) | {create_seconds:.1} s |", args.concurrency);
+    println!("| all Ready after the last create | {:.1} s |", (all_ready - last_create).as_secs_f64());
+    println!("| all Ready after the first create | {:.1} s |", (all_ready - first_create).as_secs_f64());
+    println!("| operator peak RSS (VmHWM) | {:.1} MiB |", peak_rss as f64 / 1024.0);
+    println!("| operator RSS, highest sample (VmRSS) | {:.1} MiB |", peak_rss_samples as f64 / 1024.0);
+    println!("| operator CPU time, first create to all Ready | {cpu_used:.1} s |");
+    println!("| operator reconciles per session | {:.1} |", reconciles / n);
+    println!("| API requests per session, all clients | {:.1} |", total / n);
+    println!();
+    println!("API requests per session by resource and verb (all clients: operator, scheduler, kwok,");
+    println!("controller manager, this harness), top 12:");
+    println!();
+    println!("| resource | verb | per session |");
+    println!("|---|---|---|");
+    for (key, d) in diff.iter().take(12) {
+        let (resource, verb) = key.split_once(' ').unwrap_or((key.as_str(), ""));
+        println!("| {resource} | {verb} | {:.2} |", d / n);
+    }
+    operator.stop();
+    Ok(())
+}
+
+async fn get(url: &str) -> Result<String, String> {
+    let response = reqwest::get(url).await.map_err(|e| e.to_string())?;
+    response.text().await.map_err(|e| e.to_string())
+}
+
+/// `apiserver_request_total` summed by `resource[/subresource] verb`.
+async fn request_counts(plane: &ControlPlane) -> anyhow::Result<BTreeMap<String, f64>> {
+    let text = plane.kubectl(&["get", "--raw", "/metrics"]).await?;
+    let mut counts = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let Some((labels, value)) = line.rsplit_once(' ') else { continue };
+        let label = |name: &str| {
+            labels
+                .split(&format!("{name}=\"")[..])
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or("")
+                .to_owned()
+        };
+        let subresource = label("subresource");
+        let resource = if subresource.is_empty() { label("resource") } else { format!("{}/{subresource}", label("resource")) };
+        *counts.entry(format!("{resource} {}", label("verb"))).or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
+    }
+    Ok(counts)
+}
+
+/// User plus system CPU time of a process, in seconds.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("").split_whitespace().collect();
+    // After the command name: state is field 3, utime 14 and stime 15 (1-based in proc(5)).
+    let ticks = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok((ticks(14) + ticks(15)) / hz)
+}
+
+/// A memory field of `/proc/<pid>/status` (VmRSS, VmHWM), in KiB.
+fn rss_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.trim().strip_suffix("kB")?.trim().parse().ok())
+        .with_context(|| format!("{field} missing in /proc/{pid}/status"))
+}
