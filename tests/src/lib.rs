@@ -10,6 +10,7 @@
 pub mod binaries;
 mod control_plane;
 mod kubeconfig;
+pub mod kubelet;
 mod nodes;
 pub mod pebble;
 pub mod pki;
