@@ -20,8 +20,8 @@ use super::planes::{layout_problem, packed_plane};
 use super::{CodecError, CodecKind, Decoder, EncodedFrame, Encoder};
 use crate::frame::{VideoFrame, chroma_size};
 
-/// Values from OpenH264's `codec_app_def.h` / `codec_def.h` (stable ABI) for the two run-time
-/// options the `openh264` crate has no safe call for.
+/// Values from OpenH264's `codec_app_def.h` / `codec_def.h` (stable ABI) for the encoder options
+/// the `openh264` crate has no safe call for.
 mod abi {
     use std::os::raw::c_int;
 

@@ -141,7 +141,7 @@ impl Decoder for Vp8Decoder {
         };
         let picture = self.take_picture(rtp_timestamp)?;
         if err == vpx::VPX_CODEC_OK && corrupted != 0 {
-            return Err(decode_error("picture is corrupted (a reference was lost); a key frame is needed"));
+            return Err(decode_error("picture is corrupted; a key frame is needed"));
         }
         Ok(picture)
     }
