@@ -9,7 +9,8 @@
 //!    - Crash loop ([`status::crash_loop`]): pod deleted, phase Failed, new pod after the backoff.
 //!    - Missing: created by server-side apply (field manager [`FIELD_MANAGER`]).
 //!    - `p2pcamera.io/pod-hash` differs from the desired pod (spec change, port change, pinning to
-//!      the node's public address): deleted, recreated once gone. The hash only depends on the
+//!      the node's public address): deleted, recreated once gone (a pinning replacement keeps the
+//!      node and address in status while the old pod terminates, and the new pod names them). The hash only depends on the
 //!      spec and the port, so an unchanged spec never replaces a pod (no flapping).
 //!    - Ready with `idleTimeout`: camera activity polled ([`crate::activity`]); idle too long ->
 //!      pod deleted, phase Idle (the Secret and port stay).
@@ -365,7 +366,16 @@ async fn reconcile_session(session: &CameraSession, ctx: &Context) -> Result<Act
                 Action::requeue(left),
             ),
             None => {
-                let desired = desired::build_pod(session, port, config, None)?;
+                let pin = match (config.public_ip_source, prev.phase, &prev.node_name, &prev.public_address) {
+                    (PublicIpSource::Node, Some(Phase::Terminating), Some(node), Some(_)) => node_public_address(client, node)
+                        .await?
+                        .map(|address| Placement {
+                            node: node.clone(),
+                            address,
+                        }),
+                    _ => None,
+                };
+                let desired = desired::build_pod(session, port, config, pin.as_ref())?;
                 let params = PatchParams::apply(FIELD_MANAGER).force();
                 pods.patch(&desired::child_name(&name), &params, &Patch::Apply(&desired)).await?;
                 (Situation::NoPod, Action::requeue(Duration::from_secs(300)))
@@ -388,8 +398,14 @@ async fn reconcile_session(session: &CameraSession, ctx: &Context) -> Result<Act
                 _ => None,
             });
             let wanted = desired::build_pod(session, port, config, placement.as_ref())?;
-            if desired::pod_annotation(pod, ANNOTATION_POD_HASH) != desired::pod_annotation(&wanted, ANNOTATION_POD_HASH) {
-                tracing::info!(namespace = %ns, name = %name, "replacing pod");
+            let current_hash = desired::pod_annotation(pod, ANNOTATION_POD_HASH);
+            if current_hash != desired::pod_annotation(&wanted, ANNOTATION_POD_HASH) {
+                let unpinned = desired::build_pod(session, port, config, None)?;
+                let pinning = placement.is_some() && current_hash == desired::pod_annotation(&unpinned, ANNOTATION_POD_HASH);
+                if !pinning {
+                    public_address = None;
+                }
+                tracing::info!(namespace = %ns, name = %name, pinning, "replacing pod");
                 delete_pod(&pods, pod).await?;
                 (Situation::Replacing(obs), Action::requeue(Duration::from_secs(2)))
             } else {

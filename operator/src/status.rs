@@ -275,6 +275,15 @@ pub fn next_status(
         }
         Situation::Replacing(pod) => {
             next.pod_name = Some(pod.name.clone());
+            // A replacement that pins the pod to its node's public address records the node and
+            // address (inputs.public_address); the next pod is created pinned to them.
+            if let Some(address) = inputs.public_address {
+                next.node_name = pod.node_name.clone();
+                next.public_address = Some(address.to_string());
+            } else if prev.phase == Some(Phase::Terminating) {
+                next.node_name = prev.node_name.clone();
+                next.public_address = prev.public_address.clone();
+            }
             set(condition(POD_READY, "False", "PodReplaced", "the pod is being replaced"));
             (Phase::Terminating, "replacing the pod".to_string())
         }
@@ -490,6 +499,11 @@ mod tests {
         let p = observe_pod(&pod(Some("n"), &[("Ready", "True", None, None)]));
         let s = next_status(&Default::default(), &Situation::Replacing(&p), &inputs(None), ts(1));
         assert_eq!((s.phase, s.endpoint), (Some(Phase::Terminating), None));
+        assert_eq!(s.public_address, None, "a plain replacement records no pin");
+        let pinning = next_status(&Default::default(), &Situation::Replacing(&p), &inputs(Some("203.0.113.1")), ts(1));
+        assert_eq!((pinning.node_name.as_deref(), pinning.public_address.as_deref()), (Some("n"), Some("203.0.113.1")));
+        let still = next_status(&pinning, &Situation::Replacing(&p), &inputs(None), ts(2));
+        assert_eq!(still.public_address.as_deref(), Some("203.0.113.1"), "the pin survives while the old pod terminates");
         let s = next_status(&Default::default(), &Situation::NoPod, &inputs(None), ts(1));
         assert_eq!(s.phase, Some(Phase::Pending));
     }
