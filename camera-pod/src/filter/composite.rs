@@ -126,8 +126,8 @@ pub struct PlaneScaler {
     sizes: (u32, u32, u32, u32),
     x_taps: Vec<Tap>,
     y_taps: Vec<Tap>,
-    row0: Vec<u32>,
-    row1: Vec<u32>,
+    row0: Vec<u16>,
+    row1: Vec<u16>,
 }
 
 impl PlaneScaler {
@@ -174,21 +174,24 @@ impl PlaneScaler {
                 horizontal(&src[ty.i1 as usize * sw..][..sw], &self.x_taps, &mut self.row1);
                 cached.1 = ty.i1;
             }
-            let w1 = ty.w1;
-            let w0 = 256 - w1;
+            // Rows hold value * 256; weights scaled to 16 bits make each product's high half
+            // value * weight, which vectorises as 16-bit multiply-high.
+            let w1 = (ty.w1 << 8).min(0xffff);
+            let w0 = ((256 - ty.w1) << 8).min(0xffff);
             for ((o, &a), &b) in out.iter_mut().zip(&self.row0).zip(&self.row1) {
-                *o = ((a * w0 + b * w1 + (1 << 15)) >> 16) as u8;
+                let sum = ((u32::from(a) * w0) >> 16) + ((u32::from(b) * w1) >> 16);
+                *o = ((sum + 128) >> 8).min(255) as u8;
             }
         }
     }
 }
 
-/// One source row interpolated horizontally, values scaled by 256.
-fn horizontal(row: &[u8], taps: &[Tap], out: &mut [u32]) {
+/// One source row interpolated horizontally, values scaled by 256 (at most 65280).
+fn horizontal(row: &[u8], taps: &[Tap], out: &mut [u16]) {
     for (o, t) in out.iter_mut().zip(taps) {
         let a = u32::from(row[t.i0 as usize]);
         let b = u32::from(row[t.i1 as usize]);
-        *o = a * (256 - t.w1) + b * t.w1;
+        *o = (a * (256 - t.w1) + b * t.w1) as u16;
     }
 }
 
@@ -277,12 +280,13 @@ pub fn frame_to_tensor(frame: &VideoFrame, format: &TensorFormat, out: &mut [f32
         return;
     }
     let lut: [f32; 256] = std::array::from_fn(|v| to_range(v as u8, format.range));
+    // Column taps once per call (luma, chroma); row taps once per row.
+    let columns: Vec<(Tap, Tap)> =
+        (0..format.width).map(|tx| (tap(tx, frame.width, format.width), tap(tx, cw, format.width))).collect();
     for ty in 0..format.height {
         let ly = tap(ty, frame.height, format.height);
         let cy = tap(ty, ch, format.height);
-        for tx in 0..format.width {
-            let lx = tap(tx, frame.width, format.width);
-            let cx = tap(tx, cw, format.width);
+        for (tx, &(lx, cx)) in (0..format.width).zip(&columns) {
             let p = Yuv {
                 y: sample(&frame.y, frame.width as usize, lx, ly) as u8,
                 u: sample(&frame.u, cw as usize, cx, cy) as u8,
