@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::FilterError;
 use super::composite::Rgb;
-use super::manifest::{Manifest, STYLE_COUNT};
+use super::manifest::{Manifest, MaskComposite, OutputSpec, STYLE_COUNT};
 
 /// Background blur radius of `selfie-blur` when none is given, in per cent of the picture height.
 pub const DEFAULT_BLUR_STRENGTH: u8 = 4;
@@ -76,6 +76,20 @@ impl FilterSpec {
             FilterSpec::SelfieReplace(_) => "selfie-replace",
             FilterSpec::Style { .. } => "style",
             FilterSpec::Custom(_) => "custom",
+        }
+    }
+
+    /// True when building this filter reads files on the pod (a model or background picture
+    /// given as a path). Specs from remote callers (data channel, HTTP) may be refused on this:
+    /// a path lets a caller probe the pod's file system.
+    pub fn uses_local_files(&self) -> bool {
+        match self {
+            FilterSpec::SelfieReplace(Background::Image(_)) => true,
+            FilterSpec::Custom(c) => {
+                matches!(c.model, ModelSource::Path(_))
+                    || matches!(c.manifest.output, OutputSpec::Mask { composite: MaskComposite::Image(_), .. })
+            }
+            _ => false,
         }
     }
 
@@ -255,7 +269,6 @@ impl From<FilterSpec> for SpecWire {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::filter::manifest::MaskComposite;
 
     #[test]
     fn documented_json_forms_parse() {
@@ -274,6 +287,21 @@ mod tests {
             r#"{"filter":"selfie-blur","strength":9}"#.parse::<FilterSpec>().unwrap(),
             FilterSpec::SelfieBlur { strength: 9 }
         );
+    }
+
+    #[test]
+    fn specs_that_read_pod_files_are_recognised() {
+        let custom = |model: ModelSource, composite: MaskComposite| {
+            FilterSpec::Custom(CustomModel { model, sha256: "ab".repeat(32), manifest: Manifest::selfie(composite) })
+        };
+        let url = || ModelSource::Url("https://models.example/m.onnx".into());
+        assert!(FilterSpec::SelfieReplace(Background::Image("/etc/bg.png".into())).uses_local_files());
+        assert!(custom(ModelSource::Path("/etc/m.onnx".into()), MaskComposite::ShowMask).uses_local_files());
+        assert!(custom(url(), MaskComposite::Image("/etc/bg.png".into())).uses_local_files());
+        assert!(!custom(url(), MaskComposite::ShowMask).uses_local_files());
+        assert!(!FilterSpec::SelfieReplace(Background::Color(DEFAULT_BACKGROUND)).uses_local_files());
+        assert!(!FilterSpec::default().uses_local_files());
+        assert!(!FilterSpec::Style { style: 2 }.uses_local_files());
     }
 
     #[test]
