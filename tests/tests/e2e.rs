@@ -1,0 +1,601 @@
+//! The whole system as a user meets it: the test control plane, `operator run` and
+//! `operator router` as real processes on loopback, the test kubelet running each camera pod as
+//! the real `camera-pod` binary from the pod spec the operator built, and independent WebRTC
+//! clients (aiortc, headless Chromium with p2pcamera.js) that send their camera through the
+//! router with the session's token and get filtered (selfie-replace: green) video back.
+//!
+//! Needs `cargo build --workspace --bins` (operator, camera-pod), the control-plane binaries,
+//! the venv with aiortc (`tests/peers/run.sh` makes it), Node with tests/browser's
+//! playwright-core, Debian chromium and the cached ONNX Runtime library. The tests run one at a
+//! time (each brings the whole system up); the happy path prints the apply-to-first-frame
+//! timeline recorded in docs/benchmarks.md.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::Api;
+use kube::api::{DynamicObject, GroupVersionKind, PostParams};
+use p2pcamera_tests::kubelet::{Kubelet, KubeletConfig};
+use p2pcamera_tests::pki::CertificateAuthority;
+use p2pcamera_tests::{ControlPlane, GpuNode, ManagedProcess, binaries, eventually};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+use tokio::sync::{Mutex, watch};
+
+/// Long enough for a loaded two-core machine.
+const WAIT: Duration = Duration::from_secs(120);
+/// Node label that confines a test's camera pods to its own node.
+const TEST_LABEL: &str = "p2pcamera.io/test";
+/// Saturated-green share of the picture that proves selfie-replace ran (the camera has < 5 %).
+const MIN_GREEN: f64 = 0.8;
+/// Each test brings the whole system up; two at once would starve each other.
+static SERIAL: Mutex<()> = Mutex::const_new(());
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the repository").to_path_buf()
+}
+
+/// A workspace binary (`operator`, `camera-pod`) next to this test's own executable.
+fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(path.is_file(), "{} missing: run `cargo build --workspace --bins` first", path.display());
+    path
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+fn session_resource() -> kube::api::ApiResource {
+    kube::api::ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("p2pcamera.io", "v1alpha1", "CameraSession"),
+        "camerasessions",
+    )
+}
+
+/// A TCP relay in front of the API server: `outage` resets every connection through it and
+/// refuses new ones until it ends, which is what clients see while kube-apiserver restarts.
+struct ApiRelay {
+    address: SocketAddr,
+    up: watch::Sender<bool>,
+}
+
+impl ApiRelay {
+    async fn start(upstream: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("relay port");
+        let address = listener.local_addr().expect("relay address");
+        let (up, mut up_rx) = watch::channel(true);
+        tokio::spawn(async move {
+            let mut listener = Some(listener);
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                match listener.as_ref() {
+                    Some(l) => tokio::select! {
+                        accepted = l.accept() => if let Ok((mut inbound, _)) = accepted {
+                            connections.spawn(async move {
+                                if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
+                                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                                }
+                            });
+                        },
+                        changed = up_rx.changed() => {
+                            if changed.is_err() { break }
+                            if !*up_rx.borrow() {
+                                listener = None;
+                                connections.abort_all();
+                            }
+                        }
+                    },
+                    None => {
+                        if up_rx.changed().await.is_err() { break }
+                        if *up_rx.borrow() {
+                            listener = tokio::net::TcpListener::bind(address).await.ok();
+                        }
+                    }
+                }
+            }
+        });
+        Self { address, up }
+    }
+
+    fn set_up(&self, up: bool) {
+        let _ = self.up.send(up);
+    }
+}
+
+/// Everything one test runs: its namespace, node (test kubelet), operator and router.
+struct System {
+    plane: &'static ControlPlane,
+    ns: String,
+    client: kube::Client,
+    kubelet: Kubelet,
+    operator: ManagedProcess,
+    router: Option<ManagedProcess>,
+    router_port: u16,
+    page_origin: String,
+    kubeconfig: PathBuf,
+    ca_file: PathBuf,
+    dir: tempfile::TempDir,
+    https: reqwest::Client,
+    relay: Option<ApiRelay>,
+}
+
+impl System {
+    /// Starts the system; with `relay`, the operator and router reach the API server through it.
+    async fn start(prefix: &str, port_range: &str, relay: Option<ApiRelay>) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let plane = ControlPlane::shared().await.expect("control plane");
+        plane.apply_crds(&repo_root().join("crds/camerasessions.p2pcamera.io.yaml")).await.expect("CRD applies");
+        let ns = plane.namespace(prefix).await.expect("namespace");
+        let client = plane.client().expect("client");
+        let dir = tempfile::Builder::new().prefix("p2pcamera-e2e-").tempdir().expect("temp dir");
+
+        let mut image_env = vec![("RUST_LOG".to_owned(), "info".to_owned())];
+        let ort = binaries::cache_dir().join("onnxruntime-1.32.0/libonnxruntime.so.1.32.0");
+        assert!(ort.is_file(), "{} missing: run camera-pod/scripts/fetch-onnxruntime.sh", ort.display());
+        image_env.push(("ORT_DYLIB_PATH".to_owned(), ort.display().to_string()));
+        let node = GpuNode::new(&format!("{ns}-gpu"), 1).label(TEST_LABEL, &ns);
+        let kubelet = Kubelet::start(
+            client.clone(),
+            &node,
+            KubeletConfig { camera_pod: workspace_binary("camera-pod"), image_env, dir: dir.path().join("kubelet") },
+        )
+        .await
+        .expect("test kubelet starts");
+
+        let kubeconfig = match &relay {
+            Some(relay) => {
+                let text = std::fs::read_to_string(plane.kubeconfig_path()).expect("admin kubeconfig");
+                let mut config: Value = serde_json::from_str(&text).expect("kubeconfig is JSON");
+                config["clusters"][0]["cluster"]["server"] = format!("https://{}", relay.address).into();
+                let path = dir.path().join("relay.kubeconfig");
+                std::fs::write(&path, config.to_string()).expect("writing the relay kubeconfig");
+                path
+            }
+            None => plane.kubeconfig_path().to_path_buf(),
+        };
+
+        // The router's certificate: a kubernetes.io/tls Secret (the cert-manager path) from a CA
+        // the clients trust.
+        let ca = CertificateAuthority::new("p2pcamera-e2e-ca").expect("CA");
+        let serving = ca.server("router", &["127.0.0.1", "localhost"]).expect("router certificate");
+        let ca_file = dir.path().join("ca.crt");
+        std::fs::write(&ca_file, ca.cert_pem()).expect("writing the CA");
+        let tls: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "router-tls"}, "type": "kubernetes.io/tls",
+            "stringData": {"tls.crt": serving.cert_pem, "tls.key": serving.key_pem}
+        }))
+        .expect("secret");
+        Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &tls).await.expect("TLS secret");
+
+        let operator = {
+            let mut command = std::process::Command::new(workspace_binary("operator"));
+            command
+                .arg("run")
+                .args(["--namespace", &ns, "--lease-namespace", &ns, "--identity", "e2e"])
+                .args(["--gpu-node-selector", &json!({TEST_LABEL: ns}).to_string()])
+                .args(["--port-range", port_range, "--camera-pod-image", "camera-pod:e2e"])
+                .args(["--metrics-listen", &format!("127.0.0.1:{}", free_port())])
+                .env("KUBECONFIG", &kubeconfig)
+                .env("RUST_LOG", "info");
+            ManagedProcess::spawn("operator", command, &dir.path().join("operator.log")).expect("operator starts")
+        };
+        let https = reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(ca.cert_pem().as_bytes()).expect("CA PEM"))
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("HTTPS client");
+        let mut system = Self {
+            plane,
+            ns,
+            client,
+            kubelet,
+            operator,
+            router: None,
+            router_port: free_port(),
+            page_origin: format!("http://127.0.0.1:{}", free_port()),
+            kubeconfig,
+            ca_file,
+            dir,
+            https,
+            relay: relay,
+        };
+        system.start_router().await;
+        system
+    }
+
+    fn router_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.router_port)
+    }
+
+    /// Starts `operator router` on the system's router port and waits until it is ready.
+    async fn start_router(&mut self) {
+        let mut command = std::process::Command::new(workspace_binary("operator"));
+        command
+            .arg("router")
+            .args(["--listen", &format!("127.0.0.1:{}", self.router_port)])
+            .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--namespace", &self.ns, "--session-namespace", &self.ns, "--tls-secret", "router-tls"])
+            .args(["--allowed-origins", &self.page_origin])
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("RUST_LOG", "info");
+        let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let log = self.dir.path().join(format!("router-{}.log", started.as_millis()));
+        let router = ManagedProcess::spawn("router", command, &log).expect("router starts");
+        let url = format!("{}/readyz", self.router_url());
+        eventually(&format!("router ready (log {})", log.display()), WAIT, || async {
+            let response = self.https.get(&url).send().await.map_err(|e| e.to_string())?;
+            if response.status().is_success() { Ok(()) } else { Err(response.text().await.unwrap_or_default()) }
+        })
+        .await
+        .expect("router becomes ready");
+        self.router = Some(router);
+    }
+
+    fn stop_router(&mut self) {
+        if let Some(router) = self.router.take() {
+            router.stop();
+        }
+    }
+
+    /// `kubectl apply`s a selfie-replace (green) session, as a user would.
+    async fn apply_session(&self, name: &str) {
+        let manifest = json!({
+            "apiVersion": "p2pcamera.io/v1alpha1", "kind": "CameraSession",
+            "metadata": {"name": name, "namespace": self.ns},
+            "spec": {"filter": {"name": "selfie-replace", "backgroundColor": "#00ff00"}},
+        });
+        self.plane.kubectl_with_input(&["apply", "-f", "-"], &manifest.to_string()).await.expect("kubectl apply");
+    }
+
+    async fn session_status(&self, name: &str) -> Result<Value, String> {
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &self.ns, &session_resource());
+        let session = api.get(name).await.map_err(|e| e.to_string())?;
+        Ok(session.data.get("status").cloned().unwrap_or(Value::Null))
+    }
+
+    async fn wait_ready(&self, name: &str) -> Value {
+        eventually(&format!("session {name} Ready ({})", self.logs()), WAIT, || async {
+            let status = self.session_status(name).await?;
+            if status["phase"] == "Ready" { Ok(status) } else { Err(status.to_string()) }
+        })
+        .await
+        .expect("session becomes Ready")
+    }
+
+    async fn token(&self, name: &str) -> String {
+        let secret = Api::<Secret>::namespaced(self.client.clone(), &self.ns)
+            .get(&format!("{name}-p2pcamera"))
+            .await
+            .expect("session secret");
+        let token = secret.data.and_then(|d| d.get("token").cloned()).expect("token key");
+        String::from_utf8(token.0).expect("token is text")
+    }
+
+    fn logs(&self) -> String {
+        format!(
+            "operator log {}, router and camera-pod logs under {}",
+            self.operator.log_path().display(),
+            self.dir.path().display()
+        )
+    }
+
+    async fn aiortc(&self, session: &str) -> Peer {
+        let token = self.token(session).await;
+        let python = binaries::cache_dir().join("venv/bin/python");
+        let mut command = tokio::process::Command::new(python);
+        command
+            .arg(repo_root().join("tests/e2e/aiortc_camera.py"))
+            .args(["--session-url", &format!("{}/v1/sessions/{}/{session}", self.router_url(), self.ns)])
+            .args(["--token", &token])
+            .env("SSL_CERT_FILE", &self.ca_file);
+        Peer::spawn("aiortc", command, &self.dir.path().join(format!("aiortc-{session}.log")))
+    }
+
+    async fn browser(&self, session: &str, artifact: &str) -> Peer {
+        let token = self.token(session).await;
+        let mut command = tokio::process::Command::new("node");
+        command
+            .arg(repo_root().join("tests/e2e/browser.mjs"))
+            .args(["--router", &self.router_url(), "--session", &format!("{}/{session}", self.ns)])
+            .args(["--token", &token, "--page-origin", &self.page_origin, "--artifact", artifact])
+            .current_dir(repo_root());
+        Peer::spawn("browser", command, &self.dir.path().join(format!("browser-{session}.log")))
+    }
+
+    /// Stops everything this test started and removes its node.
+    async fn shutdown(self) {
+        let Self { kubelet, operator, router, .. } = self;
+        kubelet.shutdown().await.expect("kubelet shuts down");
+        if let Some(router) = router {
+            router.stop();
+        }
+        operator.stop();
+    }
+}
+
+/// A client process (aiortc or the browser script) that reports JSON lines and takes commands.
+struct Peer {
+    what: &'static str,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Lines<BufReader<ChildStdout>>,
+    log: PathBuf,
+}
+
+impl Peer {
+    fn spawn(what: &'static str, mut command: tokio::process::Command, log: &Path) -> Self {
+        let stderr = std::fs::File::create(log).expect("peer log");
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting the {what} peer: {e}"));
+        let stdin = child.stdin.take();
+        let lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        Self { what, child, stdin, lines, log: log.to_owned() }
+    }
+
+    /// The next report, which must be `event`.
+    async fn expect(&mut self, event: &str, timeout: Duration) -> Value {
+        let line = tokio::time::timeout(timeout, self.lines.next_line()).await;
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: String = log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+        let line = match line {
+            Ok(Ok(Some(line))) => line,
+            other => panic!("{}: no {event} report ({other:?}); log {}:\n{tail}", self.what, self.log.display()),
+        };
+        let report: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{}: bad report {line}: {e}", self.what));
+        assert_eq!(report["event"], event, "{}: {report}\n{tail}", self.what);
+        report
+    }
+
+    async fn send(&mut self, command: &str) {
+        let stdin = self.stdin.as_mut().expect("peer stdin");
+        stdin.write_all(format!("{command}\n").as_bytes()).await.expect("writing to the peer");
+        stdin.flush().await.expect("flushing the peer's stdin");
+    }
+
+    /// Frames that came back during `seconds`.
+    async fn window(&mut self, seconds: u32) -> Value {
+        self.send(&format!("window {seconds}")).await;
+        self.expect("window", Duration::from_secs(u64::from(seconds) + 30)).await
+    }
+
+    async fn close(mut self) {
+        let _ = self.send("close").await;
+        drop(self.stdin.take());
+        if tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await.is_err() {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+fn number(report: &Value, key: &str) -> f64 {
+    report[key].as_f64().unwrap_or_else(|| panic!("{key} missing in {report}"))
+}
+
+fn process_alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the PID exists.
+    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+}
+
+/// Moments (seconds after `kubectl apply`) at which each part of the start was first seen.
+#[derive(Debug, Default)]
+struct StartTimeline {
+    bound: Option<f64>,
+    process_started: Option<f64>,
+    pod_ready: Option<f64>,
+    session_ready: Option<f64>,
+}
+
+async fn watch_start(system: &System, session: &str, applied: Instant) -> StartTimeline {
+    let pods: Api<Pod> = Api::namespaced(system.client.clone(), &system.ns);
+    let pod_name = format!("{session}-p2pcamera");
+    let mut timeline = StartTimeline::default();
+    let deadline = applied + WAIT;
+    while timeline.session_ready.is_none() {
+        assert!(Instant::now() < deadline, "session not Ready in {WAIT:?}: {timeline:?}; {}", system.logs());
+        let at = applied.elapsed().as_secs_f64();
+        if timeline.bound.is_none()
+            && let Ok(Some(pod)) = pods.get_opt(&pod_name).await
+            && pod.spec.and_then(|s| s.node_name).is_some()
+        {
+            timeline.bound = Some(at);
+        }
+        if let Some(container) = system.kubelet.container(&system.ns, &pod_name) {
+            timeline.process_started.get_or_insert(at);
+            if container.ready {
+                timeline.pod_ready.get_or_insert(at);
+            }
+        }
+        if system.session_status(session).await.is_ok_and(|s| s["phase"] == "Ready") {
+            timeline.session_ready = Some(at);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    timeline
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_stream_through_the_router_then_delete_releases_everything() {
+    let _serial = SERIAL.lock().await;
+    let system = System::start("e2e", "41000-41009", None).await;
+    let applied = Instant::now();
+    system.apply_session("cam").await;
+    let timeline = watch_start(&system, "cam", applied).await;
+    let status = system.session_status("cam").await.expect("status");
+    assert_eq!(status["endpoint"], format!("https://127.0.0.1:{}", status["udpPort"]), "{status}");
+    let pod = system.kubelet.container(&system.ns, "cam-p2pcamera").expect("camera-pod runs");
+
+    // aiortc, cold: the first camera on a freshly Ready pod.
+    let mut cold = system.aiortc("cam").await;
+    let first = cold.expect("connected", WAIT).await;
+    assert!(number(&first, "green") >= MIN_GREEN, "not filtered: {first}");
+    let window = cold.window(3).await;
+    assert!(number(&window, "distinct") >= 15.0 && number(&window, "green") >= MIN_GREEN, "{window}");
+    cold.close().await;
+
+    // aiortc, warm: the pod is up and idle.
+    let mut warm = system.aiortc("cam").await;
+    let second = warm.expect("connected", WAIT).await;
+    assert!(number(&second, "green") >= MIN_GREEN, "not filtered: {second}");
+    warm.close().await;
+
+    let cold_first_frame = timeline.session_ready.unwrap_or_default() + number(&first, "offer_s") + number(&first, "first_frame_s");
+    eprintln!(
+        "[e2e] timeline (s after apply): bound {:?}, camera-pod started {:?}, pod Ready (model loaded) {:?}, \
+         session Ready {:?}; cold client: offer {:.3}, ICE {:?}, first frame {:.3} after the answer; \
+         apply to first filtered frame {cold_first_frame:.2}; warm client: offer {:.3}, ICE {:?}, first frame {:.3}; \
+         warm offer to first filtered frame {:.3}",
+        timeline.bound,
+        timeline.process_started,
+        timeline.pod_ready,
+        timeline.session_ready,
+        number(&first, "offer_s"),
+        first["ice_s"].as_f64(),
+        number(&first, "first_frame_s"),
+        number(&second, "offer_s"),
+        second["ice_s"].as_f64(),
+        number(&second, "first_frame_s"),
+        number(&second, "offer_s") + number(&second, "first_frame_s"),
+    );
+
+    // Headless Chromium with p2pcamera.js from the router.
+    let mut browser = system.browser("cam", "e2e-browser").await;
+    let shown = browser.expect("connected", WAIT).await;
+    assert_eq!((&shown["filtered"], &shown["receiver"], &shown["camera_track"]), (&json!(true), &json!(true), &json!(false)), "{shown}");
+    assert!(number(&shown, "green") >= 0.5, "{shown}");
+    browser.close().await;
+
+    // Deleting the session stops the process and releases the pod and the Secret.
+    system.plane.kubectl(&["delete", "camerasession", "cam", "-n", &system.ns, "--wait=false"]).await.expect("kubectl delete");
+    let pods: Api<Pod> = Api::namespaced(system.client.clone(), &system.ns);
+    let secrets: Api<Secret> = Api::namespaced(system.client.clone(), &system.ns);
+    eventually("camera-pod stopped, pod and secret gone", WAIT, || async {
+        if system.kubelet.container(&system.ns, "cam-p2pcamera").is_some() || process_alive(pod.pid) {
+            return Err(format!("camera-pod (pid {}) still runs", pod.pid));
+        }
+        if pods.get_opt("cam-p2pcamera").await.map_err(|e| e.to_string())?.is_some() {
+            return Err("pod still exists".into());
+        }
+        if secrets.get_opt("cam-p2pcamera").await.map_err(|e| e.to_string())?.is_some() {
+            return Err("secret still exists".into());
+        }
+        Ok(())
+    })
+    .await
+    .expect("everything released");
+    system.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn camera_pod_killed_mid_stream_comes_back_and_the_browser_reconnects_by_itself() {
+    let _serial = SERIAL.lock().await;
+    let system = System::start("e2e-kill", "41010-41019", None).await;
+    system.apply_session("cam").await;
+    system.wait_ready("cam").await;
+    let mut browser = system.browser("cam", "e2e-kill").await;
+    browser.expect("connected", WAIT).await;
+
+    let before = system.kubelet.container(&system.ns, "cam-p2pcamera").expect("camera-pod runs");
+    // SAFETY: the test kubelet started this process; SIGKILL is the crash being drilled.
+    assert_eq!(unsafe { libc::kill(before.pid as libc::pid_t, libc::SIGKILL) }, 0);
+    let killed = Instant::now();
+    browser.send("killed").await;
+    let back = browser.expect("reconnected", Duration::from_secs(180)).await;
+    let between = &back["raw_between"];
+    assert_eq!((&between["state"], &between["filtered"], &between["track"]), (&json!("reconnecting"), &json!(false), &json!("live")), "{back}");
+    assert!(number(&back, "green") >= 0.5 && back["filtered"] == true && back["receiver"] == true, "{back}");
+    let took = killed.elapsed();
+    assert!(took < Duration::from_secs(90), "reconnected only after {took:?}");
+
+    let after = system.kubelet.container(&system.ns, "cam-p2pcamera").expect("camera-pod runs again");
+    assert!(after.pid != before.pid && after.restarts == before.restarts + 1, "{before:?} -> {after:?}");
+    assert_eq!(system.session_status("cam").await.expect("status")["phase"], "Ready");
+    eprintln!("[e2e] camera-pod killed -> browser showing filtered video again after {:.1}s", took.as_secs_f64());
+    browser.close().await;
+    system.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_restart_leaves_an_established_stream_flowing() {
+    let _serial = SERIAL.lock().await;
+    let mut system = System::start("e2e-router", "41020-41029", None).await;
+    system.apply_session("cam").await;
+    system.wait_ready("cam").await;
+    let mut peer = system.aiortc("cam").await;
+    peer.expect("connected", WAIT).await;
+
+    system.stop_router();
+    let refused = system.https.get(format!("{}/healthz", system.router_url())).send().await;
+    assert!(refused.is_err(), "the router still answers after it was stopped");
+    let during = peer.window(3).await;
+    assert!(number(&during, "distinct") >= 15.0 && during["state"] == "connected", "stream stopped with the router: {during}");
+    assert!(number(&during, "green") >= MIN_GREEN, "{during}");
+
+    system.start_router().await;
+    let after = peer.window(2).await;
+    assert!(number(&after, "distinct") >= 10.0 && after["state"] == "connected", "{after}");
+    let token = system.token("cam").await;
+    let status: Value = system
+        .https
+        .get(format!("{}/v1/sessions/{}/cam", system.router_url(), system.ns))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("status request")
+        .json()
+        .await
+        .expect("status JSON");
+    assert_eq!((&status["phase"], &status["ready"]), (&json!("Ready"), &json!(true)), "{status}");
+    peer.close().await;
+    system.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_server_outage_loses_no_session_and_operator_and_router_recover() {
+    let _serial = SERIAL.lock().await;
+    let plane = ControlPlane::shared().await.expect("control plane");
+    let upstream: SocketAddr = plane.server_url().trim_start_matches("https://").parse().expect("API server address");
+    let relay = ApiRelay::start(upstream).await;
+    let system = System::start("e2e-api", "41030-41039", Some(relay)).await;
+    let relay = system.relay.as_ref().expect("relay");
+    system.apply_session("first").await;
+    system.wait_ready("first").await;
+    let pod_before = system.kubelet.container(&system.ns, "first-p2pcamera").expect("camera-pod runs");
+    let mut peer = system.aiortc("first").await;
+    peer.expect("connected", WAIT).await;
+
+    relay.set_up(false);
+    let during = peer.window(10).await;
+    assert!(number(&during, "distinct") >= 30.0 && during["state"] == "connected", "stream stopped with the API server: {during}");
+    // A session applied while the operator and router cannot reach the API server.
+    system.apply_session("second").await;
+    relay.set_up(true);
+
+    // The operator catches up (the new session gets its pod) and the router routes it.
+    system.wait_ready("second").await;
+    let mut second = system.aiortc("second").await;
+    let report = second.expect("connected", WAIT).await;
+    assert!(number(&report, "green") >= MIN_GREEN, "{report}");
+    second.close().await;
+
+    // Nothing was lost: the first session kept its pod, its process and its stream.
+    let pod_after = system.kubelet.container(&system.ns, "first-p2pcamera").expect("camera-pod still runs");
+    assert_eq!((pod_after.pid, pod_after.restarts), (pod_before.pid, pod_before.restarts));
+    assert_eq!(system.session_status("first").await.expect("status")["phase"], "Ready");
+    let after = peer.window(2).await;
+    assert!(number(&after, "distinct") >= 10.0 && after["state"] == "connected", "{after}");
+    peer.close().await;
+    system.shutdown().await;
+}
