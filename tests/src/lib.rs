@@ -6,6 +6,11 @@
 //!   `tests/bin/install-test-binaries.sh`.
 //! - [`ManagedProcess`]: any long-running child (the operator binary, Pebble, ...) that must not
 //!   outlive the tests.
+//!
+//! Each test binary starts one plane on first use ([`ControlPlane::shared`], about 10 s) and each
+//! test takes its own namespace ([`ControlPlane::namespace`]). Environment: `P2PCAMERA_CACHE`
+//! (where the built binaries live, default `~/.cache/p2pcamera`), `P2PCAMERA_KEEP_PLANE=1` (keep
+//! the plane's directory with every component's log after the tests).
 
 pub mod binaries;
 mod control_plane;
