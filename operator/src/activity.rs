@@ -1,7 +1,8 @@
 //! Camera activity, read from the camera pod itself.
 //!
 //! camera-pod answers `GET /status` (bearer token from the session Secret) with JSON
-//! `{"camera_connected": bool, "last_active": "<RFC 3339>"|null}`. The operator polls it only
+//! `{"camera_connected": bool, "last_active": <unix seconds>}` (the last camera frame, or the pod's
+//! start when no camera has connected yet). The operator polls it only
 //! for Ready sessions with an `idleTimeout`, at most every `--idle-poll-interval` (15 s), over
 //! HTTPS pinned to the exact certificate in the session Secret ([`PinnedCertVerifier`]). Camera
 //! pods therefore need no Kubernetes API access at all (they get no service account token).
@@ -21,9 +22,16 @@ use serde::Deserialize;
 pub struct CameraPodStatus {
     /// A camera is connected now.
     pub camera_connected: bool,
-    /// When a camera was last connected.
-    #[serde(default)]
+    /// When a camera was last connected (sent as Unix seconds).
+    #[serde(default, deserialize_with = "unix_seconds")]
     pub last_active: Option<Timestamp>,
+}
+
+fn unix_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Timestamp>, D::Error> {
+    let seconds = Option::<i64>::deserialize(d)?;
+    seconds
+        .map(|s| Timestamp::from_second(s).map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 /// Errors polling a camera pod.
@@ -175,7 +183,7 @@ mod tests {
     #[tokio::test]
     async fn polls_with_token_over_pinned_tls() {
         let material = SecretMaterial::generate("ns", "cam").unwrap();
-        let (url, server) = one_shot_server(&material, r#"{"camera_connected":false,"last_active":"2026-01-02T03:04:05Z"}"#).await;
+        let (url, server) = one_shot_server(&material, r#"{"camera_connected":false,"last_active":1767323045}"#).await;
         let status = fetch_status(&url, "tok123", material.cert_pem.as_bytes()).await.unwrap();
         assert!(!status.camera_connected);
         assert_eq!(status.last_active, Some("2026-01-02T03:04:05Z".parse().unwrap()));
