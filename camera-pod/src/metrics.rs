@@ -37,6 +37,8 @@ pub struct Metrics {
     pub decode_seconds: Histogram,
     pub model_seconds: Histogram,
     pub encode_seconds: Histogram,
+    /// Bitrate the video encoder aims at now (bits per second), following the receiver's REMB.
+    pub encoder_target_bitrate: Gauge,
     pub peer_connection_state: Family<StateLabel, Gauge>,
     pub offers: Family<ResultLabel, Counter>,
 }
@@ -58,6 +60,7 @@ impl Default for Metrics {
             decode_seconds: Histogram::new(duration_buckets()),
             model_seconds: Histogram::new(duration_buckets()),
             encode_seconds: Histogram::new(duration_buckets()),
+            encoder_target_bitrate: Gauge::default(),
             peer_connection_state: Family::default(),
             offers: Family::default(),
             registry: Registry::default(),
@@ -91,6 +94,11 @@ impl Default for Metrics {
             "encode_duration_seconds",
             "Time to encode one frame",
             metrics.encode_seconds.clone(),
+        );
+        registry.register(
+            "encoder_target_bitrate_bits_per_second",
+            "Bitrate the video encoder aims at, within the configured bounds",
+            metrics.encoder_target_bitrate.clone(),
         );
         registry.register(
             "peer_connection_state",

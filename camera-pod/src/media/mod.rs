@@ -5,6 +5,8 @@
 //! mailbox) -> encode thread (one-slot mailbox) -> `rtp::RtpPacketizer` -> RTP out.
 
 pub mod datachannel;
+pub mod feedback;
+pub mod liveness;
 pub mod pipeline;
 pub mod rtp;
 pub mod sdp;

@@ -24,10 +24,12 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCIceCandidateType, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
-    Registry, SettingEngineBuilder, register_default_interceptors,
+    Registry, SettingEngineBuilder,
 };
 
 use super::datachannel::{self, ClientMessage, Reading, Stats};
+use super::feedback;
+use super::liveness::Liveness;
 use super::pipeline::{Controls, DecodeStage, EncodeStage};
 use super::rtp::{AssembledFrame, Assembly, FrameAssembler, RtpPacketizer};
 use super::sdp::H264_FMTP;
@@ -84,15 +86,14 @@ fn media_engine() -> Result<(MediaEngine, Registry), MediaError> {
             RtpCodecKind::Video,
         )?;
     }
-    // NACK generator and responder, RTCP sender/receiver reports, TWCC feedback for what we receive.
-    let registry = register_default_interceptors(Registry::new(), &mut engine)?;
+    let registry = feedback::interceptors(&mut engine, feedback::is_sender_feedback)?;
     Ok((engine, registry))
 }
 
 /// State shared between the peer connection's event handler and its tasks.
 struct PeerShared {
     codec: CodecKind,
-    state: Mutex<RTCPeerConnectionState>,
+    liveness: Mutex<Liveness>,
     gathered: watch::Sender<bool>,
     frames: SyncSender<AssembledFrame>,
     keyframe_rx: Mutex<Option<UnboundedReceiver<()>>>,
@@ -104,6 +105,21 @@ struct PeerShared {
 }
 
 impl PeerShared {
+    fn liveness(&self) -> std::sync::MutexGuard<'_, Liveness> {
+        self.liveness.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The remote closed the connection: the camera is free and the pipeline stops.
+    fn closed_by_remote(&self) {
+        if self.controls.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        tracing::info!("the remote closed the connection; the camera is free");
+        self.liveness().on_remote_close();
+        self.metrics.set_peer_state("closed");
+        self.controls.stop();
+    }
+
     fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
         self.tasks
             .lock()
@@ -124,10 +140,14 @@ impl PeerConnectionEventHandler for PeerHandler {
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         tracing::info!(%state, "peer connection state");
-        *self.0.state.lock().unwrap_or_else(|e| e.into_inner()) = state;
-        self.0.metrics.set_peer_state(&state.to_string());
+        let seen = {
+            let mut liveness = self.0.liveness();
+            liveness.on_state(state, Instant::now());
+            liveness.state()
+        };
+        self.0.metrics.set_peer_state(&seen.to_string());
         if matches!(
-            state,
+            seen,
             RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
         ) {
             self.0.controls.stop();
@@ -239,7 +259,12 @@ async fn serve_data_channel(shared: Arc<PeerShared>, channel: Arc<dyn DataChanne
     loop {
         tokio::select! {
             event = channel.poll() => match event {
-                None | Some(DataChannelEvent::OnClose) => break,
+                // The data channel lives as long as the session: the remote's DTLS close_notify
+                // or SCTP abort closes it, and so does the remote closing the connection.
+                None | Some(DataChannelEvent::OnClose) => {
+                    shared.closed_by_remote();
+                    break;
+                }
                 Some(DataChannelEvent::OnMessage(message)) => {
                     let text = String::from_utf8_lossy(&message.data).into_owned();
                     let reply = match datachannel::parse(&text) {
@@ -293,7 +318,7 @@ impl LivePeer {
         ));
         let shared = Arc::new(PeerShared {
             codec: setup.codec,
-            state: Mutex::new(RTCPeerConnectionState::New),
+            liveness: Mutex::default(),
             gathered,
             frames: frames_tx,
             keyframe_rx: Mutex::new(Some(keyframe_rx)),
@@ -401,36 +426,40 @@ impl LivePeer {
             .ok_or(MediaError::GatheringTimeout)?
             .sdp;
         let mime = rtp_codec(codec).mime_type;
-        let payload_type = sender
+        let send_codec = sender
             .get_parameters()
             .await?
             .rtp_parameters
             .codecs
-            .iter()
+            .into_iter()
             .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&mime))
-            .map(|c| c.payload_type)
             .ok_or(MediaError::NoSendCodec)?;
+        let feedback: Vec<String> = send_codec
+            .rtp_codec
+            .rtcp_feedback
+            .iter()
+            .map(|f| format!("{} {}", f.typ, f.parameter).trim().to_owned())
+            .collect();
+        tracing::debug!(?feedback, "RTCP feedback negotiated for the filtered video");
+        let payload_type = send_codec.payload_type;
         Ok((answer, track, payload_type, ssrc))
     }
 
     pub fn state(&self) -> RTCPeerConnectionState {
-        *self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.shared.liveness().state()
     }
 
-    /// Whether this connection still holds the camera (not failed or closed).
+    /// Whether this connection still holds the camera (see `liveness`).
     pub fn is_live(&self) -> bool {
-        !matches!(
-            self.state(),
-            RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
-        )
+        self.shared.liveness().holds_camera(Instant::now())
     }
 
     /// Closes the connection, stops its tasks and waits for its threads.
     pub async fn close(self) {
+        self.shared.controls.stop();
         if let Err(error) = self.pc.close().await {
             tracing::debug!(%error, "closing the peer connection");
         }
-        self.shared.controls.stop();
         for task in self
             .shared
             .tasks
@@ -440,8 +469,9 @@ impl LivePeer {
         {
             task.abort();
         }
-        *self.shared.state.lock().unwrap_or_else(|e| e.into_inner()) =
-            RTCPeerConnectionState::Closed;
+        self.shared
+            .liveness()
+            .on_state(RTCPeerConnectionState::Closed, Instant::now());
         self.shared.metrics.set_peer_state("closed");
         let threads = self.threads;
         let _ = tokio::task::spawn_blocking(move || {

@@ -138,6 +138,7 @@ impl EncodeStage {
 
     fn run(mut self) {
         let mut applied = self.controls.bitrate_bps.load(Ordering::Relaxed);
+        self.metrics.encoder_target_bitrate.set(i64::from(applied));
         let mut encoder = match codec::new_encoder(self.codec, applied) {
             Ok(encoder) => encoder,
             Err(error) => {
@@ -156,6 +157,7 @@ impl EncodeStage {
             if target != applied {
                 encoder.set_bitrate(target);
                 tracing::debug!(bitrate_bps = target, "encoder bitrate changed");
+                self.metrics.encoder_target_bitrate.set(i64::from(target));
                 applied = target;
             }
             let keyframe = self.controls.force_keyframe.swap(false, Ordering::Relaxed);

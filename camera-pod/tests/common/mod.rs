@@ -18,13 +18,12 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use tokio::sync::{mpsc, watch};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
-use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, Registry,
-    register_default_interceptors,
+    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
 };
 
 pub const WIDTH: u32 = 320;
@@ -138,11 +137,22 @@ pub fn rtp_codec(codec: CodecKind) -> RTCRtpCodec {
     }
 }
 
+/// What the client saw of the filtered video, besides the pictures.
+#[derive(Debug, Default)]
+pub struct Reception {
+    /// Sequence numbers of every RTP packet, in arrival order (retransmissions repeat one).
+    pub sequence_numbers: Vec<u16>,
+    /// Whether each complete frame was a key frame, in arrival order.
+    pub keyframes: Vec<bool>,
+}
+
 struct ClientHandler {
     codec: CodecKind,
     gathered: watch::Sender<bool>,
     connected: watch::Sender<bool>,
     received: Arc<Mutex<Vec<VideoFrame>>>,
+    reception: Arc<Mutex<Reception>>,
+    remote_track: watch::Sender<Option<Arc<dyn TrackRemote>>>,
 }
 
 #[async_trait::async_trait]
@@ -160,7 +170,9 @@ impl PeerConnectionEventHandler for ClientHandler {
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let (codec, received) = (self.codec, self.received.clone());
+        let (codec, received, reception) =
+            (self.codec, self.received.clone(), self.reception.clone());
+        let _ = self.remote_track.send(Some(track.clone()));
         tokio::spawn(async move {
             let mut assembler = FrameAssembler::new(codec);
             let mut decoder = codec::new_decoder(codec).unwrap();
@@ -168,10 +180,16 @@ impl PeerConnectionEventHandler for ClientHandler {
                 let TrackRemoteEvent::OnRtpPacket(packet) = event else {
                     continue;
                 };
-                if let Assembly::Frame(frame) = assembler.push(&packet.header, &packet.payload)
-                    && let Ok(Some(picture)) = decoder.decode(&frame.data, frame.rtp_timestamp)
-                {
-                    received.lock().unwrap().push(picture);
+                reception
+                    .lock()
+                    .unwrap()
+                    .sequence_numbers
+                    .push(packet.header.sequence_number);
+                if let Assembly::Frame(frame) = assembler.push(&packet.header, &packet.payload) {
+                    reception.lock().unwrap().keyframes.push(frame.keyframe);
+                    if let Ok(Some(picture)) = decoder.decode(&frame.data, frame.rtp_timestamp) {
+                        received.lock().unwrap().push(picture);
+                    }
                 }
             }
         });
@@ -187,8 +205,19 @@ pub struct TestPeer {
     gathered: watch::Receiver<bool>,
     pub connected: watch::Receiver<bool>,
     pub received: Arc<Mutex<Vec<VideoFrame>>>,
+    pub reception: Arc<Mutex<Reception>>,
+    /// RTCP the server sent about the camera track that the client's interceptors pass on
+    /// (NACKs, see `TestPeer::new`).
+    pub camera_feedback: Arc<Mutex<Vec<Box<dyn rtc::rtcp::Packet>>>>,
+    remote_track: watch::Receiver<Option<Arc<dyn TrackRemote>>>,
     pub channel: Arc<dyn DataChannel>,
     pub messages: mpsc::UnboundedReceiver<String>,
+}
+
+fn is_nack(packet: &dyn rtc::rtcp::Packet) -> bool {
+    packet
+        .as_any()
+        .is::<rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack>()
 }
 
 impl TestPeer {
@@ -203,15 +232,20 @@ impl TestPeer {
                 RtpCodecKind::Video,
             )
             .unwrap();
-        let registry = register_default_interceptors(Registry::new(), &mut engine).unwrap();
+        // camera-pod's own chain, with the NACKs it sends about the camera handed to the test.
+        let registry = camera_pod::media::feedback::interceptors(&mut engine, is_nack).unwrap();
         let (gathered_tx, gathered) = watch::channel(false);
         let (connected_tx, connected) = watch::channel(false);
+        let (remote_track_tx, remote_track) = watch::channel(None);
         let received = Arc::new(Mutex::new(Vec::new()));
+        let reception = Arc::new(Mutex::new(Reception::default()));
         let handler = ClientHandler {
             codec,
             gathered: gathered_tx,
             connected: connected_tx,
             received: received.clone(),
+            reception: reception.clone(),
+            remote_track: remote_track_tx,
         };
         let pc: Arc<dyn PeerConnection> = Arc::new(
             PeerConnectionBuilder::new()
@@ -241,6 +275,15 @@ impl TestPeer {
         pc.add_track(track.clone() as Arc<dyn TrackLocal>)
             .await
             .unwrap();
+        let camera_feedback = Arc::new(Mutex::new(Vec::new()));
+        {
+            let (track, camera_feedback) = (track.clone(), camera_feedback.clone());
+            tokio::spawn(async move {
+                while let Some(TrackLocalEvent::OnRtcpPacket(packets)) = track.poll().await {
+                    camera_feedback.lock().unwrap().extend(packets);
+                }
+            });
+        }
         let channel = pc.create_data_channel("p2pcamera", None).await.unwrap();
         let (messages_tx, messages) = mpsc::unbounded_channel();
         {
@@ -262,9 +305,44 @@ impl TestPeer {
             gathered,
             connected,
             received,
+            reception,
+            camera_feedback,
+            remote_track,
             channel,
             messages,
         }
+    }
+
+    /// Sends RTCP about the filtered video (PLI, FIR, REMB, NACK) to the server.
+    pub async fn send_feedback(&self, packets: Vec<Box<dyn rtc::rtcp::Packet>>) {
+        self.filtered_track()
+            .await
+            .write_rtcp(packets)
+            .await
+            .unwrap();
+    }
+
+    /// SSRC of the filtered video the server sends.
+    pub async fn filtered_ssrc(&self) -> u32 {
+        self.filtered_track().await.ssrcs().await[0]
+    }
+
+    /// SSRC of the camera video this client sends.
+    pub fn camera_ssrc(&self) -> u32 {
+        self.ssrc
+    }
+
+    async fn filtered_track(&self) -> Arc<dyn TrackRemote> {
+        let mut remote_track = self.remote_track.clone();
+        let track = tokio::time::timeout(
+            Duration::from_secs(10),
+            remote_track.wait_for(Option::is_some),
+        )
+        .await
+        .expect("the filtered track arrives")
+        .unwrap()
+        .clone();
+        track.unwrap()
     }
 
     /// The complete offer (all candidates gathered).
@@ -294,6 +372,20 @@ impl TestPeer {
 
     /// Encodes and sends `count` pattern frames at 30 fps; returns them keyed by RTP timestamp.
     pub async fn send_pattern(&self, first: u32, count: u32) -> Vec<VideoFrame> {
+        self.send_pattern_losing(first, count, |_| false, &Mutex::default())
+            .await
+    }
+
+    /// Like `send_pattern`, but never sends the packets whose index (0, 1, ... over this call)
+    /// `lose` selects, as if the network had lost them; their sequence numbers go to `lost`.
+    pub async fn send_pattern_losing(
+        &self,
+        first: u32,
+        count: u32,
+        lose: impl Fn(usize) -> bool,
+        lost: &Mutex<Vec<u16>>,
+    ) -> Vec<VideoFrame> {
+        let mut packet_index = 0;
         let mut encoder = codec::new_encoder(self.codec, 1_500_000).unwrap();
         let mut packetizer = RtpPacketizer::new(self.codec, self.ssrc, PAYLOAD_TYPE);
         let mut sent = Vec::new();
@@ -305,7 +397,12 @@ impl TestPeer {
             // A key frame now and then stands in for the receiver's PLI being answered.
             let encoded = encoder.encode(&frame, index % 30 == 0).unwrap();
             for packet in packetizer.packetize(&encoded.data, encoded.rtp_timestamp) {
-                self.track.write_rtp(packet).await.unwrap();
+                if lose(packet_index) {
+                    lost.lock().unwrap().push(packet.header.sequence_number);
+                } else {
+                    self.track.write_rtp(packet).await.unwrap();
+                }
+                packet_index += 1;
             }
             sent.push(frame);
         }
