@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use crate::config::Args;
 use crate::filter::{FilterFactory, FilterSpec};
-use crate::media::worker::FilterBuilder;
+use crate::media::worker::{FilterBuilder, WorkerError};
 use crate::media::{Camera, FilterWorker, MediaConfig};
 use crate::metrics::Metrics;
 use crate::signaling::tls::ServerIdentity;
@@ -62,6 +62,35 @@ pub async fn run(
     serve(args, listener, shutdown).await
 }
 
+/// The filter a camera pod starts with, and how to build it and every later one.
+pub struct InitialFilter {
+    /// Builds filters on the filter thread (loads, downloads, warms up models).
+    pub builder: FilterBuilder,
+    /// The spec of the first filter, as the builder takes it.
+    pub spec: String,
+    /// Where inference runs (`cpu`, `cuda`, ...), for `/readyz`.
+    pub execution_provider: String,
+}
+
+impl InitialFilter {
+    /// The filter the command line asks for, built by the ONNX Runtime filter factory.
+    pub fn from_args(args: &Args) -> Result<Self, ServerError> {
+        let initial = args.filter.initial_spec()?;
+        let factory = FilterFactory::new(&args.filter)?;
+        let execution_provider = factory.execution_provider().to_owned();
+        let builder: FilterBuilder = Box::new(move |spec: &str| {
+            let spec = FilterSpec::from_str(spec).map_err(|e| e.to_string())?;
+            factory.build(&spec).map_err(|e| e.to_string())
+        });
+        let spec = serde_json::to_string(&initial).unwrap_or_else(|_| args.filter.filter.clone());
+        Ok(InitialFilter {
+            builder,
+            spec,
+            execution_provider,
+        })
+    }
+}
+
 /// Runs the camera pod on an already bound listener (tests bind `127.0.0.1:0`) until
 /// `shutdown` completes. `args.listen` is not used for binding here.
 pub async fn serve(
@@ -69,53 +98,42 @@ pub async fn serve(
     listener: std::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    let filter = InitialFilter::from_args(&args)?;
+    serve_filter(args, filter, listener, shutdown).await
+}
+
+/// Serves HTTP at once and builds and warms up `filter` meanwhile (`/readyz` says `warming`
+/// until it is ready); stops when `shutdown` completes or the initial filter cannot be built.
+pub async fn serve_filter(
+    args: Args,
+    filter: InitialFilter,
+    listener: std::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
     let token = args.load_token()?;
     let metrics = Arc::new(Metrics::default());
-
-    let initial = args.filter.initial_spec()?;
-    let factory = FilterFactory::new(&args.filter)?;
-    let execution_provider = factory.execution_provider().to_owned();
-    let builder: FilterBuilder = Box::new(move |spec: &str| {
-        let spec = FilterSpec::from_str(spec).map_err(|e| e.to_string())?;
-        factory.build(&spec).map_err(|e| e.to_string())
-    });
-    let initial_json =
-        serde_json::to_string(&initial).unwrap_or_else(|_| args.filter.filter.clone());
-    tracing::info!(filter = %initial_json, %execution_provider, "building the initial filter");
-    let worker = Arc::new(FilterWorker::start(builder, &initial_json, metrics.clone()).await?);
+    let state = AppState::warming(token, metrics.clone(), filter.spec.clone());
     let media = MediaConfig {
         udp_addr: args.udp_addr(),
         public_ip: args.public_ip,
         bitrate: args.bitrate_bounds(),
     };
-    let camera = Arc::new(Camera::new(media, worker.clone(), metrics.clone()));
-    let state = AppState::new(token, metrics, camera.clone());
-    state.set_ready(Readiness {
-        filter: worker.current(),
-        execution_provider,
-    });
-    tracing::info!(filter = %worker.current(), "ready");
-
     let local = listener.local_addr().map_err(ServerError::Serve)?;
     let handle = axum_server::Handle::<std::net::SocketAddr>::new();
-    {
-        let handle = handle.clone();
-        let camera = camera.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            camera.close().await;
-            handle.graceful_shutdown(Some(std::time::Duration::from_secs(2)));
-        });
-    }
+    let warm_up = tokio::spawn(warm_up_then_serve(
+        filter,
+        media,
+        state.clone(),
+        handle.clone(),
+        shutdown,
+    ));
     let app = signaling::app(state).into_make_service();
-    if args.plain_http {
+    let served = if args.plain_http {
         tracing::info!(address = %local, "serving plain HTTP");
-        axum_server::from_tcp(listener)
-            .map_err(ServerError::Serve)?
-            .handle(handle)
-            .serve(app)
-            .await
-            .map_err(ServerError::Serve)?;
+        match axum_server::from_tcp(listener) {
+            Ok(server) => server.handle(handle).serve(app).await,
+            Err(error) => Err(error),
+        }
     } else {
         let identity = match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => ServerIdentity::from_pem_files(cert, key)?,
@@ -127,14 +145,63 @@ pub async fn serve(
         };
         let config = axum_server::tls_rustls::RustlsConfig::from_config(identity.server_config()?);
         tracing::info!(address = %local, "serving HTTPS");
-        axum_server::tls_rustls::from_tcp_rustls(listener, config)
-            .map_err(ServerError::Serve)?
-            .handle(handle)
-            .serve(app)
-            .await
-            .map_err(ServerError::Serve)?;
+        match axum_server::tls_rustls::from_tcp_rustls(listener, config) {
+            Ok(server) => server.handle(handle).serve(app).await,
+            Err(error) => Err(error),
+        }
+    };
+    if let Err(error) = served {
+        warm_up.abort();
+        return Err(ServerError::Serve(error));
     }
-    worker.stop();
+    let worker = warm_up
+        .await
+        .map_err(|_| ServerError::Worker(WorkerError::Stopped))??;
+    if let Some(worker) = worker {
+        worker.stop();
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Builds and warms up the initial filter, marks the server ready, and on `shutdown` closes the
+/// peer connection and stops the HTTP server. Returns the filter thread to stop once the server
+/// is down (none when shut down during the warm-up; the thread then ends with the process).
+async fn warm_up_then_serve(
+    filter: InitialFilter,
+    media: MediaConfig,
+    state: AppState,
+    handle: axum_server::Handle<std::net::SocketAddr>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Option<Arc<FilterWorker>>, ServerError> {
+    let mut shutdown = std::pin::pin!(shutdown);
+    tracing::info!(filter = %filter.spec, execution_provider = %filter.execution_provider, "building the initial filter");
+    let started = tokio::select! {
+        started = FilterWorker::start(filter.builder, &filter.spec, state.metrics.clone()) => started,
+        () = &mut shutdown => {
+            tracing::info!("shut down while warming up");
+            handle.graceful_shutdown(Some(std::time::Duration::from_secs(2)));
+            return Ok(None);
+        }
+    };
+    let worker = match started {
+        Ok(worker) => Arc::new(worker),
+        Err(error) => {
+            handle.shutdown();
+            return Err(error.into());
+        }
+    };
+    let camera = Arc::new(Camera::new(media, worker.clone(), state.metrics.clone()));
+    state.set_ready(
+        camera.clone(),
+        Readiness {
+            filter: worker.current(),
+            execution_provider: filter.execution_provider,
+        },
+    );
+    tracing::info!(filter = %worker.current(), "ready");
+    shutdown.await;
+    camera.close().await;
+    handle.graceful_shutdown(Some(std::time::Duration::from_secs(2)));
+    Ok(Some(worker))
 }

@@ -1,5 +1,6 @@
 //! The HTTP API's answers to bad input, through the router (`oneshot`) and over a real TLS
-//! socket, and the one-camera rule (409 / same-client replacement).
+//! socket, the one-camera rule (409 / same-client replacement), and the warm-up (serving before
+//! the filter is ready).
 
 mod common;
 
@@ -12,24 +13,27 @@ use camera_pod::config::BitrateBounds;
 use camera_pod::filter::{Filter, Passthrough};
 use camera_pod::media::{Camera, FilterWorker, MediaConfig};
 use camera_pod::metrics::Metrics;
-use camera_pod::signaling::{AppState, app};
+use camera_pod::signaling::{AppState, Readiness, app};
 use common::TestPeer;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 const TOKEN: &str = "s3cret-token";
 
-async fn state(token: Option<&str>) -> AppState {
-    let metrics = Arc::new(Metrics::default());
-    let builder = Box::new(|spec: &str| -> Result<Box<dyn Filter>, String> {
+fn passthrough_builder() -> camera_pod::media::worker::FilterBuilder {
+    Box::new(|spec: &str| -> Result<Box<dyn Filter>, String> {
         if spec.contains("passthrough") {
             Ok(Box::new(Passthrough))
         } else {
             Err(format!("unknown filter {spec}"))
         }
-    });
+    })
+}
+
+async fn state(token: Option<&str>) -> AppState {
+    let metrics = Arc::new(Metrics::default());
     let worker = Arc::new(
-        FilterWorker::start(builder, "passthrough", metrics.clone())
+        FilterWorker::start(passthrough_builder(), "passthrough", metrics.clone())
             .await
             .unwrap(),
     );
@@ -43,7 +47,15 @@ async fn state(token: Option<&str>) -> AppState {
         },
     };
     let camera = Arc::new(Camera::new(media, worker, metrics.clone()));
-    AppState::new(token.map(str::to_owned), metrics, camera)
+    let state = AppState::warming(token.map(str::to_owned), metrics, "passthrough");
+    state.set_ready(
+        camera,
+        Readiness {
+            filter: "passthrough".into(),
+            execution_provider: "cpu".into(),
+        },
+    );
+    state
 }
 
 struct Reply {
@@ -383,4 +395,152 @@ async fn tls_with_a_self_signed_certificate_over_a_real_socket() {
         .unwrap()
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_warming_up_only_health_answers_and_offers_are_asked_to_retry() {
+    let warming = AppState::warming(None, Arc::new(Metrics::default()), "selfie-blur");
+    assert_healthy(&warming).await;
+    let response = app(warming.clone())
+        .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["status"], "warming", "{json}");
+    assert_eq!(json["filter"], "selfie-blur", "{json}");
+
+    let offer =
+        sdp_with("m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:96 VP8/90000\r\n");
+    for request in [
+        post("/offer", None, "application/json", offer_json(&offer)),
+        post(
+            "/filter",
+            None,
+            "application/json",
+            r#"{"filter":"passthrough"}"#,
+        ),
+        Request::get("/status").body(Body::empty()).unwrap(),
+    ] {
+        let what = request.uri().to_string();
+        let response = app(warming.clone()).oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{what}");
+        assert_eq!(response.headers()["retry-after"], "1", "{what}");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["error"]["code"], "not_ready", "{what}: {json}");
+        assert!(
+            json["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("selfie-blur"),
+            "{what}: {json}"
+        );
+    }
+
+    let ready = state(None).await;
+    let reply = call(&ready, Request::get("/readyz").body(Body::empty()).unwrap()).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json["status"], "ready", "{}", reply.json);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_server_listens_before_a_slow_filter_is_warm_then_becomes_ready() {
+    use clap::Parser;
+    common::install_crypto();
+    const WARM_UP: std::time::Duration = std::time::Duration::from_millis(1500);
+    let mut fast = passthrough_builder();
+    let slow: camera_pod::media::worker::FilterBuilder = Box::new(move |spec: &str| {
+        std::thread::sleep(WARM_UP);
+        fast(spec)
+    });
+    let filter = camera_pod::server::InitialFilter {
+        builder: slow,
+        spec: "passthrough".into(),
+        execution_provider: "cpu".into(),
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let args = camera_pod::config::Args::parse_from([
+        "camera-pod",
+        "--filter",
+        "passthrough",
+        "--plain-http",
+    ]);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let started = std::time::Instant::now();
+    let server = tokio::spawn(camera_pod::server::serve_filter(
+        args,
+        filter,
+        listener,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let client = reqwest::Client::new();
+    let health = client.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let readyz = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(readyz.status(), 503);
+    assert!(
+        started.elapsed() < WARM_UP,
+        "answered only after the warm-up"
+    );
+    let json: serde_json::Value = readyz.json().await.unwrap();
+    assert_eq!(json["status"], "warming");
+    let mut peer = TestPeer::new(CodecKind::Vp8).await;
+    let offer = peer.offer().await;
+    let refused = common::post_offer(&base, &offer, None, None).await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+
+    let mut ready = false;
+    while started.elapsed() < WARM_UP * 4 {
+        let readyz = client.get(format!("{base}/readyz")).send().await.unwrap();
+        if readyz.status() == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(ready, "not ready {:?} after start", started.elapsed());
+    assert!(
+        started.elapsed() >= WARM_UP,
+        "ready before the filter was built"
+    );
+    let answered = common::post_offer(&base, &offer, None, None).await;
+    assert_eq!(answered.status(), 200);
+    peer.close().await;
+    let _ = stop.send(());
+    tokio::time::timeout(std::time::Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_initial_filter_that_cannot_be_built_stops_the_server_with_its_error() {
+    use clap::Parser;
+    let filter = camera_pod::server::InitialFilter {
+        builder: passthrough_builder(),
+        spec: "no-such-filter".into(),
+        execution_provider: "cpu".into(),
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let args = camera_pod::config::Args::parse_from([
+        "camera-pod",
+        "--filter",
+        "passthrough",
+        "--plain-http",
+    ]);
+    let result = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        camera_pod::server::serve_filter(args, filter, listener, std::future::pending()),
+    )
+    .await
+    .expect("the server stops by itself");
+    let error = result.unwrap_err().to_string();
+    assert!(error.contains("no-such-filter"), "{error}");
 }

@@ -1,5 +1,10 @@
 //! The signaling server: `POST /offer`, filter switching, status, static files, health and
-//! metrics. `app(state)` builds the router; `serve` runs it over HTTPS or plain HTTP.
+//! metrics. `app(state)` builds the router; `server::serve` runs it over HTTPS or plain HTTP.
+//!
+//! The server answers from the moment it listens: while the initial filter is being built and
+//! warmed up (a model download and its first inference can take seconds), `/healthz` is 200,
+//! `/readyz` is 503 `{"status":"warming",...}`, and `/offer`, `/filter` and `/status` are 503
+//! `not_ready` with `Retry-After: 1`. `AppState::set_ready` ends the warm-up.
 
 pub mod auth;
 pub mod error;
@@ -10,7 +15,7 @@ use std::sync::{Arc, RwLock};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -34,27 +39,58 @@ pub struct Readiness {
     pub execution_provider: String,
 }
 
+/// Where the pod is in its start-up.
+#[derive(Clone)]
+enum Phase {
+    /// Building and warming up the initial filter (named by its spec).
+    Warming { filter: String },
+    Ready {
+        camera: Arc<Camera>,
+        readiness: Readiness,
+    },
+}
+
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
 pub struct AppState {
     pub token: Option<Arc<str>>,
     pub metrics: Arc<Metrics>,
-    pub readiness: Arc<RwLock<Option<Readiness>>>,
-    pub camera: Arc<Camera>,
+    phase: Arc<RwLock<Phase>>,
 }
 
 impl AppState {
-    pub fn new(token: Option<String>, metrics: Arc<Metrics>, camera: Arc<Camera>) -> Self {
+    /// The state while the initial `filter` is being built and warmed up.
+    pub fn warming(
+        token: Option<String>,
+        metrics: Arc<Metrics>,
+        filter: impl Into<String>,
+    ) -> Self {
         AppState {
             token: token.map(Arc::from),
             metrics,
-            readiness: Arc::default(),
-            camera,
+            phase: Arc::new(RwLock::new(Phase::Warming {
+                filter: filter.into(),
+            })),
         }
     }
 
-    pub fn set_ready(&self, readiness: Readiness) {
-        *self.readiness.write().unwrap_or_else(|e| e.into_inner()) = Some(readiness);
+    /// The filter is warm and the camera can be served.
+    pub fn set_ready(&self, camera: Arc<Camera>, readiness: Readiness) {
+        *self.phase.write().unwrap_or_else(|e| e.into_inner()) = Phase::Ready { camera, readiness };
+    }
+
+    fn phase(&self) -> Phase {
+        self.phase.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The camera, or 503 `not_ready` with `Retry-After` during the warm-up.
+    fn camera(&self) -> Result<Arc<Camera>, ApiError> {
+        match self.phase() {
+            Phase::Ready { camera, .. } => Ok(camera),
+            Phase::Warming { filter } => Err(ApiError::not_ready(format!(
+                "the filter {filter} is still warming up"
+            ))),
+        }
     }
 }
 
@@ -88,23 +124,20 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let readiness = state
-        .readiness
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    match readiness {
-        Some(r) => Ok(Json(serde_json::json!({
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.phase() {
+        Phase::Ready { readiness, .. } => Json(serde_json::json!({
             "status": "ready",
-            "filter": r.filter,
-            "execution_provider": r.execution_provider,
-        }))),
-        None => Err(ApiError::new(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "the filter is still loading",
-        )),
+            "filter": readiness.filter,
+            "execution_provider": readiness.execution_provider,
+        }))
+        .into_response(),
+        Phase::Warming { filter } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(RETRY_AFTER, "1")],
+            Json(serde_json::json!({ "status": "warming", "filter": filter })),
+        )
+            .into_response(),
     }
 }
 
@@ -209,7 +242,7 @@ async fn answer_offer(
     }
     tracing::debug!(sdp = %request.sdp, client = ?request.client, "offer received");
     state
-        .camera
+        .camera()?
         .answer(request.sdp, request.client)
         .await
         .map_err(media_error)
@@ -228,7 +261,7 @@ async fn filter(
             "the body must be a JSON filter spec object",
         ));
     }
-    match state.camera.switch_filter(&spec.to_string()).await {
+    match state.camera()?.switch_filter(&spec.to_string()).await {
         Ok(name) => Ok(Json(
             serde_json::json!({ "type": "filter", "ok": true, "filter": name }),
         )),
@@ -245,5 +278,5 @@ async fn status(
     headers: HeaderMap,
 ) -> Result<Json<crate::media::CameraStatus>, ApiError> {
     auth::check_bearer(state.token.as_deref(), &headers)?;
-    Ok(Json(state.camera.status().await))
+    Ok(Json(state.camera()?.status().await))
 }
