@@ -3,8 +3,7 @@
 //   node tests/e2e/browser.mjs --router https://127.0.0.1:R --session ns/name --token T \
 //        --page-origin http://127.0.0.1:P [--artifact name]
 //
-// A page at --page-origin (served by the test through request interception; nothing listens
-// there) loads <router>/p2pcamera.js with data-endpoint/data-session/data-token and calls
+// A page at --page-origin (served by this script) loads <router>/p2pcamera.js with data-endpoint/data-session/data-token and calls
 // getUserMedia. Reports one JSON object per line on stdout:
 //   {"event":"connected", connect_ms, green, filtered, receiver}   the filtered track is shown
 //   {"event":"reconnected", raw_between, reconnect_ms, green}      after stdin says `killed`
@@ -12,7 +11,9 @@
 // Commands on stdin: `killed` (the camera pod was killed: wait for the raw camera, then for the
 // filtered video again), `close`.
 
+import { once } from 'node:events';
 import fs from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
@@ -85,11 +86,23 @@ const context = await chromium.launchPersistentContext(path.join(dir, 'profile')
   ],
 });
 let page = null;
+let pageServer = null;
+const consoleLines = [];
 try {
   await restrictIceToLoopback(context);
-  await context.route(`${opts['page-origin']}/`, (route) => route.fulfill({ body: pageHtml(), contentType: 'text/html' }));
+  // A real server for the page, so that Chromium places it in the loopback address space (a
+  // page fulfilled by interception counts as public and may not call loopback addresses).
+  const origin = new URL(opts['page-origin']);
+  pageServer = http.createServer((request, response) => {
+    response.writeHead(request.url === '/' ? 200 : 404, { 'Content-Type': 'text/html; charset=utf-8' });
+    response.end(request.url === '/' ? pageHtml() : 'not found');
+  });
+  pageServer.listen(Number(origin.port), origin.hostname);
+  await once(pageServer, 'listening');
   page = await context.newPage();
   await recordEvents(page);
+  page.on('console', (message) => consoleLines.push(`${message.type()}: ${message.text()}`));
+  page.on('pageerror', (error) => consoleLines.push(`pageerror: ${error}`));
   const started = Date.now();
   await page.goto(`${opts['page-origin']}/`);
   await waitForEvent(page, 'connected', CONNECT_TIMEOUT_MS);
@@ -124,10 +137,12 @@ try {
     }
   }
 } catch (error) {
-  emit({ event: 'error', message: String(error?.stack ?? error) });
+  const events = page ? await page.evaluate(() => window.__p2pcameraEvents).catch(() => null) : null;
+  emit({ event: 'error', message: String(error?.stack ?? error), events, console: consoleLines.slice(-20) });
   if (page) await page.screenshot({ path: saveArtifact(`${opts.artifact}-error.png`) }).catch(() => {});
   process.exitCode = 1;
 } finally {
   await context.close();
+  pageServer?.close();
   fs.rmSync(dir, { recursive: true, force: true });
 }

@@ -294,7 +294,7 @@ impl System {
         command
             .arg(repo_root().join("tests/e2e/aiortc_camera.py"))
             .args(["--session-url", &format!("{}/v1/sessions/{}/{session}", self.router_url(), self.ns)])
-            .args(["--token", &token])
+            .arg(format!("--token={token}"))
             .env("SSL_CERT_FILE", &self.ca_file);
         Peer::spawn("aiortc", command, &self.dir.path().join(format!("aiortc-{session}.log")))
     }
@@ -305,7 +305,8 @@ impl System {
         command
             .arg(repo_root().join("tests/e2e/browser.mjs"))
             .args(["--router", &self.router_url(), "--session", &format!("{}/{session}", self.ns)])
-            .args(["--token", &token, "--page-origin", &self.page_origin, "--artifact", artifact])
+            .arg(format!("--token={token}"))
+            .args(["--page-origin", &self.page_origin, "--artifact", artifact])
             .current_dir(repo_root());
         Peer::spawn("browser", command, &self.dir.path().join(format!("browser-{session}.log")))
     }
@@ -442,7 +443,7 @@ async fn apply_stream_through_the_router_then_delete_releases_everything() {
     let first = cold.expect("connected", WAIT).await;
     assert!(number(&first, "green") >= MIN_GREEN, "not filtered: {first}");
     let window = cold.window(3).await;
-    assert!(number(&window, "distinct") >= 15.0 && number(&window, "green") >= MIN_GREEN, "{window}");
+    assert!(number(&window, "frames") >= 15.0 && number(&window, "green") >= MIN_GREEN, "{window}");
     cold.close().await;
 
     // aiortc, warm: the pod is up and idle.
@@ -540,12 +541,12 @@ async fn router_restart_leaves_an_established_stream_flowing() {
     let refused = system.https.get(format!("{}/healthz", system.router_url())).send().await;
     assert!(refused.is_err(), "the router still answers after it was stopped");
     let during = peer.window(3).await;
-    assert!(number(&during, "distinct") >= 15.0 && during["state"] == "connected", "stream stopped with the router: {during}");
+    assert!(number(&during, "frames") >= 15.0 && during["state"] == "connected", "stream stopped with the router: {during}");
     assert!(number(&during, "green") >= MIN_GREEN, "{during}");
 
     system.start_router().await;
     let after = peer.window(2).await;
-    assert!(number(&after, "distinct") >= 10.0 && after["state"] == "connected", "{after}");
+    assert!(number(&after, "frames") >= 10.0 && after["state"] == "connected", "{after}");
     let token = system.token("cam").await;
     let status: Value = system
         .https
@@ -578,7 +579,7 @@ async fn api_server_outage_loses_no_session_and_operator_and_router_recover() {
 
     relay.set_up(false);
     let during = peer.window(10).await;
-    assert!(number(&during, "distinct") >= 30.0 && during["state"] == "connected", "stream stopped with the API server: {during}");
+    assert!(number(&during, "frames") >= 30.0 && during["state"] == "connected", "stream stopped with the API server: {during}");
     // A session applied while the operator and router cannot reach the API server.
     system.apply_session("second").await;
     relay.set_up(true);
@@ -595,7 +596,7 @@ async fn api_server_outage_loses_no_session_and_operator_and_router_recover() {
     assert_eq!((pod_after.pid, pod_after.restarts), (pod_before.pid, pod_before.restarts));
     assert_eq!(system.session_status("first").await.expect("status")["phase"], "Ready");
     let after = peer.window(2).await;
-    assert!(number(&after, "distinct") >= 10.0 && after["state"] == "connected", "{after}");
+    assert!(number(&after, "frames") >= 10.0 && after["state"] == "connected", "{after}");
     peer.close().await;
     system.shutdown().await;
 }
