@@ -121,8 +121,8 @@ def run_one(server: ServerProcess, label: str, filter_name: str, width: int, hei
                      100.0 * cpu / (end - start), rss / 2**20, 100.0 * client_cpu / (end - start))
 
 
-def run_style(args: argparse.Namespace) -> tuple[RunResult, Window, Window]:
-    """A long run with the style model; the first and last 10 s windows of it."""
+def run_style(args: argparse.Namespace) -> tuple[RunResult, list[Window]]:
+    """A long run with the style model, and its consecutive windows of about 10 s."""
     width, height = 1280, 720
     server = camera_pod(json.dumps({"filter": "style", "style": args.style_index}), args.profile)
     print(f"# camera-pod style {width}x{height} for {args.style_seconds} s ...", file=sys.stderr, flush=True)
@@ -133,7 +133,10 @@ def run_style(args: argparse.Namespace) -> tuple[RunResult, Window, Window]:
     whole = measure_window(client, start, end)
     result = RunResult("camera-pod", "style", width, height, first, whole,
                        100.0 * cpu / (end - start), rss / 2**20, 100.0 * client_cpu / (end - start))
-    return result, measure_window(client, start, start + 10.0), measure_window(client, end - 10.0, end)
+    count = max(1, round((end - start) / 10.0))
+    step = (end - start) / count
+    windows = [measure_window(client, start + k * step, start + (k + 1) * step) for k in range(count)]
+    return result, windows
 
 
 def ms(seconds: float) -> str:
@@ -155,7 +158,7 @@ def load_average() -> str:
     return f"{os.getloadavg()[0]:.2f}"
 
 
-def report(results: list[RunResult], style: tuple[RunResult, Window, Window] | None,
+def report(results: list[RunResult], style: tuple[RunResult, list[Window]] | None,
            args: argparse.Namespace, load_at_start: str) -> str:
     lines = [
         f"Machine: {machine_description()}; 1-minute load average {load_at_start} at start, "
@@ -189,21 +192,23 @@ def report(results: list[RunResult], style: tuple[RunResult, Window, Window] | N
             )
     lines += ["", "| target | measured | met |", "|---|---|---|"] + target_rows(results, style)
     if style is not None:
-        whole, head, tail = style
+        whole, windows = style
+        step = args.style_seconds / len(windows)
         lines += [
             "",
-            f"Style model (style {args.style_index}), 1280x720, {args.style_seconds:.0f} s: returned {whole.window.returned_fps:.1f} fps, "
-            f"dropped {whole.window.dropped_fraction:.1%}, unreadable {whole.window.unreadable}, "
-            f"CPU {whole.cpu_percent:.0f} %, peak RSS {whole.peak_rss_mib:.0f} MiB, "
-            f"first frame {ms(whole.first_frame_s)} ms.",
+            f"Style model (style {args.style_index}), 1280x720, {args.style_seconds:.0f} s: returned "
+            f"{whole.window.returned_fps:.1f} fps, dropped {whole.window.dropped_fraction:.1%}, "
+            f"unreadable {whole.window.unreadable}, CPU {whole.cpu_percent:.0f} %, peak RSS "
+            f"{whole.peak_rss_mib:.0f} MiB, first frame {ms(whole.first_frame_s)} ms.",
             "",
             "| window | p50 ms | p99 ms | returned fps | frames measured |",
             "|---|---|---|---|---|",
-            f"| first 10 s | {ms(percentile(head.latencies, 0.5))} | {ms(percentile(head.latencies, 0.99))} | "
-            f"{head.returned_fps:.1f} | {len(head.latencies)} |",
-            f"| last 10 s | {ms(percentile(tail.latencies, 0.5))} | {ms(percentile(tail.latencies, 0.99))} | "
-            f"{tail.returned_fps:.1f} | {len(tail.latencies)} |",
         ]
+        for k, w in enumerate(windows):
+            lines.append(
+                f"| {k * step:.0f}-{(k + 1) * step:.0f} s | {ms(percentile(w.latencies, 0.5))} | "
+                f"{ms(percentile(w.latencies, 0.99))} | {w.returned_fps:.1f} | {len(w.latencies)} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -211,7 +216,7 @@ def report(results: list[RunResult], style: tuple[RunResult, Window, Window] | N
 FLAT_P99_GROWTH = 1.25
 
 
-def target_rows(results: list[RunResult], style: tuple[RunResult, Window, Window] | None) -> list[str]:
+def target_rows(results: list[RunResult], style: tuple[RunResult, list[Window]] | None) -> list[str]:
     """The issue's targets, each as a markdown table row with what was measured."""
     by = {(r.server, r.filter, r.width): r for r in results}
     rows = []
@@ -229,7 +234,8 @@ def target_rows(results: list[RunResult], style: tuple[RunResult, Window, Window
         rows.append(f"| selfie-blur 640x480: >= 29 fps, p99 < 100 ms | {blur.window.returned_fps:.1f} fps, "
                     f"p99 {ms(p99)} ms | {'yes' if met else 'no'} |")
     if style is not None:
-        _, head, tail = style
+        _, windows = style
+        head, tail = windows[0], windows[-1]
         first, last = percentile(head.latencies, 0.99), percentile(tail.latencies, 0.99)
         met = last <= first * FLAT_P99_GROWTH
         rows.append(f"| style 1280x720: p99 flat (last 10 s <= {FLAT_P99_GROWTH}x first 10 s) | "
