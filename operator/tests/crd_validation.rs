@@ -11,8 +11,13 @@ use serde_json::{Value, json};
 
 async fn plane() -> &'static ControlPlane {
     let plane = ControlPlane::shared().await.expect("control plane");
-    let crd = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(CRD_FILE);
-    plane.apply_crds(&crd).await.expect("CRD applies and becomes Established");
+    let crd = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(CRD_FILE);
+    plane
+        .apply_crds(&crd)
+        .await
+        .expect("CRD applies and becomes Established");
     plane
 }
 
@@ -49,7 +54,10 @@ fn mask_manifest() -> Value {
 
 /// Creates the session and returns the API server's rejection message (fails if accepted).
 async fn rejected(api: &Api<DynamicObject>, name: &str, spec: Value) -> String {
-    match api.create(&PostParams::default(), &session(name, spec.clone())).await {
+    match api
+        .create(&PostParams::default(), &session(name, spec.clone()))
+        .await
+    {
         Ok(_) => panic!("API server accepted invalid spec {spec}"),
         Err(kube::Error::Api(status)) => {
             assert_eq!(status.code, 422, "{status:?}");
@@ -64,8 +72,12 @@ async fn valid_sessions_are_accepted_and_defaulted() {
     let plane = plane().await;
     let ns = plane.namespace("crd-valid").await.unwrap();
     let api = sessions(plane, &ns);
-    let minimal = api.create(&PostParams::default(), &session("minimal", json!({}))).await.unwrap();
-    let typed: CameraSession = serde_json::from_value(serde_json::to_value(&minimal).unwrap()).unwrap();
+    let minimal = api
+        .create(&PostParams::default(), &session("minimal", json!({})))
+        .await
+        .unwrap();
+    let typed: CameraSession =
+        serde_json::from_value(serde_json::to_value(&minimal).unwrap()).unwrap();
     assert_eq!(typed.spec.gpu.count, 1);
 
     let full = json!({
@@ -80,13 +92,24 @@ async fn valid_sessions_are_accepted_and_defaulted() {
         "image": "registry.example/camera-pod:1",
         "idleTimeout": "1h30m",
     });
-    api.create(&PostParams::default(), &session("complete", full)).await.unwrap();
-    api.create(&PostParams::default(), &session("styled", json!({"filter": {"name": "style", "styleIndex": 25}})))
+    api.create(&PostParams::default(), &session("complete", full))
         .await
         .unwrap();
     api.create(
         &PostParams::default(),
-        &session("replaced", json!({"filter": {"name": "selfie-replace", "backgroundColor": "#00ff7F"}})),
+        &session(
+            "styled",
+            json!({"filter": {"name": "style", "styleIndex": 25}}),
+        ),
+    )
+    .await
+    .unwrap();
+    api.create(
+        &PostParams::default(),
+        &session(
+            "replaced",
+            json!({"filter": {"name": "selfie-replace", "backgroundColor": "#00ff7F"}}),
+        ),
     )
     .await
     .unwrap();
@@ -99,9 +122,17 @@ async fn filter_rules_are_enforced_by_the_api_server() {
     let api = sessions(plane, &ns);
 
     let msg = rejected(&api, "unknown", json!({"filter": {"name": "sepia"}})).await;
-    assert!(msg.contains("spec.filter.name") && msg.contains("Unsupported value"), "{msg}");
+    assert!(
+        msg.contains("spec.filter.name") && msg.contains("Unsupported value"),
+        "{msg}"
+    );
 
-    let msg = rejected(&api, "custom-no-model", json!({"filter": {"name": "custom"}})).await;
+    let msg = rejected(
+        &api,
+        "custom-no-model",
+        json!({"filter": {"name": "custom"}}),
+    )
+    .await;
     assert!(msg.contains("filter 'custom' requires model"), "{msg}");
 
     let mut blur_with_model = custom_model(mask_manifest());
@@ -112,16 +143,39 @@ async fn filter_rules_are_enforced_by_the_api_server() {
     let msg = rejected(&api, "style-no-index", json!({"filter": {"name": "style"}})).await;
     assert!(msg.contains("filter 'style' requires styleIndex"), "{msg}");
 
-    let msg = rejected(&api, "index-on-blur", json!({"filter": {"name": "selfie-blur", "styleIndex": 3}})).await;
+    let msg = rejected(
+        &api,
+        "index-on-blur",
+        json!({"filter": {"name": "selfie-blur", "styleIndex": 3}}),
+    )
+    .await;
     assert!(msg.contains("filter 'style' requires styleIndex"), "{msg}");
 
-    let msg = rejected(&api, "style-26", json!({"filter": {"name": "style", "styleIndex": 26}})).await;
+    let msg = rejected(
+        &api,
+        "style-26",
+        json!({"filter": {"name": "style", "styleIndex": 26}}),
+    )
+    .await;
     assert!(msg.contains("spec.filter.styleIndex"), "{msg}");
 
-    let msg = rejected(&api, "colour-on-blur", json!({"filter": {"name": "selfie-blur", "backgroundColor": "#000000"}})).await;
-    assert!(msg.contains("backgroundColor is only for filter 'selfie-replace'"), "{msg}");
+    let msg = rejected(
+        &api,
+        "colour-on-blur",
+        json!({"filter": {"name": "selfie-blur", "backgroundColor": "#000000"}}),
+    )
+    .await;
+    assert!(
+        msg.contains("backgroundColor is only for filter 'selfie-replace'"),
+        "{msg}"
+    );
 
-    let msg = rejected(&api, "colour-name", json!({"filter": {"name": "selfie-replace", "backgroundColor": "green"}})).await;
+    let msg = rejected(
+        &api,
+        "colour-name",
+        json!({"filter": {"name": "selfie-replace", "backgroundColor": "green"}}),
+    )
+    .await;
     assert!(msg.contains("spec.filter.backgroundColor"), "{msg}");
 }
 
@@ -136,7 +190,10 @@ async fn model_rules_are_enforced_by_the_api_server() {
     let msg = rejected(&api, "plain-http", json!({"filter": http})).await;
     assert!(msg.contains("spec.filter.model.url"), "{msg}");
 
-    for (name, sum) in [("short-sum", "abc".to_owned()), ("upper-sum", "A".repeat(64))] {
+    for (name, sum) in [
+        ("short-sum", "abc".to_owned()),
+        ("upper-sum", "A".repeat(64)),
+    ] {
         let mut bad = custom_model(mask_manifest());
         bad["model"]["sha256"] = json!(sum);
         let msg = rejected(&api, name, json!({"filter": bad})).await;
@@ -145,7 +202,12 @@ async fn model_rules_are_enforced_by_the_api_server() {
 
     let mut no_composite = mask_manifest();
     no_composite.as_object_mut().unwrap().remove("composite");
-    let msg = rejected(&api, "mask-no-composite", json!({"filter": custom_model(no_composite)})).await;
+    let msg = rejected(
+        &api,
+        "mask-no-composite",
+        json!({"filter": custom_model(no_composite)}),
+    )
+    .await;
     assert!(msg.contains("a mask output requires composite"), "{msg}");
 
     let mut range = mask_manifest();
@@ -156,7 +218,10 @@ async fn model_rules_are_enforced_by_the_api_server() {
     let mut layout = mask_manifest();
     layout["layout"] = json!("CHW");
     let msg = rejected(&api, "bad-layout", json!({"filter": custom_model(layout)})).await;
-    assert!(msg.contains("spec.filter.model.manifest.layout") && msg.contains("Unsupported value"), "{msg}");
+    assert!(
+        msg.contains("spec.filter.model.manifest.layout") && msg.contains("Unsupported value"),
+        "{msg}"
+    );
 
     let mut huge = mask_manifest();
     huge["width"] = json!(4097);
@@ -171,26 +236,63 @@ async fn video_gpu_and_session_rules_are_enforced_by_the_api_server() {
     let api = sessions(plane, &ns);
 
     let cases = [
-        ("narrow", json!({"video": {"maxWidth": 100}}), "spec.video.maxWidth"),
-        ("tall", json!({"video": {"maxHeight": 4320}}), "spec.video.maxHeight"),
-        ("fast", json!({"video": {"maxFps": 61}}), "spec.video.maxFps"),
-        ("av1", json!({"video": {"codecs": ["AV1"]}}), "Unsupported value"),
-        ("three-codecs", json!({"video": {"codecs": ["VP8", "H264", "VP8"]}}), "spec.video.codecs"),
+        (
+            "narrow",
+            json!({"video": {"maxWidth": 100}}),
+            "spec.video.maxWidth",
+        ),
+        (
+            "tall",
+            json!({"video": {"maxHeight": 4320}}),
+            "spec.video.maxHeight",
+        ),
+        (
+            "fast",
+            json!({"video": {"maxFps": 61}}),
+            "spec.video.maxFps",
+        ),
+        (
+            "av1",
+            json!({"video": {"codecs": ["AV1"]}}),
+            "Unsupported value",
+        ),
+        (
+            "three-codecs",
+            json!({"video": {"codecs": ["VP8", "H264", "VP8"]}}),
+            "spec.video.codecs",
+        ),
         ("no-gpu", json!({"gpu": {"count": 0}}), "spec.gpu.count"),
         ("nine-gpus", json!({"gpu": {"count": 9}}), "spec.gpu.count"),
-        ("empty-resource", json!({"gpu": {"resourceName": ""}}), "spec.gpu.resourceName"),
+        (
+            "empty-resource",
+            json!({"gpu": {"resourceName": ""}}),
+            "spec.gpu.resourceName",
+        ),
         ("empty-image", json!({"image": ""}), "spec.image"),
-        ("words-timeout", json!({"idleTimeout": "5 minutes"}), "spec.idleTimeout"),
-        ("days-timeout", json!({"idleTimeout": "2d"}), "spec.idleTimeout"),
+        (
+            "words-timeout",
+            json!({"idleTimeout": "5 minutes"}),
+            "spec.idleTimeout",
+        ),
+        (
+            "days-timeout",
+            json!({"idleTimeout": "2d"}),
+            "spec.idleTimeout",
+        ),
     ];
     for (name, spec, expected) in cases {
         let msg = rejected(&api, name, spec).await;
-        assert!(msg.contains(expected), "{name}: expected {expected:?} in {msg}");
+        assert!(
+            msg.contains(expected),
+            "{name}: expected {expected:?} in {msg}"
+        );
     }
 
     let long = "a".repeat(54);
     let msg = rejected(&api, &long, json!({})).await;
     assert!(msg.contains("name must be at most 53 characters"), "{msg}");
     // 53 is the limit, not 52.
-    api.create(&PostParams::default(), &session(&"b".repeat(53), json!({}))).await.unwrap();
+    api.create(&PostParams::default(), &session(&"b".repeat(53), json!({})))
+        .await
+        .unwrap();
 }

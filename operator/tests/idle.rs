@@ -12,18 +12,27 @@ use std::process::Command;
 
 use common::{TestEnv, WAIT, condition, phase_is};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams};
 use kube::ResourceExt;
-use p2pcamera_operator::desired::{ANNOTATION_WAKE, SECRET_TLS_CERT, SECRET_TLS_KEY, SECRET_TOKEN, child_name};
+use kube::api::{Api, Patch, PatchParams};
+use p2pcamera_operator::desired::{
+    ANNOTATION_WAKE, SECRET_TLS_CERT, SECRET_TLS_KEY, SECRET_TOKEN, child_name,
+};
 use p2pcamera_tests::{ManagedProcess, eventually};
 use serde_json::json;
 
 /// The camera-pod binary next to this test's build output (`cargo test --workspace` builds it).
 fn camera_pod_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target profile directory");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target profile directory");
     let path = dir.join("camera-pod");
-    assert!(path.is_file(), "{} missing: build it with `cargo build --workspace --bins`", path.display());
+    assert!(
+        path.is_file(),
+        "{} missing: build it with `cargo build --workspace --bins`",
+        path.display()
+    );
     path
 }
 
@@ -31,13 +40,27 @@ fn camera_pod_binary() -> PathBuf {
 async fn session_without_a_camera_goes_idle_and_wakes_on_request() {
     let env = TestEnv::new("session-idle").await;
     env.add_node("gpu", 1, None).await;
-    let _operator = env.start_operator("op-a", &["--idle-poll-interval", "1s", "--port-range", "47100-47199"]);
-    env.create_session("cam", json!({"filter": {"name": "passthrough"}, "idleTimeout": "4s"})).await;
+    let _operator = env.start_operator(
+        "op-a",
+        &["--idle-poll-interval", "1s", "--port-range", "47100-47199"],
+    );
+    env.create_session(
+        "cam",
+        json!({"filter": {"name": "passthrough"}, "idleTimeout": "4s"}),
+    )
+    .await;
     let ready = env.wait_ready("cam").await;
-    let port = ready.status.as_ref().and_then(|s| s.udp_port).expect("port");
+    let port = ready
+        .status
+        .as_ref()
+        .and_then(|s| s.udp_port)
+        .expect("port");
     let pod = env.pod_of("cam").await.expect("pod");
 
-    let secret = Api::<Secret>::namespaced(env.client.clone(), &env.ns).get(&child_name("cam")).await.unwrap();
+    let secret = Api::<Secret>::namespaced(env.client.clone(), &env.ns)
+        .get(&child_name("cam"))
+        .await
+        .unwrap();
     let data = secret.data.expect("secret data");
     let dir = tempfile::tempdir().unwrap();
     for key in [SECRET_TOKEN, SECRET_TLS_CERT, SECRET_TLS_KEY] {
@@ -52,11 +75,15 @@ async fn session_without_a_camera_goes_idle_and_wakes_on_request() {
         .env("P2PCAMERA_TOKEN_FILE", dir.path().join(SECRET_TOKEN))
         .env("P2PCAMERA_TLS_CERT", dir.path().join(SECRET_TLS_CERT))
         .env("P2PCAMERA_TLS_KEY", dir.path().join(SECRET_TLS_KEY));
-    let camera_pod = ManagedProcess::spawn("camera-pod", command, &dir.path().join("camera-pod.log")).unwrap();
+    let camera_pod =
+        ManagedProcess::spawn("camera-pod", command, &dir.path().join("camera-pod.log")).unwrap();
 
     let idle = eventually("session Idle", WAIT, || async {
         if let Some(status) = camera_pod.exited() {
-            return Err(format!("camera-pod exited ({status}): {}", camera_pod.log_tail(20)));
+            return Err(format!(
+                "camera-pod exited ({status}): {}",
+                camera_pod.log_tail(20)
+            ));
         }
         let session = env.sessions.get("cam").await.map_err(|e| e.to_string())?;
         phase_is(&session, "Idle").map(|_| session)
@@ -65,7 +92,11 @@ async fn session_without_a_camera_goes_idle_and_wakes_on_request() {
     .unwrap();
     let (status, reason, _) = condition(&idle, "Idle").expect("Idle condition");
     assert_eq!((status.as_str(), reason.as_str()), ("True", "IdleTimeout"));
-    assert_eq!(idle.status.as_ref().and_then(|s| s.udp_port), Some(port), "idle session gave up its port");
+    assert_eq!(
+        idle.status.as_ref().and_then(|s| s.udp_port),
+        Some(port),
+        "idle session gave up its port"
+    );
     eventually("idle pod deleted", WAIT, || async {
         match env.pod_of("cam").await {
             None => Ok(()),
@@ -75,14 +106,25 @@ async fn session_without_a_camera_goes_idle_and_wakes_on_request() {
     .await
     .unwrap();
     assert!(
-        Api::<Secret>::namespaced(env.client.clone(), &env.ns).get_opt(&child_name("cam")).await.unwrap().is_some(),
+        Api::<Secret>::namespaced(env.client.clone(), &env.ns)
+            .get_opt(&child_name("cam"))
+            .await
+            .unwrap()
+            .is_some(),
         "idle session lost its token"
     );
     camera_pod.stop();
 
     let wake = json!({"metadata": {"annotations": {ANNOTATION_WAKE: "now"}}});
-    env.sessions.patch("cam", &PatchParams::default(), &Patch::Merge(&wake)).await.unwrap();
+    env.sessions
+        .patch("cam", &PatchParams::default(), &Patch::Merge(&wake))
+        .await
+        .unwrap();
     let woken = env.wait_ready("cam").await;
     assert_eq!(woken.status.and_then(|s| s.udp_port), Some(port));
-    assert_ne!(env.pod_of("cam").await.unwrap().uid(), pod.uid(), "no new pod after waking");
+    assert_ne!(
+        env.pod_of("cam").await.unwrap().uid(),
+        pod.uid(),
+        "no new pod after waking"
+    );
 }

@@ -14,7 +14,10 @@ use tokio_util::sync::CancellationToken;
 const LEASE: &str = "p2pcamera-operator";
 
 async fn holder(plane: &ControlPlane, ns: &str) -> Option<String> {
-    let lease = Api::<Lease>::namespaced(plane.client().unwrap(), ns).get(LEASE).await.unwrap();
+    let lease = Api::<Lease>::namespaced(plane.client().unwrap(), ns)
+        .get(LEASE)
+        .await
+        .unwrap();
     lease.spec.and_then(|s| s.holder_identity)
 }
 
@@ -22,17 +25,29 @@ async fn holder(plane: &ControlPlane, ns: &str) -> Option<String> {
 async fn racing_candidates_never_both_hold_the_lease() {
     let plane = ControlPlane::shared().await.unwrap();
     let ns = plane.namespace("leader-race").await.unwrap();
-    let candidates: Vec<_> =
-        (0..5).map(|i| LeaderElector::new(plane.client().unwrap(), &ns, LEASE, &format!("replica-{i}"))).collect();
+    let candidates: Vec<_> = (0..5)
+        .map(|i| LeaderElector::new(plane.client().unwrap(), &ns, LEASE, &format!("replica-{i}")))
+        .collect();
     let mut leader = None;
     for round in 0..8 {
         let results = join_all(candidates.iter().map(|c| c.try_acquire_or_renew())).await;
-        let winners: Vec<usize> =
-            results.iter().enumerate().filter(|(_, r)| *r.as_ref().unwrap()).map(|(i, _)| i).collect();
+        let winners: Vec<usize> = results
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| *r.as_ref().unwrap())
+            .map(|(i, _)| i)
+            .collect();
         assert_eq!(winners.len(), 1, "round {round}: holders {winners:?}");
         // The first winner keeps renewing; nobody takes a live Lease over.
-        assert_eq!(*leader.get_or_insert(winners[0]), winners[0], "round {round}: leadership moved");
-        assert_eq!(holder(plane, &ns).await, Some(format!("replica-{}", winners[0])));
+        assert_eq!(
+            *leader.get_or_insert(winners[0]),
+            winners[0],
+            "round {round}: leadership moved"
+        );
+        assert_eq!(
+            holder(plane, &ns).await,
+            Some(format!("replica-{}", winners[0]))
+        );
     }
 }
 
@@ -46,8 +61,14 @@ async fn release_hands_the_lease_over_at_once() {
     assert!(!b.try_acquire_or_renew().await.unwrap());
     a.release().await.unwrap();
     assert_eq!(holder(plane, &ns).await, None);
-    assert!(b.try_acquire_or_renew().await.unwrap(), "standby did not take the released Lease");
-    assert!(!a.try_acquire_or_renew().await.unwrap(), "old leader took the Lease back");
+    assert!(
+        b.try_acquire_or_renew().await.unwrap(),
+        "standby did not take the released Lease"
+    );
+    assert!(
+        !a.try_acquire_or_renew().await.unwrap(),
+        "old leader took the Lease back"
+    );
     // Releasing a Lease someone else holds changes nothing.
     a.release().await.unwrap();
     assert_eq!(holder(plane, &ns).await.as_deref(), Some("b"));
@@ -66,18 +87,33 @@ async fn silent_leader_is_replaced_only_after_its_lease_expires() {
         if b.try_acquire_or_renew().await.unwrap() {
             break renewed.elapsed();
         }
-        assert!(renewed.elapsed() < LEASE_DURATION + Duration::from_secs(10), "standby never took over");
+        assert!(
+            renewed.elapsed() < LEASE_DURATION + Duration::from_secs(10),
+            "standby never took over"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     // Lease times have second precision on the server side; allow one second of rounding.
-    assert!(took_over + Duration::from_secs(1) >= LEASE_DURATION, "took over after {took_over:?}");
+    assert!(
+        took_over + Duration::from_secs(1) >= LEASE_DURATION,
+        "took over after {took_over:?}"
+    );
     assert_eq!(holder(plane, &ns).await.as_deref(), Some("b"));
 }
 
-type Replica = (&'static str, watch::Receiver<bool>, CancellationToken, tokio::task::JoinHandle<()>);
+type Replica = (
+    &'static str,
+    watch::Receiver<bool>,
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+);
 
 fn leading(replicas: &[Replica]) -> Vec<&'static str> {
-    replicas.iter().filter(|r| *r.1.borrow()).map(|r| r.0).collect()
+    replicas
+        .iter()
+        .filter(|r| *r.1.borrow())
+        .map(|r| r.0)
+        .collect()
 }
 
 #[tokio::test]
@@ -94,7 +130,13 @@ async fn run_lets_exactly_one_replica_lead_and_hands_over_on_shutdown() {
     }
     let leader = eventually("one replica leading", Duration::from_secs(30), || {
         let now = leading(&replicas);
-        async move { if now.len() == 1 { Ok(now[0]) } else { Err(format!("leading: {now:?}")) } }
+        async move {
+            if now.len() == 1 {
+                Ok(now[0])
+            } else {
+                Err(format!("leading: {now:?}"))
+            }
+        }
     })
     .await
     .unwrap();
@@ -113,14 +155,28 @@ async fn run_lets_exactly_one_replica_lead_and_hands_over_on_shutdown() {
     assert!(!*rx.borrow(), "stopped replica still claims to lead");
     let stopped = Instant::now();
     let other = replicas[0].0;
-    eventually("standby leading after the leader shut down", Duration::from_secs(20), || {
-        let now = leading(&replicas);
-        async move { if now == [other] { Ok(()) } else { Err(format!("leading: {now:?}")) } }
-    })
+    eventually(
+        "standby leading after the leader shut down",
+        Duration::from_secs(20),
+        || {
+            let now = leading(&replicas);
+            async move {
+                if now == [other] {
+                    Ok(())
+                } else {
+                    Err(format!("leading: {now:?}"))
+                }
+            }
+        },
+    )
     .await
     .unwrap();
     // Released, not expired: the standby's next retry takes it.
-    assert!(stopped.elapsed() < RETRY_EVERY + Duration::from_secs(3), "hand-over took {:?}", stopped.elapsed());
+    assert!(
+        stopped.elapsed() < RETRY_EVERY + Duration::from_secs(3),
+        "hand-over took {:?}",
+        stopped.elapsed()
+    );
     assert_eq!(holder(plane, &ns).await.as_deref(), Some(other));
     replicas[0].2.cancel();
 }

@@ -18,16 +18,30 @@ struct Replica {
 }
 
 fn start_replica(env: &TestEnv, identity: &'static str) -> Replica {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut command = Command::new(env!("CARGO_BIN_EXE_operator"));
     command
         .arg("run")
-        .args(env.operator_args(identity, &["--metrics-listen", &format!("127.0.0.1:{port}")]))
+        .args(env.operator_args(
+            identity,
+            &["--metrics-listen", &format!("127.0.0.1:{port}")],
+        ))
         .env("KUBECONFIG", env.plane.kubeconfig_path())
         .env("RUST_LOG", "info");
-    let log = env.plane.dir().join(format!("operator-{}-{identity}.log", env.ns));
+    let log = env
+        .plane
+        .dir()
+        .join(format!("operator-{}-{identity}.log", env.ns));
     let process = ManagedProcess::spawn(&format!("operator {identity}"), command, &log).unwrap();
-    Replica { identity, admin: format!("http://127.0.0.1:{port}"), process }
+    Replica {
+        identity,
+        admin: format!("http://127.0.0.1:{port}"),
+        process,
+    }
 }
 
 async fn get(url: &str) -> Result<String, String> {
@@ -40,7 +54,13 @@ async fn get(url: &str) -> Result<String, String> {
 
 /// The value of an unlabelled or fully labelled metric line, e.g. `p2pcamera_operator_leader`.
 fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    text.lines().find_map(|line| {
+        line.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 async fn leaders(replicas: &[&Replica]) -> Result<Vec<&'static str>, String> {
@@ -64,16 +84,24 @@ async fn two_replicas_one_leader_acts_and_the_other_takes_over() {
     let b = start_replica(&env, "replica-b");
     for r in [&a, &b] {
         let log = r.process.log_path().display().to_string();
-        eventually(&format!("{} ready (log {log})", r.identity), WAIT, || async {
-            get(&format!("{}/healthz", r.admin)).await?;
-            get(&format!("{}/readyz", r.admin)).await
-        })
+        eventually(
+            &format!("{} ready (log {log})", r.identity),
+            WAIT,
+            || async {
+                get(&format!("{}/healthz", r.admin)).await?;
+                get(&format!("{}/readyz", r.admin)).await
+            },
+        )
         .await
         .unwrap();
     }
     let leader = eventually("exactly one leader", WAIT, || async {
         let now = leaders(&[&a, &b]).await?;
-        if now.len() == 1 { Ok(now[0]) } else { Err(format!("leaders {now:?}")) }
+        if now.len() == 1 {
+            Ok(now[0])
+        } else {
+            Err(format!("leaders {now:?}"))
+        }
     })
     .await
     .unwrap();
@@ -84,34 +112,74 @@ async fn two_replicas_one_leader_acts_and_the_other_takes_over() {
     env.wait_ready("first").await;
     env.wait_ready("second").await;
     for name in ["first", "second"] {
-        let instances: Vec<_> = env.events_of(name).await.into_iter().map(|e| e.reporting_instance).collect();
+        let instances: Vec<_> = env
+            .events_of(name)
+            .await
+            .into_iter()
+            .map(|e| e.reporting_instance)
+            .collect();
         assert!(!instances.is_empty(), "no events for {name}");
         assert!(
-            instances.iter().all(|i| i.as_deref() == Some(leading.identity)),
+            instances
+                .iter()
+                .all(|i| i.as_deref() == Some(leading.identity)),
             "{name}: events from {instances:?}, leader is {}",
             leading.identity
         );
     }
-    assert_eq!(leaders(&[&leading, &standby]).await.unwrap(), [leading.identity], "two leaders at once");
+    assert_eq!(
+        leaders(&[&leading, &standby]).await.unwrap(),
+        [leading.identity],
+        "two leaders at once"
+    );
 
     let text = get(&format!("{}/metrics", leading.admin)).await.unwrap();
-    assert!(metric(&text, "p2pcamera_operator_reconciles_total").unwrap_or(0.0) >= 2.0, "{text}");
-    assert_eq!(metric(&text, "p2pcamera_operator_sessions{phase=\"Ready\"}"), Some(2.0), "{text}");
-    assert!(text.contains("p2pcamera_operator_reconcile_duration_seconds_bucket"), "{text}");
+    assert!(
+        metric(&text, "p2pcamera_operator_reconciles_total").unwrap_or(0.0) >= 2.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "p2pcamera_operator_sessions{phase=\"Ready\"}"),
+        Some(2.0),
+        "{text}"
+    );
+    assert!(
+        text.contains("p2pcamera_operator_reconcile_duration_seconds_bucket"),
+        "{text}"
+    );
     let idle = get(&format!("{}/metrics", standby.admin)).await.unwrap();
-    assert_eq!(metric(&idle, "p2pcamera_operator_reconciles_total"), Some(0.0), "standby reconciled: {idle}");
+    assert_eq!(
+        metric(&idle, "p2pcamera_operator_reconciles_total"),
+        Some(0.0),
+        "standby reconciled: {idle}"
+    );
 
     // Graceful shutdown (SIGTERM) releases the Lease; the standby takes over and acts.
     leading.process.stop();
     eventually("standby leads after the leader stopped", WAIT, || async {
         let now = leaders(&[&standby]).await?;
-        if now == [standby.identity] { Ok(()) } else { Err("standby not leading".to_owned()) }
+        if now == [standby.identity] {
+            Ok(())
+        } else {
+            Err("standby not leading".to_owned())
+        }
     })
     .await
     .unwrap();
     env.create_session("third", json!({})).await;
     env.wait_ready("third").await;
-    let instances: Vec<_> = env.events_of("third").await.into_iter().map(|e| e.reporting_instance).collect();
-    assert!(!instances.is_empty() && instances.iter().all(|i| i.as_deref() == Some(standby.identity)), "{instances:?}");
+    let instances: Vec<_> = env
+        .events_of("third")
+        .await
+        .into_iter()
+        .map(|e| e.reporting_instance)
+        .collect();
+    assert!(
+        !instances.is_empty()
+            && instances
+                .iter()
+                .all(|i| i.as_deref() == Some(standby.identity)),
+        "{instances:?}"
+    );
     standby.process.stop();
 }

@@ -21,9 +21,19 @@ fn port_of(pod: &Pod) -> (i32, Vec<(i32, Option<i32>, String)>) {
         .ports
         .iter()
         .flatten()
-        .map(|p| (p.container_port, p.host_port, p.protocol.clone().unwrap_or_default()))
+        .map(|p| {
+            (
+                p.container_port,
+                p.host_port,
+                p.protocol.clone().unwrap_or_default(),
+            )
+        })
         .collect();
-    let annotated = pod.annotations().get(ANNOTATION_PORT).and_then(|p| p.parse().ok()).unwrap_or(-1);
+    let annotated = pod
+        .annotations()
+        .get(ANNOTATION_PORT)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(-1);
     (annotated, ports)
 }
 
@@ -32,19 +42,37 @@ async fn session_becomes_a_ready_gpu_pod_with_its_own_port_and_token() {
     let env = TestEnv::new("session-ready").await;
     let node = env.add_node("gpu", 1, Some("127.0.0.2")).await;
     let _operator = env.start_operator("op-a", &[]);
-    let created = env.create_session("cam", json!({"filter": {"name": "selfie-blur"}})).await;
+    let created = env
+        .create_session("cam", json!({"filter": {"name": "selfie-blur"}}))
+        .await;
 
     let session = env.wait_ready("cam").await;
     let status = session.status.clone().unwrap();
     let port = status.udp_port.expect("port in status");
-    assert!((40000..=40999).contains(&port), "port {port} outside the default range");
+    assert!(
+        (40000..=40999).contains(&port),
+        "port {port} outside the default range"
+    );
     assert_eq!(status.node_name.as_deref(), Some(node.as_str()));
-    assert_eq!(status.public_address.as_deref(), Some("127.0.0.2"), "ICE must advertise the node's ExternalIP");
-    assert_eq!(status.endpoint.as_deref(), Some(format!("https://127.0.0.1:{port}").as_str()));
+    assert_eq!(
+        status.public_address.as_deref(),
+        Some("127.0.0.2"),
+        "ICE must advertise the node's ExternalIP"
+    );
+    assert_eq!(
+        status.endpoint.as_deref(),
+        Some(format!("https://127.0.0.1:{port}").as_str())
+    );
     assert_eq!(status.pod_name.as_deref(), Some(child_name("cam").as_str()));
     assert_eq!(status.observed_generation, created.metadata.generation);
-    assert_eq!(condition(&session, "Scheduled").map(|c| c.0), Some("True".into()));
-    assert_eq!(condition(&session, "PodReady").map(|c| c.0), Some("True".into()));
+    assert_eq!(
+        condition(&session, "Scheduled").map(|c| c.0),
+        Some("True".into())
+    );
+    assert_eq!(
+        condition(&session, "PodReady").map(|c| c.0),
+        Some("True".into())
+    );
 
     let pod = env.pod_of("cam").await.expect("camera pod");
     let spec = pod.spec.clone().unwrap();
@@ -52,33 +80,73 @@ async fn session_becomes_a_ready_gpu_pod_with_its_own_port_and_token() {
     assert_eq!(spec.dns_policy.as_deref(), Some("ClusterFirstWithHostNet"));
     assert_eq!(spec.node_name.as_deref(), Some(node.as_str()));
     let container = &spec.containers[0];
-    let limits = container.resources.as_ref().and_then(|r| r.limits.clone()).unwrap_or_default();
-    assert_eq!(limits.get("nvidia.com/gpu").map(|q| q.0.as_str()), Some("1"));
+    let limits = container
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.clone())
+        .unwrap_or_default();
+    assert_eq!(
+        limits.get("nvidia.com/gpu").map(|q| q.0.as_str()),
+        Some("1")
+    );
     assert!(container.readiness_probe.is_some(), "no readiness probe");
     let (annotated, ports) = port_of(&pod);
     assert_eq!(annotated, i32::from(port));
-    assert!(ports.contains(&(i32::from(port), Some(i32::from(port)), "UDP".into())), "{ports:?}");
-    assert!(ports.contains(&(i32::from(port), Some(i32::from(port)), "TCP".into())), "{ports:?}");
-    assert_eq!(pod.annotations().get(ANNOTATION_PUBLIC_ADDRESS).map(String::as_str), Some("127.0.0.2"));
+    assert!(
+        ports.contains(&(i32::from(port), Some(i32::from(port)), "UDP".into())),
+        "{ports:?}"
+    );
+    assert!(
+        ports.contains(&(i32::from(port), Some(i32::from(port)), "TCP".into())),
+        "{ports:?}"
+    );
+    assert_eq!(
+        pod.annotations()
+            .get(ANNOTATION_PUBLIC_ADDRESS)
+            .map(String::as_str),
+        Some("127.0.0.2")
+    );
     let env_text = format!("{:?}", container.env);
-    assert!(env_text.contains("127.0.0.2"), "camera-pod is not told its public address: {env_text}");
+    assert!(
+        env_text.contains("127.0.0.2"),
+        "camera-pod is not told its public address: {env_text}"
+    );
 
-    let owner = pod.owner_references().first().cloned().expect("owner reference");
-    assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("CameraSession", "cam"));
+    let owner = pod
+        .owner_references()
+        .first()
+        .cloned()
+        .expect("owner reference");
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("CameraSession", "cam")
+    );
     assert_eq!(Some(owner.uid.clone()), created.metadata.uid);
     assert_eq!(owner.controller, Some(true));
 
     let secrets = Api::<Secret>::namespaced(env.client.clone(), &env.ns);
     let secret = secrets.get(&child_name("cam")).await.expect("token secret");
-    assert_eq!(secret.owner_references().first().map(|o| o.uid.clone()), created.metadata.uid);
-    let token = secret.data.as_ref().and_then(|d| d.get("token")).expect("token key");
+    assert_eq!(
+        secret.owner_references().first().map(|o| o.uid.clone()),
+        created.metadata.uid
+    );
+    let token = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get("token"))
+        .expect("token key");
     assert!(token.0.len() >= 16, "token too short to be a secret");
     let mounted = spec.volumes.iter().flatten().any(|v| {
         v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some(child_name("cam").as_str())
     });
     assert!(mounted, "token secret not mounted into the pod");
 
-    let reasons: BTreeSet<String> = env.events_of("cam").await.into_iter().filter_map(|e| e.reason).collect();
+    let reasons: BTreeSet<String> = env
+        .events_of("cam")
+        .await
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
     assert!(reasons.contains("Ready"), "events: {reasons:?}");
 }
 
@@ -92,21 +160,36 @@ async fn third_session_waits_for_a_gpu_and_starts_when_one_is_freed() {
         env.create_session(name, json!({})).await;
     }
     let (ready, waiting) = eventually("two sessions Ready and one unschedulable", WAIT, || async {
-        let list = env.sessions.list(&Default::default()).await.map_err(|e| e.to_string())?;
-        let ready: Vec<String> = list.iter().filter(|s| phase_is(s, "Ready").is_ok()).map(|s| s.name_any()).collect();
+        let list = env
+            .sessions
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let ready: Vec<String> = list
+            .iter()
+            .filter(|s| phase_is(s, "Ready").is_ok())
+            .map(|s| s.name_any())
+            .collect();
         let waiting: Vec<String> = list
             .iter()
             .filter(|s| condition(s, "Scheduled").is_some_and(|c| c.0 == "False"))
             .map(|s| s.name_any())
             .collect();
-        if ready.len() == 2 && waiting.len() == 1 { Ok((ready, waiting)) } else { Err(format!("ready {ready:?}, unschedulable {waiting:?}")) }
+        if ready.len() == 2 && waiting.len() == 1 {
+            Ok((ready, waiting))
+        } else {
+            Err(format!("ready {ready:?}, unschedulable {waiting:?}"))
+        }
     })
     .await
     .unwrap();
     let blocked = env.sessions.get(&waiting[0]).await.unwrap();
     let (_, reason, message) = condition(&blocked, "Scheduled").unwrap();
     assert_eq!(reason, "Unschedulable");
-    assert!(message.contains("Insufficient nvidia.com/gpu"), "scheduler message not passed on: {message}");
+    assert!(
+        message.contains("Insufficient nvidia.com/gpu"),
+        "scheduler message not passed on: {message}"
+    );
     assert_eq!(phase_is(&blocked, "Scheduling"), Ok(()));
     let nodes: BTreeSet<_> = futures::future::join_all(ready.iter().map(|n| env.sessions.get(n)))
         .await
@@ -117,7 +200,10 @@ async fn third_session_waits_for_a_gpu_and_starts_when_one_is_freed() {
 
     env.delete_session(&ready[0]).await;
     let started = env.wait_ready(&waiting[0]).await;
-    assert_eq!(condition(&started, "Scheduled").map(|c| c.0), Some("True".into()));
+    assert_eq!(
+        condition(&started, "Scheduled").map(|c| c.0),
+        Some("True".into())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,13 +216,24 @@ async fn sessions_created_at_once_on_one_node_get_distinct_ports() {
     futures::future::join_all(names.iter().map(|n| env.create_session(n, json!({})))).await;
 
     let sessions = eventually("all sessions Ready", WAIT * 2, || async {
-        let list = env.sessions.list(&Default::default()).await.map_err(|e| e.to_string())?;
+        let list = env
+            .sessions
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
         let ready = list.iter().filter(|s| phase_is(s, "Ready").is_ok()).count();
-        if ready == SESSIONS { Ok(list.items) } else { Err(format!("{ready}/{SESSIONS} Ready")) }
+        if ready == SESSIONS {
+            Ok(list.items)
+        } else {
+            Err(format!("{ready}/{SESSIONS} Ready"))
+        }
     })
     .await
     .unwrap();
-    let ports: BTreeSet<u16> = sessions.iter().filter_map(|s| s.status.as_ref()?.udp_port).collect();
+    let ports: BTreeSet<u16> = sessions
+        .iter()
+        .filter_map(|s| s.status.as_ref()?.udp_port)
+        .collect();
     assert_eq!(ports.len(), SESSIONS, "duplicate ports: {ports:?}");
     let pods = env.pods.list(&Default::default()).await.unwrap();
     let pod_ports: BTreeSet<i32> = pods.iter().map(|p| port_of(p).0).collect();
@@ -149,32 +246,61 @@ async fn spec_change_replaces_the_pod_once_and_unchanged_spec_never_does() {
     let env = TestEnv::new("session-update").await;
     env.add_node("gpu", 1, None).await;
     let _operator = env.start_operator("op-a", &[]);
-    env.create_session("cam", json!({"filter": {"name": "selfie-blur"}})).await;
+    env.create_session("cam", json!({"filter": {"name": "selfie-blur"}}))
+        .await;
     env.wait_ready("cam").await;
     let before = env.pod_of("cam").await.unwrap();
 
     // No flapping: the pod of an unchanged session stays the same pod.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(env.pod_of("cam").await.unwrap().uid(), before.uid(), "pod replaced without a spec change");
+    assert_eq!(
+        env.pod_of("cam").await.unwrap().uid(),
+        before.uid(),
+        "pod replaced without a spec change"
+    );
 
     let patch = json!({"spec": {"filter": {"name": "style", "styleIndex": 7}, "image": "registry.invalid/camera-pod:v2"}});
-    let updated = env.sessions.patch("cam", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let updated = env
+        .sessions
+        .patch("cam", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
     let generation = updated.metadata.generation;
     let session = env
         .wait_session("cam", "Ready for the new generation", |s| {
             phase_is(s, "Ready")?;
             let observed = s.status.as_ref().and_then(|st| st.observed_generation);
-            if observed == generation { Ok(()) } else { Err(format!("observedGeneration {observed:?}")) }
+            if observed == generation {
+                Ok(())
+            } else {
+                Err(format!("observedGeneration {observed:?}"))
+            }
         })
         .await;
     let after = env.pod_of("cam").await.unwrap();
     assert_ne!(after.uid(), before.uid(), "pod not replaced");
     let container = &after.spec.as_ref().unwrap().containers[0];
-    assert_eq!(container.image.as_deref(), Some("registry.invalid/camera-pod:v2"));
-    assert!(format!("{:?}", container.env).contains("style"), "new filter not passed to camera-pod");
-    assert_eq!(session.status.unwrap().udp_port, before.annotations().get(ANNOTATION_PORT).and_then(|p| p.parse().ok()));
+    assert_eq!(
+        container.image.as_deref(),
+        Some("registry.invalid/camera-pod:v2")
+    );
+    assert!(
+        format!("{:?}", container.env).contains("style"),
+        "new filter not passed to camera-pod"
+    );
+    assert_eq!(
+        session.status.unwrap().udp_port,
+        before
+            .annotations()
+            .get(ANNOTATION_PORT)
+            .and_then(|p| p.parse().ok())
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(env.pod_of("cam").await.unwrap().uid(), after.uid(), "replacement pod replaced again");
+    assert_eq!(
+        env.pod_of("cam").await.unwrap().uid(),
+        after.uid(),
+        "replacement pod replaced again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,13 +311,32 @@ async fn deleted_pod_is_recreated() {
     env.create_session("cam", json!({})).await;
     let session = env.wait_ready("cam").await;
     // Without an ExternalIP, the node's InternalIP is what ICE advertises.
-    assert_eq!(session.status.unwrap().public_address.as_deref(), Some("127.0.0.1"));
+    assert_eq!(
+        session.status.unwrap().public_address.as_deref(),
+        Some("127.0.0.1")
+    );
     let first = env.pod_of("cam").await.unwrap();
-    env.pods.delete(&first.name_any(), &DeleteParams::default()).await.unwrap();
+    env.pods
+        .delete(&first.name_any(), &DeleteParams::default())
+        .await
+        .unwrap();
     eventually("a new Ready pod", WAIT, || async {
-        let pod = env.pods.get_opt(&child_name("cam")).await.map_err(|e| e.to_string())?.ok_or("no pod")?;
-        let ready = pod.status.iter().flat_map(|s| s.conditions.iter().flatten()).any(|c| c.type_ == "Ready" && c.status == "True");
-        if pod.uid() != first.uid() && ready { Ok(()) } else { Err(format!("pod {:?} ready {ready}", pod.uid())) }
+        let pod = env
+            .pods
+            .get_opt(&child_name("cam"))
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("no pod")?;
+        let ready = pod
+            .status
+            .iter()
+            .flat_map(|s| s.conditions.iter().flatten())
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        if pod.uid() != first.uid() && ready {
+            Ok(())
+        } else {
+            Err(format!("pod {:?} ready {ready}", pod.uid()))
+        }
     })
     .await
     .unwrap();
@@ -211,11 +356,22 @@ async fn deleted_session_releases_pod_secret_and_port() {
 
     let secrets = Api::<Secret>::namespaced(env.client.clone(), &env.ns);
     eventually("pod and secret garbage-collected", WAIT, || async {
-        let pod = env.pods.get_opt(&child_name("first")).await.map_err(|e| e.to_string())?;
-        let secret = secrets.get_opt(&child_name("first")).await.map_err(|e| e.to_string())?;
+        let pod = env
+            .pods
+            .get_opt(&child_name("first"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let secret = secrets
+            .get_opt(&child_name("first"))
+            .await
+            .map_err(|e| e.to_string())?;
         match (pod, secret) {
             (None, None) => Ok(()),
-            (pod, secret) => Err(format!("pod left: {}, secret left: {}", pod.is_some(), secret.is_some())),
+            (pod, secret) => Err(format!(
+                "pod left: {}, secret left: {}",
+                pod.is_some(),
+                secret.is_some()
+            )),
         }
     })
     .await
@@ -230,7 +386,10 @@ async fn deleted_session_releases_pod_secret_and_port() {
 async fn crash_looping_pod_fails_the_session_then_is_recreated_after_the_backoff() {
     let env = TestEnv::new("session-crash").await;
     env.add_node("gpu", 1, None).await;
-    let _operator = env.start_operator("op-a", &["--crash-restart-limit", "3", "--crash-backoff", "5s"]);
+    let _operator = env.start_operator(
+        "op-a",
+        &["--crash-restart-limit", "3", "--crash-backoff", "5s"],
+    );
     env.create_session("cam", json!({})).await;
     env.wait_ready("cam").await;
     let crashed = env.pod_of("cam").await.unwrap();
@@ -254,12 +413,24 @@ async fn crash_looping_pod_fails_the_session_then_is_recreated_after_the_backoff
             "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off restarting failed container"}},
         }],
     }});
-    env.pods.patch_status(&crashed.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+    env.pods
+        .patch_status(
+            &crashed.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await
+        .unwrap();
 
-    let failed = env.wait_session("cam", "Failed", |s| phase_is(s, "Failed")).await;
+    let failed = env
+        .wait_session("cam", "Failed", |s| phase_is(s, "Failed"))
+        .await;
     let failed_at = std::time::Instant::now();
     let (healthy, reason, message) = condition(&failed, "Healthy").unwrap();
-    assert_eq!((healthy.as_str(), reason.as_str()), ("False", "CrashLoopBackOff"));
+    assert_eq!(
+        (healthy.as_str(), reason.as_str()),
+        ("False", "CrashLoopBackOff")
+    );
     assert!(message.contains("restarted 3 times"), "{message}");
     let warnings: Vec<_> = env
         .events_of("cam")
@@ -279,7 +450,10 @@ async fn crash_looping_pod_fails_the_session_then_is_recreated_after_the_backoff
     .await
     .unwrap();
     let waited = failed_at.elapsed();
-    assert!(waited >= Duration::from_secs(3), "recreated {waited:?} after failing, backoff is 5s");
+    assert!(
+        waited >= Duration::from_secs(3),
+        "recreated {waited:?} after failing, backoff is 5s"
+    );
     env.wait_ready("cam").await;
     assert_eq!(env.pod_of("cam").await.unwrap().uid(), recreated.uid());
 }

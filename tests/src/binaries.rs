@@ -17,7 +17,9 @@ pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("P2PCAMERA_CACHE") {
         return PathBuf::from(dir);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
     home.join(".cache").join("p2pcamera")
 }
 
@@ -27,7 +29,10 @@ fn package_dir(name: &str, version: &str, target: &str) -> Result<PathBuf, Error
     if dir.join(".complete").is_file() {
         Ok(dir)
     } else {
-        Err(Error::MissingBinaries { dir, command: format!("{INSTALL_COMMAND} {target}") })
+        Err(Error::MissingBinaries {
+            dir,
+            command: format!("{INSTALL_COMMAND} {target}"),
+        })
     }
 }
 
@@ -36,7 +41,10 @@ fn binary(dir: &Path, name: &str, target: &str) -> Result<PathBuf, Error> {
     if path.is_file() {
         Ok(path)
     } else {
-        Err(Error::MissingBinaries { dir: path, command: format!("{INSTALL_COMMAND} {target}") })
+        Err(Error::MissingBinaries {
+            dir: path,
+            command: format!("{INSTALL_COMMAND} {target}"),
+        })
     }
 }
 
@@ -61,7 +69,10 @@ impl ControlPlaneBinaries {
         let kwok = package_dir("kwok", KWOK_VERSION, "kwok")?;
         let kwok_stages = kwok.join("stages");
         if !kwok_stages.is_dir() {
-            return Err(Error::MissingBinaries { dir: kwok_stages, command: format!("{INSTALL_COMMAND} kwok") });
+            return Err(Error::MissingBinaries {
+                dir: kwok_stages,
+                command: format!("{INSTALL_COMMAND} kwok"),
+            });
         }
         Ok(Self {
             etcd: binary(&etcd, "etcd", "etcd")?,

@@ -60,8 +60,12 @@ impl ControlPlane {
     /// The plane shared by every test in this test binary, started by the first caller. A failed
     /// start is remembered, so the other tests fail fast with the same message.
     pub async fn shared() -> Result<&'static ControlPlane, Error> {
-        let result = SHARED.get_or_init(|| async { Self::start().await.map_err(|e| e.to_string()) }).await;
-        result.as_ref().map_err(|e| Error::SharedStartFailed(e.clone()))
+        let result = SHARED
+            .get_or_init(|| async { Self::start().await.map_err(|e| e.to_string()) })
+            .await;
+        result
+            .as_ref()
+            .map_err(|e| Error::SharedStartFailed(e.clone()))
     }
 
     /// Starts a new plane; progress goes to stderr.
@@ -71,14 +75,23 @@ impl ControlPlane {
         let dir = tempfile::Builder::new()
             .prefix("p2pcamera-plane-")
             .tempdir()
-            .map_err(|source| Error::Io { what: "creating the plane directory".into(), source })?
+            .map_err(|source| Error::Io {
+                what: "creating the plane directory".into(),
+                source,
+            })?
             .keep();
         if std::env::var_os(KEEP_ENV).is_none() {
             remove_at_exit(&dir);
         }
-        progress(&format!("starting in {} (set {KEEP_ENV}=1 to keep it)", dir.display()));
+        progress(&format!(
+            "starting in {} (set {KEEP_ENV}=1 to keep it)",
+            dir.display()
+        ));
 
-        let mut plane = PlaneBuilder { dir: dir.clone(), processes: Vec::new() };
+        let mut plane = PlaneBuilder {
+            dir: dir.clone(),
+            processes: Vec::new(),
+        };
         match plane.run(&bins, started).await {
             Ok((server, kubeconfig, config)) => Ok(Self {
                 dir,
@@ -89,7 +102,10 @@ impl ControlPlane {
                 processes: std::mem::take(&mut plane.processes),
             }),
             Err(e) => {
-                progress(&format!("start failed after {:.1}s: {e}", started.elapsed().as_secs_f64()));
+                progress(&format!(
+                    "start failed after {:.1}s: {e}",
+                    started.elapsed().as_secs_f64()
+                ));
                 Err(e)
             }
         }
@@ -132,17 +148,23 @@ impl ControlPlane {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|source| Error::Spawn { name: "kubectl".into(), source })?;
+            .map_err(|source| Error::Spawn {
+                name: "kubectl".into(),
+                source,
+            })?;
         if let Some(mut stdin) = child.stdin.take() {
             stdin
                 .write_all(input.as_bytes())
                 .await
-                .map_err(|source| Error::Io { what: "writing kubectl's stdin".into(), source })?;
+                .map_err(|source| Error::Io {
+                    what: "writing kubectl's stdin".into(),
+                    source,
+                })?;
         }
-        let out = child
-            .wait_with_output()
-            .await
-            .map_err(|source| Error::Io { what: "waiting for kubectl".into(), source })?;
+        let out = child.wait_with_output().await.map_err(|source| Error::Io {
+            what: "waiting for kubectl".into(),
+            source,
+        })?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
@@ -158,8 +180,22 @@ impl ControlPlane {
     /// is Established, so its resources can be created right away.
     pub async fn apply_crds(&self, manifest: &Path) -> Result<(), Error> {
         let file = manifest.to_string_lossy();
-        self.kubectl(&["apply", "--server-side", "--field-manager=p2pcamera-tests", "-f", &file]).await?;
-        self.kubectl(&["wait", "--for=condition=Established", "--timeout=60s", "-f", &file]).await?;
+        self.kubectl(&[
+            "apply",
+            "--server-side",
+            "--field-manager=p2pcamera-tests",
+            "-f",
+            &file,
+        ])
+        .await?;
+        self.kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "-f",
+            &file,
+        ])
+        .await?;
         Ok(())
     }
 
@@ -168,44 +204,67 @@ impl ControlPlane {
     pub async fn namespace(&self, prefix: &str) -> Result<String, Error> {
         let client = self.client()?;
         let prefix: String = prefix.chars().take(50).collect();
-        let name = format!("{prefix}-{}", Alphanumeric.sample_string(&mut rand::rng(), 6).to_lowercase());
+        let name = format!(
+            "{prefix}-{}",
+            Alphanumeric
+                .sample_string(&mut rand::rng(), 6)
+                .to_lowercase()
+        );
         let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
-        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await?;
         let accounts = Api::<ServiceAccount>::namespaced(client, &name);
-        eventually(&format!("ServiceAccount default in namespace {name}"), CONTROLLERS_READY_TIMEOUT, || async {
-            match accounts.get_opt("default").await {
-                Ok(Some(_)) => Ok(()),
-                Ok(None) => Err("not created yet".to_owned()),
-                Err(e) => Err(e.to_string()),
-            }
-        })
+        eventually(
+            &format!("ServiceAccount default in namespace {name}"),
+            CONTROLLERS_READY_TIMEOUT,
+            || async {
+                match accounts.get_opt("default").await {
+                    Ok(Some(_)) => Ok(()),
+                    Ok(None) => Err("not created yet".to_owned()),
+                    Err(e) => Err(e.to_string()),
+                }
+            },
+        )
         .await?;
         Ok(name)
     }
 
     /// Adds a kwok-managed node with `gpus` GPUs and the given ExternalIP, and waits until it is
     /// Ready.
-    pub async fn add_gpu_node(&self, name: &str, gpus: u32, external_ip: IpAddr) -> Result<Node, Error> {
-        self.add_node(&GpuNode::new(name, gpus).external_ip(external_ip)).await
+    pub async fn add_gpu_node(
+        &self,
+        name: &str,
+        gpus: u32,
+        external_ip: IpAddr,
+    ) -> Result<Node, Error> {
+        self.add_node(&GpuNode::new(name, gpus).external_ip(external_ip))
+            .await
     }
 
     /// Adds the described kwok-managed node and waits until it is Ready.
     pub async fn add_node(&self, node: &GpuNode) -> Result<Node, Error> {
         let nodes = Api::<Node>::all(self.client()?);
-        nodes.create(&PostParams::default(), &node.to_node()?).await?;
-        eventually(&format!("node {} Ready", node.name), NODE_READY_TIMEOUT, || async {
-            let node = nodes.get(&node.name).await.map_err(|e| e.to_string())?;
-            let ready = node
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
-                .map(|c| c.status.clone());
-            match ready.as_deref() {
-                Some("True") => Ok(node),
-                other => Err(format!("Ready condition {other:?}")),
-            }
-        })
+        nodes
+            .create(&PostParams::default(), &node.to_node()?)
+            .await?;
+        eventually(
+            &format!("node {} Ready", node.name),
+            NODE_READY_TIMEOUT,
+            || async {
+                let node = nodes.get(&node.name).await.map_err(|e| e.to_string())?;
+                let ready = node
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+                    .map(|c| c.status.clone());
+                match ready.as_deref() {
+                    Some("True") => Ok(node),
+                    other => Err(format!("Ready condition {other:?}")),
+                }
+            },
+        )
         .await
     }
 
@@ -213,13 +272,17 @@ impl ControlPlane {
     pub async fn delete_node(&self, name: &str) -> Result<(), Error> {
         let nodes = Api::<Node>::all(self.client()?);
         nodes.delete(name, &DeleteParams::default()).await?;
-        eventually(&format!("node {name} deleted"), NODE_READY_TIMEOUT, || async {
-            match nodes.get_opt(name).await {
-                Ok(None) => Ok(()),
-                Ok(Some(_)) => Err("still exists".to_owned()),
-                Err(e) => Err(e.to_string()),
-            }
-        })
+        eventually(
+            &format!("node {name} deleted"),
+            NODE_READY_TIMEOUT,
+            || async {
+                match nodes.get_opt(name).await {
+                    Ok(None) => Ok(()),
+                    Ok(Some(_)) => Err("still exists".to_owned()),
+                    Err(e) => Err(e.to_string()),
+                }
+            },
+        )
         .await
     }
 
@@ -248,7 +311,11 @@ struct PlaneBuilder {
 }
 
 impl PlaneBuilder {
-    async fn run(&mut self, bins: &ControlPlaneBinaries, started: Instant) -> Result<(String, PathBuf, Config), Error> {
+    async fn run(
+        &mut self,
+        bins: &ControlPlaneBinaries,
+        started: Instant,
+    ) -> Result<(String, PathBuf, Config), Error> {
         let ca = CertificateAuthority::new("p2pcamera-test-ca")?;
         let serving = ca.server(
             "kube-apiserver",
@@ -277,11 +344,19 @@ impl PlaneBuilder {
         let mut etcd = Command::new(&bins.etcd);
         etcd.arg("--name=default")
             .arg(format!("--data-dir={}", self.dir.join("etcd").display()))
-            .arg(format!("--listen-client-urls=http://127.0.0.1:{etcd_client}"))
-            .arg(format!("--advertise-client-urls=http://127.0.0.1:{etcd_client}"))
+            .arg(format!(
+                "--listen-client-urls=http://127.0.0.1:{etcd_client}"
+            ))
+            .arg(format!(
+                "--advertise-client-urls=http://127.0.0.1:{etcd_client}"
+            ))
             .arg(format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer}"))
-            .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"))
-            .arg(format!("--initial-cluster=default=http://127.0.0.1:{etcd_peer}"))
+            .arg(format!(
+                "--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"
+            ))
+            .arg(format!(
+                "--initial-cluster=default=http://127.0.0.1:{etcd_peer}"
+            ))
             .arg("--unsafe-no-fsync")
             .arg("--log-level=warn");
         self.spawn("etcd", etcd)?;
@@ -292,7 +367,10 @@ impl PlaneBuilder {
             .arg("--bind-address=127.0.0.1")
             .arg("--advertise-address=127.0.0.1")
             .arg(format!("--secure-port={apiserver_port}"))
-            .arg(format!("--cert-dir={}", self.dir.join("apiserver-certs").display()))
+            .arg(format!(
+                "--cert-dir={}",
+                self.dir.join("apiserver-certs").display()
+            ))
             .arg(format!("--tls-cert-file={}", serving_cert.display()))
             .arg(format!("--tls-private-key-file={}", serving_key.display()))
             .arg(format!("--client-ca-file={}", ca_file.display()))
@@ -300,30 +378,54 @@ impl PlaneBuilder {
             .arg("--endpoint-reconciler-type=none")
             .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
             .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
-            .arg(format!("--service-account-key-file={}", sa_public.display()))
-            .arg(format!("--service-account-signing-key-file={}", sa_private.display()))
+            .arg(format!(
+                "--service-account-key-file={}",
+                sa_public.display()
+            ))
+            .arg(format!(
+                "--service-account-signing-key-file={}",
+                sa_private.display()
+            ))
             .arg("--disable-admission-plugins=TaintNodesByCondition")
             .arg("--allow-privileged=true")
             .arg("--profiling=false");
         let at = Instant::now();
         self.spawn("kube-apiserver", apiserver)?;
 
-        let admin = self.write_kubeconfig("admin", &server, &ca, &ca.client("admin", &["system:masters"])?)?;
+        let admin = self.write_kubeconfig(
+            "admin",
+            &server,
+            &ca,
+            &ca.client("admin", &["system:masters"])?,
+        )?;
         let config = load_config(&admin).await?;
         let client = Client::try_from(config.clone())?;
-        self.wait_for("kube-apiserver /readyz", APISERVER_READY_TIMEOUT, || async {
-            let request = hyper::Request::get("/readyz").body(Vec::new()).map_err(|e| e.to_string())?;
-            match client.request_text(request).await {
-                Ok(body) if body.trim() == "ok" => Ok(()),
-                Ok(body) => Err(body),
-                Err(e) => Err(e.to_string()),
-            }
-        })
+        self.wait_for(
+            "kube-apiserver /readyz",
+            APISERVER_READY_TIMEOUT,
+            || async {
+                let request = hyper::Request::get("/readyz")
+                    .body(Vec::new())
+                    .map_err(|e| e.to_string())?;
+                match client.request_text(request).await {
+                    Ok(body) if body.trim() == "ok" => Ok(()),
+                    Ok(body) => Err(body),
+                    Err(e) => Err(e.to_string()),
+                }
+            },
+        )
         .await?;
-        progress(&format!("kube-apiserver ready at {server} in {:.1}s", at.elapsed().as_secs_f64()));
+        progress(&format!(
+            "kube-apiserver ready at {server} in {:.1}s",
+            at.elapsed().as_secs_f64()
+        ));
 
-        let scheduler_kubeconfig =
-            self.write_kubeconfig("kube-scheduler", &server, &ca, &ca.client("system:kube-scheduler", &[])?)?;
+        let scheduler_kubeconfig = self.write_kubeconfig(
+            "kube-scheduler",
+            &server,
+            &ca,
+            &ca.client("system:kube-scheduler", &[])?,
+        )?;
         let mut scheduler = Command::new(&bins.kube_scheduler);
         scheduler
             .arg(format!("--kubeconfig={}", scheduler_kubeconfig.display()))
@@ -346,12 +448,20 @@ impl PlaneBuilder {
             .arg("--leader-elect=false")
             .arg("--secure-port=0")
             .arg("--use-service-account-credentials=true")
-            .arg(format!("--service-account-private-key-file={}", sa_private.display()))
+            .arg(format!(
+                "--service-account-private-key-file={}",
+                sa_private.display()
+            ))
             .arg(format!("--root-ca-file={}", ca_file.display()))
             .arg(format!("--controllers={controllers}"));
         self.spawn("kube-controller-manager", kcm)?;
 
-        let kwok_kubeconfig = self.write_kubeconfig("kwok", &server, &ca, &ca.client("kwok", &["system:masters"])?)?;
+        let kwok_kubeconfig = self.write_kubeconfig(
+            "kwok",
+            &server,
+            &ca,
+            &ca.client("kwok", &["system:masters"])?,
+        )?;
         let mut kwok = Command::new(&bins.kwok);
         kwok.arg(format!("--kubeconfig={}", kwok_kubeconfig.display()))
             .arg("--manage-all-nodes=false")
@@ -371,21 +481,32 @@ impl PlaneBuilder {
         // The controller manager is working once the service-account controller has populated
         // kube-system, and the token controller signs with the key the API server trusts.
         let accounts = Api::<ServiceAccount>::namespaced(client.clone(), "default");
-        self.wait_for("kube-controller-manager (ServiceAccount default/default)", CONTROLLERS_READY_TIMEOUT, || async {
-            match accounts.get_opt("default").await {
-                Ok(Some(_)) => Ok(()),
-                Ok(None) => Err("not created yet".to_owned()),
-                Err(e) => Err(e.to_string()),
-            }
-        })
+        self.wait_for(
+            "kube-controller-manager (ServiceAccount default/default)",
+            CONTROLLERS_READY_TIMEOUT,
+            || async {
+                match accounts.get_opt("default").await {
+                    Ok(Some(_)) => Ok(()),
+                    Ok(None) => Err("not created yet".to_owned()),
+                    Err(e) => Err(e.to_string()),
+                }
+            },
+        )
         .await?;
-        progress(&format!("ready in {:.1}s (kubeconfig {})", started.elapsed().as_secs_f64(), admin.display()));
+        progress(&format!(
+            "ready in {:.1}s (kubeconfig {})",
+            started.elapsed().as_secs_f64(),
+            admin.display()
+        ));
         Ok((server, admin, config))
     }
 
     fn write(&self, name: &str, contents: &str) -> Result<PathBuf, Error> {
         let path = self.dir.join(name);
-        std::fs::write(&path, contents).map_err(|source| Error::Io { what: format!("writing {}", path.display()), source })?;
+        std::fs::write(&path, contents).map_err(|source| Error::Io {
+            what: format!("writing {}", path.display()),
+            source,
+        })?;
         Ok(path)
     }
 
@@ -396,7 +517,12 @@ impl PlaneBuilder {
         ca: &CertificateAuthority,
         credentials: &CertifiedKey,
     ) -> Result<PathBuf, Error> {
-        let text = serde_json::to_string_pretty(&kubeconfig::render(server, ca.cert_pem(), user, credentials))?;
+        let text = serde_json::to_string_pretty(&kubeconfig::render(
+            server,
+            ca.cert_pem(),
+            user,
+            credentials,
+        ))?;
         self.write(&format!("{user}.kubeconfig"), &text)
     }
 
@@ -408,17 +534,29 @@ impl PlaneBuilder {
     }
 
     /// Polls like [`eventually`], failing at once with the log of any process that exited.
-    async fn wait_for<F, Fut>(&self, what: &str, timeout: Duration, mut check: F) -> Result<(), Error>
+    async fn wait_for<F, Fut>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: F,
+    ) -> Result<(), Error>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<(), String>>,
     {
         let outcome = eventually(what, timeout, || {
-            let exited = self.processes.iter().find_map(|p| p.exited().map(|status| (p, status)));
+            let exited = self
+                .processes
+                .iter()
+                .find_map(|p| p.exited().map(|status| (p, status)));
             let probe = check();
             async move {
                 if let Some((p, status)) = exited {
-                    return Ok(Err(Error::Exited { name: p.name().to_owned(), status, log: p.log_tail(40) }));
+                    return Ok(Err(Error::Exited {
+                        name: p.name().to_owned(),
+                        status,
+                        log: p.log_tail(40),
+                    }));
                 }
                 probe.await.map(Ok)
             }
@@ -426,13 +564,28 @@ impl PlaneBuilder {
         .await;
         match outcome {
             Ok(result) => result,
-            Err(Error::Timeout { what, timeout, last }) => {
+            Err(Error::Timeout {
+                what,
+                timeout,
+                last,
+            }) => {
                 let logs: Vec<_> = self
                     .processes
                     .iter()
-                    .map(|p| format!("--- {} ({}) ---\n{}", p.name(), p.log_path().display(), p.log_tail(15)))
+                    .map(|p| {
+                        format!(
+                            "--- {} ({}) ---\n{}",
+                            p.name(),
+                            p.log_path().display(),
+                            p.log_tail(15)
+                        )
+                    })
                     .collect();
-                Err(Error::Timeout { what, timeout, last: format!("{last}\n{}", logs.join("\n")) })
+                Err(Error::Timeout {
+                    what,
+                    timeout,
+                    last: format!("{last}\n{}", logs.join("\n")),
+                })
             }
             Err(other) => Err(other),
         }
@@ -448,7 +601,10 @@ async fn load_config(path: &Path) -> Result<Config, Error> {
 
 /// kwok's stage files (node and pod life cycles), sorted for a stable command line.
 fn stage_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
-    let read = std::fs::read_dir(dir).map_err(|source| Error::Io { what: format!("reading {}", dir.display()), source })?;
+    let read = std::fs::read_dir(dir).map_err(|source| Error::Io {
+        what: format!("reading {}", dir.display()),
+        source,
+    })?;
     let mut files: Vec<PathBuf> = read
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
@@ -459,9 +615,17 @@ fn stage_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
 
 /// A port on 127.0.0.1 that was free a moment ago.
 fn free_port() -> Result<u16, Error> {
-    let listener =
-        TcpListener::bind("127.0.0.1:0").map_err(|source| Error::Io { what: "finding a free port".into(), source })?;
-    listener.local_addr().map(|a| a.port()).map_err(|source| Error::Io { what: "finding a free port".into(), source })
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|source| Error::Io {
+        what: "finding a free port".into(),
+        source,
+    })?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|source| Error::Io {
+            what: "finding a free port".into(),
+            source,
+        })
 }
 
 fn progress(message: &str) {

@@ -34,14 +34,24 @@ mod tests {
 
     #[test]
     fn kube_reads_the_rendered_kubeconfig() {
-        let creds = CertifiedKey { cert_pem: "CERT".into(), key_pem: "KEY".into() };
-        let text = serde_json::to_string(&render("https://127.0.0.1:6443", "CA", "admin", &creds)).unwrap();
+        let creds = CertifiedKey {
+            cert_pem: "CERT".into(),
+            key_pem: "KEY".into(),
+        };
+        let text = serde_json::to_string(&render("https://127.0.0.1:6443", "CA", "admin", &creds))
+            .unwrap();
         let parsed = kube::config::Kubeconfig::from_yaml(&text).unwrap();
         assert_eq!(parsed.current_context.as_deref(), Some("admin"));
         let cluster = parsed.clusters[0].cluster.as_ref().unwrap();
         assert_eq!(cluster.server.as_deref(), Some("https://127.0.0.1:6443"));
-        assert_eq!(cluster.certificate_authority_data.as_deref(), Some(STANDARD.encode("CA").as_str()));
+        assert_eq!(
+            cluster.certificate_authority_data.as_deref(),
+            Some(STANDARD.encode("CA").as_str())
+        );
         let auth = parsed.auth_infos[0].auth_info.as_ref().unwrap();
-        assert_eq!(auth.client_certificate_data.as_deref(), Some(STANDARD.encode("CERT").as_str()));
+        assert_eq!(
+            auth.client_certificate_data.as_deref(),
+            Some(STANDARD.encode("CERT").as_str())
+        );
     }
 }

@@ -57,7 +57,8 @@ impl GpuNode {
             labels.insert("nvidia.com/gpu.present".to_owned(), "true".to_owned());
         }
         labels.extend(self.labels.clone());
-        let mut addresses = vec![json!({"type": "InternalIP", "address": self.internal_ip.to_string()})];
+        let mut addresses =
+            vec![json!({"type": "InternalIP", "address": self.internal_ip.to_string()})];
         if let Some(ip) = self.external_ip {
             addresses.push(json!({"type": "ExternalIP", "address": ip.to_string()}));
         }
@@ -91,15 +92,27 @@ mod tests {
 
     #[test]
     fn node_advertises_gpus_and_both_addresses_and_is_kwok_managed() {
-        let node = GpuNode::new("gpu-a", 2).external_ip("127.0.0.2".parse().unwrap()).label("zone", "z1").to_node().unwrap();
+        let node = GpuNode::new("gpu-a", 2)
+            .external_ip("127.0.0.2".parse().unwrap())
+            .label("zone", "z1")
+            .to_node()
+            .unwrap();
         let status = node.status.unwrap();
         assert_eq!(status.capacity.unwrap()[GPU_RESOURCE].0, "2");
         assert_eq!(status.allocatable.unwrap()[GPU_RESOURCE].0, "2");
-        let addrs: Vec<_> = status.addresses.unwrap().into_iter().map(|a| (a.type_, a.address)).collect();
+        let addrs: Vec<_> = status
+            .addresses
+            .unwrap()
+            .into_iter()
+            .map(|a| (a.type_, a.address))
+            .collect();
         assert!(addrs.contains(&("InternalIP".into(), "127.0.0.1".into())));
         assert!(addrs.contains(&("ExternalIP".into(), "127.0.0.2".into())));
         let meta = node.metadata;
-        assert_eq!(meta.annotations.unwrap()[KWOK_NODE_ANNOTATION.0], KWOK_NODE_ANNOTATION.1);
+        assert_eq!(
+            meta.annotations.unwrap()[KWOK_NODE_ANNOTATION.0],
+            KWOK_NODE_ANNOTATION.1
+        );
         let labels = meta.labels.unwrap();
         assert_eq!(labels["zone"], "z1");
         assert_eq!(labels["kubernetes.io/hostname"], "gpu-a");
@@ -108,8 +121,21 @@ mod tests {
     #[test]
     fn node_without_external_ip_has_only_internal_and_hostname() {
         let node = GpuNode::new("cpu-only", 0).to_node().unwrap();
-        let types: Vec<_> = node.status.unwrap().addresses.unwrap().into_iter().map(|a| a.type_).collect();
+        let types: Vec<_> = node
+            .status
+            .unwrap()
+            .addresses
+            .unwrap()
+            .into_iter()
+            .map(|a| a.type_)
+            .collect();
         assert_eq!(types, ["InternalIP", "Hostname"]);
-        assert!(!node.metadata.labels.unwrap().contains_key("nvidia.com/gpu.present"));
+        assert!(
+            !node
+                .metadata
+                .labels
+                .unwrap()
+                .contains_key("nvidia.com/gpu.present")
+        );
     }
 }

@@ -2,7 +2,8 @@
 //! certificate, client certificates per component, and the service-account signing key.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
 };
 
 use crate::Error;
@@ -23,13 +24,21 @@ pub struct CertificateAuthority {
 impl CertificateAuthority {
     pub fn new(common_name: &str) -> Result<Self, Error> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages =
-            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let key = KeyPair::generate()?;
         let cert_pem = params.self_signed(&key)?.pem();
-        Ok(Self { cert_pem, issuer: Issuer::new(params, key) })
+        Ok(Self {
+            cert_pem,
+            issuer: Issuer::new(params, key),
+        })
     }
 
     pub fn cert_pem(&self) -> &str {
@@ -38,8 +47,11 @@ impl CertificateAuthority {
 
     /// A TLS server certificate for the given DNS names and IP addresses.
     pub fn server(&self, common_name: &str, names: &[&str]) -> Result<CertifiedKey, Error> {
-        let mut params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        let mut params =
+            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         self.sign(params)
     }
@@ -49,18 +61,26 @@ impl CertificateAuthority {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name.push(DnType::CommonName, user);
         for group in groups {
-            params.distinguished_name.push(DnType::OrganizationName, *group);
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, *group);
         }
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         self.sign(params)
     }
 
     fn sign(&self, mut params: CertificateParams) -> Result<CertifiedKey, Error> {
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         params.use_authority_key_identifier_extension = true;
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(CertifiedKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+        Ok(CertifiedKey {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
     }
 }
 
@@ -73,7 +93,10 @@ pub struct ServiceAccountKey {
 impl ServiceAccountKey {
     pub fn generate() -> Result<Self, Error> {
         let key = KeyPair::generate()?;
-        Ok(Self { private_pem: key.serialize_pem(), public_pem: key.public_key_pem() })
+        Ok(Self {
+            private_pem: key.serialize_pem(),
+            public_pem: key.public_key_pem(),
+        })
     }
 }
 
@@ -86,18 +109,29 @@ mod tests {
         let ca = CertificateAuthority::new("test-ca").unwrap();
         let admin = ca.client("admin", &["system:masters"]).unwrap();
         let out = openssl_text(&admin.cert_pem);
-        assert!(out.contains("CN=admin") || out.contains("CN = admin"), "{out}");
+        assert!(
+            out.contains("CN=admin") || out.contains("CN = admin"),
+            "{out}"
+        );
         assert!(out.contains("system:masters"), "{out}");
         assert!(out.contains("TLS Web Client Authentication"), "{out}");
-        assert!(openssl_verify(ca.cert_pem(), &admin.cert_pem), "client cert does not verify against the CA");
+        assert!(
+            openssl_verify(ca.cert_pem(), &admin.cert_pem),
+            "client cert does not verify against the CA"
+        );
         let other = CertificateAuthority::new("other-ca").unwrap();
-        assert!(!openssl_verify(other.cert_pem(), &admin.cert_pem), "verified against a foreign CA");
+        assert!(
+            !openssl_verify(other.cert_pem(), &admin.cert_pem),
+            "verified against a foreign CA"
+        );
     }
 
     #[test]
     fn server_certificate_names_loopback_ip_and_localhost() {
         let ca = CertificateAuthority::new("test-ca").unwrap();
-        let server = ca.server("kube-apiserver", &["127.0.0.1", "localhost"]).unwrap();
+        let server = ca
+            .server("kube-apiserver", &["127.0.0.1", "localhost"])
+            .unwrap();
         let out = openssl_text(&server.cert_pem);
         assert!(out.contains("IP Address:127.0.0.1"), "{out}");
         assert!(out.contains("DNS:localhost"), "{out}");

@@ -46,8 +46,14 @@ impl ManagedProcess {
     /// Starts `command` with stdout and stderr appended to `log`, registered for cleanup.
     pub fn spawn(name: &str, mut command: Command, log: &Path) -> Result<Self, Error> {
         install_exit_hook();
-        let out = File::create(log).map_err(|source| Error::Io { what: format!("creating {}", log.display()), source })?;
-        let err = out.try_clone().map_err(|source| Error::Io { what: format!("opening {}", log.display()), source })?;
+        let out = File::create(log).map_err(|source| Error::Io {
+            what: format!("creating {}", log.display()),
+            source,
+        })?;
+        let err = out.try_clone().map_err(|source| Error::Io {
+            what: format!("opening {}", log.display()),
+            source,
+        })?;
         command.stdin(Stdio::null()).stdout(out).stderr(err);
         // SAFETY: the closure only calls async-signal-safe functions (prctl, getppid, kill).
         unsafe {
@@ -62,10 +68,17 @@ impl ManagedProcess {
                 Ok(())
             });
         }
-        let child = spawn_on_reaper_thread(command).map_err(|source| Error::Spawn { name: name.to_owned(), source })?;
+        let child = spawn_on_reaper_thread(command).map_err(|source| Error::Spawn {
+            name: name.to_owned(),
+            source,
+        })?;
         let pid = child.id();
         lock(&RUNNING).push((name.to_owned(), child));
-        Ok(Self { name: name.to_owned(), pid, log: log.to_owned() })
+        Ok(Self {
+            name: name.to_owned(),
+            pid,
+            log: log.to_owned(),
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -102,7 +115,10 @@ impl ManagedProcess {
     pub fn stop(&self) {
         let child = {
             let mut running = lock(&RUNNING);
-            running.iter().position(|(_, c)| c.id() == self.pid).map(|i| running.swap_remove(i))
+            running
+                .iter()
+                .position(|(_, c)| c.id() == self.pid)
+                .map(|i| running.swap_remove(i))
         };
         if let Some((name, child)) = child {
             stop_all(vec![(name, child)]);
@@ -150,7 +166,9 @@ fn spawn_on_reaper_thread(command: Command) -> io::Result<Child> {
     lock(spawner)
         .send((command, reply_tx))
         .map_err(|_| io::Error::other("spawner thread is not running"))?;
-    reply_rx.recv().map_err(|_| io::Error::other("spawner thread dropped the request"))?
+    reply_rx
+        .recv()
+        .map_err(|_| io::Error::other("spawner thread dropped the request"))?
 }
 
 /// SIGTERM to all, wait for all within the grace period, SIGKILL the rest.
@@ -167,7 +185,10 @@ fn stop_all(mut children: Vec<(String, Child)>) {
         }
     }
     for (name, mut child) in children {
-        eprintln!("[p2pcamera-tests] {name} (pid {}) still running {STOP_GRACE:?} after SIGTERM, sending SIGKILL", child.id());
+        eprintln!(
+            "[p2pcamera-tests] {name} (pid {}) still running {STOP_GRACE:?} after SIGTERM, sending SIGKILL",
+            child.id()
+        );
         let _ = child.kill();
         let _ = child.wait();
     }
@@ -183,7 +204,10 @@ fn install_exit_hook() {
 extern "C" fn stop_everything_at_exit() {
     let children: Vec<_> = lock(&RUNNING).drain(..).collect();
     if !children.is_empty() {
-        let names: Vec<_> = children.iter().map(|(n, c)| format!("{n}({})", c.id())).collect();
+        let names: Vec<_> = children
+            .iter()
+            .map(|(n, c)| format!("{n}({})", c.id()))
+            .collect();
         eprintln!("[p2pcamera-tests] stopping {}", names.join(" "));
         // Newest first: clients before the servers they hold connections to (a server waits
         // for its clients' streams to end before it exits).
@@ -233,32 +257,51 @@ mod tests {
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         let sleep_pid: libc::pid_t = loop {
-            if let Some(pid) = std::fs::read_to_string(&pidfile).ok().and_then(|s| s.trim().parse().ok()) {
+            if let Some(pid) = std::fs::read_to_string(&pidfile)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
                 break pid;
             }
-            assert!(Instant::now() < deadline, "orphan parent never reported its child");
+            assert!(
+                Instant::now() < deadline,
+                "orphan parent never reported its child"
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
-        assert_eq!(unsafe { libc::kill(sleep_pid, 0) }, 0, "child should run while its parent lives");
+        assert_eq!(
+            unsafe { libc::kill(sleep_pid, 0) },
+            0,
+            "child should run while its parent lives"
+        );
         parent.kill().unwrap();
         parent.wait().unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while unsafe { libc::kill(sleep_pid, 0) } == 0 && !is_zombie(sleep_pid) {
-            assert!(Instant::now() < deadline, "child {sleep_pid} survived its parent");
+            assert!(
+                Instant::now() < deadline,
+                "child {sleep_pid} survived its parent"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     fn is_zombie(pid: libc::pid_t) -> bool {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+            })
             .unwrap_or(true)
     }
 
     /// Helper for `children_die_with_the_spawning_process`; does nothing unless run by it.
     #[test]
     fn orphan_parent() {
-        let Some(pidfile) = std::env::var_os("P2PCAMERA_TESTS_ORPHAN_PARENT") else { return };
+        let Some(pidfile) = std::env::var_os("P2PCAMERA_TESTS_ORPHAN_PARENT") else {
+            return;
+        };
         let dir = tempfile::tempdir().unwrap();
         let mut cmd = Command::new("sleep");
         cmd.arg("600");

@@ -21,7 +21,11 @@ where
             Err(reason) => reason,
         };
         if Instant::now() >= deadline {
-            return Err(Error::Timeout { what: what.to_owned(), timeout, last });
+            return Err(Error::Timeout {
+                what: what.to_owned(),
+                timeout,
+                last,
+            });
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     }
@@ -37,7 +41,13 @@ mod tests {
         let got = eventually("third call", Duration::from_secs(5), || {
             calls += 1;
             let n = calls;
-            async move { if n >= 3 { Ok(n) } else { Err(format!("call {n}")) } }
+            async move {
+                if n >= 3 {
+                    Ok(n)
+                } else {
+                    Err(format!("call {n}"))
+                }
+            }
         })
         .await
         .unwrap();
@@ -46,10 +56,15 @@ mod tests {
 
     #[tokio::test]
     async fn timeout_reports_the_last_reason() {
-        let err = eventually::<(), _, _>("never", Duration::from_millis(300), || async { Err("still no".to_owned()) })
-            .await
-            .unwrap_err();
+        let err = eventually::<(), _, _>("never", Duration::from_millis(300), || async {
+            Err("still no".to_owned())
+        })
+        .await
+        .unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("waiting for never") && msg.contains("still no"), "{msg}");
+        assert!(
+            msg.contains("waiting for never") && msg.contains("still no"),
+            "{msg}"
+        );
     }
 }

@@ -28,11 +28,18 @@ fn gpu_pod(name: &str) -> Pod {
 async fn running_and_ready(pods: &Api<Pod>, name: &str) -> Result<Pod, String> {
     let pod = pods.get(name).await.map_err(|e| e.to_string())?;
     let status = pod.status.clone().unwrap_or_default();
-    let ready = status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
+    let ready = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
     if status.phase.as_deref() == Some("Running") && ready {
         Ok(pod)
     } else {
-        Err(format!("phase {:?}, conditions {:?}", status.phase, status.conditions))
+        Err(format!(
+            "phase {:?}, conditions {:?}",
+            status.phase, status.conditions
+        ))
     }
 }
 
@@ -59,18 +66,41 @@ async fn api_server_reports_the_pinned_version() {
 #[tokio::test]
 async fn scheduler_places_gpu_pods_only_where_a_gpu_is_free() {
     let plane = ControlPlane::shared().await.unwrap();
-    let node = plane.add_gpu_node("smoke-gpu-1", 1, "127.0.0.2".parse().unwrap()).await.unwrap();
+    let node = plane
+        .add_gpu_node("smoke-gpu-1", 1, "127.0.0.2".parse().unwrap())
+        .await
+        .unwrap();
     let addresses = node.status.unwrap().addresses.unwrap();
-    assert!(addresses.iter().any(|a| a.type_ == "ExternalIP" && a.address == "127.0.0.2"), "{addresses:?}");
+    assert!(
+        addresses
+            .iter()
+            .any(|a| a.type_ == "ExternalIP" && a.address == "127.0.0.2"),
+        "{addresses:?}"
+    );
 
     let ns = plane.namespace("smoke-gpu").await.unwrap();
     let pods = Api::<Pod>::namespaced(plane.client().unwrap(), &ns);
-    pods.create(&PostParams::default(), &gpu_pod("first")).await.unwrap();
-    let first = eventually("first pod Running and Ready", WAIT, || running_and_ready(&pods, "first")).await.unwrap();
-    assert_eq!(first.spec.unwrap().node_name.as_deref(), Some("smoke-gpu-1"));
+    pods.create(&PostParams::default(), &gpu_pod("first"))
+        .await
+        .unwrap();
+    let first = eventually("first pod Running and Ready", WAIT, || {
+        running_and_ready(&pods, "first")
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        first.spec.unwrap().node_name.as_deref(),
+        Some("smoke-gpu-1")
+    );
 
-    pods.create(&PostParams::default(), &gpu_pod("second")).await.unwrap();
-    let (reason, message) = eventually("second pod unschedulable", WAIT, || unschedulable(&pods, "second")).await.unwrap();
+    pods.create(&PostParams::default(), &gpu_pod("second"))
+        .await
+        .unwrap();
+    let (reason, message) = eventually("second pod unschedulable", WAIT, || {
+        unschedulable(&pods, "second")
+    })
+    .await
+    .unwrap();
     assert_eq!(reason, "Unschedulable");
     assert!(message.contains("Insufficient nvidia.com/gpu"), "{message}");
     // Still pending a while later: the GPU is really taken, not just not yet looked at.
@@ -79,17 +109,29 @@ async fn scheduler_places_gpu_pods_only_where_a_gpu_is_free() {
     assert_eq!(second.status.unwrap().phase.as_deref(), Some("Pending"));
     assert!(second.spec.unwrap().node_name.is_none());
 
-    pods.delete("first", &DeleteParams::default()).await.unwrap();
-    let second = eventually("second pod Running after the first is gone", WAIT, || running_and_ready(&pods, "second"))
+    pods.delete("first", &DeleteParams::default())
         .await
         .unwrap();
-    assert_eq!(second.spec.unwrap().node_name.as_deref(), Some("smoke-gpu-1"));
+    let second = eventually("second pod Running after the first is gone", WAIT, || {
+        running_and_ready(&pods, "second")
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        second.spec.unwrap().node_name.as_deref(),
+        Some("smoke-gpu-1")
+    );
 
-    pods.delete("second", &DeleteParams::default()).await.unwrap();
+    pods.delete("second", &DeleteParams::default())
+        .await
+        .unwrap();
     eventually("second pod gone", WAIT, || async {
         match pods.get_opt("second").await {
             Ok(None) => Ok(()),
-            other => Err(format!("{:?}", other.map(|p| p.map(|p| p.metadata.deletion_timestamp)))),
+            other => Err(format!(
+                "{:?}",
+                other.map(|p| p.map(|p| p.metadata.deletion_timestamp))
+            )),
         }
     })
     .await
@@ -113,10 +155,15 @@ async fn garbage_collector_deletes_objects_whose_owner_is_gone() {
     }))
     .unwrap();
     maps.create(&PostParams::default(), &child).await.unwrap();
-    let bystander: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "bystander"}})).unwrap();
-    maps.create(&PostParams::default(), &bystander).await.unwrap();
+    let bystander: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "bystander"}})).unwrap();
+    maps.create(&PostParams::default(), &bystander)
+        .await
+        .unwrap();
 
-    maps.delete("owner", &DeleteParams::background()).await.unwrap();
+    maps.delete("owner", &DeleteParams::background())
+        .await
+        .unwrap();
     eventually("child ConfigMap collected", WAIT, || async {
         match maps.get_opt("child").await {
             Ok(None) => Ok(()),
@@ -126,5 +173,8 @@ async fn garbage_collector_deletes_objects_whose_owner_is_gone() {
     })
     .await
     .unwrap();
-    assert!(maps.get_opt("bystander").await.unwrap().is_some(), "GC deleted an object it did not own");
+    assert!(
+        maps.get_opt("bystander").await.unwrap().is_some(),
+        "GC deleted an object it did not own"
+    );
 }

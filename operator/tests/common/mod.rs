@@ -45,7 +45,9 @@ impl TestEnv {
     pub async fn new(name: &str) -> Self {
         init_tracing();
         let plane = ControlPlane::shared().await.expect("control plane");
-        let crd = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(CRD_FILE);
+        let crd = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(CRD_FILE);
         plane.apply_crds(&crd).await.expect("CRD applies");
         let ns = plane.namespace(name).await.expect("namespace");
         let client = plane.client().expect("client");
@@ -66,7 +68,10 @@ impl TestEnv {
         if let Some(ip) = external_ip {
             node = node.external_ip(ip.parse::<IpAddr>().expect("IP literal"));
         }
-        self.plane.add_node(&node).await.expect("node becomes Ready");
+        self.plane
+            .add_node(&node)
+            .await
+            .expect("node becomes Ready");
         name
     }
 
@@ -93,8 +98,11 @@ impl TestEnv {
 
     /// The operator's configuration for this test, parsed from [`Self::operator_args`].
     pub fn config(&self, identity: &str, extra: &[&str]) -> Config {
-        let args = std::iter::once("operator".to_owned()).chain(self.operator_args(identity, extra));
-        OperatorArgs::try_parse_from(args).expect("valid operator flags").config
+        let args =
+            std::iter::once("operator".to_owned()).chain(self.operator_args(identity, extra));
+        OperatorArgs::try_parse_from(args)
+            .expect("valid operator flags")
+            .config
     }
 
     /// Runs the controller in-process (leader election included) until the handle is stopped.
@@ -107,7 +115,11 @@ impl TestEnv {
             admin.clone(),
             shutdown.clone(),
         ));
-        OperatorHandle { admin, shutdown, task: Some(task) }
+        OperatorHandle {
+            admin,
+            shutdown,
+            task: Some(task),
+        }
     }
 
     pub async fn create_session(&self, name: &str, spec: Value) -> CameraSession {
@@ -118,11 +130,17 @@ impl TestEnv {
             "spec": spec,
         }))
         .expect("valid session");
-        self.sessions.create(&PostParams::default(), &session).await.expect("session created")
+        self.sessions
+            .create(&PostParams::default(), &session)
+            .await
+            .expect("session created")
     }
 
     pub async fn delete_session(&self, name: &str) {
-        self.sessions.delete(name, &DeleteParams::background()).await.expect("session deleted");
+        self.sessions
+            .delete(name, &DeleteParams::background())
+            .await
+            .expect("session deleted");
     }
 
     /// Waits until the session's status satisfies `check` (`Err` says what is missing).
@@ -134,26 +152,36 @@ impl TestEnv {
     ) -> CameraSession {
         eventually(&format!("session {name}: {what}"), WAIT, || async {
             let session = self.sessions.get(name).await.map_err(|e| e.to_string())?;
-            check(&session).map(|_| session.clone()).map_err(|why| format!("{why}; status {:?}", session.status))
+            check(&session)
+                .map(|_| session.clone())
+                .map_err(|why| format!("{why}; status {:?}", session.status))
         })
         .await
         .expect("session reaches the expected state")
     }
 
     pub async fn wait_ready(&self, name: &str) -> CameraSession {
-        self.wait_session(name, "Ready", |s| phase_is(s, "Ready")).await
+        self.wait_session(name, "Ready", |s| phase_is(s, "Ready"))
+            .await
     }
 
     /// The session's camera pod, if it exists.
     pub async fn pod_of(&self, session: &str) -> Option<Pod> {
-        self.pods.get_opt(&child_name(session)).await.expect("pod lookup")
+        self.pods
+            .get_opt(&child_name(session))
+            .await
+            .expect("pod lookup")
     }
 
     /// Events whose regarding/involved object is the named session.
     pub async fn events_of(&self, session: &str) -> Vec<Event> {
         let events = Api::<Event>::namespaced(self.client.clone(), &self.ns);
         let selector = format!("involvedObject.kind=CameraSession,involvedObject.name={session}");
-        events.list(&ListParams::default().fields(&selector)).await.expect("events").items
+        events
+            .list(&ListParams::default().fields(&selector))
+            .await
+            .expect("events")
+            .items
     }
 }
 
@@ -169,7 +197,9 @@ impl OperatorHandle {
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(task) = self.task.take() {
-            task.await.expect("operator task").expect("operator ends cleanly");
+            task.await
+                .expect("operator task")
+                .expect("operator ends cleanly");
         }
     }
 }
@@ -184,8 +214,16 @@ impl Drop for OperatorHandle {
 }
 
 pub fn phase_is(session: &CameraSession, phase: &str) -> Result<(), String> {
-    let got = session.status.as_ref().and_then(|s| s.phase).map(|p| p.as_str());
-    if got == Some(phase) { Ok(()) } else { Err(format!("phase {got:?}, want {phase}")) }
+    let got = session
+        .status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .map(|p| p.as_str());
+    if got == Some(phase) {
+        Ok(())
+    } else {
+        Err(format!("phase {got:?}, want {phase}"))
+    }
 }
 
 /// The status condition of `type_` as (status, reason, message).
@@ -199,5 +237,8 @@ pub fn condition(session: &CameraSession, type_: &str) -> Option<(String, String
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("p2pcamera_operator=info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
 }

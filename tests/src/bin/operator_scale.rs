@@ -23,7 +23,11 @@ struct Args {
     #[arg(long, env = "P2PCAMERA_BENCH_OPERATOR")]
     operator: PathBuf,
     /// The CRD manifest.
-    #[arg(long, env = "P2PCAMERA_BENCH_CRD", default_value = "crds/camerasessions.p2pcamera.io.yaml")]
+    #[arg(
+        long,
+        env = "P2PCAMERA_BENCH_CRD",
+        default_value = "crds/camerasessions.p2pcamera.io.yaml"
+    )]
     crd: PathBuf,
     /// CameraSessions to create.
     #[arg(long, env = "P2PCAMERA_BENCH_SESSIONS", default_value_t = 500)]
@@ -46,7 +50,12 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if (args.nodes as u64) * u64::from(args.gpus_per_node) < args.sessions as u64 {
-        bail!("{} nodes x {} GPUs cannot hold {} sessions", args.nodes, args.gpus_per_node, args.sessions);
+        bail!(
+            "{} nodes x {} GPUs cannot hold {} sessions",
+            args.nodes,
+            args.gpus_per_node,
+            args.sessions
+        );
     }
     let plane = ControlPlane::start().await?;
     plane.apply_crds(&args.crd).await?;
@@ -64,24 +73,50 @@ async fn main() -> anyhow::Result<()> {
         .await
         .into_iter()
         .collect::<Result<Vec<_>, _>>()?;
-    let ready_nodes = Api::<Node>::all(client.clone()).list(&ListParams::default()).await?.items.len();
-    eprintln!("[bench] {ready_nodes} nodes Ready in {:.1}s", started.elapsed().as_secs_f64());
+    let ready_nodes = Api::<Node>::all(client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items
+        .len();
+    eprintln!(
+        "[bench] {ready_nodes} nodes Ready in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
 
     let ns = plane.namespace("bench").await?;
 
-    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let admin = format!("http://127.0.0.1:{admin_port}");
     let mut command = Command::new(&args.operator);
     command
-        .args(["run", "--namespace", &ns, "--lease-namespace", &ns, "--identity", "bench"])
-        .args(["--metrics-listen", &format!("127.0.0.1:{admin_port}"), "--port-range", "40000-40999"])
+        .args([
+            "run",
+            "--namespace",
+            &ns,
+            "--lease-namespace",
+            &ns,
+            "--identity",
+            "bench",
+        ])
+        .args([
+            "--metrics-listen",
+            &format!("127.0.0.1:{admin_port}"),
+            "--port-range",
+            "40000-40999",
+        ])
         .args(["--camera-pod-image", "registry.invalid/camera-pod:bench"])
         .env("KUBECONFIG", plane.kubeconfig_path())
         .env("RUST_LOG", "warn");
     let operator = ManagedProcess::spawn("operator", command, &plane.dir().join("operator.log"))?;
     eventually("operator leading", Duration::from_secs(60), || async {
         let text = get(&format!("{admin}/metrics")).await?;
-        if text.lines().any(|l| l == "p2pcamera_operator_leader 1") { Ok(()) } else { Err("not leading".into()) }
+        if text.lines().any(|l| l == "p2pcamera_operator_leader 1") {
+            Ok(())
+        } else {
+            Err("not leading".into())
+        }
     })
     .await?;
     let cpu_before = cpu_seconds(operator.pid())?;
@@ -106,7 +141,10 @@ async fn main() -> anyhow::Result<()> {
                     "metadata": {"name": format!("cam-{i:04}")},
                     "spec": {"filter": {"name": "selfie-blur"}},
                 }))?;
-                sessions.create(&PostParams::default(), &object).await.context("creating a session")
+                sessions
+                    .create(&PostParams::default(), &object)
+                    .await
+                    .context("creating a session")
             }
         })
         .buffer_unordered(args.concurrency)
@@ -115,7 +153,10 @@ async fn main() -> anyhow::Result<()> {
     created.into_iter().collect::<Result<Vec<_>, _>>()?;
     let last_create = Instant::now();
     let create_seconds = (last_create - first_create).as_secs_f64();
-    eprintln!("[bench] {} sessions created in {create_seconds:.1}s", args.sessions);
+    eprintln!(
+        "[bench] {} sessions created in {create_seconds:.1}s",
+        args.sessions
+    );
 
     let mut peak_rss_samples = 0u64;
     let deadline = Instant::now() + Duration::from_secs(args.timeout_seconds);
@@ -131,7 +172,12 @@ async fn main() -> anyhow::Result<()> {
             break;
         }
         if Instant::now() > deadline {
-            bail!("only {ready}/{} sessions Ready after {}s; operator log: {}", args.sessions, args.timeout_seconds, operator.log_path().display());
+            bail!(
+                "only {ready}/{} sessions Ready after {}s; operator log: {}",
+                args.sessions,
+                args.timeout_seconds,
+                operator.log_path().display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -139,7 +185,9 @@ async fn main() -> anyhow::Result<()> {
     let cpu_used = cpu_seconds(operator.pid())? - cpu_before;
     let peak_rss = rss_kib(operator.pid(), "VmHWM")?;
     let requests_after = request_counts(&plane).await?;
-    let metrics = get(&format!("{admin}/metrics")).await.map_err(anyhow::Error::msg)?;
+    let metrics = get(&format!("{admin}/metrics"))
+        .await
+        .map_err(anyhow::Error::msg)?;
     let reconciles = metrics
         .lines()
         .find_map(|l| l.strip_prefix("p2pcamera_operator_reconciles_total "))
@@ -149,7 +197,12 @@ async fn main() -> anyhow::Result<()> {
     let n = args.sessions as f64;
     let mut diff: Vec<(String, f64)> = requests_after
         .iter()
-        .map(|(k, v)| (k.clone(), v - requests_before.get(k).copied().unwrap_or(0.0)))
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v - requests_before.get(k).copied().unwrap_or(0.0),
+            )
+        })
         .filter(|(_, d)| *d > 0.0)
         .collect();
     diff.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -157,17 +210,43 @@ async fn main() -> anyhow::Result<()> {
 
     println!("| measure | value |");
     println!("|---|---|");
-    println!("| sessions / nodes / GPUs per node | {} / {} / {} |", args.sessions, args.nodes, args.gpus_per_node);
-    println!("| creating all sessions ({} in flight) | {create_seconds:.1} s |", args.concurrency);
-    println!("| all Ready after the last create | {:.1} s |", (all_ready - last_create).as_secs_f64());
-    println!("| all Ready after the first create | {:.1} s |", (all_ready - first_create).as_secs_f64());
-    println!("| operator peak RSS (VmHWM) | {:.1} MiB |", peak_rss as f64 / 1024.0);
-    println!("| operator RSS, highest sample (VmRSS) | {:.1} MiB |", peak_rss_samples as f64 / 1024.0);
+    println!(
+        "| sessions / nodes / GPUs per node | {} / {} / {} |",
+        args.sessions, args.nodes, args.gpus_per_node
+    );
+    println!(
+        "| creating all sessions ({} in flight) | {create_seconds:.1} s |",
+        args.concurrency
+    );
+    println!(
+        "| all Ready after the last create | {:.1} s |",
+        (all_ready - last_create).as_secs_f64()
+    );
+    println!(
+        "| all Ready after the first create | {:.1} s |",
+        (all_ready - first_create).as_secs_f64()
+    );
+    println!(
+        "| operator peak RSS (VmHWM) | {:.1} MiB |",
+        peak_rss as f64 / 1024.0
+    );
+    println!(
+        "| operator RSS, highest sample (VmRSS) | {:.1} MiB |",
+        peak_rss_samples as f64 / 1024.0
+    );
     println!("| operator CPU time, first create to all Ready | {cpu_used:.1} s |");
-    println!("| operator reconciles per session | {:.1} |", reconciles / n);
-    println!("| API requests per session, all clients | {:.1} |", total / n);
+    println!(
+        "| operator reconciles per session | {:.1} |",
+        reconciles / n
+    );
+    println!(
+        "| API requests per session, all clients | {:.1} |",
+        total / n
+    );
     println!();
-    println!("API requests per session by resource and verb (all clients: operator, scheduler, kwok,");
+    println!(
+        "API requests per session by resource and verb (all clients: operator, scheduler, kwok,"
+    );
     println!("controller manager, this harness), top 12:");
     println!();
     println!("| resource | verb | per session |");
@@ -189,8 +268,13 @@ async fn get(url: &str) -> Result<String, String> {
 async fn request_counts(plane: &ControlPlane) -> anyhow::Result<BTreeMap<String, f64>> {
     let text = plane.kubectl(&["get", "--raw", "/metrics"]).await?;
     let mut counts = BTreeMap::new();
-    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
-        let Some((labels, value)) = line.rsplit_once(' ') else { continue };
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        let Some((labels, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
         let label = |name: &str| {
             labels
                 .split(&format!("{name}=\"")[..])
@@ -200,8 +284,14 @@ async fn request_counts(plane: &ControlPlane) -> anyhow::Result<BTreeMap<String,
                 .to_owned()
         };
         let subresource = label("subresource");
-        let resource = if subresource.is_empty() { label("resource") } else { format!("{}/{subresource}", label("resource")) };
-        *counts.entry(format!("{resource} {}", label("verb"))).or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
+        let resource = if subresource.is_empty() {
+            label("resource")
+        } else {
+            format!("{}/{subresource}", label("resource"))
+        };
+        *counts
+            .entry(format!("{resource} {}", label("verb")))
+            .or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
     }
     Ok(counts)
 }
@@ -209,9 +299,19 @@ async fn request_counts(plane: &ControlPlane) -> anyhow::Result<BTreeMap<String,
 /// User plus system CPU time of a process, in seconds.
 fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("").split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
     // After the command name: state is field 3, utime 14 and stime 15 (1-based in proc(5)).
-    let ticks = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i - 3)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     Ok((ticks(14) + ticks(15)) / hz)
 }
@@ -221,6 +321,14 @@ fn rss_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.trim().strip_suffix("kB")?.trim().parse().ok())
+        .find_map(|l| {
+            l.strip_prefix(field)?
+                .strip_prefix(':')?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
         .with_context(|| format!("{field} missing in /proc/{pid}/status"))
 }
