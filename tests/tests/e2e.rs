@@ -127,8 +127,9 @@ struct System {
 }
 
 impl System {
-    /// Starts the system; with `relay`, the operator and router reach the API server through it.
-    async fn start(prefix: &str, port_range: &str, relay: Option<ApiRelay>) -> Self {
+    /// Starts the system with a node of `gpus` GPUs; with `relay`, the operator and router reach
+    /// the API server through it.
+    async fn start(prefix: &str, port_range: &str, gpus: u32, relay: Option<ApiRelay>) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let plane = ControlPlane::shared().await.expect("control plane");
         plane.apply_crds(&repo_root().join("crds/camerasessions.p2pcamera.io.yaml")).await.expect("CRD applies");
@@ -140,7 +141,7 @@ impl System {
         let ort = binaries::cache_dir().join("onnxruntime-1.32.0/libonnxruntime.so.1.32.0");
         assert!(ort.is_file(), "{} missing: run camera-pod/scripts/fetch-onnxruntime.sh", ort.display());
         image_env.push(("ORT_DYLIB_PATH".to_owned(), ort.display().to_string()));
-        let node = GpuNode::new(&format!("{ns}-gpu"), 1).label(TEST_LABEL, &ns);
+        let node = GpuNode::new(&format!("{ns}-gpu"), gpus).label(TEST_LABEL, &ns);
         let kubelet = Kubelet::start(
             client.clone(),
             &node,
@@ -430,7 +431,7 @@ async fn watch_start(system: &System, session: &str, applied: Instant) -> StartT
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_stream_through_the_router_then_delete_releases_everything() {
     let _serial = SERIAL.lock().await;
-    let system = System::start("e2e", "41000-41009", None).await;
+    let system = System::start("e2e", "41000-41009", 1, None).await;
     let applied = Instant::now();
     system.apply_session("cam").await;
     let timeline = watch_start(&system, "cam", applied).await;
@@ -502,7 +503,7 @@ async fn apply_stream_through_the_router_then_delete_releases_everything() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn camera_pod_killed_mid_stream_comes_back_and_the_browser_reconnects_by_itself() {
     let _serial = SERIAL.lock().await;
-    let system = System::start("e2e-kill", "41010-41019", None).await;
+    let system = System::start("e2e-kill", "41010-41019", 1, None).await;
     system.apply_session("cam").await;
     system.wait_ready("cam").await;
     let mut browser = system.browser("cam", "e2e-kill").await;
@@ -531,7 +532,7 @@ async fn camera_pod_killed_mid_stream_comes_back_and_the_browser_reconnects_by_i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn router_restart_leaves_an_established_stream_flowing() {
     let _serial = SERIAL.lock().await;
-    let mut system = System::start("e2e-router", "41020-41029", None).await;
+    let mut system = System::start("e2e-router", "41020-41029", 1, None).await;
     system.apply_session("cam").await;
     system.wait_ready("cam").await;
     let mut peer = system.aiortc("cam").await;
@@ -569,7 +570,7 @@ async fn api_server_outage_loses_no_session_and_operator_and_router_recover() {
     let plane = ControlPlane::shared().await.expect("control plane");
     let upstream: SocketAddr = plane.server_url().trim_start_matches("https://").parse().expect("API server address");
     let relay = ApiRelay::start(upstream).await;
-    let system = System::start("e2e-api", "41030-41039", Some(relay)).await;
+    let system = System::start("e2e-api", "41030-41039", 2, Some(relay)).await;
     let relay = system.relay.as_ref().expect("relay");
     system.apply_session("first").await;
     system.wait_ready("first").await;
@@ -585,7 +586,23 @@ async fn api_server_outage_loses_no_session_and_operator_and_router_recover() {
     relay.set_up(true);
 
     // The operator catches up (the new session gets its pod) and the router routes it.
+    let restored = Instant::now();
     system.wait_ready("second").await;
+    let operator_caught_up = restored.elapsed();
+    let token = system.token("second").await;
+    let url = format!("{}/v1/sessions/{}/second", system.router_url(), system.ns);
+    eventually("the router sees the session applied during the outage as ready", WAIT, || async {
+        let response = system.https.get(&url).bearer_auth(&token).send().await.map_err(|e| e.to_string())?;
+        let status: Value = response.json().await.map_err(|e| e.to_string())?;
+        if status["ready"] == true { Ok(()) } else { Err(status.to_string()) }
+    })
+    .await
+    .expect("router recovers");
+    eprintln!(
+        "[e2e] after the API server came back: operator made the new session Ready in {:.1}s, router routed it after {:.1}s",
+        operator_caught_up.as_secs_f64(),
+        restored.elapsed().as_secs_f64()
+    );
     let mut second = system.aiortc("second").await;
     let report = second.expect("connected", WAIT).await;
     assert!(number(&report, "green") >= MIN_GREEN, "{report}");
