@@ -1,0 +1,628 @@
+/*
+ * p2pcamera.js: a live AI video filter for any page's camera, run on a remote GPU.
+ *
+ * Load it with one tag, before the page asks for the camera:
+ *
+ *   <script src="https://camera.example/p2pcamera.js"
+ *           data-endpoint="https://camera.example"   (camera-pod or router base URL; default: the
+ *                                                      origin this script was loaded from)
+ *           data-session="namespace/name"            (router form: /v1/sessions/<ns>/<name>/offer)
+ *           data-token="..."                         (sent as Authorization: Bearer)
+ *           data-filter="style:3"                    (filter to apply once connected)
+ *           data-enabled="true"></script>
+ *
+ * It wraps navigator.mediaDevices.getUserMedia. When video is requested it sends the camera track
+ * over WebRTC to the endpoint and resolves with a MediaStream whose video track is the filtered
+ * one coming back (audio tracks stay the local ones). Stopping that video track stops the camera
+ * and closes the connection. If the endpoint cannot be used, the page gets its own camera stream,
+ * a console warning and a `p2pcamera:fallback` event: the page is never left without video. If an
+ * established connection fails, the raw camera is shown while a new offer is tried with bounded
+ * backoff (`p2pcamera:reconnecting`, then `p2pcamera:connected`).
+ *
+ * API (window.P2PCamera): configure(options), setFilter(spec), stop(), isFiltered(track),
+ * state, cameraStream, peerConnection, clientId, config. Events on window: p2pcamera:connecting,
+ * p2pcamera:connected, p2pcamera:fallback, p2pcamera:waiting, p2pcamera:reconnecting,
+ * p2pcamera:stats, p2pcamera:filter, p2pcamera:stopped.
+ */
+(() => {
+  'use strict';
+
+  if (window.P2PCamera || !navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    return;
+  }
+
+  const LOG_PREFIX = '[p2pcamera]';
+  const DATA_CHANNEL_LABEL = 'p2pcamera';
+
+  const script = document.currentScript;
+  const scriptOrigin = script && script.src ? new URL(script.src, location.href).origin : location.origin;
+
+  const config = {
+    endpoint: scriptOrigin,
+    session: null,
+    token: null,
+    filter: null,
+    enabled: true,
+    codec: null,
+    iceServers: [],
+    connectTimeoutMs: 15000,
+    iceGatheringTimeoutMs: 5000,
+    reconnectMinDelayMs: 500,
+    reconnectMaxDelayMs: 15000,
+    disconnectedGraceMs: 3000,
+    pingIntervalMs: 2000,
+    filterReplyTimeoutMs: 5000,
+  };
+
+  /** The parameter a short filter spec such as `style:3` sets, per filter. */
+  const FILTER_PARAMETERS = { style: 'style', 'selfie-blur': 'strength', 'selfie-replace': 'color' };
+
+  /**
+   * Parses a filter given as text: `passthrough`, `style:3`, `selfie-blur:4`,
+   * `selfie-replace:#00ff00`, or a JSON object such as `{"filter":"style","style":3}`.
+   */
+  function parseFilterSpec(spec) {
+    if (spec === null || spec === undefined || spec === '') {
+      return null;
+    }
+    if (typeof spec === 'object') {
+      return { ...spec };
+    }
+    const text = String(spec).trim();
+    if (text.startsWith('{')) {
+      return JSON.parse(text);
+    }
+    const separator = text.indexOf(':');
+    if (separator < 0) {
+      return { filter: text };
+    }
+    const name = text.slice(0, separator);
+    const parameter = text.slice(separator + 1);
+    const key = FILTER_PARAMETERS[name];
+    if (!key) {
+      throw new Error(`filter ${name} takes no short parameter; give a JSON object instead`);
+    }
+    return { filter: name, [key]: Number.isNaN(Number(parameter)) ? parameter : Number(parameter) };
+  }
+
+  function parseBoolean(text) {
+    return !/^(false|0|no|off)$/i.test(String(text).trim());
+  }
+
+  function readScriptAttributes() {
+    if (!script) {
+      return;
+    }
+    const data = script.dataset;
+    if (data.endpoint) config.endpoint = data.endpoint;
+    if (data.session) config.session = data.session;
+    if (data.token) config.token = data.token;
+    if (data.codec) config.codec = data.codec;
+    if (data.enabled !== undefined) config.enabled = parseBoolean(data.enabled);
+    if (data.filter) {
+      try {
+        config.filter = parseFilterSpec(data.filter);
+      } catch (error) {
+        console.warn(LOG_PREFIX, 'ignoring data-filter:', error);
+      }
+    }
+  }
+
+  function randomClientId() {
+    if (crypto.randomUUID) {
+      return crypto.randomUUID();
+    }
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+  }
+
+  /** One id per page load, sent with every offer so that a reconnect replaces the old connection. */
+  const clientId = randomClientId();
+
+  function emit(name, detail) {
+    window.dispatchEvent(new CustomEvent(`p2pcamera:${name}`, { detail }));
+  }
+
+  /** A failure to (re)connect: `reason` is a stable short word, `retryable` says whether to wait. */
+  class ConnectError extends Error {
+    constructor(reason, message, { status = null, code = null, retryAfterMs = null, retryable = false } = {}) {
+      super(message);
+      this.name = 'P2PCameraConnectError';
+      this.reason = reason;
+      this.status = status;
+      this.code = code;
+      this.retryAfterMs = retryAfterMs;
+      this.retryable = retryable;
+    }
+
+    get detail() {
+      return { reason: this.reason, message: this.message, status: this.status, code: this.code };
+    }
+  }
+
+  function trimSlash(url) {
+    return String(url).replace(/\/+$/, '');
+  }
+
+  function sessionPath() {
+    const parts = String(config.session).split('/').filter(Boolean);
+    if (parts.length !== 2) {
+      throw new ConnectError('bad_config', `session must be "namespace/name", got "${config.session}"`);
+    }
+    return `/v1/sessions/${parts.map(encodeURIComponent).join('/')}`;
+  }
+
+  function offerUrl() {
+    const base = trimSlash(config.endpoint);
+    return config.session ? `${base}${sessionPath()}/offer` : `${base}/offer`;
+  }
+
+  function authHeaders() {
+    return config.token ? { Authorization: `Bearer ${config.token}` } : {};
+  }
+
+  /** Router form only: the session's phase and reason, for "waiting for a GPU" messages. */
+  async function fetchSessionStatus(signal) {
+    if (!config.session) {
+      return null;
+    }
+    try {
+      const response = await fetch(`${trimSlash(config.endpoint)}${sessionPath()}`, {
+        headers: authHeaders(),
+        signal,
+      });
+      return response.ok ? await response.json() : null;
+    } catch {
+      return null;
+    }
+  }
+
+  function sleep(ms, signal) {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(resolve, ms);
+      signal?.addEventListener('abort', () => {
+        clearTimeout(timer);
+        reject(signal.reason);
+      }, { once: true });
+    });
+  }
+
+  function waitForIceGathering(pc, timeoutMs) {
+    if (pc.iceGatheringState === 'complete') {
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        pc.removeEventListener('icegatheringstatechange', check);
+        resolve();
+      };
+      const check = () => {
+        if (pc.iceGatheringState === 'complete') done();
+      };
+      // Gathering that never completes still leaves usable host candidates: go on with them.
+      const timer = setTimeout(done, timeoutMs);
+      pc.addEventListener('icegatheringstatechange', check);
+    });
+  }
+
+  function waitForFirstFrame(track, signal) {
+    return new Promise((resolve, reject) => {
+      const video = document.createElement('video');
+      video.muted = true;
+      video.playsInline = true;
+      const cleanUp = () => {
+        video.removeEventListener('loadeddata', onData);
+        video.pause();
+        video.srcObject = null;
+      };
+      const onData = () => {
+        cleanUp();
+        resolve({ width: video.videoWidth, height: video.videoHeight });
+      };
+      signal.addEventListener('abort', () => {
+        cleanUp();
+        reject(signal.reason);
+      }, { once: true });
+      video.addEventListener('loadeddata', onData);
+      video.srcObject = new MediaStream([track]);
+      video.play().catch(() => {});
+    });
+  }
+
+  async function postOffer(pc, signal) {
+    let response;
+    try {
+      response = await fetch(offerUrl(), {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', ...authHeaders() },
+        body: JSON.stringify({ sdp: pc.localDescription.sdp, type: 'offer', client: clientId }),
+        signal,
+      });
+    } catch (error) {
+      if (signal.aborted) throw signal.reason;
+      throw new ConnectError('unreachable', `cannot reach ${offerUrl()}: ${error.message}`);
+    }
+    let body = null;
+    try {
+      body = await response.json();
+    } catch {
+      body = null;
+    }
+    if (!response.ok) {
+      const code = body?.error?.code ?? null;
+      const message = body?.error?.message ?? response.statusText;
+      const retryAfter = Number(response.headers.get('Retry-After'));
+      throw new ConnectError('http_error', `${response.status} ${code ?? ''} ${message}`.replace(/\s+/g, ' '), {
+        status: response.status,
+        code,
+        retryable: response.status === 503 || response.status === 429,
+        retryAfterMs: Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter * 1000 : null,
+      });
+    }
+    if (!body || body.type !== 'answer' || typeof body.sdp !== 'string') {
+      throw new ConnectError('bad_answer', 'the server did not answer with an SDP answer');
+    }
+    return body;
+  }
+
+  function preferCodec(transceiver, codec) {
+    if (!codec || !transceiver.setCodecPreferences || !RTCRtpReceiver.getCapabilities) {
+      return;
+    }
+    const wanted = `video/${codec}`.toLowerCase();
+    const codecs = RTCRtpReceiver.getCapabilities('video').codecs;
+    const preferred = codecs.filter((c) => c.mimeType.toLowerCase() === wanted);
+    if (preferred.length === 0) {
+      console.warn(LOG_PREFIX, `codec ${codec} is not available; using the browser's default order`);
+      return;
+    }
+    transceiver.setCodecPreferences([...preferred, ...codecs.filter((c) => !preferred.includes(c))]);
+  }
+
+  /** Tracks handed to the page that carry the filtered video (for isFiltered). */
+  const filteredTracks = new WeakSet();
+  let activeSession = null;
+
+  /**
+   * One wrapped getUserMedia result: the camera, the stream handed to the page, and the peer
+   * connection (replaced on reconnect) that turns the camera into the filtered track.
+   */
+  class Session {
+    constructor(cameraStream) {
+      this.cameraStream = cameraStream;
+      this.cameraTrack = cameraStream.getVideoTracks()[0];
+      this.audioTracks = cameraStream.getAudioTracks();
+      this.output = null;
+      this.shownTrack = null;
+      this.pc = null;
+      this.channel = null;
+      this.state = 'connecting';
+      this.stopped = false;
+      this.reconnecting = false;
+      this.abort = new AbortController();
+      this.pendingFilterReplies = [];
+      this.lastRttMs = null;
+      this.timers = new Set();
+    }
+
+    /** First connection. Resolves with the stream for the page; never rejects. */
+    async start() {
+      emit('connecting', { endpoint: offerUrl(), clientId });
+      try {
+        const remote = await this.connect();
+        this.output = new MediaStream([remote, ...this.audioTracks]);
+        this.handOut(remote, { filtered: true });
+        this.setState('connected');
+        emit('connected', { stream: this.output, track: remote, peerConnection: this.pc });
+        return this.output;
+      } catch (error) {
+        if (this.stopped) {
+          return this.cameraStream;
+        }
+        if (error instanceof ConnectError && error.retryable) {
+          // The GPU pod is not ready yet: show the raw camera and switch when it is.
+          this.output = new MediaStream([...this.audioTracks]);
+          this.reconnect(error);
+          return this.output;
+        }
+        return this.fallBack(error);
+      }
+    }
+
+    fallBack(error) {
+      const detail = error instanceof ConnectError
+        ? error.detail
+        : { reason: error?.name === 'TimeoutError' ? 'timeout' : 'error', message: String(error?.message ?? error) };
+      console.warn(LOG_PREFIX, `using the camera without the filter: ${detail.message}`);
+      this.closeConnection();
+      this.abort.abort();
+      this.setState('fallback');
+      if (activeSession === this) activeSession = null;
+      emit('fallback', { ...detail, stream: this.cameraStream });
+      return this.cameraStream;
+    }
+
+    /** Makes a new peer connection and returns its remote video track once it shows a frame. */
+    async connect() {
+      const timeout = AbortSignal.timeout(config.connectTimeoutMs);
+      const signal = AbortSignal.any([timeout, this.abort.signal]);
+      const pc = new RTCPeerConnection({ iceServers: config.iceServers });
+      this.pc = pc;
+      try {
+        const transceiver = pc.addTransceiver(this.cameraTrack, {
+          direction: 'sendrecv',
+          streams: [new MediaStream([this.cameraTrack])],
+        });
+        preferCodec(transceiver, config.codec);
+        const remoteTrack = new Promise((resolve) => {
+          pc.addEventListener('track', (event) => {
+            if (event.track.kind === 'video') resolve(event.track);
+          });
+        });
+        this.openChannel(pc);
+        await pc.setLocalDescription(await pc.createOffer());
+        await waitForIceGathering(pc, config.iceGatheringTimeoutMs);
+        const answer = await postOffer(pc, signal);
+        await pc.setRemoteDescription(answer);
+        const track = await Promise.race([
+          remoteTrack,
+          new Promise((_, reject) => signal.addEventListener('abort', () => reject(signal.reason), { once: true })),
+        ]);
+        await waitForFirstFrame(track, signal);
+        this.watch(pc, track);
+        return track;
+      } catch (error) {
+        if (this.pc === pc) this.closeConnection();
+        else pc.close();
+        if (timeout.aborted && !(error instanceof ConnectError)) {
+          throw new ConnectError('timeout', `no filtered video within ${config.connectTimeoutMs} ms`, { retryable: false });
+        }
+        throw error;
+      }
+    }
+
+    openChannel(pc) {
+      const channel = pc.createDataChannel(DATA_CHANNEL_LABEL);
+      this.channel = channel;
+      channel.addEventListener('open', () => {
+        if (config.filter) {
+          this.sendFilter(config.filter).catch((error) => console.warn(LOG_PREFIX, 'filter not applied:', error.message));
+        }
+        const timer = setInterval(() => {
+          if (channel.readyState === 'open') channel.send(`ping${performance.now()}`);
+        }, config.pingIntervalMs);
+        this.timers.add(timer);
+        channel.addEventListener('close', () => {
+          clearInterval(timer);
+          this.timers.delete(timer);
+        });
+      });
+      channel.addEventListener('message', (event) => this.onChannelMessage(event.data));
+    }
+
+    onChannelMessage(data) {
+      if (typeof data !== 'string') {
+        return;
+      }
+      if (data.startsWith('pong')) {
+        const sent = Number(data.slice(4));
+        if (Number.isFinite(sent)) this.lastRttMs = Math.round((performance.now() - sent) * 10) / 10;
+        return;
+      }
+      let message;
+      try {
+        message = JSON.parse(data);
+      } catch {
+        return;
+      }
+      if (message?.type === 'stats') {
+        emit('stats', { ...message, rtt_ms: this.lastRttMs });
+      } else if (message?.type === 'filter') {
+        this.pendingFilterReplies.shift()?.(message);
+        emit('filter', message);
+      }
+    }
+
+    sendFilter(spec) {
+      const channel = this.channel;
+      if (!channel || channel.readyState !== 'open') {
+        return Promise.resolve(null);
+      }
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          const index = this.pendingFilterReplies.indexOf(onReply);
+          if (index >= 0) this.pendingFilterReplies.splice(index, 1);
+          reject(new Error(`no reply to the filter change within ${config.filterReplyTimeoutMs} ms`));
+        }, config.filterReplyTimeoutMs);
+        const onReply = (reply) => {
+          clearTimeout(timer);
+          resolve(reply);
+        };
+        this.pendingFilterReplies.push(onReply);
+        channel.send(JSON.stringify(spec));
+      });
+    }
+
+    /** Watches an established connection; a failure shows the raw camera and reconnects. */
+    watch(pc, track) {
+      let graceTimer = null;
+      const fail = (reason) => {
+        if (this.pc === pc && !this.stopped) this.reconnect(new ConnectError('connection_lost', reason));
+      };
+      pc.addEventListener('connectionstatechange', () => {
+        clearTimeout(graceTimer);
+        if (pc.connectionState === 'failed' || pc.connectionState === 'closed') {
+          fail(`peer connection ${pc.connectionState}`);
+        } else if (pc.connectionState === 'disconnected') {
+          graceTimer = setTimeout(() => fail('peer connection disconnected'), config.disconnectedGraceMs);
+        }
+      });
+      this.channel?.addEventListener('close', () => fail('data channel closed'));
+      track.addEventListener('ended', () => fail('remote track ended'));
+    }
+
+    async reconnect(cause) {
+      if (this.reconnecting || this.stopped) {
+        return;
+      }
+      this.reconnecting = true;
+      this.closeConnection();
+      this.showRaw();
+      this.setState('reconnecting');
+      console.warn(LOG_PREFIX, `showing the raw camera while reconnecting: ${cause.message}`);
+      let lastError = cause;
+      for (let attempt = 1; !this.stopped; attempt += 1) {
+        const backoff = Math.min(config.reconnectMaxDelayMs, config.reconnectMinDelayMs * 2 ** (attempt - 1));
+        const delayMs = Math.min(config.reconnectMaxDelayMs, Math.max(backoff, lastError.retryAfterMs ?? 0));
+        if (lastError.status === 503 && config.session) {
+          const status = await fetchSessionStatus(this.abort.signal);
+          emit('waiting', { phase: status?.phase ?? null, reason: status?.reason ?? null, retryInMs: delayMs });
+        }
+        emit('reconnecting', { attempt, delayMs, ...(lastError.detail ?? { message: String(lastError) }) });
+        try {
+          await sleep(delayMs, this.abort.signal);
+          const remote = await this.connect();
+          this.reconnecting = false;
+          this.show(remote, { filtered: true });
+          this.setState('connected');
+          emit('connected', { stream: this.output, track: remote, peerConnection: this.pc, attempt });
+          return;
+        } catch (error) {
+          if (this.stopped) break;
+          lastError = error instanceof ConnectError ? error : new ConnectError('error', String(error?.message ?? error));
+        }
+      }
+      this.reconnecting = false;
+    }
+
+    /** Puts `track` in the page's stream as its only video track. */
+    show(track, { filtered }) {
+      const previous = this.shownTrack;
+      if (previous === track) {
+        return;
+      }
+      this.handOut(track, { filtered });
+      this.output.addTrack(track);
+      if (previous) {
+        this.output.removeTrack(previous);
+        if (!filteredTracks.has(previous)) stopNative(previous);
+      }
+    }
+
+    showRaw() {
+      this.show(this.cameraTrack.clone(), { filtered: false });
+    }
+
+    /** Marks a track the page receives: stopping it stops the whole camera session. */
+    handOut(track, { filtered }) {
+      this.shownTrack = track;
+      if (filtered) filteredTracks.add(track);
+      track.stop = () => {
+        stopNative(track);
+        this.stop();
+      };
+    }
+
+    setState(state) {
+      this.state = state;
+    }
+
+    closeConnection() {
+      for (const timer of this.timers) clearInterval(timer);
+      this.timers.clear();
+      for (const reply of this.pendingFilterReplies.splice(0)) reply({ type: 'filter', ok: false, error: 'connection closed' });
+      const pc = this.pc;
+      this.pc = null;
+      this.channel = null;
+      if (pc && pc.connectionState !== 'closed') pc.close();
+    }
+
+    stop() {
+      if (this.stopped) {
+        return;
+      }
+      this.stopped = true;
+      this.abort.abort();
+      this.closeConnection();
+      stopNative(this.cameraTrack);
+      if (this.shownTrack) stopNative(this.shownTrack);
+      this.setState('stopped');
+      if (activeSession === this) activeSession = null;
+      emit('stopped', {});
+    }
+  }
+
+  function stopNative(track) {
+    MediaStreamTrack.prototype.stop.call(track);
+  }
+
+  const originalGetUserMedia = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+
+  async function getUserMedia(constraints) {
+    const cameraStream = await originalGetUserMedia(constraints);
+    if (!config.enabled || !constraints || !constraints.video || cameraStream.getVideoTracks().length === 0) {
+      return cameraStream;
+    }
+    // One camera, one connection: a new request replaces the previous session.
+    activeSession?.stop();
+    const session = new Session(cameraStream);
+    activeSession = session;
+    return session.start();
+  }
+
+  navigator.mediaDevices.getUserMedia = getUserMedia;
+
+  readScriptAttributes();
+
+  window.P2PCamera = Object.freeze({
+    /** Changes any of: endpoint, session, token, filter, enabled, codec, iceServers, timeouts. */
+    configure(options = {}) {
+      for (const [key, value] of Object.entries(options)) {
+        if (!(key in config)) {
+          console.warn(LOG_PREFIX, `unknown option ${key}`);
+        } else if (key === 'filter') {
+          config.filter = parseFilterSpec(value);
+        } else {
+          config[key] = value;
+        }
+      }
+      return { ...config };
+    },
+    /**
+     * Switches the filter (`"style:3"` or `{filter: "style", style: 3}`), now if connected and
+     * on every later connection. Resolves with the server's reply, or null when not connected.
+     */
+    setFilter(spec) {
+      try {
+        config.filter = parseFilterSpec(spec);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+      return activeSession ? activeSession.sendFilter(config.filter) : Promise.resolve(null);
+    },
+    /** Stops the camera and closes the connection of the current session. */
+    stop() {
+      activeSession?.stop();
+    },
+    /** True for a track this script returned that carries the filtered (remote) video. */
+    isFiltered(track) {
+      return filteredTracks.has(track);
+    },
+    get state() {
+      return activeSession ? activeSession.state : 'idle';
+    },
+    /** The raw camera video of the current session (for a side-by-side view). */
+    get cameraStream() {
+      return activeSession ? new MediaStream([activeSession.cameraTrack]) : null;
+    },
+    get peerConnection() {
+      return activeSession ? activeSession.pc : null;
+    },
+    get config() {
+      return { ...config };
+    },
+    clientId,
+    originalGetUserMedia,
+  });
+})();

@@ -1,0 +1,176 @@
+// The Chrome extension (static/extension/) loaded unpacked into headless Chromium: its options
+// page stores router URL, token, filter and the on/off switch; on an allowed site it injects
+// p2pcamera.js into the page's main world before the page's own scripts run, so the page's plain
+// getUserMedia() call returns the filtered track from a real camera-pod.
+//
+//   npm --prefix tests/browser run test:extension
+//
+// The test page and camera-pod sit behind one origin (a small proxy on 127.0.0.1), as a page and
+// the router do in a cluster.
+
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import http from 'node:http';
+import { once } from 'node:events';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { chromium } from 'playwright-core';
+import {
+  ServerProcess, eventsNamed, eventually, freePort, measureVideo, recordEvents, restrictIceToLoopback,
+  returnedTrackInfo, staticDir, waitForEvent, writeCameraVideo,
+} from './harness.js';
+
+const extensionDir = path.join(staticDir, 'extension');
+const chromiumBin = process.env.P2PCAMERA_CHROMIUM ?? '/usr/bin/chromium';
+const TOKEN = 'extension-test-token';
+
+// A page that only knows the standard API: no p2pcamera script tag of its own.
+const TEST_PAGE = `<!doctype html>
+<html><head><title>a video call</title><script>
+  window.__wrappedBeforePageScripts = typeof window.P2PCamera === 'object';
+</script></head><body>
+<video id="filtered" autoplay muted playsinline width="640" height="480"></video>
+<button id="start">Join</button>
+<script>
+  document.getElementById('start').addEventListener('click', async () => {
+    const stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
+    document.getElementById('filtered').srcObject = stream;
+  });
+</script></body></html>`;
+
+/** Serves the test page at / and forwards every other request to camera-pod. */
+async function startSite(t, upstream) {
+  const target = new URL(upstream);
+  const server = http.createServer((request, response) => {
+    if (request.url === '/') {
+      response.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+      response.end(TEST_PAGE);
+      return;
+    }
+    const forward = http.request({
+      host: target.hostname, port: target.port, path: request.url, method: request.method,
+      headers: { ...request.headers, host: target.host },
+    }, (answer) => {
+      response.writeHead(answer.statusCode, answer.headers);
+      answer.pipe(response);
+    });
+    forward.on('error', () => {
+      response.writeHead(502);
+      response.end();
+    });
+    request.pipe(forward);
+  });
+  server.listen(await freePort(), '127.0.0.1');
+  await once(server, 'listening');
+  t.after(() => new Promise((resolve) => {
+    server.close(resolve);
+    server.closeAllConnections();
+  }));
+  return `http://127.0.0.1:${server.address().port}`;
+}
+
+async function launchWithExtension(t, cameraVideo) {
+  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'p2pcamera-extension-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: chromiumBin,
+    headless: true,
+    ignoreDefaultArgs: ['--disable-extensions'],
+    args: [
+      '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
+      `--use-file-for-fake-video-capture=${cameraVideo}`,
+      '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
+      `--disable-extensions-except=${extensionDir}`, `--load-extension=${extensionDir}`,
+    ],
+  });
+  t.after(async () => {
+    await context.close();
+    fs.rmSync(profile, { recursive: true, force: true });
+  });
+  let [worker] = context.serviceWorkers();
+  worker ??= await context.waitForEvent('serviceworker', { timeout: 20000 });
+  return { context, extensionId: new URL(worker.url()).host };
+}
+
+async function saveOptions(context, extensionId, values) {
+  const page = await context.newPage();
+  await page.goto(`chrome-extension://${extensionId}/options.html`);
+  await page.waitForFunction(() => document.getElementById('endpoint') !== null);
+  await page.fill('#endpoint', values.endpoint);
+  await page.fill('#session', values.session ?? '');
+  await page.fill('#token', values.token ?? '');
+  await page.fill('#filter', values.filter ?? '');
+  await page.setChecked('#enabled', values.enabled);
+  await page.click('#save');
+  await page.waitForFunction(() => document.getElementById('status').textContent.startsWith('Saved'), null, { timeout: 5000 });
+  await page.close();
+}
+
+async function openCall(context, site) {
+  const page = await context.newPage();
+  await recordEvents(page);
+  await page.goto(`${site}/`);
+  return page;
+}
+
+describe('Chrome extension', () => {
+  it('ships the same p2pcamera.js as static/ (Chrome loads no files from outside the extension)', () => {
+    const shipped = fs.readFileSync(path.join(extensionDir, 'p2pcamera.js'), 'utf8');
+    const source = fs.readFileSync(path.join(staticDir, 'p2pcamera.js'), 'utf8');
+    assert.ok(shipped === source, 'static/extension/p2pcamera.js differs: cp static/p2pcamera.js static/extension/');
+  });
+
+  it('injects p2pcamera.js on an allowed site and the page gets the filtered camera, until switched off', async (t) => {
+    const videoDir = fs.mkdtempSync(path.join(os.tmpdir(), 'p2pcamera-camera-'));
+    t.after(() => fs.rmSync(videoDir, { recursive: true, force: true }));
+    const cameraVideo = path.join(videoDir, 'camera.y4m');
+    writeCameraVideo(cameraVideo);
+
+    const pod = await ServerProcess.start('camera-pod', { extraArgs: ['--token', TOKEN] });
+    t.after(() => pod.stop());
+    const site = await startSite(t, pod.url);
+    const { context, extensionId } = await launchWithExtension(t, cameraVideo);
+    await restrictIceToLoopback(context);
+
+    // Options page refuses what cannot work.
+    const options = await context.newPage();
+    await options.goto(`chrome-extension://${extensionId}/options.html`);
+    await options.fill('#endpoint', 'http://camera.example.com');
+    await options.click('#save');
+    await options.waitForFunction(() => document.getElementById('status').className === 'error');
+    assert.match(await options.textContent('#status'), /https/);
+    await options.close();
+
+    await saveOptions(context, extensionId, { endpoint: site, token: TOKEN, filter: 'selfie-replace:#00ff00', enabled: true });
+
+    const page = await openCall(context, site);
+    assert.equal(await page.evaluate(() => window.__wrappedBeforePageScripts), true,
+      'p2pcamera.js was not in the page before its own scripts ran');
+    await page.click('#start');
+    await waitForEvent(page, 'connected', 30000);
+    const returned = await returnedTrackInfo(page);
+    assert.equal(returned.filtered, true, 'the page did not get the filtered track');
+    assert.equal(returned.isReceiverTrack, true, 'the page got a track that is not the remote one');
+    const green = await eventually(
+      () => measureVideo(page, '#filtered'),
+      (m) => m.greenFraction > 0.4,
+      { what: 'green background from camera-pod in the page', timeout: 30000 },
+    );
+    assert.ok(green.width > 0);
+    await page.close();
+
+    // Switched off: the same page gets its own camera and never contacts the server.
+    await saveOptions(context, extensionId, { endpoint: site, token: TOKEN, filter: '', enabled: false });
+    const off = await openCall(context, site);
+    await off.click('#start');
+    await eventually(() => measureVideo(off, '#filtered'), (m) => m.width > 0, { what: 'camera picture with the filter off' });
+    const raw = await returnedTrackInfo(off);
+    assert.equal(raw.filtered, false, 'the filter ran although it is switched off');
+    assert.equal((await eventsNamed(off, 'connecting')).length, 0, 'an offer was sent although the filter is off');
+    const measured = await measureVideo(off, '#filtered');
+    assert.ok(measured.greenFraction < 0.05, `raw camera is green (${measured.greenFraction})`);
+    await off.close();
+  });
+});
