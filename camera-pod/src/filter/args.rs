@@ -140,11 +140,10 @@ impl FilterArgs {
         resolve_onnxruntime_path(self.onnxruntime_lib.clone(), std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from), home_cache())
     }
 
-    /// Where downloaded models go.
+    /// Where downloaded models go: --model-cache-dir, else `p2pcamera/models` under
+    /// $XDG_CACHE_HOME (the operator sets it on camera pods), ~/.cache, or the temp directory.
     pub fn model_cache_path(&self) -> PathBuf {
-        self.model_cache_dir.clone().unwrap_or_else(|| {
-            home_cache().unwrap_or_else(std::env::temp_dir).join("p2pcamera").join("models")
-        })
+        resolve_model_cache(self.model_cache_dir.clone(), home_cache())
     }
 
     /// Intra-op threads: --intra-op-threads, else see [`default_intra_op_threads`].
@@ -168,10 +167,20 @@ pub fn default_intra_op_threads(cores: usize, dedicated: bool) -> usize {
 }
 
 fn home_cache() -> Option<PathBuf> {
-    std::env::var_os("XDG_CACHE_HOME")
+    cache_root(std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME"))
+}
+
+/// The user's cache directory: $XDG_CACHE_HOME when it is absolute (the XDG base directory
+/// specification says to ignore a relative one), else $HOME/.cache.
+fn cache_root(xdg_cache_home: Option<std::ffi::OsString>, home: Option<std::ffi::OsString>) -> Option<PathBuf> {
+    xdg_cache_home
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .or_else(|| home.map(|h| PathBuf::from(h).join(".cache")))
+}
+
+fn resolve_model_cache(flag: Option<PathBuf>, cache: Option<PathBuf>) -> PathBuf {
+    flag.unwrap_or_else(|| cache.unwrap_or_else(std::env::temp_dir).join("p2pcamera").join("models"))
 }
 
 fn resolve_onnxruntime_path(flag: Option<PathBuf>, ort_dylib_path: Option<PathBuf>, cache: Option<PathBuf>) -> PathBuf {
@@ -272,6 +281,20 @@ mod tests {
         assert_eq!(default_intra_op_threads(2, false), 1);
         assert_eq!(default_intra_op_threads(1, false), 1);
         assert_eq!(default_intra_op_threads(0, true), 1);
+    }
+
+    #[test]
+    fn model_cache_honours_xdg_cache_home() {
+        let root = |xdg: Option<&str>, home: Option<&str>| cache_root(xdg.map(Into::into), home.map(Into::into));
+        // The operator sets XDG_CACHE_HOME=/var/cache/p2pcamera, its writable volume.
+        let pod = root(Some("/var/cache/p2pcamera"), Some("/home/camera"));
+        assert_eq!(resolve_model_cache(None, pod), PathBuf::from("/var/cache/p2pcamera/p2pcamera/models"));
+        assert_eq!(root(Some("relative/cache"), Some("/home/u")), Some(PathBuf::from("/home/u/.cache")));
+        assert_eq!(root(None, Some("/home/u")), Some(PathBuf::from("/home/u/.cache")));
+        assert_eq!(root(None, None), None);
+        assert_eq!(resolve_model_cache(None, None), std::env::temp_dir().join("p2pcamera").join("models"));
+        let flag = Some(PathBuf::from("/models"));
+        assert_eq!(resolve_model_cache(flag, root(Some("/xdg"), None)), PathBuf::from("/models"));
     }
 
     #[test]
