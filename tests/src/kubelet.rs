@@ -74,8 +74,8 @@ pub enum KubeletError {
         #[source]
         source: std::io::Error,
     },
-    #[error("starting camera-pod: {0}")]
-    Spawn(#[from] crate::Error),
+    #[error("node address {0} is not a loopback address: camera-pod listens on the node's address")]
+    NotLoopback(IpAddr),
     #[error("encoding: {0}")]
     Json(#[from] serde_json::Error),
     #[error("HTTP client: {0}")]
@@ -107,7 +107,6 @@ type Shared = Arc<Mutex<BTreeMap<(String, String), RunningContainer>>>;
 /// A test kubelet for one node; dropping it stops its processes.
 pub struct Kubelet {
     node: String,
-    address: IpAddr,
     client: Client,
     running: Shared,
     stop: watch::Sender<bool>,
@@ -119,10 +118,7 @@ impl Kubelet {
     /// The node's InternalIP must be a loopback address: processes listen there.
     pub async fn start(client: Client, node: &GpuNode, config: KubeletConfig) -> Result<Self, KubeletError> {
         if !node.internal_ip.is_loopback() {
-            return Err(KubeletError::Unsupported {
-                pod: String::new(),
-                what: format!("node address {} (must be loopback)", node.internal_ip),
-            });
+            return Err(KubeletError::NotLoopback(node.internal_ip));
         }
         std::fs::create_dir_all(&config.dir)
             .map_err(|source| KubeletError::Io { what: format!("creating {}", config.dir.display()), source })?;
@@ -143,25 +139,12 @@ impl Kubelet {
             probe: reqwest::Client::builder().danger_accept_invalid_certs(true).timeout(PROBE_TIMEOUT).build()?,
         };
         let task = tokio::spawn(worker.run(stopped));
-        Ok(Self { node: node.name.clone(), address: node.internal_ip, client, running, stop, task: Some(task) })
-    }
-
-    pub fn node_name(&self) -> &str {
-        &self.node
-    }
-
-    pub fn address(&self) -> IpAddr {
-        self.address
+        Ok(Self { node: node.name.clone(), client, running, stop, task: Some(task) })
     }
 
     /// The camera-pod process of pod `namespace/name`, if one runs.
     pub fn container(&self, namespace: &str, name: &str) -> Option<RunningContainer> {
         lock(&self.running).get(&(namespace.to_owned(), name.to_owned())).cloned()
-    }
-
-    /// Every running container, by `(namespace, pod)`.
-    pub fn containers(&self) -> BTreeMap<(String, String), RunningContainer> {
-        lock(&self.running).clone()
     }
 
     /// Stops every process and deletes the node.
