@@ -65,9 +65,17 @@ pub enum KubeletError {
     #[error("pod {pod}: {what} is not supported by the test kubelet")]
     Unsupported { pod: String, what: String },
     #[error("pod {pod}: volume {volume} of mount {mount} does not exist")]
-    MissingVolume { pod: String, volume: String, mount: String },
+    MissingVolume {
+        pod: String,
+        volume: String,
+        mount: String,
+    },
     #[error("pod {pod}: Secret {secret} has no key {key}")]
-    MissingSecretKey { pod: String, secret: String, key: String },
+    MissingSecretKey {
+        pod: String,
+        secret: String,
+        key: String,
+    },
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -116,16 +124,28 @@ pub struct Kubelet {
 impl Kubelet {
     /// Creates `node` (without kwok's annotation) as a Ready node and starts serving its pods.
     /// The node's InternalIP must be a loopback address: processes listen there.
-    pub async fn start(client: Client, node: &GpuNode, config: KubeletConfig) -> Result<Self, KubeletError> {
+    pub async fn start(
+        client: Client,
+        node: &GpuNode,
+        config: KubeletConfig,
+    ) -> Result<Self, KubeletError> {
         if !node.internal_ip.is_loopback() {
             return Err(KubeletError::NotLoopback(node.internal_ip));
         }
-        std::fs::create_dir_all(&config.dir)
-            .map_err(|source| KubeletError::Io { what: format!("creating {}", config.dir.display()), source })?;
+        std::fs::create_dir_all(&config.dir).map_err(|source| KubeletError::Io {
+            what: format!("creating {}", config.dir.display()),
+            source,
+        })?;
         let nodes = Api::<Node>::all(client.clone());
-        nodes.create(&PostParams::default(), &kubelet_node(node)?).await?;
         nodes
-            .patch_status(&node.name, &PatchParams::default(), &Patch::Merge(json!({"status": node_ready_status()})))
+            .create(&PostParams::default(), &kubelet_node(node)?)
+            .await?;
+        nodes
+            .patch_status(
+                &node.name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": node_ready_status()})),
+            )
             .await?;
         let running: Shared = Arc::default();
         let (stop, stopped) = watch::channel(false);
@@ -136,15 +156,26 @@ impl Kubelet {
             config,
             pods: HashMap::new(),
             running: running.clone(),
-            probe: reqwest::Client::builder().danger_accept_invalid_certs(true).timeout(PROBE_TIMEOUT).build()?,
+            probe: reqwest::Client::builder()
+                .danger_accept_invalid_certs(true)
+                .timeout(PROBE_TIMEOUT)
+                .build()?,
         };
         let task = tokio::spawn(worker.run(stopped));
-        Ok(Self { node: node.name.clone(), client, running, stop, task: Some(task) })
+        Ok(Self {
+            node: node.name.clone(),
+            client,
+            running,
+            stop,
+            task: Some(task),
+        })
     }
 
     /// The camera-pod process of pod `namespace/name`, if one runs.
     pub fn container(&self, namespace: &str, name: &str) -> Option<RunningContainer> {
-        lock(&self.running).get(&(namespace.to_owned(), name.to_owned())).cloned()
+        lock(&self.running)
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
     }
 
     /// Stops every process and deletes the node.
@@ -153,7 +184,9 @@ impl Kubelet {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
-        Api::<Node>::all(self.client.clone()).delete(&self.node, &DeleteParams::default()).await?;
+        Api::<Node>::all(self.client.clone())
+            .delete(&self.node, &DeleteParams::default())
+            .await?;
         Ok(())
     }
 }
@@ -177,7 +210,11 @@ fn kubelet_node(node: &GpuNode) -> Result<Node, serde_json::Error> {
     if let Some(annotations) = object.metadata.annotations.as_mut() {
         annotations.remove(KWOK_NODE_ANNOTATION.0);
     }
-    object.metadata.labels.get_or_insert_default().insert("type".into(), "p2pcamera-test-kubelet".into());
+    object
+        .metadata
+        .labels
+        .get_or_insert_default()
+        .insert("type".into(), "p2pcamera-test-kubelet".into());
     Ok(object)
 }
 
@@ -247,49 +284,95 @@ pub fn container_launch(
     root: &Path,
 ) -> Result<Launch, KubeletError> {
     let pod_name = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
-    let spec = pod.spec.as_ref().ok_or_else(|| KubeletError::NoContainer(pod_name.clone()))?;
-    let container: &Container = spec.containers.first().ok_or_else(|| KubeletError::NoContainer(pod_name.clone()))?;
-    let unsupported = |what: String| KubeletError::Unsupported { pod: pod_name.clone(), what };
+    let spec = pod
+        .spec
+        .as_ref()
+        .ok_or_else(|| KubeletError::NoContainer(pod_name.clone()))?;
+    let container: &Container = spec
+        .containers
+        .first()
+        .ok_or_else(|| KubeletError::NoContainer(pod_name.clone()))?;
+    let unsupported = |what: String| KubeletError::Unsupported {
+        pod: pod_name.clone(),
+        what,
+    };
     if container.command.is_some() {
-        return Err(unsupported("a container command (the image's entrypoint is camera-pod)".into()));
+        return Err(unsupported(
+            "a container command (the image's entrypoint is camera-pod)".into(),
+        ));
     }
-    let volumes: HashMap<&str, &Volume> = spec.volumes.iter().flatten().map(|v| (v.name.as_str(), v)).collect();
-    let mut launch = Launch { args: Vec::new(), env: Vec::new(), dirs: Vec::new(), files: Vec::new(), readiness_url: None };
+    let volumes: HashMap<&str, &Volume> = spec
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| (v.name.as_str(), v))
+        .collect();
+    let mut launch = Launch {
+        args: Vec::new(),
+        env: Vec::new(),
+        dirs: Vec::new(),
+        files: Vec::new(),
+        readiness_url: None,
+    };
     let mut mounts = Vec::new();
     for mount in container.volume_mounts.iter().flatten() {
-        let volume = volumes.get(mount.name.as_str()).ok_or_else(|| KubeletError::MissingVolume {
-            pod: pod_name.clone(),
-            volume: mount.name.clone(),
-            mount: mount.mount_path.clone(),
-        })?;
+        let volume =
+            volumes
+                .get(mount.name.as_str())
+                .ok_or_else(|| KubeletError::MissingVolume {
+                    pod: pod_name.clone(),
+                    volume: mount.name.clone(),
+                    mount: mount.mount_path.clone(),
+                })?;
         let dir = root.join(&volume.name);
         launch.dirs.push(dir.clone());
         if let Some(source) = &volume.secret {
             let name = source.secret_name.clone().unwrap_or_default();
-            let data = secrets.get(&name).and_then(|s| s.data.clone()).unwrap_or_default();
+            let data = secrets
+                .get(&name)
+                .and_then(|s| s.data.clone())
+                .unwrap_or_default();
             let default_mode = source.default_mode.unwrap_or(0o644) as u32;
             let items: Vec<(String, String, u32)> = match &source.items {
                 Some(items) => items
                     .iter()
-                    .map(|i| (i.key.clone(), i.path.clone(), i.mode.map_or(default_mode, |m| m as u32)))
+                    .map(|i| {
+                        (
+                            i.key.clone(),
+                            i.path.clone(),
+                            i.mode.map_or(default_mode, |m| m as u32),
+                        )
+                    })
                     .collect(),
-                None => data.keys().map(|k| (k.clone(), k.clone(), default_mode)).collect(),
+                None => data
+                    .keys()
+                    .map(|k| (k.clone(), k.clone(), default_mode))
+                    .collect(),
             };
             for (key, path, mode) in items {
-                let value = data.get(&key).ok_or_else(|| KubeletError::MissingSecretKey {
-                    pod: pod_name.clone(),
-                    secret: name.clone(),
-                    key: key.clone(),
-                })?;
+                let value = data
+                    .get(&key)
+                    .ok_or_else(|| KubeletError::MissingSecretKey {
+                        pod: pod_name.clone(),
+                        secret: name.clone(),
+                        key: key.clone(),
+                    })?;
                 // The test's user owns the files, so they must stay readable by it.
-                launch.files.push((dir.join(path), value.0.clone(), mode | 0o400));
+                launch
+                    .files
+                    .push((dir.join(path), value.0.clone(), mode | 0o400));
             }
         } else if let Some(source) = &volume.downward_api {
             for item in source.items.iter().flatten() {
-                let field = item.field_ref.as_ref().ok_or_else(|| unsupported(format!("downward API item {}", item.path)))?;
+                let field = item
+                    .field_ref
+                    .as_ref()
+                    .ok_or_else(|| unsupported(format!("downward API item {}", item.path)))?;
                 let value = field_value(pod, &field.field_path, node_ip)
                     .ok_or_else(|| unsupported(format!("field {}", field.field_path)))?;
-                launch.files.push((dir.join(&item.path), value.into_bytes(), 0o444));
+                launch
+                    .files
+                    .push((dir.join(&item.path), value.into_bytes(), 0o444));
             }
         } else if volume.empty_dir.is_none() {
             return Err(unsupported(format!("volume {} of its kind", volume.name)));
@@ -302,17 +385,34 @@ pub fn container_launch(
         let value = match (&var.value, &var.value_from) {
             (Some(value), _) => value.clone(),
             (None, Some(from)) => {
-                let field = from.field_ref.as_ref().ok_or_else(|| unsupported(format!("env {} source", var.name)))?;
-                field_value(pod, &field.field_path, node_ip).ok_or_else(|| unsupported(format!("field {}", field.field_path)))?
+                let field = from
+                    .field_ref
+                    .as_ref()
+                    .ok_or_else(|| unsupported(format!("env {} source", var.name)))?;
+                field_value(pod, &field.field_path, node_ip)
+                    .ok_or_else(|| unsupported(format!("field {}", field.field_path)))?
             }
             (None, None) => String::new(),
         };
-        launch.env.push((var.name.clone(), rewrite(&value, &mounts, node_ip)));
+        launch
+            .env
+            .push((var.name.clone(), rewrite(&value, &mounts, node_ip)));
     }
-    launch.args = container.args.iter().flatten().map(|a| rewrite(a, &mounts, node_ip)).collect();
-    if let Some(get) = container.readiness_probe.as_ref().and_then(|p| p.http_get.as_ref()) {
+    launch.args = container
+        .args
+        .iter()
+        .flatten()
+        .map(|a| rewrite(a, &mounts, node_ip))
+        .collect();
+    if let Some(get) = container
+        .readiness_probe
+        .as_ref()
+        .and_then(|p| p.http_get.as_ref())
+    {
         let port = match &get.port {
-            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(port) => port.to_string(),
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(port) => {
+                port.to_string()
+            }
             k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(name) => container
                 .ports
                 .iter()
@@ -404,7 +504,10 @@ impl Worker {
             self.forget(&uid).await;
             let params = DeleteParams {
                 grace_period_seconds: Some(0),
-                preconditions: Some(Preconditions { uid: Some(uid), resource_version: None }),
+                preconditions: Some(Preconditions {
+                    uid: Some(uid),
+                    resource_version: None,
+                }),
                 ..DeleteParams::default()
             };
             if let Err(error) = pods.delete(&name, &params).await {
@@ -425,7 +528,9 @@ impl Worker {
                 tracing::warn!(%error, %namespace, %name, "test kubelet cannot run the pod");
                 let patch = json!({"status": {"phase": "Pending", "conditions": [{
                     "type": "Ready", "status": "False", "reason": "TestKubeletError", "message": error.to_string()}]}});
-                let _ = pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(patch)).await;
+                let _ = pods
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
+                    .await;
             }
         }
     }
@@ -440,10 +545,16 @@ impl Worker {
                 secrets.insert(name.clone(), secrets_api.get(&name).await?);
             }
         }
-        let dir = self.config.dir.join(format!("{namespace}-{}-{uid}", pod.name_any()));
+        let dir = self
+            .config
+            .dir
+            .join(format!("{namespace}-{}-{uid}", pod.name_any()));
         let launch = container_launch(pod, &secrets, self.address, &dir.join("volumes"))?;
         for d in &launch.dirs {
-            std::fs::create_dir_all(d).map_err(|source| KubeletError::Io { what: format!("creating {}", d.display()), source })?;
+            std::fs::create_dir_all(d).map_err(|source| KubeletError::Io {
+                what: format!("creating {}", d.display()),
+                source,
+            })?;
         }
         for (path, contents, mode) in &launch.files {
             write_file(path, contents, *mode)?;
@@ -469,7 +580,9 @@ impl Worker {
     }
 
     fn start_container(&mut self, uid: &str) {
-        let Some(run) = self.pods.get_mut(uid) else { return };
+        let Some(run) = self.pods.get_mut(uid) else {
+            return;
+        };
         let mut command = Command::new(&self.config.camera_pod);
         command.args(&run.launch.args).env_clear();
         if let Some(path) = std::env::var_os("PATH") {
@@ -481,12 +594,21 @@ impl Worker {
         let log = run.dir.join(format!("camera-pod-{}.log", run.restarts));
         run.started_at = Timestamp::now();
         run.ready = false;
-        match ManagedProcess::spawn(&format!("camera-pod {}/{}", run.namespace, run.name), command, &log) {
+        match ManagedProcess::spawn(
+            &format!("camera-pod {}/{}", run.namespace, run.name),
+            command,
+            &log,
+        ) {
             Ok(process) => {
                 tracing::info!(namespace = %run.namespace, name = %run.name, pid = process.pid(), "test kubelet started camera-pod");
                 lock(&self.running).insert(
                     (run.namespace.clone(), run.name.clone()),
-                    RunningContainer { pid: process.pid(), restarts: run.restarts, ready: false, log },
+                    RunningContainer {
+                        pid: process.pid(),
+                        restarts: run.restarts,
+                        ready: false,
+                        log,
+                    },
                 );
                 run.process = Some(process);
             }
@@ -499,7 +621,9 @@ impl Worker {
 
     /// Stops the pod's process (if any) and forgets it.
     async fn forget(&mut self, uid: &str) {
-        let Some(mut run) = self.pods.remove(uid) else { return };
+        let Some(mut run) = self.pods.remove(uid) else {
+            return;
+        };
         lock(&self.running).remove(&(run.namespace.clone(), run.name.clone()));
         if let Some(process) = run.process.take() {
             let _ = tokio::task::spawn_blocking(move || process.stop()).await;
@@ -510,8 +634,13 @@ impl Worker {
     async fn check(&mut self) {
         let uids: Vec<String> = self.pods.keys().cloned().collect();
         for uid in uids {
-            let Some(run) = self.pods.get_mut(&uid) else { continue };
-            let exited = run.process.as_ref().map_or(Some("not started".to_owned()), ManagedProcess::exited);
+            let Some(run) = self.pods.get_mut(&uid) else {
+                continue;
+            };
+            let exited = run
+                .process
+                .as_ref()
+                .map_or(Some("not started".to_owned()), ManagedProcess::exited);
             if let Some(status) = exited {
                 tracing::info!(namespace = %run.namespace, name = %run.name, %status, "test kubelet: camera-pod exited; restarting it");
                 run.last_exit = Some((status, run.started_at, Timestamp::now()));
@@ -523,10 +652,17 @@ impl Worker {
             } else if !run.ready
                 && let Some(url) = run.launch.readiness_url.clone()
             {
-                let ok = self.probe.get(&url).send().await.is_ok_and(|r| r.status().is_success());
+                let ok = self
+                    .probe
+                    .get(&url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
                 if ok && let Some(run) = self.pods.get_mut(&uid) {
                     run.ready = true;
-                    if let Some(c) = lock(&self.running).get_mut(&(run.namespace.clone(), run.name.clone())) {
+                    if let Some(c) =
+                        lock(&self.running).get_mut(&(run.namespace.clone(), run.name.clone()))
+                    {
                         c.ready = true;
                     }
                 }
@@ -537,7 +673,9 @@ impl Worker {
 
     /// Writes the pod's status when it differs from what was last written.
     async fn report(&mut self, uid: &str) {
-        let Some(run) = self.pods.get_mut(uid) else { return };
+        let Some(run) = self.pods.get_mut(uid) else {
+            return;
+        };
         let state = (run.ready, run.restarts);
         if run.reported == Some(state) {
             return;
@@ -545,16 +683,24 @@ impl Worker {
         let status = pod_status(run, self.address);
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &run.namespace);
         let params = PatchParams::default();
-        match pods.patch_status(&run.name, &params, &Patch::Merge(json!({"status": status}))).await {
+        match pods
+            .patch_status(&run.name, &params, &Patch::Merge(json!({"status": status})))
+            .await
+        {
             Ok(_) => run.reported = Some(state),
-            Err(error) => tracing::debug!(%error, namespace = %run.namespace, name = %run.name, "test kubelet: status not written"),
+            Err(error) => {
+                tracing::debug!(%error, namespace = %run.namespace, name = %run.name, "test kubelet: status not written")
+            }
         }
     }
 }
 
 fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), KubeletError> {
     use std::os::unix::fs::PermissionsExt;
-    let io = |source| KubeletError::Io { what: format!("writing {}", path.display()), source };
+    let io = |source| KubeletError::Io {
+        what: format!("writing {}", path.display()),
+        source,
+    };
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(io)?;
     }
@@ -615,7 +761,9 @@ fn exit_code(status: &str) -> i32 {
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|n| n.parse::<i32>().ok())
     };
-    number("exit status: ").or_else(|| number("signal: ").map(|s| 128 + s)).unwrap_or(1)
+    number("exit status: ")
+        .or_else(|| number("signal: ").map(|s| 128 + s))
+        .unwrap_or(1)
 }
 
 #[cfg(test)]
@@ -673,25 +821,58 @@ mod tests {
         let env: BTreeMap<_, _> = launch.env.iter().cloned().collect();
         assert_eq!(env["P2PCAMERA_LISTEN"], "127.0.0.1:40001");
         assert_eq!(env["P2PCAMERA_PUBLIC_IP"], "127.0.0.1");
-        assert_eq!(env["P2PCAMERA_TOKEN_FILE"], "/tmp/kubelet-root/p2pcamera/token");
-        assert_eq!(env["P2PCAMERA_MANIFEST"], "/tmp/kubelet-root/manifest/manifest.json");
+        assert_eq!(
+            env["P2PCAMERA_TOKEN_FILE"],
+            "/tmp/kubelet-root/p2pcamera/token"
+        );
+        assert_eq!(
+            env["P2PCAMERA_MANIFEST"],
+            "/tmp/kubelet-root/manifest/manifest.json"
+        );
         assert_eq!(env["XDG_CACHE_HOME"], "/tmp/kubelet-root/cache");
         assert_eq!(env["P2PCAMERA_FILTER"], "selfie-replace");
         assert_eq!(launch.args, ["--log-format", "json"]);
-        assert_eq!(launch.readiness_url.as_deref(), Some("https://127.0.0.1:40001/readyz"));
-        let files: Vec<_> = launch.files.iter().map(|(p, c, m)| (p.display().to_string(), c.clone(), *m)).collect();
-        assert!(files.contains(&("/tmp/kubelet-root/p2pcamera/token".into(), b"s3cret".to_vec(), 0o440 | 0o400)), "{files:?}");
-        assert!(files.contains(&("/tmp/kubelet-root/manifest/manifest.json".into(), b"{\"input\":\"x\"}".to_vec(), 0o444)));
+        assert_eq!(
+            launch.readiness_url.as_deref(),
+            Some("https://127.0.0.1:40001/readyz")
+        );
+        let files: Vec<_> = launch
+            .files
+            .iter()
+            .map(|(p, c, m)| (p.display().to_string(), c.clone(), *m))
+            .collect();
+        assert!(
+            files.contains(&(
+                "/tmp/kubelet-root/p2pcamera/token".into(),
+                b"s3cret".to_vec(),
+                0o440 | 0o400
+            )),
+            "{files:?}"
+        );
+        assert!(files.contains(&(
+            "/tmp/kubelet-root/manifest/manifest.json".into(),
+            b"{\"input\":\"x\"}".to_vec(),
+            0o444
+        )));
     }
 
     #[test]
     fn missing_secret_keys_and_unknown_sources_are_errors_not_guesses() {
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let err = container_launch(&camera_pod(), &HashMap::new(), ip, Path::new("/tmp/x")).unwrap_err();
-        assert!(matches!(err, KubeletError::MissingSecretKey { .. }), "{err}");
+        let err =
+            container_launch(&camera_pod(), &HashMap::new(), ip, Path::new("/tmp/x")).unwrap_err();
+        assert!(
+            matches!(err, KubeletError::MissingSecretKey { .. }),
+            "{err}"
+        );
         let mut pod = camera_pod();
-        pod.spec.as_mut().unwrap().containers[0].env.as_mut().unwrap()[1] =
-            serde_json::from_value(json!({"name": "X", "valueFrom": {"fieldRef": {"fieldPath": "status.nope"}}})).unwrap();
+        pod.spec.as_mut().unwrap().containers[0]
+            .env
+            .as_mut()
+            .unwrap()[1] = serde_json::from_value(
+            json!({"name": "X", "valueFrom": {"fieldRef": {"fieldPath": "status.nope"}}}),
+        )
+        .unwrap();
         let err = container_launch(&pod, &secrets(), ip, Path::new("/tmp/x")).unwrap_err();
         assert!(err.to_string().contains("status.nope"), "{err}");
     }
@@ -700,8 +881,14 @@ mod tests {
     fn rewrites_only_whole_path_components() {
         let mounts = vec![("/var/run/p2pcamera".to_owned(), PathBuf::from("/t/a"))];
         let ip: IpAddr = "127.0.0.9".parse().unwrap();
-        assert_eq!(rewrite("/var/run/p2pcamera-model/x", &mounts, ip), "/var/run/p2pcamera-model/x");
-        assert_eq!(rewrite("/var/run/p2pcamera/tls.crt", &mounts, ip), "/t/a/tls.crt");
+        assert_eq!(
+            rewrite("/var/run/p2pcamera-model/x", &mounts, ip),
+            "/var/run/p2pcamera-model/x"
+        );
+        assert_eq!(
+            rewrite("/var/run/p2pcamera/tls.crt", &mounts, ip),
+            "/t/a/tls.crt"
+        );
         assert_eq!(rewrite("0.0.0.0:8443", &mounts, ip), "127.0.0.9:8443");
         assert_eq!(rewrite("10.0.0.1:8443", &mounts, ip), "10.0.0.1:8443");
     }
@@ -716,6 +903,12 @@ mod tests {
     #[test]
     fn node_is_not_kwok_managed() {
         let node = kubelet_node(&GpuNode::new("gpu-x", 1)).unwrap();
-        assert!(!node.metadata.annotations.unwrap().contains_key(KWOK_NODE_ANNOTATION.0));
+        assert!(
+            !node
+                .metadata
+                .annotations
+                .unwrap()
+                .contains_key(KWOK_NODE_ANNOTATION.0)
+        );
     }
 }

@@ -36,20 +36,33 @@ const MIN_GREEN: f64 = 0.8;
 static SERIAL: Mutex<()> = Mutex::const_new(());
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the repository").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the repository")
+        .to_path_buf()
 }
 
 /// A workspace binary (`operator`, `camera-pod`) next to this test's own executable.
 fn workspace_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
     let path = dir.join(name);
-    assert!(path.is_file(), "{} missing: run `cargo build --workspace --bins` first", path.display());
+    assert!(
+        path.is_file(),
+        "{} missing: run `cargo build --workspace --bins` first",
+        path.display()
+    );
     path
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 fn session_resource() -> kube::api::ApiResource {
@@ -68,7 +81,9 @@ struct ApiRelay {
 
 impl ApiRelay {
     async fn start(upstream: SocketAddr) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("relay port");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("relay port");
         let address = listener.local_addr().expect("relay address");
         let (up, mut up_rx) = watch::channel(true);
         tokio::spawn(async move {
@@ -93,7 +108,9 @@ impl ApiRelay {
                         }
                     },
                     None => {
-                        if up_rx.changed().await.is_err() { break }
+                        if up_rx.changed().await.is_err() {
+                            break;
+                        }
                         if *up_rx.borrow() {
                             listener = tokio::net::TcpListener::bind(address).await.ok();
                         }
@@ -132,29 +149,45 @@ impl System {
     async fn start(prefix: &str, port_range: &str, gpus: u32, relay: Option<ApiRelay>) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let plane = ControlPlane::shared().await.expect("control plane");
-        plane.apply_crds(&repo_root().join("crds/camerasessions.p2pcamera.io.yaml")).await.expect("CRD applies");
+        plane
+            .apply_crds(&repo_root().join("crds/camerasessions.p2pcamera.io.yaml"))
+            .await
+            .expect("CRD applies");
         let ns = plane.namespace(prefix).await.expect("namespace");
         let client = plane.client().expect("client");
-        let dir = tempfile::Builder::new().prefix("p2pcamera-e2e-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("p2pcamera-e2e-")
+            .tempdir()
+            .expect("temp dir");
 
         let mut image_env = vec![("RUST_LOG".to_owned(), "info".to_owned())];
         let ort = binaries::cache_dir().join("onnxruntime-1.32.0/libonnxruntime.so.1.32.0");
-        assert!(ort.is_file(), "{} missing: run camera-pod/scripts/fetch-onnxruntime.sh", ort.display());
+        assert!(
+            ort.is_file(),
+            "{} missing: run camera-pod/scripts/fetch-onnxruntime.sh",
+            ort.display()
+        );
         image_env.push(("ORT_DYLIB_PATH".to_owned(), ort.display().to_string()));
         let node = GpuNode::new(&format!("{ns}-gpu"), gpus).label(TEST_LABEL, &ns);
         let kubelet = Kubelet::start(
             client.clone(),
             &node,
-            KubeletConfig { camera_pod: workspace_binary("camera-pod"), image_env, dir: dir.path().join("kubelet") },
+            KubeletConfig {
+                camera_pod: workspace_binary("camera-pod"),
+                image_env,
+                dir: dir.path().join("kubelet"),
+            },
         )
         .await
         .expect("test kubelet starts");
 
         let kubeconfig = match &relay {
             Some(relay) => {
-                let text = std::fs::read_to_string(plane.kubeconfig_path()).expect("admin kubeconfig");
+                let text =
+                    std::fs::read_to_string(plane.kubeconfig_path()).expect("admin kubeconfig");
                 let mut config: Value = serde_json::from_str(&text).expect("kubeconfig is JSON");
-                config["clusters"][0]["cluster"]["server"] = format!("https://{}", relay.address).into();
+                config["clusters"][0]["cluster"]["server"] =
+                    format!("https://{}", relay.address).into();
                 let path = dir.path().join("relay.kubeconfig");
                 std::fs::write(&path, config.to_string()).expect("writing the relay kubeconfig");
                 path
@@ -165,7 +198,9 @@ impl System {
         // The router's certificate: a kubernetes.io/tls Secret (the cert-manager path) from a CA
         // the clients trust.
         let ca = CertificateAuthority::new("p2pcamera-e2e-ca").expect("CA");
-        let serving = ca.server("router", &["127.0.0.1", "localhost"]).expect("router certificate");
+        let serving = ca
+            .server("router", &["127.0.0.1", "localhost"])
+            .expect("router certificate");
         let ca_file = dir.path().join("ca.crt");
         std::fs::write(&ca_file, ca.cert_pem()).expect("writing the CA");
         let tls: Secret = serde_json::from_value(json!({
@@ -173,23 +208,41 @@ impl System {
             "stringData": {"tls.crt": serving.cert_pem, "tls.key": serving.key_pem}
         }))
         .expect("secret");
-        Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &tls).await.expect("TLS secret");
+        Api::<Secret>::namespaced(client.clone(), &ns)
+            .create(&PostParams::default(), &tls)
+            .await
+            .expect("TLS secret");
 
         let operator = {
             let mut command = std::process::Command::new(workspace_binary("operator"));
             command
                 .arg("run")
-                .args(["--namespace", &ns, "--lease-namespace", &ns, "--identity", "e2e"])
+                .args([
+                    "--namespace",
+                    &ns,
+                    "--lease-namespace",
+                    &ns,
+                    "--identity",
+                    "e2e",
+                ])
                 .args(["--gpu-node-selector", &json!({TEST_LABEL: ns}).to_string()])
-                .args(["--port-range", port_range, "--camera-pod-image", "camera-pod:e2e"])
+                .args([
+                    "--port-range",
+                    port_range,
+                    "--camera-pod-image",
+                    "camera-pod:e2e",
+                ])
                 .args(["--metrics-listen", &format!("127.0.0.1:{}", free_port())])
                 .env("KUBECONFIG", &kubeconfig)
                 .env("RUST_LOG", "info");
-            ManagedProcess::spawn("operator", command, &dir.path().join("operator.log")).expect("operator starts")
+            ManagedProcess::spawn("operator", command, &dir.path().join("operator.log"))
+                .expect("operator starts")
         };
         let https = reqwest::Client::builder()
             .tls_built_in_root_certs(false)
-            .add_root_certificate(reqwest::Certificate::from_pem(ca.cert_pem().as_bytes()).expect("CA PEM"))
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(ca.cert_pem().as_bytes()).expect("CA PEM"),
+            )
             .timeout(Duration::from_secs(10))
             .build()
             .expect("HTTPS client");
@@ -223,18 +276,43 @@ impl System {
             .arg("router")
             .args(["--listen", &format!("127.0.0.1:{}", self.router_port)])
             .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
-            .args(["--namespace", &self.ns, "--session-namespace", &self.ns, "--tls-secret", "router-tls"])
+            .args([
+                "--namespace",
+                &self.ns,
+                "--session-namespace",
+                &self.ns,
+                "--tls-secret",
+                "router-tls",
+            ])
             .args(["--allowed-origins", &self.page_origin])
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info");
-        let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        let log = self.dir.path().join(format!("router-{}.log", started.as_millis()));
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let log = self
+            .dir
+            .path()
+            .join(format!("router-{}.log", started.as_millis()));
         let router = ManagedProcess::spawn("router", command, &log).expect("router starts");
         let url = format!("{}/readyz", self.router_url());
-        eventually(&format!("router ready (log {})", log.display()), WAIT, || async {
-            let response = self.https.get(&url).send().await.map_err(|e| e.to_string())?;
-            if response.status().is_success() { Ok(()) } else { Err(response.text().await.unwrap_or_default()) }
-        })
+        eventually(
+            &format!("router ready (log {})", log.display()),
+            WAIT,
+            || async {
+                let response = self
+                    .https
+                    .get(&url)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if response.status().is_success() {
+                    Ok(())
+                } else {
+                    Err(response.text().await.unwrap_or_default())
+                }
+            },
+        )
         .await
         .expect("router becomes ready");
         self.router = Some(router);
@@ -253,20 +331,32 @@ impl System {
             "metadata": {"name": name, "namespace": self.ns},
             "spec": {"filter": {"name": "selfie-replace", "backgroundColor": "#00ff00"}},
         });
-        self.plane.kubectl_with_input(&["apply", "-f", "-"], &manifest.to_string()).await.expect("kubectl apply");
+        self.plane
+            .kubectl_with_input(&["apply", "-f", "-"], &manifest.to_string())
+            .await
+            .expect("kubectl apply");
     }
 
     async fn session_status(&self, name: &str) -> Result<Value, String> {
-        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &self.ns, &session_resource());
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &self.ns, &session_resource());
         let session = api.get(name).await.map_err(|e| e.to_string())?;
         Ok(session.data.get("status").cloned().unwrap_or(Value::Null))
     }
 
     async fn wait_ready(&self, name: &str) -> Value {
-        eventually(&format!("session {name} Ready ({})", self.logs()), WAIT, || async {
-            let status = self.session_status(name).await?;
-            if status["phase"] == "Ready" { Ok(status) } else { Err(status.to_string()) }
-        })
+        eventually(
+            &format!("session {name} Ready ({})", self.logs()),
+            WAIT,
+            || async {
+                let status = self.session_status(name).await?;
+                if status["phase"] == "Ready" {
+                    Ok(status)
+                } else {
+                    Err(status.to_string())
+                }
+            },
+        )
         .await
         .expect("session becomes Ready")
     }
@@ -276,7 +366,10 @@ impl System {
             .get(&format!("{name}-p2pcamera"))
             .await
             .expect("session secret");
-        let token = secret.data.and_then(|d| d.get("token").cloned()).expect("token key");
+        let token = secret
+            .data
+            .and_then(|d| d.get("token").cloned())
+            .expect("token key");
         String::from_utf8(token.0).expect("token is text")
     }
 
@@ -294,10 +387,17 @@ impl System {
         let mut command = tokio::process::Command::new(python);
         command
             .arg(repo_root().join("tests/e2e/aiortc_camera.py"))
-            .args(["--session-url", &format!("{}/v1/sessions/{}/{session}", self.router_url(), self.ns)])
+            .args([
+                "--session-url",
+                &format!("{}/v1/sessions/{}/{session}", self.router_url(), self.ns),
+            ])
             .arg(format!("--token={token}"))
             .env("SSL_CERT_FILE", &self.ca_file);
-        Peer::spawn("aiortc", command, &self.dir.path().join(format!("aiortc-{session}.log")))
+        Peer::spawn(
+            "aiortc",
+            command,
+            &self.dir.path().join(format!("aiortc-{session}.log")),
+        )
     }
 
     async fn browser(&self, session: &str, artifact: &str) -> Peer {
@@ -305,16 +405,30 @@ impl System {
         let mut command = tokio::process::Command::new("node");
         command
             .arg(repo_root().join("tests/e2e/browser.mjs"))
-            .args(["--router", &self.router_url(), "--session", &format!("{}/{session}", self.ns)])
+            .args([
+                "--router",
+                &self.router_url(),
+                "--session",
+                &format!("{}/{session}", self.ns),
+            ])
             .arg(format!("--token={token}"))
             .args(["--page-origin", &self.page_origin, "--artifact", artifact])
             .current_dir(repo_root());
-        Peer::spawn("browser", command, &self.dir.path().join(format!("browser-{session}.log")))
+        Peer::spawn(
+            "browser",
+            command,
+            &self.dir.path().join(format!("browser-{session}.log")),
+        )
     }
 
     /// Stops everything this test started and removes its node.
     async fn shutdown(self) {
-        let Self { kubelet, operator, router, .. } = self;
+        let Self {
+            kubelet,
+            operator,
+            router,
+            ..
+        } = self;
         kubelet.shutdown().await.expect("kubelet shuts down");
         if let Some(router) = router {
             router.stop();
@@ -344,46 +458,74 @@ impl Peer {
             .unwrap_or_else(|e| panic!("starting the {what} peer: {e}"));
         let stdin = child.stdin.take();
         let lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-        Self { what, child, stdin, lines, log: log.to_owned() }
+        Self {
+            what,
+            child,
+            stdin,
+            lines,
+            log: log.to_owned(),
+        }
     }
 
     /// The next report, which must be `event`.
     async fn expect(&mut self, event: &str, timeout: Duration) -> Value {
         let line = tokio::time::timeout(timeout, self.lines.next_line()).await;
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let tail: String = log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+        let tail: String = log
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n");
         let line = match line {
             Ok(Ok(Some(line))) => line,
-            other => panic!("{}: no {event} report ({other:?}); log {}:\n{tail}", self.what, self.log.display()),
+            other => panic!(
+                "{}: no {event} report ({other:?}); log {}:\n{tail}",
+                self.what,
+                self.log.display()
+            ),
         };
-        let report: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{}: bad report {line}: {e}", self.what));
+        let report: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("{}: bad report {line}: {e}", self.what));
         assert_eq!(report["event"], event, "{}: {report}\n{tail}", self.what);
         report
     }
 
     async fn send(&mut self, command: &str) {
         let stdin = self.stdin.as_mut().expect("peer stdin");
-        stdin.write_all(format!("{command}\n").as_bytes()).await.expect("writing to the peer");
+        stdin
+            .write_all(format!("{command}\n").as_bytes())
+            .await
+            .expect("writing to the peer");
         stdin.flush().await.expect("flushing the peer's stdin");
     }
 
     /// Frames that came back during `seconds`.
     async fn window(&mut self, seconds: u32) -> Value {
         self.send(&format!("window {seconds}")).await;
-        self.expect("window", Duration::from_secs(u64::from(seconds) + 30)).await
+        self.expect("window", Duration::from_secs(u64::from(seconds) + 30))
+            .await
     }
 
     async fn close(mut self) {
         let _ = self.send("close").await;
         drop(self.stdin.take());
-        if tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .is_err()
+        {
             let _ = self.child.kill().await;
         }
     }
 }
 
 fn number(report: &Value, key: &str) -> f64 {
-    report[key].as_f64().unwrap_or_else(|| panic!("{key} missing in {report}"))
+    report[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} missing in {report}"))
 }
 
 fn process_alive(pid: u32) -> bool {
@@ -406,7 +548,11 @@ async fn watch_start(system: &System, session: &str, applied: Instant) -> StartT
     let mut timeline = StartTimeline::default();
     let deadline = applied + WAIT;
     while timeline.session_ready.is_none() {
-        assert!(Instant::now() < deadline, "session not Ready in {WAIT:?}: {timeline:?}; {}", system.logs());
+        assert!(
+            Instant::now() < deadline,
+            "session not Ready in {WAIT:?}: {timeline:?}; {}",
+            system.logs()
+        );
         let at = applied.elapsed().as_secs_f64();
         if timeline.bound.is_none()
             && let Ok(Some(pod)) = pods.get_opt(&pod_name).await
@@ -420,7 +566,11 @@ async fn watch_start(system: &System, session: &str, applied: Instant) -> StartT
                 timeline.pod_ready.get_or_insert(at);
             }
         }
-        if system.session_status(session).await.is_ok_and(|s| s["phase"] == "Ready") {
+        if system
+            .session_status(session)
+            .await
+            .is_ok_and(|s| s["phase"] == "Ready")
+        {
             timeline.session_ready = Some(at);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -436,24 +586,42 @@ async fn apply_stream_through_the_router_then_delete_releases_everything() {
     system.apply_session("cam").await;
     let timeline = watch_start(&system, "cam", applied).await;
     let status = system.session_status("cam").await.expect("status");
-    assert_eq!(status["endpoint"], format!("https://127.0.0.1:{}", status["udpPort"]), "{status}");
-    let pod = system.kubelet.container(&system.ns, "cam-p2pcamera").expect("camera-pod runs");
+    assert_eq!(
+        status["endpoint"],
+        format!("https://127.0.0.1:{}", status["udpPort"]),
+        "{status}"
+    );
+    let pod = system
+        .kubelet
+        .container(&system.ns, "cam-p2pcamera")
+        .expect("camera-pod runs");
 
     // aiortc, cold: the first camera on a freshly Ready pod.
     let mut cold = system.aiortc("cam").await;
     let first = cold.expect("connected", WAIT).await;
-    assert!(number(&first, "green") >= MIN_GREEN, "not filtered: {first}");
+    assert!(
+        number(&first, "green") >= MIN_GREEN,
+        "not filtered: {first}"
+    );
     let window = cold.window(3).await;
-    assert!(number(&window, "frames") >= 15.0 && number(&window, "green") >= MIN_GREEN, "{window}");
+    assert!(
+        number(&window, "frames") >= 15.0 && number(&window, "green") >= MIN_GREEN,
+        "{window}"
+    );
     cold.close().await;
 
     // aiortc, warm: the pod is up and idle.
     let mut warm = system.aiortc("cam").await;
     let second = warm.expect("connected", WAIT).await;
-    assert!(number(&second, "green") >= MIN_GREEN, "not filtered: {second}");
+    assert!(
+        number(&second, "green") >= MIN_GREEN,
+        "not filtered: {second}"
+    );
     warm.close().await;
 
-    let cold_first_frame = timeline.session_ready.unwrap_or_default() + number(&first, "offer_s") + number(&first, "first_frame_s");
+    let cold_first_frame = timeline.session_ready.unwrap_or_default()
+        + number(&first, "offer_s")
+        + number(&first, "first_frame_s");
     eprintln!(
         "[e2e] timeline (s after apply): bound {:?}, camera-pod started {:?}, pod Ready (model loaded) {:?}, \
          session Ready {:?}; cold client: offer {:.3}, ICE {:?}, first frame {:.3} after the answer; \
@@ -475,22 +643,56 @@ async fn apply_stream_through_the_router_then_delete_releases_everything() {
     // Headless Chromium with p2pcamera.js from the router.
     let mut browser = system.browser("cam", "e2e-browser").await;
     let shown = browser.expect("connected", WAIT).await;
-    assert_eq!((&shown["filtered"], &shown["receiver"], &shown["camera_track"]), (&json!(true), &json!(true), &json!(false)), "{shown}");
+    assert_eq!(
+        (
+            &shown["filtered"],
+            &shown["receiver"],
+            &shown["camera_track"]
+        ),
+        (&json!(true), &json!(true), &json!(false)),
+        "{shown}"
+    );
     assert!(number(&shown, "green") >= 0.5, "{shown}");
     browser.close().await;
 
     // Deleting the session stops the process and releases the pod and the Secret.
-    system.plane.kubectl(&["delete", "camerasession", "cam", "-n", &system.ns, "--wait=false"]).await.expect("kubectl delete");
+    system
+        .plane
+        .kubectl(&[
+            "delete",
+            "camerasession",
+            "cam",
+            "-n",
+            &system.ns,
+            "--wait=false",
+        ])
+        .await
+        .expect("kubectl delete");
     let pods: Api<Pod> = Api::namespaced(system.client.clone(), &system.ns);
     let secrets: Api<Secret> = Api::namespaced(system.client.clone(), &system.ns);
     eventually("camera-pod stopped, pod and secret gone", WAIT, || async {
-        if system.kubelet.container(&system.ns, "cam-p2pcamera").is_some() || process_alive(pod.pid) {
+        if system
+            .kubelet
+            .container(&system.ns, "cam-p2pcamera")
+            .is_some()
+            || process_alive(pod.pid)
+        {
             return Err(format!("camera-pod (pid {}) still runs", pod.pid));
         }
-        if pods.get_opt("cam-p2pcamera").await.map_err(|e| e.to_string())?.is_some() {
+        if pods
+            .get_opt("cam-p2pcamera")
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
             return Err("pod still exists".into());
         }
-        if secrets.get_opt("cam-p2pcamera").await.map_err(|e| e.to_string())?.is_some() {
+        if secrets
+            .get_opt("cam-p2pcamera")
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
             return Err("secret still exists".into());
         }
         Ok(())
@@ -509,22 +711,52 @@ async fn camera_pod_killed_mid_stream_comes_back_and_the_browser_reconnects_by_i
     let mut browser = system.browser("cam", "e2e-kill").await;
     browser.expect("connected", WAIT).await;
 
-    let before = system.kubelet.container(&system.ns, "cam-p2pcamera").expect("camera-pod runs");
+    let before = system
+        .kubelet
+        .container(&system.ns, "cam-p2pcamera")
+        .expect("camera-pod runs");
     // SAFETY: the test kubelet started this process; SIGKILL is the crash being drilled.
-    assert_eq!(unsafe { libc::kill(before.pid as libc::pid_t, libc::SIGKILL) }, 0);
+    assert_eq!(
+        unsafe { libc::kill(before.pid as libc::pid_t, libc::SIGKILL) },
+        0
+    );
     let killed = Instant::now();
     browser.send("killed").await;
-    let back = browser.expect("reconnected", Duration::from_secs(180)).await;
+    let back = browser
+        .expect("reconnected", Duration::from_secs(180))
+        .await;
     let between = &back["raw_between"];
-    assert_eq!((&between["state"], &between["filtered"], &between["track"]), (&json!("reconnecting"), &json!(false), &json!("live")), "{back}");
-    assert!(number(&back, "green") >= 0.5 && back["filtered"] == true && back["receiver"] == true, "{back}");
+    assert_eq!(
+        (&between["state"], &between["filtered"], &between["track"]),
+        (&json!("reconnecting"), &json!(false), &json!("live")),
+        "{back}"
+    );
+    assert!(
+        number(&back, "green") >= 0.5 && back["filtered"] == true && back["receiver"] == true,
+        "{back}"
+    );
     let took = killed.elapsed();
-    assert!(took < Duration::from_secs(90), "reconnected only after {took:?}");
+    assert!(
+        took < Duration::from_secs(90),
+        "reconnected only after {took:?}"
+    );
 
-    let after = system.kubelet.container(&system.ns, "cam-p2pcamera").expect("camera-pod runs again");
-    assert!(after.pid != before.pid && after.restarts == before.restarts + 1, "{before:?} -> {after:?}");
-    assert_eq!(system.session_status("cam").await.expect("status")["phase"], "Ready");
-    eprintln!("[e2e] camera-pod killed -> browser showing filtered video again after {:.1}s", took.as_secs_f64());
+    let after = system
+        .kubelet
+        .container(&system.ns, "cam-p2pcamera")
+        .expect("camera-pod runs again");
+    assert!(
+        after.pid != before.pid && after.restarts == before.restarts + 1,
+        "{before:?} -> {after:?}"
+    );
+    assert_eq!(
+        system.session_status("cam").await.expect("status")["phase"],
+        "Ready"
+    );
+    eprintln!(
+        "[e2e] camera-pod killed -> browser showing filtered video again after {:.1}s",
+        took.as_secs_f64()
+    );
     browser.close().await;
     system.shutdown().await;
 }
@@ -539,19 +771,36 @@ async fn router_restart_leaves_an_established_stream_flowing() {
     peer.expect("connected", WAIT).await;
 
     system.stop_router();
-    let refused = system.https.get(format!("{}/healthz", system.router_url())).send().await;
-    assert!(refused.is_err(), "the router still answers after it was stopped");
+    let refused = system
+        .https
+        .get(format!("{}/healthz", system.router_url()))
+        .send()
+        .await;
+    assert!(
+        refused.is_err(),
+        "the router still answers after it was stopped"
+    );
     let during = peer.window(3).await;
-    assert!(number(&during, "frames") >= 15.0 && during["state"] == "connected", "stream stopped with the router: {during}");
+    assert!(
+        number(&during, "frames") >= 15.0 && during["state"] == "connected",
+        "stream stopped with the router: {during}"
+    );
     assert!(number(&during, "green") >= MIN_GREEN, "{during}");
 
     system.start_router().await;
     let after = peer.window(2).await;
-    assert!(number(&after, "frames") >= 10.0 && after["state"] == "connected", "{after}");
+    assert!(
+        number(&after, "frames") >= 10.0 && after["state"] == "connected",
+        "{after}"
+    );
     let token = system.token("cam").await;
     let status: Value = system
         .https
-        .get(format!("{}/v1/sessions/{}/cam", system.router_url(), system.ns))
+        .get(format!(
+            "{}/v1/sessions/{}/cam",
+            system.router_url(),
+            system.ns
+        ))
         .bearer_auth(token)
         .send()
         .await
@@ -559,7 +808,11 @@ async fn router_restart_leaves_an_established_stream_flowing() {
         .json()
         .await
         .expect("status JSON");
-    assert_eq!((&status["phase"], &status["ready"]), (&json!("Ready"), &json!(true)), "{status}");
+    assert_eq!(
+        (&status["phase"], &status["ready"]),
+        (&json!("Ready"), &json!(true)),
+        "{status}"
+    );
     peer.close().await;
     system.shutdown().await;
 }
@@ -568,19 +821,29 @@ async fn router_restart_leaves_an_established_stream_flowing() {
 async fn api_server_outage_loses_no_session_and_operator_and_router_recover() {
     let _serial = SERIAL.lock().await;
     let plane = ControlPlane::shared().await.expect("control plane");
-    let upstream: SocketAddr = plane.server_url().trim_start_matches("https://").parse().expect("API server address");
+    let upstream: SocketAddr = plane
+        .server_url()
+        .trim_start_matches("https://")
+        .parse()
+        .expect("API server address");
     let relay = ApiRelay::start(upstream).await;
     let system = System::start("e2e-api", "41030-41039", 2, Some(relay)).await;
     let relay = system.relay.as_ref().expect("relay");
     system.apply_session("first").await;
     system.wait_ready("first").await;
-    let pod_before = system.kubelet.container(&system.ns, "first-p2pcamera").expect("camera-pod runs");
+    let pod_before = system
+        .kubelet
+        .container(&system.ns, "first-p2pcamera")
+        .expect("camera-pod runs");
     let mut peer = system.aiortc("first").await;
     peer.expect("connected", WAIT).await;
 
     relay.set_up(false);
     let during = peer.window(10).await;
-    assert!(number(&during, "frames") >= 30.0 && during["state"] == "connected", "stream stopped with the API server: {during}");
+    assert!(
+        number(&during, "frames") >= 30.0 && during["state"] == "connected",
+        "stream stopped with the API server: {during}"
+    );
     // A session applied while the operator and router cannot reach the API server.
     system.apply_session("second").await;
     relay.set_up(true);
@@ -591,11 +854,25 @@ async fn api_server_outage_loses_no_session_and_operator_and_router_recover() {
     let operator_caught_up = restored.elapsed();
     let token = system.token("second").await;
     let url = format!("{}/v1/sessions/{}/second", system.router_url(), system.ns);
-    eventually("the router sees the session applied during the outage as ready", WAIT, || async {
-        let response = system.https.get(&url).bearer_auth(&token).send().await.map_err(|e| e.to_string())?;
-        let status: Value = response.json().await.map_err(|e| e.to_string())?;
-        if status["ready"] == true { Ok(()) } else { Err(status.to_string()) }
-    })
+    eventually(
+        "the router sees the session applied during the outage as ready",
+        WAIT,
+        || async {
+            let response = system
+                .https
+                .get(&url)
+                .bearer_auth(&token)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let status: Value = response.json().await.map_err(|e| e.to_string())?;
+            if status["ready"] == true {
+                Ok(())
+            } else {
+                Err(status.to_string())
+            }
+        },
+    )
     .await
     .expect("router recovers");
     eprintln!(
@@ -609,11 +886,23 @@ async fn api_server_outage_loses_no_session_and_operator_and_router_recover() {
     second.close().await;
 
     // Nothing was lost: the first session kept its pod, its process and its stream.
-    let pod_after = system.kubelet.container(&system.ns, "first-p2pcamera").expect("camera-pod still runs");
-    assert_eq!((pod_after.pid, pod_after.restarts), (pod_before.pid, pod_before.restarts));
-    assert_eq!(system.session_status("first").await.expect("status")["phase"], "Ready");
+    let pod_after = system
+        .kubelet
+        .container(&system.ns, "first-p2pcamera")
+        .expect("camera-pod still runs");
+    assert_eq!(
+        (pod_after.pid, pod_after.restarts),
+        (pod_before.pid, pod_before.restarts)
+    );
+    assert_eq!(
+        system.session_status("first").await.expect("status")["phase"],
+        "Ready"
+    );
     let after = peer.window(2).await;
-    assert!(number(&after, "frames") >= 10.0 && after["state"] == "connected", "{after}");
+    assert!(
+        number(&after, "frames") >= 10.0 && after["state"] == "connected",
+        "{after}"
+    );
     peer.close().await;
     system.shutdown().await;
 }
