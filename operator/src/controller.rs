@@ -1,13 +1,22 @@
 //! The reconciler: reads, builds (pure, [`crate::desired`]), applies, writes status
 //! ([`crate::status`]), all gated by leader election ([`crate::leader`]).
 //!
+//! Sessions, pods and Secrets are read from the watch caches ([`crate::caches`]) that also
+//! trigger the reconciles; the only reads sent to the API server are the node of a bound pod
+//! (remembered per node, [`crate::node_addresses`]) and a Secret that exists but is not cached
+//! yet. At most [`MAX_CONCURRENT_RECONCILES`] sessions are reconciled at once (a session is never
+//! reconciled twice at the same time), which bounds the connections and buffers in flight.
+//!
 //! Per reconcile of a session:
 //! 1. Port: claim `status.udpPort`, else allocate one ([`crate::ports`]).
 //! 2. Secret `<session>-p2pcamera`: created once (plain create, so a race never overwrites a token).
 //! 3. Pod `<session>-p2pcamera`:
 //!    - Idle session (phase Idle, spec unchanged, no `p2pcamera.io/wake` annotation): no pod.
 //!    - Crash loop ([`status::crash_loop`]): pod deleted, phase Failed, new pod after the backoff.
-//!    - Missing: created by server-side apply (field manager [`FIELD_MANAGER`]).
+//!    - Missing: created by server-side apply (field manager [`FIELD_MANAGER`]). When the API
+//!      server rejects the pod as invalid (`422`, e.g. a node selector that is no label), the spec
+//!      is at fault: condition `SpecValid=False` with the server's message, phase Failed, and no
+//!      retry until the session changes.
 //!    - `p2pcamera.io/pod-hash` differs from the desired pod (spec change, port change, pinning to
 //!      the node's public address): deleted, recreated once gone (a pinning replacement keeps the
 //!      node and address in status while the old pod terminates, and the new pod names them). The hash only depends on the
@@ -15,6 +24,12 @@
 //!    - Ready with `idleTimeout`: camera activity polled ([`crate::activity`]); idle too long ->
 //!      pod deleted, phase Idle (the Secret and port stay).
 //! 4. Status written by server-side apply when it changed; a Kubernetes Event for each phase change.
+//!
+//! A failed reconcile (API errors, no free port, ...) is retried with per-session exponential
+//! backoff ([`crate::retry`]: 1 s doubling to 5 min, reset by a success).
+//!
+//! Shutdown: when the leadership term ends (Lease lost, or SIGTERM), the controller stops taking
+//! new work, lets the reconciles in flight finish, and [`run`] returns once the Lease is released.
 //!
 //! Deleting a session needs no finalizer: the Pod and Secret are garbage-collected through their
 //! owner reference, and the port is reclaimed from the in-memory allocator once the session is
@@ -29,17 +44,19 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::controller::Action;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::controller::{self, Action};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{Controller, watcher};
+use kube::runtime::reflector::store::WriterDropped;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use tokio::sync::watch;
+use tokio::sync::{OnceCell, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::activity;
 use crate::admin::AdminState;
+use crate::caches;
 use crate::config::{Config, PublicIpSource};
 use crate::crd::{CameraSession, CameraSessionStatus, Phase};
 use crate::desired::{
@@ -48,8 +65,13 @@ use crate::desired::{
 };
 use crate::leader::LeaderElector;
 use crate::metrics::Metrics;
+use crate::node_addresses::{self, NODE_ADDRESS_TTL, NodeAddressCache};
 use crate::ports::{PortError, SessionKey, UdpPortAllocator};
+use crate::retry::RetryBackoff;
 use crate::status::{self, Situation, StatusInputs};
+
+/// Most sessions reconciled at the same time.
+pub const MAX_CONCURRENT_RECONCILES: u16 = 32;
 
 /// Errors of a reconciliation.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +88,9 @@ pub enum Error {
     /// The status could not be serialized.
     #[error("serializing status: {0}")]
     Serialize(#[from] serde_json::Error),
+    /// A watch cache ended before it was filled (the controller is stopping).
+    #[error("watch cache closed: {0}")]
+    Cache(#[from] WriterDropped),
 }
 
 impl Error {
@@ -76,6 +101,7 @@ impl Error {
             Self::Build(_) => "build",
             Self::Ports(_) => "ports",
             Self::Serialize(_) => "serialize",
+            Self::Cache(_) => "cache",
         }
     }
 }
@@ -87,15 +113,50 @@ struct Context {
     allocator: UdpPortAllocator,
     metrics: Arc<Metrics>,
     recorder: Recorder,
-    store: Store<CameraSession>,
+    sessions: Store<CameraSession>,
+    pods: Store<Pod>,
+    secrets: Store<Secret>,
+    nodes: NodeAddressCache,
+    retries: RetryBackoff<SessionKey>,
+    seeded: OnceCell<()>,
     last_poll: std::sync::Mutex<HashMap<SessionKey, Instant>>,
 }
 
 impl Context {
     fn is_live(&self, key: &SessionKey) -> bool {
-        self.store
+        self.sessions
             .get(&ObjectRef::new(&key.name).within(&key.namespace))
             .is_some()
+    }
+
+    /// Waits until every cache holds its first full list, then seeds the port allocator from
+    /// them (once per leadership term), so no port is handed out before the taken ones are known.
+    async fn caches_ready(&self) -> Result<(), Error> {
+        self.seeded
+            .get_or_try_init(|| async {
+                self.sessions.wait_until_ready().await?;
+                self.pods.wait_until_ready().await?;
+                self.secrets.wait_until_ready().await?;
+                seed_allocator(&self.allocator, &self.sessions.state(), &self.pods.state());
+                tracing::info!(sessions = self.sessions.len(), pods = self.pods.len(), "caches filled");
+                Ok::<(), Error>(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The public address of `node`, remembered for [`NODE_ADDRESS_TTL`].
+    async fn node_public_address(&self, node: &str) -> Result<Option<String>, Error> {
+        if let Some(address) = self.nodes.get(node, Instant::now()) {
+            return Ok(address);
+        }
+        let address = Api::<Node>::all(self.client.clone())
+            .get_opt(node)
+            .await?
+            .as_ref()
+            .and_then(node_addresses::public_address);
+        self.nodes.insert(node, address.clone(), Instant::now());
+        Ok(address)
     }
 
     fn poll_due(&self, key: &SessionKey) -> bool {
@@ -166,18 +227,31 @@ async fn run_controller(
     term_end: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
     let ns = config.namespace.as_deref();
-    let sessions: Api<CameraSession> = namespaced(&client, ns);
-    let pods: Api<Pod> = namespaced(&client, ns);
-    let secrets: Api<Secret> = namespaced(&client, ns);
-    let managed = format!("app.kubernetes.io/managed-by={MANAGED_BY}");
-
-    let allocator = UdpPortAllocator::new(config.port_range);
-    seed_allocator(&allocator, &sessions, &pods, &managed).await?;
+    let managed = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
+    let (sessions, session_writer) = reflector::store();
+    let (pods, pod_writer) = reflector::store();
+    let (secrets, secret_writer) = reflector::store();
+    let session_events = watcher(namespaced::<CameraSession>(&client, ns), watcher::Config::default())
+        .default_backoff()
+        .modify(caches::trim_session)
+        .reflect(session_writer)
+        .applied_objects();
+    let pod_events = watcher(namespaced::<Pod>(&client, ns), managed.clone())
+        .default_backoff()
+        .modify(caches::trim_pod)
+        .reflect(pod_writer)
+        .touched_objects();
+    let secret_events = watcher(namespaced::<Secret>(&client, ns), managed)
+        .default_backoff()
+        .modify(caches::trim_secret)
+        .reflect(secret_writer)
+        .touched_objects();
     tracing::info!("leading: reconciling camera sessions");
 
-    let controller = Controller::new(sessions, watcher::Config::default())
-        .owns(pods, watcher::Config::default().labels(&managed))
-        .owns(secrets, watcher::Config::default().labels(&managed))
+    let controller = Controller::for_stream(session_events, sessions.clone())
+        .owns_stream(pod_events)
+        .owns_stream(secret_events)
+        .with_config(controller::Config::default().concurrency(MAX_CONCURRENT_RECONCILES))
         .graceful_shutdown_on(term_end);
     let recorder = Recorder::new(
         client.clone(),
@@ -187,12 +261,17 @@ async fn run_controller(
         },
     );
     let ctx = Arc::new(Context {
+        allocator: UdpPortAllocator::new(config.port_range),
         client,
         config,
-        allocator,
         metrics,
         recorder,
-        store: controller.store(),
+        sessions,
+        pods,
+        secrets,
+        nodes: NodeAddressCache::new(NODE_ADDRESS_TTL),
+        retries: RetryBackoff::default(),
+        seeded: OnceCell::new(),
         last_poll: Default::default(),
     });
     let sweeper = tokio::spawn(sweep(ctx.clone()));
@@ -208,27 +287,26 @@ async fn run_controller(
     Ok(())
 }
 
-/// Forgets deleted sessions in the allocator and metrics every few seconds.
+/// Forgets deleted sessions in the allocator, retry counts and metrics, and stale node
+/// addresses, every few seconds.
 async fn sweep(ctx: Arc<Context>) {
     // A cache that is not filled yet would make every session look deleted.
-    if ctx.store.wait_until_ready().await.is_err() {
+    if ctx.sessions.wait_until_ready().await.is_err() {
         return;
     }
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     loop {
         tick.tick().await;
         ctx.allocator.retain(|k| ctx.is_live(k));
+        ctx.retries.retain(|k| ctx.is_live(k));
         ctx.metrics.retain_sessions(|k| ctx.is_live(k));
+        ctx.nodes.expire(Instant::now());
     }
 }
 
-async fn seed_allocator(
-    allocator: &UdpPortAllocator,
-    sessions: &Api<CameraSession>,
-    pods: &Api<Pod>,
-    managed: &str,
-) -> Result<(), Error> {
-    for session in sessions.list(&ListParams::default()).await? {
+/// Claims the ports recorded in the sessions' status, then those on pods whose session has none.
+fn seed_allocator(allocator: &UdpPortAllocator, sessions: &[Arc<CameraSession>], pods: &[Arc<Pod>]) {
+    for session in sessions {
         let key = SessionKey::new(session.namespace().unwrap_or_default(), session.name_any());
         if let Some(port) = session.status.as_ref().and_then(|s| s.udp_port)
             && let Err(error) = allocator.claim(&key, port)
@@ -236,10 +314,10 @@ async fn seed_allocator(
             tracing::warn!(session = %key, %error, "port from status not reusable");
         }
     }
-    for pod in pods.list(&ListParams::default().labels(managed)).await? {
+    for pod in pods {
         let Some(session) = pod.labels().get(LABEL_SESSION) else { continue };
         let key = SessionKey::new(pod.namespace().unwrap_or_default(), session);
-        let port = desired::pod_annotation(&pod, ANNOTATION_PORT).and_then(|p| p.parse().ok());
+        let port = desired::pod_annotation(pod, ANNOTATION_PORT).and_then(|p| p.parse().ok());
         if let Some(port) = port
             && allocator.port_of(&key).is_none()
             && let Err(error) = allocator.claim(&key, port)
@@ -247,27 +325,38 @@ async fn seed_allocator(
             tracing::warn!(session = %key, %error, "port from pod not reusable");
         }
     }
-    Ok(())
+}
+
+fn session_key(session: &CameraSession) -> SessionKey {
+    SessionKey::new(session.namespace().unwrap_or_default(), session.name_any())
 }
 
 fn error_policy(session: Arc<CameraSession>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.failed(error.metric_label());
-    tracing::warn!(namespace = %session.namespace().unwrap_or_default(), name = %session.name_any(), %error, "reconcile failed");
-    Action::requeue(Duration::from_secs(5))
+    let key = session_key(&session);
+    let retry_in = ctx.retries.failed(&key);
+    tracing::warn!(namespace = %key.namespace, name = %key.name, %error, retry_in_seconds = retry_in.as_secs(), "reconcile failed");
+    Action::requeue(retry_in)
 }
 
 async fn reconcile(session: Arc<CameraSession>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let result = reconcile_session(&session, &ctx).await;
     ctx.metrics.reconciled(started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        ctx.retries.succeeded(&session_key(&session));
+    }
     result
 }
 
-async fn ensure_secret(api: &Api<Secret>, session: &CameraSession, name: &str, ns: &str) -> Result<Secret, Error> {
+/// The session Secret: from the cache, else created; read from the API server only when it
+/// exists but is not cached yet.
+async fn ensure_secret(ctx: &Context, session: &CameraSession, name: &str, ns: &str) -> Result<Arc<Secret>, Error> {
     let child = desired::child_name(name);
-    if let Some(secret) = api.get_opt(&child).await? {
+    if let Some(secret) = ctx.secrets.get(&ObjectRef::new(&child).within(ns)) {
         return Ok(secret);
     }
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let material = desired::SecretMaterial::generate(ns, name)?;
     let secret = desired::build_secret(session, &material)?;
     let params = PostParams {
@@ -275,20 +364,10 @@ async fn ensure_secret(api: &Api<Secret>, session: &CameraSession, name: &str, n
         ..PostParams::default()
     };
     match api.create(&params, &secret).await {
-        Ok(created) => Ok(created),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(api.get(&child).await?),
+        Ok(created) => Ok(Arc::new(created)),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(Arc::new(api.get(&child).await?)),
         Err(e) => Err(e.into()),
     }
-}
-
-/// ExternalIP of the node, else its InternalIP.
-async fn node_public_address(client: &Client, node: &str) -> Result<Option<String>, Error> {
-    let Some(node) = Api::<Node>::all(client.clone()).get_opt(node).await? else {
-        return Ok(None);
-    };
-    let addresses = node.status.and_then(|s| s.addresses).unwrap_or_default();
-    let pick = |kind: &str| addresses.iter().find(|a| a.type_ == kind).map(|a| a.address.clone());
-    Ok(pick("ExternalIP").or_else(|| pick("InternalIP")))
 }
 
 async fn delete_pod(api: &Api<Pod>, pod: &Pod) -> Result<(), Error> {
@@ -319,11 +398,11 @@ async fn reconcile_session(session: &CameraSession, ctx: &Context) -> Result<Act
         ctx.metrics.set_phase(&key, None);
         return Ok(Action::await_change());
     }
+    ctx.caches_ready().await?;
     let client = &ctx.client;
     let config = &ctx.config;
     let sessions: Api<CameraSession> = Api::namespaced(client.clone(), &ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let generation = session.metadata.generation;
     let prev = session.status.clone().unwrap_or_default();
 
@@ -339,9 +418,9 @@ async fn reconcile_session(session: &CameraSession, ctx: &Context) -> Result<Act
     }
     let stays_idle = !wake && prev.phase == Some(Phase::Idle) && prev.observed_generation == generation;
 
-    let secret = ensure_secret(&secrets, session, &name, &ns).await?;
-    let pod = pods.get_opt(&desired::child_name(&name)).await?;
-    let observed = pod.as_ref().map(status::observe_pod);
+    let secret = ensure_secret(ctx, session, &name, &ns).await?;
+    let pod = ctx.pods.get(&ObjectRef::new(&desired::child_name(&name)).within(&ns));
+    let observed = pod.as_deref().map(status::observe_pod);
     let now = Timestamp::now();
     let mut public_address: Option<String> = None;
     let mut last_active = None;
@@ -367,7 +446,8 @@ async fn reconcile_session(session: &CameraSession, ctx: &Context) -> Result<Act
             ),
             None => {
                 let pin = match (config.public_ip_source, prev.phase, &prev.node_name, &prev.public_address) {
-                    (PublicIpSource::Node, Some(Phase::Terminating), Some(node), Some(_)) => node_public_address(client, node)
+                    (PublicIpSource::Node, Some(Phase::Terminating), Some(node), Some(_)) => ctx
+                        .node_public_address(node)
                         .await?
                         .map(|address| Placement {
                             node: node.clone(),
@@ -377,8 +457,14 @@ async fn reconcile_session(session: &CameraSession, ctx: &Context) -> Result<Act
                 };
                 let desired = desired::build_pod(session, port, config, pin.as_ref())?;
                 let params = PatchParams::apply(FIELD_MANAGER).force();
-                pods.patch(&desired::child_name(&name), &params, &Patch::Apply(&desired)).await?;
-                (Situation::NoPod, Action::requeue(Duration::from_secs(300)))
+                match pods.patch(&desired::child_name(&name), &params, &Patch::Apply(&desired)).await {
+                    Ok(_) => (Situation::NoPod, Action::requeue(Duration::from_secs(300))),
+                    Err(kube::Error::Api(status)) if status.code == 422 => {
+                        tracing::warn!(namespace = %ns, name = %name, message = %status.message, "pod rejected as invalid; waiting for a spec change");
+                        (Situation::InvalidSpec { message: status.message }, Action::await_change())
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
         },
         (Some(_), Some(obs)) if obs.terminating => (Situation::Replacing(obs), Action::requeue(Duration::from_secs(2))),
@@ -387,7 +473,7 @@ async fn reconcile_session(session: &CameraSession, ctx: &Context) -> Result<Act
             if let Some(node) = bound_node {
                 public_address = match config.public_ip_source {
                     PublicIpSource::Host => obs.host_ip.clone(),
-                    PublicIpSource::Node => node_public_address(client, node).await?,
+                    PublicIpSource::Node => ctx.node_public_address(node).await?,
                 };
             }
             let placement = desired::pinned_placement(pod).or_else(|| match (bound_node, &public_address, &obs.host_ip) {

@@ -5,13 +5,16 @@
 
 pub mod activity;
 pub mod admin;
+pub mod caches;
 pub mod config;
 pub mod controller;
 pub mod crd;
 pub mod desired;
 pub mod leader;
 pub mod metrics;
+pub mod node_addresses;
 pub mod ports;
+pub mod retry;
 pub mod status;
 pub mod telemetry;
 pub mod acme;

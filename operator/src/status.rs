@@ -6,8 +6,11 @@
 //! - `PodReady`: the pod's Ready condition.
 //! - `Healthy`: `False` with reason `CrashLoopBackOff` after repeated crashes.
 //! - `Idle`: `True` with reason `IdleTimeout` when the pod was removed for lack of a camera.
+//! - `SpecValid`: `False` with reason `PodRejected` and the API server's message when the pod made
+//!   from the spec is refused as invalid; back to `True` once a pod is accepted (absent until the
+//!   first rejection).
 //!
-//! `phase` is derived: Idle, Failed (crash loop), Terminating (old pod going away), Pending (no pod
+//! `phase` is derived: Idle, Failed (crash loop or rejected spec), Terminating (old pod going away), Pending (no pod
 //! yet), Scheduling (not bound), Starting (bound, not ready), Ready (ready; `endpoint` set).
 //! `endpoint` is `https://<pod host IP>:<port>`: the address the router reaches from inside the
 //! cluster. `publicAddress` is what ICE advertises (see [`crate::config::PublicIpSource`]).
@@ -28,6 +31,10 @@ pub const POD_READY: &str = "PodReady";
 pub const HEALTHY: &str = "Healthy";
 /// Condition type: the session is idle (no pod).
 pub const IDLE: &str = "Idle";
+/// Condition type: the pod made from the spec is accepted by the API server.
+pub const SPEC_VALID: &str = "SpecValid";
+/// Reason of `SpecValid=False`.
+pub const REASON_POD_REJECTED: &str = "PodRejected";
 /// Reason of `Healthy=False`.
 pub const REASON_CRASH_LOOP: &str = "CrashLoopBackOff";
 /// Reason of `Idle=True`.
@@ -182,6 +189,11 @@ pub enum Situation<'a> {
     },
     /// No pod yet (about to be created).
     NoPod,
+    /// The API server refused the pod made from the spec as invalid.
+    InvalidSpec {
+        /// The API server's message.
+        message: String,
+    },
     /// The current pod is going away (spec change, pinning, deletion in progress).
     Replacing(&'a PodObservation),
     /// The current pod is the desired one.
@@ -267,6 +279,11 @@ pub fn next_status(
             set(condition(POD_READY, "False", REASON_CRASH_LOOP, message.clone()));
             (Phase::Failed, message.clone())
         }
+        Situation::InvalidSpec { message } => {
+            set(condition(SPEC_VALID, "False", REASON_POD_REJECTED, message.clone()));
+            set(condition(POD_READY, "False", REASON_POD_REJECTED, message.clone()));
+            (Phase::Failed, format!("the pod for this spec is invalid: {message}"))
+        }
         Situation::NoPod => {
             set(condition(SCHEDULED, "Unknown", "PodNotCreated", "the pod is being created"));
             set(condition(POD_READY, "False", "PodNotCreated", "the pod is being created"));
@@ -338,6 +355,10 @@ pub fn next_status(
             }
         }
     };
+    let accepted = matches!(situation, Situation::NoPod | Situation::Running(_));
+    if accepted && conditions.iter().any(|c| c.type_ == SPEC_VALID) {
+        set_condition(&mut conditions, condition(SPEC_VALID, "True", "PodAccepted", ""), inputs.generation, now);
+    }
     next.phase = Some(phase);
     next.message = Some(message);
     next.conditions = conditions;
@@ -506,6 +527,26 @@ mod tests {
         assert_eq!(still.public_address.as_deref(), Some("203.0.113.1"), "the pin survives while the old pod terminates");
         let s = next_status(&Default::default(), &Situation::NoPod, &inputs(None), ts(1));
         assert_eq!(s.phase, Some(Phase::Pending));
+    }
+
+    #[test]
+    fn rejected_spec_fails_until_a_pod_is_accepted() {
+        let fresh = next_status(&Default::default(), &Situation::NoPod, &inputs(None), ts(1));
+        assert!(fresh.conditions.iter().all(|c| c.type_ != SPEC_VALID), "absent until a rejection");
+        let why = "Pod \"cam1-p2pcamera\" is invalid: spec.nodeSelector: Invalid value".to_string();
+        let rejected = next_status(&fresh, &Situation::InvalidSpec { message: why.clone() }, &inputs(None), ts(5));
+        assert_eq!(rejected.phase, Some(Phase::Failed));
+        let c = cond(&rejected, SPEC_VALID);
+        assert_eq!((c.status.as_str(), c.reason.as_str(), c.message.as_str()), ("False", REASON_POD_REJECTED, why.as_str()));
+        assert_eq!(c.last_transition_time, Time(ts(5)));
+        assert!(rejected.message.as_deref().unwrap_or_default().contains(&why));
+        assert_eq!(crash_backoff_remaining(&rejected, ts(6), Duration::from_secs(60)), None, "no crash backoff");
+        let again = next_status(&rejected, &Situation::InvalidSpec { message: why }, &inputs(None), ts(50));
+        assert_eq!(again, rejected, "the same rejection writes nothing new");
+        let accepted = next_status(&rejected, &Situation::NoPod, &inputs(None), ts(60));
+        let c = cond(&accepted, SPEC_VALID);
+        assert_eq!((c.status.as_str(), c.last_transition_time.clone()), ("True", Time(ts(60))));
+        assert_eq!(accepted.phase, Some(Phase::Pending));
     }
 
     #[test]
