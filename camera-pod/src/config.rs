@@ -8,6 +8,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
+use crate::codec::CodecKind;
+use crate::media::limits::PictureLimits;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("--plain-http is only allowed on a loopback address, not {0}; use TLS (the default)")]
@@ -89,6 +92,37 @@ pub struct Args {
     #[arg(long, env = "P2PCAMERA_START_BITRATE", default_value_t = 1_500_000)]
     pub start_bitrate: u32,
 
+    /// Largest picture width the filter works on: wider pictures are scaled down first, keeping
+    /// their aspect ratio (even sides) [default: no limit].
+    #[arg(long, env = "P2PCAMERA_MAX_WIDTH", value_parser = clap::value_parser!(u32).range(2..))]
+    pub max_width: Option<u32>,
+
+    /// Largest picture height the filter works on: taller pictures are scaled down first, keeping
+    /// their aspect ratio (even sides) [default: no limit].
+    #[arg(long, env = "P2PCAMERA_MAX_HEIGHT", value_parser = clap::value_parser!(u32).range(2..))]
+    pub max_height: Option<u32>,
+
+    /// Highest frame rate the filter works on: pictures beyond it are dropped before the filter
+    /// (counted in p2pcamera_pod_frames_over_max_fps_total) [default: no limit].
+    #[arg(long, env = "P2PCAMERA_MAX_FPS", value_parser = clap::value_parser!(u32).range(1..=240))]
+    pub max_fps: Option<u32>,
+
+    /// Video codecs this pod accepts, comma-separated (VP8, H264). The answer takes the first of
+    /// them in the offer's order; an offer with none of them gets 422 unsupported_codec.
+    #[arg(
+        long,
+        env = "P2PCAMERA_CODECS",
+        value_delimiter = ',',
+        value_parser = parse_codec,
+        default_value = "VP8,H264"
+    )]
+    pub codecs: Vec<CodecKind>,
+
+    /// Stay unready (/readyz 503, offers refused) unless models run on a GPU execution provider
+    /// (CUDA or TensorRT), instead of silently running on CPU.
+    #[arg(long, env = "P2PCAMERA_REQUIRE_GPU")]
+    pub require_gpu: bool,
+
     /// Log output format.
     #[arg(long, env = "P2PCAMERA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,
@@ -154,12 +188,30 @@ impl Args {
         )
     }
 
+    /// What the filter may be given: --max-width, --max-height, --max-fps.
+    pub fn picture_limits(&self) -> PictureLimits {
+        PictureLimits {
+            max_width: self.max_width,
+            max_height: self.max_height,
+            max_fps: self.max_fps,
+        }
+    }
+
     pub fn bitrate_bounds(&self) -> BitrateBounds {
         BitrateBounds {
             min: self.min_bitrate,
             max: self.max_bitrate,
             start: self.start_bitrate.clamp(self.min_bitrate, self.max_bitrate),
         }
+    }
+}
+
+/// A codec name as `--codecs` takes it (case does not matter).
+fn parse_codec(name: &str) -> Result<CodecKind, String> {
+    match name.trim().to_ascii_uppercase().as_str() {
+        "VP8" => Ok(CodecKind::Vp8),
+        "H264" => Ok(CodecKind::H264),
+        other => Err(format!("unknown codec `{other}`: use VP8 or H264")),
     }
 }
 
@@ -235,6 +287,43 @@ mod tests {
         assert_eq!(bounds.clamp(9_000_000), 1_000_000);
         let args = parse(&["--min-bitrate", "2000000", "--max-bitrate", "1000000"]).unwrap();
         assert!(args.validate().is_err());
+    }
+
+    #[test]
+    fn picture_limits_and_codecs_in_the_operators_formats() {
+        // What operator/src/desired.rs writes: decimal integers, `H264,VP8`, `true`.
+        let args = parse(&[
+            "--max-width",
+            "1280",
+            "--max-height",
+            "720",
+            "--max-fps",
+            "24",
+            "--codecs",
+            "H264,VP8",
+            "--require-gpu",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.picture_limits(),
+            PictureLimits {
+                max_width: Some(1280),
+                max_height: Some(720),
+                max_fps: Some(24)
+            }
+        );
+        assert_eq!(args.codecs, vec![CodecKind::H264, CodecKind::Vp8]);
+        assert!(args.require_gpu);
+        let defaults = parse(&[]).unwrap();
+        assert_eq!(defaults.picture_limits(), PictureLimits::default());
+        assert_eq!(defaults.codecs, vec![CodecKind::Vp8, CodecKind::H264]);
+        assert!(!defaults.require_gpu);
+        assert_eq!(parse(&["--codecs", "h264"]).unwrap().codecs, vec![CodecKind::H264]);
+        let err = parse(&["--codecs", "VP8,AV1"]).unwrap_err().to_string();
+        assert!(err.contains("unknown codec `AV1`"), "{err}");
+        assert!(parse(&["--max-fps", "0"]).is_err());
+        assert!(parse(&["--max-width", "1"]).is_err());
+        assert!(parse(&["--max-height", "-5"]).is_err());
     }
 
     #[test]

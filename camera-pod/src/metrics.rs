@@ -34,6 +34,8 @@ pub struct Metrics {
     pub frames_in: Counter,
     pub frames_out: Counter,
     pub frames_dropped: Counter,
+    /// Camera frames dropped before the filter because they came faster than --max-fps.
+    pub frames_over_max_fps: Counter,
     pub decode_seconds: Histogram,
     pub model_seconds: Histogram,
     pub encode_seconds: Histogram,
@@ -57,6 +59,7 @@ impl Default for Metrics {
             frames_in: Counter::default(),
             frames_out: Counter::default(),
             frames_dropped: Counter::default(),
+            frames_over_max_fps: Counter::default(),
             decode_seconds: Histogram::new(duration_buckets()),
             model_seconds: Histogram::new(duration_buckets()),
             encode_seconds: Histogram::new(duration_buckets()),
@@ -79,6 +82,11 @@ impl Default for Metrics {
             "frames_dropped",
             "Frames dropped because the filter was still busy with an older one",
             metrics.frames_dropped.clone(),
+        );
+        registry.register(
+            "frames_over_max_fps",
+            "Camera frames dropped before the filter because they came faster than --max-fps",
+            metrics.frames_over_max_fps.clone(),
         );
         registry.register(
             "decode_duration_seconds",

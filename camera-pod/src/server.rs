@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::str::FromStr;
 
 use crate::config::Args;
+use crate::filter::runtime::ExecutionProvider;
 use crate::filter::{FilterFactory, FilterSpec};
 use crate::media::worker::{FilterBuilder, WorkerError};
 use crate::media::{Camera, FilterWorker, MediaConfig};
@@ -117,11 +118,15 @@ pub async fn serve_filter(
         udp_addr: args.udp_addr(),
         public_ip: args.public_ip,
         bitrate: args.bitrate_bounds(),
+        codecs: args.codecs.clone(),
+        limits: args.picture_limits(),
     };
     let local = listener.local_addr().map_err(ServerError::Serve)?;
     let handle = axum_server::Handle::<std::net::SocketAddr>::new();
+    let gpu_missing = missing_gpu(args.require_gpu, &filter.execution_provider);
     let warm_up = tokio::spawn(warm_up_then_serve(
         filter,
+        gpu_missing,
         media,
         state.clone(),
         handle.clone(),
@@ -164,16 +169,36 @@ pub async fn serve_filter(
     Ok(())
 }
 
+/// Why the pod must not become ready: `--require-gpu` and models would run on CPU (no GPU
+/// execution provider registered). `None` when it may.
+pub fn missing_gpu(require_gpu: bool, execution_provider: &str) -> Option<String> {
+    (require_gpu && execution_provider == ExecutionProvider::Cpu.as_str()).then(|| {
+        format!(
+            "a GPU is required (--require-gpu) but no GPU execution provider works here: models would run on {execution_provider}; \
+             check that the pod got its GPU, that the image has onnxruntime-gpu with CUDA, and that camera-pod was built with the cuda or tensorrt feature"
+        )
+    })
+}
+
 /// Builds and warms up the initial filter, marks the server ready, and on `shutdown` closes the
 /// peer connection and stops the HTTP server. Returns the filter thread to stop once the server
-/// is down (none when shut down during the warm-up; the thread then ends with the process).
+/// is down (none when shut down during the warm-up, or when `gpu_missing` keeps the pod unready;
+/// the thread then ends with the process).
 async fn warm_up_then_serve(
     filter: InitialFilter,
+    gpu_missing: Option<String>,
     media: MediaConfig,
     state: AppState,
     handle: axum_server::Handle<std::net::SocketAddr>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Option<Arc<FilterWorker>>, ServerError> {
+    if let Some(reason) = gpu_missing {
+        tracing::error!(execution_provider = %filter.execution_provider, %reason, "NOT READY: no GPU; this pod will stay unready");
+        state.set_unready(reason);
+        shutdown.await;
+        handle.graceful_shutdown(Some(std::time::Duration::from_secs(2)));
+        return Ok(None);
+    }
     let mut shutdown = std::pin::pin!(shutdown);
     tracing::info!(filter = %filter.spec, execution_provider = %filter.execution_provider, "building the initial filter");
     let started = tokio::select! {
@@ -204,4 +229,18 @@ async fn warm_up_then_serve(
     camera.close().await;
     handle.graceful_shutdown(Some(std::time::Duration::from_secs(2)));
     Ok(Some(worker))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_required_gpu_must_be_the_execution_provider() {
+        let reason = missing_gpu(true, "cpu").unwrap();
+        assert!(reason.contains("--require-gpu") && reason.contains("cpu"), "{reason}");
+        assert_eq!(missing_gpu(true, "cuda"), None);
+        assert_eq!(missing_gpu(true, "tensorrt"), None);
+        assert_eq!(missing_gpu(false, "cpu"), None, "CPU is the normal path on a laptop");
+    }
 }

@@ -10,6 +10,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use camera_pod::codec::CodecKind;
 use camera_pod::config::BitrateBounds;
+use camera_pod::filter::manifest::{Manifest, MaskComposite};
 use camera_pod::filter::{Filter, Passthrough};
 use camera_pod::media::{Camera, FilterWorker, MediaConfig};
 use camera_pod::metrics::Metrics;
@@ -31,9 +32,16 @@ fn passthrough_builder() -> camera_pod::media::worker::FilterBuilder {
 }
 
 async fn state(token: Option<&str>) -> AppState {
+    state_with(token, passthrough_builder()).await
+}
+
+async fn state_with(
+    token: Option<&str>,
+    builder: camera_pod::media::worker::FilterBuilder,
+) -> AppState {
     let metrics = Arc::new(Metrics::default());
     let worker = Arc::new(
-        FilterWorker::start(passthrough_builder(), "passthrough", metrics.clone())
+        FilterWorker::start(builder, "passthrough", metrics.clone())
             .await
             .unwrap(),
     );
@@ -45,6 +53,8 @@ async fn state(token: Option<&str>) -> AppState {
             start: 1_000_000,
             max: 4_000_000,
         },
+        codecs: vec![CodecKind::Vp8, CodecKind::H264],
+        limits: Default::default(),
     };
     let camera = Arc::new(Camera::new(media, worker, metrics.clone()));
     let state = AppState::warming(token.map(str::to_owned), metrics, "passthrough");
@@ -261,6 +271,40 @@ async fn filter_switch_and_status_with_the_token() {
     assert_eq!(reply.json["camera_connected"], false);
     assert_eq!(reply.json["filter"], "passthrough");
     assert!(reply.json["last_active"].as_u64().unwrap() > 1_700_000_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filter_switches_over_http_may_not_name_pod_files() {
+    // This builder would build anything: only the server's own check stands in the way.
+    let built = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let builder: camera_pod::media::worker::FilterBuilder = {
+        let built = built.clone();
+        Box::new(move |spec: &str| -> Result<Box<dyn Filter>, String> {
+            built.lock().unwrap().push(spec.to_owned());
+            Ok(Box::new(Passthrough))
+        })
+    };
+    let state = state_with(None, builder).await;
+    let manifest = serde_json::to_value(Manifest::selfie(MaskComposite::ShowMask)).unwrap();
+    let sha256 = "ab".repeat(32);
+    let local = [
+        serde_json::json!({"filter": "selfie-replace", "image": "/etc/passwd"}),
+        serde_json::json!({"filter": "custom", "model": "/var/run/p2pcamera/token", "sha256": sha256, "manifest": manifest}),
+    ];
+    for spec in local {
+        let reply = call(&state, post("/filter", None, "application/json", spec.to_string())).await;
+        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{spec}: {}", reply.json);
+        assert_eq!(reply.json["error"]["code"], "invalid_filter", "{}", reply.json);
+        let message = reply.json["error"]["message"].as_str().unwrap();
+        assert!(message.contains("may not read files on the pod"), "{message}");
+    }
+    assert_eq!(built.lock().unwrap().len(), 1, "only the initial filter was built: {:?}", built.lock().unwrap());
+    // A custom model by https URL (with its required sha256) is still allowed.
+    let url = serde_json::json!({"filter": "custom", "model": "https://models.example/seg.onnx", "sha256": sha256, "manifest": manifest});
+    let reply = call(&state, post("/filter", None, "application/json", url.to_string())).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    let last = built.lock().unwrap().last().cloned().unwrap();
+    assert!(last.contains("https://models.example/seg.onnx"), "{last}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

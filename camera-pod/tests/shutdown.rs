@@ -1,5 +1,6 @@
 //! The binary: serves on the command line's address and exits 0 on SIGTERM; refuses plain HTTP
-//! off loopback.
+//! off loopback; with a GPU required (as the operator configures it) on a machine without one,
+//! stays unready and says why.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,20 +14,19 @@ fn free_port() -> u16 {
 }
 
 fn healthz(port: u16) -> bool {
+    get(port, "/healthz").is_some_and(|response| response.starts_with("HTTP/1.1 200"))
+}
+
+/// The whole HTTP response (status line, headers, body) to `GET path`, if the server answers.
+fn get(port: u16, path: &str) -> Option<String> {
     use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
-    response.starts_with("HTTP/1.1 200")
+    Some(response)
 }
 
 #[test]
@@ -91,4 +91,73 @@ fn plain_http_off_loopback_is_a_clear_start_up_error() {
         stderr.contains("--plain-http is only allowed on a loopback address"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_required_gpu_that_is_missing_keeps_the_pod_unready_and_says_why() {
+    let port = free_port();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    // The environment the operator gives camera pods; this machine has no GPU.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_camera-pod"))
+        .args(["--filter", "passthrough", "--plain-http"])
+        .env("P2PCAMERA_LISTEN", format!("127.0.0.1:{port}"))
+        .env("P2PCAMERA_REQUIRE_GPU", "true")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !healthz(port) {
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "camera-pod did not serve /healthz: {}",
+                std::fs::read_to_string(log.path()).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Passthrough is ready within milliseconds when allowed to be: give it ample time.
+    let until = Instant::now() + Duration::from_secs(2);
+    let mut readyz = String::new();
+    while Instant::now() < until {
+        readyz = get(port, "/readyz").unwrap_or_default();
+        if !readyz.starts_with("HTTP/1.1 503") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let offer = get(port, "/status").unwrap_or_default();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = std::fs::read_to_string(log.path()).unwrap();
+
+    assert!(readyz.starts_with("HTTP/1.1 503"), "{readyz}");
+    assert!(readyz.contains(r#""status":"unready""#), "{readyz}");
+    assert!(
+        readyz.contains("a GPU is required (--require-gpu) but no GPU execution provider works here"),
+        "{readyz}"
+    );
+    assert!(offer.starts_with("HTTP/1.1 503"), "{offer}");
+    assert!(offer.contains("a GPU is required"), "{offer}");
+    let error_line = stderr
+        .lines()
+        .find(|line| line.contains("ERROR") && line.contains("NOT READY: no GPU"));
+    assert!(error_line.is_some(), "no error-level log line says why:\n{stderr}");
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "SIGTERM still stops it: {stderr}");
 }

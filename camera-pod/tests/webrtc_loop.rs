@@ -156,6 +156,29 @@ async fn data_channel_answers_pings_switches_filters_and_sends_stats() {
         reply["error"].as_str().unwrap().contains("no-such-filter"),
         "{reply}"
     );
+    // A background picture on the pod's disk would load fine, but the network may not name it.
+    let dir = tempfile::tempdir().unwrap();
+    let picture = dir.path().join("background.png");
+    image::RgbImage::from_pixel(32, 24, image::Rgb([200, 30, 30]))
+        .save(&picture)
+        .unwrap();
+    let spec = serde_json::json!({"filter": "selfie-replace", "image": picture});
+    peer.channel.send_text(&spec.to_string()).await.unwrap();
+    let reply: serde_json::Value = serde_json::from_str(
+        &peer
+            .next_message(|m| m.contains("\"type\":\"filter\""))
+            .await,
+    )
+    .unwrap();
+    assert_eq!(reply["ok"], false, "{reply}");
+    assert_eq!(reply["code"], "invalid_filter", "{reply}");
+    assert!(
+        reply["error"]
+            .as_str()
+            .unwrap()
+            .contains("may not read files on the pod"),
+        "{reply}"
+    );
     peer.channel
         .send_text(r#"{"filter":"passthrough"}"#)
         .await

@@ -57,6 +57,10 @@ pub enum FilterError {
     Download { url: String, reason: String },
     #[error("cannot load model {model}: {reason}")]
     ModelLoad { model: String, reason: String },
+    #[error(
+        "a filter chosen over the network may not read files on the pod ({0}); use a background colour, or a custom model by https:// URL with its sha256"
+    )]
+    LocalFilesRefused(String),
     #[error("cannot load background image {path}: {reason}")]
     BackgroundImage { path: PathBuf, reason: String },
 }

@@ -93,6 +93,23 @@ impl FilterSpec {
         }
     }
 
+    /// A spec sent by a remote caller (data channel, `POST /filter`): parsed like any other, and
+    /// refused when building it would read files on the pod (see [`Self::uses_local_files`]).
+    /// Custom models by https URL stay allowed: their sha256 is required and they download into
+    /// the model cache.
+    pub fn from_remote(text: &str) -> Result<FilterSpec, FilterError> {
+        let spec: FilterSpec = text.parse()?;
+        if spec.uses_local_files() {
+            let what = match &spec {
+                FilterSpec::SelfieReplace(Background::Image(p)) => format!("background image {}", p.display()),
+                FilterSpec::Custom(CustomModel { model: ModelSource::Path(p), .. }) => format!("model {}", p.display()),
+                _ => "a background image named in the manifest".to_owned(),
+            };
+            return Err(FilterError::LocalFilesRefused(what));
+        }
+        Ok(spec)
+    }
+
     /// The named filter with its default parameters (`custom` has none: it needs a model).
     pub fn with_defaults(name: &str) -> Result<FilterSpec, FilterError> {
         match name {
@@ -302,6 +319,31 @@ mod tests {
         assert!(!FilterSpec::SelfieReplace(Background::Color(DEFAULT_BACKGROUND)).uses_local_files());
         assert!(!FilterSpec::default().uses_local_files());
         assert!(!FilterSpec::Style { style: 2 }.uses_local_files());
+    }
+
+    #[test]
+    fn remote_specs_may_not_name_pod_files() {
+        let manifest = |composite: MaskComposite| serde_json::to_string(&Manifest::selfie(composite)).unwrap();
+        let custom = |model: &str, manifest: String| {
+            format!(r#"{{"filter":"custom","model":"{model}","sha256":"{}","manifest":{manifest}}}"#, "ab".repeat(32))
+        };
+        let refused = [
+            (r#"{"filter":"selfie-replace","image":"/etc/p2pcamera/bg.png"}"#.to_owned(), "background image /etc/p2pcamera/bg.png"),
+            (custom("/var/run/secrets/token", manifest(MaskComposite::ShowMask)), "model /var/run/secrets/token"),
+            (
+                custom("https://models.example/m.onnx", manifest(MaskComposite::Image("/etc/bg.png".into()))),
+                "background image named in the manifest",
+            ),
+        ];
+        for (text, needle) in refused {
+            let err = FilterSpec::from_remote(&text).unwrap_err();
+            assert!(matches!(err, FilterError::LocalFilesRefused(_)), "{text}: {err}");
+            assert!(err.to_string().contains(needle), "{err}");
+        }
+        let url = custom("https://models.example/m.onnx", manifest(MaskComposite::ShowMask));
+        assert!(matches!(FilterSpec::from_remote(&url).unwrap(), FilterSpec::Custom(_)));
+        assert_eq!(FilterSpec::from_remote("style").unwrap(), FilterSpec::Style { style: 0 });
+        assert!(matches!(FilterSpec::from_remote(r#"{"filter":"sepia"}"#), Err(FilterError::UnknownFilter(_))));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The data channel protocol: `ping<x>` is answered `pong<x>`; a JSON filter spec switches the
-//! filter and is answered `{"type":"filter","ok":...}`; once a second the pod sends
+//! filter and is answered `{"type":"filter","ok":...}` (a failure carries `"code":"invalid_filter"`
+//! and the reason; specs naming files on the pod are refused); once a second the pod sends
 //! `{"type":"stats",...}`.
 
 use serde::Serialize;
@@ -34,7 +35,7 @@ pub fn pong(rest: &str) -> String {
 pub fn filter_reply(result: &Result<String, String>) -> String {
     match result {
         Ok(name) => serde_json::json!({ "type": "filter", "ok": true, "filter": name }),
-        Err(error) => serde_json::json!({ "type": "filter", "ok": false, "error": error }),
+        Err(error) => serde_json::json!({ "type": "filter", "ok": false, "code": "invalid_filter", "error": error }),
     }
     .to_string()
 }
@@ -123,6 +124,7 @@ mod tests {
         let err: serde_json::Value =
             serde_json::from_str(&filter_reply(&Err("no such model".into()))).unwrap();
         assert_eq!(err["ok"], false);
+        assert_eq!(err["code"], "invalid_filter", "the code POST /filter answers with");
         assert_eq!(err["error"], "no such model");
     }
 

@@ -6,6 +6,7 @@
 
 pub mod datachannel;
 pub mod feedback;
+pub mod limits;
 pub mod liveness;
 pub mod pipeline;
 pub mod rtp;
@@ -21,8 +22,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Serialize;
 use webrtc::peer_connection::RTCPeerConnectionState;
 
+use crate::codec::CodecKind;
 use crate::config::BitrateBounds;
+use crate::filter::FilterSpec;
 use crate::metrics::Metrics;
+use limits::PictureLimits;
 use peer::LivePeer;
 pub use sdp::SdpError;
 pub use worker::FilterWorker;
@@ -35,6 +39,10 @@ pub struct MediaConfig {
     /// Advertised instead of the local address (NAT 1:1).
     pub public_ip: Option<IpAddr>,
     pub bitrate: BitrateBounds,
+    /// Codecs this pod accepts (`--codecs`); the offerer's order decides among them.
+    pub codecs: Vec<CodecKind>,
+    /// Largest picture and frame rate the filter gets (`--max-width`, `--max-height`, `--max-fps`).
+    pub limits: PictureLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +69,16 @@ pub struct CameraStatus {
     /// Unix seconds of the last camera frame (or of start-up).
     pub last_active: u64,
     pub filter: String,
+}
+
+/// Switches `worker` to a filter spec that came over the network (`POST /filter`, the data
+/// channel); specs that would read files on the pod are refused before anything is built.
+pub(crate) async fn switch_from_network(worker: &FilterWorker, spec: &str) -> Result<String, String> {
+    let spec = FilterSpec::from_remote(spec).map_err(|error| {
+        tracing::warn!(%error, "filter switch refused");
+        error.to_string()
+    })?;
+    worker.switch(&spec.to_string()).await
 }
 
 /// The one camera this process serves: at most one live peer connection at a time.
@@ -90,7 +108,7 @@ impl Camera {
         offer_sdp: String,
         client: Option<String>,
     ) -> Result<String, MediaError> {
-        let codecs = sdp::supported_video_codecs(&offer_sdp)?;
+        let codecs = sdp::supported_video_codecs(&offer_sdp, &self.config.codecs)?;
         let mut live = self.live.lock().await;
         if let Some(current) = live.as_ref() {
             let same_client = client.is_some() && current.client == client;
@@ -130,9 +148,9 @@ impl Camera {
         }
     }
 
-    /// Switches the filter (for every frame from now on).
+    /// Switches the filter (for every frame from now on) to a spec from the network.
     pub async fn switch_filter(&self, spec: &str) -> Result<String, String> {
-        self.worker.switch(spec).await
+        switch_from_network(&self.worker, spec).await
     }
 
     /// Closes the live peer connection, if any.

@@ -75,9 +75,13 @@ fn rtp_codec(codec: CodecKind) -> RTCRtpCodec {
     }
 }
 
-fn media_engine() -> Result<(MediaEngine, Registry), MediaError> {
+/// The codecs the answer may name: only those this pod accepts.
+fn media_engine(accepted: &[CodecKind]) -> Result<(MediaEngine, Registry), MediaError> {
     let mut engine = MediaEngine::default();
     for (codec, payload_type) in [(CodecKind::Vp8, VP8_PT), (CodecKind::H264, H264_PT)] {
+        if !accepted.contains(&codec) {
+            continue;
+        }
         engine.register_codec(
             RTCRtpCodecParameters {
                 rtp_codec: rtp_codec(codec),
@@ -269,7 +273,7 @@ async fn serve_data_channel(shared: Arc<PeerShared>, channel: Arc<dyn DataChanne
                     let text = String::from_utf8_lossy(&message.data).into_owned();
                     let reply = match datachannel::parse(&text) {
                         ClientMessage::Ping(rest) => datachannel::pong(rest),
-                        ClientMessage::SwitchFilter(spec) => datachannel::filter_reply(&shared.worker.switch(spec).await),
+                        ClientMessage::SwitchFilter(spec) => datachannel::filter_reply(&super::switch_from_network(&shared.worker, spec).await),
                         ClientMessage::Unknown => datachannel::unknown_reply(),
                     };
                     if let Err(error) = channel.send_text(&reply).await {
@@ -304,7 +308,7 @@ pub(super) struct LivePeer {
 
 impl LivePeer {
     pub async fn connect(setup: PeerSetup) -> Result<(LivePeer, String), MediaError> {
-        let (engine, registry) = media_engine()?;
+        let (engine, registry) = media_engine(&setup.config.codecs)?;
         let mut settings = SettingEngineBuilder::new();
         if let Some(ip) = setup.config.public_ip {
             settings = settings.with_nat_1to1_ips(vec![ip.to_string()], RTCIceCandidateType::Host);
@@ -358,6 +362,7 @@ impl LivePeer {
                     metrics: setup.metrics.clone(),
                     controls: controls.clone(),
                     keyframe_requests,
+                    limits: setup.config.limits,
                 };
                 let encode = EncodeStage {
                     codec: setup.codec,

@@ -11,6 +11,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 
+use super::limits::{Downscaler, FrameRateLimiter, PictureLimits, fit_within};
 use super::rtp::{AssembledFrame, RtpPacketizer};
 use super::worker::{FilterJob, FilterWorker, PipelineStats};
 use crate::codec::{self, CodecKind};
@@ -66,6 +67,8 @@ pub struct DecodeStage {
     pub controls: Arc<Controls>,
     /// Asks the receiving task for a key frame (it sends the PLI).
     pub keyframe_requests: UnboundedSender<()>,
+    /// Pictures beyond these are scaled down or dropped before the filter.
+    pub limits: PictureLimits,
 }
 
 impl DecodeStage {
@@ -83,6 +86,9 @@ impl DecodeStage {
                 return;
             }
         };
+        let mut rate_limiter = self.limits.max_fps.map(FrameRateLimiter::new);
+        let mut downscaler = Downscaler::default();
+        let mut scaled_from = (0, 0);
         loop {
             let assembled = match self.frames.recv_timeout(POLL) {
                 Ok(frame) => frame,
@@ -102,6 +108,33 @@ impl DecodeStage {
                     self.controls
                         .last_active
                         .store(unix_now(), Ordering::Relaxed);
+                    if let Some(limiter) = rate_limiter.as_mut()
+                        && !limiter.admit(frame.rtp_timestamp)
+                    {
+                        self.metrics.frames_over_max_fps.inc();
+                        continue;
+                    }
+                    let (width, height) = fit_within(
+                        frame.width,
+                        frame.height,
+                        self.limits.max_width,
+                        self.limits.max_height,
+                    );
+                    let frame = if (width, height) == (frame.width, frame.height) {
+                        frame
+                    } else {
+                        if scaled_from != (frame.width, frame.height) {
+                            scaled_from = (frame.width, frame.height);
+                            tracing::info!(
+                                from_width = frame.width,
+                                from_height = frame.height,
+                                width,
+                                height,
+                                "camera pictures are larger than allowed; scaling them down"
+                            );
+                        }
+                        downscaler.scale(&frame, width, height)
+                    };
                     self.worker.submit(FilterJob {
                         frame,
                         output: self.controls.filtered.clone(),

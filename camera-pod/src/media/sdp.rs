@@ -1,5 +1,6 @@
 //! Checks on an offer before any WebRTC state is built: that it parses, has a video m-line, and
-//! which of its video codecs camera-pod can handle, in the offerer's order of preference.
+//! which of its video codecs camera-pod can handle and this pod accepts (`--codecs`), in the
+//! offerer's order of preference.
 
 use std::io::Cursor;
 
@@ -18,15 +19,18 @@ pub enum SdpError {
     Unparsable(String),
     #[error("the offer has no video m-line")]
     NoVideo,
-    #[error(
-        "the offer's video codecs ({0}) are not supported; offer VP8 or H264 (baseline, packetization-mode=1)"
-    )]
-    UnsupportedCodecs(String),
+    #[error("the offer's video codecs ({offered}) are not supported; offer {accepted}")]
+    UnsupportedCodecs {
+        /// What the offer has, as its rtpmap lines say (`none` when nothing).
+        offered: String,
+        /// What this pod takes, in words.
+        accepted: String,
+    },
 }
 
-/// Video codecs of the first active video m-line that camera-pod supports, in the order the
-/// offerer prefers them (never empty).
-pub fn supported_video_codecs(sdp: &str) -> Result<Vec<CodecKind>, SdpError> {
+/// Video codecs of the first active video m-line that camera-pod supports and `accepted` lists,
+/// in the order the offerer prefers them (never empty). The order of `accepted` does not matter.
+pub fn supported_video_codecs(sdp: &str, accepted: &[CodecKind]) -> Result<Vec<CodecKind>, SdpError> {
     let description = SessionDescription::unmarshal(&mut Cursor::new(sdp.as_bytes()))
         .map_err(|e| SdpError::Unparsable(e.to_string()))?;
     let video = description
@@ -69,6 +73,11 @@ pub fn supported_video_codecs(sdp: &str) -> Result<Vec<CodecKind>, SdpError> {
             _ => None,
         };
         match kind {
+            Some(kind) if !accepted.contains(&kind) => {
+                if !offered.contains(&rtpmap) {
+                    offered.push(rtpmap)
+                }
+            }
             Some(kind) if !supported.contains(&kind) => supported.push(kind),
             Some(_) => {}
             None if !["RTX", "RED", "ULPFEC", "FLEXFEC-03"].contains(&name.as_str()) => {
@@ -78,13 +87,33 @@ pub fn supported_video_codecs(sdp: &str) -> Result<Vec<CodecKind>, SdpError> {
         }
     }
     if supported.is_empty() {
-        return Err(SdpError::UnsupportedCodecs(if offered.is_empty() {
-            "none".into()
-        } else {
-            offered.join(", ")
-        }));
+        return Err(SdpError::UnsupportedCodecs {
+            offered: if offered.is_empty() {
+                "none".into()
+            } else {
+                offered.join(", ")
+            },
+            accepted: describe(accepted),
+        });
     }
     Ok(supported)
+}
+
+/// The accepted codecs in words, for error messages.
+fn describe(accepted: &[CodecKind]) -> String {
+    let names: Vec<&str> = [CodecKind::Vp8, CodecKind::H264]
+        .into_iter()
+        .filter(|kind| accepted.contains(kind))
+        .map(|kind| match kind {
+            CodecKind::Vp8 => "VP8",
+            CodecKind::H264 => "H264 (baseline, packetization-mode=1)",
+        })
+        .collect();
+    if names.is_empty() {
+        "nothing: no codec is enabled".into()
+    } else {
+        names.join(" or ")
+    }
 }
 
 /// H264 parameters OpenH264 decodes and the answer's format is compatible with: packetization
@@ -105,6 +134,8 @@ fn h264_fmtp_supported(fmtp: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const BOTH: &[CodecKind] = &[CodecKind::Vp8, CodecKind::H264];
 
     fn offer(video_lines: &str) -> String {
         format!(
@@ -134,7 +165,7 @@ mod tests {
             ],
         ));
         assert_eq!(
-            supported_video_codecs(&sdp).unwrap(),
+            supported_video_codecs(&sdp, BOTH).unwrap(),
             vec![CodecKind::H264, CodecKind::Vp8]
         );
         let sdp = offer(&video(
@@ -146,9 +177,37 @@ mod tests {
             ],
         ));
         assert_eq!(
-            supported_video_codecs(&sdp).unwrap(),
+            supported_video_codecs(&sdp, BOTH).unwrap(),
             vec![CodecKind::Vp8, CodecKind::H264]
         );
+    }
+
+    #[test]
+    fn only_accepted_codecs_count_in_the_offerers_order() {
+        let sdp = offer(&video(
+            "96 102",
+            &[
+                "rtpmap:96 VP8/90000",
+                "rtpmap:102 H264/90000",
+                "fmtp:102 packetization-mode=1;profile-level-id=42e01f",
+            ],
+        ));
+        let h264_only = supported_video_codecs(&sdp, &[CodecKind::H264]).unwrap();
+        assert_eq!(h264_only, vec![CodecKind::H264]);
+        // The pod's list says what is allowed, not in which order: the offerer's order wins.
+        let pod_prefers_h264 = supported_video_codecs(&sdp, &[CodecKind::H264, CodecKind::Vp8]);
+        assert_eq!(pod_prefers_h264.unwrap(), vec![CodecKind::Vp8, CodecKind::H264]);
+
+        let vp8_only = offer(&video("96 97", &["rtpmap:96 VP8/90000", "rtpmap:97 rtx/90000"]));
+        let err = supported_video_codecs(&vp8_only, &[CodecKind::H264]).unwrap_err();
+        assert_eq!(
+            err,
+            SdpError::UnsupportedCodecs {
+                offered: "VP8/90000".into(),
+                accepted: "H264 (baseline, packetization-mode=1)".into()
+            }
+        );
+        assert!(err.to_string().contains("offer H264"), "{err}");
     }
 
     #[test]
@@ -163,7 +222,7 @@ mod tests {
                 "rtpmap:96 VP8/90000",
             ],
         ));
-        assert_eq!(supported_video_codecs(&sdp).unwrap(), vec![CodecKind::Vp8]);
+        assert_eq!(supported_video_codecs(&sdp, BOTH).unwrap(), vec![CodecKind::Vp8]);
     }
 
     #[test]
@@ -172,9 +231,9 @@ mod tests {
             "98 45",
             &["rtpmap:98 VP9/90000", "rtpmap:45 AV1/90000"],
         ));
-        let err = supported_video_codecs(&sdp).unwrap_err();
+        let err = supported_video_codecs(&sdp, BOTH).unwrap_err();
         assert!(
-            matches!(&err, SdpError::UnsupportedCodecs(list) if list.contains("VP9") && list.contains("AV1")),
+            matches!(&err, SdpError::UnsupportedCodecs { offered, .. } if offered.contains("VP9") && offered.contains("AV1")),
             "{err}"
         );
     }
@@ -184,13 +243,13 @@ mod tests {
         let audio =
             "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:111 opus/48000/2\r\n";
         assert_eq!(
-            supported_video_codecs(&offer(audio)),
+            supported_video_codecs(&offer(audio), BOTH),
             Err(SdpError::NoVideo)
         );
         let rejected =
             "m=video 0 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:96 VP8/90000\r\n";
         assert_eq!(
-            supported_video_codecs(&offer(rejected)),
+            supported_video_codecs(&offer(rejected), BOTH),
             Err(SdpError::NoVideo)
         );
     }
@@ -198,11 +257,11 @@ mod tests {
     #[test]
     fn garbage_is_unparsable() {
         assert!(matches!(
-            supported_video_codecs("hello"),
+            supported_video_codecs("hello", BOTH),
             Err(SdpError::Unparsable(_))
         ));
         assert!(matches!(
-            supported_video_codecs(""),
+            supported_video_codecs("", BOTH),
             Err(SdpError::Unparsable(_))
         ));
     }

@@ -5,6 +5,8 @@
 //! warmed up (a model download and its first inference can take seconds), `/healthz` is 200,
 //! `/readyz` is 503 `{"status":"warming",...}`, and `/offer`, `/filter` and `/status` are 503
 //! `not_ready` with `Retry-After: 1`. `AppState::set_ready` ends the warm-up.
+//! `AppState::set_unready` ends it for good (a GPU was required and none works): `/readyz` stays
+//! 503 `{"status":"unready","reason":...}` and the other endpoints say why.
 
 pub mod auth;
 pub mod error;
@@ -48,6 +50,8 @@ enum Phase {
         camera: Arc<Camera>,
         readiness: Readiness,
     },
+    /// The pod cannot serve and never will (e.g. a GPU was required and none works).
+    Unready { reason: String },
 }
 
 /// Shared state of the HTTP handlers.
@@ -79,6 +83,13 @@ impl AppState {
         *self.phase.write().unwrap_or_else(|e| e.into_inner()) = Phase::Ready { camera, readiness };
     }
 
+    /// The pod will never be ready, for `reason` (shown by `/readyz` and in refusals).
+    pub fn set_unready(&self, reason: impl Into<String>) {
+        *self.phase.write().unwrap_or_else(|e| e.into_inner()) = Phase::Unready {
+            reason: reason.into(),
+        };
+    }
+
     fn phase(&self) -> Phase {
         self.phase.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -90,6 +101,7 @@ impl AppState {
             Phase::Warming { filter } => Err(ApiError::not_ready(format!(
                 "the filter {filter} is still warming up"
             ))),
+            Phase::Unready { reason } => Err(ApiError::not_ready(reason)),
         }
     }
 }
@@ -136,6 +148,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
             StatusCode::SERVICE_UNAVAILABLE,
             [(RETRY_AFTER, "1")],
             Json(serde_json::json!({ "status": "warming", "filter": filter })),
+        )
+            .into_response(),
+        Phase::Unready { reason } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "unready", "reason": reason })),
         )
             .into_response(),
     }
@@ -194,7 +211,7 @@ fn json_body<T: serde::de::DeserializeOwned>(
 
 fn media_error(error: MediaError) -> ApiError {
     match error {
-        MediaError::Sdp(SdpError::UnsupportedCodecs(_)) => ApiError::new(
+        MediaError::Sdp(SdpError::UnsupportedCodecs { .. }) => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "unsupported_codec",
             error.to_string(),
