@@ -642,7 +642,15 @@ impl Worker {
                 .as_ref()
                 .map_or(Some("not started".to_owned()), ManagedProcess::exited);
             if let Some(status) = exited {
-                tracing::info!(namespace = %run.namespace, name = %run.name, %status, "test kubelet: camera-pod exited; restarting it");
+                let tail = run
+                    .process
+                    .as_ref()
+                    .map(|p| p.log_tail(20))
+                    .unwrap_or_default();
+                eprintln!(
+                    "[test-kubelet] camera-pod {}/{} exited ({status}); restarting it. Last log lines:\n{tail}",
+                    run.namespace, run.name
+                );
                 run.last_exit = Some((status, run.started_at, Timestamp::now()));
                 run.restarts += 1;
                 if let Some(process) = run.process.take() {
