@@ -1,13 +1,14 @@
 //! A real camera-pod (passthrough) and an in-process WebRTC peer: frames sent as VP8 or H264
 //! come back as the same pictures, with the same RTP timestamps; the data channel answers pings
-//! and reports stats.
+//! and reports stats; the session's limits (picture size, frame rate, codecs) hold.
 
 mod common;
 
 use std::time::Duration;
 
 use camera_pod::codec::CodecKind;
-use common::{TestPeer, TestServer, luma_mad, post_offer};
+use camera_pod::media::limits::Downscaler;
+use common::{TestPeer, TestServer, luma_mad, metric_value, post_offer};
 
 async fn loop_back(codec: CodecKind) {
     let server = TestServer::start(&[]).await;
@@ -194,6 +195,124 @@ async fn data_channel_answers_pings_switches_filters_and_sends_stats() {
         serde_json::json!({"type":"filter","ok":true,"filter":"passthrough"})
     );
 
+    peer.close().await;
+    server.stop().await;
+}
+
+/// Connects `peer` to `server` with its `offer` and returns the answer's SDP.
+async fn connect(server: &TestServer, peer: &mut TestPeer, offer: &str) -> String {
+    let response = post_offer(&server.base, &offer, None, None).await;
+    assert_eq!(response.status(), 200);
+    let answer: serde_json::Value = response.json().await.unwrap();
+    let answer = answer["sdp"].as_str().unwrap().to_owned();
+    peer.accept(answer.clone()).await;
+    peer.wait_connected().await;
+    answer
+}
+
+/// The offer's video codecs include `first`, then `second`.
+fn assert_offers_in_order(offer: &str, first: &str, second: &str) {
+    let at = |codec: &str| {
+        offer
+            .find(codec)
+            .unwrap_or_else(|| panic!("the offer lacks {codec}: {offer}"))
+    };
+    assert!(at(first) < at(second), "{first} is not preferred: {offer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_filter_gets_no_larger_or_faster_pictures_than_allowed() {
+    let limits = [
+        "--max-width",
+        "160",
+        "--max-height",
+        "160",
+        "--max-fps",
+        "15",
+    ];
+    let server = TestServer::start(&limits).await;
+    let mut peer = TestPeer::new(CodecKind::H264).await;
+    let offer = peer.offer().await;
+    connect(&server, &mut peer, &offer).await;
+    // 320x240 at 30 fps for 3 s.
+    let sent = peer.send_pattern(0, 90).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let received = peer.received.lock().unwrap().clone();
+    assert!(
+        (20..=46).contains(&received.len()),
+        "{} of 90 frames came back; at 15 fps at most 45 should",
+        received.len()
+    );
+    let mut downscaler = Downscaler::default();
+    for frame in &received {
+        assert_eq!(
+            (frame.width, frame.height),
+            (160, 120),
+            "scaled to fit 160x160 with the camera's 4:3 aspect ratio"
+        );
+        let original = sent
+            .iter()
+            .find(|s| s.rtp_timestamp == frame.rtp_timestamp)
+            .unwrap_or_else(|| panic!("returned timestamp {} was never sent", frame.rtp_timestamp));
+        let expected = downscaler.scale(original, 160, 120);
+        let mad = luma_mad(&expected, frame);
+        assert!(mad < 6.0, "frame {} differs by {mad:.2}", frame.rtp_timestamp);
+    }
+    for pair in received.windows(2) {
+        let spacing = pair[1].rtp_timestamp.wrapping_sub(pair[0].rtp_timestamp);
+        assert!(spacing >= 6000, "frames {spacing} ticks apart, closer than 15 fps");
+    }
+    let metrics = reqwest::get(format!("{}/metrics", server.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let over = metric_value(&metrics, "p2pcamera_pod_frames_over_max_fps_total").unwrap();
+    assert!((40.0..=46.0).contains(&over), "{over} frames dropped for the rate: {metrics}");
+    peer.close().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_accepted_codecs_are_answered() {
+    let server = TestServer::start(&["--codecs", "H264"]).await;
+    let mut vp8_only = TestPeer::new(CodecKind::Vp8).await;
+    let response = post_offer(&server.base, &vp8_only.offer().await, None, None).await;
+    assert_eq!(response.status(), 422);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unsupported_codec", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("VP8") && message.contains("offer H264"), "{message}");
+    vp8_only.close().await;
+
+    // VP8 preferred, H264 also offered: the pod answers with H264 alone and the video flows.
+    let mut peer = TestPeer::offering(&[CodecKind::Vp8, CodecKind::H264], CodecKind::H264).await;
+    let offer = peer.offer().await;
+    assert_offers_in_order(&offer, "VP8/90000", "H264/90000");
+    let answer = connect(&server, &mut peer, &offer).await;
+    assert!(answer.contains("H264/90000"), "{answer}");
+    assert!(!answer.contains("VP8"), "the answer names a codec the pod does not accept: {answer}");
+    peer.send_pattern(0, 30).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let returned = peer.received.lock().unwrap().len();
+    assert!(returned >= 10, "{returned} of 30 frames came back");
+    peer.close().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_offerers_order_decides_among_accepted_codecs() {
+    // The pod lists VP8 first; the offer prefers H264 and sends it.
+    let server = TestServer::start(&["--codecs", "VP8,H264"]).await;
+    let mut peer = TestPeer::offering(&[CodecKind::H264, CodecKind::Vp8], CodecKind::H264).await;
+    let offer = peer.offer().await;
+    assert_offers_in_order(&offer, "H264/90000", "VP8/90000");
+    connect(&server, &mut peer, &offer).await;
+    peer.send_pattern(0, 30).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let returned = peer.received.lock().unwrap().len();
+    assert!(returned >= 10, "{returned} of 30 H264 frames came back");
     peer.close().await;
     server.stop().await;
 }

@@ -28,7 +28,13 @@ use webrtc::peer_connection::{
 
 pub const WIDTH: u32 = 320;
 pub const HEIGHT: u32 = 240;
-pub const PAYLOAD_TYPE: u8 = 96;
+/// Payload type the test client offers `codec` with.
+pub fn payload_type(codec: CodecKind) -> u8 {
+    match codec {
+        CodecKind::Vp8 => 96,
+        CodecKind::H264 => 102,
+    }
+}
 
 pub fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -221,17 +227,25 @@ fn is_nack(packet: &dyn rtc::rtcp::Packet) -> bool {
 }
 
 impl TestPeer {
+    /// A client that offers and sends `codec` only.
     pub async fn new(codec: CodecKind) -> TestPeer {
+        TestPeer::offering(&[codec], codec).await
+    }
+
+    /// A client that offers `offered` in this order of preference and sends `codec`.
+    pub async fn offering(offered: &[CodecKind], codec: CodecKind) -> TestPeer {
         let mut engine = MediaEngine::default();
-        engine
-            .register_codec(
-                RTCRtpCodecParameters {
-                    rtp_codec: rtp_codec(codec),
-                    payload_type: PAYLOAD_TYPE,
-                },
-                RtpCodecKind::Video,
-            )
-            .unwrap();
+        for &kind in offered {
+            engine
+                .register_codec(
+                    RTCRtpCodecParameters {
+                        rtp_codec: rtp_codec(kind),
+                        payload_type: payload_type(kind),
+                    },
+                    RtpCodecKind::Video,
+                )
+                .unwrap();
+        }
         // camera-pod's own chain, with the NACKs it sends about the camera handed to the test.
         let registry = camera_pod::media::feedback::interceptors(&mut engine, is_nack).unwrap();
         let (gathered_tx, gathered) = watch::channel(false);
@@ -273,6 +287,18 @@ impl TestPeer {
             }],
         )));
         pc.add_track(track.clone() as Arc<dyn TrackLocal>)
+            .await
+            .unwrap();
+        // The track's codec alone would be offered; offer every codec asked for, in order.
+        let preferences = offered
+            .iter()
+            .map(|&kind| RTCRtpCodecParameters {
+                rtp_codec: rtp_codec(kind),
+                payload_type: payload_type(kind),
+            })
+            .collect();
+        pc.get_transceivers().await[0]
+            .set_codec_preferences(preferences)
             .await
             .unwrap();
         let camera_feedback = Arc::new(Mutex::new(Vec::new()));
@@ -387,7 +413,7 @@ impl TestPeer {
     ) -> Vec<VideoFrame> {
         let mut packet_index = 0;
         let mut encoder = codec::new_encoder(self.codec, 1_500_000).unwrap();
-        let mut packetizer = RtpPacketizer::new(self.codec, self.ssrc, PAYLOAD_TYPE);
+        let mut packetizer = RtpPacketizer::new(self.codec, self.ssrc, payload_type(self.codec));
         let mut sent = Vec::new();
         let mut tick = tokio::time::interval(Duration::from_millis(33));
         for index in first..first + count {
@@ -444,4 +470,12 @@ pub async fn post_offer(
         request = request.bearer_auth(token);
     }
     request.send().await.unwrap()
+}
+
+/// The value of an unlabelled metric in a `/metrics` text.
+pub fn metric_value(metrics: &str, name: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let value = line.strip_prefix(name)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
 }
