@@ -73,6 +73,11 @@ pub struct Config {
     #[arg(long, env = "P2PCAMERA_IDENTITY")]
     pub identity: Option<String>,
 
+    /// Camera pods stay unready unless models run on a GPU execution provider (`--require-gpu`);
+    /// `false` lets them serve on CPU (clusters or test nodes without a working GPU).
+    #[arg(long, env = "P2PCAMERA_CAMERA_POD_REQUIRE_GPU", default_value_t = true, action = clap::ArgAction::Set)]
+    pub camera_pod_require_gpu: bool,
+
     /// Restarts of the camera container after which the session is Failed and its pod recreated.
     #[arg(long, env = "P2PCAMERA_CRASH_RESTART_LIMIT", default_value_t = 5)]
     pub crash_restart_limit: i32,

@@ -187,8 +187,13 @@ fn env(name: &str, value: impl Into<String>) -> EnvVar {
 /// `P2PCAMERA_BACKGROUND_COLOR`, `P2PCAMERA_MODEL` + `P2PCAMERA_SHA256` + `P2PCAMERA_MANIFEST`
 /// (a file path), `P2PCAMERA_MAX_WIDTH`, `P2PCAMERA_MAX_HEIGHT`, `P2PCAMERA_MAX_FPS`,
 /// `P2PCAMERA_CODECS` (comma-separated preference), `P2PCAMERA_TOKEN_FILE`, `P2PCAMERA_TLS_CERT`,
-/// `P2PCAMERA_TLS_KEY`, `P2PCAMERA_REQUIRE_GPU=true`.
-pub fn camera_pod_env(session: &CameraSession, port: u16, placement: Option<&Placement>) -> Vec<EnvVar> {
+/// `P2PCAMERA_TLS_KEY`, and `P2PCAMERA_REQUIRE_GPU=true` when `require_gpu`.
+pub fn camera_pod_env(
+    session: &CameraSession,
+    port: u16,
+    placement: Option<&Placement>,
+    require_gpu: bool,
+) -> Vec<EnvVar> {
     let spec = &session.spec;
     let mut vars = vec![
         env("P2PCAMERA_LISTEN", format!("0.0.0.0:{port}")),
@@ -238,7 +243,9 @@ pub fn camera_pod_env(session: &CameraSession, port: u16, placement: Option<&Pla
     vars.push(env("P2PCAMERA_TOKEN_FILE", format!("{MOUNT_DIR}/{SECRET_TOKEN}")));
     vars.push(env("P2PCAMERA_TLS_CERT", format!("{MOUNT_DIR}/{SECRET_TLS_CERT}")));
     vars.push(env("P2PCAMERA_TLS_KEY", format!("{MOUNT_DIR}/{SECRET_TLS_KEY}")));
-    vars.push(env("P2PCAMERA_REQUIRE_GPU", "true"));
+    if require_gpu {
+        vars.push(env("P2PCAMERA_REQUIRE_GPU", "true"));
+    }
     vars.push(env("XDG_CACHE_HOME", "/var/cache/p2pcamera"));
     vars
 }
@@ -336,7 +343,7 @@ pub fn build_pod(
     let container = Container {
         name: CONTAINER.to_string(),
         image: Some(spec.image.clone().unwrap_or_else(|| config.camera_pod_image.clone())),
-        env: Some(camera_pod_env(session, port, placement)),
+        env: Some(camera_pod_env(session, port, placement, config.camera_pod_require_gpu)),
         ports: Some(
             [("signaling", "TCP"), ("media", "UDP")]
                 .into_iter()
@@ -476,6 +483,7 @@ pub(crate) mod tests {
             lease_name: "l".into(),
             lease_namespace: "default".into(),
             identity: Some("me".into()),
+            camera_pod_require_gpu: true,
             crash_restart_limit: 5,
             crash_backoff: Duration::from_secs(60),
             idle_poll_interval: Duration::from_secs(15),
@@ -541,6 +549,14 @@ pub(crate) mod tests {
         assert_eq!(secret.secret_name.as_deref(), Some("cam1-p2pcamera"));
         assert_eq!(c.volume_mounts.as_ref().unwrap()[0].mount_path, MOUNT_DIR);
         assert_eq!(c.volume_mounts.as_ref().unwrap()[0].read_only, Some(true));
+        assert_eq!(env_value(&pod, "P2PCAMERA_REQUIRE_GPU").unwrap().value.as_deref(), Some("true"));
+    }
+
+    #[test]
+    fn camera_pods_may_run_on_cpu_when_the_operator_allows_it() {
+        let cpu = Config { camera_pod_require_gpu: false, ..config() };
+        let pod = build_pod(&session(serde_json::json!({})), 40007, &cpu, None).unwrap();
+        assert!(env_value(&pod, "P2PCAMERA_REQUIRE_GPU").is_none());
     }
 
     #[test]
