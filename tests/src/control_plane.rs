@@ -1,9 +1,11 @@
 //! A real Kubernetes control plane on loopback: etcd, kube-apiserver, kube-scheduler,
 //! kube-controller-manager and kwok, on random free ports, with certificates made here.
 
+use std::ffi::OsString;
 use std::net::{IpAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Node, ServiceAccount};
@@ -52,8 +54,32 @@ pub struct ControlPlane {
     kubeconfig: PathBuf,
     config: Config,
     kubectl: PathBuf,
+    /// kube-apiserver's program and arguments, to start it again the same way.
+    apiserver: Launch,
     /// In start order; stopped in reverse.
-    processes: Vec<ManagedProcess>,
+    processes: Mutex<Vec<ManagedProcess>>,
+}
+
+/// How a plane process was started.
+#[derive(Clone, Debug)]
+struct Launch {
+    program: OsString,
+    args: Vec<OsString>,
+}
+
+impl Launch {
+    fn of(command: &Command) -> Self {
+        Self {
+            program: command.get_program().to_owned(),
+            args: command.get_args().map(ToOwned::to_owned).collect(),
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.program);
+        command.args(&self.args);
+        command
+    }
 }
 
 impl ControlPlane {
@@ -93,13 +119,14 @@ impl ControlPlane {
             processes: Vec::new(),
         };
         match plane.run(&bins, started).await {
-            Ok((server, kubeconfig, config)) => Ok(Self {
+            Ok((server, kubeconfig, config, apiserver)) => Ok(Self {
                 dir,
                 server,
                 kubeconfig,
                 config,
                 kubectl: bins.kubectl,
-                processes: std::mem::take(&mut plane.processes),
+                apiserver,
+                processes: Mutex::new(std::mem::take(&mut plane.processes)),
             }),
             Err(e) => {
                 progress(&format!(
@@ -291,11 +318,98 @@ impl ControlPlane {
     pub fn log_path(&self, component: &str) -> PathBuf {
         self.dir.join(format!("{component}.log"))
     }
+
+    /// Restarts kube-apiserver as an operator restarting a control plane would: stops it by PID
+    /// (SIGTERM, SIGKILL after the grace period), starts it again with the same flags and port
+    /// (etcd keeps every object), and waits until `/readyz` answers `ok`. Meanwhile every client
+    /// sees its connections end and new ones refused. Returns how long the API was unavailable.
+    pub async fn restart_apiserver(&self) -> Result<Duration, Error> {
+        let stopped_at = Instant::now();
+        let (index, old) = {
+            let mut processes = lock(&self.processes);
+            let index = processes
+                .iter()
+                .position(|p| p.name() == "kube-apiserver")
+                .ok_or_else(|| Error::Exited {
+                    name: "kube-apiserver".into(),
+                    status: "not running".into(),
+                    log: String::new(),
+                })?;
+            (index, processes.remove(index))
+        };
+        let pid = old.pid();
+        tokio::task::spawn_blocking(move || old.stop())
+            .await
+            .map_err(|e| Error::Io {
+                what: "stopping kube-apiserver".into(),
+                source: std::io::Error::other(e),
+            })?;
+        progress(&format!("kube-apiserver (pid {pid}) stopped"));
+        let process = ManagedProcess::spawn(
+            "kube-apiserver",
+            self.apiserver.command(),
+            &self.log_path("kube-apiserver"),
+        )?;
+        progress(&format!(
+            "kube-apiserver started again (pid {})",
+            process.pid()
+        ));
+        {
+            let mut processes = lock(&self.processes);
+            let at = index.min(processes.len());
+            processes.insert(at, process);
+        }
+        let client = self.client()?;
+        eventually(
+            "kube-apiserver /readyz after its restart",
+            APISERVER_READY_TIMEOUT,
+            || {
+                let exit = lock(&self.processes)
+                    .iter()
+                    .find(|p| p.name() == "kube-apiserver")
+                    .and_then(|p| p.exited().map(|status| (status, p.log_tail(40))));
+                let client = client.clone();
+                async move {
+                    if let Some((status, log)) = exit {
+                        return Ok(Err(Error::Exited {
+                            name: "kube-apiserver".into(),
+                            status,
+                            log,
+                        }));
+                    }
+                    apiserver_ready(&client).await.map(Ok)
+                }
+            },
+        )
+        .await??;
+        let unavailable = stopped_at.elapsed();
+        progress(&format!(
+            "kube-apiserver ready again after {:.1}s",
+            unavailable.as_secs_f64()
+        ));
+        Ok(unavailable)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// `Ok` once kube-apiserver's `/readyz` answers `ok`.
+async fn apiserver_ready(client: &Client) -> Result<(), String> {
+    let request = hyper::Request::get("/readyz")
+        .body(Vec::new())
+        .map_err(|e| e.to_string())?;
+    match client.request_text(request).await {
+        Ok(body) if body.trim() == "ok" => Ok(()),
+        Ok(body) => Err(body),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
-        for p in self.processes.iter().rev() {
+        for p in lock(&self.processes).iter().rev() {
             p.stop();
         }
         if std::env::var_os(KEEP_ENV).is_none() {
@@ -315,7 +429,7 @@ impl PlaneBuilder {
         &mut self,
         bins: &ControlPlaneBinaries,
         started: Instant,
-    ) -> Result<(String, PathBuf, Config), Error> {
+    ) -> Result<(String, PathBuf, Config, Launch), Error> {
         let ca = CertificateAuthority::new("p2pcamera-test-ca")?;
         let serving = ca.server(
             "kube-apiserver",
@@ -390,6 +504,7 @@ impl PlaneBuilder {
             .arg("--allow-privileged=true")
             .arg("--profiling=false");
         let at = Instant::now();
+        let apiserver_launch = Launch::of(&apiserver);
         self.spawn("kube-apiserver", apiserver)?;
 
         let admin = self.write_kubeconfig(
@@ -400,20 +515,9 @@ impl PlaneBuilder {
         )?;
         let config = load_config(&admin).await?;
         let client = Client::try_from(config.clone())?;
-        self.wait_for(
-            "kube-apiserver /readyz",
-            APISERVER_READY_TIMEOUT,
-            || async {
-                let request = hyper::Request::get("/readyz")
-                    .body(Vec::new())
-                    .map_err(|e| e.to_string())?;
-                match client.request_text(request).await {
-                    Ok(body) if body.trim() == "ok" => Ok(()),
-                    Ok(body) => Err(body),
-                    Err(e) => Err(e.to_string()),
-                }
-            },
-        )
+        self.wait_for("kube-apiserver /readyz", APISERVER_READY_TIMEOUT, || {
+            apiserver_ready(&client)
+        })
         .await?;
         progress(&format!(
             "kube-apiserver ready at {server} in {:.1}s",
@@ -498,7 +602,7 @@ impl PlaneBuilder {
             started.elapsed().as_secs_f64(),
             admin.display()
         ));
-        Ok((server, admin, config))
+        Ok((server, admin, config, apiserver_launch))
     }
 
     fn write(&self, name: &str, contents: &str) -> Result<PathBuf, Error> {

@@ -22,8 +22,13 @@
 //!   and path from the pod spec, on the node's address) answers 200; then Ready. Like a kubelet's
 //!   probe it does not verify the pod's self-signed certificate. Probing stops once the pod is
 //!   ready; process liveness is then what the fixture watches;
-//! - when the process exits on its own, reports the container terminated (`lastState`,
-//!   `restartCount` + 1, not ready) and starts it again, as `restartPolicy: Always` asks;
+//! - when the process exits on its own (or cannot be started), reports the container terminated
+//!   (`lastState`, `restartCount` + 1, not ready) and starts it again, as `restartPolicy: Always`
+//!   asks: the first time at once, like a kubelet, then after a back-off that doubles with every
+//!   further exit ([`restart_delay`]: a kubelet's 10 s .. 5 min scaled down to 1 s .. 10 s), reset
+//!   once a process ran for [`BACKOFF_RESET`]. Meanwhile the container is `waiting` with reason
+//!   `CrashLoopBackOff`. A crash is restarted in place: same pod object, same port, new process;
+//!   the last readiness probe answer is kept in [`RunningContainer::probe`] for failure messages;
 //! - when the pod is being deleted, stops the process by PID (SIGTERM, then SIGKILL after the
 //!   grace period of [`ManagedProcess::stop`]) and removes the pod object, as a kubelet does once
 //!   its containers are gone.
@@ -35,7 +40,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Container, Node, Pod, Secret, Volume};
@@ -55,6 +60,20 @@ const TICK: Duration = Duration::from_millis(250);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The wildcard prefix that becomes the node's address.
 const WILDCARD: &str = "0.0.0.0:";
+/// A process that ran this long before it exited is restarted at once again.
+pub const BACKOFF_RESET: Duration = Duration::from_secs(10);
+/// Longest wait before a crashed container is started again.
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// How long to wait before starting a container that exited `quick_exits` times in a row, each
+/// within [`BACKOFF_RESET`] of its start: no wait for the first, then 1 s, 2 s, 4 s, ... up to
+/// 10 s.
+pub fn restart_delay(quick_exits: u32) -> Duration {
+    match quick_exits {
+        0 | 1 => Duration::ZERO,
+        n => Duration::from_secs(1u64 << (n - 2).min(8)).min(BACKOFF_MAX),
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum KubeletError {
@@ -108,6 +127,9 @@ pub struct RunningContainer {
     pub restarts: i32,
     pub ready: bool,
     pub log: PathBuf,
+    /// The last readiness probe's outcome (`503 Service Unavailable: warming`, a connection
+    /// error), until the container is ready.
+    pub probe: Option<String>,
 }
 
 type Shared = Arc<Mutex<BTreeMap<(String, String), RunningContainer>>>;
@@ -428,6 +450,28 @@ pub fn container_launch(
     Ok(launch)
 }
 
+impl PodRun {
+    /// Records that the container ended (or could not start) and when it starts again.
+    fn exited(&mut self, status: String) {
+        self.last_exit = Some((status, self.started_at, Timestamp::now()));
+        self.restarts += 1;
+        self.ready = false;
+        self.quick_exits = if self.started.elapsed() >= BACKOFF_RESET {
+            1
+        } else {
+            self.quick_exits + 1
+        };
+        let delay = restart_delay(self.quick_exits);
+        if !delay.is_zero() {
+            eprintln!(
+                "[test-kubelet] camera-pod {}/{}: back-off {delay:?} before restart {}",
+                self.namespace, self.name, self.restarts
+            );
+        }
+        self.restart_at = Some(Instant::now() + delay);
+    }
+}
+
 /// One pod the fixture runs.
 struct PodRun {
     namespace: String,
@@ -439,12 +483,18 @@ struct PodRun {
     launch: Launch,
     process: Option<ManagedProcess>,
     started_at: Timestamp,
+    /// When the current process started, for the back-off reset.
+    started: Instant,
     pod_started_at: Timestamp,
     restarts: i32,
+    /// Exits in a row that came soon after their start.
+    quick_exits: u32,
+    /// When a crashed container is started again.
+    restart_at: Option<Instant>,
     last_exit: Option<(String, Timestamp, Timestamp)>,
     ready: bool,
     /// The state last written to the API server, to rewrite it after a failed patch.
-    reported: Option<(bool, i32)>,
+    reported: Option<(bool, i32, bool)>,
 }
 
 struct Worker {
@@ -571,8 +621,11 @@ impl Worker {
             launch,
             process: None,
             started_at: now,
+            started: Instant::now(),
             pod_started_at: now,
             restarts: 0,
+            quick_exits: 0,
+            restart_at: None,
             last_exit: None,
             ready: false,
             reported: None,
@@ -593,6 +646,8 @@ impl Worker {
         command.envs(run.launch.env.iter().map(|(k, v)| (k, v)));
         let log = run.dir.join(format!("camera-pod-{}.log", run.restarts));
         run.started_at = Timestamp::now();
+        run.started = Instant::now();
+        run.restart_at = None;
         run.ready = false;
         match ManagedProcess::spawn(
             &format!("camera-pod {}/{}", run.namespace, run.name),
@@ -608,13 +663,17 @@ impl Worker {
                         restarts: run.restarts,
                         ready: false,
                         log,
+                        probe: None,
                     },
                 );
                 run.process = Some(process);
             }
             Err(error) => {
-                tracing::warn!(%error, namespace = %run.namespace, name = %run.name, "test kubelet cannot start camera-pod");
-                run.process = None;
+                eprintln!(
+                    "[test-kubelet] cannot start camera-pod {}/{}: {error}",
+                    run.namespace, run.name
+                );
+                run.exited(format!("start failed: {error}"));
             }
         }
     }
@@ -637,41 +696,45 @@ impl Worker {
             let Some(run) = self.pods.get_mut(&uid) else {
                 continue;
             };
-            let exited = run
-                .process
-                .as_ref()
-                .map_or(Some("not started".to_owned()), ManagedProcess::exited);
-            if let Some(status) = exited {
+            if let Some(status) = run.process.as_ref().and_then(ManagedProcess::exited) {
                 let tail = run
                     .process
-                    .as_ref()
-                    .map(|p| p.log_tail(20))
+                    .take()
+                    .map(|p| {
+                        let tail = p.log_tail(20);
+                        p.stop();
+                        tail
+                    })
                     .unwrap_or_default();
                 eprintln!(
-                    "[test-kubelet] camera-pod {}/{} exited ({status}); restarting it. Last log lines:\n{tail}",
+                    "[test-kubelet] camera-pod {}/{} exited ({status}). Last log lines:\n{tail}",
                     run.namespace, run.name
                 );
-                run.last_exit = Some((status, run.started_at, Timestamp::now()));
-                run.restarts += 1;
-                if let Some(process) = run.process.take() {
-                    process.stop();
+                lock(&self.running).remove(&(run.namespace.clone(), run.name.clone()));
+                run.exited(status);
+            }
+            if run.process.is_none() {
+                if run.restart_at.is_some_and(|at| Instant::now() >= at) {
+                    self.start_container(&uid);
                 }
-                self.start_container(&uid);
             } else if !run.ready
                 && let Some(url) = run.launch.readiness_url.clone()
             {
-                let ok = self
-                    .probe
-                    .get(&url)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success());
-                if ok && let Some(run) = self.pods.get_mut(&uid) {
-                    run.ready = true;
+                let probe = match self.probe.get(&url).send().await {
+                    Ok(response) => {
+                        let status = response.status();
+                        let body = response.text().await.unwrap_or_default();
+                        (status.is_success(), format!("{status}: {}", body.trim()))
+                    }
+                    Err(error) => (false, error.to_string()),
+                };
+                if let Some(run) = self.pods.get_mut(&uid) {
+                    run.ready = probe.0;
                     if let Some(c) =
                         lock(&self.running).get_mut(&(run.namespace.clone(), run.name.clone()))
                     {
-                        c.ready = true;
+                        c.ready = probe.0;
+                        c.probe = (!probe.0).then_some(probe.1);
                     }
                 }
             }
@@ -684,7 +747,7 @@ impl Worker {
         let Some(run) = self.pods.get_mut(uid) else {
             return;
         };
-        let state = (run.ready, run.restarts);
+        let state = (run.ready, run.restarts, run.process.is_some());
         if run.reported == Some(state) {
             return;
         }
@@ -736,7 +799,12 @@ fn pod_status(run: &PodRun, node_ip: IpAddr) -> serde_json::Value {
         "ready": run.ready,
         "started": true,
         "restartCount": run.restarts,
-        "state": {"running": {"startedAt": run.started_at.to_string()}},
+        "state": if run.process.is_some() {
+            json!({"running": {"startedAt": run.started_at.to_string()}})
+        } else {
+            json!({"waiting": {"reason": "CrashLoopBackOff",
+                "message": format!("back-off restarting failed container {}", run.container)}})
+        },
     });
     if let Some((status, from, to)) = &run.last_exit {
         container["lastState"] = json!({"terminated": {
@@ -899,6 +967,13 @@ mod tests {
         );
         assert_eq!(rewrite("0.0.0.0:8443", &mounts, ip), "127.0.0.9:8443");
         assert_eq!(rewrite("10.0.0.1:8443", &mounts, ip), "10.0.0.1:8443");
+    }
+
+    #[test]
+    fn restarts_at_once_then_back_off_doubles_to_a_cap() {
+        let delays: Vec<u64> = (0..8).map(|n| restart_delay(n).as_secs()).collect();
+        assert_eq!(delays, [0, 0, 1, 2, 4, 8, 10, 10]);
+        assert_eq!(restart_delay(u32::MAX), BACKOFF_MAX);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //!   forked the child ends, so children are forked from one dedicated thread that lives as long as
 //!   the process, never from a test's own thread.
 
-use std::fs::File;
+use std::fs::OpenOptions;
 use std::io;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -46,10 +46,15 @@ impl ManagedProcess {
     /// Starts `command` with stdout and stderr appended to `log`, registered for cleanup.
     pub fn spawn(name: &str, mut command: Command, log: &Path) -> Result<Self, Error> {
         install_exit_hook();
-        let out = File::create(log).map_err(|source| Error::Io {
-            what: format!("creating {}", log.display()),
-            source,
-        })?;
+        // Appended, so a component started again (a restart drill) continues its log.
+        let out = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|source| Error::Io {
+                what: format!("creating {}", log.display()),
+                source,
+            })?;
         let err = out.try_clone().map_err(|source| Error::Io {
             what: format!("opening {}", log.display()),
             source,
