@@ -318,7 +318,10 @@ mod tests {
         assert_eq!(defaults.picture_limits(), PictureLimits::default());
         assert_eq!(defaults.codecs, vec![CodecKind::Vp8, CodecKind::H264]);
         assert!(!defaults.require_gpu);
-        assert_eq!(parse(&["--codecs", "h264"]).unwrap().codecs, vec![CodecKind::H264]);
+        assert_eq!(
+            parse(&["--codecs", "h264"]).unwrap().codecs,
+            vec![CodecKind::H264]
+        );
         let err = parse(&["--codecs", "VP8,AV1"]).unwrap_err().to_string();
         assert!(err.contains("unknown codec `AV1`"), "{err}");
         assert!(parse(&["--max-fps", "0"]).is_err());

@@ -238,9 +238,16 @@ mod tests {
     #[test]
     fn a_required_gpu_must_be_the_execution_provider() {
         let reason = missing_gpu(true, "cpu").unwrap();
-        assert!(reason.contains("--require-gpu") && reason.contains("cpu"), "{reason}");
+        assert!(
+            reason.contains("--require-gpu") && reason.contains("cpu"),
+            "{reason}"
+        );
         assert_eq!(missing_gpu(true, "cuda"), None);
         assert_eq!(missing_gpu(true, "tensorrt"), None);
-        assert_eq!(missing_gpu(false, "cpu"), None, "CPU is the normal path on a laptop");
+        assert_eq!(
+            missing_gpu(false, "cpu"),
+            None,
+            "CPU is the normal path on a laptop"
+        );
     }
 }

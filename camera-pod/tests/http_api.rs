@@ -292,16 +292,41 @@ async fn filter_switches_over_http_may_not_name_pod_files() {
         serde_json::json!({"filter": "custom", "model": "/var/run/p2pcamera/token", "sha256": sha256, "manifest": manifest}),
     ];
     for spec in local {
-        let reply = call(&state, post("/filter", None, "application/json", spec.to_string())).await;
-        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{spec}: {}", reply.json);
-        assert_eq!(reply.json["error"]["code"], "invalid_filter", "{}", reply.json);
+        let reply = call(
+            &state,
+            post("/filter", None, "application/json", spec.to_string()),
+        )
+        .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{spec}: {}",
+            reply.json
+        );
+        assert_eq!(
+            reply.json["error"]["code"], "invalid_filter",
+            "{}",
+            reply.json
+        );
         let message = reply.json["error"]["message"].as_str().unwrap();
-        assert!(message.contains("may not read files on the pod"), "{message}");
+        assert!(
+            message.contains("may not read files on the pod"),
+            "{message}"
+        );
     }
-    assert_eq!(built.lock().unwrap().len(), 1, "only the initial filter was built: {:?}", built.lock().unwrap());
+    assert_eq!(
+        built.lock().unwrap().len(),
+        1,
+        "only the initial filter was built: {:?}",
+        built.lock().unwrap()
+    );
     // A custom model by https URL (with its required sha256) is still allowed.
     let url = serde_json::json!({"filter": "custom", "model": "https://models.example/seg.onnx", "sha256": sha256, "manifest": manifest});
-    let reply = call(&state, post("/filter", None, "application/json", url.to_string())).await;
+    let reply = call(
+        &state,
+        post("/filter", None, "application/json", url.to_string()),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
     let last = built.lock().unwrap().last().cloned().unwrap();
     assert!(last.contains("https://models.example/seg.onnx"), "{last}");

@@ -150,7 +150,8 @@ fn a_required_gpu_that_is_missing_keeps_the_pod_unready_and_says_why() {
     assert!(readyz.starts_with("HTTP/1.1 503"), "{readyz}");
     assert!(readyz.contains(r#""status":"unready""#), "{readyz}");
     assert!(
-        readyz.contains("a GPU is required (--require-gpu) but no GPU execution provider works here"),
+        readyz
+            .contains("a GPU is required (--require-gpu) but no GPU execution provider works here"),
         "{readyz}"
     );
     assert!(offer.starts_with("HTTP/1.1 503"), "{offer}");
@@ -158,6 +159,13 @@ fn a_required_gpu_that_is_missing_keeps_the_pod_unready_and_says_why() {
     let error_line = stderr
         .lines()
         .find(|line| line.contains("ERROR") && line.contains("NOT READY: no GPU"));
-    assert!(error_line.is_some(), "no error-level log line says why:\n{stderr}");
-    assert_eq!(status.and_then(|s| s.code()), Some(0), "SIGTERM still stops it: {stderr}");
+    assert!(
+        error_line.is_some(),
+        "no error-level log line says why:\n{stderr}"
+    );
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "SIGTERM still stops it: {stderr}"
+    );
 }

@@ -256,11 +256,18 @@ async fn the_filter_gets_no_larger_or_faster_pictures_than_allowed() {
             .unwrap_or_else(|| panic!("returned timestamp {} was never sent", frame.rtp_timestamp));
         let expected = downscaler.scale(original, 160, 120);
         let mad = luma_mad(&expected, frame);
-        assert!(mad < 6.0, "frame {} differs by {mad:.2}", frame.rtp_timestamp);
+        assert!(
+            mad < 6.0,
+            "frame {} differs by {mad:.2}",
+            frame.rtp_timestamp
+        );
     }
     for pair in received.windows(2) {
         let spacing = pair[1].rtp_timestamp.wrapping_sub(pair[0].rtp_timestamp);
-        assert!(spacing >= 6000, "frames {spacing} ticks apart, closer than 15 fps");
+        assert!(
+            spacing >= 6000,
+            "frames {spacing} ticks apart, closer than 15 fps"
+        );
     }
     let metrics = reqwest::get(format!("{}/metrics", server.base))
         .await
@@ -269,7 +276,10 @@ async fn the_filter_gets_no_larger_or_faster_pictures_than_allowed() {
         .await
         .unwrap();
     let over = metric_value(&metrics, "p2pcamera_pod_frames_over_max_fps_total").unwrap();
-    assert!((40.0..=46.0).contains(&over), "{over} frames dropped for the rate: {metrics}");
+    assert!(
+        (40.0..=46.0).contains(&over),
+        "{over} frames dropped for the rate: {metrics}"
+    );
     peer.close().await;
     server.stop().await;
 }
@@ -283,7 +293,10 @@ async fn only_accepted_codecs_are_answered() {
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unsupported_codec", "{body}");
     let message = body["error"]["message"].as_str().unwrap();
-    assert!(message.contains("VP8") && message.contains("offer H264"), "{message}");
+    assert!(
+        message.contains("VP8") && message.contains("offer H264"),
+        "{message}"
+    );
     vp8_only.close().await;
 
     // VP8 preferred, H264 also offered: the pod answers with H264 alone and the video flows.
@@ -292,7 +305,10 @@ async fn only_accepted_codecs_are_answered() {
     assert_offers_in_order(&offer, "VP8/90000", "H264/90000");
     let answer = connect(&server, &mut peer, &offer).await;
     assert!(answer.contains("H264/90000"), "{answer}");
-    assert!(!answer.contains("VP8"), "the answer names a codec the pod does not accept: {answer}");
+    assert!(
+        !answer.contains("VP8"),
+        "the answer names a codec the pod does not accept: {answer}"
+    );
     peer.send_pattern(0, 30).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let returned = peer.received.lock().unwrap().len();

@@ -124,7 +124,10 @@ mod tests {
         let err: serde_json::Value =
             serde_json::from_str(&filter_reply(&Err("no such model".into()))).unwrap();
         assert_eq!(err["ok"], false);
-        assert_eq!(err["code"], "invalid_filter", "the code POST /filter answers with");
+        assert_eq!(
+            err["code"], "invalid_filter",
+            "the code POST /filter answers with"
+        );
         assert_eq!(err["error"], "no such model");
     }
 

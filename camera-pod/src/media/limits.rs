@@ -19,7 +19,12 @@ pub struct PictureLimits {
 /// The size a `width` x `height` picture is scaled to so that it fits the limits: unchanged when
 /// it already fits, else the largest size with the same aspect ratio that fits, rounded down to
 /// even sides (H264 codes only even sizes), at least 2x2.
-pub fn fit_within(width: u32, height: u32, max_width: Option<u32>, max_height: Option<u32>) -> (u32, u32) {
+pub fn fit_within(
+    width: u32,
+    height: u32,
+    max_width: Option<u32>,
+    max_height: Option<u32>,
+) -> (u32, u32) {
     let max_w = max_width.unwrap_or(u32::MAX);
     let max_h = max_height.unwrap_or(u32::MAX);
     if width <= max_w && height <= max_h || width == 0 || height == 0 {
@@ -28,7 +33,11 @@ pub fn fit_within(width: u32, height: u32, max_width: Option<u32>, max_height: O
     // Scale by the tighter of the two ratios, in exact integer arithmetic.
     let (w, h) = (u64::from(width), u64::from(height));
     let (mw, mh) = (u64::from(max_w), u64::from(max_h));
-    let (new_w, new_h) = if mw * h <= mh * w { (mw, h * mw / w) } else { (w * mh / h, mh) };
+    let (new_w, new_h) = if mw * h <= mh * w {
+        (mw, h * mw / w)
+    } else {
+        (w * mh / h, mh)
+    };
     let even = |v: u64| (v.min(u64::from(u32::MAX)) as u32 & !1).max(2);
     (even(new_w), even(new_h))
 }
@@ -48,7 +57,14 @@ impl Downscaler {
         let (scw, sch) = chroma_size(frame.width, frame.height);
         let (dcw, dch) = chroma_size(width, height);
         let [y, u, v] = &mut self.planes;
-        y.resize(&frame.y, frame.width, frame.height, &mut out.y, width, height);
+        y.resize(
+            &frame.y,
+            frame.width,
+            frame.height,
+            &mut out.y,
+            width,
+            height,
+        );
         u.resize(&frame.u, scw, sch, &mut out.u, dcw, dch);
         v.resize(&frame.v, scw, sch, &mut out.v, dcw, dch);
         out
@@ -69,7 +85,10 @@ pub struct FrameRateLimiter {
 impl FrameRateLimiter {
     /// A limiter letting through at most `max_fps` pictures per second (`max_fps` >= 1).
     pub fn new(max_fps: u32) -> Self {
-        FrameRateLimiter { interval: RTP_CLOCK / max_fps.clamp(1, RTP_CLOCK), next_due: None }
+        FrameRateLimiter {
+            interval: RTP_CLOCK / max_fps.clamp(1, RTP_CLOCK),
+            next_due: None,
+        }
     }
 
     /// Whether the picture with this RTP timestamp goes on to the filter (`false`: drop it).
@@ -106,17 +125,37 @@ mod tests {
     fn pictures_that_fit_are_left_alone() {
         assert_eq!(fit_within(640, 480, None, None), (640, 480));
         assert_eq!(fit_within(640, 480, Some(640), Some(480)), (640, 480));
-        assert_eq!(fit_within(641, 481, Some(1280), None), (641, 481), "no scaling, no rounding");
+        assert_eq!(
+            fit_within(641, 481, Some(1280), None),
+            (641, 481),
+            "no scaling, no rounding"
+        );
     }
 
     #[test]
     fn larger_pictures_keep_their_aspect_ratio_with_even_sides() {
         assert_eq!(fit_within(1280, 720, Some(640), Some(480)), (640, 360));
         assert_eq!(fit_within(1920, 1080, None, Some(720)), (1280, 720));
-        assert_eq!(fit_within(640, 480, Some(500), None), (500, 374), "375 rounds down to even");
-        assert_eq!(fit_within(480, 640, Some(640), Some(480)), (360, 480), "portrait");
-        assert_eq!(fit_within(1280, 720, Some(641), Some(641)), (640, 360), "odd limits give even sides");
-        assert_eq!(fit_within(4000, 2, Some(100), None), (100, 2), "never below 2x2");
+        assert_eq!(
+            fit_within(640, 480, Some(500), None),
+            (500, 374),
+            "375 rounds down to even"
+        );
+        assert_eq!(
+            fit_within(480, 640, Some(640), Some(480)),
+            (360, 480),
+            "portrait"
+        );
+        assert_eq!(
+            fit_within(1280, 720, Some(641), Some(641)),
+            (640, 360),
+            "odd limits give even sides"
+        );
+        assert_eq!(
+            fit_within(4000, 2, Some(100), None),
+            (100, 2),
+            "never below 2x2"
+        );
     }
 
     #[test]
@@ -127,9 +166,19 @@ mod tests {
         }
         frame.rtp_timestamp = 1234;
         let small = Downscaler::default().scale(&frame, 32, 24);
-        assert_eq!((small.width, small.height, small.rtp_timestamp), (32, 24, 1234));
-        assert_eq!((small.y.len(), small.u.len(), small.v.len()), (32 * 24, 16 * 12, 16 * 12));
-        assert_eq!((small.y[32 * 10 + 2], small.y[32 * 10 + 29]), (40, 220), "left dark, right bright");
+        assert_eq!(
+            (small.width, small.height, small.rtp_timestamp),
+            (32, 24, 1234)
+        );
+        assert_eq!(
+            (small.y.len(), small.u.len(), small.v.len()),
+            (32 * 24, 16 * 12, 16 * 12)
+        );
+        assert_eq!(
+            (small.y[32 * 10 + 2], small.y[32 * 10 + 29]),
+            (40, 220),
+            "left dark, right bright"
+        );
         assert!(small.u.iter().all(|&u| u == 90) && small.v.iter().all(|&v| v == 200));
     }
 
@@ -145,7 +194,10 @@ mod tests {
     fn a_faster_camera_is_thinned_to_the_limit_evenly() {
         let kept = passed(24, 30, 0, 300);
         assert_eq!(kept.len(), 240, "10 s at 30 fps -> 24 fps");
-        assert!(kept.windows(2).all(|w| w[1] - w[0] <= 2), "no long gaps: {kept:?}");
+        assert!(
+            kept.windows(2).all(|w| w[1] - w[0] <= 2),
+            "no long gaps: {kept:?}"
+        );
         assert_eq!(passed(15, 30, 0, 300).len(), 150);
         assert_eq!(passed(30, 60, 0, 600).len(), 300);
         assert_eq!(passed(1, 30, 0, 90).len(), 3);
@@ -164,7 +216,9 @@ mod tests {
         // 30 fps with +-2 ms of capture jitter.
         let jitter = [0i64, 180, -180, 90, -90, 0, 150, -150];
         let kept = (0..300i64)
-            .filter(|&i| limiter.admit((i * 3000 + jitter[i as usize % jitter.len()] + 1000) as u32))
+            .filter(|&i| {
+                limiter.admit((i * 3000 + jitter[i as usize % jitter.len()] + 1000) as u32)
+            })
             .count();
         assert_eq!(kept, 300);
     }
@@ -172,7 +226,11 @@ mod tests {
     #[test]
     fn the_rtp_clock_may_wrap_and_jump() {
         let start = u32::MAX - 3000 * 10;
-        assert_eq!(passed(15, 30, start, 60).len(), 30, "across the 32-bit wrap");
+        assert_eq!(
+            passed(15, 30, start, 60).len(),
+            30,
+            "across the 32-bit wrap"
+        );
         let mut limiter = FrameRateLimiter::new(10);
         assert!(limiter.admit(900_000));
         assert!(!limiter.admit(903_000));

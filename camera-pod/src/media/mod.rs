@@ -73,7 +73,10 @@ pub struct CameraStatus {
 
 /// Switches `worker` to a filter spec that came over the network (`POST /filter`, the data
 /// channel); specs that would read files on the pod are refused before anything is built.
-pub(crate) async fn switch_from_network(worker: &FilterWorker, spec: &str) -> Result<String, String> {
+pub(crate) async fn switch_from_network(
+    worker: &FilterWorker,
+    spec: &str,
+) -> Result<String, String> {
     let spec = FilterSpec::from_remote(spec).map_err(|error| {
         tracing::warn!(%error, "filter switch refused");
         error.to_string()

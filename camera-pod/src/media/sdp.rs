@@ -30,7 +30,10 @@ pub enum SdpError {
 
 /// Video codecs of the first active video m-line that camera-pod supports and `accepted` lists,
 /// in the order the offerer prefers them (never empty). The order of `accepted` does not matter.
-pub fn supported_video_codecs(sdp: &str, accepted: &[CodecKind]) -> Result<Vec<CodecKind>, SdpError> {
+pub fn supported_video_codecs(
+    sdp: &str,
+    accepted: &[CodecKind],
+) -> Result<Vec<CodecKind>, SdpError> {
     let description = SessionDescription::unmarshal(&mut Cursor::new(sdp.as_bytes()))
         .map_err(|e| SdpError::Unparsable(e.to_string()))?;
     let video = description
@@ -196,9 +199,15 @@ mod tests {
         assert_eq!(h264_only, vec![CodecKind::H264]);
         // The pod's list says what is allowed, not in which order: the offerer's order wins.
         let pod_prefers_h264 = supported_video_codecs(&sdp, &[CodecKind::H264, CodecKind::Vp8]);
-        assert_eq!(pod_prefers_h264.unwrap(), vec![CodecKind::Vp8, CodecKind::H264]);
+        assert_eq!(
+            pod_prefers_h264.unwrap(),
+            vec![CodecKind::Vp8, CodecKind::H264]
+        );
 
-        let vp8_only = offer(&video("96 97", &["rtpmap:96 VP8/90000", "rtpmap:97 rtx/90000"]));
+        let vp8_only = offer(&video(
+            "96 97",
+            &["rtpmap:96 VP8/90000", "rtpmap:97 rtx/90000"],
+        ));
         let err = supported_video_codecs(&vp8_only, &[CodecKind::H264]).unwrap_err();
         assert_eq!(
             err,
@@ -222,7 +231,10 @@ mod tests {
                 "rtpmap:96 VP8/90000",
             ],
         ));
-        assert_eq!(supported_video_codecs(&sdp, BOTH).unwrap(), vec![CodecKind::Vp8]);
+        assert_eq!(
+            supported_video_codecs(&sdp, BOTH).unwrap(),
+            vec![CodecKind::Vp8]
+        );
     }
 
     #[test]
