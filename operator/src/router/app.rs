@@ -2,7 +2,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use axum::Router;
@@ -20,35 +19,29 @@ use super::metrics::Metrics;
 use super::ratelimit::KeyedLimiter;
 use super::sessions::{self, PublicStatus, SessionCache, SessionKey};
 use super::tls::SwappableCertificate;
+use super::watch::WatchHealth;
 
 /// Largest offer accepted; an SDP offer is a few KiB.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
 const SCRIPT: &str = include_str!("../../../static/p2pcamera.js");
 
-/// Whether the caches have synced and a certificate is loaded.
+/// Whether the routing caches are current (synced, watches unbroken) and a certificate is loaded.
 pub struct Readiness {
-    pub sessions_synced: Arc<AtomicBool>,
-    pub secrets_synced: Arc<AtomicBool>,
+    pub watches: Vec<Arc<WatchHealth>>,
     pub certificate: Arc<SwappableCertificate>,
 }
 
 impl Readiness {
-    pub fn new(certificate: Arc<SwappableCertificate>) -> Self {
-        Self { sessions_synced: Arc::default(), secrets_synced: Arc::default(), certificate }
+    pub fn new(certificate: Arc<SwappableCertificate>, watches: Vec<Arc<WatchHealth>>) -> Self {
+        Self { watches, certificate }
     }
 
-    /// What is still missing; empty when ready.
-    pub fn missing(&self) -> Vec<&'static str> {
-        let mut missing = Vec::new();
-        if !self.sessions_synced.load(Ordering::Acquire) {
-            missing.push("session cache not synced");
-        }
-        if !self.secrets_synced.load(Ordering::Acquire) {
-            missing.push("secret cache not synced");
-        }
+    /// What is missing; empty when ready.
+    pub fn missing(&self) -> Vec<String> {
+        let mut missing: Vec<String> = self.watches.iter().filter_map(|w| w.problem()).collect();
         if !self.certificate.is_loaded() {
-            missing.push("no serving certificate");
+            missing.push("no serving certificate".into());
         }
         missing
     }
@@ -328,7 +321,10 @@ mod tests {
             per_session: KeyedLimiter::new(Rate { per_second: 0.001, burst: session_burst }),
             per_client: KeyedLimiter::new(Rate { per_second: 0.001, burst: client_burst }),
             metrics: Arc::new(Metrics::new()),
-            readiness: Readiness::new(Arc::default()),
+            readiness: Readiness::new(
+                Arc::default(),
+                vec![Arc::new(WatchHealth::new("camerasessions")), Arc::new(WatchHealth::new("session-secrets"))],
+            ),
             allowed_origins: vec![HeaderValue::from_static("https://meet.example")],
         });
         (Fixture { sessions, secrets }, state)
@@ -471,14 +467,22 @@ mod tests {
         assert_eq!(call(&state, get("/healthz")).await.0, StatusCode::OK);
         let (status, _, body) = call(&state, get("/readyz")).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-        assert!(body.as_str().is_some_and(|s| s.contains("no serving certificate")));
-        state.readiness.sessions_synced.store(true, Ordering::Release);
-        state.readiness.secrets_synced.store(true, Ordering::Release);
+        assert!(body.as_str().is_some_and(|s| s.contains("no serving certificate") && s.contains("camerasessions cache not synced")));
+        for watch in &state.readiness.watches {
+            watch.synced();
+        }
         let Ok(cert) = rcgen::generate_simple_self_signed(vec!["router".into()]) else { panic!("rcgen") };
         let Ok(key) = super::super::tls::certified_key(cert.cert.pem().as_bytes(), cert.signing_key.serialize_pem().as_bytes()) else {
             panic!("key")
         };
         state.readiness.certificate.replace(key);
+        assert_eq!(call(&state, get("/readyz")).await.0, StatusCode::OK);
+        // A broken watch (API server away) makes the router unready until its cache is listed again.
+        state.readiness.watches[1].broken("connection refused".into());
+        let (status, _, body) = call(&state, get("/readyz")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.as_str().is_some_and(|s| s.contains("session-secrets watch broken")), "{body}");
+        state.readiness.watches[1].synced();
         assert_eq!(call(&state, get("/readyz")).await.0, StatusCode::OK);
 
         fixture.session("cam", serde_json::json!({"phase": "Pending"}), Some("tok"));

@@ -11,19 +11,17 @@ pub mod metrics;
 pub mod ratelimit;
 pub mod sessions;
 pub mod tls;
+pub mod watch;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use std::time::Duration;
 
 use axum::http::HeaderValue;
-use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::Client;
 use kube::api::{Api, DynamicObject};
-use kube::runtime::{WatchStreamExt, reflector, watcher};
-use kube::{Client, Resource};
+use kube::runtime::{reflector, watcher};
 use tokio_util::sync::CancellationToken;
 
 use self::app::{Readiness, RouterState};
@@ -32,6 +30,7 @@ use self::metrics::Metrics;
 use self::ratelimit::{KeyedLimiter, Rate};
 use self::sessions::SessionCache;
 use self::tls::SwappableCertificate;
+use self::watch::WatchHealth;
 
 /// Name of the ConfigMap the operator's ACME client publishes HTTP-01 answers in.
 pub const DEFAULT_CHALLENGE_CONFIG_MAP: &str = "p2pcamera-acme-challenges";
@@ -126,32 +125,6 @@ fn allowed_origins(origins: &[String]) -> Result<Vec<HeaderValue>, RouterError> 
         .collect()
 }
 
-/// Keeps a reflector's store fed and flips `synced` once the initial list is in.
-fn spawn_reflector<K, S>(stream: S, writer: reflector::store::Writer<K>, what: &'static str, synced: Option<Arc<AtomicBool>>)
-where
-    K: Resource + Clone + Send + Sync + std::fmt::Debug + for<'de> serde::Deserialize<'de> + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
-    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
-{
-    let reader = writer.as_reader();
-    tokio::spawn(async move {
-        let mut events = reflector(writer, stream).boxed();
-        while let Some(event) = events.next().await {
-            if let Err(error) = event {
-                tracing::warn!(%error, cache = what, "watch error");
-            }
-        }
-    });
-    if let Some(synced) = synced {
-        tokio::spawn(async move {
-            if reader.wait_until_ready().await.is_ok() {
-                synced.store(true, Ordering::Release);
-                tracing::info!(cache = what, "cache synced");
-            }
-        });
-    }
-}
-
 /// Runs the router on already bound listeners until `shutdown` fires.
 pub async fn serve(client: Client, args: RouterArgs, listeners: Listeners, shutdown: CancellationToken) -> Result<(), RouterError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -161,7 +134,9 @@ pub async fn serve(client: Client, args: RouterArgs, listeners: Listeners, shutd
     let origins = allowed_origins(&args.allowed_origins)?;
     let metrics = Arc::new(Metrics::new());
     let certificate = Arc::new(SwappableCertificate::default());
-    let readiness = Readiness::new(certificate.clone());
+    let sessions_health = Arc::new(WatchHealth::new("camerasessions"));
+    let secrets_health = Arc::new(WatchHealth::new("session-secrets"));
+    let readiness = Readiness::new(certificate.clone(), vec![sessions_health.clone(), secrets_health.clone()]);
 
     let resource = sessions::camera_session_resource();
     let session_api: Api<DynamicObject> = match &args.session_namespace {
@@ -174,30 +149,16 @@ pub async fn serve(client: Client, args: RouterArgs, listeners: Listeners, shutd
     };
     let session_writer = reflector::store::Writer::new(resource.clone());
     let session_store = session_writer.as_reader();
-    let sessions_synced = readiness.sessions_synced.clone();
-    spawn_reflector(
-        watcher(session_api, watcher::Config::default()).default_backoff(),
-        session_writer,
-        "camerasessions",
-        Some(sessions_synced.clone()),
-    );
+    tokio::spawn(watch::reflect(session_api, watcher::Config::default(), session_writer, sessions_health));
     let (secret_store, secret_writer) = reflector::store::<Secret>();
-    let secrets_synced = readiness.secrets_synced.clone();
-    spawn_reflector(
-        watcher(secret_api, watcher::Config::default().labels(&args.session_secret_selector)).default_backoff(),
-        secret_writer,
-        "session-secrets",
-        Some(secrets_synced.clone()),
-    );
+    let secret_config = watcher::Config::default().labels(&args.session_secret_selector);
+    tokio::spawn(watch::reflect(secret_api, secret_config, secret_writer, secrets_health));
+    // Challenge answers matter only while an order is pending: not part of readiness.
     let (challenge_store, challenge_writer) = reflector::store::<ConfigMap>();
     let challenge_api: Api<ConfigMap> = Api::namespaced(client.clone(), &args.namespace);
-    spawn_reflector(
-        watcher(challenge_api, watcher::Config::default().fields(&format!("metadata.name={}", args.challenge_config_map)))
-            .default_backoff(),
-        challenge_writer,
-        "acme-challenges",
-        None,
-    );
+    let challenge_config = watcher::Config::default().fields(&format!("metadata.name={}", args.challenge_config_map));
+    let challenge_health = Arc::new(WatchHealth::new("acme-challenges"));
+    tokio::spawn(watch::reflect(challenge_api, challenge_config, challenge_writer, challenge_health));
     tokio::spawn({
         let (client, namespace, name) = (client.clone(), args.namespace.clone(), args.tls_secret.clone());
         let (certificate, metrics) = (certificate.clone(), metrics.clone());

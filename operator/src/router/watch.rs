@@ -1,0 +1,178 @@
+//! The router's watch-backed caches: how a broken watch is retried, and how readiness learns of it.
+//!
+//! kube-runtime's default back-off (0.8 s doubling to 30 s, as client-go) suits controllers; the
+//! router answers browsers from its caches, so after an API server outage it must catch up within
+//! seconds. [`WatchBackoff`] starts at 0.5 s and doubles up to 5 s. After any watch error the
+//! cache is listed afresh ([`reflect`]); the store keeps answering from its old contents until the
+//! new list is complete, so routing goes on meanwhile. "Synced" therefore has one meaning: the last
+//! list completed and no error came since. [`WatchHealth`] records that, and the router's `/readyz`
+//! answers 503 while a routing cache is not synced (the readiness probe's failure threshold decides
+//! how long a broken watch is tolerated before the router leaves its Service).
+
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kube::api::Api;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::utils::Backoff;
+use kube::runtime::watcher;
+use kube::Resource;
+use serde::de::DeserializeOwned;
+
+/// First wait after a watch error.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(500);
+/// Longest wait between two attempts while the API server stays away.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Exponential back-off for the router's watches: 0.5 s, 1 s, 2 s, 4 s, 5 s, 5 s, ...; reset once
+/// a watch works again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchBackoff {
+    next: Duration,
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        Self { next: BACKOFF_MIN }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let current = self.next;
+        self.next = (current * 2).min(BACKOFF_MAX);
+        Some(current)
+    }
+}
+
+impl Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = BACKOFF_MIN;
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum WatchState {
+    /// The first list has not completed yet.
+    Listing,
+    Synced,
+    /// The watch failed; the cache is listed again after the back-off.
+    Broken { error: String, since: Instant },
+}
+
+/// Whether one watch-backed cache is current.
+#[derive(Debug)]
+pub struct WatchHealth {
+    cache: &'static str,
+    state: Mutex<WatchState>,
+}
+
+impl WatchHealth {
+    pub fn new(cache: &'static str) -> Self {
+        Self { cache, state: Mutex::new(WatchState::Listing) }
+    }
+
+    /// The cache's name, e.g. `camerasessions`.
+    pub fn cache(&self) -> &'static str {
+        self.cache
+    }
+
+    /// A list completed: the cache is current.
+    pub fn synced(&self) {
+        *self.lock() = WatchState::Synced;
+    }
+
+    /// The watch failed. The time of the first failure is kept while it stays broken.
+    pub fn broken(&self, error: String) {
+        let mut state = self.lock();
+        let since = match &*state {
+            WatchState::Broken { since, .. } => *since,
+            _ => Instant::now(),
+        };
+        *state = WatchState::Broken { error, since };
+    }
+
+    /// Why the cache cannot be trusted, or `None` when it is current.
+    pub fn problem(&self) -> Option<String> {
+        match &*self.lock() {
+            WatchState::Synced => None,
+            WatchState::Listing => Some(format!("{} cache not synced", self.cache)),
+            WatchState::Broken { error, since } => Some(format!(
+                "{} watch broken for {}s: {error}",
+                self.cache,
+                since.elapsed().as_secs()
+            )),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, WatchState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Keeps `writer`'s store in step with the objects `api` and `config` select, forever: lists,
+/// watches, and after any error waits for the back-off and lists again.
+pub async fn reflect<K>(api: Api<K>, config: watcher::Config, mut writer: Writer<K>, health: std::sync::Arc<WatchHealth>)
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone,
+{
+    let mut backoff = WatchBackoff::default();
+    loop {
+        let mut events = watcher(api.clone(), config.clone()).boxed();
+        let error = loop {
+            match events.next().await {
+                Some(Ok(event)) => {
+                    writer.apply_watcher_event(&event);
+                    if matches!(event, watcher::Event::InitDone) {
+                        if health.problem().is_some() {
+                            tracing::info!(cache = health.cache(), "cache synced");
+                        }
+                        health.synced();
+                        backoff.reset();
+                    }
+                }
+                Some(Err(error)) => break error.to_string(),
+                None => break "watch stream ended".to_owned(),
+            }
+        };
+        let delay = backoff.next().unwrap_or(BACKOFF_MAX);
+        tracing::warn!(cache = health.cache(), %error, retry_in = ?delay, "watch broken; listing again");
+        health.broken(error);
+        tokio::time::sleep(delay).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_half_a_second_to_five_and_resets() {
+        let mut backoff = WatchBackoff::default();
+        let delays: Vec<u128> = backoff.by_ref().take(7).map(|d| d.as_millis()).collect();
+        assert_eq!(delays, [500, 1000, 2000, 4000, 5000, 5000, 5000]);
+        backoff.reset();
+        assert_eq!(backoff.next(), Some(BACKOFF_MIN));
+    }
+
+    #[test]
+    fn health_reports_listing_broken_and_synced() {
+        let health = WatchHealth::new("camerasessions");
+        assert_eq!(health.problem().as_deref(), Some("camerasessions cache not synced"));
+        health.synced();
+        assert_eq!(health.problem(), None);
+        health.broken("connection refused".into());
+        let first = health.problem().unwrap_or_default();
+        assert!(first.starts_with("camerasessions watch broken for 0s") && first.ends_with("connection refused"), "{first}");
+        health.broken("still refused".into());
+        assert!(health.problem().is_some_and(|p| p.ends_with("still refused")));
+        health.synced();
+        assert_eq!(health.problem(), None);
+    }
+}
