@@ -4,15 +4,20 @@
 //! clients (aiortc, headless Chromium with p2pcamera.js) that send their camera through the
 //! router with the session's token and get filtered (selfie-replace: green) video back.
 //!
+//! The operator runs with `--camera-pod-require-gpu=false`: this machine has no GPU, so camera-pod
+//! would otherwise (rightly) stay unready. The binaries are copied once per test run, so a
+//! rebuild of the workspace while the tests run does not swap them mid-test.
+//!
 //! Needs `cargo build --workspace --bins` (operator, camera-pod), the control-plane binaries,
 //! the venv with aiortc (`tests/peers/run.sh` makes it), Node with tests/browser's
 //! playwright-core, Debian chromium and the cached ONNX Runtime library. The tests run one at a
 //! time (each brings the whole system up); the happy path prints the apply-to-first-frame
 //! timeline recorded in docs/benchmarks.md.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -20,11 +25,13 @@ use kube::Api;
 use kube::api::{DynamicObject, GroupVersionKind, PostParams};
 use p2pcamera_tests::kubelet::{Kubelet, KubeletConfig};
 use p2pcamera_tests::pki::CertificateAuthority;
-use p2pcamera_tests::{ControlPlane, GpuNode, ManagedProcess, binaries, eventually};
+use p2pcamera_tests::{
+    ControlPlane, GpuNode, ManagedProcess, binaries, eventually, remove_at_exit,
+};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::Mutex;
 
 /// Long enough for a loaded two-core machine.
 const WAIT: Duration = Duration::from_secs(120);
@@ -42,20 +49,39 @@ fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// A workspace binary (`operator`, `camera-pod`) next to this test's own executable.
+/// Workspace binaries the tests run.
+const BINARIES: [&str; 2] = ["operator", "camera-pod"];
+
+/// A workspace binary (`operator`, `camera-pod`): a copy, made once per test run, of the one next
+/// to this test's own executable, so that a rebuild during the run cannot replace it while a test
+/// starts it (a half-written file fails to start).
 fn workspace_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps");
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "{} missing: run `cargo build --workspace --bins` first",
-        path.display()
-    );
-    path
+    static COPIES: OnceLock<PathBuf> = OnceLock::new();
+    let copies = COPIES.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        let built = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>/deps");
+        let dir = tempfile::Builder::new()
+            .prefix("p2pcamera-e2e-bin-")
+            .tempdir()
+            .expect("temp dir")
+            .keep();
+        remove_at_exit(&dir);
+        for binary in BINARIES {
+            let path = built.join(binary);
+            assert!(
+                path.is_file(),
+                "{} missing: run `cargo build --workspace --bins` first",
+                path.display()
+            );
+            std::fs::copy(&path, dir.join(binary))
+                .unwrap_or_else(|e| panic!("copying {}: {e}", path.display()));
+        }
+        dir
+    });
+    copies.join(name)
 }
 
 fn free_port() -> u16 {
@@ -72,60 +98,6 @@ fn session_resource() -> kube::api::ApiResource {
     )
 }
 
-/// A TCP relay in front of the API server: `outage` resets every connection through it and
-/// refuses new ones until it ends, which is what clients see while kube-apiserver restarts.
-struct ApiRelay {
-    address: SocketAddr,
-    up: watch::Sender<bool>,
-}
-
-impl ApiRelay {
-    async fn start(upstream: SocketAddr) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("relay port");
-        let address = listener.local_addr().expect("relay address");
-        let (up, mut up_rx) = watch::channel(true);
-        tokio::spawn(async move {
-            let mut listener = Some(listener);
-            let mut connections = tokio::task::JoinSet::new();
-            loop {
-                match listener.as_ref() {
-                    Some(l) => tokio::select! {
-                        accepted = l.accept() => if let Ok((mut inbound, _)) = accepted {
-                            connections.spawn(async move {
-                                if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
-                                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                                }
-                            });
-                        },
-                        changed = up_rx.changed() => {
-                            if changed.is_err() { break }
-                            if !*up_rx.borrow() {
-                                listener = None;
-                                connections.abort_all();
-                            }
-                        }
-                    },
-                    None => {
-                        if up_rx.changed().await.is_err() {
-                            break;
-                        }
-                        if *up_rx.borrow() {
-                            listener = tokio::net::TcpListener::bind(address).await.ok();
-                        }
-                    }
-                }
-            }
-        });
-        Self { address, up }
-    }
-
-    fn set_up(&self, up: bool) {
-        let _ = self.up.send(up);
-    }
-}
-
 /// Everything one test runs: its namespace, node (test kubelet), operator and router.
 struct System {
     plane: &'static ControlPlane,
@@ -140,13 +112,11 @@ struct System {
     ca_file: PathBuf,
     dir: tempfile::TempDir,
     https: reqwest::Client,
-    relay: Option<ApiRelay>,
 }
 
 impl System {
-    /// Starts the system with a node of `gpus` GPUs; with `relay`, the operator and router reach
-    /// the API server through it.
-    async fn start(prefix: &str, port_range: &str, gpus: u32, relay: Option<ApiRelay>) -> Self {
+    /// Starts the system with a node of `gpus` GPUs.
+    async fn start(prefix: &str, port_range: &str, gpus: u32) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let plane = ControlPlane::shared().await.expect("control plane");
         plane
@@ -181,19 +151,7 @@ impl System {
         .await
         .expect("test kubelet starts");
 
-        let kubeconfig = match &relay {
-            Some(relay) => {
-                let text =
-                    std::fs::read_to_string(plane.kubeconfig_path()).expect("admin kubeconfig");
-                let mut config: Value = serde_json::from_str(&text).expect("kubeconfig is JSON");
-                config["clusters"][0]["cluster"]["server"] =
-                    format!("https://{}", relay.address).into();
-                let path = dir.path().join("relay.kubeconfig");
-                std::fs::write(&path, config.to_string()).expect("writing the relay kubeconfig");
-                path
-            }
-            None => plane.kubeconfig_path().to_path_buf(),
-        };
+        let kubeconfig = plane.kubeconfig_path().to_path_buf();
 
         // The router's certificate: a kubernetes.io/tls Secret (the cert-manager path) from a CA
         // the clients trust.
@@ -231,8 +189,13 @@ impl System {
                     port_range,
                     "--camera-pod-image",
                     "camera-pod:e2e",
+                    // This machine has no GPU: camera pods serve on CPU.
+                    "--camera-pod-require-gpu",
+                    "false",
                 ])
                 .args(["--metrics-listen", &format!("127.0.0.1:{}", free_port())])
+                // No GPU here: camera-pod runs its models on CPU and must still become ready.
+                .arg("--camera-pod-require-gpu=false")
                 .env("KUBECONFIG", &kubeconfig)
                 .env("RUST_LOG", "info");
             ManagedProcess::spawn("operator", command, &dir.path().join("operator.log"))
@@ -259,7 +222,6 @@ impl System {
             ca_file,
             dir,
             https,
-            relay: relay,
         };
         system.start_router().await;
         system
@@ -358,7 +320,29 @@ impl System {
             },
         )
         .await
-        .expect("session becomes Ready")
+        .unwrap_or_else(|e| panic!("session {name} not Ready: {e}\n{}", self.pod_report(name)))
+    }
+
+    /// What the test kubelet knows of a session's camera pod: process, restarts, the last
+    /// readiness probe answer and the end of its log.
+    fn pod_report(&self, session: &str) -> String {
+        let pod = format!("{session}-p2pcamera");
+        match self.kubelet.container(&self.ns, &pod) {
+            None => format!("camera-pod of {pod} is not running"),
+            Some(c) => {
+                let log = std::fs::read_to_string(&c.log).unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                format!(
+                    "camera-pod of {pod}: pid {}, restarts {}, ready {}, last probe {:?}; log {} ends:\n{}",
+                    c.pid,
+                    c.restarts,
+                    c.ready,
+                    c.probe,
+                    c.log.display(),
+                    lines[lines.len().saturating_sub(20)..].join("\n")
+                )
+            }
+        }
     }
 
     async fn token(&self, name: &str) -> String {
@@ -550,8 +534,9 @@ async fn watch_start(system: &System, session: &str, applied: Instant) -> StartT
     while timeline.session_ready.is_none() {
         assert!(
             Instant::now() < deadline,
-            "session not Ready in {WAIT:?}: {timeline:?}; {}",
-            system.logs()
+            "session not Ready in {WAIT:?}: {timeline:?}; {}\n{}",
+            system.logs(),
+            system.pod_report(session)
         );
         let at = applied.elapsed().as_secs_f64();
         if timeline.bound.is_none()
@@ -581,7 +566,7 @@ async fn watch_start(system: &System, session: &str, applied: Instant) -> StartT
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_stream_through_the_router_then_delete_releases_everything() {
     let _serial = SERIAL.lock().await;
-    let system = System::start("e2e", "41000-41009", 1, None).await;
+    let system = System::start("e2e", "41000-41009", 1).await;
     let applied = Instant::now();
     system.apply_session("cam").await;
     let timeline = watch_start(&system, "cam", applied).await;
@@ -702,29 +687,20 @@ async fn apply_stream_through_the_router_then_delete_releases_everything() {
     system.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn camera_pod_killed_mid_stream_comes_back_and_the_browser_reconnects_by_itself() {
-    let _serial = SERIAL.lock().await;
-    let system = System::start("e2e-kill", "41010-41019", 1, None).await;
-    system.apply_session("cam").await;
-    system.wait_ready("cam").await;
-    let mut browser = system.browser("cam", "e2e-kill").await;
-    browser.expect("connected", WAIT).await;
-
-    let before = system
-        .kubelet
-        .container(&system.ns, "cam-p2pcamera")
-        .expect("camera-pod runs");
-    // SAFETY: the test kubelet started this process; SIGKILL is the crash being drilled.
-    assert_eq!(
-        unsafe { libc::kill(before.pid as libc::pid_t, libc::SIGKILL) },
-        0
-    );
-    let killed = Instant::now();
-    browser.send("killed").await;
+/// The browser's view of one loss of its camera pod (`lose`): it shows the raw camera while it
+/// reconnects, then filtered video again; returns the report and how long that took.
+async fn browser_rides_out(
+    browser: &mut Peer,
+    lose: impl Future<Output = ()>,
+) -> (Value, Duration) {
+    browser.send("loss").await;
+    browser.expect("armed", Duration::from_secs(30)).await;
+    let lost = Instant::now();
+    lose.await;
     let back = browser
         .expect("reconnected", Duration::from_secs(180))
         .await;
+    let took = lost.elapsed();
     let between = &back["raw_between"];
     assert_eq!(
         (&between["state"], &between["filtered"], &between["track"]),
@@ -735,12 +711,39 @@ async fn camera_pod_killed_mid_stream_comes_back_and_the_browser_reconnects_by_i
         number(&back, "green") >= 0.5 && back["filtered"] == true && back["receiver"] == true,
         "{back}"
     );
-    let took = killed.elapsed();
     assert!(
         took < Duration::from_secs(90),
         "reconnected only after {took:?}"
     );
+    (back, took)
+}
 
+/// Two ways a camera pod goes away under a live stream. A crash (SIGKILL) is restarted in place,
+/// as a kubelet does with `restartPolicy: Always`: same pod object, same port, a new process. A
+/// deleted pod object (an eviction, `kubectl delete pod`) is gone for good: the operator creates a
+/// new pod, which the kubelet starts. Either way the browser script shows the raw camera
+/// meanwhile and reconnects by itself with a new offer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn camera_pod_killed_or_deleted_mid_stream_comes_back_and_the_browser_reconnects_by_itself() {
+    let _serial = SERIAL.lock().await;
+    let system = System::start("e2e-kill", "41010-41019", 1).await;
+    system.apply_session("cam").await;
+    system.wait_ready("cam").await;
+    let mut browser = system.browser("cam", "e2e-kill").await;
+    browser.expect("connected", WAIT).await;
+
+    let before = system
+        .kubelet
+        .container(&system.ns, "cam-p2pcamera")
+        .expect("camera-pod runs");
+    let (_, took) = browser_rides_out(&mut browser, async {
+        // SAFETY: the test kubelet started this process; SIGKILL is the crash being drilled.
+        assert_eq!(
+            unsafe { libc::kill(before.pid as libc::pid_t, libc::SIGKILL) },
+            0
+        );
+    })
+    .await;
     let after = system
         .kubelet
         .container(&system.ns, "cam-p2pcamera")
@@ -757,6 +760,61 @@ async fn camera_pod_killed_mid_stream_comes_back_and_the_browser_reconnects_by_i
         "[e2e] camera-pod killed -> browser showing filtered video again after {:.1}s",
         took.as_secs_f64()
     );
+
+    // The pod object deleted while the stream is live.
+    let pods: Api<Pod> = Api::namespaced(system.client.clone(), &system.ns);
+    let old_uid = pods
+        .get("cam-p2pcamera")
+        .await
+        .expect("pod")
+        .metadata
+        .uid
+        .expect("pod uid");
+    let (_, took) = browser_rides_out(&mut browser, async {
+        system
+            .plane
+            .kubectl(&[
+                "delete",
+                "pod",
+                "cam-p2pcamera",
+                "-n",
+                &system.ns,
+                "--wait=false",
+            ])
+            .await
+            .expect("kubectl delete pod");
+    })
+    .await;
+    let new_uid = pods
+        .get("cam-p2pcamera")
+        .await
+        .expect("pod recreated")
+        .metadata
+        .uid
+        .expect("pod uid");
+    assert_ne!(new_uid, old_uid, "the pod was not recreated");
+    assert!(
+        !process_alive(after.pid),
+        "the deleted pod's camera-pod (pid {}) still runs",
+        after.pid
+    );
+    let recreated = system
+        .kubelet
+        .container(&system.ns, "cam-p2pcamera")
+        .expect("camera-pod of the new pod runs");
+    assert_eq!(
+        (recreated.restarts, recreated.ready),
+        (0, true),
+        "{recreated:?}"
+    );
+    assert_eq!(
+        system.session_status("cam").await.expect("status")["phase"],
+        "Ready"
+    );
+    eprintln!(
+        "[e2e] camera pod deleted -> recreated, browser showing filtered video again after {:.1}s",
+        took.as_secs_f64()
+    );
     browser.close().await;
     system.shutdown().await;
 }
@@ -764,7 +822,7 @@ async fn camera_pod_killed_mid_stream_comes_back_and_the_browser_reconnects_by_i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn router_restart_leaves_an_established_stream_flowing() {
     let _serial = SERIAL.lock().await;
-    let mut system = System::start("e2e-router", "41020-41029", 1, None).await;
+    let mut system = System::start("e2e-router", "41020-41029", 1).await;
     system.apply_session("cam").await;
     system.wait_ready("cam").await;
     let mut peer = system.aiortc("cam").await;
@@ -817,68 +875,131 @@ async fn router_restart_leaves_an_established_stream_flowing() {
     system.shutdown().await;
 }
 
+/// Polls the router while the API server is away: `/readyz` must turn 503 naming the broken
+/// watch, while the session it already knows stays routable from its cache. Returns what
+/// `/readyz` said, once both were seen.
+async fn router_during_outage(system: &System, session: &str, token: &str) -> String {
+    let ready_url = format!("{}/readyz", system.router_url());
+    let status_url = format!(
+        "{}/v1/sessions/{}/{session}",
+        system.router_url(),
+        system.ns
+    );
+    eventually("the router unready with a broken watch", WAIT, || async {
+        let response = system
+            .https
+            .get(&ready_url)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let code = response.status();
+        let body = response.text().await.unwrap_or_default();
+        if code != reqwest::StatusCode::SERVICE_UNAVAILABLE || !body.contains("watch broken") {
+            return Err(format!("{code}: {body}"));
+        }
+        let status: Value = system
+            .https
+            .get(&status_url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        assert_eq!(
+            status["ready"], true,
+            "the router forgot session {session} while the API server was away: {status}"
+        );
+        Ok(body)
+    })
+    .await
+    .expect("router reports its broken watch")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn api_server_outage_loses_no_session_and_operator_and_router_recover() {
+async fn api_server_restart_loses_no_session_and_operator_and_router_recover() {
     let _serial = SERIAL.lock().await;
-    let plane = ControlPlane::shared().await.expect("control plane");
-    let upstream: SocketAddr = plane
-        .server_url()
-        .trim_start_matches("https://")
-        .parse()
-        .expect("API server address");
-    let relay = ApiRelay::start(upstream).await;
-    let system = System::start("e2e-api", "41030-41039", 2, Some(relay)).await;
-    let relay = system.relay.as_ref().expect("relay");
+    let system = System::start("e2e-api", "41030-41039", 2).await;
     system.apply_session("first").await;
     system.wait_ready("first").await;
     let pod_before = system
         .kubelet
         .container(&system.ns, "first-p2pcamera")
         .expect("camera-pod runs");
+    let first_token = system.token("first").await;
     let mut peer = system.aiortc("first").await;
     peer.expect("connected", WAIT).await;
 
-    relay.set_up(false);
-    let during = peer.window(10).await;
+    // The real kube-apiserver stops and starts again; the stream does not go through it.
+    let (unavailable, during, unready) = tokio::join!(
+        system.plane.restart_apiserver(),
+        peer.window(10),
+        router_during_outage(&system, "first", &first_token),
+    );
+    let unavailable = unavailable.expect("kube-apiserver restarts");
+    let restored = Instant::now();
     assert!(
         number(&during, "frames") >= 30.0 && during["state"] == "connected",
         "stream stopped with the API server: {during}"
     );
-    // A session applied while the operator and router cannot reach the API server.
-    system.apply_session("second").await;
-    relay.set_up(true);
+    assert!(number(&during, "green") >= MIN_GREEN, "{during}");
 
-    // The operator catches up (the new session gets its pod) and the router routes it.
-    let restored = Instant::now();
+    // The router's watches come back within their back-off (at most 5 s) and a list.
+    let ready_url = format!("{}/readyz", system.router_url());
+    eventually("the router ready again", WAIT, || async {
+        let response = system
+            .https
+            .get(&ready_url)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(response.text().await.unwrap_or_default())
+        }
+    })
+    .await
+    .expect("router ready again");
+    let router_recovered = restored.elapsed();
+    assert!(
+        router_recovered < Duration::from_secs(15),
+        "the router's watches took {router_recovered:?} to recover"
+    );
+
+    // A session applied right after the recovery: the operator makes it Ready, the router
+    // routes it.
+    let applied = Instant::now();
+    system.apply_session("second").await;
     system.wait_ready("second").await;
-    let operator_caught_up = restored.elapsed();
+    let operator_took = applied.elapsed();
     let token = system.token("second").await;
     let url = format!("{}/v1/sessions/{}/second", system.router_url(), system.ns);
-    eventually(
-        "the router sees the session applied during the outage as ready",
-        WAIT,
-        || async {
-            let response = system
-                .https
-                .get(&url)
-                .bearer_auth(&token)
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
-            let status: Value = response.json().await.map_err(|e| e.to_string())?;
-            if status["ready"] == true {
-                Ok(())
-            } else {
-                Err(status.to_string())
-            }
-        },
-    )
+    eventually("the router routes the new session", WAIT, || async {
+        let response = system
+            .https
+            .get(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status: Value = response.json().await.map_err(|e| e.to_string())?;
+        if status["ready"] == true {
+            Ok(())
+        } else {
+            Err(status.to_string())
+        }
+    })
     .await
-    .expect("router recovers");
+    .expect("router routes the new session");
     eprintln!(
-        "[e2e] after the API server came back: operator made the new session Ready in {:.1}s, router routed it after {:.1}s",
-        operator_caught_up.as_secs_f64(),
-        restored.elapsed().as_secs_f64()
+        "[e2e] kube-apiserver away for {:.1}s (router said: {unready}); router ready {:.1}s after it came back; \
+         a session applied then was Ready in {:.1}s and routed after {:.1}s",
+        unavailable.as_secs_f64(),
+        router_recovered.as_secs_f64(),
+        operator_took.as_secs_f64(),
+        applied.elapsed().as_secs_f64()
     );
     let mut second = system.aiortc("second").await;
     let report = second.expect("connected", WAIT).await;
