@@ -6,10 +6,12 @@
 // A page at --page-origin (served by this script) loads <router>/p2pcamera.js with data-endpoint/data-session/data-token and calls
 // getUserMedia. Reports one JSON object per line on stdout:
 //   {"event":"connected", connect_ms, green, filtered, receiver}   the filtered track is shown
-//   {"event":"reconnected", raw_between, reconnect_ms, green}      after stdin says `killed`
+//   {"event":"armed"}                                              after stdin says `loss`
+//   {"event":"reconnected", raw_between, reconnect_ms, green}      after that loss
 //   {"event":"error", message}
-// Commands on stdin: `killed` (the camera pod was killed: wait for the raw camera, then for the
-// filtered video again), `close`.
+// Commands on stdin: `loss` (the camera pod is about to be killed or deleted: answer `armed`, then
+// wait for the raw camera and for the filtered video of a new connection), `close`. `loss` may
+// come any number of times.
 
 import { once } from 'node:events';
 import fs from 'node:fs';
@@ -118,19 +120,23 @@ try {
   for await (const line of lines) {
     const command = line.trim();
     if (command === 'close' || command === '') break;
-    if (command === 'killed') {
-      const killedAt = Date.now();
-      await waitForEvent(page, 'reconnecting', RECONNECT_TIMEOUT_MS);
+    if (command === 'loss') {
+      const count = (name) => page.evaluate((n) => window.__p2pcameraEvents.filter((e) => e.name === n).length, name);
+      const [connections, reconnects] = [await count('connected'), await count('reconnecting')];
+      emit({ event: 'armed' });
+      const lostAt = Date.now();
+      await page.waitForFunction((n) => window.__p2pcameraEvents.filter((e) => e.name === 'reconnecting').length > n,
+        reconnects, { timeout: RECONNECT_TIMEOUT_MS });
       const between = await returnedTrackInfo(page);
       const raw = await eventually(() => measureVideo(page, '#filtered'), (m) => showsCameraPicture(m) && m.greenFraction < 0.05,
         { what: 'raw camera shown while reconnecting', timeout: 20000 });
       await page.screenshot({ path: saveArtifact(`${opts.artifact}-reconnecting.png`) });
-      await page.waitForFunction(() => window.__p2pcameraEvents.filter((e) => e.name === 'connected').length >= 2,
-        null, { timeout: RECONNECT_TIMEOUT_MS });
+      await page.waitForFunction((n) => window.__p2pcameraEvents.filter((e) => e.name === 'connected').length > n,
+        connections, { timeout: RECONNECT_TIMEOUT_MS });
       const back = await connectedGreen(page);
       const after = await returnedTrackInfo(page);
       emit({
-        event: 'reconnected', reconnect_ms: Date.now() - killedAt, green: back.greenFraction,
+        event: 'reconnected', reconnect_ms: Date.now() - lostAt, green: back.greenFraction,
         raw_between: { state: between.state, filtered: between.filtered, track: between.trackState, green: raw.greenFraction },
         filtered: after.filtered, receiver: after.isReceiverTrack,
       });

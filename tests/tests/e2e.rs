@@ -194,8 +194,6 @@ impl System {
                     "false",
                 ])
                 .args(["--metrics-listen", &format!("127.0.0.1:{}", free_port())])
-                // No GPU here: camera-pod runs its models on CPU and must still become ready.
-                .arg("--camera-pod-require-gpu=false")
                 .env("KUBECONFIG", &kubeconfig)
                 .env("RUST_LOG", "info");
             ManagedProcess::spawn("operator", command, &dir.path().join("operator.log"))
