@@ -29,7 +29,8 @@
 //! backoff ([`crate::retry`]: 1 s doubling to 5 min, reset by a success).
 //!
 //! Shutdown: when the leadership term ends (Lease lost, or SIGTERM), the controller stops taking
-//! new work, lets the reconciles in flight finish, and [`run`] returns once the Lease is released.
+//! new work and lets the reconciles in flight finish (at most [`SHUTDOWN_GRACE`], then they are
+//! cancelled); [`run`] returns once the Lease is released.
 //!
 //! Deleting a session needs no finalizer: the Pod and Secret are garbage-collected through their
 //! owner reference, and the port is reclaimed from the in-memory allocator once the session is
@@ -72,6 +73,8 @@ use crate::status::{self, Situation, StatusInputs};
 
 /// Most sessions reconciled at the same time.
 pub const MAX_CONCURRENT_RECONCILES: u16 = 32;
+/// How long the reconciles in flight may take to finish when a leadership term ends.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// Errors of a reconciliation.
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +186,8 @@ pub async fn run(client: Client, config: Config, admin: AdminState, shutdown: Ca
     tracing::info!(%identity, lease = %config.lease_name, "operator started");
     loop {
         tokio::select! {
+            // Shutdown first: a replica that leads while stopping must not start a new term.
+            biased;
             _ = shutdown.cancelled() => break,
             became = leading.wait_for(|l| *l) => if became.is_err() { break },
         }
@@ -227,6 +232,7 @@ async fn run_controller(
     term_end: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
     let ns = config.namespace.as_deref();
+    let stopping = CancellationToken::new();
     let managed = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
     let (sessions, session_writer) = reflector::store();
     let (pods, pod_writer) = reflector::store();
@@ -252,7 +258,7 @@ async fn run_controller(
         .owns_stream(pod_events)
         .owns_stream(secret_events)
         .with_config(controller::Config::default().concurrency(MAX_CONCURRENT_RECONCILES))
-        .graceful_shutdown_on(term_end);
+        .graceful_shutdown_on(stopping.clone().cancelled_owned());
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -275,14 +281,23 @@ async fn run_controller(
         last_poll: Default::default(),
     });
     let sweeper = tokio::spawn(sweep(ctx.clone()));
-    controller
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "reconcile loop event");
+    let mut running = std::pin::pin!(controller.run(reconcile, error_policy, ctx).for_each(|result| async move {
+        if let Err(error) = result {
+            tracing::debug!(%error, "reconcile loop event");
+        }
+    }));
+    tokio::select! {
+        () = &mut running => {}
+        () = term_end => {
+            // Graceful: no new reconciles, the ones in flight finish. A controller stopped
+            // before its caches were filled would wait for them forever, hence the bound;
+            // dropping it then cancels what is left.
+            stopping.cancel();
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut running).await.is_err() {
+                tracing::warn!(grace_seconds = SHUTDOWN_GRACE.as_secs(), "reconciles still running at the end of the grace period; cancelled");
             }
-        })
-        .await;
+        }
+    }
     sweeper.abort();
     Ok(())
 }
