@@ -8,68 +8,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::StatusCode;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
+use crate::activity::{ActivityError, PinnedCertVerifier};
 use super::sessions::Target;
-
-/// Accepts exactly one certificate (byte for byte) and checks the handshake signature with its
-/// key. The pod's address is a node IP the certificate need not name, so the pin replaces name
-/// and chain checks.
-#[derive(Debug)]
-struct PinnedCertificate {
-    certificate: CertificateDer<'static>,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for PinnedCertificate {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if end_entity.as_ref() == self.certificate.as_ref() {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("pod certificate is not a PEM certificate")]
-    BadCertificate,
+    #[error("pod certificate: {0}")]
+    Certificate(#[from] ActivityError),
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
     #[error("HTTP client: {0}")]
@@ -112,17 +61,9 @@ impl PodClients {
         if let Some(client) = pinned.get(&fingerprint) {
             return Ok(client.clone());
         }
-        let certificate = rustls_pemfile::certs(&mut &certificate_pem[..])
-            .next()
-            .and_then(Result::ok)
-            .ok_or(ClientError::BadCertificate)?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = PinnedCertificate { certificate, provider: provider.clone() };
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth();
+        // The pod's address is a node IP its certificate need not name: the pin replaces name
+        // and chain checks.
+        let tls = PinnedCertVerifier::from_pem(certificate_pem)?.client_config()?;
         let client = Self::builder(self.timeout).use_preconfigured_tls(tls).build()?;
         if pinned.len() >= MAX_PINNED_CLIENTS {
             pinned.clear();
@@ -248,7 +189,7 @@ mod tests {
     #[test]
     fn a_pinned_client_is_reused_and_bad_pem_is_rejected() {
         let Ok(clients) = PodClients::new(Duration::from_secs(1)) else { panic!("client") };
-        assert!(matches!(clients.client_for(b"not a pem"), Err(ClientError::BadCertificate)));
+        assert!(matches!(clients.client_for(b"not a pem"), Err(ClientError::Certificate(ActivityError::NoCertificate))));
         let Ok(cert) = rcgen::generate_simple_self_signed(vec!["pod".into()]) else { panic!("rcgen") };
         let pem = cert.cert.pem();
         assert!(clients.client_for(pem.as_bytes()).is_ok());
