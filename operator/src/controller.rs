@@ -70,6 +70,7 @@ use crate::node_addresses::{self, NODE_ADDRESS_TTL, NodeAddressCache};
 use crate::ports::{PortError, SessionKey, UdpPortAllocator};
 use crate::retry::RetryBackoff;
 use crate::status::{self, Situation, StatusInputs};
+use crate::watch_backoff::WatchBackoff;
 
 /// Most sessions reconciled at the same time.
 pub const MAX_CONCURRENT_RECONCILES: u16 = 32;
@@ -238,17 +239,17 @@ async fn run_controller(
     let (pods, pod_writer) = reflector::store();
     let (secrets, secret_writer) = reflector::store();
     let session_events = watcher(namespaced::<CameraSession>(&client, ns), watcher::Config::default())
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .modify(caches::trim_session)
         .reflect(session_writer)
         .applied_objects();
     let pod_events = watcher(namespaced::<Pod>(&client, ns), managed.clone())
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .modify(caches::trim_pod)
         .reflect(pod_writer)
         .touched_objects();
     let secret_events = watcher(namespaced::<Secret>(&client, ns), managed)
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .modify(caches::trim_secret)
         .reflect(secret_writer)
         .touched_objects();

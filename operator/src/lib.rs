@@ -17,5 +17,6 @@ pub mod ports;
 pub mod retry;
 pub mod status;
 pub mod telemetry;
+pub mod watch_backoff;
 pub mod acme;
 pub mod router;

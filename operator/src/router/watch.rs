@@ -1,10 +1,9 @@
 //! The router's watch-backed caches: how a broken watch is retried, and how readiness learns of it.
 //!
-//! kube-runtime's default back-off (0.8 s doubling to 30 s, as client-go) suits controllers; the
-//! router answers browsers from its caches, so after an API server outage it must catch up within
-//! seconds. [`WatchBackoff`] starts at 0.5 s and doubles up to 5 s. After any watch error the
-//! cache is listed afresh ([`reflect`]); the store keeps answering from its old contents until the
-//! new list is complete, so routing goes on meanwhile. "Synced" therefore has one meaning: the last
+//! The router answers browsers from its caches, so after an API server outage it must catch up
+//! within seconds: its watches retry with [`WatchBackoff`] (0.5 s doubling up to 5 s). After any
+//! watch error the cache is listed afresh ([`reflect`]); the store keeps answering from its old
+//! contents until the new list is complete, so routing goes on meanwhile. "Synced" therefore has one meaning: the last
 //! list completed and no error came since. [`WatchHealth`] records that, and the router's `/readyz`
 //! answers 503 while a routing cache is not synced (the readiness probe's failure threshold decides
 //! how long a broken watch is tolerated before the router leaves its Service).
@@ -12,7 +11,7 @@
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::StreamExt;
 use kube::api::Api;
@@ -22,39 +21,7 @@ use kube::runtime::watcher;
 use kube::Resource;
 use serde::de::DeserializeOwned;
 
-/// First wait after a watch error.
-pub const BACKOFF_MIN: Duration = Duration::from_millis(500);
-/// Longest wait between two attempts while the API server stays away.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
-
-/// Exponential back-off for the router's watches: 0.5 s, 1 s, 2 s, 4 s, 5 s, 5 s, ...; reset once
-/// a watch works again.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WatchBackoff {
-    next: Duration,
-}
-
-impl Default for WatchBackoff {
-    fn default() -> Self {
-        Self { next: BACKOFF_MIN }
-    }
-}
-
-impl Iterator for WatchBackoff {
-    type Item = Duration;
-
-    fn next(&mut self) -> Option<Duration> {
-        let current = self.next;
-        self.next = (current * 2).min(BACKOFF_MAX);
-        Some(current)
-    }
-}
-
-impl Backoff for WatchBackoff {
-    fn reset(&mut self) {
-        self.next = BACKOFF_MIN;
-    }
-}
+use crate::watch_backoff::{BACKOFF_MAX, WatchBackoff};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum WatchState {
@@ -151,15 +118,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_from_half_a_second_to_five_and_resets() {
-        let mut backoff = WatchBackoff::default();
-        let delays: Vec<u128> = backoff.by_ref().take(7).map(|d| d.as_millis()).collect();
-        assert_eq!(delays, [500, 1000, 2000, 4000, 5000, 5000, 5000]);
-        backoff.reset();
-        assert_eq!(backoff.next(), Some(BACKOFF_MIN));
-    }
 
     #[test]
     fn health_reports_listing_broken_and_synced() {
