@@ -259,7 +259,7 @@ pub struct VideoSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 60))]
     pub max_fps: Option<u32>,
-    /// Codecs in order of preference.
+    /// Codecs the camera pod accepts (default: both); the browser's offer decides the order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 2))]
     #[x_kube(merge_strategy = ListMerge::Set)]
