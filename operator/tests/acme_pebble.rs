@@ -1,6 +1,7 @@
 //! ACME against a real Pebble and a real API server: HTTP-01 answered by the real router,
 //! the served certificate verified against Pebble's root, renewal without dropping an open
-//! connection, and an ACME outage that keeps the old certificate and reports it.
+//! connection, an ACME outage that keeps the old certificate and reports it, and a restart
+//! mid-order that issues with the same account and leaves no challenge answers behind.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -79,6 +80,14 @@ fn acme_args(pebble: &Pebble, namespace: &str) -> AcmeArgs {
 
 /// Router and ACME loop for a fresh namespace, with a Pebble validating against the router.
 async fn setup(prefix: &str, validity: Duration) -> Setup {
+    let setup = start_router(prefix, validity).await;
+    let acme_args = acme_args(&setup.pebble, &setup.namespace);
+    tokio::spawn(acme::run(setup.client.clone(), acme_args, setup.shutdown.clone()));
+    setup
+}
+
+/// Router for a fresh namespace, with a Pebble validating against it; no ACME loop yet.
+async fn start_router(prefix: &str, validity: Duration) -> Setup {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let plane = ControlPlane::shared().await.unwrap_or_else(|e| panic!("{e}"));
     let namespace = plane.namespace(prefix).await.unwrap_or_else(|e| panic!("{e}"));
@@ -90,8 +99,6 @@ async fn setup(prefix: &str, validity: Duration) -> Setup {
     let pebble = Pebble::start(PebbleOptions { http_port, validity }).await.unwrap_or_else(|e| panic!("{e}"));
     let shutdown = CancellationToken::new();
     tokio::spawn(router::serve(client.clone(), args, listeners, shutdown.clone()));
-    let acme_args = acme_args(&pebble, &namespace);
-    tokio::spawn(acme::run(client.clone(), acme_args, shutdown.clone()));
     Setup { pebble, https, namespace, client, shutdown }
 }
 
@@ -238,4 +245,105 @@ async fn acme_outage_keeps_the_old_certificate_and_reports_it() {
     // The router still serves the certificate it had, and it still verifies.
     let again = connect(&tls, setup.https).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(leaf(&again), first);
+}
+
+/// The challenge ConfigMap's entries (none when it does not exist).
+async fn challenges(client: &kube::Client, namespace: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let config_map = api.get_opt(router::DEFAULT_CHALLENGE_CONFIG_MAP).await.map_err(|e| e.to_string())?;
+    Ok(config_map.and_then(|c| c.data).unwrap_or_default())
+}
+
+fn secret_value(secret: &Secret, key: &str) -> Vec<u8> {
+    secret.data.as_ref().and_then(|d| d.get(key)).map(|v| v.0.clone()).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_mid_order_issues_with_the_same_account_and_leaves_no_stale_challenges() {
+    let setup = start_router("acme-restart", Duration::from_secs(3600)).await;
+    let mut args = acme_args(&setup.pebble, &setup.namespace);
+    // Long enough that the first run is stopped between publishing an answer and validating it.
+    args.propagation_delay = 3.0;
+    let (client, namespace) = (setup.client.clone(), setup.namespace.clone());
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+
+    let first_run = setup.shutdown.child_token();
+    let first = tokio::spawn(acme::run(client.clone(), args.clone(), first_run.clone()));
+    let published = eventually("a published HTTP-01 answer", Duration::from_secs(60), || {
+        let (client, namespace) = (client.clone(), namespace.clone());
+        async move {
+            let data = challenges(&client, &namespace).await?;
+            if data.is_empty() { Err("no challenge yet".into()) } else { Ok(data) }
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\npebble log:\n{}", setup.pebble.log_tail(30)));
+    first_run.cancel();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), first).await;
+    assert!(matches!(stopped, Ok(Ok(Ok(())))), "the first run stops cleanly: {stopped:?}");
+    // The abandoned order left its answer behind and issued nothing.
+    assert_eq!(challenges(&client, &namespace).await, Ok(published));
+    assert!(matches!(secrets.get_opt(TLS_SECRET).await, Ok(None)), "no certificate from the abandoned order");
+    let account = secrets.get("acme-account").await.unwrap_or_else(|e| panic!("account stored before the order: {e}"));
+
+    // The same configuration again: a fresh order completes.
+    tokio::spawn(acme::run(client.clone(), args, setup.shutdown.child_token()));
+    let tls_secret = eventually("the TLS Secret", Duration::from_secs(60), || {
+        let secrets = secrets.clone();
+        async move {
+            match secrets.get_opt(TLS_SECRET).await.map_err(|e| e.to_string())? {
+                Some(secret) => Ok(secret),
+                None => Err("no TLS Secret yet".into()),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\npebble log:\n{}", setup.pebble.log_tail(30)));
+
+    // The stored chain verifies against Pebble's root for the host...
+    let root = setup.pebble.issuing_root().await.unwrap_or_else(|e| panic!("{e}"));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut root.as_bytes()) {
+        roots.add(cert.unwrap_or_else(|e| panic!("{e}"))).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let verifier = rustls::client::WebPkiServerVerifier::builder(Arc::new(roots)).build().unwrap_or_else(|e| panic!("{e}"));
+    let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &secret_value(&tls_secret, "tls.crt")[..])
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("tls.crt: {e}"));
+    assert!(chain.len() >= 2, "leaf and intermediate, got {}", chain.len());
+    let host = ServerName::try_from(HOST).unwrap_or_else(|e| panic!("{e}"));
+    let verified = rustls::client::danger::ServerCertVerifier::verify_server_cert(
+        verifier.as_ref(),
+        &chain[0],
+        &chain[1..],
+        &host,
+        &[],
+        rustls::pki_types::UnixTime::now(),
+    );
+    assert!(verified.is_ok(), "{verified:?}");
+    // ...and its key is the one the router serves it with.
+    let tls = connector(&root);
+    let served = eventually("the router serving the issued certificate", Duration::from_secs(30), || {
+        let tls = tls.clone();
+        async move { connect(&tls, setup.https).await.map(|stream| leaf(&stream)) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(served, chain[0]);
+
+    // The account from the first run was reused, not replaced.
+    let reused = secrets.get("acme-account").await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(secret_value(&reused, "credentials.json"), secret_value(&account, "credentials.json"));
+    assert_eq!(reused.metadata.resource_version, account.metadata.resource_version);
+
+    // Neither the abandoned order's answer nor the new order's stays behind.
+    eventually("no challenge entries left", Duration::from_secs(30), || {
+        let (client, namespace) = (client.clone(), namespace.clone());
+        async move {
+            let data = challenges(&client, &namespace).await?;
+            if data.is_empty() { Ok(()) } else { Err(format!("left: {:?}", data.keys().collect::<Vec<_>>())) }
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
 }

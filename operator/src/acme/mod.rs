@@ -6,7 +6,8 @@
 //! - Secret `--acme-account-secret`: the ACME account credentials (key `credentials.json`) and
 //!   the directory they belong to (key `directory`); reused across restarts.
 //! - ConfigMap `--acme-challenge-config-map`: pending HTTP-01 answers, token -> key
-//!   authorization; entries are removed when an order ends.
+//!   authorization; all entries are removed when an order ends (issued, failed or timed out)
+//!   and when [`run`] starts, so a restart mid-order leaves nothing stale.
 //! - Secret `--acme-tls-secret` (`kubernetes.io/tls`): chain and key, replaced in one write
 //!   only after a new certificate was issued, so the key in use is never lost.
 //! - ConfigMap `--acme-status-config-map`: key `conditions` holds a `CertificateReady`
@@ -227,7 +228,7 @@ impl Issuer {
         Ok(())
     }
 
-    async fn set_challenge(&self, token: &str, key_authorization: Option<&str>) -> Result<(), AcmeError> {
+    async fn set_challenge(&self, token: &str, key_authorization: &str) -> Result<(), AcmeError> {
         let api = self.config_maps();
         let name = &self.args.challenge_config_map;
         if api.get_opt(name).await?.is_none() {
@@ -236,6 +237,18 @@ impl Issuer {
         }
         let patch = serde_json::json!({"data": {token: key_authorization}});
         api.patch(name, &PatchParams::default(), &Patch::Merge(patch)).await?;
+        Ok(())
+    }
+
+    /// Removes every published HTTP-01 answer. Only the leader runs orders, one at a time, so
+    /// between orders (and at start, e.g. after a restart mid-order) none of them is needed.
+    async fn clear_challenges(&self) -> Result<(), AcmeError> {
+        let api = self.config_maps();
+        let name = &self.args.challenge_config_map;
+        let Some(config_map) = api.get_opt(name).await? else { return Ok(()) };
+        let Some(patch) = plan::clear_challenges_patch(config_map.data.as_ref()) else { return Ok(()) };
+        api.patch(name, &PatchParams::default(), &Patch::Merge(patch)).await?;
+        tracing::info!(config_map = %name, count = config_map.data.map_or(0, |d| d.len()), "removed stale ACME challenges");
         Ok(())
     }
 
@@ -277,9 +290,12 @@ impl Issuer {
             tracing::info!(not_after = %rfc3339(info.not_after), "certificate due for renewal");
         }
         let account = self.account().await?;
-        let new_info = tokio::time::timeout(self.order_timeout, self.issue(&account))
-            .await
-            .map_err(|_| AcmeError::Order("timed out".into()))??;
+        let outcome = tokio::time::timeout(self.order_timeout, self.issue(&account)).await;
+        // The order ended (issued, failed or timed out): none of its answers are needed any more.
+        if let Err(error) = self.clear_challenges().await {
+            tracing::warn!(%error, "removing published challenges");
+        }
+        let new_info = outcome.map_err(|_| AcmeError::Order("timed out".into()))??;
         let renew_at = plan::renew_at(&new_info, None, 0.0);
         let message = format!("certificate issued, valid until {}", rfc3339(new_info.not_after));
         self.event(EventType::Normal, "Issued", &message).await;
@@ -292,14 +308,7 @@ impl Issuer {
         let identifiers: Vec<Identifier> = self.args.host_names.iter().map(|h| Identifier::Dns(h.clone())).collect();
         let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
         tracing::info!(url = order.url(), "ACME order created");
-        let mut published = Vec::new();
-        let outcome = self.complete(&mut order, &mut published).await;
-        for token in &published {
-            if let Err(error) = self.set_challenge(token, None).await {
-                tracing::warn!(%error, "removing a published challenge");
-            }
-        }
-        let (chain, key) = outcome?;
+        let (chain, key) = self.complete(&mut order).await?;
         let info = plan::certificate_info(chain.as_bytes()).ok_or_else(|| AcmeError::Order("unreadable certificate".into()))?;
         let data = BTreeMap::from([
             ("tls.crt".to_owned(), ByteString(chain.into_bytes())),
@@ -310,7 +319,7 @@ impl Issuer {
         Ok(info)
     }
 
-    async fn complete(&self, order: &mut instant_acme::Order, published: &mut Vec<String>) -> Result<(String, String), AcmeError> {
+    async fn complete(&self, order: &mut instant_acme::Order) -> Result<(String, String), AcmeError> {
         let mut authorizations = order.authorizations();
         while let Some(authorization) = authorizations.next().await {
             let mut authorization = authorization?;
@@ -324,8 +333,7 @@ impl Issuer {
                 .ok_or_else(|| AcmeError::Order("server offers no http-01 challenge".into()))?;
             let token = challenge.token.clone();
             let key_authorization = challenge.key_authorization();
-            self.set_challenge(&token, Some(key_authorization.as_str())).await?;
-            published.push(token);
+            self.set_challenge(&token, key_authorization.as_str()).await?;
             tokio::time::sleep(self.propagation_delay).await;
             challenge.set_ready().await?;
         }
@@ -465,6 +473,14 @@ pub async fn run(client: Client, args: AcmeArgs, shutdown: CancellationToken) ->
         client,
         account: tokio::sync::Mutex::new(None),
     };
+    // No order is in flight yet: answers left behind by an earlier run (a restart or a
+    // leadership change mid-order) are stale. A failure here only leaves them for the next order.
+    tokio::select! {
+        _ = shutdown.cancelled() => return Ok(()),
+        result = issuer.clear_challenges() => if let Err(error) = result {
+            tracing::warn!(%error, "removing stale challenges");
+        }
+    }
     let mut failures = 0u32;
     loop {
         let wait = tokio::select! {

@@ -86,6 +86,15 @@ pub fn next_condition(previous: Option<&Condition>, ready: bool, reason: &str, m
 
 pub const CONDITION_TYPE: &str = "CertificateReady";
 
+/// The JSON merge patch that removes every entry of the challenge ConfigMap's `data`, or
+/// `None` when there is nothing to remove.
+pub fn clear_challenges_patch(data: Option<&std::collections::BTreeMap<String, String>>) -> Option<serde_json::Value> {
+    let data = data.filter(|data| !data.is_empty())?;
+    let removals: serde_json::Map<String, serde_json::Value> =
+        data.keys().map(|token| (token.clone(), serde_json::Value::Null)).collect();
+    Some(serde_json::json!({ "data": removals }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +153,14 @@ mod tests {
 
     fn chrono_like(seconds: i64) -> k8s_openapi::jiff::Timestamp {
         k8s_openapi::jiff::Timestamp::from_second(seconds).unwrap_or_default()
+    }
+
+    #[test]
+    fn clearing_challenges_removes_every_token_and_skips_empty_maps() {
+        assert_eq!(clear_challenges_patch(None), None);
+        assert_eq!(clear_challenges_patch(Some(&Default::default())), None);
+        let data = std::collections::BTreeMap::from([("t1".to_owned(), "a".to_owned()), ("t2".to_owned(), "b".to_owned())]);
+        assert_eq!(clear_challenges_patch(Some(&data)), Some(serde_json::json!({"data": {"t1": null, "t2": null}})));
     }
 
     #[test]
