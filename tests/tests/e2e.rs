@@ -225,6 +225,21 @@ impl System {
         system
     }
 
+    /// Waits until the router's `/readyz` answers 200; panics with its last answer otherwise.
+    async fn wait_router_ready(&self, what: &str) {
+        let url = format!("{}/readyz", self.router_url());
+        eventually(what, WAIT, || async {
+            let response = self.https.get(&url).send().await.map_err(|e| e.to_string())?;
+            if response.status().is_success() {
+                Ok(())
+            } else {
+                Err(response.text().await.unwrap_or_default())
+            }
+        })
+        .await
+        .unwrap_or_else(|error| panic!("{what}: {error}"));
+    }
+
     fn router_url(&self) -> String {
         format!("https://127.0.0.1:{}", self.router_port)
     }
@@ -255,26 +270,7 @@ impl System {
             .path()
             .join(format!("router-{}.log", started.as_millis()));
         let router = ManagedProcess::spawn("router", command, &log).expect("router starts");
-        let url = format!("{}/readyz", self.router_url());
-        eventually(
-            &format!("router ready (log {})", log.display()),
-            WAIT,
-            || async {
-                let response = self
-                    .https
-                    .get(&url)
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if response.status().is_success() {
-                    Ok(())
-                } else {
-                    Err(response.text().await.unwrap_or_default())
-                }
-            },
-        )
-        .await
-        .expect("router becomes ready");
+        self.wait_router_ready(&format!("router ready (log {})", log.display())).await;
         self.router = Some(router);
     }
 
@@ -947,22 +943,7 @@ async fn api_server_restart_loses_no_session_and_operator_and_router_recover() {
     assert!(number(&during, "green") >= MIN_GREEN, "{during}");
 
     // The router's watches come back within their back-off (at most 5 s) and a list.
-    let ready_url = format!("{}/readyz", system.router_url());
-    eventually("the router ready again", WAIT, || async {
-        let response = system
-            .https
-            .get(&ready_url)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if response.status().is_success() {
-            Ok(())
-        } else {
-            Err(response.text().await.unwrap_or_default())
-        }
-    })
-    .await
-    .expect("router ready again");
+    system.wait_router_ready("the router ready again").await;
     let router_recovered = restored.elapsed();
     assert!(
         router_recovered < Duration::from_secs(15),
