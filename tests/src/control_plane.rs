@@ -245,13 +245,7 @@ impl ControlPlane {
         eventually(
             &format!("ServiceAccount default in namespace {name}"),
             CONTROLLERS_READY_TIMEOUT,
-            || async {
-                match accounts.get_opt("default").await {
-                    Ok(Some(_)) => Ok(()),
-                    Ok(None) => Err("not created yet".to_owned()),
-                    Err(e) => Err(e.to_string()),
-                }
-            },
+            || default_service_account(&accounts),
         )
         .await?;
         Ok(name)
@@ -588,13 +582,7 @@ impl PlaneBuilder {
         self.wait_for(
             "kube-controller-manager (ServiceAccount default/default)",
             CONTROLLERS_READY_TIMEOUT,
-            || async {
-                match accounts.get_opt("default").await {
-                    Ok(Some(_)) => Ok(()),
-                    Ok(None) => Err("not created yet".to_owned()),
-                    Err(e) => Err(e.to_string()),
-                }
-            },
+            || default_service_account(&accounts),
         )
         .await?;
         progress(&format!(
@@ -734,4 +722,14 @@ fn free_port() -> Result<u16, Error> {
 
 fn progress(message: &str) {
     eprintln!("[control-plane] {message}");
+}
+
+/// Whether the namespace's `default` ServiceAccount exists yet (the controller manager makes it;
+/// pods cannot be created before it does).
+async fn default_service_account(accounts: &Api<ServiceAccount>) -> Result<(), String> {
+    match accounts.get_opt("default").await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err("not created yet".to_owned()),
+        Err(e) => Err(e.to_string()),
+    }
 }
