@@ -394,10 +394,12 @@ async fn crash_looping_pod_fails_the_session_then_is_recreated_after_the_backoff
     env.wait_ready("cam").await;
     let crashed = env.pod_of("cam").await.unwrap();
 
-    // Report what a kubelet reports for a container that keeps crashing (kwok leaves Running
-    // pods alone, so this status stays).
+    // Report what a kubelet reports for a container that keeps crashing, and keep reporting it
+    // as a kubelet would: a status write of kwok's that is still in flight when the pod turned
+    // Ready must not mask the crash loop.
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    let status = json!({"status": {
+    // The uid makes every write a precondition: it can only ever reach the crashed pod.
+    let status = json!({"metadata": {"uid": crashed.uid()}, "status": {
         "phase": "Running",
         "conditions": [
             {"type": "Ready", "status": "False", "lastTransitionTime": now},
@@ -421,10 +423,23 @@ async fn crash_looping_pod_fails_the_session_then_is_recreated_after_the_backoff
         )
         .await
         .unwrap();
+    let kubelet = {
+        let (pods, name) = (env.pods.clone(), crashed.name_any());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                // The pod is gone (or replaced) once the operator acts on the crash loop.
+                if pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
 
     let failed = env
         .wait_session("cam", "Failed", |s| phase_is(s, "Failed"))
         .await;
+    kubelet.abort();
     let failed_at = std::time::Instant::now();
     let (healthy, reason, message) = condition(&failed, "Healthy").unwrap();
     assert_eq!(
