@@ -24,6 +24,8 @@
 //!    - Ready with `idleTimeout`: camera activity polled ([`crate::activity`]); idle too long ->
 //!      pod deleted, phase Idle (the Secret and port stay).
 //! 4. Status written by server-side apply when it changed; a Kubernetes Event for each phase change.
+//!    Decisions use the status this operator wrote last until the cache shows it
+//!    ([`crate::status_memo`]), so a reconcile right after a write never acts on the older status.
 //!
 //! A failed reconcile (API errors, no free port, ...) is retried with per-session exponential
 //! backoff ([`crate::retry`]: 1 s doubling to 5 min, reset by a success).
@@ -70,6 +72,7 @@ use crate::node_addresses::{self, NODE_ADDRESS_TTL, NodeAddressCache};
 use crate::ports::{PortError, SessionKey, UdpPortAllocator};
 use crate::retry::RetryBackoff;
 use crate::status::{self, Situation, StatusInputs};
+use crate::status_memo::StatusMemo;
 use crate::watch_backoff::WatchBackoff;
 
 /// Most sessions reconciled at the same time.
@@ -122,6 +125,7 @@ struct Context {
     secrets: Store<Secret>,
     nodes: NodeAddressCache,
     retries: RetryBackoff<SessionKey>,
+    statuses: StatusMemo,
     seeded: OnceCell<()>,
     last_poll: std::sync::Mutex<HashMap<SessionKey, Instant>>,
 }
@@ -278,6 +282,7 @@ async fn run_controller(
         secrets,
         nodes: NodeAddressCache::new(NODE_ADDRESS_TTL),
         retries: RetryBackoff::default(),
+        statuses: StatusMemo::default(),
         seeded: OnceCell::new(),
         last_poll: Default::default(),
     });
@@ -315,6 +320,7 @@ async fn sweep(ctx: Arc<Context>) {
         tick.tick().await;
         ctx.allocator.retain(|k| ctx.is_live(k));
         ctx.retries.retain(|k| ctx.is_live(k));
+        ctx.statuses.retain(|k| ctx.is_live(k));
         ctx.metrics.retain_sessions(|k| ctx.is_live(k));
         ctx.nodes.expire(Instant::now());
     }
@@ -420,7 +426,11 @@ async fn reconcile_session(session: &CameraSession, ctx: &Context) -> Result<Act
     let sessions: Api<CameraSession> = Api::namespaced(client.clone(), &ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let generation = session.metadata.generation;
-    let prev = session.status.clone().unwrap_or_default();
+    let prev = ctx
+        .statuses
+        .current(&key, session.metadata.resource_version.as_deref(), session.status.as_ref());
+    // The session versions this reconcile decides from, all older than its status write.
+    let mut read_versions: Vec<String> = session.metadata.resource_version.iter().cloned().collect();
 
     let port = match prev.udp_port.map(|p| ctx.allocator.claim(&key, p)) {
         Some(Ok(())) => prev.udp_port.unwrap_or_default(),
@@ -430,61 +440,64 @@ async fn reconcile_session(session: &CameraSession, ctx: &Context) -> Result<Act
     let wake = session.annotations().contains_key(ANNOTATION_WAKE);
     if wake {
         let patch = serde_json::json!({"metadata": {"annotations": {ANNOTATION_WAKE: null}}});
-        sessions.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        let woken = sessions.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        read_versions.extend(woken.metadata.resource_version);
     }
     let stays_idle = !wake && prev.phase == Some(Phase::Idle) && prev.observed_generation == generation;
 
     let secret = ensure_secret(ctx, session, &name, &ns).await?;
     let pod = ctx.pods.get(&ObjectRef::new(&desired::child_name(&name)).within(&ns));
     let observed = pod.as_deref().map(status::observe_pod);
+    tracing::debug!(namespace = %ns, name = %name, pod = ?observed, "reconciling session");
     let now = Timestamp::now();
     let mut public_address: Option<String> = None;
     let mut last_active = None;
 
-    let (situation, action) = match (&pod, &observed) {
+    // During the crash backoff the crashed pod is going away or gone, and the session stays Failed.
+    let crash_wait = status::crash_backoff_remaining(&prev, now, config.crash_backoff)
+        .filter(|_| observed.as_ref().is_none_or(|obs| obs.terminating));
+    let (situation, action) = match (&pod, &observed, crash_wait) {
         _ if stays_idle => {
             if let Some(pod) = &pod {
                 delete_pod(&pods, pod).await?;
             }
             (Situation::Idle, Action::await_change())
         }
-        (Some(pod), Some(obs)) if !obs.terminating && status::crash_loop(obs, config.crash_restart_limit).is_some() => {
+        (Some(pod), Some(obs), _) if !obs.terminating && status::crash_loop(obs, config.crash_restart_limit).is_some() => {
             let message = status::crash_loop(obs, config.crash_restart_limit).unwrap_or_default();
             delete_pod(&pods, pod).await?;
             (Situation::CrashLoop { message }, Action::requeue(config.crash_backoff))
         }
-        (None, _) | (_, None) => match status::crash_backoff_remaining(&prev, now, config.crash_backoff) {
-            Some(left) => (
-                Situation::CrashLoop {
-                    message: prev.message.clone().unwrap_or_default(),
-                },
-                Action::requeue(left),
-            ),
-            None => {
-                let pin = match (config.public_ip_source, prev.phase, &prev.node_name, &prev.public_address) {
-                    (PublicIpSource::Node, Some(Phase::Terminating), Some(node), Some(_)) => ctx
-                        .node_public_address(node)
-                        .await?
-                        .map(|address| Placement {
-                            node: node.clone(),
-                            address,
-                        }),
-                    _ => None,
-                };
-                let desired = desired::build_pod(session, port, config, pin.as_ref())?;
-                let params = PatchParams::apply(FIELD_MANAGER).force();
-                match pods.patch(&desired::child_name(&name), &params, &Patch::Apply(&desired)).await {
-                    Ok(_) => (Situation::NoPod, Action::requeue(Duration::from_secs(300))),
-                    Err(kube::Error::Api(status)) if status.code == 422 => {
-                        tracing::warn!(namespace = %ns, name = %name, message = %status.message, "pod rejected as invalid; waiting for a spec change");
-                        (Situation::InvalidSpec { message: status.message }, Action::await_change())
-                    }
-                    Err(e) => return Err(e.into()),
+        (_, _, Some(left)) => (
+            Situation::CrashLoop {
+                message: prev.message.clone().unwrap_or_default(),
+            },
+            Action::requeue(left),
+        ),
+        (None, _, None) | (_, None, None) => {
+            let pin = match (config.public_ip_source, prev.phase, &prev.node_name, &prev.public_address) {
+                (PublicIpSource::Node, Some(Phase::Terminating), Some(node), Some(_)) => ctx
+                    .node_public_address(node)
+                    .await?
+                    .map(|address| Placement {
+                        node: node.clone(),
+                        address,
+                    }),
+                _ => None,
+            };
+            let desired = desired::build_pod(session, port, config, pin.as_ref())?;
+            let params = PatchParams::apply(FIELD_MANAGER).force();
+            match pods.patch(&desired::child_name(&name), &params, &Patch::Apply(&desired)).await {
+                Ok(_) => (Situation::NoPod, Action::requeue(Duration::from_secs(300))),
+                Err(kube::Error::Api(status)) if status.code == 422 => {
+                    tracing::warn!(namespace = %ns, name = %name, message = %status.message, "pod rejected as invalid; waiting for a spec change");
+                    (Situation::InvalidSpec { message: status.message }, Action::await_change())
                 }
+                Err(e) => return Err(e.into()),
             }
-        },
-        (Some(_), Some(obs)) if obs.terminating => (Situation::Replacing(obs), Action::requeue(Duration::from_secs(2))),
-        (Some(pod), Some(obs)) => {
+        }
+        (Some(_), Some(obs), None) if obs.terminating => (Situation::Replacing(obs), Action::requeue(Duration::from_secs(2))),
+        (Some(pod), Some(obs), None) => {
             let bound_node = obs.node_name.as_deref().filter(|_| obs.scheduling == status::Scheduling::Bound);
             if let Some(node) = bound_node {
                 public_address = match config.public_ip_source {
@@ -551,7 +564,8 @@ async fn reconcile_session(session: &CameraSession, ctx: &Context) -> Result<Act
     };
     let next = status::next_status(&prev, &situation, &inputs, now);
     if next != prev {
-        write_status(&sessions, &name, &next).await?;
+        let written = write_status(&sessions, &name, &next).await?;
+        ctx.statuses.wrote(&key, read_versions, written.metadata.resource_version, next.clone());
     }
     if next.phase != prev.phase {
         publish_event(ctx, session, &next).await;
@@ -560,15 +574,16 @@ async fn reconcile_session(session: &CameraSession, ctx: &Context) -> Result<Act
     Ok(action)
 }
 
-async fn write_status(api: &Api<CameraSession>, name: &str, status: &CameraSessionStatus) -> Result<(), Error> {
+/// Writes the status by server-side apply; returns the session as written.
+async fn write_status(api: &Api<CameraSession>, name: &str, status: &CameraSessionStatus) -> Result<CameraSession, Error> {
     let patch = serde_json::json!({
         "apiVersion": CameraSession::api_version(&()),
         "kind": CameraSession::kind(&()),
         "status": serde_json::to_value(status)?,
     });
-    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await?;
-    Ok(())
+    Ok(api
+        .patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await?)
 }
 
 async fn publish_event(ctx: &Context, session: &CameraSession, status: &CameraSessionStatus) {

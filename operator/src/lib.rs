@@ -16,6 +16,7 @@ pub mod node_addresses;
 pub mod ports;
 pub mod retry;
 pub mod status;
+pub mod status_memo;
 pub mod telemetry;
 pub mod watch_backoff;
 pub mod acme;

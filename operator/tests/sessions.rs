@@ -15,6 +15,9 @@ use p2pcamera_operator::desired::{ANNOTATION_PORT, ANNOTATION_PUBLIC_ADDRESS, ch
 use p2pcamera_tests::eventually;
 use serde_json::json;
 
+/// Finalizer that keeps a deleted pod in Terminating, as a kubelet still stopping it would.
+const TERMINATION_HOLD: &str = "p2pcamera.io/test-termination-hold";
+
 fn port_of(pod: &Pod) -> (i32, Vec<(i32, Option<i32>, String)>) {
     let container = &pod.spec.as_ref().unwrap().containers[0];
     let ports = container
@@ -388,11 +391,18 @@ async fn crash_looping_pod_fails_the_session_then_is_recreated_after_the_backoff
     env.add_node("gpu", 1, None).await;
     let _operator = env.start_operator(
         "op-a",
-        &["--crash-restart-limit", "3", "--crash-backoff", "5s"],
+        &["--crash-restart-limit", "3", "--crash-backoff", "8s"],
     );
     env.create_session("cam", json!({})).await;
     env.wait_ready("cam").await;
     let crashed = env.pod_of("cam").await.unwrap();
+    // A real kubelet takes a while to stop a pod; a finalizer holds the crashed pod in
+    // Terminating until the test lets it go.
+    let hold = json!({"metadata": {"finalizers": [TERMINATION_HOLD]}});
+    env.pods
+        .patch(&crashed.name_any(), &PatchParams::default(), &Patch::Merge(&hold))
+        .await
+        .unwrap();
 
     // Report what a kubelet reports for a container that keeps crashing, and keep reporting it
     // as a kubelet would: a status write of kwok's that is still in flight when the pod turned
@@ -439,7 +449,6 @@ async fn crash_looping_pod_fails_the_session_then_is_recreated_after_the_backoff
     let failed = env
         .wait_session("cam", "Failed", |s| phase_is(s, "Failed"))
         .await;
-    kubelet.abort();
     let failed_at = std::time::Instant::now();
     let (healthy, reason, message) = condition(&failed, "Healthy").unwrap();
     assert_eq!(
@@ -455,6 +464,32 @@ async fn crash_looping_pod_fails_the_session_then_is_recreated_after_the_backoff
         .collect();
     assert!(!warnings.is_empty(), "no Warning event for the failure");
 
+    // While the crashed pod terminates, the session stays Failed and gets no new pod.
+    eventually("the crashed pod terminating", WAIT, || async {
+        match env.pods.get_opt(&crashed.name_any()).await {
+            Ok(Some(pod)) if pod.metadata.deletion_timestamp.is_some() => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+    .unwrap();
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let session = env.sessions.get("cam").await.unwrap();
+        assert!(
+            phase_is(&session, "Failed").is_ok(),
+            "phase while the crashed pod terminates: {:?}",
+            session.status
+        );
+        assert_eq!(env.pod_of("cam").await.unwrap().uid(), crashed.uid());
+    }
+    kubelet.abort();
+    let release = json!({"metadata": {"finalizers": null}});
+    env.pods
+        .patch(&crashed.name_any(), &PatchParams::default(), &Patch::Merge(&release))
+        .await
+        .unwrap();
+
     let recreated = eventually("a new pod after the backoff", WAIT, || async {
         match env.pod_of("cam").await {
             Some(pod) if pod.uid() != crashed.uid() => Ok(pod),
@@ -466,8 +501,8 @@ async fn crash_looping_pod_fails_the_session_then_is_recreated_after_the_backoff
     .unwrap();
     let waited = failed_at.elapsed();
     assert!(
-        waited >= Duration::from_secs(3),
-        "recreated {waited:?} after failing, backoff is 5s"
+        waited >= Duration::from_secs(6),
+        "recreated {waited:?} after failing, backoff is 8s"
     );
     env.wait_ready("cam").await;
     assert_eq!(env.pod_of("cam").await.unwrap().uid(), recreated.uid());
