@@ -9,6 +9,7 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 use common::{TestEnv, WAIT, condition, phase_is};
 use k8s_openapi::api::core::v1::Secret;
@@ -105,6 +106,11 @@ async fn session_without_a_camera_goes_idle_and_wakes_on_request() {
     })
     .await
     .unwrap();
+    // The deletion's own reconciles must not bring the pod back.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(env.pod_of("cam").await.is_none(), "an idle session got a new pod");
+    let still = env.sessions.get("cam").await.unwrap();
+    assert!(phase_is(&still, "Idle").is_ok(), "{:?}", still.status);
     assert!(
         Api::<Secret>::namespaced(env.client.clone(), &env.ns)
             .get_opt(&child_name("cam"))
