@@ -54,6 +54,7 @@ fn router_args(namespace: &str) -> RouterArgs {
         session_burst: 5,
         client_rate: 100.0,
         client_burst: 100,
+        trusted_proxies: vec![],
     }
 }
 

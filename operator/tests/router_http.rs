@@ -115,6 +115,22 @@ impl Env {
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
+        Self::outcome(request).await
+    }
+
+    /// An offer (token `t`) as a proxy forwarding for `forwarded_for` sends it.
+    async fn offer_from(&self, path: &str, forwarded_for: &str, body: impl Into<reqwest::Body>) -> (StatusCode, Option<String>, Value) {
+        let request = self
+            .http
+            .post(self.url(path))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("x-forwarded-for", forwarded_for)
+            .bearer_auth("t")
+            .body(body);
+        Self::outcome(request).await
+    }
+
+    async fn outcome(request: reqwest::RequestBuilder) -> (StatusCode, Option<String>, Value) {
         let response = request.send().await.unwrap_or_else(|e| panic!("{e}"));
         let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::IM_A_TEAPOT);
         let retry = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -124,6 +140,11 @@ impl Env {
 }
 
 async fn env(prefix: &str, session_burst: u32, client_burst: u32) -> Env {
+    env_behind(prefix, session_burst, client_burst, &[]).await
+}
+
+/// A router whose `--trusted-proxies` are `trusted_proxies`.
+async fn env_behind(prefix: &str, session_burst: u32, client_burst: u32, trusted_proxies: &[&str]) -> Env {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let plane = ControlPlane::shared().await.unwrap_or_else(|e| panic!("{e}"));
     plane
@@ -156,6 +177,7 @@ async fn env(prefix: &str, session_burst: u32, client_burst: u32) -> Env {
         session_burst,
         client_rate: 0.01,
         client_burst,
+        trusted_proxies: trusted_proxies.iter().map(|net| net.parse().unwrap_or_else(|e| panic!("{e}"))).collect(),
     };
     let listeners = Listeners::bind(&args).unwrap_or_else(|e| panic!("{e}"));
     let https = listeners.https.local_addr().unwrap_or_else(|e| panic!("{e}"));
@@ -342,6 +364,25 @@ async fn per_client_address_limit() {
         statuses.push(env.offer(&path, Some("t"), OFFER).await.0);
     }
     assert_eq!(statuses, vec![StatusCode::NOT_FOUND, StatusCode::NOT_FOUND, StatusCode::TOO_MANY_REQUESTS]);
+    // No proxy is trusted: a client cannot escape its limit by naming another address.
+    let (status, _, _) = env.offer_from(&path, "203.0.113.50", OFFER).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_the_limit_counts_the_forwarded_client() {
+    // The test client connects from 127.0.0.1, which plays the load balancer here.
+    let env = env_behind("router-proxy", 100, 2, &["127.0.0.0/8"]).await;
+    let path = format!("/v1/sessions/{}/none/offer", env.namespace);
+    let mut first = Vec::new();
+    for _ in 0..3 {
+        first.push(env.offer_from(&path, "198.51.100.7", OFFER).await.0);
+    }
+    assert_eq!(first, vec![StatusCode::NOT_FOUND, StatusCode::NOT_FOUND, StatusCode::TOO_MANY_REQUESTS]);
+    // Another client behind the same proxy has its own budget.
+    assert_eq!(env.offer_from(&path, "198.51.100.8", OFFER).await.0, StatusCode::NOT_FOUND);
+    // A client that forges an earlier hop is still counted by the address the proxy saw.
+    assert_eq!(env.offer_from(&path, "192.0.2.1, 198.51.100.7", OFFER).await.0, StatusCode::TOO_MANY_REQUESTS);
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

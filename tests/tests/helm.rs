@@ -168,6 +168,7 @@ async fn bad_values_are_rejected_before_anything_is_installed() {
         (&["operator.publicIpSource=pod"], "/operator/publicIpSource"),
         (&["router.allowedOrigins={*}"], "/router/allowedOrigins/0"),
         (&["router.rateLimits.sessionRate=0"], "/router/rateLimits/sessionRate"),
+        (&["router.trustedProxies={10.0.0.1}"], "/router/trustedProxies/0"),
         (&["router.hosts={not a host}"], "/router/hosts/0"),
         (&["logFormat=xml"], "/logFormat"),
         (&["operater.replicas=2"], "additional properties 'operater' not allowed"),
@@ -399,6 +400,7 @@ async fn installed_chart_runs_operator_and_router_with_least_rights() {
         "--set", "cameraPod.image=registry.invalid/camera-pod:helm-test",
         "--set", "cameraPod.portRange=41000-41009",
         "--set", "router.service.type=ClusterIP",
+        "--set", "router.trustedProxies={10.0.0.0/8,fd00::/8}",
     ])
     .await;
     assert!(out.ok, "helm install failed: {}", out.stderr);
@@ -565,6 +567,10 @@ async fn installed_chart_runs_operator_and_router_with_least_rights() {
         serde_json::from_str(&plane.kubectl(&["get", "deployment", "-n", &ns, "cams-p2pcamera-router", "-o", "json"]).await.unwrap()).unwrap();
     let (https_port, http_port) = (free_port(), free_port());
     let mut env = deployment_env(&deployment, "cams-p2pcamera-router-test");
+    assert!(
+        env.contains(&("P2PCAMERA_ROUTER_TRUSTED_PROXIES".into(), "10.0.0.0/8,fd00::/8".into())),
+        "{env:?}"
+    );
     env.retain(|(k, _)| k != "P2PCAMERA_ROUTER_LISTEN" && k != "P2PCAMERA_ROUTER_HTTP_LISTEN");
     env.push(("P2PCAMERA_ROUTER_LISTEN".into(), format!("127.0.0.1:{https_port}")));
     env.push(("P2PCAMERA_ROUTER_HTTP_LISTEN".into(), format!("127.0.0.1:{http_port}")));

@@ -8,11 +8,13 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use ipnet::IpNet;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use super::client_address::{X_FORWARDED_FOR, client_address};
 use super::error::ApiError;
 use super::forward::PodClients;
 use super::metrics::Metrics;
@@ -52,6 +54,8 @@ pub struct RouterState {
     pub pods: PodClients,
     pub per_session: KeyedLimiter<SessionKey>,
     pub per_client: KeyedLimiter<IpAddr>,
+    /// Proxies whose `X-Forwarded-For` names the client ([`client_address`]).
+    pub trusted_proxies: Vec<IpNet>,
     pub metrics: Arc<Metrics>,
     pub readiness: Readiness,
     /// Origins allowed to call the router from a page (CORS). Never `*`.
@@ -136,11 +140,13 @@ fn authorization(headers: &HeaderMap) -> Option<&str> {
 
 async fn offer(
     state: &RouterState,
-    client: IpAddr,
+    peer: IpAddr,
     path_key: Option<SessionKey>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Bytes, ApiError> {
+    let forwarded_for = headers.get_all(X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok());
+    let client = client_address(peer, forwarded_for, &state.trusted_proxies);
     state.per_client.check(&client, Instant::now()).map_err(|retry_after| ApiError::RateLimited { retry_after })?;
     let body = read_body(headers, body).await?;
     let offer = parse_offer(&body)?;
@@ -261,7 +267,8 @@ fn cors(origins: &[HeaderValue]) -> CorsLayer {
 }
 
 /// The router's HTTPS app. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`:
-/// the per-client rate limit keys on the peer address.
+/// the per-client rate limit keys on the peer address (or, behind a trusted proxy, on the client
+/// it forwards for).
 pub fn app(state: AppState) -> Router {
     let cors = cors(&state.allowed_origins);
     Router::new()
@@ -320,6 +327,7 @@ mod tests {
             pods: PodClients::new(Duration::from_millis(500)).unwrap_or_else(|e| panic!("{e}")),
             per_session: KeyedLimiter::new(Rate { per_second: 0.001, burst: session_burst }),
             per_client: KeyedLimiter::new(Rate { per_second: 0.001, burst: client_burst }),
+            trusted_proxies: Vec::new(),
             metrics: Arc::new(Metrics::new()),
             readiness: Readiness::new(
                 Arc::default(),

@@ -5,6 +5,7 @@
 pub mod app;
 pub mod auth;
 pub mod challenge;
+pub mod client_address;
 pub mod error;
 pub mod forward;
 pub mod metrics;
@@ -78,6 +79,11 @@ pub struct RouterArgs {
     /// Requests one client address may send in a burst.
     #[arg(long, env = "P2PCAMERA_ROUTER_CLIENT_BURST", default_value_t = 20)]
     pub client_burst: u32,
+    /// Networks of the proxies in front of the router (load balancer, ingress), comma separated,
+    /// e.g. `10.0.0.0/8`. Requests from them are counted against the client named in their
+    /// `X-Forwarded-For` header (the rightmost address not in these networks).
+    #[arg(long, env = "P2PCAMERA_ROUTER_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +176,7 @@ pub async fn serve(client: Client, args: RouterArgs, listeners: Listeners, shutd
         pods: PodClients::new(Duration::from_secs_f64(args.forward_timeout))?,
         per_session: KeyedLimiter::new(Rate { per_second: args.session_rate, burst: args.session_burst }),
         per_client: KeyedLimiter::new(Rate { per_second: args.client_rate, burst: args.client_burst }),
+        trusted_proxies: args.trusted_proxies,
         metrics,
         readiness,
         allowed_origins: origins,
