@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from typing import Awaitable, Callable
 from fractions import Fraction
 
 import aioice.ice
@@ -136,6 +137,10 @@ class CameraClient:
     pictures: collections.deque = field(default_factory=collections.deque)
     messages: list[str] = field(default_factory=list)
     offer_started_at: float | None = None
+    # Rewrites of the offer as posted and of the answer before it is applied (e.g. to route
+    # the media through a relay).
+    offer_sdp: Callable[[str], str] | None = None
+    answer_sdp: Callable[[str], Awaitable[str]] | None = None
 
     def __post_init__(self) -> None:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -182,7 +187,10 @@ class CameraClient:
             self._first_frame.set()
 
     def offer_payload(self) -> dict:
-        payload = {"sdp": self.pc.localDescription.sdp, "type": self.pc.localDescription.type}
+        sdp = self.pc.localDescription.sdp
+        if self.offer_sdp is not None:
+            sdp = self.offer_sdp(sdp)
+        payload = {"sdp": sdp, "type": self.pc.localDescription.type}
         if self.client_id is not None:
             payload["client"] = self.client_id
         return payload
@@ -201,9 +209,10 @@ class CameraClient:
             post_json, f"{self.base_url}/offer", self.offer_payload(), self.token
         )
         if reply.status == 200:
-            await self.pc.setRemoteDescription(
-                RTCSessionDescription(sdp=reply.body["sdp"], type=reply.body["type"])
-            )
+            answer = reply.body["sdp"]
+            if self.answer_sdp is not None:
+                answer = await self.answer_sdp(answer)
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type=reply.body["type"]))
         return reply
 
     async def wait_first_frame(self, timeout: float) -> float:

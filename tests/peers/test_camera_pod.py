@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 
 import numpy as np
 import pytest
 
 from camera_client import CameraClient, psnr
+from lossy_relay import LossyRelay, strip_candidates
 from synthetic_camera import PictureSource
 
 WIDTH, HEIGHT, FPS = 640, 480, 30
@@ -286,5 +288,41 @@ def test_offers_without_the_right_token_are_refused(start_camera_pod):
                 await client.close()
         client = await connected(server.base_url, token="correct-token")
         await client.close()
+
+    run(scenario())
+
+
+def test_lost_packets_are_asked_for_and_resent_both_ways(start_camera_pod):
+    """One RTP packet in 10 lost in each direction: each receiver asks for the missing
+    packets with NACKs, each sender resends them, and camera-pod waits for the resent
+    packets instead of dropping frames until a key frame, so the video keeps its frame rate."""
+    server = start_camera_pod("passthrough")
+
+    async def scenario():
+        relay = LossyRelay(drop_every=10)
+        client = CameraClient(server.base_url, WIDTH, HEIGHT, FPS,
+                              offer_sdp=strip_candidates, answer_sdp=relay.route_answer)
+        try:
+            reply = await client.connect()
+            assert reply.status == 200, f"offer refused: {reply.status} {reply.body}"
+            await client.wait_first_frame(FIRST_FRAME_TIMEOUT)
+            relay.dropping = True
+            since = time.monotonic()
+            await asyncio.sleep(6.0)
+            relay.dropping = False
+            fps = returned_fps(client, since)
+            await asyncio.sleep(1.5)  # the answers to the last NACKs
+            for name, lossy, feedback in (
+                ("camera-pod -> client", relay.to_client, relay.to_server),
+                ("client -> camera-pod", relay.to_server, relay.to_client),
+            ):
+                dropped, resent = len(lossy.dropped), len(lossy.retransmitted)
+                assert dropped >= 15, f"{name}: only {dropped} of {lossy.rtp_packets} packets dropped"
+                assert feedback.nacks >= 1, f"{name}: the receiver sent no NACK for {dropped} lost packets"
+                assert resent >= 0.8 * dropped, f"{name}: {resent} of {dropped} lost packets resent"
+            assert fps >= 15, f"only {fps:.1f} fps came back while packets were lost"
+        finally:
+            await client.close()
+            relay.close()
 
     run(scenario())

@@ -16,7 +16,7 @@
 //! `--min-bitrate`..`--max-bitrate`.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
 use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder};
@@ -34,6 +34,13 @@ use webrtc::peer_connection::{MediaEngine, Registry};
 /// at the highest default bitrate (4 Mbit/s in ~1200-byte packets), longer at lower rates; a
 /// retransmission older than that would arrive after the receiver gave up on the frame anyway.
 pub const NACK_SEND_BUFFER: u16 = 1024;
+
+/// How often the NACK generator asks for missing packets of the camera's stream. Short, so a
+/// resend arrives well within [`crate::media::reorder::REORDER_WAIT`].
+pub const NACK_INTERVAL: Duration = Duration::from_millis(20);
+/// NACKs sent for one missing packet: they span about the reorder wait, after which the packet
+/// is given up on.
+pub const NACKS_PER_PACKET: u16 = 7;
 
 /// Application-most: every interceptor has acted on a packet before it is marked.
 const APPLICATION_SLOT: usize = 20_000;
@@ -135,7 +142,13 @@ pub fn interceptors(
                 .with_size(NACK_SEND_BUFFER)
                 .build(),
         )
-        .with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
+        .with(
+            Slot::NackGenerator,
+            NackGeneratorBuilder::new()
+                .with_interval(NACK_INTERVAL)
+                .with_max_nacks_per_packet(NACKS_PER_PACKET)
+                .build(),
+        );
     let registry = configure_twcc_receiver_only(registry, engine)?;
     Ok(configure_rtcp_reports(registry)
         .with(Slot::from(APPLICATION_SLOT), RtcpToApplication::new(wanted)))

@@ -9,6 +9,7 @@ pub mod feedback;
 pub mod limits;
 pub mod liveness;
 pub mod pipeline;
+pub mod reorder;
 pub mod rtp;
 pub mod sdp;
 pub mod worker;

@@ -31,6 +31,7 @@ use super::datachannel::{self, ClientMessage, Reading, Stats};
 use super::feedback;
 use super::liveness::Liveness;
 use super::pipeline::{Controls, DecodeStage, EncodeStage};
+use super::reorder::{REORDER_CAPACITY, REORDER_WAIT, ReorderBuffer};
 use super::rtp::{AssembledFrame, Assembly, FrameAssembler, RtpPacketizer};
 use super::sdp::H264_FMTP;
 use super::worker::{FilterWorker, PipelineStats};
@@ -181,40 +182,35 @@ impl PeerConnectionEventHandler for PeerHandler {
     }
 }
 
-/// RTP of the camera -> frames for the decoder; PLI when frames are lost or undecodable.
+/// RTP of the camera -> in order (waiting briefly for resent packets) -> frames for the
+/// decoder; PLI when frames are lost or undecodable.
 async fn receive_video(
     shared: Arc<PeerShared>,
     track: Arc<dyn TrackRemote>,
     mut keyframe_rx: UnboundedReceiver<()>,
 ) {
     let media_ssrc = track.ssrcs().await.first().copied().unwrap_or_default();
+    let mut reorder = ReorderBuffer::new(REORDER_WAIT, REORDER_CAPACITY);
     let mut assembler = FrameAssembler::new(shared.codec);
     let mut last_pli: Option<Instant> = None;
     loop {
-        let need_keyframe = tokio::select! {
+        let deadline = reorder.deadline();
+        let (in_order, decoder_asks) = tokio::select! {
             event = track.poll() => match event {
                 None | Some(TrackRemoteEvent::OnEnded) => break,
-                Some(TrackRemoteEvent::OnRtpPacket(packet)) => match assembler.push(&packet.header, &packet.payload) {
-                    Assembly::Pending => false,
-                    Assembly::NeedKeyframe => true,
-                    Assembly::Frame(frame) => match shared.frames.try_send(frame) {
-                        Ok(()) => false,
-                        Err(TrySendError::Full(_)) => {
-                            tracing::debug!("decoder behind; restarting at the next key frame");
-                            assembler.require_keyframe();
-                            true
-                        }
-                        Err(TrySendError::Disconnected(_)) => break,
-                    },
-                },
-                Some(_) => false,
+                Some(TrackRemoteEvent::OnRtpPacket(packet)) => {
+                    (reorder.push(packet.header.sequence_number, packet, Instant::now()), false)
+                }
+                Some(_) => continue,
             },
+            () = sleep_until(deadline), if deadline.is_some() => (reorder.expire(Instant::now()), false),
             Some(()) = keyframe_rx.recv() => {
                 assembler.require_keyframe();
-                true
+                (Vec::new(), true)
             }
         };
-        if need_keyframe && last_pli.is_none_or(|t| t.elapsed() >= PLI_INTERVAL) {
+        let Some(lost) = assemble(&shared, &mut assembler, in_order) else { break };
+        if (lost || decoder_asks) && last_pli.is_none_or(|t| t.elapsed() >= PLI_INTERVAL) {
             last_pli = Some(Instant::now());
             let pli = PictureLossIndication {
                 sender_ssrc: 0,
@@ -225,6 +221,36 @@ async fn receive_video(
             }
         }
     }
+}
+
+/// Sleeps until `deadline` (forever without one).
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Feeds in-order packets to the assembler and hands complete frames to the decoder. Returns
+/// whether a key frame is needed, or `None` once the decoder is gone.
+fn assemble(shared: &PeerShared, assembler: &mut FrameAssembler, packets: Vec<rtc::rtp::packet::Packet>) -> Option<bool> {
+    let mut need_keyframe = false;
+    for packet in packets {
+        match assembler.push(&packet.header, &packet.payload) {
+            Assembly::Pending => {}
+            Assembly::NeedKeyframe => need_keyframe = true,
+            Assembly::Frame(frame) => match shared.frames.try_send(frame) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    tracing::debug!("decoder behind; restarting at the next key frame");
+                    assembler.require_keyframe();
+                    need_keyframe = true;
+                }
+                Err(TrySendError::Disconnected(_)) => return None,
+            },
+        }
+    }
+    Some(need_keyframe)
 }
 
 /// RTCP about what we send: PLI/FIR force a key frame, REMB sets the encoder's bitrate.

@@ -53,9 +53,10 @@ impl Depacketizers {
     }
 }
 
-/// Reassembles frames from in-order RTP packets. A sequence gap breaks the frame it falls in
-/// and every frame after it until the next key frame (the decoder's references are gone);
-/// late and retransmitted packets are ignored.
+/// Reassembles frames from in-order RTP packets (put in order, resent ones included, by
+/// [`super::reorder::ReorderBuffer`]). A sequence gap breaks the frame it falls in and every
+/// frame after it until the next key frame (the decoder's references are gone); packets older
+/// than the last one taken are ignored.
 pub struct FrameAssembler {
     codec: CodecKind,
     depacketizer: Depacketizers,
