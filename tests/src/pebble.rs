@@ -32,8 +32,8 @@ pub struct Pebble {
     listen: SocketAddr,
     management: SocketAddr,
     pebble: Option<ManagedProcess>,
-    /// Held so that dropping the fixture stops it.
-    _challtestsrv: ManagedProcess,
+    /// Dropping the fixture stops it.
+    challtestsrv: ManagedProcess,
     command: PathBuf,
     dns: SocketAddr,
 }
@@ -73,8 +73,25 @@ fn client(ca_pem: &[u8]) -> Result<reqwest::Client, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Starts tried before giving up: a port found free can be taken by another test's process
+/// before Pebble or challtestsrv binds it, and then the start is repeated on other ports.
+const START_ATTEMPTS: usize = 3;
+
 impl Pebble {
     pub async fn start(options: PebbleOptions) -> Result<Self, Error> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_on_free_ports(&options).await {
+                Err(error @ Error::Exited { .. }) if attempt < START_ATTEMPTS => {
+                    eprintln!("[pebble] start-up failed, trying other ports: {error}");
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn start_on_free_ports(options: &PebbleOptions) -> Result<Self, Error> {
         let pebble_bin = package_binary("pebble")?;
         let challtestsrv_bin = package_binary("pebble-challtestsrv")?;
         let dir = tempfile::Builder::new()
@@ -117,8 +134,12 @@ impl Pebble {
             .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""]);
         let challtestsrv = ManagedProcess::spawn("pebble-challtestsrv", challtestsrv, &dir.join("challtestsrv.log"))?;
         let mut pebble =
-            Self { dir, listen, management, pebble: None, _challtestsrv: challtestsrv, command: pebble_bin, dns };
+            Self { dir, listen, management, pebble: None, challtestsrv, command: pebble_bin, dns };
         pebble.start_pebble().await?;
+        if let Some(status) = pebble.challtestsrv.exited() {
+            let log = pebble.challtestsrv.log_tail(20);
+            return Err(Error::Exited { name: "pebble-challtestsrv".into(), status, log });
+        }
         Ok(pebble)
     }
 
@@ -133,17 +154,31 @@ impl Pebble {
             .env("PEBBLE_WFE_NONCEREJECT", "0")
             .env("PEBBLE_AUTHZREUSE", "0");
         let log = self.dir.join("pebble.log");
-        self.pebble = Some(ManagedProcess::spawn("pebble", command, &log)?);
         let ca = self.ca_pem()?;
         let url = self.directory_url();
-        eventually("Pebble's directory", Duration::from_secs(30), || {
-            let (ca, url) = (ca.clone(), url.clone());
+        let process = self.pebble.insert(ManagedProcess::spawn("pebble", command, &log)?);
+        // Ok(Some(status)): Pebble exited (e.g. its port was taken), no use waiting on.
+        let exited = eventually("Pebble's directory", Duration::from_secs(30), || {
+            let (ca, url, exited) = (ca.clone(), url.clone(), process.exited());
             async move {
+                if exited.is_some() {
+                    return Ok(exited);
+                }
                 let response = client(&ca)?.get(&url).send().await.map_err(|e| e.to_string())?;
-                if response.status().is_success() { Ok(()) } else { Err(format!("status {}", response.status())) }
+                if response.status().is_success() { Ok(None) } else { Err(format!("status {}", response.status())) }
             }
         })
         .await
+        .map_err(|error| match error {
+            Error::Timeout { what, timeout, last } => {
+                Error::Timeout { what, timeout, last: format!("{last}; Pebble's log:\n{}", process.log_tail(20)) }
+            }
+            other => other,
+        })?;
+        match exited {
+            Some(status) => Err(Error::Exited { name: "pebble".into(), status, log: process.log_tail(20) }),
+            None => Ok(()),
+        }
     }
 
     /// Stops Pebble (challtestsrv keeps running): the ACME server is down.
