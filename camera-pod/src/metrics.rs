@@ -36,6 +36,11 @@ pub struct Metrics {
     pub frames_dropped: Counter,
     /// Camera frames dropped before the filter because they came faster than --max-fps.
     pub frames_over_max_fps: Counter,
+    /// Camera RTP packets that came after a later one, in time to be used (resent on NACK or
+    /// reordered on the way).
+    pub rtp_packets_recovered: Counter,
+    /// Camera RTP packets given up on after the reorder wait.
+    pub rtp_packets_lost: Counter,
     pub decode_seconds: Histogram,
     pub model_seconds: Histogram,
     pub encode_seconds: Histogram,
@@ -60,6 +65,8 @@ impl Default for Metrics {
             frames_out: Counter::default(),
             frames_dropped: Counter::default(),
             frames_over_max_fps: Counter::default(),
+            rtp_packets_recovered: Counter::default(),
+            rtp_packets_lost: Counter::default(),
             decode_seconds: Histogram::new(duration_buckets()),
             model_seconds: Histogram::new(duration_buckets()),
             encode_seconds: Histogram::new(duration_buckets()),
@@ -87,6 +94,16 @@ impl Default for Metrics {
             "frames_over_max_fps",
             "Camera frames dropped before the filter because they came faster than --max-fps",
             metrics.frames_over_max_fps.clone(),
+        );
+        registry.register(
+            "rtp_packets_recovered",
+            "Camera RTP packets that came after a later one (resent on NACK or reordered) in time to be used",
+            metrics.rtp_packets_recovered.clone(),
+        );
+        registry.register(
+            "rtp_packets_lost",
+            "Camera RTP packets given up on after the reorder wait",
+            metrics.rtp_packets_lost.clone(),
         );
         registry.register(
             "decode_duration_seconds",

@@ -11,6 +11,7 @@ import asyncio
 import json
 import re
 import time
+import urllib.request
 
 import numpy as np
 import pytest
@@ -37,6 +38,18 @@ async def connected(base_url: str, **kwargs) -> CameraClient:
     assert reply.status == 200, f"offer refused: {reply.status} {reply.body}"
     await client.wait_first_frame(FIRST_FRAME_TIMEOUT)
     return client
+
+
+def metric_values(base_url: str) -> dict[str, float]:
+    """The unlabelled samples of the server's /metrics."""
+    with urllib.request.urlopen(f"{base_url}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    values = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and not line.startswith("#") and "{" not in parts[0]:
+            values[parts[0]] = float(parts[1])
+    return values
 
 
 def returned_fps(client: CameraClient, since: float) -> float:
@@ -321,6 +334,13 @@ def test_lost_packets_are_asked_for_and_resent_both_ways(start_camera_pod):
                 assert feedback.nacks >= 1, f"{name}: the receiver sent no NACK for {dropped} lost packets"
                 assert resent >= 0.8 * dropped, f"{name}: {resent} of {dropped} lost packets resent"
             assert fps >= 15, f"only {fps:.1f} fps came back while packets were lost"
+            # camera-pod counts the lost camera packets that came back in time, and those it gave up on.
+            metrics = await asyncio.to_thread(metric_values, server.base_url)
+            dropped = len(relay.to_server.dropped)
+            recovered = metrics["p2pcamera_pod_rtp_packets_recovered_total"]
+            given_up = metrics["p2pcamera_pod_rtp_packets_lost_total"]
+            assert recovered >= 0.8 * dropped, f"{recovered} of {dropped} lost packets counted as recovered"
+            assert given_up <= 0.2 * dropped, f"{given_up} of {dropped} lost packets given up"
         finally:
             await client.close()
             relay.close()

@@ -209,6 +209,9 @@ async fn receive_video(
                 (Vec::new(), true)
             }
         };
+        let gaps = reorder.take_counts();
+        shared.metrics.rtp_packets_recovered.inc_by(gaps.recovered);
+        shared.metrics.rtp_packets_lost.inc_by(gaps.lost);
         let Some(lost) = assemble(&shared, &mut assembler, in_order) else { break };
         if (lost || decoder_asks) && last_pli.is_none_or(|t| t.elapsed() >= PLI_INTERVAL) {
             last_pli = Some(Instant::now());

@@ -25,6 +25,16 @@ pub struct ReorderBuffer<T> {
     next: Option<u64>,
     /// Packets after a gap, by extended sequence number, with their arrival time.
     held: BTreeMap<u64, (Instant, T)>,
+    counts: GapCounts,
+}
+
+/// What became of missing packets since the last [`ReorderBuffer::take_counts`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct GapCounts {
+    /// Packets that arrived after a later one, in time to be used (resent or reordered).
+    pub recovered: u64,
+    /// Missing packets given up on.
+    pub lost: u64,
 }
 
 impl<T> ReorderBuffer<T> {
@@ -34,7 +44,13 @@ impl<T> ReorderBuffer<T> {
             capacity: capacity.max(1),
             next: None,
             held: BTreeMap::new(),
+            counts: GapCounts::default(),
         }
+    }
+
+    /// The gap counts since the last call.
+    pub fn take_counts(&mut self) -> GapCounts {
+        std::mem::take(&mut self.counts)
     }
 
     /// Takes a packet that arrived at `now`; returns the packets that are now in order (none
@@ -56,7 +72,11 @@ impl<T> ReorderBuffer<T> {
             }
             return Vec::new(); // late or duplicate: its place was already released or given up
         }
-        self.held.entry(extended).or_insert((now, item));
+        let fills_gap = self.held.keys().next_back().is_some_and(|&last| extended < last);
+        if !self.held.contains_key(&extended) {
+            self.counts.recovered += u64::from(fills_gap);
+            self.held.insert(extended, (now, item));
+        }
         let mut out = self.release_in_order();
         while self.held.len() > self.capacity {
             out.extend(self.skip_gap());
@@ -81,6 +101,7 @@ impl<T> ReorderBuffer<T> {
     /// Moves past the first gap and releases the packets that follow it in order.
     fn skip_gap(&mut self) -> Vec<T> {
         if let Some((&first, _)) = self.held.iter().next() {
+            self.counts.lost += first - self.next.unwrap_or(first);
             self.next = Some(first);
         }
         self.release_in_order()
@@ -134,6 +155,8 @@ mod tests {
         assert_eq!(b.deadline(), Some(t + Duration::from_millis(100)));
         assert_eq!(b.push(11, 11, t + Duration::from_millis(30)), vec![11, 12, 13]);
         assert_eq!(b.deadline(), None);
+        assert_eq!(b.take_counts(), GapCounts { recovered: 1, lost: 0 });
+        assert_eq!(b.take_counts(), GapCounts::default());
         assert_eq!(b.push(14, 14, t), vec![14]);
     }
 
@@ -145,6 +168,7 @@ mod tests {
         assert!(b.expire(t + Duration::from_millis(109)).is_empty());
         assert_eq!(b.expire(t + Duration::from_millis(110)), vec![3]);
         assert!(b.push(2, 2, t + Duration::from_millis(120)).is_empty(), "too late");
+        assert_eq!(b.take_counts(), GapCounts { recovered: 0, lost: 1 });
         assert_eq!(b.push(4, 4, t), vec![4]);
     }
 
@@ -177,6 +201,7 @@ mod tests {
             assert!(b.push(seq, seq, t).is_empty());
         }
         assert_eq!(b.push(10, 10, t), (2..=10).collect::<Vec<_>>());
+        assert_eq!(b.take_counts(), GapCounts { recovered: 0, lost: 1 });
     }
 
     #[test]
