@@ -458,12 +458,7 @@ async fn tls_with_a_self_signed_certificate_over_a_real_socket() {
         let health = client.get(format!("{base}/healthz")).send().await.unwrap();
         assert!(health.status().is_success());
     }
-    let _ = stop.send(());
-    tokio::time::timeout(std::time::Duration::from_secs(10), server)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    stop_server(stop, server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -581,12 +576,7 @@ async fn a_real_server_listens_before_a_slow_filter_is_warm_then_becomes_ready()
     let answered = common::post_offer(&base, &offer, None, None).await;
     assert_eq!(answered.status(), 200);
     peer.close().await;
-    let _ = stop.send(());
-    tokio::time::timeout(std::time::Duration::from_secs(10), server)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    stop_server(stop, server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -612,4 +602,18 @@ async fn an_initial_filter_that_cannot_be_built_stops_the_server_with_its_error(
     .expect("the server stops by itself");
     let error = result.unwrap_err().to_string();
     assert!(error.contains("no-such-filter"), "{error}");
+}
+
+/// Stops an in-process server started with a oneshot shutdown signal; it must end cleanly
+/// within 10 s.
+async fn stop_server<E: std::fmt::Debug>(
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<Result<(), E>>,
+) {
+    let _ = stop.send(());
+    tokio::time::timeout(std::time::Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }

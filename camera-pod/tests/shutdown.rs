@@ -2,7 +2,8 @@
 //! off loopback; with a GPU required (as the operator configures it) on a machine without one,
 //! stays unready and says why.
 
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn free_port() -> u16 {
@@ -29,6 +30,21 @@ fn get(port: u16, path: &str) -> Option<String> {
     Some(response)
 }
 
+/// Waits up to 30 s for `/healthz`; kills the child and panics (with its log, if any) when it
+/// exits or never answers.
+fn wait_for_healthz(child: &mut Child, port: u16, log: Option<&Path>) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !healthz(port) {
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = log.map(|l| std::fs::read_to_string(l).unwrap_or_default()).unwrap_or_default();
+            panic!("camera-pod did not serve /healthz: {log}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn sigterm_stops_the_server_with_status_zero() {
     let port = free_port();
@@ -45,14 +61,7 @@ fn sigterm_stops_the_server_with_status_zero() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !healthz(port) {
-        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
-            let _ = child.kill();
-            panic!("camera-pod did not serve /healthz");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_healthz(&mut child, port, None);
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -107,18 +116,7 @@ fn a_required_gpu_that_is_missing_keeps_the_pod_unready_and_says_why() {
         .stderr(log.reopen().unwrap())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !healthz(port) {
-        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "camera-pod did not serve /healthz: {}",
-                std::fs::read_to_string(log.path()).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_healthz(&mut child, port, Some(log.path()));
     // Passthrough is ready within milliseconds when allowed to be: give it ample time.
     let until = Instant::now() + Duration::from_secs(2);
     let mut readyz = String::new();

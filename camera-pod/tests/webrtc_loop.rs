@@ -146,12 +146,7 @@ async fn data_channel_answers_pings_switches_filters_and_sends_stats() {
         .send_text(r#"{"filter":"no-such-filter"}"#)
         .await
         .unwrap();
-    let reply: serde_json::Value = serde_json::from_str(
-        &peer
-            .next_message(|m| m.contains("\"type\":\"filter\""))
-            .await,
-    )
-    .unwrap();
+    let reply = filter_reply(&mut peer).await;
     assert_eq!(reply["ok"], false, "{reply}");
     assert!(
         reply["error"].as_str().unwrap().contains("no-such-filter"),
@@ -165,12 +160,7 @@ async fn data_channel_answers_pings_switches_filters_and_sends_stats() {
         .unwrap();
     let spec = serde_json::json!({"filter": "selfie-replace", "image": picture});
     peer.channel.send_text(&spec.to_string()).await.unwrap();
-    let reply: serde_json::Value = serde_json::from_str(
-        &peer
-            .next_message(|m| m.contains("\"type\":\"filter\""))
-            .await,
-    )
-    .unwrap();
+    let reply = filter_reply(&mut peer).await;
     assert_eq!(reply["ok"], false, "{reply}");
     assert_eq!(reply["code"], "invalid_filter", "{reply}");
     assert!(
@@ -184,12 +174,7 @@ async fn data_channel_answers_pings_switches_filters_and_sends_stats() {
         .send_text(r#"{"filter":"passthrough"}"#)
         .await
         .unwrap();
-    let reply: serde_json::Value = serde_json::from_str(
-        &peer
-            .next_message(|m| m.contains("\"type\":\"filter\""))
-            .await,
-    )
-    .unwrap();
+    let reply = filter_reply(&mut peer).await;
     assert_eq!(
         reply,
         serde_json::json!({"type":"filter","ok":true,"filter":"passthrough"})
@@ -331,4 +316,10 @@ async fn the_offerers_order_decides_among_accepted_codecs() {
     assert!(returned >= 10, "{returned} of 30 H264 frames came back");
     peer.close().await;
     server.stop().await;
+}
+
+/// The pod's next answer to a filter change on the data channel.
+async fn filter_reply(peer: &mut common::TestPeer) -> serde_json::Value {
+    let message = peer.next_message(|m| m.contains("\"type\":\"filter\"")).await;
+    serde_json::from_str(&message).unwrap()
 }
