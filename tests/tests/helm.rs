@@ -168,7 +168,7 @@ async fn bad_values_are_rejected_before_anything_is_installed() {
         (&["operator.publicIpSource=pod"], "/operator/publicIpSource"),
         (&["router.allowedOrigins={*}"], "/router/allowedOrigins/0"),
         (&["router.rateLimits.sessionRate=0"], "/router/rateLimits/sessionRate"),
-        (&["router.trustedProxies={10.0.0.1}"], "/router/trustedProxies/0"),
+        (&["router.trustedProxies={proxy.example}"], "/router/trustedProxies/0"),
         (&["router.hosts={not a host}"], "/router/hosts/0"),
         (&["logFormat=xml"], "/logFormat"),
         (&["operater.replicas=2"], "additional properties 'operater' not allowed"),

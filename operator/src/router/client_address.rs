@@ -36,6 +36,14 @@ pub fn client_address<'a>(peer: IpAddr, forwarded_for: impl IntoIterator<Item = 
     client
 }
 
+/// A trusted-proxy network from the command line: `10.0.0.0/8`, or one address (`10.0.0.7`).
+pub fn parse_network(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{text:?} is neither a network (10.0.0.0/8, fd00::/8) nor an address"))
+}
+
 /// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) as the IPv4 address it is.
 fn canonical(address: IpAddr) -> IpAddr {
     match address {
@@ -70,6 +78,15 @@ mod tests {
 
     fn nets(list: &[&str]) -> Vec<IpNet> {
         list.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn networks_and_single_addresses_parse() {
+        assert_eq!(parse_network("10.0.0.0/8"), Ok(nets(&["10.0.0.0/8"])[0]));
+        assert_eq!(parse_network(" 10.0.0.7 "), Ok(nets(&["10.0.0.7/32"])[0]));
+        assert_eq!(parse_network("fd00::1"), Ok(nets(&["fd00::1/128"])[0]));
+        assert!(parse_network("10.0.0.0/33").unwrap_err().contains("neither"));
+        assert!(parse_network("proxy.example").is_err());
     }
 
     #[test]

@@ -79,10 +79,10 @@ pub struct RouterArgs {
     /// Requests one client address may send in a burst.
     #[arg(long, env = "P2PCAMERA_ROUTER_CLIENT_BURST", default_value_t = 20)]
     pub client_burst: u32,
-    /// Networks of the proxies in front of the router (load balancer, ingress), comma separated,
-    /// e.g. `10.0.0.0/8`. Requests from them are counted against the client named in their
+    /// Networks (or single addresses) of the proxies in front of the router (load balancer,
+    /// ingress), comma separated, e.g. `10.0.0.0/8`. Requests from them are counted against the client named in their
     /// `X-Forwarded-For` header (the rightmost address not in these networks).
-    #[arg(long, env = "P2PCAMERA_ROUTER_TRUSTED_PROXIES", value_delimiter = ',')]
+    #[arg(long, env = "P2PCAMERA_ROUTER_TRUSTED_PROXIES", value_delimiter = ',', value_parser = client_address::parse_network)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
