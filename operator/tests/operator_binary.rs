@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::process::Command;
 
 use common::{TestEnv, WAIT};
-use p2pcamera_tests::{ManagedProcess, eventually};
+use p2pcamera_tests::{ManagedProcess, eventually, free_port};
 use serde_json::json;
 
 struct Replica {
@@ -18,11 +17,7 @@ struct Replica {
 }
 
 fn start_replica(env: &TestEnv, identity: &'static str) -> Replica {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port().unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_operator"));
     command
         .arg("run")

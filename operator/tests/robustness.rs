@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -14,7 +13,7 @@ use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, Patch, PatchParams};
 use p2pcamera_operator::admin::AdminState;
-use p2pcamera_tests::{ManagedProcess, eventually};
+use p2pcamera_tests::{ManagedProcess, eventually, free_port};
 use serde_json::json;
 
 /// The value of one series (name with labels, exactly as exposed) in the metrics text.
@@ -119,7 +118,7 @@ async fn sigterm_stops_a_busy_operator_within_seconds_and_releases_the_lease() {
     const SESSIONS: usize = 300;
     let env = TestEnv::new("shutdown-busy").await;
     env.add_node("gpu", 8, None).await;
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port().unwrap();
     let admin = format!("http://127.0.0.1:{port}");
     let mut command = Command::new(env!("CARGO_BIN_EXE_operator"));
     command

@@ -259,8 +259,8 @@ async fn forwards_offers_and_maps_every_pod_outcome() {
     assert_eq!((status, code(&body)), (StatusCode::GATEWAY_TIMEOUT, "pod_timeout"));
 
     // 502: nothing listens at the endpoint.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).unwrap_or_else(|e| panic!("{e}"));
-    env.session("gone", ready(format!("https://127.0.0.1:{}", closed.port())), "tok-g", Some(&pod.cert_pem)).await;
+    let closed = p2pcamera_tests::free_port().unwrap_or_else(|e| panic!("{e}"));
+    env.session("gone", ready(format!("https://127.0.0.1:{closed}")), "tok-g", Some(&pod.cert_pem)).await;
     until_known(&env, "gone", "tok-g").await;
     let (status, _, body) = env.offer(&format!("/v1/sessions/{ns}/gone/offer"), Some("tok-g"), OFFER).await;
     assert_eq!((status, code(&body)), (StatusCode::BAD_GATEWAY, "pod_unreachable"));

@@ -30,15 +30,43 @@ function serverEnv() {
   return env;
 }
 
-/** A TCP port on 127.0.0.1 that was free a moment ago. */
+const handedOutPorts = new Set();
+
+/** The first port of the kernel's ephemeral range. */
+function ephemeralStart() {
+  try {
+    const first = Number.parseInt(fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').split(/\s+/)[0], 10);
+    return Number.isInteger(first) ? first : 32768;
+  } catch {
+    return 32768;
+  }
+}
+
+function isFreeTcp(port) {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+  });
+}
+
+/**
+ * A TCP port on 127.0.0.1 that is free, drawn from below the kernel's ephemeral range and not
+ * handed out before by this process. A port from listen(0) comes from the ephemeral range, where
+ * any outgoing connection (Chromium opens many) can take it before the server it is meant for
+ * binds it; below that range only listeners take ports.
+ */
 export async function freePort() {
-  const server = net.createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address();
-  server.close();
-  await once(server, 'close');
-  return port;
+  const end = ephemeralStart();
+  const start = end >= 16384 + 4096 ? 16384 : Math.max(1024, end - 4096);
+  for (let draw = 0; draw < 200; draw += 1) {
+    const port = start + Math.floor(Math.random() * Math.max(1, end - start));
+    if (!handedOutPorts.has(port) && (await isFreeTcp(port))) {
+      handedOutPorts.add(port);
+      return port;
+    }
+  }
+  throw new Error(`no free loopback port in ${start}..${end}`);
 }
 
 function sleep(ms) {

@@ -5,6 +5,7 @@ and stop them by PID."""
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import socket
@@ -29,10 +30,39 @@ def camera_pod_binary(profile: str = "debug") -> Path:
     return Path(override) if override else TARGET_DIR / profile / "camera-pod"
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _is_free(port: int) -> bool:
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
 def free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port on 127.0.0.1, free for TCP and UDP, drawn from below the kernel's ephemeral range
+    and not handed out before by this process. A port from bind(0) comes from the ephemeral range,
+    where any outgoing connection (Chromium's, a server dialling itself) can take it before the
+    child the port is meant for binds it; below that range only listeners take ports."""
+    end = _ephemeral_start()
+    start = 16384 if end >= 16384 + 4096 else max(1024, end - 4096)
+    for _ in range(200):
+        port = random.randrange(start, max(end, start + 1))
+        if port not in _HANDED_OUT and _is_free(port):
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError(f"no free loopback port in {start}..{end}")
 
 
 def http_status(url: str, timeout: float = 2.0) -> int | None:

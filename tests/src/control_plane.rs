@@ -2,7 +2,7 @@
 //! kube-controller-manager and kwok, on random free ports, with certificates made here.
 
 use std::ffi::OsString;
-use std::net::{IpAddr, TcpListener};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, PoisonError};
@@ -20,6 +20,7 @@ use tokio::sync::OnceCell;
 use crate::binaries::ControlPlaneBinaries;
 use crate::nodes::GpuNode;
 use crate::pki::{CertificateAuthority, CertifiedKey, ServiceAccountKey};
+use crate::ports::{free_port, retry_start};
 use crate::process::{ManagedProcess, remove_at_exit};
 use crate::wait::eventually;
 use crate::{Error, kubeconfig};
@@ -94,8 +95,13 @@ impl ControlPlane {
             .map_err(|e| Error::SharedStartFailed(e.clone()))
     }
 
-    /// Starts a new plane; progress goes to stderr.
+    /// Starts a new plane; progress goes to stderr. A start in which a component exits (a port
+    /// taken, most likely) is repeated on other ports.
     pub async fn start() -> Result<Self, Error> {
+        retry_start("control-plane", Self::start_once).await
+    }
+
+    async fn start_once() -> Result<Self, Error> {
         let started = Instant::now();
         let bins = ControlPlaneBinaries::locate()?;
         let dir = tempfile::Builder::new()
@@ -703,21 +709,6 @@ fn stage_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
         .collect();
     files.sort();
     Ok(files)
-}
-
-/// A port on 127.0.0.1 that was free a moment ago.
-fn free_port() -> Result<u16, Error> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|source| Error::Io {
-        what: "finding a free port".into(),
-        source,
-    })?;
-    listener
-        .local_addr()
-        .map(|a| a.port())
-        .map_err(|source| Error::Io {
-            what: "finding a free port".into(),
-            source,
-        })
 }
 
 fn progress(message: &str) {

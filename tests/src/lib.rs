@@ -19,6 +19,7 @@ pub mod kubelet;
 mod nodes;
 pub mod pebble;
 pub mod pki;
+mod ports;
 mod process;
 mod wait;
 
@@ -27,6 +28,7 @@ use std::time::Duration;
 
 pub use control_plane::ControlPlane;
 pub use nodes::GpuNode;
+pub use ports::free_port;
 pub use process::{ManagedProcess, remove_at_exit};
 pub use wait::eventually;
 

@@ -5,12 +5,13 @@
 //! tests). Pebble's own HTTPS certificate is signed by a fresh test CA written to
 //! [`Pebble::ca_bundle_path`]; the CA that signs issued certificates is [`Pebble::issuing_root`].
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use crate::pki::CertificateAuthority;
+use crate::ports::{free_port, retry_start};
 use crate::process::{ManagedProcess, remove_at_exit};
 use crate::wait::eventually;
 use crate::{Error, binaries};
@@ -36,12 +37,6 @@ pub struct Pebble {
     challtestsrv: ManagedProcess,
     command: PathBuf,
     dns: SocketAddr,
-}
-
-fn free_port() -> Result<u16, Error> {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .map_err(|source| Error::Io { what: "finding a free port".into(), source })?;
-    listener.local_addr().map(|a| a.port()).map_err(|source| Error::Io { what: "finding a free port".into(), source })
 }
 
 fn package_binary(name: &str) -> Result<PathBuf, Error> {
@@ -73,22 +68,11 @@ fn client(ca_pem: &[u8]) -> Result<reqwest::Client, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Starts tried before giving up: a port found free can be taken by another test's process
-/// before Pebble or challtestsrv binds it, and then the start is repeated on other ports.
-const START_ATTEMPTS: usize = 3;
-
 impl Pebble {
+    /// Starts challtestsrv and Pebble on free ports; a start in which either exits (a port taken,
+    /// most likely) is repeated on other ports.
     pub async fn start(options: PebbleOptions) -> Result<Self, Error> {
-        let mut attempt = 1;
-        loop {
-            match Self::start_on_free_ports(&options).await {
-                Err(error @ Error::Exited { .. }) if attempt < START_ATTEMPTS => {
-                    eprintln!("[pebble] start-up failed, trying other ports: {error}");
-                    attempt += 1;
-                }
-                result => return result,
-            }
-        }
+        retry_start("pebble", || Self::start_on_free_ports(&options)).await
     }
 
     async fn start_on_free_ports(options: &PebbleOptions) -> Result<Self, Error> {

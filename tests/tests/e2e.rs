@@ -14,7 +14,6 @@
 //! time (each brings the whole system up); the happy path prints the apply-to-first-frame
 //! timeline recorded in docs/benchmarks.md.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::OnceLock;
@@ -26,7 +25,7 @@ use kube::api::{DynamicObject, GroupVersionKind, PostParams};
 use p2pcamera_tests::kubelet::{Kubelet, KubeletConfig};
 use p2pcamera_tests::pki::CertificateAuthority;
 use p2pcamera_tests::{
-    ControlPlane, GpuNode, ManagedProcess, binaries, eventually, remove_at_exit,
+    ControlPlane, GpuNode, ManagedProcess, binaries, eventually, free_port, remove_at_exit,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -82,13 +81,6 @@ fn workspace_binary(name: &str) -> PathBuf {
         dir
     });
     copies.join(name)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 fn session_resource() -> kube::api::ApiResource {
@@ -193,7 +185,7 @@ impl System {
                     "--camera-pod-require-gpu",
                     "false",
                 ])
-                .args(["--metrics-listen", &format!("127.0.0.1:{}", free_port())])
+                .args(["--metrics-listen", &format!("127.0.0.1:{}", free_port().unwrap())])
                 .env("KUBECONFIG", &kubeconfig)
                 .env("RUST_LOG", "info");
             ManagedProcess::spawn("operator", command, &dir.path().join("operator.log"))
@@ -214,8 +206,8 @@ impl System {
             kubelet,
             operator,
             router: None,
-            router_port: free_port(),
-            page_origin: format!("http://127.0.0.1:{}", free_port()),
+            router_port: free_port().unwrap(),
+            page_origin: format!("http://127.0.0.1:{}", free_port().unwrap()),
             kubeconfig,
             ca_file,
             dir,
@@ -250,7 +242,7 @@ impl System {
         command
             .arg("router")
             .args(["--listen", &format!("127.0.0.1:{}", self.router_port)])
-            .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--http-listen", &format!("127.0.0.1:{}", free_port().unwrap())])
             .args([
                 "--namespace",
                 &self.ns,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
 use kube::api::{Api, PostParams};
-use p2pcamera_tests::{ControlPlane, ManagedProcess, binaries, eventually, pki::CertificateAuthority};
+use p2pcamera_tests::{ControlPlane, ManagedProcess, binaries, eventually, free_port, pki::CertificateAuthority};
 use serde_json::{Value, json};
 
 const HELM_VERSION: &str = "v3.22.0";
@@ -365,10 +365,6 @@ fn deployment_env(deployment: &Value, pod_name: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn spawn_component(name: &str, args: &[&str], env: &[(String, String)], kubeconfig: &Path, log: &Path) -> ManagedProcess {
     let mut command = std::process::Command::new(workspace_binary("operator"));
     command.args(args).env("KUBECONFIG", kubeconfig).env("RUST_LOG", "info");
@@ -515,7 +511,7 @@ async fn installed_chart_runs_operator_and_router_with_least_rights() {
         serde_json::from_str(&plane.kubectl(&["get", "deployment", "-n", &ns, "cams-p2pcamera-operator", "-o", "json"]).await.unwrap()).unwrap();
     let mut env = deployment_env(&deployment, "cams-p2pcamera-operator-test");
     env.retain(|(k, _)| k != "P2PCAMERA_METRICS_LISTEN");
-    env.push(("P2PCAMERA_METRICS_LISTEN".into(), format!("127.0.0.1:{}", free_port())));
+    env.push(("P2PCAMERA_METRICS_LISTEN".into(), format!("127.0.0.1:{}", free_port().unwrap())));
     let operator_kubeconfig = work.path().join("operator.kubeconfig");
     service_account_kubeconfig(plane, &ns, "cams-p2pcamera-operator", &operator_kubeconfig).await;
     let operator_process = spawn_component("operator", &["run"], &env, &operator_kubeconfig, &work.path().join("operator.log"));
@@ -565,7 +561,7 @@ async fn installed_chart_runs_operator_and_router_with_least_rights() {
     plane.kubectl_with_input(&["apply", "-n", &ns, "-f", "-"], &challenge.to_string()).await.unwrap();
     let deployment: Value =
         serde_json::from_str(&plane.kubectl(&["get", "deployment", "-n", &ns, "cams-p2pcamera-router", "-o", "json"]).await.unwrap()).unwrap();
-    let (https_port, http_port) = (free_port(), free_port());
+    let (https_port, http_port) = (free_port().unwrap(), free_port().unwrap());
     let mut env = deployment_env(&deployment, "cams-p2pcamera-router-test");
     assert!(
         env.contains(&("P2PCAMERA_ROUTER_TRUSTED_PROXIES".into(), "10.0.0.0/8,fd00::/8".into())),

@@ -85,9 +85,7 @@ async fn main() -> anyhow::Result<()> {
 
     let ns = plane.namespace("bench").await?;
 
-    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let admin_port = p2pcamera_tests::free_port()?;
     let admin = format!("http://127.0.0.1:{admin_port}");
     let mut command = Command::new(&args.operator);
     command
