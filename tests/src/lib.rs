@@ -28,7 +28,7 @@ use std::time::Duration;
 
 pub use control_plane::ControlPlane;
 pub use nodes::GpuNode;
-pub use ports::free_port;
+pub use ports::{FIRST_FIXTURE_PORT, free_port};
 pub use process::{ManagedProcess, remove_at_exit};
 pub use wait::eventually;
 

@@ -19,8 +19,9 @@ use crate::Error;
 
 /// Where the ephemeral range starts when `/proc` does not say (Linux's default).
 const DEFAULT_EPHEMERAL_START: u16 = 32768;
-/// The lowest port handed out; below are the ports other services on a machine tend to use.
-const LOWEST_PORT: u16 = 16384;
+/// The lowest port handed out. Ports below are left to the sessions' UDP ports in tests that run
+/// real camera-pods, and to the services a machine tends to run.
+pub const FIRST_FIXTURE_PORT: u16 = 16384;
 /// Draws before giving up when the range is crowded.
 const DRAWS: usize = 200;
 /// Starts tried before giving up on a child that exited during start-up.
@@ -66,10 +67,10 @@ where
     }
 }
 
-/// The ports drawn from: from [`LOWEST_PORT`] up to the ephemeral range, or, when that range
+/// The ports drawn from: from [`FIRST_FIXTURE_PORT`] up to the ephemeral range, or, when that range
 /// starts too low to leave room, the 4096 ports below it.
 fn drawing_range(ephemeral_start: u16) -> Range<u16> {
-    let start = if ephemeral_start >= LOWEST_PORT + 4096 { LOWEST_PORT } else { ephemeral_start.saturating_sub(4096).max(1024) };
+    let start = if ephemeral_start >= FIRST_FIXTURE_PORT + 4096 { FIRST_FIXTURE_PORT } else { ephemeral_start.saturating_sub(4096).max(1024) };
     start..ephemeral_start.max(start + 1)
 }
 

@@ -25,7 +25,8 @@ use kube::api::{DynamicObject, GroupVersionKind, PostParams};
 use p2pcamera_tests::kubelet::{Kubelet, KubeletConfig};
 use p2pcamera_tests::pki::CertificateAuthority;
 use p2pcamera_tests::{
-    ControlPlane, GpuNode, ManagedProcess, binaries, eventually, free_port, remove_at_exit,
+    ControlPlane, FIRST_FIXTURE_PORT, GpuNode, ManagedProcess, binaries, eventually, free_port,
+    remove_at_exit,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -107,8 +108,12 @@ struct System {
 }
 
 impl System {
-    /// Starts the system with a node of `gpus` GPUs.
+    /// Starts the system with a node of `gpus` GPUs. The sessions' UDP ports (`port_range`),
+    /// which real camera-pods bind, lie below [`FIRST_FIXTURE_PORT`], so neither a fixture's
+    /// server nor an outgoing socket can hold one.
     async fn start(prefix: &str, port_range: &str, gpus: u32) -> Self {
+        let last_port: u16 = port_range.rsplit('-').next().and_then(|p| p.parse().ok()).expect("a port range");
+        assert!(last_port < FIRST_FIXTURE_PORT, "session ports {port_range} overlap the fixtures' ports");
         let _ = rustls::crypto::ring::default_provider().install_default();
         let plane = ControlPlane::shared().await.expect("control plane");
         plane
@@ -555,7 +560,7 @@ async fn watch_start(system: &System, session: &str, applied: Instant) -> StartT
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_stream_through_the_router_then_delete_releases_everything() {
     let _serial = SERIAL.lock().await;
-    let system = System::start("e2e", "41000-41009", 1).await;
+    let system = System::start("e2e", "15000-15009", 1).await;
     let applied = Instant::now();
     system.apply_session("cam").await;
     let timeline = watch_start(&system, "cam", applied).await;
@@ -715,7 +720,7 @@ async fn browser_rides_out(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn camera_pod_killed_or_deleted_mid_stream_comes_back_and_the_browser_reconnects_by_itself() {
     let _serial = SERIAL.lock().await;
-    let system = System::start("e2e-kill", "41010-41019", 1).await;
+    let system = System::start("e2e-kill", "15010-15019", 1).await;
     system.apply_session("cam").await;
     system.wait_ready("cam").await;
     let mut browser = system.browser("cam", "e2e-kill").await;
@@ -811,7 +816,7 @@ async fn camera_pod_killed_or_deleted_mid_stream_comes_back_and_the_browser_reco
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn router_restart_leaves_an_established_stream_flowing() {
     let _serial = SERIAL.lock().await;
-    let mut system = System::start("e2e-router", "41020-41029", 1).await;
+    let mut system = System::start("e2e-router", "15020-15029", 1).await;
     system.apply_session("cam").await;
     system.wait_ready("cam").await;
     let mut peer = system.aiortc("cam").await;
@@ -909,7 +914,7 @@ async fn router_during_outage(system: &System, session: &str, token: &str) -> St
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_server_restart_loses_no_session_and_operator_and_router_recover() {
     let _serial = SERIAL.lock().await;
-    let system = System::start("e2e-api", "41030-41039", 2).await;
+    let system = System::start("e2e-api", "15030-15039", 2).await;
     system.apply_session("first").await;
     system.wait_ready("first").await;
     let pod_before = system
