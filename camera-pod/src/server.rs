@@ -30,6 +30,8 @@ pub enum ServerError {
     Filter(#[from] crate::filter::FilterError),
     #[error(transparent)]
     Worker(#[from] crate::media::worker::WorkerError),
+    #[error(transparent)]
+    Media(#[from] crate::media::MediaError),
     #[error("serving HTTP: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -121,6 +123,7 @@ pub async fn serve_filter(
         codecs: args.codecs.clone(),
         limits: args.picture_limits(),
     };
+    crate::media::check_udp_port(media.udp_addr)?;
     let local = listener.local_addr().map_err(ServerError::Serve)?;
     let handle = axum_server::Handle::<std::net::SocketAddr>::new();
     let gpu_missing = missing_gpu(args.require_gpu, &filter.execution_provider);

@@ -39,6 +39,19 @@ async fn state_with(
     token: Option<&str>,
     builder: camera_pod::media::worker::FilterBuilder,
 ) -> AppState {
+    state_with_udp(token, builder, "127.0.0.1:0".parse().unwrap()).await
+}
+
+/// A ready server whose media uses one fixed UDP port, as in a pod (`--udp-port`).
+async fn state_on_udp_port(port: u16) -> AppState {
+    state_with_udp(None, passthrough_builder(), ([127, 0, 0, 1], port).into()).await
+}
+
+async fn state_with_udp(
+    token: Option<&str>,
+    builder: camera_pod::media::worker::FilterBuilder,
+    udp_addr: std::net::SocketAddr,
+) -> AppState {
     let metrics = Arc::new(Metrics::default());
     let worker = Arc::new(
         FilterWorker::start(builder, "passthrough", metrics.clone())
@@ -46,7 +59,7 @@ async fn state_with(
             .unwrap(),
     );
     let media = MediaConfig {
-        udp_addr: "127.0.0.1:0".parse().unwrap(),
+        udp_addr,
         public_ip: None,
         bitrate: BitrateBounds {
             min: 150_000,
@@ -335,7 +348,8 @@ async fn filter_switches_over_http_may_not_name_pod_files() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_camera_is_refused_but_the_same_client_replaces_itself() {
     common::install_crypto();
-    let state = state(None).await;
+    // On the one UDP port a pod has: the replaced connection must give it up for the new one.
+    let state = state_on_udp_port(p2pcamera_tests::free_port().unwrap()).await;
     let offer_from = |sdp: &str, client: &str| {
         let body = serde_json::json!({ "sdp": sdp, "type": "offer", "client": client }).to_string();
         post("/offer", None, "application/json", body)
@@ -385,6 +399,28 @@ async fn a_second_camera_is_refused_but_the_same_client_replaces_itself() {
     for peer in [alice, bob, alice_again] {
         peer.close().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_while_another_process_holds_the_media_port_gets_503_and_says_so() {
+    common::install_crypto();
+    let port = p2pcamera_tests::free_port().unwrap();
+    let state = state_on_udp_port(port).await;
+    let holder = std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap();
+    let mut peer = TestPeer::new(CodecKind::Vp8).await;
+    let offer = offer_json(&peer.offer().await);
+
+    let reply = call(&state, post("/offer", None, "application/json", offer.clone())).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{}", reply.json);
+    assert_eq!(reply.json["error"]["code"], "media_port_unavailable");
+    let message = reply.json["error"]["message"].as_str().unwrap();
+    assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
+
+    // Once the port is free again, the same offer is answered.
+    drop(holder);
+    let reply = call(&state, post("/offer", None, "application/json", offer)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    peer.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,6 +41,22 @@ fn wait_for_healthz(child: &mut Child, port: u16, log: Option<&Path>) {
     }
 }
 
+/// The child's exit status once it exits, or `None` (child killed) after `seconds`.
+fn exit_within(child: &mut Child, seconds: u64) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn sigterm_stops_the_server_with_status_zero() {
     let port = free_port();
@@ -63,17 +79,7 @@ fn sigterm_stops_the_server_with_status_zero() {
         .status()
         .unwrap();
     assert!(killed.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("camera-pod did not exit after SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = exit_within(&mut child, 15).expect("camera-pod did not exit after SIGTERM");
     assert_eq!(status.code(), Some(0));
 }
 
@@ -94,6 +100,29 @@ fn plain_http_off_loopback_is_a_clear_start_up_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("--plain-http is only allowed on a loopback address"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_media_port_another_process_holds_is_a_clear_start_up_error() {
+    let media_port = free_port();
+    let _holder = std::net::UdpSocket::bind(("127.0.0.1", media_port)).unwrap();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_camera-pod"))
+        .args(["--filter", "passthrough", "--plain-http"])
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--udp-port", &media_port.to_string()])
+        .env("RUST_BACKTRACE", "0")
+        .stdout(Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let status = exit_within(&mut child, 15);
+    let stderr = std::fs::read_to_string(log.path()).unwrap();
+    assert!(status.is_some_and(|s| !s.success()), "{status:?}: {stderr}");
+    assert!(
+        stderr.contains(&format!("the media UDP port 127.0.0.1:{media_port} is not available")),
         "{stderr}"
     );
 }
@@ -127,18 +156,7 @@ fn a_required_gpu_that_is_missing_keeps_the_pod_unready_and_says_why() {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = exit_within(&mut child, 15);
     let stderr = std::fs::read_to_string(log.path()).unwrap();
 
     assert!(readyz.starts_with("HTTP/1.1 503"), "{readyz}");

@@ -18,7 +18,7 @@ use kube::api::{Api, Patch, PatchParams};
 use p2pcamera_operator::desired::{
     ANNOTATION_WAKE, SECRET_TLS_CERT, SECRET_TLS_KEY, SECRET_TOKEN, child_name,
 };
-use p2pcamera_tests::{ManagedProcess, eventually};
+use p2pcamera_tests::{FIRST_FIXTURE_PORT, ManagedProcess, eventually};
 use serde_json::json;
 
 /// The camera-pod binary next to this test's build output (`cargo test --workspace` builds it).
@@ -41,9 +41,14 @@ fn camera_pod_binary() -> PathBuf {
 async fn session_without_a_camera_goes_idle_and_wakes_on_request() {
     let env = TestEnv::new("session-idle").await;
     env.add_node("gpu", 1, None).await;
+    // A real camera-pod binds the session's port, so the range lies below the ports fixtures
+    // and outgoing connections take.
+    const PORT_RANGE: (u16, u16) = (15100, 15199);
+    const _: () = assert!(PORT_RANGE.1 < FIRST_FIXTURE_PORT);
+    let port_range = format!("{}-{}", PORT_RANGE.0, PORT_RANGE.1);
     let _operator = env.start_operator(
         "op-a",
-        &["--idle-poll-interval", "1s", "--port-range", "47100-47199"],
+        &["--idle-poll-interval", "1s", "--port-range", &port_range],
     );
     env.create_session(
         "cam",

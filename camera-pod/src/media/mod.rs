@@ -52,6 +52,15 @@ pub enum MediaError {
     Sdp(#[from] SdpError),
     #[error("a camera is already connected")]
     Busy,
+    #[error(
+        "the media UDP port {addr} is not available ({source}): another process on this host holds it; \
+         give this pod another --udp-port"
+    )]
+    PortUnavailable {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("WebRTC: {0}")]
     WebRtc(#[from] webrtc::error::Error),
     #[error("ICE candidate gathering did not complete in time")]
@@ -60,6 +69,17 @@ pub enum MediaError {
     NoSendCodec,
     #[error("starting the pipeline threads: {0}")]
     Threads(#[from] std::io::Error),
+}
+
+/// Checks that a fixed media UDP port (`--udp-port`) can be bound, so that a port another process
+/// holds is reported as such, not as a failed WebRTC setup. Port 0 (ephemeral) always can.
+pub fn check_udp_port(addr: SocketAddr) -> Result<(), MediaError> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    std::net::UdpSocket::bind(addr)
+        .map(drop)
+        .map_err(|source| MediaError::PortUnavailable { addr, source })
 }
 
 /// What `/status` reports.
@@ -124,6 +144,7 @@ impl Camera {
             tracing::info!(replaced_state = %previous.state(), "replacing the previous peer connection");
             previous.close().await;
         }
+        check_udp_port(self.config.udp_addr)?;
         let (peer, answer) = LivePeer::connect(peer::PeerSetup {
             offer_sdp,
             codec: codecs[0],

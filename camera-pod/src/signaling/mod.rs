@@ -221,6 +221,10 @@ fn media_error(error: MediaError) -> ApiError {
             ApiError::bad_request("invalid_sdp", error.to_string())
         }
         MediaError::Busy => ApiError::new(StatusCode::CONFLICT, "camera_busy", error.to_string()),
+        MediaError::PortUnavailable { .. } => {
+            tracing::error!(%error, "offer refused");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "media_port_unavailable", error.to_string())
+        }
         MediaError::WebRtc(_)
         | MediaError::GatheringTimeout
         | MediaError::NoSendCodec
