@@ -73,7 +73,7 @@ use crate::ports::{PortError, SessionKey, UdpPortAllocator};
 use crate::retry::RetryBackoff;
 use crate::status::{self, Situation, StatusInputs};
 use crate::status_memo::StatusMemo;
-use crate::watch_backoff::WatchBackoff;
+use crate::watch_backoff::watch_with_backoff;
 
 /// Most sessions reconciled at the same time.
 pub const MAX_CONCURRENT_RECONCILES: u16 = 32;
@@ -242,18 +242,15 @@ async fn run_controller(
     let (sessions, session_writer) = reflector::store();
     let (pods, pod_writer) = reflector::store();
     let (secrets, secret_writer) = reflector::store();
-    let session_events = watcher(namespaced::<CameraSession>(&client, ns), watcher::Config::default())
-        .backoff(WatchBackoff::default())
+    let session_events = watch_with_backoff(namespaced::<CameraSession>(&client, ns), watcher::Config::default())
         .modify(caches::trim_session)
         .reflect(session_writer)
         .applied_objects();
-    let pod_events = watcher(namespaced::<Pod>(&client, ns), managed.clone())
-        .backoff(WatchBackoff::default())
+    let pod_events = watch_with_backoff(namespaced::<Pod>(&client, ns), managed.clone())
         .modify(caches::trim_pod)
         .reflect(pod_writer)
         .touched_objects();
-    let secret_events = watcher(namespaced::<Secret>(&client, ns), managed)
-        .backoff(WatchBackoff::default())
+    let secret_events = watch_with_backoff(namespaced::<Secret>(&client, ns), managed)
         .modify(caches::trim_secret)
         .reflect(secret_writer)
         .touched_objects();

@@ -4,10 +4,21 @@
 //! up to half a minute after an API server restart; sessions created meanwhile wait that long.
 //! [`WatchBackoff`] starts at 0.5 s and doubles up to 5 s: the load on a recovering API server
 //! stays small (a handful of watches per replica) while recovery takes seconds.
+//!
+//! A restarted API server no longer knows the resource versions watches resume from, and answers
+//! the first watch after the outage with 410 Gone. The watcher has then already gone back to
+//! listing; [`watch_with_backoff`] lets it list at once, as client-go does, instead of adding a
+//! back-off on top of the one the outage built up.
 
+use std::fmt::Debug;
+use std::future;
 use std::time::Duration;
 
+use futures::{Stream, StreamExt};
+use kube::api::Api;
 use kube::runtime::utils::Backoff;
+use kube::runtime::{WatchStreamExt, watcher};
+use serde::de::DeserializeOwned;
 
 /// First wait after a watch error.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -43,9 +54,48 @@ impl Backoff for WatchBackoff {
     }
 }
 
+/// The events of `watcher(api, config)`; errors are retried after [`WatchBackoff`], except an
+/// expired resource version (410 Gone), after which the watcher lists again at once.
+pub fn watch_with_backoff<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send
+where
+    K: kube::Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+    K::DynamicType: Default,
+{
+    watcher(api, config)
+        .filter(|item| {
+            let expired = matches!(item, Err(error) if is_expired(error));
+            if expired {
+                tracing::debug!(kind = %K::kind(&Default::default()), "watch resource version expired; listing again");
+            }
+            future::ready(!expired)
+        })
+        .backoff(WatchBackoff::default())
+}
+
+/// Whether the API server said the watch's resource version is too old to resume from.
+fn is_expired(error: &watcher::Error) -> bool {
+    matches!(error, watcher::Error::WatchError(status) if status.code == 410)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_expired_resource_version_skips_the_back_off() {
+        let status = |code| {
+            let mut status = Box::new(kube::core::Status::default());
+            status.code = code;
+            status
+        };
+        assert!(is_expired(&watcher::Error::WatchError(status(410))));
+        assert!(!is_expired(&watcher::Error::WatchError(status(500))));
+        assert!(!is_expired(&watcher::Error::WatchError(status(403))));
+        assert!(!is_expired(&watcher::Error::NoResourceVersion));
+    }
 
     #[test]
     fn backoff_doubles_from_half_a_second_to_five_and_resets() {

@@ -952,6 +952,13 @@ async fn api_server_restart_loses_no_session_and_operator_and_router_recover() {
     let applied = Instant::now();
     system.apply_session("second").await;
     let second_start = watch_start(&system, "second", applied).await;
+    // The operator's watches are back as soon as the router's: the restarted API server's 410
+    // for their old resource versions makes them list again at once, with no back-off added.
+    let pod_created = second_start.pod_created.expect("the new session got a pod");
+    assert!(
+        pod_created < 10.0,
+        "the operator created the new session's pod {pod_created:.1}s after it was applied: its watches were late"
+    );
     let token = system.token("second").await;
     let url = format!("{}/v1/sessions/{}/second", system.router_url(), system.ns);
     eventually("the router routes the new session", WAIT, || async {

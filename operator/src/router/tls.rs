@@ -99,7 +99,7 @@ pub async fn watch_secret(
 ) {
     let api: Api<Secret> = Api::namespaced(client, namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut secrets = watcher(api, config).backoff(crate::watch_backoff::WatchBackoff::default()).applied_objects().boxed();
+    let mut secrets = crate::watch_backoff::watch_with_backoff(api, config).applied_objects().boxed();
     while let Some(event) = secrets.next().await {
         match event {
             Ok(secret) => match certified_key_from_secret(&secret) {
