@@ -127,6 +127,11 @@ pub struct Args {
     #[arg(long, env = "P2PCAMERA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,
 
+    /// File the error that stops camera-pod is written to, where Kubernetes reads the
+    /// container's termination message; nothing is written when the file does not exist.
+    #[arg(long, env = "P2PCAMERA_TERMINATION_LOG", default_value = "/dev/termination-log")]
+    pub termination_log: PathBuf,
+
     #[command(flatten)]
     pub filter: crate::filter::FilterArgs,
 }

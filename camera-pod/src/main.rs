@@ -1,4 +1,8 @@
 //! `camera-pod`: parse the configuration, set up logging, run the server until SIGTERM/SIGINT.
+//! An error that stops it is printed and written as the container's termination message.
+
+use std::path::Path;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
@@ -18,9 +22,21 @@ fn init_tracing(format: LogFormat) {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let args = Args::parse();
     init_tracing(args.log_format);
+    let termination_log = args.termination_log.clone();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("Error: {error:?}");
+            write_termination_message(&termination_log, &format!("{error:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     rustls::crypto::ring::default_provider()
         .install_default()
         .map_err(|_| anyhow::anyhow!("a TLS crypto provider was already installed"))?;
@@ -28,4 +44,14 @@ async fn main() -> anyhow::Result<()> {
     camera_pod::server::run(args, camera_pod::server::shutdown_signal())
         .await
         .context("camera-pod failed")
+}
+
+/// Writes `message` to `path` when it exists (the kubelet creates it in every container), so the
+/// pod's status, and the operator's `Failed` condition, say why the container stopped.
+fn write_termination_message(path: &Path, message: &str) {
+    if path.exists()
+        && let Err(error) = std::fs::write(path, message)
+    {
+        eprintln!("writing the termination message to {}: {error}", path.display());
+    }
 }

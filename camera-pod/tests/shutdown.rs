@@ -109,10 +109,14 @@ fn a_media_port_another_process_holds_is_a_clear_start_up_error() {
     let media_port = free_port();
     let _holder = std::net::UdpSocket::bind(("127.0.0.1", media_port)).unwrap();
     let log = tempfile::NamedTempFile::new().unwrap();
+    // Where a kubelet would read the termination message from.
+    let termination_log = tempfile::NamedTempFile::new().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_camera-pod"))
         .args(["--filter", "passthrough", "--plain-http"])
         .args(["--listen", &format!("127.0.0.1:{}", free_port())])
         .args(["--udp-port", &media_port.to_string()])
+        .arg("--termination-log")
+        .arg(termination_log.path())
         .env("RUST_BACKTRACE", "0")
         .stdout(Stdio::null())
         .stderr(log.reopen().unwrap())
@@ -121,9 +125,12 @@ fn a_media_port_another_process_holds_is_a_clear_start_up_error() {
     let status = exit_within(&mut child, 15);
     let stderr = std::fs::read_to_string(log.path()).unwrap();
     assert!(status.is_some_and(|s| !s.success()), "{status:?}: {stderr}");
+    let expected = format!("the media UDP port 127.0.0.1:{media_port} is not available");
+    assert!(stderr.contains(&expected), "{stderr}");
+    let termination_message = std::fs::read_to_string(termination_log.path()).unwrap();
     assert!(
-        stderr.contains(&format!("the media UDP port 127.0.0.1:{media_port} is not available")),
-        "{stderr}"
+        termination_message.starts_with("camera-pod failed: ") && termination_message.contains(&expected),
+        "{termination_message}"
     );
 }
 

@@ -361,6 +361,8 @@ pub fn build_pod(
             ..ResourceRequirements::default()
         }),
         readiness_probe: Some(http_probe("/readyz", port, 2, 1)),
+        // camera-pod writes the error that stops it; a panic or a kill leaves the log's end.
+        termination_message_policy: Some("FallbackToLogsOnError".to_string()),
         liveness_probe: Some(http_probe("/healthz", port, 10, 3)),
         volume_mounts: Some(vec![
             VolumeMount {
@@ -540,6 +542,7 @@ pub(crate) mod tests {
         assert_eq!(probe.path.as_deref(), Some("/readyz"));
         assert_eq!(probe.port, IntOrString::Int(40007));
         assert_eq!(probe.scheme.as_deref(), Some("HTTPS"));
+        assert_eq!(c.termination_message_policy.as_deref(), Some("FallbackToLogsOnError"));
         assert_eq!(env_value(&pod, "P2PCAMERA_LISTEN").unwrap().value.as_deref(), Some("0.0.0.0:40007"));
         assert_eq!(env_value(&pod, "P2PCAMERA_UDP_PORT").unwrap().value.as_deref(), Some("40007"));
         let ip = env_value(&pod, "P2PCAMERA_PUBLIC_IP").unwrap();

@@ -75,6 +75,8 @@ pub struct PodObservation {
     pub restarts: i32,
     /// Why the container is waiting, if it is.
     pub waiting_reason: Option<String>,
+    /// How the camera container's previous run ended: exit code and termination message.
+    pub last_exit: Option<String>,
     /// The pod phase is `Failed` (e.g. evicted).
     pub failed: bool,
     /// Detail for the status message.
@@ -100,6 +102,18 @@ pub fn observe_pod(pod: &Pod) -> PodObservation {
         .unwrap_or_default()
         .first();
     let waiting = container.and_then(|c| c.state.as_ref()).and_then(|s| s.waiting.as_ref());
+    let last_exit = container
+        .and_then(|c| c.last_state.as_ref())
+        .and_then(|s| s.terminated.as_ref())
+        .map(|terminated| {
+            let detail = [terminated.message.as_deref(), terminated.reason.as_deref()]
+                .into_iter()
+                .flatten()
+                .map(str::trim)
+                .find(|text| !text.is_empty())
+                .unwrap_or("no message");
+            format!("exit code {}: {}", terminated.exit_code, last_chars(detail, LAST_EXIT_CHARS))
+        });
     PodObservation {
         name: pod.metadata.name.clone().unwrap_or_default(),
         node_name,
@@ -109,6 +123,7 @@ pub fn observe_pod(pod: &Pod) -> PodObservation {
         ready: condition("Ready").is_some_and(|c| c.status == "True"),
         restarts: container.map(|c| c.restart_count).unwrap_or(0),
         waiting_reason: waiting.and_then(|w| w.reason.clone()),
+        last_exit,
         failed: status.and_then(|s| s.phase.as_deref()) == Some("Failed"),
         message: waiting
             .and_then(|w| w.message.clone())
@@ -126,12 +141,27 @@ pub fn crash_loop(pod: &PodObservation, restart_limit: i32) -> Option<String> {
         ));
     }
     (pod.restarts >= restart_limit).then(|| {
+        let last_exit = pod.last_exit.as_deref().map(|exit| format!("; last {exit}")).unwrap_or_default();
         format!(
-            "camera container restarted {} times (last state: {})",
+            "camera container restarted {} times (last state: {}){last_exit}",
             pod.restarts,
             pod.waiting_reason.as_deref().unwrap_or("running")
         )
     })
+}
+
+/// The most of a termination message a status message repeats: its end, where the error is
+/// (a message taken from the log ends with the log's last lines).
+const LAST_EXIT_CHARS: usize = 400;
+
+/// The last `limit` characters of `text`, marked as cut when they are not all of it.
+fn last_chars(text: &str, limit: usize) -> String {
+    let count = text.chars().count();
+    if count <= limit {
+        text.to_owned()
+    } else {
+        format!("…{}", text.chars().skip(count - limit).collect::<String>())
+    }
 }
 
 /// Time left before a crash-looped session may get a new pod, or `None` when it may now.
@@ -369,7 +399,8 @@ pub fn next_status(
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{
-        ContainerState, ContainerStateWaiting, ContainerStatus, PodCondition, PodSpec, PodStatus,
+        ContainerState, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, PodCondition, PodSpec,
+        PodStatus,
     };
 
     fn ts(secs: i64) -> Timestamp {
@@ -454,6 +485,44 @@ mod tests {
         let a = next_status(&Default::default(), &Situation::Running(&p), &inputs(None), ts(100));
         let b = next_status(&a, &Situation::Running(&p), &inputs(None), ts(500));
         assert_eq!(a, b, "no flapping: same input, same status");
+    }
+
+    #[test]
+    fn crash_loop_message_says_how_the_last_run_ended() {
+        let with_last_state = |message: Option<&str>, reason: Option<&str>| {
+            let mut pod = pod(Some("n"), &[]);
+            pod.status.as_mut().unwrap().container_statuses = Some(vec![ContainerStatus {
+                restart_count: 3,
+                last_state: Some(ContainerState {
+                    terminated: Some(ContainerStateTerminated {
+                        exit_code: 1,
+                        message: message.map(Into::into),
+                        reason: reason.map(Into::into),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]);
+            observe_pod(&pod)
+        };
+        let p = with_last_state(Some("camera-pod failed: the media UDP port 10.0.0.5:40001 is not available\n"), Some("Error"));
+        assert_eq!(
+            crash_loop(&p, 3).unwrap(),
+            "camera container restarted 3 times (last state: running); last exit code 1: camera-pod failed: the media UDP port 10.0.0.5:40001 is not available"
+        );
+        // Without a message the reason stands in; a long message (a log's end) keeps its end.
+        let p = with_last_state(None, Some("OOMKilled"));
+        assert!(crash_loop(&p, 3).unwrap().ends_with("; last exit code 1: OOMKilled"));
+        let log = format!("{}the error at the end", "x".repeat(2000));
+        let why = crash_loop(&with_last_state(Some(&log), None), 3).unwrap();
+        assert!(why.ends_with("xxxxthe error at the end"), "{why}");
+        assert!(why.contains("last exit code 1: …x"), "{why}");
+        assert!(why.chars().count() < 500, "{why}");
+        // No previous run: nothing to say about it.
+        let mut p = observe_pod(&pod(Some("n"), &[]));
+        p.restarts = 3;
+        assert!(!crash_loop(&p, 3).unwrap().contains("last exit"));
     }
 
     #[test]

@@ -423,6 +423,13 @@ async fn crash_looping_pod_fails_the_session_then_is_recreated_after_the_backoff
             "ready": false,
             "restartCount": 3,
             "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off restarting failed container"}},
+            "lastState": {"terminated": {
+                "exitCode": 1,
+                "reason": "Error",
+                "message": "camera-pod failed: the media UDP port 127.0.0.1:41000 is not available",
+                "startedAt": now,
+                "finishedAt": now,
+            }},
         }],
     }});
     env.pods
@@ -456,6 +463,11 @@ async fn crash_looping_pod_fails_the_session_then_is_recreated_after_the_backoff
         ("False", "CrashLoopBackOff")
     );
     assert!(message.contains("restarted 3 times"), "{message}");
+    // What the container said when it stopped (camera-pod writes its termination message).
+    assert!(
+        message.contains("last exit code 1: camera-pod failed: the media UDP port 127.0.0.1:41000 is not available"),
+        "{message}"
+    );
     let warnings: Vec<_> = env
         .events_of("cam")
         .await
