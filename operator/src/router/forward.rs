@@ -173,6 +173,12 @@ mod tests {
         assert_eq!(pod_answer(StatusCode::CONFLICT, b"not json"), Err(ApiError::CameraBusy("camera already connected".into())));
         assert!(matches!(pod_answer(StatusCode::BAD_REQUEST, b""), Err(ApiError::Malformed(_))));
         assert!(matches!(pod_answer(StatusCode::SERVICE_UNAVAILABLE, b""), Err(ApiError::NotReady { .. })));
+        // The pod's reason reaches the browser, e.g. a media port another process holds.
+        let port_taken = br#"{"error":{"code":"media_port_unavailable","message":"the media UDP port 10.0.0.5:40001 is not available"}}"#;
+        assert!(matches!(
+            pod_answer(StatusCode::SERVICE_UNAVAILABLE, port_taken),
+            Err(ApiError::NotReady { detail, .. }) if detail == "the media UDP port 10.0.0.5:40001 is not available"
+        ));
         assert_eq!(pod_answer(StatusCode::GATEWAY_TIMEOUT, b""), Err(ApiError::PodTimeout));
     }
 
