@@ -22,7 +22,7 @@ use crate::nodes::GpuNode;
 use crate::pki::{CertificateAuthority, CertifiedKey, ServiceAccountKey};
 use crate::ports::{free_port, retry_start};
 use crate::process::{ManagedProcess, remove_at_exit};
-use crate::wait::eventually;
+use crate::wait::{eventually, eventually_while_running};
 use crate::{Error, kubeconfig};
 
 /// The service CIDR; the API server's own Service takes its first address.
@@ -632,61 +632,13 @@ impl PlaneBuilder {
     }
 
     /// Polls like [`eventually`], failing at once with the log of any process that exited.
-    async fn wait_for<F, Fut>(
-        &self,
-        what: &str,
-        timeout: Duration,
-        mut check: F,
-    ) -> Result<(), Error>
+    async fn wait_for<F, Fut>(&self, what: &str, timeout: Duration, check: F) -> Result<(), Error>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<(), String>>,
     {
-        let outcome = eventually(what, timeout, || {
-            let exited = self
-                .processes
-                .iter()
-                .find_map(|p| p.exited().map(|status| (p, status)));
-            let probe = check();
-            async move {
-                if let Some((p, status)) = exited {
-                    return Ok(Err(Error::Exited {
-                        name: p.name().to_owned(),
-                        status,
-                        log: p.log_tail(40),
-                    }));
-                }
-                probe.await.map(Ok)
-            }
-        })
-        .await;
-        match outcome {
-            Ok(result) => result,
-            Err(Error::Timeout {
-                what,
-                timeout,
-                last,
-            }) => {
-                let logs: Vec<_> = self
-                    .processes
-                    .iter()
-                    .map(|p| {
-                        format!(
-                            "--- {} ({}) ---\n{}",
-                            p.name(),
-                            p.log_path().display(),
-                            p.log_tail(15)
-                        )
-                    })
-                    .collect();
-                Err(Error::Timeout {
-                    what,
-                    timeout,
-                    last: format!("{last}\n{}", logs.join("\n")),
-                })
-            }
-            Err(other) => Err(other),
-        }
+        let processes: Vec<&ManagedProcess> = self.processes.iter().collect();
+        eventually_while_running(what, timeout, &processes, check).await
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::pki::CertificateAuthority;
 use crate::ports::{free_port, retry_start};
 use crate::process::{ManagedProcess, remove_at_exit};
-use crate::wait::eventually;
+use crate::wait::{eventually, eventually_while_running};
 use crate::{Error, binaries};
 
 pub const PEBBLE_VERSION: &str = "v2.10.1";
@@ -120,10 +120,6 @@ impl Pebble {
         let mut pebble =
             Self { dir, listen, management, pebble: None, challtestsrv, command: pebble_bin, dns };
         pebble.start_pebble().await?;
-        if let Some(status) = pebble.challtestsrv.exited() {
-            let log = pebble.challtestsrv.log_tail(20);
-            return Err(Error::Exited { name: "pebble-challtestsrv".into(), status, log });
-        }
         Ok(pebble)
     }
 
@@ -140,29 +136,16 @@ impl Pebble {
         let log = self.dir.join("pebble.log");
         let ca = self.ca_pem()?;
         let url = self.directory_url();
-        let process = self.pebble.insert(ManagedProcess::spawn("pebble", command, &log)?);
-        // Ok(Some(status)): Pebble exited (e.g. its port was taken), no use waiting on.
-        let exited = eventually("Pebble's directory", Duration::from_secs(30), || {
-            let (ca, url, exited) = (ca.clone(), url.clone(), process.exited());
+        let pebble = self.pebble.insert(ManagedProcess::spawn("pebble", command, &log)?);
+        // A Pebble or challtestsrv that exited (e.g. its port was taken) fails the wait at once.
+        eventually_while_running("Pebble's directory", Duration::from_secs(30), &[pebble, &self.challtestsrv], || {
+            let (ca, url) = (ca.clone(), url.clone());
             async move {
-                if exited.is_some() {
-                    return Ok(exited);
-                }
                 let response = client(&ca)?.get(&url).send().await.map_err(|e| e.to_string())?;
-                if response.status().is_success() { Ok(None) } else { Err(format!("status {}", response.status())) }
+                if response.status().is_success() { Ok(()) } else { Err(format!("status {}", response.status())) }
             }
         })
         .await
-        .map_err(|error| match error {
-            Error::Timeout { what, timeout, last } => {
-                Error::Timeout { what, timeout, last: format!("{last}; Pebble's log:\n{}", process.log_tail(20)) }
-            }
-            other => other,
-        })?;
-        match exited {
-            Some(status) => Err(Error::Exited { name: "pebble".into(), status, log: process.log_tail(20) }),
-            None => Ok(()),
-        }
     }
 
     /// Stops Pebble (challtestsrv keeps running): the ACME server is down.
