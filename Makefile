@@ -7,17 +7,28 @@ LISTEN ?= 127.0.0.1:7860
 FILTER ?= selfie-blur
 DEMO_ARGS ?=
 
-.PHONY: demo test test-rust test-peers test-browser build crd prereqs-demo prereqs-test bench
+.PHONY: demo test lint test-rust test-peers test-browser build crd prereqs-demo prereqs-test bench
 
 ## Runs camera-pod on https://localhost:7860 with the default filter (self-signed certificate).
 demo: prereqs-demo
 	cargo build --workspace --release --bins
 	$(CARGO_TARGET_DIR)/release/camera-pod --listen $(LISTEN) --filter $(FILTER) $(DEMO_ARGS)
 
-## Runs every test: Rust unit and integration tests (real ONNX Runtime, real WebRTC peers, real
-## kube-apiserver/etcd/scheduler/kwok, Pebble, helm), aiortc interop and headless Chromium.
+## Runs every check: formatting and clippy (also of the CUDA/TensorRT build), Rust unit and
+## integration tests (real ONNX Runtime, real WebRTC peers, real kube-apiserver/etcd/scheduler/kwok,
+## Pebble, helm), aiortc interop and headless Chromium. Every suite runs even when an earlier one
+## fails (`make -k`); the target fails if any did.
 test: prereqs-test
-	$(MAKE) test-rust test-peers test-browser
+	$(MAKE) -k lint test-rust test-peers test-browser
+
+## The GPU build (CUDA and TensorRT execution providers) compiles without a GPU; clippy keeps it
+## from rotting.
+GPU_FEATURES := camera-pod/cuda,camera-pod/tensorrt
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets --features $(GPU_FEATURES) -- -D warnings
 
 test-rust:
 	cargo build --workspace --all-targets

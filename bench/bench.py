@@ -7,7 +7,9 @@ with the frame index stamped in every picture. Measures round-trip latency
 (index read from the returned picture, matched to the moment the frame left
 the camera), returned fps, dropped frames, time from offer to the first
 filtered frame, and the server's CPU (/proc/<pid>/stat) and peak RSS (VmHWM).
-Then a long run with the style model checks that latency stays flat.
+Then a long run with the style model checks that latency stays flat, and the
+built-in filters are timed alone, without WebRTC (per-frame time against
+selfie-blur's budget: camera-pod/benches/filter_timings.rs).
 
 Prints a markdown report (and writes it to --output).
 """
@@ -20,12 +22,14 @@ import json
 import math
 import os
 import platform
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests/peers"))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests/peers"))
 
 from camera_client import CameraClient  # noqa: E402
 from servers import ServerProcess, baseline_server, camera_pod, process_usage  # noqa: E402
@@ -143,14 +147,10 @@ def ms(seconds: float) -> str:
     return "n/a" if seconds != seconds else f"{seconds * 1000:.0f}"
 
 
-def machine_description() -> str:
-    model = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    return (f"{model}, {os.cpu_count()} CPUs available, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}")
+def provenance(profile: str) -> str:
+    """Commit, build profile, machine, load and date (bench/provenance.sh, shared by every report)."""
+    script = Path(__file__).resolve().parent / "provenance.sh"
+    return subprocess.run([str(script), profile], check=True, capture_output=True, text=True).stdout.strip()
 
 
 def load_average() -> str:
@@ -158,11 +158,20 @@ def load_average() -> str:
     return f"{os.getloadavg()[0]:.2f}"
 
 
+def filter_timings(args: argparse.Namespace) -> str:
+    """The Markdown table of camera-pod/benches/filter_timings.rs, built in the report's profile."""
+    print(f"# filter timings ({args.timing_runs} runs each) ...", file=sys.stderr, flush=True)
+    profile = "dev" if args.profile == "debug" else args.profile
+    command = ["cargo", "bench", "--workspace", "--bench", "filter_timings", "--profile", profile,
+               "--", "--runs", str(args.timing_runs)]
+    return subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.PIPE, text=True).stdout.strip()
+
+
 def report(results: list[RunResult], style: tuple[RunResult, list[Window]] | None,
-           args: argparse.Namespace, load_at_start: str) -> str:
+           args: argparse.Namespace, load_at_start: str, provenance: str, timings: str | None) -> str:
     lines = [
-        f"Machine: {machine_description()}; 1-minute load average {load_at_start} at start, "
-        f"{load_average()} at the end.",
+        provenance,
+        f"Python {platform.python_version()}; 1-minute load average {load_at_start} at start, {load_average()} at the end.",
         f"Client: aiortc {args.codec}, {args.fps} fps synthetic camera with luma noise sigma {args.noise:g}; {args.warmup:.0f} s warm-up, "
         f"{args.seconds:.0f} s measured per row; camera-pod {args.profile} build.",
         "CPU is the server process's user+system time over the measured window, in % of one core; "
@@ -209,6 +218,8 @@ def report(results: list[RunResult], style: tuple[RunResult, list[Window]] | Non
                 f"| {k * step:.0f}-{(k + 1) * step:.0f} s | {ms(percentile(w.latencies, 0.5))} | "
                 f"{ms(percentile(w.latencies, 0.99))} | {w.returned_fps:.1f} | {len(w.latencies)} |"
             )
+    if timings is not None:
+        lines += ["", timings]
     return "\n".join(lines) + "\n"
 
 
@@ -258,6 +269,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--style-index", type=int, default=2,
                         help="style for the long run; styles 2, 4, 5, 7, 8, 14, 23 and 24 keep the "
                         "frame stamp readable, others repaint it")
+    parser.add_argument("--timing-runs", type=int, default=20,
+                        help="timed runs per filter and size of the filter timings; 0 skips them")
     parser.add_argument("--profile", default=os.environ.get("P2PCAMERA_PROFILE", "release"))
     parser.add_argument("--output", type=Path, help="also write the markdown report here")
     return parser.parse_args(argv)
@@ -266,6 +279,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     load_at_start = load_average()
+    origin = provenance(args.profile)
     results: list[RunResult] = []
     for size in args.sizes.split(","):
         width, height = (int(x) for x in size.split("x"))
@@ -275,7 +289,8 @@ def main() -> None:
             server = camera_pod(filter_name, args.profile)
             results.append(run_one(server, "camera-pod", filter_name, width, height, args))
     style = run_style(args) if args.style_seconds > 0 else None
-    text = report(results, style, args, load_at_start)
+    timings = filter_timings(args) if args.timing_runs > 0 else None
+    text = report(results, style, args, load_at_start, origin, timings)
     print(text)
     if args.output:
         args.output.write_text(text)

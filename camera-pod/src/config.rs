@@ -1,15 +1,16 @@
 //! Command line and environment configuration of the `camera-pod` binary.
 //!
-//! Every flag has a `P2PCAMERA_...` environment variable: the operator configures camera pods
-//! through the environment.
+//! Every flag has a `P2PCAMERA_...` environment variable, named in [`p2pcamera_api::pod_env`]: the
+//! operator configures camera pods through the environment.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
+use p2pcamera_api::pod_env;
 
 use crate::codec::CodecKind;
-use crate::media::limits::PictureLimits;
+use crate::media::limits::{BitrateBounds, PictureLimits};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -38,80 +39,80 @@ pub enum LogFormat {
 #[command(name = "camera-pod", version, about)]
 pub struct Args {
     /// Address of the HTTPS (or, with --plain-http, HTTP) signaling server.
-    #[arg(long, env = "P2PCAMERA_LISTEN", default_value = "127.0.0.1:7860")]
+    #[arg(long, env = pod_env::LISTEN, default_value = "127.0.0.1:7860")]
     pub listen: SocketAddr,
 
     /// Serve plain HTTP instead of HTTPS; only allowed when --listen is a loopback address.
-    #[arg(long, env = "P2PCAMERA_PLAIN_HTTP")]
+    #[arg(long, env = pod_env::PLAIN_HTTP)]
     pub plain_http: bool,
 
     /// PEM certificate chain for HTTPS. Without it a self-signed certificate for localhost is
     /// generated at start-up and its SHA-256 fingerprint printed.
-    #[arg(long, env = "P2PCAMERA_TLS_CERT", requires = "tls_key")]
+    #[arg(long, env = pod_env::TLS_CERT, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
 
     /// PEM private key matching --tls-cert.
-    #[arg(long, env = "P2PCAMERA_TLS_KEY", requires = "tls_cert")]
+    #[arg(long, env = pod_env::TLS_KEY, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
     /// Bearer token every offer, filter change and status request must carry.
     #[arg(
         long,
-        env = "P2PCAMERA_TOKEN",
+        env = pod_env::TOKEN,
         hide_env_values = true,
         conflicts_with = "token_file"
     )]
     pub token: Option<String>,
 
     /// File holding the bearer token (surrounding white space ignored).
-    #[arg(long, env = "P2PCAMERA_TOKEN_FILE")]
+    #[arg(long, env = pod_env::TOKEN_FILE)]
     pub token_file: Option<PathBuf>,
 
     /// Local address WebRTC media binds to. Defaults to the IP of --listen (a wildcard
     /// address binds every interface except loopback).
-    #[arg(long, env = "P2PCAMERA_UDP_BIND")]
+    #[arg(long, env = pod_env::UDP_BIND)]
     pub udp_bind: Option<IpAddr>,
 
     /// Pin the one UDP port WebRTC media uses (0 or unset: an ephemeral port).
-    #[arg(long, env = "P2PCAMERA_UDP_PORT")]
+    #[arg(long, env = pod_env::UDP_PORT)]
     pub udp_port: Option<u16>,
 
     /// Public IP to advertise as the host ICE candidate (NAT 1:1, e.g. the node's external IP).
-    #[arg(long, env = "P2PCAMERA_PUBLIC_IP")]
+    #[arg(long, env = pod_env::PUBLIC_IP)]
     pub public_ip: Option<IpAddr>,
 
     /// Lowest video bitrate the encoder adapts down to, in bits per second.
-    #[arg(long, env = "P2PCAMERA_MIN_BITRATE", default_value_t = 150_000)]
+    #[arg(long, env = pod_env::MIN_BITRATE, default_value_t = 150_000)]
     pub min_bitrate: u32,
 
     /// Highest video bitrate the encoder adapts up to, in bits per second.
-    #[arg(long, env = "P2PCAMERA_MAX_BITRATE", default_value_t = 4_000_000)]
+    #[arg(long, env = pod_env::MAX_BITRATE, default_value_t = 4_000_000)]
     pub max_bitrate: u32,
 
     /// Bitrate the encoder starts at, in bits per second (clamped to the bounds).
-    #[arg(long, env = "P2PCAMERA_START_BITRATE", default_value_t = 1_500_000)]
+    #[arg(long, env = pod_env::START_BITRATE, default_value_t = 1_500_000)]
     pub start_bitrate: u32,
 
     /// Largest picture width the filter works on: wider pictures are scaled down first, keeping
     /// their aspect ratio (even sides) [default: no limit].
-    #[arg(long, env = "P2PCAMERA_MAX_WIDTH", value_parser = clap::value_parser!(u32).range(2..))]
+    #[arg(long, env = pod_env::MAX_WIDTH, value_parser = clap::value_parser!(u32).range(2..))]
     pub max_width: Option<u32>,
 
     /// Largest picture height the filter works on: taller pictures are scaled down first, keeping
     /// their aspect ratio (even sides) [default: no limit].
-    #[arg(long, env = "P2PCAMERA_MAX_HEIGHT", value_parser = clap::value_parser!(u32).range(2..))]
+    #[arg(long, env = pod_env::MAX_HEIGHT, value_parser = clap::value_parser!(u32).range(2..))]
     pub max_height: Option<u32>,
 
     /// Highest frame rate the filter works on: pictures beyond it are dropped before the filter
     /// (counted in p2pcamera_pod_frames_over_max_fps_total) [default: no limit].
-    #[arg(long, env = "P2PCAMERA_MAX_FPS", value_parser = clap::value_parser!(u32).range(1..=240))]
+    #[arg(long, env = pod_env::MAX_FPS, value_parser = clap::value_parser!(u32).range(1..=240))]
     pub max_fps: Option<u32>,
 
     /// Video codecs this pod accepts, comma-separated (VP8, H264). The answer takes the first of
     /// them in the offer's order; an offer with none of them gets 422 unsupported_codec.
     #[arg(
         long,
-        env = "P2PCAMERA_CODECS",
+        env = pod_env::CODECS,
         value_delimiter = ',',
         value_parser = parse_codec,
         default_value = "VP8,H264"
@@ -120,35 +121,20 @@ pub struct Args {
 
     /// Stay unready (/readyz 503, offers refused) unless models run on a GPU execution provider
     /// (CUDA or TensorRT), instead of silently running on CPU.
-    #[arg(long, env = "P2PCAMERA_REQUIRE_GPU")]
+    #[arg(long, env = pod_env::REQUIRE_GPU)]
     pub require_gpu: bool,
 
     /// Log output format.
-    #[arg(long, env = "P2PCAMERA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
+    #[arg(long, env = pod_env::LOG_FORMAT, value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,
 
     /// File the error that stops camera-pod is written to, where Kubernetes reads the
     /// container's termination message; nothing is written when the file does not exist.
-    #[arg(long, env = "P2PCAMERA_TERMINATION_LOG", default_value = "/dev/termination-log")]
+    #[arg(long, env = pod_env::TERMINATION_LOG, default_value = "/dev/termination-log")]
     pub termination_log: PathBuf,
 
     #[command(flatten)]
     pub filter: crate::filter::FilterArgs,
-}
-
-/// Bitrate bounds the encoder adapts within.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BitrateBounds {
-    pub min: u32,
-    pub start: u32,
-    pub max: u32,
-}
-
-impl BitrateBounds {
-    /// Clamps an estimate from the receiver into the bounds.
-    pub fn clamp(&self, bits_per_second: u32) -> u32 {
-        bits_per_second.clamp(self.min, self.max)
-    }
 }
 
 impl Args {

@@ -32,7 +32,11 @@ pub enum Put {
 impl<T> Default for LatestFrame<T> {
     fn default() -> Self {
         LatestFrame {
-            slot: Mutex::new(Slot { value: None, closed: false, replaced: 0 }),
+            slot: Mutex::new(Slot {
+                value: None,
+                closed: false,
+                replaced: 0,
+            }),
             ready: Condvar::new(),
         }
     }
@@ -70,7 +74,11 @@ impl<T> LatestFrame<T> {
 
     /// Takes the waiting value without blocking.
     pub fn try_take(&self) -> Option<T> {
-        self.slot.lock().unwrap_or_else(|e| e.into_inner()).value.take()
+        self.slot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .value
+            .take()
     }
 
     /// Closes the mailbox: wakes the consumer; later puts are refused.

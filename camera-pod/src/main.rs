@@ -1,4 +1,4 @@
-//! `camera-pod`: parse the configuration, set up logging, run the server until SIGTERM/SIGINT.
+//! `camera-pod`: parse the configuration, set up logging, run the server until SIGTERM or Ctrl-C.
 //! An error that stops it is printed and written as the container's termination message.
 
 use std::path::Path;
@@ -41,9 +41,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .install_default()
         .map_err(|_| anyhow::anyhow!("a TLS crypto provider was already installed"))?;
     args.validate()?;
-    camera_pod::server::run(args, camera_pod::server::shutdown_signal())
+    camera_pod::server::run(args, shutdown())
         .await
         .context("camera-pod failed")
+}
+
+/// The shared shutdown signal, logged when it comes.
+async fn shutdown() {
+    p2pcamera_api::shutdown::signal().await;
+    tracing::info!("SIGTERM or Ctrl-C received; stopping");
 }
 
 /// Writes `message` to `path` when it exists (the kubelet creates it in every container), so the
@@ -52,6 +58,9 @@ fn write_termination_message(path: &Path, message: &str) {
     if path.exists()
         && let Err(error) = std::fs::write(path, message)
     {
-        eprintln!("writing the termination message to {}: {error}", path.display());
+        eprintln!(
+            "writing the termination message to {}: {error}",
+            path.display()
+        );
     }
 }

@@ -3,13 +3,10 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use std::str::FromStr;
-
 use crate::config::Args;
 use crate::filter::runtime::ExecutionProvider;
-use crate::filter::{FilterFactory, FilterSpec};
-use crate::media::worker::{FilterBuilder, WorkerError};
-use crate::media::{Camera, FilterWorker, MediaConfig};
+use crate::filter::{FilterBuilder, FilterFactory, FilterSpec, FilterWorker, WorkerError};
+use crate::media::{Camera, MediaConfig};
 use crate::metrics::Metrics;
 use crate::signaling::tls::ServerIdentity;
 use crate::signaling::{self, AppState, Readiness};
@@ -29,27 +26,11 @@ pub enum ServerError {
     #[error("filter: {0}")]
     Filter(#[from] crate::filter::FilterError),
     #[error(transparent)]
-    Worker(#[from] crate::media::worker::WorkerError),
+    Worker(#[from] WorkerError),
     #[error(transparent)]
     Media(#[from] crate::media::MediaError),
     #[error("serving HTTP: {0}")]
     Serve(#[source] std::io::Error),
-}
-
-/// Completes on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(error) => {
-            tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the server");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-    }
 }
 
 /// Runs the camera pod on `--listen` until `shutdown` completes.
@@ -69,8 +50,8 @@ pub async fn run(
 pub struct InitialFilter {
     /// Builds filters on the filter thread (loads, downloads, warms up models).
     pub builder: FilterBuilder,
-    /// The spec of the first filter, as the builder takes it.
-    pub spec: String,
+    /// The spec of the first filter.
+    pub spec: FilterSpec,
     /// Where inference runs (`cpu`, `cuda`, ...), for `/readyz`.
     pub execution_provider: String,
 }
@@ -78,14 +59,10 @@ pub struct InitialFilter {
 impl InitialFilter {
     /// The filter the command line asks for, built by the ONNX Runtime filter factory.
     pub fn from_args(args: &Args) -> Result<Self, ServerError> {
-        let initial = args.filter.initial_spec()?;
+        let spec = args.filter.initial_spec()?;
         let factory = FilterFactory::new(&args.filter)?;
         let execution_provider = factory.execution_provider().to_owned();
-        let builder: FilterBuilder = Box::new(move |spec: &str| {
-            let spec = FilterSpec::from_str(spec).map_err(|e| e.to_string())?;
-            factory.build(&spec).map_err(|e| e.to_string())
-        });
-        let spec = serde_json::to_string(&initial).unwrap_or_else(|_| args.filter.filter.clone());
+        let builder: FilterBuilder = Box::new(move |spec: &FilterSpec| factory.build(spec));
         Ok(InitialFilter {
             builder,
             spec,
@@ -115,7 +92,7 @@ pub async fn serve_filter(
 ) -> Result<(), ServerError> {
     let token = args.load_token()?;
     let metrics = Arc::new(Metrics::default());
-    let state = AppState::warming(token, metrics.clone(), filter.spec.clone());
+    let state = AppState::warming(token, metrics.clone(), filter.spec.to_string());
     let media = MediaConfig {
         udp_addr: args.udp_addr(),
         public_ip: args.public_ip,
@@ -205,7 +182,7 @@ async fn warm_up_then_serve(
     let mut shutdown = std::pin::pin!(shutdown);
     tracing::info!(filter = %filter.spec, execution_provider = %filter.execution_provider, "building the initial filter");
     let started = tokio::select! {
-        started = FilterWorker::start(filter.builder, &filter.spec, state.metrics.clone()) => started,
+        started = FilterWorker::start(filter.builder, filter.spec, state.metrics.clone()) => started,
         () = &mut shutdown => {
             tracing::info!("shut down while warming up");
             handle.graceful_shutdown(Some(std::time::Duration::from_secs(2)));

@@ -9,10 +9,13 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use camera_pod::codec::CodecKind;
-use camera_pod::config::BitrateBounds;
 use camera_pod::filter::manifest::{Manifest, MaskComposite};
-use camera_pod::filter::{Filter, Passthrough};
-use camera_pod::media::{Camera, FilterWorker, MediaConfig};
+use camera_pod::filter::{
+    CustomModel, Filter, FilterBuilder, FilterError, FilterSpec, FilterWorker, ModelSource,
+    Passthrough,
+};
+use camera_pod::media::limits::BitrateBounds;
+use camera_pod::media::{Camera, MediaConfig};
 use camera_pod::metrics::Metrics;
 use camera_pod::signaling::{AppState, Readiness, app};
 use common::TestPeer;
@@ -21,24 +24,23 @@ use tower::ServiceExt;
 
 const TOKEN: &str = "s3cret-token";
 
-fn passthrough_builder() -> camera_pod::media::worker::FilterBuilder {
-    Box::new(|spec: &str| -> Result<Box<dyn Filter>, String> {
-        if spec.contains("passthrough") {
-            Ok(Box::new(Passthrough))
-        } else {
-            Err(format!("unknown filter {spec}"))
-        }
-    })
+/// Builds passthrough only; refuses every other spec as an unknown filter.
+fn passthrough_builder() -> FilterBuilder {
+    Box::new(
+        |spec: &FilterSpec| -> Result<Box<dyn Filter>, FilterError> {
+            match spec {
+                FilterSpec::Passthrough => Ok(Box::new(Passthrough)),
+                other => Err(FilterError::UnknownFilter(other.name().to_owned())),
+            }
+        },
+    )
 }
 
 async fn state(token: Option<&str>) -> AppState {
     state_with(token, passthrough_builder()).await
 }
 
-async fn state_with(
-    token: Option<&str>,
-    builder: camera_pod::media::worker::FilterBuilder,
-) -> AppState {
+async fn state_with(token: Option<&str>, builder: FilterBuilder) -> AppState {
     state_with_udp(token, builder, "127.0.0.1:0".parse().unwrap()).await
 }
 
@@ -49,12 +51,12 @@ async fn state_on_udp_port(port: u16) -> AppState {
 
 async fn state_with_udp(
     token: Option<&str>,
-    builder: camera_pod::media::worker::FilterBuilder,
+    builder: FilterBuilder,
     udp_addr: std::net::SocketAddr,
 ) -> AppState {
     let metrics = Arc::new(Metrics::default());
     let worker = Arc::new(
-        FilterWorker::start(builder, "passthrough", metrics.clone())
+        FilterWorker::start(builder, FilterSpec::Passthrough, metrics.clone())
             .await
             .unwrap(),
     );
@@ -135,12 +137,12 @@ async fn every_bad_offer_gets_its_json_error_and_the_server_keeps_serving() {
         (
             post("/offer", None, "application/json", offer_json("x")),
             StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            "missing_token",
         ),
         (
             post("/offer", Some("wrong"), "application/json", offer_json("x")),
             StatusCode::FORBIDDEN,
-            "forbidden",
+            "wrong_token",
         ),
         (
             post("/offer", Some(TOKEN), "application/json", "{not json"),
@@ -205,7 +207,7 @@ async fn every_bad_offer_gets_its_json_error_and_the_server_keeps_serving() {
         (
             post("/offer", Some(TOKEN), "application/json", huge),
             StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            "too_large",
         ),
         (
             post(
@@ -215,7 +217,7 @@ async fn every_bad_offer_gets_its_json_error_and_the_server_keeps_serving() {
                 r#"{"filter":"passthrough"}"#,
             ),
             StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            "missing_token",
         ),
         (
             post(
@@ -230,12 +232,12 @@ async fn every_bad_offer_gets_its_json_error_and_the_server_keeps_serving() {
         (
             post("/filter", Some(TOKEN), "application/json", "[]"),
             StatusCode::BAD_REQUEST,
-            "invalid_filter",
+            "invalid_json",
         ),
         (
             Request::get("/status").body(Body::empty()).unwrap(),
             StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            "missing_token",
         ),
     ];
     for (request, status, code) in cases {
@@ -289,13 +291,15 @@ async fn filter_switch_and_status_with_the_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filter_switches_over_http_may_not_name_pod_files() {
     // This builder would build anything: only the server's own check stands in the way.
-    let built = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let builder: camera_pod::media::worker::FilterBuilder = {
+    let built = Arc::new(std::sync::Mutex::new(Vec::<FilterSpec>::new()));
+    let builder: FilterBuilder = {
         let built = built.clone();
-        Box::new(move |spec: &str| -> Result<Box<dyn Filter>, String> {
-            built.lock().unwrap().push(spec.to_owned());
-            Ok(Box::new(Passthrough))
-        })
+        Box::new(
+            move |spec: &FilterSpec| -> Result<Box<dyn Filter>, FilterError> {
+                built.lock().unwrap().push(spec.clone());
+                Ok(Box::new(Passthrough))
+            },
+        )
     };
     let state = state_with(None, builder).await;
     let manifest = serde_json::to_value(Manifest::selfie(MaskComposite::ShowMask)).unwrap();
@@ -342,7 +346,10 @@ async fn filter_switches_over_http_may_not_name_pod_files() {
     .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
     let last = built.lock().unwrap().last().cloned().unwrap();
-    assert!(last.contains("https://models.example/seg.onnx"), "{last}");
+    assert!(
+        matches!(&last, FilterSpec::Custom(CustomModel { model: ModelSource::Url(url), .. }) if url == "https://models.example/seg.onnx"),
+        "{last}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -410,8 +417,17 @@ async fn an_offer_while_another_process_holds_the_media_port_gets_503_and_says_s
     let mut peer = TestPeer::new(CodecKind::Vp8).await;
     let offer = offer_json(&peer.offer().await);
 
-    let reply = call(&state, post("/offer", None, "application/json", offer.clone())).await;
-    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{}", reply.json);
+    let reply = call(
+        &state,
+        post("/offer", None, "application/json", offer.clone()),
+    )
+    .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.json
+    );
     assert_eq!(reply.json["error"]["code"], "media_port_unavailable");
     let message = reply.json["error"]["message"].as_str().unwrap();
     assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
@@ -551,13 +567,13 @@ async fn a_real_server_listens_before_a_slow_filter_is_warm_then_becomes_ready()
     common::install_crypto();
     const WARM_UP: std::time::Duration = std::time::Duration::from_millis(1500);
     let mut fast = passthrough_builder();
-    let slow: camera_pod::media::worker::FilterBuilder = Box::new(move |spec: &str| {
+    let slow: FilterBuilder = Box::new(move |spec: &FilterSpec| {
         std::thread::sleep(WARM_UP);
         fast(spec)
     });
     let filter = camera_pod::server::InitialFilter {
         builder: slow,
-        spec: "passthrough".into(),
+        spec: FilterSpec::Passthrough,
         execution_provider: "cpu".into(),
     };
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -620,7 +636,7 @@ async fn an_initial_filter_that_cannot_be_built_stops_the_server_with_its_error(
     use clap::Parser;
     let filter = camera_pod::server::InitialFilter {
         builder: passthrough_builder(),
-        spec: "no-such-filter".into(),
+        spec: FilterSpec::Style { style: 3 },
         execution_provider: "cpu".into(),
     };
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -637,7 +653,10 @@ async fn an_initial_filter_that_cannot_be_built_stops_the_server_with_its_error(
     .await
     .expect("the server stops by itself");
     let error = result.unwrap_err().to_string();
-    assert!(error.contains("no-such-filter"), "{error}");
+    assert!(
+        error.contains("building the initial filter: unknown filter `style`"),
+        "{error}"
+    );
 }
 
 /// Stops an in-process server started with a oneshot shutdown signal; it must end cleanly

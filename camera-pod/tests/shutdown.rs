@@ -6,6 +6,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use p2pcamera_api::pod_env;
+
 fn free_port() -> u16 {
     p2pcamera_tests::free_port().unwrap()
 }
@@ -34,7 +36,9 @@ fn wait_for_healthz(child: &mut Child, port: u16, log: Option<&Path>) {
         if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
             let _ = child.kill();
             let _ = child.wait();
-            let log = log.map(|l| std::fs::read_to_string(l).unwrap_or_default()).unwrap_or_default();
+            let log = log
+                .map(|l| std::fs::read_to_string(l).unwrap_or_default())
+                .unwrap_or_default();
             panic!("camera-pod did not serve /healthz: {log}");
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -129,7 +133,8 @@ fn a_media_port_another_process_holds_is_a_clear_start_up_error() {
     assert!(stderr.contains(&expected), "{stderr}");
     let termination_message = std::fs::read_to_string(termination_log.path()).unwrap();
     assert!(
-        termination_message.starts_with("camera-pod failed: ") && termination_message.contains(&expected),
+        termination_message.starts_with("camera-pod failed: ")
+            && termination_message.contains(&expected),
         "{termination_message}"
     );
 }
@@ -141,8 +146,8 @@ fn a_required_gpu_that_is_missing_keeps_the_pod_unready_and_says_why() {
     // The environment the operator gives camera pods; this machine has no GPU.
     let mut child = Command::new(env!("CARGO_BIN_EXE_camera-pod"))
         .args(["--filter", "passthrough", "--plain-http"])
-        .env("P2PCAMERA_LISTEN", format!("127.0.0.1:{port}"))
-        .env("P2PCAMERA_REQUIRE_GPU", "true")
+        .env(pod_env::LISTEN, format!("127.0.0.1:{port}"))
+        .env(pod_env::REQUIRE_GPU, "true")
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(log.reopen().unwrap())

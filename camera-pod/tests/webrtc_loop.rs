@@ -80,9 +80,13 @@ async fn loop_back(codec: CodecKind) {
         metrics.contains("p2pcamera_pod_peer_connection_state{state=\"connected\"} 1"),
         "{metrics}"
     );
+    // Every frame the peer got back was encoded and sent by the pod.
+    let frames_out = metric_value(&metrics, "p2pcamera_pod_frames_out_total")
+        .unwrap_or_else(|| panic!("no p2pcamera_pod_frames_out_total: {metrics}"));
     assert!(
-        !metrics.contains("p2pcamera_pod_frames_out_total 0"),
-        "{metrics}"
+        frames_out >= received.len() as f64,
+        "{frames_out} frames out, {} received: {metrics}",
+        received.len()
     );
 
     peer.close().await;
@@ -186,7 +190,7 @@ async fn data_channel_answers_pings_switches_filters_and_sends_stats() {
 
 /// Connects `peer` to `server` with its `offer` and returns the answer's SDP.
 async fn connect(server: &TestServer, peer: &mut TestPeer, offer: &str) -> String {
-    let response = post_offer(&server.base, &offer, None, None).await;
+    let response = post_offer(&server.base, offer, None, None).await;
     assert_eq!(response.status(), 200);
     let answer: serde_json::Value = response.json().await.unwrap();
     let answer = answer["sdp"].as_str().unwrap().to_owned();
@@ -320,6 +324,8 @@ async fn the_offerers_order_decides_among_accepted_codecs() {
 
 /// The pod's next answer to a filter change on the data channel.
 async fn filter_reply(peer: &mut common::TestPeer) -> serde_json::Value {
-    let message = peer.next_message(|m| m.contains("\"type\":\"filter\"")).await;
+    let message = peer
+        .next_message(|m| m.contains("\"type\":\"filter\""))
+        .await;
     serde_json::from_str(&message).unwrap()
 }

@@ -19,7 +19,9 @@ use k8s_openapi::api::core::v1::{Pod, PodSpec, Secret};
 use kube::ResourceExt;
 
 use crate::crd::CameraSession;
-use crate::desired::{ANNOTATION_POD_HASH, ANNOTATION_PORT, ANNOTATION_PUBLIC_ADDRESS, SECRET_TLS_CERT, SECRET_TOKEN};
+use p2pcamera_api::objects::{
+    ANNOTATION_POD_HASH, ANNOTATION_PORT, ANNOTATION_PUBLIC_ADDRESS, SECRET_TLS_CERT, SECRET_TOKEN,
+};
 
 /// Annotation `kubectl apply` stores a full copy of the object in.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -35,8 +37,14 @@ pub fn trim_session(session: &mut CameraSession) {
 /// status.
 pub fn trim_pod(pod: &mut Pod) {
     pod.managed_fields_mut().clear();
-    pod.annotations_mut()
-        .retain(|key, _| [ANNOTATION_PORT, ANNOTATION_POD_HASH, ANNOTATION_PUBLIC_ADDRESS].contains(&key.as_str()));
+    pod.annotations_mut().retain(|key, _| {
+        [
+            ANNOTATION_PORT,
+            ANNOTATION_POD_HASH,
+            ANNOTATION_PUBLIC_ADDRESS,
+        ]
+        .contains(&key.as_str())
+    });
     pod.spec = pod.spec.take().map(|spec| PodSpec {
         node_name: spec.node_name,
         ..PodSpec::default()
@@ -62,10 +70,12 @@ pub fn trim_secret(secret: &mut Secret) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desired::{self, ANNOTATION_MANIFEST, SECRET_TLS_KEY, SecretMaterial};
+    use crate::desired::{self, SecretMaterial};
+    use crate::fixtures;
     use crate::status;
     use k8s_openapi::api::core::v1::{ContainerStatus, PodCondition, PodIP, PodStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+    use p2pcamera_api::objects::{ANNOTATION_MANIFEST, ANNOTATION_WAKE, SECRET_TLS_KEY};
 
     fn managed() -> Vec<ManagedFieldsEntry> {
         vec![ManagedFieldsEntry {
@@ -76,8 +86,8 @@ mod tests {
 
     #[test]
     fn trimmed_pod_reads_the_same_to_the_operator() {
-        let session = desired::tests::session(serde_json::json!({"filter": {"name": "selfie-blur"}}));
-        let config = desired::tests::config();
+        let session = fixtures::session(serde_json::json!({"filter": {"name": "selfie-blur"}}));
+        let config = fixtures::config();
         let placement = desired::Placement {
             node: "gpu-1".into(),
             address: "203.0.113.9".into(),
@@ -86,7 +96,9 @@ mod tests {
         pod.metadata.managed_fields = Some(managed());
         pod.status = Some(PodStatus {
             host_ip: Some("10.0.0.5".into()),
-            pod_ips: Some(vec![PodIP { ip: "10.0.0.5".into() }]),
+            pod_ips: Some(vec![PodIP {
+                ip: "10.0.0.5".into(),
+            }]),
             phase: Some("Running".into()),
             conditions: Some(vec![PodCondition {
                 type_: "Ready".into(),
@@ -100,8 +112,10 @@ mod tests {
             }]),
             ..PodStatus::default()
         });
-        pod.annotations_mut().insert(ANNOTATION_MANIFEST.into(), "{\"big\": true}".into());
-        pod.annotations_mut().insert("other.example/x".into(), "y".into());
+        pod.annotations_mut()
+            .insert(ANNOTATION_MANIFEST.into(), "{\"big\": true}".into());
+        pod.annotations_mut()
+            .insert("other.example/x".into(), "y".into());
         let before = (
             status::observe_pod(&pod),
             desired::pinned_placement(&pod),
@@ -119,41 +133,82 @@ mod tests {
         );
         assert_eq!(before, after);
         assert_eq!(after.1, Some(placement));
-        assert!(after.0.ready && after.0.restarts == 2 && after.0.host_ip.as_deref() == Some("10.0.0.5"));
-        assert!(pod.metadata.managed_fields.as_deref().unwrap_or_default().is_empty());
+        assert!(
+            after.0.ready
+                && after.0.restarts == 2
+                && after.0.host_ip.as_deref() == Some("10.0.0.5")
+        );
+        assert!(
+            pod.metadata
+                .managed_fields
+                .as_deref()
+                .unwrap_or_default()
+                .is_empty()
+        );
         assert_eq!(pod.annotations().len(), 3, "{:?}", pod.annotations());
         assert!(pod.spec.as_ref().unwrap().containers.is_empty());
-        assert_eq!(pod.owner_references(), owners, "owner references route events to the session");
+        assert_eq!(
+            pod.owner_references(),
+            owners,
+            "owner references route events to the session"
+        );
         assert_eq!(pod.labels(), &labels);
     }
 
     #[test]
     fn trimmed_secret_keeps_token_and_certificate_only() {
-        let session = desired::tests::session(serde_json::json!({"filter": {"name": "selfie-blur"}}));
+        let session = fixtures::session(serde_json::json!({"filter": {"name": "selfie-blur"}}));
         let material = SecretMaterial::generate("ns", "cam").unwrap();
         let mut secret = desired::build_secret(&session, &material).unwrap();
         secret.metadata.managed_fields = Some(managed());
         let owners = secret.owner_references().to_vec();
         trim_secret(&mut secret);
         let data = secret.data.as_ref().unwrap();
-        assert_eq!(data.get(SECRET_TOKEN).map(|b| b.0.as_slice()), Some(material.token.as_bytes()));
-        assert_eq!(data.get(SECRET_TLS_CERT).map(|b| b.0.as_slice()), Some(material.cert_pem.as_bytes()));
-        assert!(!data.contains_key(SECRET_TLS_KEY), "the private key is not kept");
-        assert!(secret.metadata.managed_fields.as_deref().unwrap_or_default().is_empty());
+        assert_eq!(
+            data.get(SECRET_TOKEN).map(|b| b.0.as_slice()),
+            Some(material.token.as_bytes())
+        );
+        assert_eq!(
+            data.get(SECRET_TLS_CERT).map(|b| b.0.as_slice()),
+            Some(material.cert_pem.as_bytes())
+        );
+        assert!(
+            !data.contains_key(SECRET_TLS_KEY),
+            "the private key is not kept"
+        );
+        assert!(
+            secret
+                .metadata
+                .managed_fields
+                .as_deref()
+                .unwrap_or_default()
+                .is_empty()
+        );
         assert_eq!(secret.owner_references(), owners);
     }
 
     #[test]
     fn trimmed_session_keeps_spec_status_and_operator_annotations() {
-        let mut session = desired::tests::session(serde_json::json!({"filter": {"name": "selfie-blur"}}));
+        let mut session = fixtures::session(serde_json::json!({"filter": {"name": "selfie-blur"}}));
         session.metadata.managed_fields = Some(managed());
-        session.annotations_mut().insert(LAST_APPLIED.into(), "{...}".into());
-        session.annotations_mut().insert(desired::ANNOTATION_WAKE.into(), "now".into());
+        session
+            .annotations_mut()
+            .insert(LAST_APPLIED.into(), "{...}".into());
+        session
+            .annotations_mut()
+            .insert(ANNOTATION_WAKE.into(), "now".into());
         let spec = session.spec.clone();
         trim_session(&mut session);
         assert_eq!(session.spec, spec);
-        assert!(session.metadata.managed_fields.as_deref().unwrap_or_default().is_empty());
+        assert!(
+            session
+                .metadata
+                .managed_fields
+                .as_deref()
+                .unwrap_or_default()
+                .is_empty()
+        );
         assert!(!session.annotations().contains_key(LAST_APPLIED));
-        assert!(session.annotations().contains_key(desired::ANNOTATION_WAKE));
+        assert!(session.annotations().contains_key(ANNOTATION_WAKE));
     }
 }

@@ -42,11 +42,19 @@ pub struct Config {
     pub port_range: PortRange,
 
     /// camera-pod image used when a session names none.
-    #[arg(long, env = "P2PCAMERA_CAMERA_POD_IMAGE", default_value = "ghcr.io/p2pcamera/camera-pod:0.1.0")]
+    #[arg(
+        long,
+        env = "P2PCAMERA_CAMERA_POD_IMAGE",
+        default_value = "ghcr.io/p2pcamera/camera-pod:0.1.0"
+    )]
     pub camera_pod_image: String,
 
     /// Extended resource name of GPUs when a session names none.
-    #[arg(long, env = "P2PCAMERA_GPU_RESOURCE_NAME", default_value = "nvidia.com/gpu")]
+    #[arg(
+        long,
+        env = "P2PCAMERA_GPU_RESOURCE_NAME",
+        default_value = "nvidia.com/gpu"
+    )]
     pub gpu_resource_name: String,
 
     /// Node selector for every camera pod, as a JSON or YAML map (sessions add to it).
@@ -58,11 +66,20 @@ pub struct Config {
     pub gpu_tolerations: Tolerations,
 
     /// Which address camera pods advertise to browsers.
-    #[arg(long, env = "P2PCAMERA_PUBLIC_IP_SOURCE", value_enum, default_value = "node")]
+    #[arg(
+        long,
+        env = "P2PCAMERA_PUBLIC_IP_SOURCE",
+        value_enum,
+        default_value = "node"
+    )]
     pub public_ip_source: PublicIpSource,
 
     /// Name of the leader-election Lease.
-    #[arg(long, env = "P2PCAMERA_LEASE_NAME", default_value = "p2pcamera-operator")]
+    #[arg(
+        long,
+        env = "P2PCAMERA_LEASE_NAME",
+        default_value = "p2pcamera-operator"
+    )]
     pub lease_name: String,
 
     /// Namespace of the leader-election Lease.
@@ -173,7 +190,13 @@ mod tests {
     #[test]
     fn defaults() {
         let c = Wrapper::try_parse_from(["x"]).unwrap().config;
-        assert_eq!(c.port_range, PortRange { first: 40000, last: 40999 });
+        assert_eq!(
+            c.port_range,
+            PortRange {
+                first: 40000,
+                last: 40999
+            }
+        );
         assert_eq!(c.gpu_resource_name, "nvidia.com/gpu");
         assert!(c.gpu_node_selector.is_empty());
         assert_eq!(c.gpu_tolerations, Tolerations::default());
@@ -192,8 +215,14 @@ mod tests {
         ])
         .unwrap()
         .config;
-        assert_eq!(c.gpu_node_selector.get("gpu").map(String::as_str), Some("true"));
-        assert_eq!(c.gpu_tolerations.0[0].key.as_deref(), Some("nvidia.com/gpu"));
+        assert_eq!(
+            c.gpu_node_selector.get("gpu").map(String::as_str),
+            Some("true")
+        );
+        assert_eq!(
+            c.gpu_tolerations.0[0].key.as_deref(),
+            Some("nvidia.com/gpu")
+        );
         assert!(Wrapper::try_parse_from(["x", "--gpu-tolerations", "{not: a list}"]).is_err());
         assert!(Wrapper::try_parse_from(["x", "--port-range", "9-1"]).is_err());
     }

@@ -408,7 +408,9 @@ mod tests {
 
     #[test]
     fn committed_crd_matches_types() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(CRD_FILE);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(CRD_FILE);
         let committed = std::fs::read_to_string(&path).unwrap_or_default();
         let generated = crd_yaml().expect("CRD serializes");
         assert!(
@@ -421,12 +423,21 @@ mod tests {
     #[test]
     fn crd_names_and_columns() {
         let crd = CameraSession::crd();
-        assert_eq!(crd.metadata.name.as_deref(), Some("camerasessions.p2pcamera.io"));
+        assert_eq!(
+            crd.metadata.name.as_deref(),
+            Some("camerasessions.p2pcamera.io")
+        );
         assert_eq!(crd.spec.scope, "Namespaced");
         assert_eq!(crd.spec.names.short_names, Some(vec!["cams".to_string()]));
         let version = &crd.spec.versions[0];
         assert_eq!(version.name, "v1alpha1");
-        assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
+        assert!(
+            version
+                .subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some()
+        );
         let columns: Vec<_> = version
             .additional_printer_columns
             .iter()

@@ -27,10 +27,10 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, DownwardAPIVolumeFile, DownwardAPIVolumeSource, EmptyDirVolumeSource,
-    EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, Pod, PodSecurityContext, PodSpec, Probe,
-    ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Toleration, Volume,
-    VolumeMount,
+    Capabilities, Container, ContainerPort, DownwardAPIVolumeFile, DownwardAPIVolumeSource,
+    EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, Pod,
+    PodSecurityContext, PodSpec, Probe, ResourceRequirements, SeccompProfile, Secret,
+    SecretVolumeSource, SecurityContext, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -38,42 +38,15 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 use sha2::{Digest, Sha256};
 
+use p2pcamera_api::objects::{
+    ANNOTATION_MANIFEST, ANNOTATION_POD_HASH, ANNOTATION_PORT, ANNOTATION_PUBLIC_ADDRESS,
+    CONTAINER, LABEL_MANAGED_BY, LABEL_SESSION, MANAGED_BY, MANIFEST_MOUNT_DIR, SECRET_MOUNT_DIR,
+    SECRET_TLS_CERT, SECRET_TLS_KEY, SECRET_TOKEN, child_name,
+};
+use p2pcamera_api::pod_env;
+
 use crate::config::Config;
 use crate::crd::{CameraSession, FilterName};
-
-/// Field manager of every server-side apply the operator does.
-pub const FIELD_MANAGER: &str = "p2pcamera-operator";
-/// Value of `app.kubernetes.io/managed-by` on every object the operator creates.
-pub const MANAGED_BY: &str = "p2pcamera-operator";
-/// Label naming the owning session.
-pub const LABEL_SESSION: &str = "p2pcamera.io/session";
-/// Pod annotation holding the allocated port.
-pub const ANNOTATION_PORT: &str = "p2pcamera.io/port";
-/// Pod annotation holding the hash of the desired pod.
-pub const ANNOTATION_POD_HASH: &str = "p2pcamera.io/pod-hash";
-/// Pod annotation holding the explicit public address of a pod pinned to its node.
-pub const ANNOTATION_PUBLIC_ADDRESS: &str = "p2pcamera.io/public-address";
-/// Pod annotation holding a custom model's manifest (JSON), mounted as `manifest.json`.
-pub const ANNOTATION_MANIFEST: &str = "p2pcamera.io/manifest";
-/// Session annotation that wakes an Idle session (removed by the operator when it acts on it).
-pub const ANNOTATION_WAKE: &str = "p2pcamera.io/wake";
-/// Secret key of the bearer token.
-pub const SECRET_TOKEN: &str = "token";
-/// Secret key of the pod's certificate (PEM).
-pub const SECRET_TLS_CERT: &str = "tls.crt";
-/// Secret key of the pod's private key (PEM).
-pub const SECRET_TLS_KEY: &str = "tls.key";
-/// Where the Secret (and manifest) are mounted in the pod.
-pub const MOUNT_DIR: &str = "/var/run/p2pcamera";
-/// Where a custom model's manifest is mounted in the pod (`manifest.json`).
-pub const MANIFEST_DIR: &str = "/var/run/p2pcamera-model";
-/// Name of the camera container.
-pub const CONTAINER: &str = "camera-pod";
-
-/// Name of the Pod and the Secret of a session.
-pub fn child_name(session: &str) -> String {
-    format!("{session}-p2pcamera")
-}
 
 /// Errors building the desired objects.
 #[derive(Debug, thiserror::Error)]
@@ -112,7 +85,8 @@ pub struct SecretMaterial {
 impl SecretMaterial {
     /// A fresh random token and self-signed certificate for the pod of `session` in `namespace`.
     pub fn generate(namespace: &str, session: &str) -> Result<Self, BuildError> {
-        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+        let token =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
         let names = vec![
             format!("{session}.{namespace}.p2pcamera.internal"),
             "localhost".to_string(),
@@ -128,7 +102,11 @@ impl SecretMaterial {
 }
 
 fn name_and_namespace(session: &CameraSession) -> Result<(&str, &str), BuildError> {
-    let name = session.metadata.name.as_deref().ok_or(BuildError::MissingMetadata("name"))?;
+    let name = session
+        .metadata
+        .name
+        .as_deref()
+        .ok_or(BuildError::MissingMetadata("name"))?;
     let namespace = session
         .metadata
         .namespace
@@ -140,9 +118,15 @@ fn name_and_namespace(session: &CameraSession) -> Result<(&str, &str), BuildErro
 /// The labels of every object of `session`.
 pub fn labels(session: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("app.kubernetes.io/name".to_string(), "camera-pod".to_string()),
-        ("app.kubernetes.io/instance".to_string(), session.to_string()),
-        ("app.kubernetes.io/managed-by".to_string(), MANAGED_BY.to_string()),
+        (
+            "app.kubernetes.io/name".to_string(),
+            "camera-pod".to_string(),
+        ),
+        (
+            "app.kubernetes.io/instance".to_string(),
+            session.to_string(),
+        ),
+        (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
         (LABEL_SESSION.to_string(), session.to_string()),
     ])
 }
@@ -159,14 +143,26 @@ fn child_meta(session: &CameraSession) -> Result<ObjectMeta, BuildError> {
 }
 
 /// The session Secret holding `material`.
-pub fn build_secret(session: &CameraSession, material: &SecretMaterial) -> Result<Secret, BuildError> {
+pub fn build_secret(
+    session: &CameraSession,
+    material: &SecretMaterial,
+) -> Result<Secret, BuildError> {
     Ok(Secret {
         metadata: child_meta(session)?,
         type_: Some("Opaque".to_string()),
         data: Some(BTreeMap::from([
-            (SECRET_TOKEN.to_string(), ByteString(material.token.clone().into_bytes())),
-            (SECRET_TLS_CERT.to_string(), ByteString(material.cert_pem.clone().into_bytes())),
-            (SECRET_TLS_KEY.to_string(), ByteString(material.key_pem.clone().into_bytes())),
+            (
+                SECRET_TOKEN.to_string(),
+                ByteString(material.token.clone().into_bytes()),
+            ),
+            (
+                SECRET_TLS_CERT.to_string(),
+                ByteString(material.cert_pem.clone().into_bytes()),
+            ),
+            (
+                SECRET_TLS_KEY.to_string(),
+                ByteString(material.key_pem.clone().into_bytes()),
+            ),
         ])),
         ..Secret::default()
     })
@@ -196,13 +192,13 @@ pub fn camera_pod_env(
 ) -> Vec<EnvVar> {
     let spec = &session.spec;
     let mut vars = vec![
-        env("P2PCAMERA_LISTEN", format!("0.0.0.0:{port}")),
-        env("P2PCAMERA_UDP_PORT", port.to_string()),
+        env(pod_env::LISTEN, format!("0.0.0.0:{port}")),
+        env(pod_env::UDP_PORT, port.to_string()),
     ];
     vars.push(match placement {
-        Some(p) => env("P2PCAMERA_PUBLIC_IP", p.address.clone()),
+        Some(p) => env(pod_env::PUBLIC_IP, p.address.clone()),
         None => EnvVar {
-            name: "P2PCAMERA_PUBLIC_IP".to_string(),
+            name: pod_env::PUBLIC_IP.to_string(),
             value: None,
             value_from: Some(EnvVarSource {
                 field_ref: Some(ObjectFieldSelector {
@@ -213,23 +209,26 @@ pub fn camera_pod_env(
             }),
         },
     });
-    vars.push(env("P2PCAMERA_FILTER", spec.filter.name.as_str()));
+    vars.push(env(pod_env::FILTER, spec.filter.name.as_str()));
     if let Some(index) = spec.filter.style_index {
-        vars.push(env("P2PCAMERA_STYLE_INDEX", index.to_string()));
+        vars.push(env(pod_env::STYLE_INDEX, index.to_string()));
     }
     if let Some(colour) = &spec.filter.background_color {
-        vars.push(env("P2PCAMERA_BACKGROUND_COLOR", colour.clone()));
+        vars.push(env(pod_env::BACKGROUND_COLOR, colour.clone()));
     }
     if let Some(model) = &spec.filter.model {
-        vars.push(env("P2PCAMERA_MODEL", model.url.clone()));
-        vars.push(env("P2PCAMERA_SHA256", model.sha256.clone()));
-        vars.push(env("P2PCAMERA_MANIFEST", format!("{MANIFEST_DIR}/manifest.json")));
+        vars.push(env(pod_env::MODEL, model.url.clone()));
+        vars.push(env(pod_env::SHA256, model.sha256.clone()));
+        vars.push(env(
+            pod_env::MANIFEST,
+            format!("{MANIFEST_MOUNT_DIR}/manifest.json"),
+        ));
     }
     if let Some(video) = &spec.video {
         for (name, value) in [
-            ("P2PCAMERA_MAX_WIDTH", video.max_width),
-            ("P2PCAMERA_MAX_HEIGHT", video.max_height),
-            ("P2PCAMERA_MAX_FPS", video.max_fps),
+            (pod_env::MAX_WIDTH, video.max_width),
+            (pod_env::MAX_HEIGHT, video.max_height),
+            (pod_env::MAX_FPS, video.max_fps),
         ] {
             if let Some(value) = value {
                 vars.push(env(name, value.to_string()));
@@ -237,14 +236,23 @@ pub fn camera_pod_env(
         }
         if !video.codecs.is_empty() {
             let codecs: Vec<_> = video.codecs.iter().map(|c| c.as_str()).collect();
-            vars.push(env("P2PCAMERA_CODECS", codecs.join(",")));
+            vars.push(env(pod_env::CODECS, codecs.join(",")));
         }
     }
-    vars.push(env("P2PCAMERA_TOKEN_FILE", format!("{MOUNT_DIR}/{SECRET_TOKEN}")));
-    vars.push(env("P2PCAMERA_TLS_CERT", format!("{MOUNT_DIR}/{SECRET_TLS_CERT}")));
-    vars.push(env("P2PCAMERA_TLS_KEY", format!("{MOUNT_DIR}/{SECRET_TLS_KEY}")));
+    vars.push(env(
+        pod_env::TOKEN_FILE,
+        format!("{SECRET_MOUNT_DIR}/{SECRET_TOKEN}"),
+    ));
+    vars.push(env(
+        pod_env::TLS_CERT,
+        format!("{SECRET_MOUNT_DIR}/{SECRET_TLS_CERT}"),
+    ));
+    vars.push(env(
+        pod_env::TLS_KEY,
+        format!("{SECRET_MOUNT_DIR}/{SECRET_TLS_KEY}"),
+    ));
     if require_gpu {
-        vars.push(env("P2PCAMERA_REQUIRE_GPU", "true"));
+        vars.push(env(pod_env::REQUIRE_GPU, "true"));
     }
     vars.push(env("XDG_CACHE_HOME", "/var/cache/p2pcamera"));
     vars
@@ -339,11 +347,24 @@ pub fn build_pod(
     let mut node_selector = config.gpu_node_selector.clone();
     node_selector.extend(spec.node_selector.clone());
     let tolerations = merged_tolerations(&config.gpu_tolerations.0, &spec.tolerations);
-    let manifest = spec.filter.model.as_ref().filter(|_| spec.filter.name == FilterName::Custom);
+    let manifest = spec
+        .filter
+        .model
+        .as_ref()
+        .filter(|_| spec.filter.name == FilterName::Custom);
     let container = Container {
         name: CONTAINER.to_string(),
-        image: Some(spec.image.clone().unwrap_or_else(|| config.camera_pod_image.clone())),
-        env: Some(camera_pod_env(session, port, placement, config.camera_pod_require_gpu)),
+        image: Some(
+            spec.image
+                .clone()
+                .unwrap_or_else(|| config.camera_pod_image.clone()),
+        ),
+        env: Some(camera_pod_env(
+            session,
+            port,
+            placement,
+            config.camera_pod_require_gpu,
+        )),
         ports: Some(
             [("signaling", "TCP"), ("media", "UDP")]
                 .into_iter()
@@ -364,27 +385,29 @@ pub fn build_pod(
         // camera-pod writes the error that stops it; a panic or a kill leaves the log's end.
         termination_message_policy: Some("FallbackToLogsOnError".to_string()),
         liveness_probe: Some(http_probe("/healthz", port, 10, 3)),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: "p2pcamera".to_string(),
-                mount_path: MOUNT_DIR.to_string(),
+        volume_mounts: Some(
+            vec![
+                VolumeMount {
+                    name: "p2pcamera".to_string(),
+                    mount_path: SECRET_MOUNT_DIR.to_string(),
+                    read_only: Some(true),
+                    ..VolumeMount::default()
+                },
+                VolumeMount {
+                    name: "cache".to_string(),
+                    mount_path: "/var/cache/p2pcamera".to_string(),
+                    ..VolumeMount::default()
+                },
+            ]
+            .into_iter()
+            .chain(manifest.is_some().then(|| VolumeMount {
+                name: "manifest".to_string(),
+                mount_path: MANIFEST_MOUNT_DIR.to_string(),
                 read_only: Some(true),
                 ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: "cache".to_string(),
-                mount_path: "/var/cache/p2pcamera".to_string(),
-                ..VolumeMount::default()
-            },
-        ]
-        .into_iter()
-        .chain(manifest.is_some().then(|| VolumeMount {
-            name: "manifest".to_string(),
-            mount_path: MANIFEST_DIR.to_string(),
-            read_only: Some(true),
-            ..VolumeMount::default()
-        }))
-        .collect()),
+            }))
+            .collect(),
+        ),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -423,7 +446,10 @@ pub fn build_pod(
     };
     let mut annotations = BTreeMap::from([(ANNOTATION_PORT.to_string(), port.to_string())]);
     if let Some(model) = manifest {
-        annotations.insert(ANNOTATION_MANIFEST.to_string(), serde_json::to_string(&model.manifest)?);
+        annotations.insert(
+            ANNOTATION_MANIFEST.to_string(),
+            serde_json::to_string(&model.manifest)?,
+        );
     }
     if let Some(p) = placement {
         annotations.insert(ANNOTATION_PUBLIC_ADDRESS.to_string(), p.address.clone());
@@ -439,7 +465,10 @@ pub fn build_pod(
     })
 }
 
-fn pod_hash(spec: &PodSpec, annotations: &BTreeMap<String, String>) -> Result<String, serde_json::Error> {
+fn pod_hash(
+    spec: &PodSpec,
+    annotations: &BTreeMap<String, String>,
+) -> Result<String, serde_json::Error> {
     let mut hasher = Sha256::new();
     hasher.update(serde_json::to_vec(spec)?);
     hasher.update(serde_json::to_vec(annotations)?);
@@ -448,7 +477,11 @@ fn pod_hash(spec: &PodSpec, annotations: &BTreeMap<String, String>) -> Result<St
 
 /// The value of annotation `key` on `pod`.
 pub fn pod_annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
-    pod.metadata.annotations.as_ref()?.get(key).map(String::as_str)
+    pod.metadata
+        .annotations
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
 }
 
 /// The placement a pod was pinned with (its annotation and its node).
@@ -462,44 +495,9 @@ pub fn pinned_placement(pod: &Pod) -> Option<Placement> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::config::{PublicIpSource, Tolerations};
-    use crate::crd::CameraSessionSpec;
-    use crate::ports::PortRange;
-    use std::time::Duration;
-
-    pub(crate) fn config() -> Config {
-        Config {
-            namespace: None,
-            port_range: PortRange { first: 40000, last: 40999 },
-            camera_pod_image: "camera-pod:test".into(),
-            gpu_resource_name: "nvidia.com/gpu".into(),
-            gpu_node_selector: BTreeMap::from([("gpu".into(), "yes".into())]),
-            gpu_tolerations: Tolerations(vec![Toleration {
-                key: Some("nvidia.com/gpu".into()),
-                operator: Some("Exists".into()),
-                ..Toleration::default()
-            }]),
-            public_ip_source: PublicIpSource::Node,
-            lease_name: "l".into(),
-            lease_namespace: "default".into(),
-            identity: Some("me".into()),
-            camera_pod_require_gpu: true,
-            crash_restart_limit: 5,
-            crash_backoff: Duration::from_secs(60),
-            idle_poll_interval: Duration::from_secs(15),
-        }
-    }
-
-    pub(crate) fn session(spec: serde_json::Value) -> CameraSession {
-        let spec: CameraSessionSpec = serde_json::from_value(spec).unwrap();
-        let mut s = CameraSession::new("cam1", spec);
-        s.metadata.namespace = Some("team".into());
-        s.metadata.uid = Some("uid-1".into());
-        s.metadata.generation = Some(1);
-        s
-    }
+    use crate::fixtures::{config, session};
 
     fn env_value<'a>(pod: &'a Pod, name: &str) -> Option<&'a EnvVar> {
         pod.spec.as_ref().unwrap().containers[0]
@@ -517,56 +515,112 @@ pub(crate) mod tests {
         assert_eq!(pod.metadata.name.as_deref(), Some("cam1-p2pcamera"));
         assert_eq!(pod.metadata.namespace.as_deref(), Some("team"));
         let owner = &pod.metadata.owner_references.as_ref().unwrap()[0];
-        assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller), ("CameraSession", "uid-1", Some(true)));
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+            ("CameraSession", "uid-1", Some(true))
+        );
         let labels = pod.metadata.labels.as_ref().unwrap();
         assert_eq!(labels[LABEL_SESSION], "cam1");
-        assert_eq!(labels["app.kubernetes.io/managed-by"], MANAGED_BY);
+        assert_eq!(labels[LABEL_MANAGED_BY], MANAGED_BY);
         assert_eq!(pod_annotation(&pod, ANNOTATION_PORT), Some("40007"));
         let spec = pod.spec.as_ref().unwrap();
         assert_eq!(spec.host_network, Some(true));
         assert_eq!(spec.dns_policy.as_deref(), Some("ClusterFirstWithHostNet"));
         assert_eq!(spec.automount_service_account_token, Some(false));
         let selector = spec.node_selector.as_ref().unwrap();
-        assert_eq!((selector["gpu"].as_str(), selector["zone"].as_str()), ("yes", "a"));
+        assert_eq!(
+            (selector["gpu"].as_str(), selector["zone"].as_str()),
+            ("yes", "a")
+        );
         let c = &spec.containers[0];
         assert_eq!(c.image.as_deref(), Some("camera-pod:test"));
-        assert_eq!(c.resources.as_ref().unwrap().limits.as_ref().unwrap()["nvidia.com/gpu"], Quantity("2".into()));
+        assert_eq!(
+            c.resources.as_ref().unwrap().limits.as_ref().unwrap()["nvidia.com/gpu"],
+            Quantity("2".into())
+        );
         let ports = c.ports.as_ref().unwrap();
         assert_eq!(ports.len(), 2);
         for p in ports {
             assert_eq!((p.container_port, p.host_port), (40007, Some(40007)));
         }
-        let protocols: Vec<_> = ports.iter().map(|p| p.protocol.as_deref().unwrap()).collect();
+        let protocols: Vec<_> = ports
+            .iter()
+            .map(|p| p.protocol.as_deref().unwrap())
+            .collect();
         assert_eq!(protocols, ["TCP", "UDP"]);
-        let probe = c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+        let probe = c
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
         assert_eq!(probe.path.as_deref(), Some("/readyz"));
         assert_eq!(probe.port, IntOrString::Int(40007));
         assert_eq!(probe.scheme.as_deref(), Some("HTTPS"));
-        assert_eq!(c.termination_message_policy.as_deref(), Some("FallbackToLogsOnError"));
-        assert_eq!(env_value(&pod, "P2PCAMERA_LISTEN").unwrap().value.as_deref(), Some("0.0.0.0:40007"));
-        assert_eq!(env_value(&pod, "P2PCAMERA_UDP_PORT").unwrap().value.as_deref(), Some("40007"));
-        let ip = env_value(&pod, "P2PCAMERA_PUBLIC_IP").unwrap();
-        assert_eq!(ip.value_from.as_ref().unwrap().field_ref.as_ref().unwrap().field_path, "status.hostIP");
-        assert_eq!(env_value(&pod, "P2PCAMERA_FILTER").unwrap().value.as_deref(), Some("selfie-blur"));
+        assert_eq!(
+            c.termination_message_policy.as_deref(),
+            Some("FallbackToLogsOnError")
+        );
+        assert_eq!(
+            env_value(&pod, pod_env::LISTEN).unwrap().value.as_deref(),
+            Some("0.0.0.0:40007")
+        );
+        assert_eq!(
+            env_value(&pod, pod_env::UDP_PORT).unwrap().value.as_deref(),
+            Some("40007")
+        );
+        let ip = env_value(&pod, pod_env::PUBLIC_IP).unwrap();
+        assert_eq!(
+            ip.value_from
+                .as_ref()
+                .unwrap()
+                .field_ref
+                .as_ref()
+                .unwrap()
+                .field_path,
+            "status.hostIP"
+        );
+        assert_eq!(
+            env_value(&pod, pod_env::FILTER).unwrap().value.as_deref(),
+            Some("selfie-blur")
+        );
         let secret = spec.volumes.as_ref().unwrap()[0].secret.as_ref().unwrap();
         assert_eq!(secret.secret_name.as_deref(), Some("cam1-p2pcamera"));
-        assert_eq!(c.volume_mounts.as_ref().unwrap()[0].mount_path, MOUNT_DIR);
+        assert_eq!(
+            c.volume_mounts.as_ref().unwrap()[0].mount_path,
+            SECRET_MOUNT_DIR
+        );
         assert_eq!(c.volume_mounts.as_ref().unwrap()[0].read_only, Some(true));
-        assert_eq!(env_value(&pod, "P2PCAMERA_REQUIRE_GPU").unwrap().value.as_deref(), Some("true"));
+        assert_eq!(
+            env_value(&pod, pod_env::REQUIRE_GPU)
+                .unwrap()
+                .value
+                .as_deref(),
+            Some("true")
+        );
     }
 
     #[test]
     fn camera_pods_may_run_on_cpu_when_the_operator_allows_it() {
-        let cpu = Config { camera_pod_require_gpu: false, ..config() };
+        let cpu = Config {
+            camera_pod_require_gpu: false,
+            ..config()
+        };
         let pod = build_pod(&session(serde_json::json!({})), 40007, &cpu, None).unwrap();
-        assert!(env_value(&pod, "P2PCAMERA_REQUIRE_GPU").is_none());
+        assert!(env_value(&pod, pod_env::REQUIRE_GPU).is_none());
     }
 
     #[test]
     fn session_resource_name_overrides_default() {
         let s = session(serde_json::json!({"gpu": {"resourceName": "amd.com/gpu"}}));
         let pod = build_pod(&s, 40000, &config(), None).unwrap();
-        let limits = pod.spec.unwrap().containers[0].resources.clone().unwrap().limits.unwrap();
+        let limits = pod.spec.unwrap().containers[0]
+            .resources
+            .clone()
+            .unwrap()
+            .limits
+            .unwrap();
         assert_eq!(limits.keys().collect::<Vec<_>>(), ["amd.com/gpu"]);
         assert_eq!(limits["amd.com/gpu"], Quantity("1".into()));
     }
@@ -581,26 +635,43 @@ pub(crate) mod tests {
         let manifest: serde_json::Value =
             serde_json::from_str(pod_annotation(&pod, ANNOTATION_MANIFEST).unwrap()).unwrap();
         assert_eq!(manifest["layout"], "NCHW");
-        assert_eq!(env_value(&pod, "P2PCAMERA_MODEL").unwrap().value.as_deref(), Some("https://models.example/m.onnx"));
         assert_eq!(
-            env_value(&pod, "P2PCAMERA_MANIFEST").unwrap().value.as_deref(),
+            env_value(&pod, pod_env::MODEL).unwrap().value.as_deref(),
+            Some("https://models.example/m.onnx")
+        );
+        assert_eq!(
+            env_value(&pod, pod_env::MANIFEST).unwrap().value.as_deref(),
             Some("/var/run/p2pcamera-model/manifest.json")
         );
-        assert_eq!(env_value(&pod, "P2PCAMERA_CODECS").unwrap().value.as_deref(), Some("H264,VP8"));
-        assert_eq!(env_value(&pod, "P2PCAMERA_MAX_FPS").unwrap().value.as_deref(), Some("24"));
+        assert_eq!(
+            env_value(&pod, pod_env::CODECS).unwrap().value.as_deref(),
+            Some("H264,VP8")
+        );
+        assert_eq!(
+            env_value(&pod, pod_env::MAX_FPS).unwrap().value.as_deref(),
+            Some("24")
+        );
         let spec = pod.spec.unwrap();
-        assert!(spec.volumes.unwrap().iter().any(|v| v.downward_api.is_some()));
+        assert!(
+            spec.volumes
+                .unwrap()
+                .iter()
+                .any(|v| v.downward_api.is_some())
+        );
         let mounts = spec.containers[0].volume_mounts.clone().unwrap();
-        assert!(mounts.iter().any(|m| m.mount_path == MANIFEST_DIR));
+        assert!(mounts.iter().any(|m| m.mount_path == MANIFEST_MOUNT_DIR));
     }
 
     #[test]
     fn hash_is_stable_and_follows_the_spec() {
         let a = session(serde_json::json!({}));
         let hash = |s: &CameraSession, port, placement| {
-            pod_annotation(&build_pod(s, port, &config(), placement).unwrap(), ANNOTATION_POD_HASH)
-                .unwrap()
-                .to_string()
+            pod_annotation(
+                &build_pod(s, port, &config(), placement).unwrap(),
+                ANNOTATION_POD_HASH,
+            )
+            .unwrap()
+            .to_string()
         };
         assert_eq!(hash(&a, 40000, None), hash(&a, 40000, None));
         let b = session(serde_json::json!({"filter": {"name": "passthrough"}}));
@@ -621,24 +692,44 @@ pub(crate) mod tests {
             address: "203.0.113.5".into(),
         };
         let pod = build_pod(&s, 40000, &config(), Some(&pin)).unwrap();
-        assert_eq!(env_value(&pod, "P2PCAMERA_PUBLIC_IP").unwrap().value.as_deref(), Some("203.0.113.5"));
-        assert_eq!(pod.spec.as_ref().unwrap().node_name.as_deref(), Some("gpu-1"));
+        assert_eq!(
+            env_value(&pod, pod_env::PUBLIC_IP)
+                .unwrap()
+                .value
+                .as_deref(),
+            Some("203.0.113.5")
+        );
+        assert_eq!(
+            pod.spec.as_ref().unwrap().node_name.as_deref(),
+            Some("gpu-1")
+        );
         assert_eq!(pinned_placement(&pod), Some(pin));
-        assert_eq!(pinned_placement(&build_pod(&s, 40000, &config(), None).unwrap()), None);
+        assert_eq!(
+            pinned_placement(&build_pod(&s, 40000, &config(), None).unwrap()),
+            None
+        );
     }
 
     #[test]
     fn secret_holds_token_and_certificate() {
         let s = session(serde_json::json!({}));
         let material = SecretMaterial::generate("team", "cam1").unwrap();
-        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&material.token).unwrap();
+        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&material.token)
+            .unwrap();
         assert_eq!(token.len(), 32);
-        assert_ne!(material.token, SecretMaterial::generate("team", "cam1").unwrap().token);
+        assert_ne!(
+            material.token,
+            SecretMaterial::generate("team", "cam1").unwrap().token
+        );
         let secret = build_secret(&s, &material).unwrap();
         assert_eq!(secret.metadata.name.as_deref(), Some("cam1-p2pcamera"));
         assert_eq!(secret.type_.as_deref(), Some("Opaque"));
         let data = secret.data.unwrap();
-        assert!(String::from_utf8_lossy(&data[SECRET_TLS_CERT].0).starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(
+            String::from_utf8_lossy(&data[SECRET_TLS_CERT].0)
+                .starts_with("-----BEGIN CERTIFICATE-----")
+        );
         assert!(String::from_utf8_lossy(&data[SECRET_TLS_KEY].0).contains("PRIVATE KEY"));
         assert_eq!(data[SECRET_TOKEN].0, material.token.as_bytes());
         assert!(secret.metadata.owner_references.unwrap()[0].controller == Some(true));
@@ -648,6 +739,9 @@ pub(crate) mod tests {
     fn session_without_namespace_is_an_error_not_a_panic() {
         let mut s = session(serde_json::json!({}));
         s.metadata.namespace = None;
-        assert!(matches!(build_pod(&s, 1, &config(), None), Err(BuildError::MissingMetadata("namespace"))));
+        assert!(matches!(
+            build_pod(&s, 1, &config(), None),
+            Err(BuildError::MissingMetadata("namespace"))
+        ));
     }
 }

@@ -1,23 +1,34 @@
-//! p2pcamera operator: turns each `CameraSession` into one GPU camera pod.
+//! p2pcamera operator: turns each `CameraSession` into one GPU camera pod, and hosts the router
+//! (the HTTPS front door that forwards offers to camera pods) and the ACME client.
 //!
-//! Layout: [`crd`] holds the custom resource types, [`config`] the command-line configuration,
-//! [`ports`] the port allocator, [`desired`] the pure builders of the Pod and Secret.
+//! Layout, from the resource to the process:
+//! - The resource: [`crd`] (the `CameraSession` types, the CRD) and [`config`] (the flags of
+//!   `operator run`). Names shared with the router and camera-pod (labels, annotations, Secret
+//!   keys, env vars, [`p2pcamera_api::SessionKey`]) come from the `p2pcamera-api` crate.
+//! - The pure core, no client: [`desired`] builds the Pod and Secret of a session, [`status`]
+//!   turns what was observed into conditions and a phase, [`controller::decide`] decides what a
+//!   reconcile does ([`controller::decide::Plan`]), [`ports`] allocates ports.
+//! - The controller: [`controller`] runs the reconciles while this replica leads, reading from
+//!   the watch caches ([`caches`]) and executing the plans; [`status_memo`] bridges the lag
+//!   between its status writes and its cache, [`node_addresses`] remembers nodes' public
+//!   addresses, [`activity`] polls camera pods for a connected camera, [`metrics`] counts.
+//! - Runtime plumbing, nothing session-specific: [`runtime`] (Lease election, watch and retry
+//!   back-off, shutdown signal, admin server, logging).
+//! - The other services of the binary: [`router`] and [`acme`].
 
+pub mod acme;
 pub mod activity;
-pub mod admin;
 pub mod caches;
 pub mod config;
 pub mod controller;
 pub mod crd;
 pub mod desired;
-pub mod leader;
+#[cfg(test)]
+mod fixtures;
 pub mod metrics;
 pub mod node_addresses;
 pub mod ports;
-pub mod retry;
+pub mod router;
+pub mod runtime;
 pub mod status;
 pub mod status_memo;
-pub mod telemetry;
-pub mod watch_backoff;
-pub mod acme;
-pub mod router;

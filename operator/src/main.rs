@@ -3,20 +3,27 @@
 use std::net::SocketAddr;
 
 use clap::{Parser, Subcommand};
-use p2pcamera_operator::{acme, admin, config::Config, controller, crd, leader, router, telemetry};
-use tokio_util::sync::CancellationToken;
+use p2pcamera_operator::runtime::{admin, lease, shutdown, telemetry};
+use p2pcamera_operator::{acme, config::Config, controller, crd, router};
 
 #[derive(Parser)]
 #[command(version, about = "p2pcamera operator")]
 struct Cli {
     /// Log format.
-    #[arg(long, env = "P2PCAMERA_LOG_FORMAT", value_enum, default_value = "plain", global = true)]
+    #[arg(
+        long,
+        env = "P2PCAMERA_LOG_FORMAT",
+        value_enum,
+        default_value = "plain",
+        global = true
+    )]
     log_format: telemetry::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant, reason = "parsed once at start-up")]
 enum Command {
     /// Run the controller (leader-elected) with its admin server.
     Run {
@@ -39,33 +46,36 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Crd => print!("{}", crd::crd_yaml()?),
-        Command::Run { config, metrics_listen, acme } => {
+        Command::Run {
+            config,
+            metrics_listen,
+            acme,
+        } => {
             telemetry::init(cli.log_format, "info");
             let _ = rustls::crypto::ring::default_provider().install_default();
             let client = kube::Client::try_default().await?;
+            let shutdown = shutdown::on_signal();
             let state = admin::AdminState::default();
             let listener = tokio::net::TcpListener::bind(metrics_listen).await?;
             tracing::info!(addr = %listener.local_addr()?, "admin server listening");
-            let shutdown = CancellationToken::new();
-            let admin_shutdown = shutdown.clone();
-            let admin_app = admin::app(state.clone());
-            let admin_server = tokio::spawn(async move {
-                axum::serve(listener, admin_app)
-                    .with_graceful_shutdown(async move { admin_shutdown.cancelled().await })
-                    .await
-            });
-            let signal_shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                wait_for_signal().await;
-                tracing::info!("shutting down");
-                signal_shutdown.cancel();
-            });
+            let admin_server =
+                tokio::spawn(admin::serve(listener, state.clone(), shutdown.clone()));
             // ACME orders run on their own Lease, so only one replica orders at a time.
             let (acme_leading_tx, acme_leading) = tokio::sync::watch::channel(false);
             let acme_lease = format!("{}-acme", config.lease_name);
-            let acme_elector = leader::LeaderElector::new(client.clone(), &config.lease_namespace, &acme_lease, &config.identity());
+            let acme_elector = lease::LeaderElector::new(
+                client.clone(),
+                &config.lease_namespace,
+                &acme_lease,
+                &config.identity(),
+            );
             tokio::spawn(acme_elector.run(acme_leading_tx, shutdown.clone()));
-            let acme_task = tokio::spawn(acme::run_while_leading(client.clone(), acme, acme_leading, shutdown.clone()));
+            let acme_task = tokio::spawn(acme::run_while_leading(
+                client.clone(),
+                acme,
+                acme_leading,
+                shutdown.clone(),
+            ));
             controller::run(client, config, state, shutdown.clone()).await?;
             shutdown.cancel();
             admin_server.await??;
@@ -75,29 +85,8 @@ async fn main() -> anyhow::Result<()> {
             telemetry::init(cli.log_format, "info");
             let _ = rustls::crypto::ring::default_provider().install_default();
             let client = kube::Client::try_default().await?;
-            let shutdown = CancellationToken::new();
-            let signal_shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                wait_for_signal().await;
-                tracing::info!("shutting down");
-                signal_shutdown.cancel();
-            });
-            router::run(client, args, shutdown).await?;
+            router::run(client, args, shutdown::on_signal()).await?;
         }
     }
     Ok(())
-}
-
-async fn wait_for_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = tokio::signal::ctrl_c() => {},
-    }
 }

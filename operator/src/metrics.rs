@@ -14,7 +14,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::crd::Phase;
-use crate::ports::SessionKey;
+use p2pcamera_api::SessionKey;
 
 /// Label of error counts.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -47,15 +47,31 @@ impl Default for Metrics {
         let reconciles = Counter::default();
         registry.register("reconciles", "Reconciliations run", reconciles.clone());
         let errors = Family::<ErrorLabels, Counter>::default();
-        registry.register("reconcile_errors", "Reconciliations that failed, by reason", errors.clone());
+        registry.register(
+            "reconcile_errors",
+            "Reconciliations that failed, by reason",
+            errors.clone(),
+        );
         let duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
-        registry.register("reconcile_duration_seconds", "Duration of one reconciliation", duration.clone());
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of one reconciliation",
+            duration.clone(),
+        );
         let sessions = Family::<PhaseLabels, Gauge<i64, AtomicI64>>::default();
         registry.register("sessions", "CameraSessions by phase", sessions.clone());
         let leader = Gauge::<i64, AtomicI64>::default();
-        registry.register("leader", "1 while this replica holds the leader Lease", leader.clone());
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease",
+            leader.clone(),
+        );
         for phase in Phase::ALL {
-            sessions.get_or_create(&PhaseLabels { phase: phase.as_str().into() }).set(0);
+            sessions
+                .get_or_create(&PhaseLabels {
+                    phase: phase.as_str().into(),
+                })
+                .set(0);
         }
         Self {
             registry,
@@ -78,7 +94,11 @@ impl Metrics {
 
     /// Counts one failed reconciliation.
     pub fn failed(&self, reason: &str) {
-        self.errors.get_or_create(&ErrorLabels { reason: reason.into() }).inc();
+        self.errors
+            .get_or_create(&ErrorLabels {
+                reason: reason.into(),
+            })
+            .inc();
     }
 
     /// Records the leadership state.
@@ -107,7 +127,9 @@ impl Metrics {
         for phase in Phase::ALL {
             let count = phases.values().filter(|p| **p == phase).count();
             self.sessions
-                .get_or_create(&PhaseLabels { phase: phase.as_str().into() })
+                .get_or_create(&PhaseLabels {
+                    phase: phase.as_str().into(),
+                })
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
         }
     }
@@ -136,13 +158,32 @@ mod tests {
         m.set_phase(&SessionKey::new("a", "3"), Some(Phase::Ready));
         m.set_phase(&SessionKey::new("a", "2"), None);
         let text = m.encode().unwrap();
-        assert!(text.contains("p2pcamera_operator_reconciles_total 1"), "{text}");
-        assert!(text.contains(r#"p2pcamera_operator_reconcile_errors_total{reason="kube"} 1"#), "{text}");
-        assert!(text.contains("p2pcamera_operator_reconcile_duration_seconds_count 1"), "{text}");
-        assert!(text.contains(r#"p2pcamera_operator_sessions{phase="Ready"} 2"#), "{text}");
-        assert!(text.contains(r#"p2pcamera_operator_sessions{phase="Scheduling"} 0"#), "{text}");
+        assert!(
+            text.contains("p2pcamera_operator_reconciles_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"p2pcamera_operator_reconcile_errors_total{reason="kube"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("p2pcamera_operator_reconcile_duration_seconds_count 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"p2pcamera_operator_sessions{phase="Ready"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"p2pcamera_operator_sessions{phase="Scheduling"} 0"#),
+            "{text}"
+        );
         assert!(text.contains("p2pcamera_operator_leader 1"), "{text}");
         m.retain_sessions(|_| false);
-        assert!(m.encode().unwrap().contains(r#"p2pcamera_operator_sessions{phase="Ready"} 0"#));
+        assert!(
+            m.encode()
+                .unwrap()
+                .contains(r#"p2pcamera_operator_sessions{phase="Ready"} 0"#)
+        );
     }
 }

@@ -19,7 +19,12 @@ pub const NODE_ADDRESS_TTL: Duration = Duration::from_secs(60);
 /// The address a node's pods advertise: its ExternalIP, else its InternalIP.
 pub fn public_address(node: &Node) -> Option<String> {
     let addresses = node.status.as_ref()?.addresses.as_deref()?;
-    let pick = |kind: &str| addresses.iter().find(|a| a.type_ == kind).map(|a| a.address.clone());
+    let pick = |kind: &str| {
+        addresses
+            .iter()
+            .find(|a| a.type_ == kind)
+            .map(|a| a.address.clone())
+    };
     pick("ExternalIP").or_else(|| pick("InternalIP"))
 }
 
@@ -41,7 +46,9 @@ impl NodeAddressCache {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Option<String>, Instant)>> {
         // Every update is a single insert or remove, so a poisoned map is still consistent.
-        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The remembered address of `node` (`Some(None)`: the node has none) if read less than the
@@ -90,7 +97,11 @@ mod tests {
 
     #[test]
     fn external_ip_wins_over_internal_ip() {
-        let both = node(&[("InternalIP", "10.0.0.1"), ("Hostname", "n1"), ("ExternalIP", "203.0.113.9")]);
+        let both = node(&[
+            ("InternalIP", "10.0.0.1"),
+            ("Hostname", "n1"),
+            ("ExternalIP", "203.0.113.9"),
+        ]);
         assert_eq!(public_address(&both).as_deref(), Some("203.0.113.9"));
         let internal = node(&[("Hostname", "n1"), ("InternalIP", "10.0.0.1")]);
         assert_eq!(public_address(&internal).as_deref(), Some("10.0.0.1"));
@@ -107,7 +118,11 @@ mod tests {
         cache.insert("n2", None, t0);
         let later = t0 + Duration::from_secs(59);
         assert_eq!(cache.get("n1", later), Some(Some("203.0.113.9".into())));
-        assert_eq!(cache.get("n2", later), Some(None), "a node without addresses is remembered too");
+        assert_eq!(
+            cache.get("n2", later),
+            Some(None),
+            "a node without addresses is remembered too"
+        );
         let expired = t0 + Duration::from_secs(60);
         assert_eq!(cache.get("n1", expired), None);
         cache.insert("n1", Some("203.0.113.10".into()), expired);

@@ -3,43 +3,21 @@
 //! Ports come from a configured range and are unique across all live sessions, which implies
 //! unique per node. The allocator is in memory behind a mutex, so concurrent reconciles never
 //! hand out the same port. It is seeded when the operator becomes leader from each session's
-//! `status.udpPort` (and its pod's annotation), and every choice is written to the session's
-//! status before its pod is created, so a restarted operator rebuilds the same table.
+//! `status.udpPort` (and its pod's annotation), and every choice is recorded in both places (the
+//! pod's `p2pcamera.io/port` annotation when it is applied, the status right after), so a
+//! restarted operator rebuilds the same table.
 //!
 //! No finalizer is needed: a deleted session's port is reclaimed lazily by [`UdpPortAllocator::allocate`]
 //! (and by [`UdpPortAllocator::retain`]) once the session is gone from the operator's cache.
 //! The cursor rotates, so a just-released port is the last to be handed out again, which keeps it
 //! away from a pod that is still terminating.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, btree_map};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Mutex;
 
-/// Identifies a session: namespace and name.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SessionKey {
-    /// Namespace of the session.
-    pub namespace: String,
-    /// Name of the session.
-    pub name: String,
-}
-
-impl SessionKey {
-    /// A key from its parts.
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self {
-            namespace: namespace.into(),
-            name: name.into(),
-        }
-    }
-}
-
-impl fmt::Display for SessionKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
+use p2pcamera_api::SessionKey;
 
 /// An inclusive range of ports, written `first-last`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,8 +34,8 @@ impl PortRange {
         (self.first..=self.last).contains(&port)
     }
 
-    /// Number of ports in the range.
-    pub fn len(&self) -> usize {
+    /// Number of ports in the range (at least one).
+    pub fn port_count(&self) -> usize {
         usize::from(self.last - self.first) + 1
     }
 }
@@ -135,7 +113,9 @@ impl UdpPortAllocator {
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
         // A panic while holding the lock cannot leave the table half-updated: every mutation
         // below is a pair of inserts/removes done without early returns, so the data stays valid.
-        self.table.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.table
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Records that `key` holds `port` (from its status or its pod). Succeeds when the port is
@@ -163,26 +143,38 @@ impl UdpPortAllocator {
 
     /// The port of `key`: the one it holds, else a free one. When the range is full, ports of
     /// sessions for which `is_live` is false are reclaimed first.
-    pub fn allocate(&self, key: &SessionKey, is_live: impl Fn(&SessionKey) -> bool) -> Result<u16, PortError> {
+    pub fn allocate(
+        &self,
+        key: &SessionKey,
+        is_live: impl Fn(&SessionKey) -> bool,
+    ) -> Result<u16, PortError> {
         let mut table = self.lock();
         if let Some(&port) = table.by_session.get(key) {
             return Ok(port);
         }
-        if table.by_port.len() >= self.range.len() {
+        if table.by_port.len() >= self.range.port_count() {
             Self::retain_locked(&mut table, |k| k == key || is_live(k));
         }
         let start = table.cursor;
         let mut port = start;
         loop {
-            if !table.by_port.contains_key(&port) {
-                table.by_port.insert(port, key.clone());
+            if let btree_map::Entry::Vacant(free) = table.by_port.entry(port) {
+                free.insert(key.clone());
                 table.by_session.insert(key.clone(), port);
-                table.cursor = if port == self.range.last { self.range.first } else { port + 1 };
+                table.cursor = if port == self.range.last {
+                    self.range.first
+                } else {
+                    port + 1
+                };
                 return Ok(port);
             }
-            port = if port == self.range.last { self.range.first } else { port + 1 };
+            port = if port == self.range.last {
+                self.range.first
+            } else {
+                port + 1
+            };
             if port == start {
-                return Err(PortError::Exhausted(self.range.len()));
+                return Err(PortError::Exhausted(self.range.port_count()));
             }
         }
     }
@@ -228,7 +220,7 @@ mod tests {
     #[test]
     fn parses_ranges_and_rejects_bad_ones() {
         assert_eq!("40000-40999".parse(), Ok(range(40000, 40999)));
-        assert_eq!("7-7".parse::<PortRange>().map(|r| r.len()), Ok(1));
+        assert_eq!("7-7".parse::<PortRange>().map(|r| r.port_count()), Ok(1));
         for bad in ["", "40000", "2-1", "0-10", "1-70000", "a-b"] {
             assert!(bad.parse::<PortRange>().is_err(), "{bad} accepted");
         }
@@ -247,7 +239,10 @@ mod tests {
         let alloc = UdpPortAllocator::new(range(100, 101));
         alloc.allocate(&key(1), |_| true).unwrap();
         alloc.allocate(&key(2), |_| true).unwrap();
-        assert_eq!(alloc.allocate(&key(3), |_| true), Err(PortError::Exhausted(2)));
+        assert_eq!(
+            alloc.allocate(&key(3), |_| true),
+            Err(PortError::Exhausted(2))
+        );
         let p = alloc.allocate(&key(3), |k| *k != key(1)).unwrap();
         assert_eq!(p, 100, "the dead session's port is reused");
         assert_eq!(alloc.port_of(&key(1)), None);
@@ -268,7 +263,12 @@ mod tests {
         assert_eq!(alloc.claim(&key(2), 99), Err(PortError::OutOfRange(99)));
         // Allocation skips claimed ports.
         for _ in 0..10 {
-            let p = alloc.allocate(&SessionKey::new("x", format!("{}", rand::random::<u32>())), |_| true).unwrap();
+            let p = alloc
+                .allocate(
+                    &SessionKey::new("x", format!("{}", rand::random::<u32>())),
+                    |_| true,
+                )
+                .unwrap();
             assert_ne!(p, 105);
         }
     }
@@ -303,7 +303,10 @@ mod tests {
                 })
             })
             .collect();
-        let ports: Vec<u16> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+        let ports: Vec<u16> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
         let unique: HashSet<_> = ports.iter().collect();
         assert_eq!(unique.len(), 800);
         assert!(ports.iter().all(|p| (40000..=40999).contains(p)));

@@ -86,13 +86,18 @@ pub struct PodObservation {
 /// Extracts the [`PodObservation`] of `pod`.
 pub fn observe_pod(pod: &Pod) -> PodObservation {
     let status = pod.status.as_ref();
-    let conditions = status.and_then(|s| s.conditions.as_deref()).unwrap_or_default();
+    let conditions = status
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
     let condition = |type_: &str| conditions.iter().find(|c| c.type_ == type_);
     let node_name = pod.spec.as_ref().and_then(|s| s.node_name.clone());
     let scheduling = match condition("PodScheduled") {
         _ if node_name.is_some() => Scheduling::Bound,
         Some(c) if c.status == "False" => Scheduling::Unschedulable {
-            reason: c.reason.clone().unwrap_or_else(|| "Unschedulable".to_string()),
+            reason: c
+                .reason
+                .clone()
+                .unwrap_or_else(|| "Unschedulable".to_string()),
             message: c.message.clone().unwrap_or_default(),
         },
         _ => Scheduling::Waiting,
@@ -101,7 +106,9 @@ pub fn observe_pod(pod: &Pod) -> PodObservation {
         .and_then(|s| s.container_statuses.as_deref())
         .unwrap_or_default()
         .first();
-    let waiting = container.and_then(|c| c.state.as_ref()).and_then(|s| s.waiting.as_ref());
+    let waiting = container
+        .and_then(|c| c.state.as_ref())
+        .and_then(|s| s.waiting.as_ref());
     let last_exit = container
         .and_then(|c| c.last_state.as_ref())
         .and_then(|s| s.terminated.as_ref())
@@ -112,12 +119,18 @@ pub fn observe_pod(pod: &Pod) -> PodObservation {
                 .map(str::trim)
                 .find(|text| !text.is_empty())
                 .unwrap_or("no message");
-            format!("exit code {}: {}", terminated.exit_code, last_chars(detail, LAST_EXIT_CHARS))
+            format!(
+                "exit code {}: {}",
+                terminated.exit_code,
+                last_chars(detail, LAST_EXIT_CHARS)
+            )
         });
     PodObservation {
         name: pod.metadata.name.clone().unwrap_or_default(),
         node_name,
-        host_ip: status.and_then(|s| s.host_ip.clone()).filter(|ip| !ip.is_empty()),
+        host_ip: status
+            .and_then(|s| s.host_ip.clone())
+            .filter(|ip| !ip.is_empty()),
         terminating: pod.metadata.deletion_timestamp.is_some(),
         scheduling,
         ready: condition("Ready").is_some_and(|c| c.status == "True"),
@@ -141,7 +154,11 @@ pub fn crash_loop(pod: &PodObservation, restart_limit: i32) -> Option<String> {
         ));
     }
     (pod.restarts >= restart_limit).then(|| {
-        let last_exit = pod.last_exit.as_deref().map(|exit| format!("; last {exit}")).unwrap_or_default();
+        let last_exit = pod
+            .last_exit
+            .as_deref()
+            .map(|exit| format!("; last {exit}"))
+            .unwrap_or_default();
         format!(
             "camera container restarted {} times (last state: {}){last_exit}",
             pod.restarts,
@@ -165,7 +182,11 @@ fn last_chars(text: &str, limit: usize) -> String {
 }
 
 /// Time left before a crash-looped session may get a new pod, or `None` when it may now.
-pub fn crash_backoff_remaining(status: &CameraSessionStatus, now: Timestamp, backoff: Duration) -> Option<Duration> {
+pub fn crash_backoff_remaining(
+    status: &CameraSessionStatus,
+    now: Timestamp,
+    backoff: Duration,
+) -> Option<Duration> {
     if status.phase != Some(Phase::Failed) {
         return None;
     }
@@ -256,7 +277,12 @@ fn condition(type_: &str, status: &str, reason: &str, message: impl Into<String>
 
 /// Replaces condition `new.type_` in `conditions`, keeping `lastTransitionTime` unless the
 /// status flips.
-pub fn set_condition(conditions: &mut Vec<Condition>, mut new: Condition, generation: Option<i64>, now: Timestamp) {
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    mut new: Condition,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
     new.observed_generation = generation;
     match conditions.iter_mut().find(|c| c.type_ == new.type_) {
         Some(old) => {
@@ -295,28 +321,78 @@ pub fn next_status(
     let mut next = CameraSessionStatus {
         udp_port: Some(inputs.port),
         observed_generation: inputs.generation,
-        last_active_time: inputs.last_active.map(Time).or_else(|| prev.last_active_time.clone()),
+        last_active_time: inputs
+            .last_active
+            .map(Time)
+            .or_else(|| prev.last_active_time.clone()),
         ..CameraSessionStatus::default()
     };
     let (phase, message) = match situation {
         Situation::Idle => {
-            set(condition(IDLE, "True", REASON_IDLE_TIMEOUT, "no camera within the idle timeout; pod removed"));
-            set(condition(POD_READY, "False", "PodRemoved", "the pod was removed while idle"));
-            (Phase::Idle, "idle: pod removed; change the spec or set annotation p2pcamera.io/wake to resume".to_string())
+            set(condition(
+                IDLE,
+                "True",
+                REASON_IDLE_TIMEOUT,
+                "no camera within the idle timeout; pod removed",
+            ));
+            set(condition(
+                POD_READY,
+                "False",
+                "PodRemoved",
+                "the pod was removed while idle",
+            ));
+            (
+                Phase::Idle,
+                "idle: pod removed; change the spec or set annotation p2pcamera.io/wake to resume"
+                    .to_string(),
+            )
         }
         Situation::CrashLoop { message } => {
-            set(condition(HEALTHY, "False", REASON_CRASH_LOOP, message.clone()));
-            set(condition(POD_READY, "False", REASON_CRASH_LOOP, message.clone()));
+            set(condition(
+                HEALTHY,
+                "False",
+                REASON_CRASH_LOOP,
+                message.clone(),
+            ));
+            set(condition(
+                POD_READY,
+                "False",
+                REASON_CRASH_LOOP,
+                message.clone(),
+            ));
             (Phase::Failed, message.clone())
         }
         Situation::InvalidSpec { message } => {
-            set(condition(SPEC_VALID, "False", REASON_POD_REJECTED, message.clone()));
-            set(condition(POD_READY, "False", REASON_POD_REJECTED, message.clone()));
-            (Phase::Failed, format!("the pod for this spec is invalid: {message}"))
+            set(condition(
+                SPEC_VALID,
+                "False",
+                REASON_POD_REJECTED,
+                message.clone(),
+            ));
+            set(condition(
+                POD_READY,
+                "False",
+                REASON_POD_REJECTED,
+                message.clone(),
+            ));
+            (
+                Phase::Failed,
+                format!("the pod for this spec is invalid: {message}"),
+            )
         }
         Situation::NoPod => {
-            set(condition(SCHEDULED, "Unknown", "PodNotCreated", "the pod is being created"));
-            set(condition(POD_READY, "False", "PodNotCreated", "the pod is being created"));
+            set(condition(
+                SCHEDULED,
+                "Unknown",
+                "PodNotCreated",
+                "the pod is being created",
+            ));
+            set(condition(
+                POD_READY,
+                "False",
+                "PodNotCreated",
+                "the pod is being created",
+            ));
             set(condition(IDLE, "False", "Active", ""));
             (Phase::Pending, "creating the pod".to_string())
         }
@@ -331,7 +407,12 @@ pub fn next_status(
                 next.node_name = prev.node_name.clone();
                 next.public_address = prev.public_address.clone();
             }
-            set(condition(POD_READY, "False", "PodReplaced", "the pod is being replaced"));
+            set(condition(
+                POD_READY,
+                "False",
+                "PodReplaced",
+                "the pod is being replaced",
+            ));
             (Phase::Terminating, "replacing the pod".to_string())
         }
         Situation::Running(pod) => {
@@ -346,12 +427,20 @@ pub fn next_status(
                     SCHEDULED,
                     "True",
                     "Bound",
-                    format!("bound to node {}", pod.node_name.as_deref().unwrap_or_default()),
+                    format!(
+                        "bound to node {}",
+                        pod.node_name.as_deref().unwrap_or_default()
+                    ),
                 )),
                 Scheduling::Unschedulable { reason, message } => {
                     set(condition(SCHEDULED, "False", reason, message.clone()))
                 }
-                Scheduling::Waiting => set(condition(SCHEDULED, "Unknown", "Pending", "waiting for the scheduler")),
+                Scheduling::Waiting => set(condition(
+                    SCHEDULED,
+                    "Unknown",
+                    "Pending",
+                    "waiting for the scheduler",
+                )),
             }
             if pod.ready {
                 set(condition(POD_READY, "True", "PodReady", ""));
@@ -360,7 +449,9 @@ pub fn next_status(
                 set(condition(
                     POD_READY,
                     "False",
-                    pod.waiting_reason.as_deref().unwrap_or("ContainersNotReady"),
+                    pod.waiting_reason
+                        .as_deref()
+                        .unwrap_or("ContainersNotReady"),
                     why,
                 ));
             }
@@ -379,15 +470,27 @@ pub fn next_status(
                         .map(|address| endpoint(address, inputs.port));
                     (Phase::Ready, "ready".to_string())
                 }
-                (Scheduling::Bound, false) => (Phase::Starting, "waiting for the pod to become ready".to_string()),
-                (Scheduling::Unschedulable { message, .. }, _) => (Phase::Scheduling, message.clone()),
-                (Scheduling::Waiting, _) => (Phase::Scheduling, "waiting for the scheduler".to_string()),
+                (Scheduling::Bound, false) => (
+                    Phase::Starting,
+                    "waiting for the pod to become ready".to_string(),
+                ),
+                (Scheduling::Unschedulable { message, .. }, _) => {
+                    (Phase::Scheduling, message.clone())
+                }
+                (Scheduling::Waiting, _) => {
+                    (Phase::Scheduling, "waiting for the scheduler".to_string())
+                }
             }
         }
     };
     let accepted = matches!(situation, Situation::NoPod | Situation::Running(_));
     if accepted && conditions.iter().any(|c| c.type_ == SPEC_VALID) {
-        set_condition(&mut conditions, condition(SPEC_VALID, "True", "PodAccepted", ""), inputs.generation, now);
+        set_condition(
+            &mut conditions,
+            condition(SPEC_VALID, "True", "PodAccepted", ""),
+            inputs.generation,
+            now,
+        );
     }
     next.phase = Some(phase);
     next.message = Some(message);
@@ -399,8 +502,8 @@ pub fn next_status(
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{
-        ContainerState, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, PodCondition, PodSpec,
-        PodStatus,
+        ContainerState, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
+        PodCondition, PodSpec, PodStatus,
     };
 
     fn ts(secs: i64) -> Timestamp {
@@ -452,11 +555,22 @@ mod tests {
     #[test]
     fn unschedulable_pod_reports_the_schedulers_message() {
         let msg = "0/2 nodes are available: 2 Insufficient nvidia.com/gpu.";
-        let p = observe_pod(&pod(None, &[("PodScheduled", "False", Some("Unschedulable"), Some(msg))]));
-        let s = next_status(&Default::default(), &Situation::Running(&p), &inputs(None), ts(100));
+        let p = observe_pod(&pod(
+            None,
+            &[("PodScheduled", "False", Some("Unschedulable"), Some(msg))],
+        ));
+        let s = next_status(
+            &Default::default(),
+            &Situation::Running(&p),
+            &inputs(None),
+            ts(100),
+        );
         assert_eq!(s.phase, Some(Phase::Scheduling));
         let c = cond(&s, SCHEDULED);
-        assert_eq!((c.status.as_str(), c.reason.as_str(), c.message.as_str()), ("False", "Unschedulable", msg));
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str(), c.message.as_str()),
+            ("False", "Unschedulable", msg)
+        );
         assert_eq!(c.observed_generation, Some(3));
         assert_eq!(s.endpoint, None);
         assert_eq!(s.udp_port, Some(40010));
@@ -465,13 +579,29 @@ mod tests {
     #[test]
     fn bound_then_ready_sets_endpoint_and_public_address() {
         let p = observe_pod(&pod(Some("gpu-1"), &[("PodScheduled", "True", None, None)]));
-        let starting = next_status(&Default::default(), &Situation::Running(&p), &inputs(Some("203.0.113.9")), ts(100));
+        let starting = next_status(
+            &Default::default(),
+            &Situation::Running(&p),
+            &inputs(Some("203.0.113.9")),
+            ts(100),
+        );
         assert_eq!(starting.phase, Some(Phase::Starting));
         assert_eq!(starting.node_name.as_deref(), Some("gpu-1"));
         assert_eq!(starting.public_address.as_deref(), Some("203.0.113.9"));
         assert_eq!(starting.endpoint, None);
-        let p = observe_pod(&pod(Some("gpu-1"), &[("PodScheduled", "True", None, None), ("Ready", "True", None, None)]));
-        let ready = next_status(&starting, &Situation::Running(&p), &inputs(Some("203.0.113.9")), ts(200));
+        let p = observe_pod(&pod(
+            Some("gpu-1"),
+            &[
+                ("PodScheduled", "True", None, None),
+                ("Ready", "True", None, None),
+            ],
+        ));
+        let ready = next_status(
+            &starting,
+            &Situation::Running(&p),
+            &inputs(Some("203.0.113.9")),
+            ts(200),
+        );
         assert_eq!(ready.phase, Some(Phase::Ready));
         assert_eq!(ready.endpoint.as_deref(), Some("https://10.0.0.5:40010"));
         assert_eq!(ready_since(&ready), Some(ts(200)));
@@ -482,7 +612,12 @@ mod tests {
     #[test]
     fn unchanged_observation_gives_identical_status() {
         let p = observe_pod(&pod(Some("gpu-1"), &[("Ready", "True", None, None)]));
-        let a = next_status(&Default::default(), &Situation::Running(&p), &inputs(None), ts(100));
+        let a = next_status(
+            &Default::default(),
+            &Situation::Running(&p),
+            &inputs(None),
+            ts(100),
+        );
         let b = next_status(&a, &Situation::Running(&p), &inputs(None), ts(500));
         assert_eq!(a, b, "no flapping: same input, same status");
     }
@@ -506,14 +641,21 @@ mod tests {
             }]);
             observe_pod(&pod)
         };
-        let p = with_last_state(Some("camera-pod failed: the media UDP port 10.0.0.5:40001 is not available\n"), Some("Error"));
+        let p = with_last_state(
+            Some("camera-pod failed: the media UDP port 10.0.0.5:40001 is not available\n"),
+            Some("Error"),
+        );
         assert_eq!(
             crash_loop(&p, 3).unwrap(),
             "camera container restarted 3 times (last state: running); last exit code 1: camera-pod failed: the media UDP port 10.0.0.5:40001 is not available"
         );
         // Without a message the reason stands in; a long message (a log's end) keeps its end.
         let p = with_last_state(None, Some("OOMKilled"));
-        assert!(crash_loop(&p, 3).unwrap().ends_with("; last exit code 1: OOMKilled"));
+        assert!(
+            crash_loop(&p, 3)
+                .unwrap()
+                .ends_with("; last exit code 1: OOMKilled")
+        );
         let log = format!("{}the error at the end", "x".repeat(2000));
         let why = crash_loop(&with_last_state(Some(&log), None), 3).unwrap();
         assert!(why.ends_with("xxxxthe error at the end"), "{why}");
@@ -533,13 +675,24 @@ mod tests {
         p.waiting_reason = Some(REASON_CRASH_LOOP.into());
         let why = crash_loop(&p, 5).unwrap();
         assert!(why.contains("restarted 5 times"), "{why}");
-        let s = next_status(&Default::default(), &Situation::CrashLoop { message: why }, &inputs(None), ts(1000));
+        let s = next_status(
+            &Default::default(),
+            &Situation::CrashLoop { message: why },
+            &inputs(None),
+            ts(1000),
+        );
         assert_eq!(s.phase, Some(Phase::Failed));
         assert_eq!(cond(&s, HEALTHY).reason, REASON_CRASH_LOOP);
         let backoff = Duration::from_secs(60);
-        assert_eq!(crash_backoff_remaining(&s, ts(1010), backoff), Some(Duration::from_secs(50)));
+        assert_eq!(
+            crash_backoff_remaining(&s, ts(1010), backoff),
+            Some(Duration::from_secs(50))
+        );
         assert_eq!(crash_backoff_remaining(&s, ts(1060), backoff), None);
-        assert_eq!(crash_backoff_remaining(&Default::default(), ts(1010), backoff), None);
+        assert_eq!(
+            crash_backoff_remaining(&Default::default(), ts(1010), backoff),
+            None
+        );
     }
 
     #[test]
@@ -547,7 +700,10 @@ mod tests {
         let mut raw = pod(Some("n"), &[]);
         raw.status.as_mut().unwrap().phase = Some("Failed".into());
         raw.status.as_mut().unwrap().message = Some("evicted".into());
-        assert_eq!(crash_loop(&observe_pod(&raw), 5).as_deref(), Some("pod failed: evicted"));
+        assert_eq!(
+            crash_loop(&observe_pod(&raw), 5).as_deref(),
+            Some("pod failed: evicted")
+        );
     }
 
     #[test]
@@ -565,8 +721,16 @@ mod tests {
             ..Default::default()
         }]);
         let p = observe_pod(&raw);
-        assert_eq!((p.restarts, p.waiting_reason.as_deref()), (3, Some("CrashLoopBackOff")));
-        let s = next_status(&Default::default(), &Situation::Running(&p), &inputs(None), ts(1));
+        assert_eq!(
+            (p.restarts, p.waiting_reason.as_deref()),
+            (3, Some("CrashLoopBackOff"))
+        );
+        let s = next_status(
+            &Default::default(),
+            &Situation::Running(&p),
+            &inputs(None),
+            ts(1),
+        );
         assert_eq!(cond(&s, POD_READY).reason, "CrashLoopBackOff");
     }
 
@@ -576,8 +740,20 @@ mod tests {
         assert!(!idle_expired(ts(1000), t, false, None, None));
         assert!(idle_expired(ts(1000), t, false, None, Some(ts(900))));
         assert!(!idle_expired(ts(1000), t, true, None, Some(ts(900))));
-        assert!(!idle_expired(ts(1000), t, false, Some(ts(990)), Some(ts(900))));
-        assert!(idle_expired(ts(1060), t, false, Some(ts(1000)), Some(ts(900))));
+        assert!(!idle_expired(
+            ts(1000),
+            t,
+            false,
+            Some(ts(990)),
+            Some(ts(900))
+        ));
+        assert!(idle_expired(
+            ts(1060),
+            t,
+            false,
+            Some(ts(1000)),
+            Some(ts(900))
+        ));
     }
 
     #[test]
@@ -587,13 +763,33 @@ mod tests {
         assert_eq!(cond(&s, IDLE).status, "True");
         assert_eq!(s.pod_name, None);
         let p = observe_pod(&pod(Some("n"), &[("Ready", "True", None, None)]));
-        let s = next_status(&Default::default(), &Situation::Replacing(&p), &inputs(None), ts(1));
+        let s = next_status(
+            &Default::default(),
+            &Situation::Replacing(&p),
+            &inputs(None),
+            ts(1),
+        );
         assert_eq!((s.phase, s.endpoint), (Some(Phase::Terminating), None));
         assert_eq!(s.public_address, None, "a plain replacement records no pin");
-        let pinning = next_status(&Default::default(), &Situation::Replacing(&p), &inputs(Some("203.0.113.1")), ts(1));
-        assert_eq!((pinning.node_name.as_deref(), pinning.public_address.as_deref()), (Some("n"), Some("203.0.113.1")));
+        let pinning = next_status(
+            &Default::default(),
+            &Situation::Replacing(&p),
+            &inputs(Some("203.0.113.1")),
+            ts(1),
+        );
+        assert_eq!(
+            (
+                pinning.node_name.as_deref(),
+                pinning.public_address.as_deref()
+            ),
+            (Some("n"), Some("203.0.113.1"))
+        );
         let still = next_status(&pinning, &Situation::Replacing(&p), &inputs(None), ts(2));
-        assert_eq!(still.public_address.as_deref(), Some("203.0.113.1"), "the pin survives while the old pod terminates");
+        assert_eq!(
+            still.public_address.as_deref(),
+            Some("203.0.113.1"),
+            "the pin survives while the old pod terminates"
+        );
         let s = next_status(&Default::default(), &Situation::NoPod, &inputs(None), ts(1));
         assert_eq!(s.phase, Some(Phase::Pending));
     }
@@ -601,20 +797,51 @@ mod tests {
     #[test]
     fn rejected_spec_fails_until_a_pod_is_accepted() {
         let fresh = next_status(&Default::default(), &Situation::NoPod, &inputs(None), ts(1));
-        assert!(fresh.conditions.iter().all(|c| c.type_ != SPEC_VALID), "absent until a rejection");
+        assert!(
+            fresh.conditions.iter().all(|c| c.type_ != SPEC_VALID),
+            "absent until a rejection"
+        );
         let why = "Pod \"cam1-p2pcamera\" is invalid: spec.nodeSelector: Invalid value".to_string();
-        let rejected = next_status(&fresh, &Situation::InvalidSpec { message: why.clone() }, &inputs(None), ts(5));
+        let rejected = next_status(
+            &fresh,
+            &Situation::InvalidSpec {
+                message: why.clone(),
+            },
+            &inputs(None),
+            ts(5),
+        );
         assert_eq!(rejected.phase, Some(Phase::Failed));
         let c = cond(&rejected, SPEC_VALID);
-        assert_eq!((c.status.as_str(), c.reason.as_str(), c.message.as_str()), ("False", REASON_POD_REJECTED, why.as_str()));
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str(), c.message.as_str()),
+            ("False", REASON_POD_REJECTED, why.as_str())
+        );
         assert_eq!(c.last_transition_time, Time(ts(5)));
-        assert!(rejected.message.as_deref().unwrap_or_default().contains(&why));
-        assert_eq!(crash_backoff_remaining(&rejected, ts(6), Duration::from_secs(60)), None, "no crash backoff");
-        let again = next_status(&rejected, &Situation::InvalidSpec { message: why }, &inputs(None), ts(50));
+        assert!(
+            rejected
+                .message
+                .as_deref()
+                .unwrap_or_default()
+                .contains(&why)
+        );
+        assert_eq!(
+            crash_backoff_remaining(&rejected, ts(6), Duration::from_secs(60)),
+            None,
+            "no crash backoff"
+        );
+        let again = next_status(
+            &rejected,
+            &Situation::InvalidSpec { message: why },
+            &inputs(None),
+            ts(50),
+        );
         assert_eq!(again, rejected, "the same rejection writes nothing new");
         let accepted = next_status(&rejected, &Situation::NoPod, &inputs(None), ts(60));
         let c = cond(&accepted, SPEC_VALID);
-        assert_eq!((c.status.as_str(), c.last_transition_time.clone()), ("True", Time(ts(60))));
+        assert_eq!(
+            (c.status.as_str(), c.last_transition_time.clone()),
+            ("True", Time(ts(60)))
+        );
         assert_eq!(accepted.phase, Some(Phase::Pending));
     }
 

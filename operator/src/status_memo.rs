@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
 use crate::crd::CameraSessionStatus;
-use crate::ports::SessionKey;
+use p2pcamera_api::SessionKey;
 
 /// One session's last status write.
 #[derive(Debug)]
@@ -38,7 +38,9 @@ pub struct StatusMemo {
 impl StatusMemo {
     fn lock(&self) -> MutexGuard<'_, HashMap<SessionKey, Written>> {
         // Every update is a single insert or remove, so a poisoned map is still consistent.
-        self.written.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.written
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The session's current status, given the cached session's resource version and status:
@@ -110,41 +112,86 @@ mod tests {
     #[test]
     fn cached_status_is_used_when_nothing_was_written() {
         let memo = StatusMemo::default();
-        assert_eq!(memo.current(&key(), Some("5"), Some(&status(Phase::Ready))), status(Phase::Ready));
-        assert_eq!(memo.current(&key(), None, None), CameraSessionStatus::default());
+        assert_eq!(
+            memo.current(&key(), Some("5"), Some(&status(Phase::Ready))),
+            status(Phase::Ready)
+        );
+        assert_eq!(
+            memo.current(&key(), None, None),
+            CameraSessionStatus::default()
+        );
     }
 
     #[test]
     fn written_status_wins_until_the_cache_shows_the_write() {
         let memo = StatusMemo::default();
-        memo.wrote(&key(), ["5".to_owned()], Some("6".into()), status(Phase::Failed));
+        memo.wrote(
+            &key(),
+            ["5".to_owned()],
+            Some("6".into()),
+            status(Phase::Failed),
+        );
         // The cache still holds version 5 with the Ready status the write replaced.
-        assert_eq!(memo.current(&key(), Some("5"), Some(&status(Phase::Ready))), status(Phase::Failed));
+        assert_eq!(
+            memo.current(&key(), Some("5"), Some(&status(Phase::Ready))),
+            status(Phase::Failed)
+        );
         // Version 6 is the write itself: the cache has caught up, the memo is no longer needed.
-        assert_eq!(memo.current(&key(), Some("6"), Some(&status(Phase::Failed))), status(Phase::Failed));
+        assert_eq!(
+            memo.current(&key(), Some("6"), Some(&status(Phase::Failed))),
+            status(Phase::Failed)
+        );
         assert!(memo.lock().is_empty());
-        assert_eq!(memo.current(&key(), Some("5"), Some(&status(Phase::Ready))), status(Phase::Ready));
+        assert_eq!(
+            memo.current(&key(), Some("5"), Some(&status(Phase::Ready))),
+            status(Phase::Ready)
+        );
     }
 
     #[test]
     fn a_change_by_someone_else_replaces_the_memo() {
         let memo = StatusMemo::default();
-        memo.wrote(&key(), ["5".to_owned()], Some("6".into()), status(Phase::Failed));
-        assert_eq!(memo.current(&key(), Some("9"), Some(&status(Phase::Pending))), status(Phase::Pending));
+        memo.wrote(
+            &key(),
+            ["5".to_owned()],
+            Some("6".into()),
+            status(Phase::Failed),
+        );
+        assert_eq!(
+            memo.current(&key(), Some("9"), Some(&status(Phase::Pending))),
+            status(Phase::Pending)
+        );
         assert!(memo.lock().is_empty());
     }
 
     #[test]
     fn writes_in_a_row_keep_every_older_version_older() {
         let memo = StatusMemo::default();
-        memo.wrote(&key(), ["5".to_owned()], Some("6".into()), status(Phase::Failed));
+        memo.wrote(
+            &key(),
+            ["5".to_owned()],
+            Some("6".into()),
+            status(Phase::Failed),
+        );
         // Decided from version 5 again (the cache still lags), after a wake patch made version 7.
         assert_eq!(memo.current(&key(), Some("5"), None), status(Phase::Failed));
-        memo.wrote(&key(), ["5".to_owned(), "7".to_owned()], Some("8".into()), status(Phase::Pending));
+        memo.wrote(
+            &key(),
+            ["5".to_owned(), "7".to_owned()],
+            Some("8".into()),
+            status(Phase::Pending),
+        );
         for lagging in ["5", "6", "7"] {
-            assert_eq!(memo.current(&key(), Some(lagging), None), status(Phase::Pending), "{lagging}");
+            assert_eq!(
+                memo.current(&key(), Some(lagging), None),
+                status(Phase::Pending),
+                "{lagging}"
+            );
         }
-        assert_eq!(memo.current(&key(), Some("8"), Some(&status(Phase::Pending))), status(Phase::Pending));
+        assert_eq!(
+            memo.current(&key(), Some("8"), Some(&status(Phase::Pending))),
+            status(Phase::Pending)
+        );
         assert!(memo.lock().is_empty());
     }
 
@@ -152,9 +199,22 @@ mod tests {
     fn sessions_are_independent_and_deleted_ones_are_forgotten() {
         let memo = StatusMemo::default();
         let other = SessionKey::new("ns", "other");
-        memo.wrote(&key(), ["5".to_owned()], Some("6".into()), status(Phase::Failed));
-        memo.wrote(&other, ["1".to_owned()], Some("2".into()), status(Phase::Idle));
-        assert_eq!(memo.current(&other, Some("5"), Some(&status(Phase::Ready))), status(Phase::Ready));
+        memo.wrote(
+            &key(),
+            ["5".to_owned()],
+            Some("6".into()),
+            status(Phase::Failed),
+        );
+        memo.wrote(
+            &other,
+            ["1".to_owned()],
+            Some("2".into()),
+            status(Phase::Idle),
+        );
+        assert_eq!(
+            memo.current(&other, Some("5"), Some(&status(Phase::Ready))),
+            status(Phase::Ready)
+        );
         assert_eq!(memo.lock().len(), 1);
         memo.retain(|k| k != &key());
         assert!(memo.lock().is_empty());

@@ -15,7 +15,7 @@ use common::{TestEnv, WAIT, condition, phase_is};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
-use p2pcamera_operator::desired::{
+use p2pcamera_api::objects::{
     ANNOTATION_WAKE, SECRET_TLS_CERT, SECRET_TLS_KEY, SECRET_TOKEN, child_name,
 };
 use p2pcamera_tests::{FIRST_FIXTURE_PORT, ManagedProcess, eventually};
@@ -113,7 +113,10 @@ async fn session_without_a_camera_goes_idle_and_wakes_on_request() {
     .unwrap();
     // The deletion's own reconciles must not bring the pod back.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(env.pod_of("cam").await.is_none(), "an idle session got a new pod");
+    assert!(
+        env.pod_of("cam").await.is_none(),
+        "an idle session got a new pod"
+    );
     let still = env.sessions.get("cam").await.unwrap();
     assert!(phase_is(&still, "Idle").is_ok(), "{:?}", still.status);
     assert!(

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
-use p2pcamera_operator::leader::{LEASE_DURATION, LeaderElector, RETRY_EVERY};
+use p2pcamera_operator::runtime::lease::{LEASE_DURATION, LeaderElector, RETRY_EVERY};
 use p2pcamera_tests::{ControlPlane, eventually};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;

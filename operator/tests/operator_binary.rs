@@ -63,7 +63,7 @@ async fn leaders(replicas: &[&Replica]) -> Result<Vec<&'static str>, String> {
     for r in replicas {
         let text = get(&format!("{}/metrics", r.admin)).await?;
         match metric(&text, "p2pcamera_operator_leader") {
-            Some(v) if v == 1.0 => leading.push(r.identity),
+            Some(1.0) => leading.push(r.identity),
             Some(_) => {}
             None => return Err(format!("{}: no leader metric", r.identity)),
         }

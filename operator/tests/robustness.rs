@@ -12,14 +12,20 @@ use common::{TestEnv, WAIT, condition, phase_is};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, Patch, PatchParams};
-use p2pcamera_operator::admin::AdminState;
+use p2pcamera_operator::runtime::admin::AdminState;
 use p2pcamera_tests::{ManagedProcess, eventually, free_port};
 use serde_json::json;
 
 /// The value of one series (name with labels, exactly as exposed) in the metrics text.
 fn metric(text: &str, series: &str) -> f64 {
     text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+        .find_map(|line| {
+            line.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
         .unwrap_or(0.0)
 }
 
@@ -39,37 +45,64 @@ async fn rejected_spec_fails_once_and_waits_for_a_change() {
         .wait_session("bad", "SpecValid=False", |s| {
             phase_is(s, "Failed")?;
             match condition(s, "SpecValid") {
-                Some((status, reason, message)) if status == "False" && reason == "PodRejected" => Ok(message),
+                Some((status, reason, message)) if status == "False" && reason == "PodRejected" => {
+                    Ok(message)
+                }
                 other => Err(format!("SpecValid {other:?}")),
             }
         })
         .await;
     let (_, _, message) = condition(&session, "SpecValid").unwrap();
-    assert!(message.contains("not a label!"), "the API server's message names the bad key: {message}");
-    assert!(env.pod_of("bad").await.is_none(), "no pod for a rejected spec");
+    assert!(
+        message.contains("not a label!"),
+        "the API server's message names the bad key: {message}"
+    );
+    assert!(
+        env.pod_of("bad").await.is_none(),
+        "no pod for a rejected spec"
+    );
 
     // No retries: the reconcile count stays put (a retry policy would have run it again by now).
-    let reconciles = |admin: &AdminState| admin_metric(admin, "p2pcamera_operator_reconciles_total");
+    let reconciles =
+        |admin: &AdminState| admin_metric(admin, "p2pcamera_operator_reconciles_total");
     let settled = eventually("reconciles settle", WAIT, || async {
         let before = reconciles(&operator.admin);
         tokio::time::sleep(Duration::from_secs(1)).await;
         let after = reconciles(&operator.admin);
-        if before == after { Ok(after) } else { Err(format!("{before} -> {after}")) }
+        if before == after {
+            Ok(after)
+        } else {
+            Err(format!("{before} -> {after}"))
+        }
     })
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_secs(7)).await;
-    assert_eq!(reconciles(&operator.admin), settled, "a rejected spec was retried without a change");
+    assert_eq!(
+        reconciles(&operator.admin),
+        settled,
+        "a rejected spec was retried without a change"
+    );
     let errors = operator.admin.metrics.encode().unwrap();
-    assert!(!errors.contains("p2pcamera_operator_reconcile_errors_total{"), "a rejected spec counted as an error: {errors}");
+    assert!(
+        !errors.contains("p2pcamera_operator_reconcile_errors_total{"),
+        "a rejected spec counted as an error: {errors}"
+    );
 
     // Fixing the spec brings the session up and flips the condition back.
     env.sessions
-        .patch("bad", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"nodeSelector": null}})))
+        .patch(
+            "bad",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"nodeSelector": null}})),
+        )
         .await
         .unwrap();
     let ready = env.wait_ready("bad").await;
-    assert_eq!(condition(&ready, "SpecValid").map(|c| (c.0, c.1)), Some(("True".into(), "PodAccepted".into())));
+    assert_eq!(
+        condition(&ready, "SpecValid").map(|c| (c.0, c.1)),
+        Some(("True".into(), "PodAccepted".into()))
+    );
     operator.stop().await;
 }
 
@@ -83,7 +116,12 @@ async fn transient_failures_back_off_exponentially_per_session() {
     env.wait_ready("first").await;
     env.create_session("second", json!({})).await;
 
-    let failures = |admin: &AdminState| admin_metric(admin, "p2pcamera_operator_reconcile_errors_total{reason=\"ports\"}");
+    let failures = |admin: &AdminState| {
+        admin_metric(
+            admin,
+            "p2pcamera_operator_reconcile_errors_total{reason=\"ports\"}",
+        )
+    };
     let mut seen: Vec<Instant> = Vec::new();
     let deadline = Instant::now() + WAIT;
     while seen.len() < 4 && Instant::now() < deadline {
@@ -103,9 +141,17 @@ async fn transient_failures_back_off_exponentially_per_session() {
     );
     // The next retry is 8 s after the 4th failure.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(failures(&operator.admin), 4.0, "retried sooner than the doubled delay");
+    assert_eq!(
+        failures(&operator.admin),
+        4.0,
+        "retried sooner than the doubled delay"
+    );
     let second = env.sessions.get("second").await.unwrap();
-    assert_eq!(second.status.and_then(|s| s.udp_port), None, "a port was handed out twice");
+    assert_eq!(
+        second.status.and_then(|s| s.udp_port),
+        None,
+        "a port was handed out twice"
+    );
 
     // Freeing the port lets the retry succeed.
     env.delete_session("first").await;
@@ -129,12 +175,18 @@ async fn sigterm_stops_a_busy_operator_within_seconds_and_releases_the_lease() {
     let log = env.plane.dir().join(format!("operator-{}.log", env.ns));
     let process = ManagedProcess::spawn("operator busy", command, &log).unwrap();
     let scrape = || async {
-        let response = reqwest::get(format!("{admin}/metrics")).await.map_err(|e| e.to_string())?;
+        let response = reqwest::get(format!("{admin}/metrics"))
+            .await
+            .map_err(|e| e.to_string())?;
         response.text().await.map_err(|e| e.to_string())
     };
     eventually("the operator leads", WAIT, || async {
         let text = scrape().await?;
-        if metric(&text, "p2pcamera_operator_leader") == 1.0 { Ok(()) } else { Err("not leading".into()) }
+        if metric(&text, "p2pcamera_operator_leader") == 1.0 {
+            Ok(())
+        } else {
+            Err("not leading".into())
+        }
     })
     .await
     .unwrap();
@@ -148,21 +200,40 @@ async fn sigterm_stops_a_busy_operator_within_seconds_and_releases_the_lease() {
         .count()
         .await;
     assert_eq!(created, SESSIONS);
-    let reconciles = metric(&scrape().await.unwrap(), "p2pcamera_operator_reconciles_total");
+    let reconciles = metric(
+        &scrape().await.unwrap(),
+        "p2pcamera_operator_reconciles_total",
+    );
     assert!(reconciles > 0.0, "the operator is not working yet");
 
     let sigterm = Instant::now();
-    let status = Command::new("kill").args(["-TERM", &process.pid().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &process.pid().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
-    let exit = eventually("the operator exits after SIGTERM", Duration::from_secs(30), || async {
-        process.exited().ok_or_else(|| "still running".to_string())
-    })
+    let exit = eventually(
+        "the operator exits after SIGTERM",
+        Duration::from_secs(30),
+        || async { process.exited().ok_or_else(|| "still running".to_string()) },
+    )
     .await
     .unwrap();
     let took = sigterm.elapsed();
-    assert!(took < Duration::from_secs(5), "SIGTERM to exit took {took:?}; log: {}", process.log_tail(20));
-    assert!(exit.contains("exit status: 0"), "exit {exit}: {}", process.log_tail(20));
-    let lease = Api::<Lease>::namespaced(env.client.clone(), &env.ns).get("p2pcamera-operator").await.unwrap();
+    assert!(
+        took < Duration::from_secs(5),
+        "SIGTERM to exit took {took:?}; log: {}",
+        process.log_tail(20)
+    );
+    assert!(
+        exit.contains("exit status: 0"),
+        "exit {exit}: {}",
+        process.log_tail(20)
+    );
+    let lease = Api::<Lease>::namespaced(env.client.clone(), &env.ns)
+        .get("p2pcamera-operator")
+        .await
+        .unwrap();
     let holder = lease.spec.and_then(|s| s.holder_identity);
     assert_eq!(holder, None, "the Lease is released on shutdown");
     println!("{SESSIONS} sessions, {reconciles} reconciles done at SIGTERM, exit after {took:?}");

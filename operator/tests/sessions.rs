@@ -11,7 +11,7 @@ use common::{TestEnv, WAIT, condition, phase_is};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use p2pcamera_operator::desired::{ANNOTATION_PORT, ANNOTATION_PUBLIC_ADDRESS, child_name};
+use p2pcamera_api::objects::{ANNOTATION_PORT, ANNOTATION_PUBLIC_ADDRESS, child_name};
 use p2pcamera_tests::eventually;
 use serde_json::json;
 
@@ -400,7 +400,11 @@ async fn crash_looping_pod_fails_the_session_then_is_recreated_after_the_backoff
     // Terminating until the test lets it go.
     let hold = json!({"metadata": {"finalizers": [TERMINATION_HOLD]}});
     env.pods
-        .patch(&crashed.name_any(), &PatchParams::default(), &Patch::Merge(&hold))
+        .patch(
+            &crashed.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&hold),
+        )
         .await
         .unwrap();
 
@@ -446,7 +450,11 @@ async fn crash_looping_pod_fails_the_session_then_is_recreated_after_the_backoff
             loop {
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 // The pod is gone (or replaced) once the operator acts on the crash loop.
-                if pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await.is_err() {
+                if pods
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -498,7 +506,11 @@ async fn crash_looping_pod_fails_the_session_then_is_recreated_after_the_backoff
     kubelet.abort();
     let release = json!({"metadata": {"finalizers": null}});
     env.pods
-        .patch(&crashed.name_any(), &PatchParams::default(), &Patch::Merge(&release))
+        .patch(
+            &crashed.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&release),
+        )
         .await
         .unwrap();
 

@@ -144,9 +144,9 @@ async def offer(request: web.Request) -> web.Response:
     if token is not None:
         header = request.headers.get("Authorization", "")
         if not header.startswith("Bearer "):
-            return error_response(401, "unauthorized", "missing bearer token")
+            return error_response(401, "missing_token", "missing bearer token")
         if not hmac.compare_digest(header[len("Bearer ") :].encode(), token.encode()):
-            return error_response(403, "forbidden", "wrong token")
+            return error_response(403, "wrong_token", "wrong token")
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         return error_response(413, "too_large", "offer body over 64 KiB")
     try:

@@ -11,6 +11,7 @@ cd "$root"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/p2pcamera/target}
 tests/bin/install-test-binaries.sh k8s etcd kwok
 cargo build --workspace --release --bins
+bench/provenance.sh release
 exec "$CARGO_TARGET_DIR/release/operator_scale" \
   --operator "$CARGO_TARGET_DIR/release/operator" \
   --crd "$root/crds/camerasessions.p2pcamera.io.yaml" "$@"

@@ -79,7 +79,7 @@ describe('p2pcamera.js configuration', () => {
   it('falls back with the status and code when the token is wrong or missing', async (t) => {
     const { server, browser } = await startServerAndBrowser(t);
     await restrictIceToLoopback(browser.context);
-    for (const [token, status, code] of [['wrong-token', 403, 'forbidden'], [null, 401, 'unauthorized']]) {
+    for (const [token, status, code] of [['wrong-token', 403, 'wrong_token'], [null, 401, 'missing_token']]) {
       const tab = await browser.context.newPage();
       await recordEvents(tab);
       await tab.goto(`${server.url}/`);

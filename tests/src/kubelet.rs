@@ -884,8 +884,10 @@ mod tests {
     }
 
     fn secrets() -> HashMap<String, Secret> {
-        let mut secret = Secret::default();
-        secret.data = Some([("token".to_owned(), ByteString(b"s3cret".to_vec()))].into());
+        let secret = Secret {
+            data: Some([("token".to_owned(), ByteString(b"s3cret".to_vec()))].into()),
+            ..Secret::default()
+        };
         HashMap::from([("cam-p2pcamera".to_owned(), secret)])
     }
 

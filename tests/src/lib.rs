@@ -52,9 +52,17 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error("{name} exited during start-up ({status}); last log lines:\n{log}")]
-    Exited { name: String, status: String, log: String },
+    Exited {
+        name: String,
+        status: String,
+        log: String,
+    },
     #[error("timed out after {timeout:?} waiting for {what}; last state: {last}")]
-    Timeout { what: String, timeout: Duration, last: String },
+    Timeout {
+        what: String,
+        timeout: Duration,
+        last: String,
+    },
     #[error("certificate generation: {0}")]
     Certificate(#[from] rcgen::Error),
     #[error("kubeconfig: {0}")]
@@ -64,7 +72,11 @@ pub enum Error {
     #[error("encoding: {0}")]
     Json(#[from] serde_json::Error),
     #[error("`kubectl {args}` failed ({status}): {stderr}")]
-    Kubectl { args: String, status: String, stderr: String },
+    Kubectl {
+        args: String,
+        status: String,
+        stderr: String,
+    },
     #[error("the shared control plane failed to start earlier in this test binary: {0}")]
     SharedStartFailed(String),
 }

@@ -40,17 +40,25 @@ pub struct Pebble {
 }
 
 fn package_binary(name: &str) -> Result<PathBuf, Error> {
-    let dir = binaries::cache_dir().join("bin").join(format!("{name}-{PEBBLE_VERSION}"));
+    let dir = binaries::cache_dir()
+        .join("bin")
+        .join(format!("{name}-{PEBBLE_VERSION}"));
     let path = dir.join(name);
     if dir.join(".complete").is_file() && path.is_file() {
         Ok(path)
     } else {
-        Err(Error::MissingBinaries { dir, command: format!("{} pebble", binaries::INSTALL_COMMAND) })
+        Err(Error::MissingBinaries {
+            dir,
+            command: format!("{} pebble", binaries::INSTALL_COMMAND),
+        })
     }
 }
 
 fn write(path: &Path, contents: &str) -> Result<(), Error> {
-    std::fs::write(path, contents).map_err(|source| Error::Io { what: format!("writing {}", path.display()), source })
+    std::fs::write(path, contents).map_err(|source| Error::Io {
+        what: format!("writing {}", path.display()),
+        source,
+    })
 }
 
 /// An HTTPS client trusting the test CA (Pebble's own endpoints).
@@ -81,7 +89,10 @@ impl Pebble {
         let dir = tempfile::Builder::new()
             .prefix("p2pcamera-pebble-")
             .tempdir()
-            .map_err(|source| Error::Io { what: "creating the Pebble directory".into(), source })?
+            .map_err(|source| Error::Io {
+                what: "creating the Pebble directory".into(),
+                source,
+            })?
             .keep();
         remove_at_exit(&dir);
 
@@ -109,16 +120,35 @@ impl Pebble {
                 "profiles": {"default": {"description": "test", "validityPeriod": options.validity.as_secs().max(1)}}
             }
         });
-        write(&dir.join("pebble-config.json"), &serde_json::to_string_pretty(&config)?)?;
+        write(
+            &dir.join("pebble-config.json"),
+            &serde_json::to_string_pretty(&config)?,
+        )?;
 
         let mut challtestsrv = Command::new(&challtestsrv_bin);
         challtestsrv
             .args(["-http01", "", "-https01", "", "-doh", "", "-tlsalpn01", ""])
-            .args(["-dnsserver", &dns.to_string(), "-management", &dns_management.to_string()])
+            .args([
+                "-dnsserver",
+                &dns.to_string(),
+                "-management",
+                &dns_management.to_string(),
+            ])
             .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""]);
-        let challtestsrv = ManagedProcess::spawn("pebble-challtestsrv", challtestsrv, &dir.join("challtestsrv.log"))?;
-        let mut pebble =
-            Self { dir, listen, management, pebble: None, challtestsrv, command: pebble_bin, dns };
+        let challtestsrv = ManagedProcess::spawn(
+            "pebble-challtestsrv",
+            challtestsrv,
+            &dir.join("challtestsrv.log"),
+        )?;
+        let mut pebble = Self {
+            dir,
+            listen,
+            management,
+            pebble: None,
+            challtestsrv,
+            command: pebble_bin,
+            dns,
+        };
         pebble.start_pebble().await?;
         Ok(pebble)
     }
@@ -128,7 +158,10 @@ impl Pebble {
     pub async fn start_pebble(&mut self) -> Result<(), Error> {
         let mut command = Command::new(&self.command);
         command
-            .args(["-config", &self.dir.join("pebble-config.json").to_string_lossy()])
+            .args([
+                "-config",
+                &self.dir.join("pebble-config.json").to_string_lossy(),
+            ])
             .args(["-dnsserver", &self.dns.to_string()])
             .env("PEBBLE_VA_NOSLEEP", "1")
             .env("PEBBLE_WFE_NONCEREJECT", "0")
@@ -136,15 +169,30 @@ impl Pebble {
         let log = self.dir.join("pebble.log");
         let ca = self.ca_pem()?;
         let url = self.directory_url();
-        let pebble = self.pebble.insert(ManagedProcess::spawn("pebble", command, &log)?);
+        let pebble = self
+            .pebble
+            .insert(ManagedProcess::spawn("pebble", command, &log)?);
         // A Pebble or challtestsrv that exited (e.g. its port was taken) fails the wait at once.
-        eventually_while_running("Pebble's directory", Duration::from_secs(30), &[pebble, &self.challtestsrv], || {
-            let (ca, url) = (ca.clone(), url.clone());
-            async move {
-                let response = client(&ca)?.get(&url).send().await.map_err(|e| e.to_string())?;
-                if response.status().is_success() { Ok(()) } else { Err(format!("status {}", response.status())) }
-            }
-        })
+        eventually_while_running(
+            "Pebble's directory",
+            Duration::from_secs(30),
+            &[pebble, &self.challtestsrv],
+            || {
+                let (ca, url) = (ca.clone(), url.clone());
+                async move {
+                    let response = client(&ca)?
+                        .get(&url)
+                        .send()
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if response.status().is_success() {
+                        Ok(())
+                    } else {
+                        Err(format!("status {}", response.status()))
+                    }
+                }
+            },
+        )
         .await
     }
 
@@ -164,7 +212,10 @@ impl Pebble {
     }
 
     fn ca_pem(&self) -> Result<Vec<u8>, Error> {
-        std::fs::read(self.ca_bundle_path()).map_err(|source| Error::Io { what: "reading the Pebble CA".into(), source })
+        std::fs::read(self.ca_bundle_path()).map_err(|source| Error::Io {
+            what: "reading the Pebble CA".into(),
+            source,
+        })
     }
 
     /// PEM of the root that issued certificates chain to (from the management endpoint).
@@ -174,7 +225,11 @@ impl Pebble {
         eventually("Pebble's issuing root", Duration::from_secs(10), || {
             let (ca, url) = (ca.clone(), url.clone());
             async move {
-                let response = client(&ca)?.get(&url).send().await.map_err(|e| e.to_string())?;
+                let response = client(&ca)?
+                    .get(&url)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
                 if !response.status().is_success() {
                     return Err(format!("status {}", response.status()));
                 }
@@ -186,6 +241,9 @@ impl Pebble {
 
     /// The last lines of Pebble's log, for failure messages.
     pub fn log_tail(&self, lines: usize) -> String {
-        self.pebble.as_ref().map(|p| p.log_tail(lines)).unwrap_or_default()
+        self.pebble
+            .as_ref()
+            .map(|p| p.log_tail(lines))
+            .unwrap_or_default()
     }
 }

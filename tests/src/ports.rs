@@ -44,7 +44,10 @@ pub fn free_port() -> Result<u16, Error> {
     }
     Err(Error::Io {
         what: format!("finding a free port in {range:?}"),
-        source: std::io::Error::new(std::io::ErrorKind::AddrInUse, format!("{DRAWS} ports drawn were all taken")),
+        source: std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!("{DRAWS} ports drawn were all taken"),
+        ),
     })
 }
 
@@ -70,7 +73,11 @@ where
 /// The ports drawn from: from [`FIRST_FIXTURE_PORT`] up to the ephemeral range, or, when that range
 /// starts too low to leave room, the 4096 ports below it.
 fn drawing_range(ephemeral_start: u16) -> Range<u16> {
-    let start = if ephemeral_start >= FIRST_FIXTURE_PORT + 4096 { FIRST_FIXTURE_PORT } else { ephemeral_start.saturating_sub(4096).max(1024) };
+    let start = if ephemeral_start >= FIRST_FIXTURE_PORT + 4096 {
+        FIRST_FIXTURE_PORT
+    } else {
+        ephemeral_start.saturating_sub(4096).max(1024)
+    };
     start..ephemeral_start.max(start + 1)
 }
 
@@ -83,7 +90,8 @@ fn ephemeral_start() -> u16 {
 }
 
 fn is_free(port: u16) -> bool {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() && UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+    TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+        && UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
 }
 
 #[cfg(test)]
@@ -107,16 +115,27 @@ mod tests {
         let ephemeral = ephemeral_start();
         let ports: Vec<u16> = (0..50).map(|_| free_port().unwrap()).collect();
         let distinct: BTreeSet<u16> = ports.iter().copied().collect();
-        assert_eq!(distinct.len(), ports.len(), "a port was handed out twice: {ports:?}");
+        assert_eq!(
+            distinct.len(),
+            ports.len(),
+            "a port was handed out twice: {ports:?}"
+        );
         for port in ports {
-            assert!(port < ephemeral, "{port} is in the ephemeral range starting at {ephemeral}");
+            assert!(
+                port < ephemeral,
+                "{port} is in the ephemeral range starting at {ephemeral}"
+            );
             TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
         }
     }
 
     #[tokio::test]
     async fn a_start_whose_child_exited_is_tried_again_and_other_errors_are_not() {
-        let exited = || Error::Exited { name: "server".into(), status: "exit status: 1".into(), log: "bind: address already in use".into() };
+        let exited = || Error::Exited {
+            name: "server".into(),
+            status: "exit status: 1".into(),
+            log: "bind: address already in use".into(),
+        };
         let mut calls = 0;
         let result = retry_start("test", || {
             calls += 1;

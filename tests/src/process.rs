@@ -10,6 +10,8 @@
 //!   without running exit hooks (SIGKILL, abort). The death signal fires when the *thread* that
 //!   forked the child ends, so children are forked from one dedicated thread that lives as long as
 //!   the process, never from a test's own thread.
+//!
+//! `tests/tests/process.rs` proves the last layer with the `orphan_parent` helper binary.
 
 use std::fs::OpenOptions;
 use std::io;
@@ -241,77 +243,5 @@ mod tests {
         // Reaped: the PID no longer names our child.
         assert_eq!(unsafe { libc::kill(pid, 0) }, -1);
         p.stop();
-    }
-
-    #[test]
-    fn children_die_with_the_spawning_process() {
-        // A child process of ours spawns `sleep` through the same code path, then is killed with
-        // SIGKILL (no exit hooks run): the kernel must kill the sleep through PR_SET_PDEATHSIG.
-        let exe = std::env::current_exe().unwrap();
-        if std::env::var_os("P2PCAMERA_TESTS_ORPHAN_PARENT").is_some() {
-            return;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let pidfile = dir.path().join("pid");
-        let mut parent = Command::new(&exe)
-            .args(["--exact", "process::tests::orphan_parent", "--nocapture"])
-            .env("P2PCAMERA_TESTS_ORPHAN_PARENT", &pidfile)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let sleep_pid: libc::pid_t = loop {
-            if let Some(pid) = std::fs::read_to_string(&pidfile)
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-            {
-                break pid;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "orphan parent never reported its child"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert_eq!(
-            unsafe { libc::kill(sleep_pid, 0) },
-            0,
-            "child should run while its parent lives"
-        );
-        parent.kill().unwrap();
-        parent.wait().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while unsafe { libc::kill(sleep_pid, 0) } == 0 && !is_zombie(sleep_pid) {
-            assert!(
-                Instant::now() < deadline,
-                "child {sleep_pid} survived its parent"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn is_zombie(pid: libc::pid_t) -> bool {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| {
-                s.rsplit(')')
-                    .next()
-                    .is_some_and(|rest| rest.trim_start().starts_with('Z'))
-            })
-            .unwrap_or(true)
-    }
-
-    /// Helper for `children_die_with_the_spawning_process`; does nothing unless run by it.
-    #[test]
-    fn orphan_parent() {
-        let Some(pidfile) = std::env::var_os("P2PCAMERA_TESTS_ORPHAN_PARENT") else {
-            return;
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new("sleep");
-        cmd.arg("600");
-        let p = ManagedProcess::spawn("sleep", cmd, &dir.path().join("sleep.log")).unwrap();
-        std::fs::write(pidfile, p.pid().to_string()).unwrap();
-        std::thread::sleep(Duration::from_secs(600));
     }
 }

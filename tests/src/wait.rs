@@ -45,11 +45,17 @@ where
     Fut: Future<Output = Result<T, String>>,
 {
     let outcome = eventually(what, timeout, || {
-        let exited = processes.iter().find_map(|p| p.exited().map(|status| (p, status)));
+        let exited = processes
+            .iter()
+            .find_map(|p| p.exited().map(|status| (p, status)));
         let probe = check();
         async move {
             if let Some((p, status)) = exited {
-                return Ok(Err(Error::Exited { name: p.name().to_owned(), status, log: p.log_tail(40) }));
+                return Ok(Err(Error::Exited {
+                    name: p.name().to_owned(),
+                    status,
+                    log: p.log_tail(40),
+                }));
             }
             probe.await.map(Ok)
         }
@@ -57,12 +63,27 @@ where
     .await;
     match outcome {
         Ok(result) => result,
-        Err(Error::Timeout { what, timeout, last }) => {
+        Err(Error::Timeout {
+            what,
+            timeout,
+            last,
+        }) => {
             let logs: Vec<_> = processes
                 .iter()
-                .map(|p| format!("--- {} ({}) ---\n{}", p.name(), p.log_path().display(), p.log_tail(15)))
+                .map(|p| {
+                    format!(
+                        "--- {} ({}) ---\n{}",
+                        p.name(),
+                        p.log_path().display(),
+                        p.log_tail(15)
+                    )
+                })
                 .collect();
-            Err(Error::Timeout { what, timeout, last: format!("{last}\n{}", logs.join("\n")) })
+            Err(Error::Timeout {
+                what,
+                timeout,
+                last: format!("{last}\n{}", logs.join("\n")),
+            })
         }
         Err(other) => Err(other),
     }
@@ -110,12 +131,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut command = std::process::Command::new("sh");
         command.args(["-c", "echo bind: address already in use; exit 1"]);
-        let server = ManagedProcess::spawn("server", command, &dir.path().join("server.log")).unwrap();
+        let server =
+            ManagedProcess::spawn("server", command, &dir.path().join("server.log")).unwrap();
         let started = Instant::now();
-        let result: Result<(), Error> =
-            eventually_while_running("never ready", Duration::from_secs(30), &[&server], || async { Err("not yet".to_owned()) })
-                .await;
-        assert!(started.elapsed() < Duration::from_secs(10), "waited {:?}", started.elapsed());
+        let result: Result<(), Error> = eventually_while_running(
+            "never ready",
+            Duration::from_secs(30),
+            &[&server],
+            || async { Err("not yet".to_owned()) },
+        )
+        .await;
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "waited {:?}",
+            started.elapsed()
+        );
         match result {
             Err(Error::Exited { name, log, .. }) => {
                 assert_eq!(name, "server");

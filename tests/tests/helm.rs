@@ -8,16 +8,23 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
 use kube::api::{Api, PostParams};
-use p2pcamera_tests::{ControlPlane, ManagedProcess, binaries, eventually, free_port, pki::CertificateAuthority};
+use p2pcamera_tests::{
+    ControlPlane, ManagedProcess, binaries, eventually, free_port, pki::CertificateAuthority,
+};
 use serde_json::{Value, json};
 
 const HELM_VERSION: &str = "v3.22.0";
 const WAIT: Duration = Duration::from_secs(90);
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the repository").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the repository")
+        .to_path_buf()
 }
 
 fn chart_dir() -> PathBuf {
@@ -25,17 +32,31 @@ fn chart_dir() -> PathBuf {
 }
 
 fn helm_binary() -> PathBuf {
-    let path = binaries::cache_dir().join("bin").join(format!("helm-{HELM_VERSION}")).join("helm");
-    assert!(path.is_file(), "{} missing: build it with `tests/bin/install-test-binaries.sh helm`", path.display());
+    let path = binaries::cache_dir()
+        .join("bin")
+        .join(format!("helm-{HELM_VERSION}"))
+        .join("helm");
+    assert!(
+        path.is_file(),
+        "{} missing: build it with `tests/bin/install-test-binaries.sh helm`",
+        path.display()
+    );
     path
 }
 
 /// A workspace binary (`operator`, `camera-pod`) next to this test's own executable.
 fn workspace_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
     let path = dir.join(name);
-    assert!(path.is_file(), "{} missing: run `cargo build --workspace --bins` first", path.display());
+    assert!(
+        path.is_file(),
+        "{} missing: run `cargo build --workspace --bins` first",
+        path.display()
+    );
     path
 }
 
@@ -57,9 +78,15 @@ async fn run(program: &Path, args: &[&str], input: &str) -> Output {
         .spawn()
         .unwrap_or_else(|e| panic!("starting {}: {e}", program.display()));
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(input.as_bytes()).await.expect("writing stdin");
+        stdin
+            .write_all(input.as_bytes())
+            .await
+            .expect("writing stdin");
     }
-    let out = child.wait_with_output().await.expect("waiting for the command");
+    let out = child
+        .wait_with_output()
+        .await
+        .expect("waiting for the command");
     Output {
         ok: out.status.success(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -74,7 +101,14 @@ async fn helm(args: &[&str]) -> Output {
 /// `helm template` of the chart with `--set` values; panics with helm's message on failure.
 async fn template(namespace: &str, sets: &[&str]) -> String {
     let chart = chart_dir();
-    let mut args = vec!["template", "p2pcamera", chart.to_str().unwrap(), "--namespace", namespace, "--include-crds"];
+    let mut args = vec![
+        "template",
+        "p2pcamera",
+        chart.to_str().unwrap(),
+        "--namespace",
+        namespace,
+        "--include-crds",
+    ];
     for set in sets {
         args.extend(["--set", set]);
     }
@@ -95,7 +129,10 @@ fn read(path: impl AsRef<Path>) -> String {
 async fn chart_crd_is_the_generated_crd() {
     let generated = read("crds/camerasessions.p2pcamera.io.yaml");
     let chart = read("charts/p2pcamera/crds/camerasessions.p2pcamera.io.yaml");
-    assert!(chart == generated, "charts/p2pcamera/crds/ differs from crds/: copy crds/camerasessions.p2pcamera.io.yaml into the chart");
+    assert!(
+        chart == generated,
+        "charts/p2pcamera/crds/ differs from crds/: copy crds/camerasessions.p2pcamera.io.yaml into the chart"
+    );
 }
 
 #[tokio::test]
@@ -103,7 +140,11 @@ async fn chart_passes_helm_lint() {
     let chart = chart_dir();
     for sets in [
         vec![],
-        vec!["router.hosts={camera.example.com}", "acme.agreeTerms=true", "acme.email=ops@example.com"],
+        vec![
+            "router.hosts={camera.example.com}",
+            "acme.agreeTerms=true",
+            "acme.email=ops@example.com",
+        ],
     ] {
         let mut args = vec!["lint", "--strict", chart.to_str().unwrap()];
         for set in &sets {
@@ -135,8 +176,12 @@ fn chart_value_paths(values: &str) -> Vec<(usize, String)> {
             stack.push((indent, String::new(), true));
             continue;
         }
-        let Some((key, _)) = trimmed.split_once(':') else { continue };
-        let full = stack.last().map_or(key.to_string(), |(_, p, _)| format!("{p}.{key}"));
+        let Some((key, _)) = trimmed.split_once(':') else {
+            continue;
+        };
+        let full = stack
+            .last()
+            .map_or(key.to_string(), |(_, p, _)| format!("{p}.{key}"));
         stack.push((indent, full.clone(), PASS_THROUGH.contains(&key)));
         paths.push((i, full));
     }
@@ -148,11 +193,25 @@ async fn every_value_has_a_doc_comment() {
     let values = read("charts/p2pcamera/values.yaml");
     let lines: Vec<&str> = values.lines().collect();
     let paths = chart_value_paths(&values);
-    assert!(paths.iter().any(|(_, p)| p == "router.rateLimits.sessionRate"), "{paths:?}");
+    assert!(
+        paths
+            .iter()
+            .any(|(_, p)| p == "router.rateLimits.sessionRate"),
+        "{paths:?}"
+    );
     for (i, path) in paths {
-        let comments = lines[..i].iter().rev().take_while(|l| l.trim_start().starts_with('#'));
-        let documented = comments.into_iter().any(|l| l.trim_start().starts_with("# --"));
-        assert!(documented, "values.yaml line {}: `{path}` has no `# --` doc comment above it", i + 1);
+        let comments = lines[..i]
+            .iter()
+            .rev()
+            .take_while(|l| l.trim_start().starts_with('#'));
+        let documented = comments
+            .into_iter()
+            .any(|l| l.trim_start().starts_with("# --"));
+        assert!(
+            documented,
+            "values.yaml line {}: `{path}` has no `# --` doc comment above it",
+            i + 1
+        );
     }
 }
 
@@ -162,19 +221,44 @@ async fn bad_values_are_rejected_before_anything_is_installed() {
     let cases: &[(&[&str], &str)] = &[
         (&["router.service.type=Ingress"], "/router/service/type"),
         (&["cameraPod.portRange=40000"], "/cameraPod/portRange"),
-        (&["cameraPod.portRange=41000-40000"], "the first port is larger than the last"),
+        (
+            &["cameraPod.portRange=41000-40000"],
+            "the first port is larger than the last",
+        ),
         (&["operator.replicas=-1"], "/operator/replicas"),
         (&["operator.crashBackoff=5d"], "/operator/crashBackoff"),
         (&["operator.publicIpSource=pod"], "/operator/publicIpSource"),
         (&["router.allowedOrigins={*}"], "/router/allowedOrigins/0"),
-        (&["router.rateLimits.sessionRate=0"], "/router/rateLimits/sessionRate"),
-        (&["router.trustedProxies={proxy.example}"], "/router/trustedProxies/0"),
+        (
+            &["router.rateLimits.sessionRate=0"],
+            "/router/rateLimits/sessionRate",
+        ),
+        (
+            &["router.trustedProxies={proxy.example}"],
+            "/router/trustedProxies/0",
+        ),
         (&["router.hosts={not a host}"], "/router/hosts/0"),
         (&["logFormat=xml"], "/logFormat"),
-        (&["operater.replicas=2"], "additional properties 'operater' not allowed"),
-        (&["router.hosts={camera.example.com}"], "acme.agreeTerms=true"),
-        (&["router.hosts={camera.example.com}", "acme.agreeTerms=true", "acme.eab.keyId=kid"], "acme.eab.keyId needs"),
-        (&["cameraPod.tolerations[0].operator=Maybe"], "/cameraPod/tolerations/0/operator"),
+        (
+            &["operater.replicas=2"],
+            "additional properties 'operater' not allowed",
+        ),
+        (
+            &["router.hosts={camera.example.com}"],
+            "acme.agreeTerms=true",
+        ),
+        (
+            &[
+                "router.hosts={camera.example.com}",
+                "acme.agreeTerms=true",
+                "acme.eab.keyId=kid",
+            ],
+            "acme.eab.keyId needs",
+        ),
+        (
+            &["cameraPod.tolerations[0].operator=Maybe"],
+            "/cameraPod/tolerations/0/operator",
+        ),
     ];
     for (sets, expected) in cases {
         let mut args = vec!["template", "p2pcamera", chart.to_str().unwrap()];
@@ -183,7 +267,11 @@ async fn bad_values_are_rejected_before_anything_is_installed() {
         }
         let out = helm(&args).await;
         assert!(!out.ok, "{sets:?} was accepted");
-        assert!(out.stderr.contains(expected), "{sets:?}: expected {expected:?} in: {}", out.stderr);
+        assert!(
+            out.stderr.contains(expected),
+            "{sets:?}: expected {expected:?} in: {}",
+            out.stderr
+        );
     }
 }
 
@@ -194,24 +282,59 @@ async fn a_bad_value_fails_a_real_install_and_creates_nothing() {
     let chart = chart_dir();
     let kubeconfig = plane.kubeconfig_path().to_str().unwrap().to_owned();
     let args = [
-        "install", "bad", chart.to_str().unwrap(), "--namespace", &ns, "--kubeconfig", &kubeconfig, "--skip-crds",
-        "--set", "router.service.type=Ingress",
+        "install",
+        "bad",
+        chart.to_str().unwrap(),
+        "--namespace",
+        &ns,
+        "--kubeconfig",
+        &kubeconfig,
+        "--skip-crds",
+        "--set",
+        "router.service.type=Ingress",
     ];
     let out = helm(&args).await;
     assert!(!out.ok, "install with a bad value succeeded");
-    assert!(out.stderr.contains("/router/service/type"), "{}", out.stderr);
-    let left = plane.kubectl(&["get", "deployments,serviceaccounts,roles", "-n", &ns, "-o", "name"]).await.unwrap();
-    assert!(!left.contains("bad-p2pcamera"), "objects left behind: {left}");
+    assert!(
+        out.stderr.contains("/router/service/type"),
+        "{}",
+        out.stderr
+    );
+    let left = plane
+        .kubectl(&[
+            "get",
+            "deployments,serviceaccounts,roles",
+            "-n",
+            &ns,
+            "-o",
+            "name",
+        ])
+        .await
+        .unwrap();
+    assert!(
+        !left.contains("bad-p2pcamera"),
+        "objects left behind: {left}"
+    );
 }
 
 #[tokio::test]
 async fn service_monitors_scrape_both_components_when_enabled() {
     let off = template("p2p", &[]).await;
     assert!(!off.contains("kind: ServiceMonitor"));
-    let on = template("p2p", &["serviceMonitor.enabled=true", "serviceMonitor.labels.release=prom"]).await;
+    let on = template(
+        "p2p",
+        &[
+            "serviceMonitor.enabled=true",
+            "serviceMonitor.labels.release=prom",
+        ],
+    )
+    .await;
     assert_eq!(on.matches("kind: ServiceMonitor").count(), 2, "{on}");
     assert!(on.contains("release: prom"));
-    assert!(on.contains("port: metrics") && on.contains("scheme: https"), "{on}");
+    assert!(
+        on.contains("port: metrics") && on.contains("scheme: https"),
+        "{on}"
+    );
 }
 
 /// Server-side dry run of the rendered chart for several value sets: the real API server checks
@@ -225,21 +348,52 @@ async fn rendered_chart_passes_server_side_dry_run() {
     let route = format!("router.sessionNamespace={sessions}");
     let value_sets: Vec<Vec<&str>> = vec![
         vec![],
-        vec!["router.hosts={camera.example.com,cam2.example.com}", "acme.agreeTerms=true", "acme.email=ops@example.com",
-             "acme.eab.keyId=kid", "acme.eab.hmacKey=c2VjcmV0", "acme.caBundle=-----BEGIN CERTIFICATE-----", &watch, &route],
-        vec!["router.service.type=NodePort", "router.service.nodePorts.https=30443", "router.service.nodePorts.http=30080",
-             "operator.replicas=1", "router.replicas=1"],
-        vec!["router.service.type=ClusterIP", "router.tls.existingSecret=my-cert", "router.hosts={camera.example.com}"],
-        vec!["router.service.loadBalancerSourceRanges={10.0.0.0/8}", "router.service.externalTrafficPolicy=Cluster",
-             "cameraPod.nodeSelector.gpu=l4", "operator.extraEnv[0].name=RUST_LOG", "operator.extraEnv[0].value=debug"],
+        vec![
+            "router.hosts={camera.example.com,cam2.example.com}",
+            "acme.agreeTerms=true",
+            "acme.email=ops@example.com",
+            "acme.eab.keyId=kid",
+            "acme.eab.hmacKey=c2VjcmV0",
+            "acme.caBundle=-----BEGIN CERTIFICATE-----",
+            &watch,
+            &route,
+        ],
+        vec![
+            "router.service.type=NodePort",
+            "router.service.nodePorts.https=30443",
+            "router.service.nodePorts.http=30080",
+            "operator.replicas=1",
+            "router.replicas=1",
+        ],
+        vec![
+            "router.service.type=ClusterIP",
+            "router.tls.existingSecret=my-cert",
+            "router.hosts={camera.example.com}",
+        ],
+        vec![
+            "router.service.loadBalancerSourceRanges={10.0.0.0/8}",
+            "router.service.externalTrafficPolicy=Cluster",
+            "cameraPod.nodeSelector.gpu=l4",
+            "operator.extraEnv[0].name=RUST_LOG",
+            "operator.extraEnv[0].value=debug",
+        ],
     ];
     for sets in value_sets {
         let manifest = template(&ns, &sets).await;
         let out = plane
-            .kubectl_with_input(&["apply", "--dry-run=server", "-f", "-", "-o", "name"], &manifest)
+            .kubectl_with_input(
+                &["apply", "--dry-run=server", "-f", "-", "-o", "name"],
+                &manifest,
+            )
             .await
             .unwrap_or_else(|e| panic!("dry run of {sets:?} failed: {e}\n{manifest}"));
-        for kind in ["deployment.apps/", "service/", "clusterrole.rbac", "role.rbac", "serviceaccount/"] {
+        for kind in [
+            "deployment.apps/",
+            "service/",
+            "clusterrole.rbac",
+            "role.rbac",
+            "serviceaccount/",
+        ] {
             assert!(out.contains(kind), "{sets:?}: no {kind} in {out}");
         }
     }
@@ -248,7 +402,10 @@ async fn rendered_chart_passes_server_side_dry_run() {
 #[tokio::test]
 async fn examples_are_valid_camera_sessions() {
     let plane = ControlPlane::shared().await.unwrap();
-    plane.apply_crds(&repo_root().join("crds/camerasessions.p2pcamera.io.yaml")).await.unwrap();
+    plane
+        .apply_crds(&repo_root().join("crds/camerasessions.p2pcamera.io.yaml"))
+        .await
+        .unwrap();
     let ns = plane.namespace("helm-examples").await.unwrap();
     let dir = repo_root().join("examples");
     let mut seen = 0;
@@ -258,7 +415,16 @@ async fn examples_are_valid_camera_sessions() {
             continue;
         }
         let out = plane
-            .kubectl(&["apply", "--dry-run=server", "-n", &ns, "-f", path.to_str().unwrap(), "-o", "name"])
+            .kubectl(&[
+                "apply",
+                "--dry-run=server",
+                "-n",
+                &ns,
+                "-f",
+                path.to_str().unwrap(),
+                "-o",
+                "name",
+            ])
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(out.contains("camerasession.p2pcamera.io/"), "{out}");
@@ -273,7 +439,11 @@ async fn examples_are_valid_camera_sessions() {
 fn service_account_user(namespace: &str, name: &str) -> (String, Vec<String>) {
     (
         format!("system:serviceaccount:{namespace}:{name}"),
-        vec!["system:serviceaccounts".into(), format!("system:serviceaccounts:{namespace}"), "system:authenticated".into()],
+        vec![
+            "system:serviceaccounts".into(),
+            format!("system:serviceaccounts:{namespace}"),
+            "system:authenticated".into(),
+        ],
     )
 }
 
@@ -286,8 +456,20 @@ struct Access<'a> {
     name: &'a str,
 }
 
-const fn access<'a>(verb: &'a str, group: &'a str, resource: &'a str, namespace: &'a str, name: &'a str) -> Access<'a> {
-    Access { verb, group, resource, namespace, name }
+const fn access<'a>(
+    verb: &'a str,
+    group: &'a str,
+    resource: &'a str,
+    namespace: &'a str,
+    name: &'a str,
+) -> Access<'a> {
+    Access {
+        verb,
+        group,
+        resource,
+        namespace,
+        name,
+    }
 }
 
 async fn allowed(client: &kube::Client, user: &(String, Vec<String>), a: &Access<'_>) -> bool {
@@ -313,20 +495,35 @@ async fn allowed(client: &kube::Client, user: &(String, Vec<String>), a: &Access
         ..Default::default()
     };
     let api: Api<SubjectAccessReview> = Api::all(client.clone());
-    let answer = api.create(&PostParams::default(), &review).await.expect("SubjectAccessReview");
+    let answer = api
+        .create(&PostParams::default(), &review)
+        .await
+        .expect("SubjectAccessReview");
     answer.status.expect("review status").allowed
 }
 
-async fn assert_access(client: &kube::Client, who: &str, user: &(String, Vec<String>), yes: &[Access<'_>], no: &[Access<'_>]) {
+async fn assert_access(
+    client: &kube::Client,
+    who: &str,
+    user: &(String, Vec<String>),
+    yes: &[Access<'_>],
+    no: &[Access<'_>],
+) {
     let mut wrong = Vec::new();
     for a in yes {
         if !allowed(client, user, a).await {
-            wrong.push(format!("{who} may not {} {}.{} {}/{} (needed)", a.verb, a.resource, a.group, a.namespace, a.name));
+            wrong.push(format!(
+                "{who} may not {} {}.{} {}/{} (needed)",
+                a.verb, a.resource, a.group, a.namespace, a.name
+            ));
         }
     }
     for a in no {
         if allowed(client, user, a).await {
-            wrong.push(format!("{who} may {} {}.{} {}/{} (more than it needs)", a.verb, a.resource, a.group, a.namespace, a.name));
+            wrong.push(format!(
+                "{who} may {} {}.{} {}/{} (more than it needs)",
+                a.verb, a.resource, a.group, a.namespace, a.name
+            ));
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
@@ -334,8 +531,12 @@ async fn assert_access(client: &kube::Client, who: &str, user: &(String, Vec<Str
 
 /// A kubeconfig for `sa` in `namespace`, with a real ServiceAccount token from the API server.
 async fn service_account_kubeconfig(plane: &ControlPlane, namespace: &str, sa: &str, path: &Path) {
-    let token = plane.kubectl(&["create", "token", sa, "-n", namespace, "--duration=1h"]).await.unwrap();
-    let admin: Value = serde_json::from_str(&std::fs::read_to_string(plane.kubeconfig_path()).unwrap()).unwrap();
+    let token = plane
+        .kubectl(&["create", "token", sa, "-n", namespace, "--duration=1h"])
+        .await
+        .unwrap();
+    let admin: Value =
+        serde_json::from_str(&std::fs::read_to_string(plane.kubeconfig_path()).unwrap()).unwrap();
     let config = json!({
         "apiVersion": "v1",
         "kind": "Config",
@@ -355,7 +556,10 @@ fn deployment_env(deployment: &Value, pod_name: &str) -> Vec<(String, String)> {
         .iter()
         .map(|e| {
             let name = e["name"].as_str().unwrap().to_string();
-            let value = match (e["value"].as_str(), e["valueFrom"]["fieldRef"]["fieldPath"].as_str()) {
+            let value = match (
+                e["value"].as_str(),
+                e["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+            ) {
                 (Some(v), _) => v.to_string(),
                 (None, Some("metadata.name")) => pod_name.to_string(),
                 other => panic!("{name}: unexpected env source {other:?}"),
@@ -365,9 +569,18 @@ fn deployment_env(deployment: &Value, pod_name: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn spawn_component(name: &str, args: &[&str], env: &[(String, String)], kubeconfig: &Path, log: &Path) -> ManagedProcess {
+fn spawn_component(
+    name: &str,
+    args: &[&str],
+    env: &[(String, String)],
+    kubeconfig: &Path,
+    log: &Path,
+) -> ManagedProcess {
     let mut command = std::process::Command::new(workspace_binary("operator"));
-    command.args(args).env("KUBECONFIG", kubeconfig).env("RUST_LOG", "info");
+    command
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env("RUST_LOG", "info");
     for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("P2PCAMERA_")) {
         command.env_remove(key);
     }
@@ -379,7 +592,10 @@ fn spawn_component(name: &str, args: &[&str], env: &[(String, String)], kubeconf
 
 fn forbidden_lines(process: &ManagedProcess) -> Vec<String> {
     let log = std::fs::read_to_string(process.log_path()).unwrap_or_default();
-    log.lines().filter(|l| l.to_lowercase().contains("forbidden")).map(String::from).collect()
+    log.lines()
+        .filter(|l| l.to_lowercase().contains("forbidden"))
+        .map(String::from)
+        .collect()
 }
 
 #[tokio::test]
@@ -392,18 +608,40 @@ async fn installed_chart_runs_operator_and_router_with_least_rights() {
     let chart = chart_dir();
     let kubeconfig = plane.kubeconfig_path().to_str().unwrap().to_owned();
     let out = helm(&[
-        "install", "cams", chart.to_str().unwrap(), "--namespace", &ns, "--kubeconfig", &kubeconfig,
-        "--set", "cameraPod.image=registry.invalid/camera-pod:helm-test",
-        "--set", "cameraPod.portRange=41000-41009",
-        "--set", "router.service.type=ClusterIP",
-        "--set", "router.trustedProxies={10.0.0.0/8,fd00::/8}",
+        "install",
+        "cams",
+        chart.to_str().unwrap(),
+        "--namespace",
+        &ns,
+        "--kubeconfig",
+        &kubeconfig,
+        "--set",
+        "cameraPod.image=registry.invalid/camera-pod:helm-test",
+        "--set",
+        "cameraPod.portRange=41000-41009",
+        "--set",
+        "router.service.type=ClusterIP",
+        "--set",
+        "router.trustedProxies={10.0.0.0/8,fd00::/8}",
     ])
     .await;
     assert!(out.ok, "helm install failed: {}", out.stderr);
-    assert!(out.stdout.contains("get secret demo-p2pcamera"), "NOTES do not say how to get the token:\n{}", out.stdout);
+    assert!(
+        out.stdout.contains("get secret demo-p2pcamera"),
+        "NOTES do not say how to get the token:\n{}",
+        out.stdout
+    );
 
     // The CRD from the chart's crds/ and every RBAC object.
-    plane.kubectl(&["wait", "--for=condition=Established", "--timeout=60s", "crd/camerasessions.p2pcamera.io"]).await.unwrap();
+    plane
+        .kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/camerasessions.p2pcamera.io",
+        ])
+        .await
+        .unwrap();
     for object in [
         "clusterrole/cams-p2pcamera-operator-sessions",
         "clusterrole/cams-p2pcamera-operator-nodes",
@@ -412,7 +650,10 @@ async fn installed_chart_runs_operator_and_router_with_least_rights() {
         "clusterrole/cams-p2pcamera-router-sessions",
         "clusterrolebinding/cams-p2pcamera-router-sessions",
     ] {
-        plane.kubectl(&["get", object]).await.unwrap_or_else(|e| panic!("{object}: {e}"));
+        plane
+            .kubectl(&["get", object])
+            .await
+            .unwrap_or_else(|e| panic!("{object}: {e}"));
     }
     for object in [
         "role/cams-p2pcamera-operator",
@@ -425,7 +666,10 @@ async fn installed_chart_runs_operator_and_router_with_least_rights() {
         "deployment/cams-p2pcamera-router",
         "service/cams-p2pcamera-router",
     ] {
-        plane.kubectl(&["get", "-n", &ns, object]).await.unwrap_or_else(|e| panic!("{object}: {e}"));
+        plane
+            .kubectl(&["get", "-n", &ns, object])
+            .await
+            .unwrap_or_else(|e| panic!("{object}: {e}"));
     }
 
     // What each ServiceAccount may and may not do.
@@ -454,8 +698,20 @@ async fn installed_chart_runs_operator_and_router_with_least_rights() {
             access("patch", "events.k8s.io", "events", s, "x"),
             access("get", "", "nodes", "", "gpu-1"),
             access("create", "coordination.k8s.io", "leases", &ns, ""),
-            access("update", "coordination.k8s.io", "leases", &ns, "p2pcamera-operator"),
-            access("get", "coordination.k8s.io", "leases", &ns, "p2pcamera-operator-acme"),
+            access(
+                "update",
+                "coordination.k8s.io",
+                "leases",
+                &ns,
+                "p2pcamera-operator",
+            ),
+            access(
+                "get",
+                "coordination.k8s.io",
+                "leases",
+                &ns,
+                "p2pcamera-operator-acme",
+            ),
         ],
         &[
             access("create", g, "camerasessions", s, ""),
@@ -469,79 +725,236 @@ async fn installed_chart_runs_operator_and_router_with_least_rights() {
             access("patch", "", "configmaps", &ns, "p2pcamera-acme-challenges"),
             access("list", "", "nodes", "", ""),
             access("patch", "", "nodes", "", "gpu-1"),
-            access("update", "coordination.k8s.io", "leases", &ns, "someone-else"),
-            access("get", "coordination.k8s.io", "leases", &other_ns, "p2pcamera-operator"),
+            access(
+                "update",
+                "coordination.k8s.io",
+                "leases",
+                &ns,
+                "someone-else",
+            ),
+            access(
+                "get",
+                "coordination.k8s.io",
+                "leases",
+                &other_ns,
+                "p2pcamera-operator",
+            ),
             access("create", "apps", "deployments", s, ""),
             access("create", "", "events", s, ""),
-            access("create", "rbac.authorization.k8s.io", "clusterrolebindings", "", ""),
+            access(
+                "create",
+                "rbac.authorization.k8s.io",
+                "clusterrolebindings",
+                "",
+                "",
+            ),
         ],
     )
     .await;
+    // The router only reads: sessions and their Secrets (list and watch, what its caches do),
+    // its TLS Secret and the challenge ConfigMap by name. It writes nothing, reads no Secret one
+    // by one, and has no way to more rights. Where session Secrets may be listed (every
+    // namespace unless router.sessionNamespace is set) is the chart's choice, asserted by
+    // what the router needs in the sessions namespace and by it running below.
     let router = service_account_user(&ns, "cams-p2pcamera-router");
+    let mut router_may_not = vec![
+        access("get", g, "camerasessions", s, "demo"),
+        access("create", g, "camerasessions", s, ""),
+        access("patch", g, "camerasessions", s, "demo"),
+        access("delete", g, "camerasessions", s, "demo"),
+        access("patch", g, "camerasessions/status", s, "demo"),
+        access("get", "", "secrets", s, "demo-p2pcamera"),
+        access("get", "", "secrets", &ns, "p2pcamera-router-tls"),
+        access("get", "", "secrets", &ns, "p2pcamera-acme-account"),
+        access("list", "", "configmaps", &ns, ""),
+        access("list", "", "configmaps", &ns, "something-else"),
+        access("get", "", "configmaps", &ns, "p2pcamera-acme-challenges"),
+        access("get", "", "pods", s, "demo-p2pcamera"),
+        access("list", "", "pods", s, ""),
+        access("get", "", "nodes", "", "gpu-1"),
+        access("create", "coordination.k8s.io", "leases", &ns, ""),
+        access("create", "", "events", s, ""),
+        access("create", "events.k8s.io", "events", s, ""),
+        access(
+            "create",
+            "",
+            "serviceaccounts/token",
+            &ns,
+            "cams-p2pcamera-operator",
+        ),
+        access(
+            "impersonate",
+            "",
+            "serviceaccounts",
+            &ns,
+            "cams-p2pcamera-operator",
+        ),
+        access(
+            "create",
+            "rbac.authorization.k8s.io",
+            "rolebindings",
+            &ns,
+            "",
+        ),
+        access(
+            "create",
+            "rbac.authorization.k8s.io",
+            "clusterrolebindings",
+            "",
+            "",
+        ),
+        access(
+            "escalate",
+            "rbac.authorization.k8s.io",
+            "clusterroles",
+            "",
+            "",
+        ),
+        access("bind", "rbac.authorization.k8s.io", "clusterroles", "", ""),
+    ];
+    // No writes to any Secret, ConfigMap or Pod: not the sessions', not its own certificate
+    // (the operator's ACME client renews that), not the challenges (the operator's).
+    for (resource, namespace, name) in [
+        ("secrets", s, "demo-p2pcamera"),
+        ("secrets", ns.as_str(), "p2pcamera-router-tls"),
+        ("configmaps", ns.as_str(), "p2pcamera-acme-challenges"),
+        ("pods", s, "demo-p2pcamera"),
+    ] {
+        for verb in ["create", "update", "patch", "delete"] {
+            router_may_not.push(access(verb, "", resource, namespace, name));
+        }
+    }
+    router_may_not.push(access("create", "", "pods/exec", s, "demo-p2pcamera"));
     assert_access(
         &client,
         "router",
         &router,
         &[
-            access("list", g, "camerasessions", "", ""),
+            access("list", g, "camerasessions", s, ""),
             access("watch", g, "camerasessions", s, ""),
-            access("list", "", "secrets", "", ""),
+            access("list", "", "secrets", s, ""),
             access("watch", "", "secrets", s, ""),
             access("list", "", "secrets", &ns, "p2pcamera-router-tls"),
+            access("watch", "", "secrets", &ns, "p2pcamera-router-tls"),
+            access("list", "", "configmaps", &ns, "p2pcamera-acme-challenges"),
             access("watch", "", "configmaps", &ns, "p2pcamera-acme-challenges"),
         ],
-        &[
-            access("get", g, "camerasessions", s, "demo"),
-            access("patch", g, "camerasessions", s, "demo"),
-            access("patch", g, "camerasessions/status", s, "demo"),
-            access("create", "", "secrets", s, ""),
-            access("list", "", "configmaps", &ns, ""),
-            access("list", "", "configmaps", &ns, "something-else"),
-            access("patch", "", "configmaps", &ns, "p2pcamera-acme-challenges"),
-            access("list", "", "pods", s, ""),
-            access("get", "", "nodes", "", "gpu-1"),
-            access("create", "coordination.k8s.io", "leases", &ns, ""),
-        ],
+        &router_may_not,
     )
     .await;
 
     // The operator, configured exactly as the chart's Deployment, with its ServiceAccount's token.
     let work = tempfile::tempdir().unwrap();
-    let deployment: Value =
-        serde_json::from_str(&plane.kubectl(&["get", "deployment", "-n", &ns, "cams-p2pcamera-operator", "-o", "json"]).await.unwrap()).unwrap();
+    let deployment: Value = serde_json::from_str(
+        &plane
+            .kubectl(&[
+                "get",
+                "deployment",
+                "-n",
+                &ns,
+                "cams-p2pcamera-operator",
+                "-o",
+                "json",
+            ])
+            .await
+            .unwrap(),
+    )
+    .unwrap();
     let mut env = deployment_env(&deployment, "cams-p2pcamera-operator-test");
     env.retain(|(k, _)| k != "P2PCAMERA_METRICS_LISTEN");
-    env.push(("P2PCAMERA_METRICS_LISTEN".into(), format!("127.0.0.1:{}", free_port().unwrap())));
+    env.push((
+        "P2PCAMERA_METRICS_LISTEN".into(),
+        format!("127.0.0.1:{}", free_port().unwrap()),
+    ));
     let operator_kubeconfig = work.path().join("operator.kubeconfig");
     service_account_kubeconfig(plane, &ns, "cams-p2pcamera-operator", &operator_kubeconfig).await;
-    let operator_process = spawn_component("operator", &["run"], &env, &operator_kubeconfig, &work.path().join("operator.log"));
+    let operator_process = spawn_component(
+        "operator",
+        &["run"],
+        &env,
+        &operator_kubeconfig,
+        &work.path().join("operator.log"),
+    );
 
-    plane.add_gpu_node("helm-gpu-1", 1, "127.0.0.7".parse().unwrap()).await.unwrap();
+    plane
+        .add_gpu_node("helm-gpu-1", 1, "127.0.0.7".parse().unwrap())
+        .await
+        .unwrap();
     let example = repo_root().join("examples/camerasession.yaml");
-    plane.kubectl(&["apply", "-n", s, "-f", example.to_str().unwrap()]).await.unwrap();
-    let status = eventually("the example session Ready under the chart's operator", WAIT, || async {
-        if let Some(exit) = operator_process.exited() {
-            panic!("operator exited ({exit}): {}", operator_process.log_tail(30));
-        }
-        let text = plane.kubectl(&["get", "camerasession", "demo", "-n", s, "-o", "json"]).await.map_err(|e| e.to_string())?;
-        let session: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-        match session["status"]["phase"].as_str() {
-            Some("Ready") => Ok(session["status"].clone()),
-            other => Err(format!("phase {other:?}; operator log: {}", operator_process.log_tail(2))),
-        }
-    })
+    plane
+        .kubectl(&["apply", "-n", s, "-f", example.to_str().unwrap()])
+        .await
+        .unwrap();
+    let status = eventually(
+        "the example session Ready under the chart's operator",
+        WAIT,
+        || async {
+            if let Some(exit) = operator_process.exited() {
+                panic!(
+                    "operator exited ({exit}): {}",
+                    operator_process.log_tail(30)
+                );
+            }
+            let text = plane
+                .kubectl(&["get", "camerasession", "demo", "-n", s, "-o", "json"])
+                .await
+                .map_err(|e| e.to_string())?;
+            let session: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+            match session["status"]["phase"].as_str() {
+                Some("Ready") => Ok(session["status"].clone()),
+                other => Err(format!(
+                    "phase {other:?}; operator log: {}",
+                    operator_process.log_tail(2)
+                )),
+            }
+        },
+    )
     .await
     .unwrap();
     let port = status["udpPort"].as_u64().expect("udpPort in status");
-    assert!((41000..=41009).contains(&port), "port {port} outside the chart's cameraPod.portRange");
-    let pod: Value =
-        serde_json::from_str(&plane.kubectl(&["get", "pod", "demo-p2pcamera", "-n", s, "-o", "json"]).await.unwrap()).unwrap();
-    assert_eq!(pod["spec"]["containers"][0]["image"], "registry.invalid/camera-pod:helm-test");
-    let tolerations = pod["spec"]["tolerations"].as_array().cloned().unwrap_or_default();
-    assert!(tolerations.iter().any(|t| t["key"] == "nvidia.com/gpu" && t["operator"] == "Exists"), "{tolerations:?}");
-    let lease = plane.kubectl(&["get", "lease", "p2pcamera-operator", "-n", &ns, "-o", "jsonpath={.spec.holderIdentity}"]).await.unwrap();
+    assert!(
+        (41000..=41009).contains(&port),
+        "port {port} outside the chart's cameraPod.portRange"
+    );
+    let pod: Value = serde_json::from_str(
+        &plane
+            .kubectl(&["get", "pod", "demo-p2pcamera", "-n", s, "-o", "json"])
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        pod["spec"]["containers"][0]["image"],
+        "registry.invalid/camera-pod:helm-test"
+    );
+    let tolerations = pod["spec"]["tolerations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        tolerations
+            .iter()
+            .any(|t| t["key"] == "nvidia.com/gpu" && t["operator"] == "Exists"),
+        "{tolerations:?}"
+    );
+    let lease = plane
+        .kubectl(&[
+            "get",
+            "lease",
+            "p2pcamera-operator",
+            "-n",
+            &ns,
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ])
+        .await
+        .unwrap();
     assert_eq!(lease, "cams-p2pcamera-operator-test");
-    assert!(forbidden_lines(&operator_process).is_empty(), "operator was refused: {:?}", forbidden_lines(&operator_process));
+    assert!(
+        forbidden_lines(&operator_process).is_empty(),
+        "operator was refused: {:?}",
+        forbidden_lines(&operator_process)
+    );
 
     // The router, likewise: it becomes ready only when it could list and watch sessions, their
     // Secrets and its TLS Secret, and answers ACME challenges from the ConfigMap it may watch.
@@ -552,27 +965,61 @@ async fn installed_chart_runs_operator_and_router_with_least_rights() {
         "metadata": {"name": "p2pcamera-router-tls"},
         "stringData": {"tls.crt": serving.cert_pem, "tls.key": serving.key_pem},
     });
-    plane.kubectl_with_input(&["apply", "-n", &ns, "-f", "-"], &tls_secret.to_string()).await.unwrap();
+    plane
+        .kubectl_with_input(&["apply", "-n", &ns, "-f", "-"], &tls_secret.to_string())
+        .await
+        .unwrap();
     let challenge = json!({
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "p2pcamera-acme-challenges"},
         "data": {"helm-token": "helm-token.key-authorization"},
     });
-    plane.kubectl_with_input(&["apply", "-n", &ns, "-f", "-"], &challenge.to_string()).await.unwrap();
-    let deployment: Value =
-        serde_json::from_str(&plane.kubectl(&["get", "deployment", "-n", &ns, "cams-p2pcamera-router", "-o", "json"]).await.unwrap()).unwrap();
+    plane
+        .kubectl_with_input(&["apply", "-n", &ns, "-f", "-"], &challenge.to_string())
+        .await
+        .unwrap();
+    let deployment: Value = serde_json::from_str(
+        &plane
+            .kubectl(&[
+                "get",
+                "deployment",
+                "-n",
+                &ns,
+                "cams-p2pcamera-router",
+                "-o",
+                "json",
+            ])
+            .await
+            .unwrap(),
+    )
+    .unwrap();
     let (https_port, http_port) = (free_port().unwrap(), free_port().unwrap());
     let mut env = deployment_env(&deployment, "cams-p2pcamera-router-test");
     assert!(
-        env.contains(&("P2PCAMERA_ROUTER_TRUSTED_PROXIES".into(), "10.0.0.0/8,fd00::/8".into())),
+        env.contains(&(
+            "P2PCAMERA_ROUTER_TRUSTED_PROXIES".into(),
+            "10.0.0.0/8,fd00::/8".into()
+        )),
         "{env:?}"
     );
     env.retain(|(k, _)| k != "P2PCAMERA_ROUTER_LISTEN" && k != "P2PCAMERA_ROUTER_HTTP_LISTEN");
-    env.push(("P2PCAMERA_ROUTER_LISTEN".into(), format!("127.0.0.1:{https_port}")));
-    env.push(("P2PCAMERA_ROUTER_HTTP_LISTEN".into(), format!("127.0.0.1:{http_port}")));
+    env.push((
+        "P2PCAMERA_ROUTER_LISTEN".into(),
+        format!("127.0.0.1:{https_port}"),
+    ));
+    env.push((
+        "P2PCAMERA_ROUTER_HTTP_LISTEN".into(),
+        format!("127.0.0.1:{http_port}"),
+    ));
     let router_kubeconfig = work.path().join("router.kubeconfig");
     service_account_kubeconfig(plane, &ns, "cams-p2pcamera-router", &router_kubeconfig).await;
-    let router_process = spawn_component("router", &["router"], &env, &router_kubeconfig, &work.path().join("router.log"));
+    let router_process = spawn_component(
+        "router",
+        &["router"],
+        &env,
+        &router_kubeconfig,
+        &work.path().join("router.log"),
+    );
 
     let _ = rustls::crypto::ring::default_provider().install_default();
     let https = reqwest::Client::builder()
@@ -583,22 +1030,38 @@ async fn installed_chart_runs_operator_and_router_with_least_rights() {
         if let Some(exit) = router_process.exited() {
             panic!("router exited ({exit}): {}", router_process.log_tail(30));
         }
-        let response = https.get(format!("https://127.0.0.1:{https_port}/readyz")).send().await.map_err(|e| e.to_string())?;
+        let response = https
+            .get(format!("https://127.0.0.1:{https_port}/readyz"))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
         let code = response.status();
         let body = response.text().await.unwrap_or_default();
-        if code.is_success() { Ok(()) } else { Err(format!("{code}: {body}")) }
+        if code.is_success() {
+            Ok(())
+        } else {
+            Err(format!("{code}: {body}"))
+        }
     })
     .await
     .unwrap();
     let answer = eventually("router answers the ACME challenge", WAIT, || async {
         let url = format!("http://127.0.0.1:{http_port}/.well-known/acme-challenge/helm-token");
         let response = reqwest::get(url).await.map_err(|e| e.to_string())?;
-        if response.status().is_success() { Ok(response.text().await.unwrap_or_default()) } else { Err(response.status().to_string()) }
+        if response.status().is_success() {
+            Ok(response.text().await.unwrap_or_default())
+        } else {
+            Err(response.status().to_string())
+        }
     })
     .await
     .unwrap();
     assert_eq!(answer.trim(), "helm-token.key-authorization");
-    assert!(forbidden_lines(&router_process).is_empty(), "router was refused: {:?}", forbidden_lines(&router_process));
+    assert!(
+        forbidden_lines(&router_process).is_empty(),
+        "router was refused: {:?}",
+        forbidden_lines(&router_process)
+    );
     router_process.stop();
     operator_process.stop();
 }
@@ -615,14 +1078,32 @@ async fn acme_rights_cover_only_the_named_objects() {
     let chart = chart_dir();
     let kubeconfig = plane.kubeconfig_path().to_str().unwrap().to_owned();
     let out = helm(&[
-        "install", "tls", chart.to_str().unwrap(), "--namespace", &ns, "--kubeconfig", &kubeconfig, "--skip-crds",
-        "--set", "router.hosts={camera.example.com}", "--set", "acme.agreeTerms=true",
-        "--set", "acme.directory=https://127.0.0.1:1/dir", "--set", &watch,
-        "--set", "router.service.type=ClusterIP",
+        "install",
+        "tls",
+        chart.to_str().unwrap(),
+        "--namespace",
+        &ns,
+        "--kubeconfig",
+        &kubeconfig,
+        "--skip-crds",
+        "--set",
+        "router.hosts={camera.example.com}",
+        "--set",
+        "acme.agreeTerms=true",
+        "--set",
+        "acme.directory=https://127.0.0.1:1/dir",
+        "--set",
+        &watch,
+        "--set",
+        "router.service.type=ClusterIP",
     ])
     .await;
     assert!(out.ok, "helm install failed: {}", out.stderr);
-    assert!(out.stdout.contains("http://camera.example.com/"), "NOTES miss the ACME reachability hint:\n{}", out.stdout);
+    assert!(
+        out.stdout.contains("http://camera.example.com/"),
+        "NOTES miss the ACME reachability hint:\n{}",
+        out.stdout
+    );
     let operator = service_account_user(&ns, "tls-p2pcamera-operator");
     assert_access(
         &client,
@@ -660,7 +1141,17 @@ async fn acme_rights_cover_only_the_named_objects() {
     });
     let sa = format!("--as=system:serviceaccount:{ns}:tls-p2pcamera-operator");
     plane
-        .kubectl_with_input(&["apply", "--server-side", "--field-manager=p2pcamera-operator", &sa, "-f", "-"], &status.to_string())
+        .kubectl_with_input(
+            &[
+                "apply",
+                "--server-side",
+                "--field-manager=p2pcamera-operator",
+                &sa,
+                "-f",
+                "-",
+            ],
+            &status.to_string(),
+        )
         .await
         .expect("server-side apply creates the status ConfigMap with the chart's rights");
 }
@@ -675,7 +1166,12 @@ fn dockerfile_env(text: &str) -> Vec<(String, String)> {
     joined
         .lines()
         .filter_map(|l| l.trim().strip_prefix("ENV "))
-        .flat_map(|rest| rest.split_whitespace().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string())).collect::<Vec<_>>())
+        .flat_map(|rest| {
+            rest.split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
 
@@ -688,10 +1184,19 @@ async fn help_text(binary: &str, args: &[&str]) -> String {
 /// `--flag` names and `P2PCAMERA_*` variables listed in a `--help` text.
 fn flags_and_env(help: &str) -> BTreeSet<String> {
     let mut found = BTreeSet::new();
-    for word in help.split(|c: char| c.is_whitespace() || c == '[' || c == ']' || c == ',' || c == '=') {
-        let word = word.trim_end_matches(|c: char| c == '.' || c == ':');
-        if (word.starts_with("--") && word.len() > 2 && word[2..].chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
-            || (word.starts_with("P2PCAMERA_") && word.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+    for word in
+        help.split(|c: char| c.is_whitespace() || c == '[' || c == ']' || c == ',' || c == '=')
+    {
+        let word = word.trim_end_matches(['.', ':']);
+        if (word.starts_with("--")
+            && word.len() > 2
+            && word[2..]
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+            || (word.starts_with("P2PCAMERA_")
+                && word
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
         {
             found.insert(word.to_string());
         }
@@ -706,36 +1211,90 @@ async fn camera_pod_image_sets_variables_camera_pod_reads() {
     let dockerfile = read("images/camera-pod.Dockerfile");
     let env = dockerfile_env(&dockerfile);
     let known = flags_and_env(&help_text("camera-pod", &["--help"]).await);
-    let ours: Vec<_> = env.iter().filter(|(k, _)| k.starts_with("P2PCAMERA_")).collect();
+    let ours: Vec<_> = env
+        .iter()
+        .filter(|(k, _)| k.starts_with("P2PCAMERA_"))
+        .collect();
     assert!(!ours.is_empty(), "the image sets no P2PCAMERA_ variable");
     for (key, _) in &ours {
-        assert!(known.contains(key.as_str()), "the image sets {key}, which camera-pod does not read");
+        assert!(
+            known.contains(key.as_str()),
+            "the image sets {key}, which camera-pod does not read"
+        );
     }
-    let lib = env.iter().find(|(k, _)| k == "P2PCAMERA_ONNXRUNTIME_LIB").map(|(_, v)| v.clone()).expect("image sets P2PCAMERA_ONNXRUNTIME_LIB");
-    let lib_dir = Path::new(&lib).parent().unwrap().to_str().unwrap().to_owned();
-    assert!(dockerfile.contains(&lib_dir), "nothing in the image puts ONNX Runtime into {lib_dir}");
+    let lib = env
+        .iter()
+        .find(|(k, _)| k == "P2PCAMERA_ONNXRUNTIME_LIB")
+        .map(|(_, v)| v.clone())
+        .expect("image sets P2PCAMERA_ONNXRUNTIME_LIB");
+    let lib_dir = Path::new(&lib)
+        .parent()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        dockerfile.contains(&lib_dir),
+        "nothing in the image puts ONNX Runtime into {lib_dir}"
+    );
     let file = Path::new(&lib).file_name().unwrap().to_str().unwrap();
-    assert!(file.starts_with("libonnxruntime.so"), "{lib} is not the ONNX Runtime library");
+    assert!(
+        file.starts_with("libonnxruntime.so"),
+        "{lib} is not the ONNX Runtime library"
+    );
     // The model cache must sit on the writable volume the operator mounts (the root FS is read-only).
-    let cache = env.iter().find(|(k, _)| k == "P2PCAMERA_MODEL_CACHE_DIR").map(|(_, v)| v.clone()).expect("image sets P2PCAMERA_MODEL_CACHE_DIR");
+    let cache = env
+        .iter()
+        .find(|(k, _)| k == "P2PCAMERA_MODEL_CACHE_DIR")
+        .map(|(_, v)| v.clone())
+        .expect("image sets P2PCAMERA_MODEL_CACHE_DIR");
     let desired = read("operator/src/desired.rs");
     let mount = "/var/cache/p2pcamera";
-    assert!(desired.contains(&format!("\"{mount}\"")), "the operator no longer mounts its cache volume at {mount}");
-    assert!(cache.starts_with(mount), "model cache {cache} is not under the operator's writable mount {mount}");
-    let user = dockerfile.lines().rev().find_map(|l| l.trim().strip_prefix("USER ")).expect("a USER line");
-    assert!(!["root", "0", "0:0"].contains(&user.trim()), "camera-pod runs as root");
-    assert!(dockerfile.contains("ENTRYPOINT [\"/usr/local/bin/camera-pod\"]"), "entrypoint is not camera-pod");
+    assert!(
+        desired.contains(&format!("\"{mount}\"")),
+        "the operator no longer mounts its cache volume at {mount}"
+    );
+    assert!(
+        cache.starts_with(mount),
+        "model cache {cache} is not under the operator's writable mount {mount}"
+    );
+    let user = dockerfile
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("USER "))
+        .expect("a USER line");
+    assert!(
+        !["root", "0", "0:0"].contains(&user.trim()),
+        "camera-pod runs as root"
+    );
+    assert!(
+        dockerfile.contains("ENTRYPOINT [\"/usr/local/bin/camera-pod\"]"),
+        "entrypoint is not camera-pod"
+    );
 }
 
 #[tokio::test]
 async fn operator_image_runs_the_operator_as_non_root() {
     let dockerfile = read("images/operator.Dockerfile");
-    let user = dockerfile.lines().rev().find_map(|l| l.trim().strip_prefix("USER ")).expect("a USER line");
-    assert!(!["root", "0", "0:0"].contains(&user.trim()), "operator runs as root");
-    assert!(dockerfile.contains("ENTRYPOINT [\"/usr/local/bin/operator\"]"), "entrypoint is not the operator");
+    let user = dockerfile
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("USER "))
+        .expect("a USER line");
+    assert!(
+        !["root", "0", "0:0"].contains(&user.trim()),
+        "operator runs as root"
+    );
+    assert!(
+        dockerfile.contains("ENTRYPOINT [\"/usr/local/bin/operator\"]"),
+        "entrypoint is not the operator"
+    );
     // The chart runs both subcommands from this one image.
     let rendered = template("p2p", &[]).await;
-    assert!(rendered.contains("args: [\"run\"]") && rendered.contains("args: [\"router\"]"), "{rendered}");
+    assert!(
+        rendered.contains("args: [\"run\"]") && rendered.contains("args: [\"router\"]"),
+        "{rendered}"
+    );
 }
 
 #[tokio::test]
@@ -762,11 +1321,34 @@ async fn configuration_reference_covers_every_flag_and_value() {
     }
     // Every field of the CRD's spec.
     let crd = read("crds/camerasessions.p2pcamera.io.yaml");
-    for field in ["filter", "backgroundColor", "model", "manifest", "styleIndex", "gpu", "idleTimeout", "image", "nodeSelector", "tolerations", "video", "codecs", "maxFps", "maxHeight", "maxWidth"] {
-        assert!(crd.contains(&format!("{field}:")), "CRD has no {field}: update this list");
+    for field in [
+        "filter",
+        "backgroundColor",
+        "model",
+        "manifest",
+        "styleIndex",
+        "gpu",
+        "idleTimeout",
+        "image",
+        "nodeSelector",
+        "tolerations",
+        "video",
+        "codecs",
+        "maxFps",
+        "maxHeight",
+        "maxWidth",
+    ] {
+        assert!(
+            crd.contains(&format!("{field}:")),
+            "CRD has no {field}: update this list"
+        );
         if !doc.contains(&format!("`{field}`")) && !doc.contains(&format!(".{field}`")) {
             missing.push(format!("CRD field {field}"));
         }
     }
-    assert!(missing.is_empty(), "docs/configuration.md does not mention:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "docs/configuration.md does not mention:\n{}",
+        missing.join("\n")
+    );
 }

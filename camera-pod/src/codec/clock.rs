@@ -16,7 +16,10 @@ pub(crate) struct EncodeClock {
 
 impl Default for EncodeClock {
     fn default() -> Self {
-        EncodeClock { last: None, average_spacing: DEFAULT_FRAME_TICKS as f64 }
+        EncodeClock {
+            last: None,
+            average_spacing: DEFAULT_FRAME_TICKS as f64,
+        }
     }
 }
 
@@ -34,20 +37,28 @@ impl EncodeClock {
     /// rate control never sees a near-zero frame duration.
     pub fn next(&mut self, rtp_timestamp: u32) -> Tick {
         let tick = match self.last {
-            None => Tick { pts: 0, duration: DEFAULT_FRAME_TICKS },
+            None => Tick {
+                pts: 0,
+                duration: DEFAULT_FRAME_TICKS,
+            },
             Some((last_rtp, last_pts)) => {
                 // Signed distance handles wrap-around of the 32-bit clock.
                 let delta = match i64::from(rtp_timestamp.wrapping_sub(last_rtp) as i32) {
                     d if d > 0 => d,
                     _ => DEFAULT_FRAME_TICKS,
                 };
-                Tick { pts: last_pts + delta, duration: delta }
+                Tick {
+                    pts: last_pts + delta,
+                    duration: delta,
+                }
             }
         };
         self.last = Some((rtp_timestamp, tick.pts));
         // One long pause (camera stalled) moves the estimate only a little; a lasting change of
         // rate still comes through within a few dozen pictures.
-        let spacing = (tick.duration as f64).min(3.0 * self.average_spacing).min(TICKS_PER_SECOND as f64);
+        let spacing = (tick.duration as f64)
+            .min(3.0 * self.average_spacing)
+            .min(TICKS_PER_SECOND as f64);
         self.average_spacing += (spacing - self.average_spacing) / 8.0;
         tick
     }
@@ -66,9 +77,27 @@ mod tests {
     fn follows_rtp_spacing_across_wrap_around() {
         let mut clock = EncodeClock::default();
         let start = u32::MAX - 2999;
-        assert_eq!(clock.next(start), Tick { pts: 0, duration: DEFAULT_FRAME_TICKS });
-        assert_eq!(clock.next(start.wrapping_add(3000)), Tick { pts: 3000, duration: 3000 });
-        assert_eq!(clock.next(start.wrapping_add(9000)), Tick { pts: 9000, duration: 6000 });
+        assert_eq!(
+            clock.next(start),
+            Tick {
+                pts: 0,
+                duration: DEFAULT_FRAME_TICKS
+            }
+        );
+        assert_eq!(
+            clock.next(start.wrapping_add(3000)),
+            Tick {
+                pts: 3000,
+                duration: 3000
+            }
+        );
+        assert_eq!(
+            clock.next(start.wrapping_add(9000)),
+            Tick {
+                pts: 9000,
+                duration: 6000
+            }
+        );
     }
 
     #[test]
@@ -78,16 +107,29 @@ mod tests {
         for i in 0..40 {
             clock.next(i * 6000);
         }
-        assert!((clock.frame_rate() - 15.0).abs() < 0.5, "{}", clock.frame_rate());
+        assert!(
+            (clock.frame_rate() - 15.0).abs() < 0.5,
+            "{}",
+            clock.frame_rate()
+        );
         clock.next(40 * 6000 + 10 * 90_000);
-        assert!(clock.frame_rate() > 10.0, "a stall drags the estimate down only a little");
+        assert!(
+            clock.frame_rate() > 10.0,
+            "a stall drags the estimate down only a little"
+        );
     }
 
     #[test]
     fn never_goes_backwards() {
         let mut clock = EncodeClock::default();
         clock.next(90_000);
-        assert_eq!(clock.next(90_000), Tick { pts: 3000, duration: DEFAULT_FRAME_TICKS });
+        assert_eq!(
+            clock.next(90_000),
+            Tick {
+                pts: 3000,
+                duration: DEFAULT_FRAME_TICKS
+            }
+        );
         assert_eq!(clock.next(80_000).pts, 6000);
         assert_eq!(clock.next(83_000).pts, 9000);
         assert_eq!(clock.frame_rate(), 30.0);

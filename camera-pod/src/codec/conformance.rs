@@ -11,12 +11,19 @@ const FRAME_TICKS: u32 = 3000;
 pub fn moving_pattern(width: u32, height: u32, index: u32) -> VideoFrame {
     let mut frame = VideoFrame::filled(width, height, 0, 0, 0);
     let (side, step) = (width.min(height) / 3, 6);
-    let (sx, sy) = ((index * step) % (width - side), (index * step / 2) % (height - side));
+    let (sx, sy) = (
+        (index * step) % (width - side),
+        (index * step / 2) % (height - side),
+    );
     for y in 0..height {
         for x in 0..width {
             let shade = 40 + (x * 120 / width + y * 60 / height) as u8;
             let in_square = (sx..sx + side).contains(&x) && (sy..sy + side).contains(&y);
-            let texture = if ((x - sx.min(x)) / 8 + (y - sy.min(y)) / 8) % 2 == 0 { 200 } else { 90 };
+            let texture = if ((x - sx.min(x)) / 8 + (y - sy.min(y)) / 8) % 2 == 0 {
+                200
+            } else {
+                90
+            };
             frame.y[(y * width + x) as usize] = if in_square { texture } else { shade };
         }
     }
@@ -45,7 +52,11 @@ pub fn grainy_pattern(width: u32, height: u32, index: u32) -> VideoFrame {
 /// Peak signal-to-noise ratio of two luma planes, in dB.
 pub fn psnr(a: &[u8], b: &[u8]) -> f64 {
     assert_eq!(a.len(), b.len(), "planes of different sizes");
-    let sse: f64 = a.iter().zip(b).map(|(&p, &q)| (f64::from(p) - f64::from(q)).powi(2)).sum();
+    let sse: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(&p, &q)| (f64::from(p) - f64::from(q)).powi(2))
+        .sum();
     if sse == 0.0 {
         return f64::INFINITY;
     }
@@ -53,7 +64,10 @@ pub fn psnr(a: &[u8], b: &[u8]) -> f64 {
 }
 
 fn codec_pair(kind: CodecKind, bitrate_bps: u32) -> (Box<dyn Encoder>, Box<dyn Decoder>) {
-    (new_encoder(kind, bitrate_bps).expect("encoder"), new_decoder(kind).expect("decoder"))
+    (
+        new_encoder(kind, bitrate_bps).expect("encoder"),
+        new_decoder(kind).expect("decoder"),
+    )
 }
 
 fn decode_one(decoder: &mut dyn Decoder, encoded: &EncodedFrame) -> VideoFrame {
@@ -72,14 +86,21 @@ pub fn round_trip_keeps_quality(kind: CodecKind) {
         let input = moving_pattern(640, 480, i);
         let encoded = encoder.encode(&input, false).expect("encode");
         assert_eq!(encoded.rtp_timestamp, input.rtp_timestamp);
-        assert_eq!(encoded.keyframe, i == 0, "only the first frame is a key frame (frame {i})");
+        assert_eq!(
+            encoded.keyframe,
+            i == 0,
+            "only the first frame is a key frame (frame {i})"
+        );
         let output = decode_one(decoder.as_mut(), &encoded);
         assert_eq!((output.width, output.height), (640, 480));
         assert_eq!(output.rtp_timestamp, input.rtp_timestamp);
         assert_eq!((output.u.len(), output.v.len()), (320 * 240, 320 * 240));
         worst = worst.min(psnr(&input.y, &output.y));
         let (u, v) = (psnr(&input.u, &output.u), psnr(&input.v, &output.v));
-        assert!(u > 30.0 && v > 30.0, "{kind:?}: chroma of frame {i} at {u:.1}/{v:.1} dB");
+        assert!(
+            u > 30.0 && v > 30.0,
+            "{kind:?}: chroma of frame {i} at {u:.1}/{v:.1} dB"
+        );
     }
     assert!(worst > 30.0, "{kind:?}: worst luma PSNR {worst:.1} dB");
 }
@@ -94,7 +115,11 @@ pub fn forced_keyframe_starts_a_new_receiver(kind: CodecKind, is_keyframe: fn(&[
         let encoded = encoder.encode(&input, force).expect("encode");
         let expect_key = i == 0 || force;
         assert_eq!(encoded.keyframe, expect_key, "keyframe flag of frame {i}");
-        assert_eq!(is_keyframe(&encoded.data), expect_key, "bitstream of frame {i}");
+        assert_eq!(
+            is_keyframe(&encoded.data),
+            expect_key,
+            "bitstream of frame {i}"
+        );
         if force {
             let mut late = new_decoder(kind).expect("decoder");
             let output = decode_one(late.as_mut(), &encoded);
@@ -118,7 +143,10 @@ pub fn follows_size_changes(kind: CodecKind) {
             let output = decode_one(decoder.as_mut(), &encoded);
             assert_eq!((output.width, output.height), (width, height));
             let quality = psnr(&input.y, &output.y);
-            assert!(quality > 30.0, "{width}x{height} frame {n}: {quality:.1} dB");
+            assert!(
+                quality > 30.0,
+                "{width}x{height} frame {n}: {quality:.1} dB"
+            );
         }
     }
 }
@@ -127,22 +155,38 @@ pub fn follows_size_changes(kind: CodecKind) {
 pub fn recovers_from_garbage(kind: CodecKind, garbage: &[&[u8]]) {
     let (mut encoder, mut decoder) = codec_pair(kind, 1_000_000);
     for i in 0..3 {
-        let encoded = encoder.encode(&moving_pattern(320, 240, i), false).expect("encode");
+        let encoded = encoder
+            .encode(&moving_pattern(320, 240, i), false)
+            .expect("encode");
         decode_one(decoder.as_mut(), &encoded);
     }
     for (n, bytes) in garbage.iter().enumerate() {
-        assert!(decoder.decode(bytes, 0).is_err(), "garbage #{n} ({} bytes) was accepted", bytes.len());
+        assert!(
+            decoder.decode(bytes, 0).is_err(),
+            "garbage #{n} ({} bytes) was accepted",
+            bytes.len()
+        );
     }
     // A frame cut short is refused too.
-    let whole = encoder.encode(&moving_pattern(320, 240, 3), true).expect("encode");
-    assert!(decoder.decode(&whole.data[..whole.data.len() / 3], 0).is_err(), "a truncated frame was accepted");
+    let whole = encoder
+        .encode(&moving_pattern(320, 240, 3), true)
+        .expect("encode");
+    assert!(
+        decoder
+            .decode(&whole.data[..whole.data.len() / 3], 0)
+            .is_err(),
+        "a truncated frame was accepted"
+    );
 
     let input = moving_pattern(320, 240, 4);
     let key = encoder.encode(&input, true).expect("encode");
     let output = decode_one(decoder.as_mut(), &key);
     assert!(psnr(&input.y, &output.y) > 30.0);
     let next = moving_pattern(320, 240, 5);
-    let output = decode_one(decoder.as_mut(), &encoder.encode(&next, false).expect("encode"));
+    let output = decode_one(
+        decoder.as_mut(),
+        &encoder.encode(&next, false).expect("encode"),
+    );
     assert!(psnr(&next.y, &output.y) > 30.0);
 }
 
@@ -171,7 +215,9 @@ pub fn follows_bitrate_changes(kind: CodecKind) {
         encoder.set_bitrate(bitrate);
         let mut bytes = 0;
         for n in 0..30 {
-            let encoded = encoder.encode(&grainy_pattern(320, 240, index), false).expect("encode");
+            let encoded = encoder
+                .encode(&grainy_pattern(320, 240, index), false)
+                .expect("encode");
             index += 1;
             if n >= 10 {
                 bytes += encoded.data.len();
@@ -182,10 +228,22 @@ pub fn follows_bitrate_changes(kind: CodecKind) {
     let high = phase(&mut encoder, HIGH);
     let low = phase(&mut encoder, LOW);
     let high_again = phase(&mut encoder, HIGH);
-    assert!(low < f64::from(LOW) * 2.0, "{kind:?}: {low:.0} bit/s at a {LOW} target");
-    assert!(high > low * 4.0, "{kind:?}: {high:.0} bit/s at {HIGH} vs {low:.0} at {LOW}");
-    assert!(high_again > low * 4.0, "{kind:?}: back up gave {high_again:.0} bit/s vs {low:.0}");
-    assert!(high < f64::from(HIGH) * 2.0, "{kind:?}: {high:.0} bit/s at a {HIGH} target");
+    assert!(
+        low < f64::from(LOW) * 2.0,
+        "{kind:?}: {low:.0} bit/s at a {LOW} target"
+    );
+    assert!(
+        high > low * 4.0,
+        "{kind:?}: {high:.0} bit/s at {HIGH} vs {low:.0} at {LOW}"
+    );
+    assert!(
+        high_again > low * 4.0,
+        "{kind:?}: back up gave {high_again:.0} bit/s vs {low:.0}"
+    );
+    assert!(
+        high < f64::from(HIGH) * 2.0,
+        "{kind:?}: {high:.0} bit/s at a {HIGH} target"
+    );
 }
 
 /// When pictures come slower than the camera's rate (a slow filter), each picture gets a larger
@@ -203,8 +261,14 @@ pub fn keeps_bitrate_at_lower_frame_rates(kind: CodecKind) {
         }
     }
     let rate = bytes as f64 * 8.0 / 2.0; // 30 pictures at 15 per second
-    assert!(rate > f64::from(TARGET) * 0.7, "{kind:?}: {rate:.0} bit/s at 15 fps for a {TARGET} target");
-    assert!(rate < f64::from(TARGET) * 1.5, "{kind:?}: {rate:.0} bit/s at 15 fps for a {TARGET} target");
+    assert!(
+        rate > f64::from(TARGET) * 0.7,
+        "{kind:?}: {rate:.0} bit/s at 15 fps for a {TARGET} target"
+    );
+    assert!(
+        rate < f64::from(TARGET) * 1.5,
+        "{kind:?}: {rate:.0} bit/s at 15 fps for a {TARGET} target"
+    );
 }
 
 /// Whatever a congestion controller asks for, the encoder keeps producing frames.
@@ -215,7 +279,10 @@ pub fn survives_extreme_bitrates(kind: CodecKind) {
         for n in 0..3 {
             let index = i as u32 * 3 + n;
             let encoded = encoder.encode(&moving_pattern(160, 120, index), false);
-            assert!(encoded.is_ok_and(|e| !e.data.is_empty()), "{kind:?} at {bitrate} bit/s");
+            assert!(
+                encoded.is_ok_and(|e| !e.data.is_empty()),
+                "{kind:?} at {bitrate} bit/s"
+            );
         }
     }
 }
@@ -226,7 +293,11 @@ pub fn refuses_malformed_pictures(kind: CodecKind) {
     let mut short = moving_pattern(64, 48, 0);
     short.y.truncate(100);
     assert!(encoder.encode(&short, false).is_err());
-    assert!(encoder.encode(&VideoFrame::filled(0, 0, 0, 0, 0), false).is_err());
+    assert!(
+        encoder
+            .encode(&VideoFrame::filled(0, 0, 0, 0, 0), false)
+            .is_err()
+    );
     // Still usable afterwards.
     assert!(encoder.encode(&moving_pattern(64, 48, 1), false).is_ok());
 }

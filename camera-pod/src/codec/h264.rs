@@ -9,8 +9,8 @@ use std::os::raw::{c_int, c_void};
 
 use openh264::decoder::{Decoder as OpenH264Decoder, DecoderConfig};
 use openh264::encoder::{
-    BitRate, Complexity, Encoder as OpenH264Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Profile,
-    RateControlMode, SpsPpsStrategy, UsageType, VuiConfig,
+    BitRate, Complexity, Encoder as OpenH264Encoder, EncoderConfig, FrameRate, FrameType,
+    IntraFramePeriod, Profile, RateControlMode, SpsPpsStrategy, UsageType, VuiConfig,
 };
 use openh264::formats::YUVSource;
 use openh264::{OpenH264API, Timestamp};
@@ -49,11 +49,17 @@ const FRAME_RATE: f32 = 30.0;
 const IDR_PERIOD: u32 = 9000;
 
 fn decode_error(message: impl Into<String>) -> CodecError {
-    CodecError::Decode { codec: CodecKind::H264, message: message.into() }
+    CodecError::Decode {
+        codec: CodecKind::H264,
+        message: message.into(),
+    }
 }
 
 fn encode_error(message: impl Into<String>) -> CodecError {
-    CodecError::Encode { codec: CodecKind::H264, message: message.into() }
+    CodecError::Encode {
+        codec: CodecKind::H264,
+        message: message.into(),
+    }
 }
 
 pub(crate) struct H264Decoder {
@@ -62,8 +68,9 @@ pub(crate) struct H264Decoder {
 
 impl H264Decoder {
     pub fn new() -> Result<Self, CodecError> {
-        let decoder = OpenH264Decoder::with_api_config(OpenH264API::from_source(), DecoderConfig::new())
-            .map_err(|e| decode_error(format!("init: {e}")))?;
+        let decoder =
+            OpenH264Decoder::with_api_config(OpenH264API::from_source(), DecoderConfig::new())
+                .map_err(|e| decode_error(format!("init: {e}")))?;
         Ok(H264Decoder { decoder })
     }
 }
@@ -83,8 +90,16 @@ fn decoding_state_words(state: i64) -> String {
         (0x4000, "out of memory"),
         (0x8000, "output buffer too small"),
     ];
-    let words: Vec<&str> = STATES.iter().filter(|(bit, _)| state & bit != 0).map(|(_, word)| *word).collect();
-    if words.is_empty() { format!("OpenH264 state {state}") } else { words.join(", ") }
+    let words: Vec<&str> = STATES
+        .iter()
+        .filter(|(bit, _)| state & bit != 0)
+        .map(|(_, word)| *word)
+        .collect();
+    if words.is_empty() {
+        format!("OpenH264 state {state}")
+    } else {
+        words.join(", ")
+    }
 }
 
 /// Whether `data` begins with an Annex-B start code (00 00 01 or 00 00 00 01).
@@ -94,14 +109,21 @@ fn starts_with_start_code(data: &[u8]) -> bool {
 
 impl Decoder for H264Decoder {
     /// `encoded` is one access unit in Annex-B form (what the RTP depacketizer reassembles).
-    fn decode(&mut self, encoded: &[u8], rtp_timestamp: u32) -> Result<Option<VideoFrame>, CodecError> {
+    fn decode(
+        &mut self,
+        encoded: &[u8],
+        rtp_timestamp: u32,
+    ) -> Result<Option<VideoFrame>, CodecError> {
         if !starts_with_start_code(encoded) {
             return Err(decode_error("not an Annex-B access unit (no start code)"));
         }
-        let decoded = self.decoder.decode(encoded).map_err(|e| match e.native_code() {
-            0 => decode_error(e.to_string()),
-            state => decode_error(decoding_state_words(state)),
-        });
+        let decoded = self
+            .decoder
+            .decode(encoded)
+            .map_err(|e| match e.native_code() {
+                0 => decode_error(e.to_string()),
+                state => decode_error(decoding_state_words(state)),
+            });
         let Some(picture) = decoded? else {
             return Ok(None);
         };
@@ -113,7 +135,8 @@ impl Decoder for H264Decoder {
         );
         let (cw, ch) = chroma_size(w32, h32);
         let plane = |src: &[u8], stride, w, h, name| {
-            packed_plane(src, stride, w, h).ok_or_else(|| decode_error(format!("decoded {name} plane is too small")))
+            packed_plane(src, stride, w, h)
+                .ok_or_else(|| decode_error(format!("decoded {name} plane is too small")))
         };
         Ok(Some(VideoFrame {
             width: w32,
@@ -196,17 +219,28 @@ impl H264Encoder {
     pub fn new(bitrate_bps: u32) -> Result<Self, CodecError> {
         // Fail here rather than on the first picture when OpenH264 cannot make an encoder.
         EncoderSession::new(64, 64, bitrate_bps)?;
-        Ok(H264Encoder { bitrate_bps, clock: EncodeClock::default(), session: None })
+        Ok(H264Encoder {
+            bitrate_bps,
+            clock: EncodeClock::default(),
+            session: None,
+        })
     }
 }
 
 impl Encoder for H264Encoder {
-    fn encode(&mut self, frame: &VideoFrame, force_keyframe: bool) -> Result<EncodedFrame, CodecError> {
+    fn encode(
+        &mut self,
+        frame: &VideoFrame,
+        force_keyframe: bool,
+    ) -> Result<EncodedFrame, CodecError> {
         if let Some(problem) = layout_problem(frame) {
             return Err(encode_error(problem));
         }
-        if frame.width % 2 != 0 || frame.height % 2 != 0 {
-            return Err(encode_error(format!("{}x{}: H264 needs even picture sides", frame.width, frame.height)));
+        if !frame.width.is_multiple_of(2) || !frame.height.is_multiple_of(2) {
+            return Err(encode_error(format!(
+                "{}x{}: H264 needs even picture sides",
+                frame.width, frame.height
+            )));
         }
         let session = match self.session.take() {
             Some(s) if (s.width, s.height) == (frame.width, frame.height) => s,
@@ -238,7 +272,11 @@ impl Encoder for H264Encoder {
 unsafe fn set_option<T>(encoder: &mut OpenH264Encoder, option: c_int, value: &mut T) {
     // SAFETY: `value` is live and of the right type (this function's contract); OpenH264 reads
     // it only during the call.
-    let status = unsafe { encoder.raw_api().set_option(option, (value as *mut T).cast::<c_void>()) };
+    let status = unsafe {
+        encoder
+            .raw_api()
+            .set_option(option, (value as *mut T).cast::<c_void>())
+    };
     if status != 0 {
         tracing::warn!(option, status, "OpenH264 refused an option change");
     }
@@ -272,7 +310,13 @@ impl EncoderSession {
         let mut quiet = abi::WELS_LOG_QUIET;
         // SAFETY: the trace level is an unsigned int.
         unsafe { set_option(&mut encoder, abi::ENCODER_OPTION_TRACE_LEVEL, &mut quiet) };
-        Ok(EncoderSession { encoder, width, height, start_target: rates.target, applied: None })
+        Ok(EncoderSession {
+            encoder,
+            width,
+            height,
+            start_target: rates.target,
+            applied: None,
+        })
     }
 
     /// Moves the running encoder to `want`. Ceiling and target change in the order that keeps
@@ -283,11 +327,26 @@ impl EncoderSession {
             return;
         }
         if (current.target, current.max) != (want.target, want.max) {
-            let max = (abi::ENCODER_OPTION_MAX_BITRATE, abi::SPATIAL_LAYER_0, want.max);
-            let target = (abi::ENCODER_OPTION_BITRATE, abi::SPATIAL_LAYER_ALL, want.target);
-            let steps = if want.target > current.target { [max, target] } else { [target, max] };
+            let max = (
+                abi::ENCODER_OPTION_MAX_BITRATE,
+                abi::SPATIAL_LAYER_0,
+                want.max,
+            );
+            let target = (
+                abi::ENCODER_OPTION_BITRATE,
+                abi::SPATIAL_LAYER_ALL,
+                want.target,
+            );
+            let steps = if want.target > current.target {
+                [max, target]
+            } else {
+                [target, max]
+            };
             for (option, layer, bitrate) in steps {
-                let mut info = abi::BitrateInfo { layer, bitrate: c_int::try_from(bitrate).unwrap_or(c_int::MAX) };
+                let mut info = abi::BitrateInfo {
+                    layer,
+                    bitrate: c_int::try_from(bitrate).unwrap_or(c_int::MAX),
+                };
                 // SAFETY: both bitrate options read an `SBitrateInfo`.
                 unsafe { set_option(&mut self.encoder, option, &mut info) };
             }
@@ -301,11 +360,19 @@ impl EncoderSession {
     }
 
     /// Encodes one picture whose size matches this session.
-    fn encode(&mut self, frame: &VideoFrame, at: Timestamp, force_keyframe: bool) -> Result<EncodedFrame, CodecError> {
+    fn encode(
+        &mut self,
+        frame: &VideoFrame,
+        at: Timestamp,
+        force_keyframe: bool,
+    ) -> Result<EncodedFrame, CodecError> {
         if force_keyframe && self.applied.is_some() {
             self.encoder.force_intra_frame();
         }
-        let bitstream = self.encoder.encode_at(&FrameSource(frame), at).map_err(|e| encode_error(e.to_string()))?;
+        let bitstream = self
+            .encoder
+            .encode_at(&FrameSource(frame), at)
+            .map_err(|e| encode_error(e.to_string()))?;
         let frame_type = bitstream.frame_type();
         let data = bitstream.to_vec();
         if data.is_empty() || frame_type == FrameType::Skip {
@@ -313,9 +380,17 @@ impl EncoderSession {
         }
         if self.applied.is_none() {
             // The `openh264` crate starts the encoder with ceiling == target.
-            self.applied = Some(Rates { target: self.start_target, max: self.start_target, fps: FRAME_RATE });
+            self.applied = Some(Rates {
+                target: self.start_target,
+                max: self.start_target,
+                fps: FRAME_RATE,
+            });
         }
-        Ok(EncodedFrame { data, keyframe: frame_type == FrameType::IDR, rtp_timestamp: frame.rtp_timestamp })
+        Ok(EncodedFrame {
+            data,
+            keyframe: frame_type == FrameType::IDR,
+            rtp_timestamp: frame.rtp_timestamp,
+        })
     }
 }
 
@@ -387,7 +462,11 @@ mod tests {
     fn refuses_malformed_pictures() {
         conformance::refuses_malformed_pictures(CodecKind::H264);
         let mut encoder = H264Encoder::new(500_000).unwrap();
-        assert!(encoder.encode(&conformance::moving_pattern(321, 240, 0), false).is_err());
+        assert!(
+            encoder
+                .encode(&conformance::moving_pattern(321, 240, 0), false)
+                .is_err()
+        );
     }
 
     #[test]
@@ -407,11 +486,19 @@ mod tests {
         let mut encoder = H264Encoder::new(1_000_000).unwrap();
         let mut decoder = H264Decoder::new().unwrap();
         for i in 0..8 {
-            let encoded = encoder.encode(&conformance::moving_pattern(320, 240, i), i == 6).unwrap();
+            let encoded = encoder
+                .encode(&conformance::moving_pattern(320, 240, i), i == 6)
+                .unwrap();
             match i {
                 3 => continue, // lost on the way
-                0..=2 | 6.. => assert!(decoder.decode(&encoded.data, 0).unwrap().is_some(), "frame {i}"),
-                _ => assert!(decoder.decode(&encoded.data, 0).is_err(), "frame {i} decoded past a lost reference"),
+                0..=2 | 6.. => assert!(
+                    decoder.decode(&encoded.data, 0).unwrap().is_some(),
+                    "frame {i}"
+                ),
+                _ => assert!(
+                    decoder.decode(&encoded.data, 0).is_err(),
+                    "frame {i} decoded past a lost reference"
+                ),
             }
         }
     }
@@ -419,7 +506,10 @@ mod tests {
     #[test]
     fn decoding_errors_are_described() {
         assert_eq!(decoding_state_words(4), "bitstream error");
-        assert_eq!(decoding_state_words(20), "bitstream error, no parameter sets");
+        assert_eq!(
+            decoding_state_words(20),
+            "bitstream error, no parameter sets"
+        );
         assert_eq!(decoding_state_words(1 << 20), "OpenH264 state 1048576");
     }
 
@@ -427,7 +517,9 @@ mod tests {
     fn stream_is_constrained_baseline_single_slice() {
         let mut encoder = H264Encoder::new(1_000_000).unwrap();
         for i in 0..5 {
-            let encoded = encoder.encode(&conformance::moving_pattern(640, 480, i), false).unwrap();
+            let encoded = encoder
+                .encode(&conformance::moving_pattern(640, 480, i), false)
+                .unwrap();
             let types = nal_types(&encoded.data);
             let slices = types.iter().filter(|&&t| t == 1 || t == 5).count();
             assert_eq!(slices, 1, "frame {i}: NAL types {types:?}");
@@ -444,10 +536,26 @@ mod tests {
     #[test]
     fn parameter_sets_alone_give_no_picture() {
         let mut encoder = H264Encoder::new(1_000_000).unwrap();
-        let encoded = encoder.encode(&conformance::moving_pattern(320, 240, 0), false).unwrap();
-        let idr_at = encoded.data.windows(5).position(|w| w == [0, 0, 0, 1, 0x65]).unwrap();
+        let encoded = encoder
+            .encode(&conformance::moving_pattern(320, 240, 0), false)
+            .unwrap();
+        let idr_at = encoded
+            .data
+            .windows(5)
+            .position(|w| w == [0, 0, 0, 1, 0x65])
+            .unwrap();
         let mut decoder = H264Decoder::new().unwrap();
-        assert!(decoder.decode(&encoded.data[..idr_at], 1).unwrap().is_none());
-        assert!(decoder.decode(&encoded.data[idr_at..], 1).unwrap().is_some());
+        assert!(
+            decoder
+                .decode(&encoded.data[..idr_at], 1)
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            decoder
+                .decode(&encoded.data[idr_at..], 1)
+                .unwrap()
+                .is_some()
+        );
     }
 }

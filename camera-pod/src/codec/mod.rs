@@ -41,7 +41,11 @@ pub enum CodecError {
 /// Turns one complete encoded frame (as reassembled from RTP) into a picture.
 pub trait Decoder: Send {
     /// `Ok(None)` when the frame holds no picture (H264 parameter sets alone).
-    fn decode(&mut self, encoded: &[u8], rtp_timestamp: u32) -> Result<Option<VideoFrame>, CodecError>;
+    fn decode(
+        &mut self,
+        encoded: &[u8],
+        rtp_timestamp: u32,
+    ) -> Result<Option<VideoFrame>, CodecError>;
 }
 
 /// One encoded frame ready to packetize.
@@ -57,7 +61,11 @@ pub trait Encoder: Send {
     /// `force_keyframe` makes this picture a key frame (answer to PLI/FIR). An `Err` (a picture
     /// whose planes do not match its size, or a size the codec cannot code) leaves the encoder
     /// usable for the next picture.
-    fn encode(&mut self, frame: &VideoFrame, force_keyframe: bool) -> Result<EncodedFrame, CodecError>;
+    fn encode(
+        &mut self,
+        frame: &VideoFrame,
+        force_keyframe: bool,
+    ) -> Result<EncodedFrame, CodecError>;
     /// Target bitrate in bits per second, applied from the next frame on. Any value is taken;
     /// keeping it within sane bounds is the caller's choice.
     fn set_bitrate(&mut self, bits_per_second: u32);

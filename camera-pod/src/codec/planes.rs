@@ -29,7 +29,12 @@ pub(crate) fn layout_problem(frame: &VideoFrame) -> Option<String> {
 /// Copies `rows` rows of `width` bytes, `stride` bytes apart, out of `src` into a packed plane.
 /// `None` when `src` is too short for that shape or the stride is narrower than a row, so a
 /// decoder that reports an inconsistent picture produces an error instead of a panic.
-pub(crate) fn packed_plane(src: &[u8], stride: usize, width: usize, rows: usize) -> Option<Vec<u8>> {
+pub(crate) fn packed_plane(
+    src: &[u8],
+    stride: usize,
+    width: usize,
+    rows: usize,
+) -> Option<Vec<u8>> {
     if stride < width {
         return None;
     }
@@ -52,7 +57,10 @@ mod tests {
     #[test]
     fn strided_rows_are_packed() {
         let src = [1, 2, 3, 0, 4, 5, 6, 0, 7, 8, 9];
-        assert_eq!(packed_plane(&src, 4, 3, 3), Some(vec![1, 2, 3, 4, 5, 6, 7, 8, 9]));
+        assert_eq!(
+            packed_plane(&src, 4, 3, 3),
+            Some(vec![1, 2, 3, 4, 5, 6, 7, 8, 9])
+        );
     }
 
     #[test]

@@ -20,11 +20,17 @@ use crate::frame::{VideoFrame, chroma_size};
 const MAX_SIDE: u32 = 16383;
 
 fn decode_error(message: impl Into<String>) -> CodecError {
-    CodecError::Decode { codec: CodecKind::Vp8, message: message.into() }
+    CodecError::Decode {
+        codec: CodecKind::Vp8,
+        message: message.into(),
+    }
 }
 
 fn encode_error(message: impl Into<String>) -> CodecError {
-    CodecError::Encode { codec: CodecKind::Vp8, message: message.into() }
+    CodecError::Encode {
+        codec: CodecKind::Vp8,
+        message: message.into(),
+    }
 }
 
 /// libvpx's description of `err`, with the context's detail when it has one.
@@ -33,8 +39,11 @@ fn describe(ctx: &mut vpx::vpx_codec_ctx_t, err: vpx::vpx_codec_err_t) -> String
     // valid until the next call on `ctx`; it is copied out at once.
     unsafe {
         let text = vpx::vpx_codec_err_to_string(err);
-        let mut message =
-            if text.is_null() { format!("{err:?}") } else { CStr::from_ptr(text).to_string_lossy().into_owned() };
+        let mut message = if text.is_null() {
+            format!("{err:?}")
+        } else {
+            CStr::from_ptr(text).to_string_lossy().into_owned()
+        };
         let detail = vpx::vpx_codec_error_detail(ctx);
         if !detail.is_null() {
             message.push_str(": ");
@@ -82,7 +91,11 @@ impl Vp8Decoder {
     pub fn new() -> Result<Self, CodecError> {
         // One thread: decoding runs as packets arrive and VP8 decodes 720p well within a frame
         // time on one core; extra threads would compete with the filter.
-        let cfg = vpx::vpx_codec_dec_cfg_t { threads: 1, w: 0, h: 0 };
+        let cfg = vpx::vpx_codec_dec_cfg_t {
+            threads: 1,
+            w: 0,
+            h: 0,
+        };
         let mut ctx = Context::blank();
         // SAFETY: `ctx` is a valid blank context and `cfg` outlives the call (libvpx copies it).
         let err = unsafe {
@@ -109,7 +122,9 @@ impl Vp8Decoder {
             // next decode call and is copied out before that.
             let image = unsafe { vpx::vpx_codec_get_frame(self.ctx.raw(), &mut iter) };
             // SAFETY: libvpx returns null or a pointer to a valid image.
-            let Some(image) = (unsafe { image.as_ref() }) else { break };
+            let Some(image) = (unsafe { image.as_ref() }) else {
+                break;
+            };
             picture = Some(picture_from_image(image, rtp_timestamp)?);
         }
         Ok(picture)
@@ -117,13 +132,19 @@ impl Vp8Decoder {
 }
 
 impl Decoder for Vp8Decoder {
-    fn decode(&mut self, encoded: &[u8], rtp_timestamp: u32) -> Result<Option<VideoFrame>, CodecError> {
+    fn decode(
+        &mut self,
+        encoded: &[u8],
+        rtp_timestamp: u32,
+    ) -> Result<Option<VideoFrame>, CodecError> {
         if encoded.is_empty() {
             return Err(decode_error("empty frame"));
         }
         let len = c_uint::try_from(encoded.len()).map_err(|_| decode_error("frame too large"))?;
         // SAFETY: `encoded` is valid for `len` bytes for the whole call; libvpx does not keep it.
-        let err = unsafe { vpx::vpx_codec_decode(self.ctx.raw(), encoded.as_ptr(), len, ptr::null_mut(), 0) };
+        let err = unsafe {
+            vpx::vpx_codec_decode(self.ctx.raw(), encoded.as_ptr(), len, ptr::null_mut(), 0)
+        };
         if err != vpx::VPX_CODEC_OK {
             let message = describe(self.ctx.raw(), err);
             // Discard whatever partial output there is so it cannot leak into the next call.
@@ -148,17 +169,30 @@ impl Decoder for Vp8Decoder {
 }
 
 /// Copies a decoded I420 image into a tightly packed frame.
-fn picture_from_image(image: &vpx::vpx_image_t, rtp_timestamp: u32) -> Result<VideoFrame, CodecError> {
+fn picture_from_image(
+    image: &vpx::vpx_image_t,
+    rtp_timestamp: u32,
+) -> Result<VideoFrame, CodecError> {
     if image.fmt != vpx::vpx_img_fmt::VPX_IMG_FMT_I420 {
-        return Err(decode_error(format!("unexpected picture format {:?}", image.fmt)));
+        return Err(decode_error(format!(
+            "unexpected picture format {:?}",
+            image.fmt
+        )));
     }
     let (width, height) = (image.d_w, image.d_h);
     let (cw, ch) = chroma_size(width, height);
     let plane = |index: usize, w: u32, h: u32| {
         // SAFETY: libvpx guarantees plane `index` holds `h` rows of `stride` bytes, of which the
         // first `w` are picture; `image_plane` checks the stride before reading.
-        unsafe { image_plane(image.planes[index], image.stride[index], w as usize, h as usize) }
-            .ok_or_else(|| decode_error(format!("decoded plane {index} has an unusable layout")))
+        unsafe {
+            image_plane(
+                image.planes[index],
+                image.stride[index],
+                w as usize,
+                h as usize,
+            )
+        }
+        .ok_or_else(|| decode_error(format!("decoded plane {index} has an unusable layout")))
     };
     Ok(VideoFrame {
         width,
@@ -173,7 +207,12 @@ fn picture_from_image(image: &vpx::vpx_image_t, rtp_timestamp: u32) -> Result<Vi
 /// # Safety
 /// When `data` is not null and `stride >= width`, it must point to at least `rows` rows of
 /// `stride` bytes (the last row needs only `width`).
-unsafe fn image_plane(data: *const u8, stride: c_int, width: usize, rows: usize) -> Option<Vec<u8>> {
+unsafe fn image_plane(
+    data: *const u8,
+    stride: c_int,
+    width: usize,
+    rows: usize,
+) -> Option<Vec<u8>> {
     let stride = usize::try_from(stride).ok()?;
     if data.is_null() || stride < width || rows == 0 {
         return None;
@@ -206,17 +245,28 @@ impl Vp8Encoder {
     pub fn new(bitrate_bps: u32) -> Result<Self, CodecError> {
         // Fail here rather than on the first picture when libvpx has no VP8 encoder.
         EncoderSession::new(64, 64, bitrate_bps)?;
-        Ok(Vp8Encoder { bitrate_bps, clock: EncodeClock::default(), session: None })
+        Ok(Vp8Encoder {
+            bitrate_bps,
+            clock: EncodeClock::default(),
+            session: None,
+        })
     }
 }
 
 impl Encoder for Vp8Encoder {
-    fn encode(&mut self, frame: &VideoFrame, force_keyframe: bool) -> Result<EncodedFrame, CodecError> {
+    fn encode(
+        &mut self,
+        frame: &VideoFrame,
+        force_keyframe: bool,
+    ) -> Result<EncodedFrame, CodecError> {
         if let Some(problem) = layout_problem(frame) {
             return Err(encode_error(problem));
         }
         if frame.width > MAX_SIDE || frame.height > MAX_SIDE {
-            return Err(encode_error(format!("{}x{} is larger than VP8 allows", frame.width, frame.height)));
+            return Err(encode_error(format!(
+                "{}x{} is larger than VP8 allows",
+                frame.width, frame.height
+            )));
         }
         let session = match self.session.take() {
             Some(s) if (s.width, s.height) == (frame.width, frame.height) => s,
@@ -269,14 +319,20 @@ fn available_cores() -> usize {
 /// libvpx speed (VP8E_SET_CPUUSED): negative values fix the real-time speed; -6 is the usual
 /// real-time setting, -8 trades a little quality for speed on large pictures.
 fn encoder_speed(width: u32, height: u32) -> c_int {
-    if u64::from(width) * u64::from(height) >= 1280 * 720 { -8 } else { -6 }
+    if u64::from(width) * u64::from(height) >= 1280 * 720 {
+        -8
+    } else {
+        -6
+    }
 }
 
 impl EncoderSession {
     fn new(width: u32, height: u32, bitrate_bps: u32) -> Result<Self, CodecError> {
         let mut cfg = MaybeUninit::<vpx::vpx_codec_enc_cfg_t>::uninit();
         // SAFETY: on success libvpx writes a complete default configuration into `cfg`.
-        let err = unsafe { vpx::vpx_codec_enc_config_default(vpx::vpx_codec_vp8_cx(), cfg.as_mut_ptr(), 0) };
+        let err = unsafe {
+            vpx::vpx_codec_enc_config_default(vpx::vpx_codec_vp8_cx(), cfg.as_mut_ptr(), 0)
+        };
         if err != vpx::VPX_CODEC_OK {
             return Err(encode_error(format!("default configuration: {err:?}")));
         }
@@ -285,7 +341,10 @@ impl EncoderSession {
         cfg.g_w = width;
         cfg.g_h = height;
         cfg.g_threads = encoder_threads(width, height, available_cores());
-        cfg.g_timebase = vpx::vpx_rational { num: 1, den: TICKS_PER_SECOND as c_int };
+        cfg.g_timebase = vpx::vpx_rational {
+            num: 1,
+            den: TICKS_PER_SECOND as c_int,
+        };
         cfg.g_error_resilient = vpx::VPX_ERROR_RESILIENT_DEFAULT;
         cfg.g_pass = vpx::vpx_enc_pass::VPX_RC_ONE_PASS;
         cfg.g_lag_in_frames = 0;
@@ -316,9 +375,17 @@ impl EncoderSession {
             )
         };
         if err != vpx::VPX_CODEC_OK {
-            return Err(encode_error(format!("init {width}x{height}: {}", describe(&mut ctx, err))));
+            return Err(encode_error(format!(
+                "init {width}x{height}: {}",
+                describe(&mut ctx, err)
+            )));
         }
-        let mut session = EncoderSession { ctx: Context(ctx), cfg, width, height };
+        let mut session = EncoderSession {
+            ctx: Context(ctx),
+            cfg,
+            width,
+            height,
+        };
         use vpx::vp8e_enc_control_id as id;
         session.control(id::VP8E_SET_CPUUSED, encoder_speed(width, height))?;
         session.control(id::VP8E_SET_NOISE_SENSITIVITY, 0)?;
@@ -332,7 +399,10 @@ impl EncoderSession {
         // SAFETY: every control used here takes one int argument.
         let err = unsafe { vpx::vpx_codec_control_(self.ctx.raw(), id as c_int, value) };
         if err != vpx::VPX_CODEC_OK {
-            return Err(encode_error(format!("{id:?}={value}: {}", describe(self.ctx.raw(), err))));
+            return Err(encode_error(format!(
+                "{id:?}={value}: {}",
+                describe(self.ctx.raw(), err)
+            )));
         }
         Ok(())
     }
@@ -342,14 +412,22 @@ impl EncoderSession {
         // SAFETY: the context is initialised and `cfg` is the complete configuration it runs.
         let err = unsafe { vpx::vpx_codec_enc_config_set(self.ctx.raw(), &self.cfg) };
         if err != vpx::VPX_CODEC_OK {
-            return Err(encode_error(format!("bitrate {bits_per_second}: {}", describe(self.ctx.raw(), err))));
+            return Err(encode_error(format!(
+                "bitrate {bits_per_second}: {}",
+                describe(self.ctx.raw(), err)
+            )));
         }
         Ok(())
     }
 
     /// Encodes one picture, which `layout_problem` has accepted and whose size matches this
     /// session.
-    fn encode(&mut self, frame: &VideoFrame, tick: Tick, force_keyframe: bool) -> Result<EncodedFrame, CodecError> {
+    fn encode(
+        &mut self,
+        frame: &VideoFrame,
+        tick: Tick,
+        force_keyframe: bool,
+    ) -> Result<EncodedFrame, CodecError> {
         let cw = frame.chroma_width() as c_int;
         // SAFETY: all-zero is valid for every field (pointers, integers, enums whose zero is a
         // listed value); the fields libvpx reads are set below.
@@ -369,11 +447,19 @@ impl EncoderSession {
         image.y_chroma_shift = 1;
         // libvpx only reads the source picture; the pointers are `*mut` because the struct is
         // shared with the decoder side.
-        image.planes =
-            [frame.y.as_ptr().cast_mut(), frame.u.as_ptr().cast_mut(), frame.v.as_ptr().cast_mut(), ptr::null_mut()];
+        image.planes = [
+            frame.y.as_ptr().cast_mut(),
+            frame.u.as_ptr().cast_mut(),
+            frame.v.as_ptr().cast_mut(),
+            ptr::null_mut(),
+        ];
         image.stride = [frame.width as c_int, cw, cw, 0];
 
-        let flags = if force_keyframe { vpx::VPX_EFLAG_FORCE_KF as vpx::vpx_enc_frame_flags_t } else { 0 };
+        let flags = if force_keyframe {
+            vpx::VPX_EFLAG_FORCE_KF as vpx::vpx_enc_frame_flags_t
+        } else {
+            0
+        };
         // SAFETY: `image` describes planes that `layout_problem` checked and that outlive the
         // call; libvpx copies the picture before returning.
         let err = unsafe {
@@ -397,7 +483,9 @@ impl EncoderSession {
             // SAFETY: packets stay valid until the next encode call and are copied out now.
             let packet = unsafe { vpx::vpx_codec_get_cx_data(self.ctx.raw(), &mut iter) };
             // SAFETY: libvpx returns null or a pointer to a valid packet.
-            let Some(packet) = (unsafe { packet.as_ref() }) else { break };
+            let Some(packet) = (unsafe { packet.as_ref() }) else {
+                break;
+            };
             if packet.kind != vpx::vpx_codec_cx_pkt_kind::VPX_CODEC_CX_FRAME_PKT {
                 continue;
             }
@@ -405,7 +493,10 @@ impl EncoderSession {
             unsafe {
                 let f = packet.data.frame;
                 if !f.buf.is_null() {
-                    data.extend_from_slice(std::slice::from_raw_parts(f.buf.cast::<u8>(), f.sz as usize));
+                    data.extend_from_slice(std::slice::from_raw_parts(
+                        f.buf.cast::<u8>(),
+                        f.sz as usize,
+                    ));
                 }
                 keyframe |= f.flags & vpx::VPX_FRAME_IS_KEY != 0;
             }
@@ -413,7 +504,11 @@ impl EncoderSession {
         if data.is_empty() {
             return Err(encode_error("encoder produced no frame for the picture"));
         }
-        Ok(EncodedFrame { data, keyframe, rtp_timestamp: frame.rtp_timestamp })
+        Ok(EncodedFrame {
+            data,
+            keyframe,
+            rtp_timestamp: frame.rtp_timestamp,
+        })
     }
 }
 
@@ -467,10 +562,15 @@ mod tests {
     fn recovers_from_garbage() {
         let noise = conformance::random_bytes(3000, 7);
         // A key frame header with a broken start code, and one announcing a huge picture.
-        let bad_sync = [0x50, 0x2c, 0x00, 0x9d, 0x01, 0x2b, 0x40, 0x01, 0xf0, 0x00, 0, 0, 0, 0];
+        let bad_sync = [
+            0x50, 0x2c, 0x00, 0x9d, 0x01, 0x2b, 0x40, 0x01, 0xf0, 0x00, 0, 0, 0, 0,
+        ];
         let mut huge = vec![0x50, 0x2c, 0x00, 0x9d, 0x01, 0x2a, 0xff, 0x3f, 0xff, 0x3f];
         huge.extend(conformance::random_bytes(200, 3));
-        conformance::recovers_from_garbage(CodecKind::Vp8, &[&noise, &bad_sync, &huge, &[0x00], &[]]);
+        conformance::recovers_from_garbage(
+            CodecKind::Vp8,
+            &[&noise, &bad_sync, &huge, &[0x00], &[]],
+        );
     }
 
     #[test]
@@ -483,11 +583,17 @@ mod tests {
 
     #[test]
     fn odd_sizes_round_trip() {
-        let (mut encoder, mut decoder) = (Vp8Encoder::new(800_000).unwrap(), Vp8Decoder::new().unwrap());
+        let (mut encoder, mut decoder) = (
+            Vp8Encoder::new(800_000).unwrap(),
+            Vp8Decoder::new().unwrap(),
+        );
         let input = conformance::moving_pattern(321, 241, 0);
         let encoded = encoder.encode(&input, false).unwrap();
         let output = decoder.decode(&encoded.data, 5).unwrap().unwrap();
-        assert_eq!((output.width, output.height, output.u.len()), (321, 241, 161 * 121));
+        assert_eq!(
+            (output.width, output.height, output.u.len()),
+            (321, 241, 161 * 121)
+        );
         assert!(conformance::psnr(&input.y, &output.y) > 30.0);
     }
 }

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::ValueEnum;
+use p2pcamera_api::pod_env;
 
 use super::FilterError;
 use super::manifest::Manifest;
@@ -27,64 +28,64 @@ pub enum ExecutionProviderChoice {
 pub struct FilterArgs {
     /// Filter to start with: passthrough, selfie-blur, selfie-replace, style, custom, or a JSON
     /// filter spec such as '{"filter":"style","style":3}'.
-    #[arg(long, env = "P2PCAMERA_FILTER", default_value = "selfie-blur")]
+    #[arg(long, env = pod_env::FILTER, default_value = "selfie-blur")]
     pub filter: String,
 
     /// selfie-blur: blur radius in per cent of the picture height (1..=25).
-    #[arg(long, env = "P2PCAMERA_BLUR_STRENGTH")]
+    #[arg(long, env = pod_env::BLUR_STRENGTH)]
     pub blur_strength: Option<u32>,
 
     /// style: which of the 26 styles (0..=25).
-    #[arg(long, env = "P2PCAMERA_STYLE_INDEX")]
+    #[arg(long, env = pod_env::STYLE_INDEX)]
     pub style_index: Option<u32>,
 
     /// selfie-replace: background colour as #rrggbb (default #00ff00).
-    #[arg(long, env = "P2PCAMERA_BACKGROUND_COLOR", conflicts_with = "background_image")]
+    #[arg(long, env = pod_env::BACKGROUND_COLOR, conflicts_with = "background_image")]
     pub background_color: Option<String>,
 
     /// selfie-replace: background picture (PNG or JPEG).
-    #[arg(long, env = "P2PCAMERA_BACKGROUND_IMAGE")]
+    #[arg(long, env = pod_env::BACKGROUND_IMAGE)]
     pub background_image: Option<PathBuf>,
 
     /// Custom ONNX model: a file path or an https:// URL. With --sha256 and --manifest it
     /// selects the custom filter.
-    #[arg(long, env = "P2PCAMERA_MODEL", requires_all = ["sha256", "manifest"])]
+    #[arg(long, env = pod_env::MODEL, requires_all = ["sha256", "manifest"])]
     pub model: Option<String>,
 
     /// Required sha256 (hex) of --model; a model that does not match is refused.
-    #[arg(long, env = "P2PCAMERA_SHA256", requires = "model")]
+    #[arg(long, env = pod_env::SHA256, requires = "model")]
     pub sha256: Option<String>,
 
     /// Manifest (JSON or YAML) describing --model's tensors and how its output is composited.
-    #[arg(long, env = "P2PCAMERA_MANIFEST", requires = "model")]
+    #[arg(long, env = pod_env::MANIFEST, requires = "model")]
     pub manifest: Option<PathBuf>,
 
     /// Where downloaded models are kept [default: $XDG_CACHE_HOME or ~/.cache, then p2pcamera/models].
-    #[arg(long, env = "P2PCAMERA_MODEL_CACHE_DIR")]
+    #[arg(long, env = pod_env::MODEL_CACHE_DIR)]
     pub model_cache_dir: Option<PathBuf>,
 
     /// Extra PEM CA certificates to trust when downloading models (on top of the system's).
-    #[arg(long, env = "P2PCAMERA_MODEL_CA_FILE")]
+    #[arg(long, env = pod_env::MODEL_CA_FILE)]
     pub model_ca_file: Option<PathBuf>,
 
     /// ONNX Runtime shared library [default: $ORT_DYLIB_PATH, else
     /// ~/.cache/p2pcamera/onnxruntime-1.32.0/libonnxruntime.so.1.32.0, as fetched by
     /// camera-pod/scripts/fetch-onnxruntime.sh].
-    #[arg(long, env = "P2PCAMERA_ONNXRUNTIME_LIB")]
+    #[arg(long, env = pod_env::ONNXRUNTIME_LIB)]
     pub onnxruntime_lib: Option<PathBuf>,
 
     /// Execution provider; `auto` uses the GPU providers compiled in when they work, else CPU.
-    #[arg(long, env = "P2PCAMERA_EXECUTION_PROVIDER", value_enum, default_value_t = ExecutionProviderChoice::Auto)]
+    #[arg(long, env = pod_env::EXECUTION_PROVIDER, value_enum, default_value_t = ExecutionProviderChoice::Auto)]
     pub execution_provider: ExecutionProviderChoice,
 
     /// Threads ONNX Runtime uses inside one model run [default: every core when the machine is
     /// dedicated to this camera (--dedicated-machine, or running in Kubernetes), else half the
     /// cores, leaving the rest to decoding, encoding and the user's other programs].
-    #[arg(long, env = "P2PCAMERA_INTRA_OP_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, env = pod_env::INTRA_OP_THREADS, value_parser = clap::value_parser!(u16).range(1..))]
     pub intra_op_threads: Option<u16>,
 
     /// The machine (or pod) serves only this camera: use all its cores.
-    #[arg(long, env = "P2PCAMERA_DEDICATED_MACHINE")]
+    #[arg(long, env = pod_env::DEDICATED_MACHINE)]
     pub dedicated_machine: bool,
 }
 
@@ -105,7 +106,9 @@ impl FilterArgs {
                 )));
             }
             let (Some(sha256), Some(manifest)) = (&self.sha256, &self.manifest) else {
-                return Err(FilterError::InvalidSpec("--model needs --sha256 and --manifest".into()));
+                return Err(FilterError::InvalidSpec(
+                    "--model needs --sha256 and --manifest".into(),
+                ));
             };
             return Ok(FilterSpec::Custom(CustomModel {
                 model: ModelSource::parse(model)?,
@@ -119,25 +122,31 @@ impl FilterArgs {
         }
         Ok(match base {
             FilterSpec::SelfieBlur { strength } => FilterSpec::SelfieBlur {
-                strength: self.blur_strength.map_or(Ok(strength), spec::blur_strength)?,
+                strength: self
+                    .blur_strength
+                    .map_or(Ok(strength), spec::blur_strength)?,
             },
-            FilterSpec::SelfieReplace(background) => FilterSpec::SelfieReplace(
-                match (&self.background_color, &self.background_image) {
+            FilterSpec::SelfieReplace(background) => {
+                FilterSpec::SelfieReplace(match (&self.background_color, &self.background_image) {
                     (Some(c), _) => Background::Color(c.parse()?),
                     (None, Some(p)) => Background::Image(p.clone()),
                     (None, None) => background,
-                },
-            ),
-            FilterSpec::Style { style } => {
-                FilterSpec::Style { style: self.style_index.map_or(Ok(style), spec::style_index)? }
+                })
             }
+            FilterSpec::Style { style } => FilterSpec::Style {
+                style: self.style_index.map_or(Ok(style), spec::style_index)?,
+            },
             other => other,
         })
     }
 
     /// The ONNX Runtime library to load: --onnxruntime-lib, $ORT_DYLIB_PATH, or the cache path.
     pub fn onnxruntime_path(&self) -> PathBuf {
-        resolve_onnxruntime_path(self.onnxruntime_lib.clone(), std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from), home_cache())
+        resolve_onnxruntime_path(
+            self.onnxruntime_lib.clone(),
+            std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from),
+            home_cache(),
+        )
     }
 
     /// Where downloaded models go: --model-cache-dir, else `p2pcamera/models` under
@@ -152,7 +161,8 @@ impl FilterArgs {
             Some(n) => usize::from(n),
             None => {
                 let cores = std::thread::available_parallelism().map_or(1, usize::from);
-                let dedicated = self.dedicated_machine || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+                let dedicated =
+                    self.dedicated_machine || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
                 default_intra_op_threads(cores, dedicated)
             }
         }
@@ -163,7 +173,11 @@ impl FilterArgs {
 /// shared machine: decoding, encoding and the browser need the rest, and ONNX Runtime's threads
 /// fighting them for cores makes every frame slower.
 pub fn default_intra_op_threads(cores: usize, dedicated: bool) -> usize {
-    if dedicated { cores.max(1) } else { (cores / 2).max(1) }
+    if dedicated {
+        cores.max(1)
+    } else {
+        (cores / 2).max(1)
+    }
 }
 
 fn home_cache() -> Option<PathBuf> {
@@ -172,7 +186,10 @@ fn home_cache() -> Option<PathBuf> {
 
 /// The user's cache directory: $XDG_CACHE_HOME when it is absolute (the XDG base directory
 /// specification says to ignore a relative one), else $HOME/.cache.
-fn cache_root(xdg_cache_home: Option<std::ffi::OsString>, home: Option<std::ffi::OsString>) -> Option<PathBuf> {
+fn cache_root(
+    xdg_cache_home: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+) -> Option<PathBuf> {
     xdg_cache_home
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
@@ -180,10 +197,19 @@ fn cache_root(xdg_cache_home: Option<std::ffi::OsString>, home: Option<std::ffi:
 }
 
 fn resolve_model_cache(flag: Option<PathBuf>, cache: Option<PathBuf>) -> PathBuf {
-    flag.unwrap_or_else(|| cache.unwrap_or_else(std::env::temp_dir).join("p2pcamera").join("models"))
+    flag.unwrap_or_else(|| {
+        cache
+            .unwrap_or_else(std::env::temp_dir)
+            .join("p2pcamera")
+            .join("models")
+    })
 }
 
-fn resolve_onnxruntime_path(flag: Option<PathBuf>, ort_dylib_path: Option<PathBuf>, cache: Option<PathBuf>) -> PathBuf {
+fn resolve_onnxruntime_path(
+    flag: Option<PathBuf>,
+    ort_dylib_path: Option<PathBuf>,
+    cache: Option<PathBuf>,
+) -> PathBuf {
     flag.or(ort_dylib_path).unwrap_or_else(|| {
         cache
             .unwrap_or_else(std::env::temp_dir)
@@ -198,8 +224,8 @@ mod tests {
     use clap::Parser;
 
     use super::*;
-    use crate::filter::composite::Rgb;
     use crate::filter::manifest::MaskComposite;
+    use crate::filter::tensor::Rgb;
 
     #[derive(Parser)]
     struct Cli {
@@ -208,7 +234,8 @@ mod tests {
     }
 
     fn parse(args: &[&str]) -> Result<FilterArgs, clap::Error> {
-        Cli::try_parse_from(std::iter::once("camera-pod").chain(args.iter().copied())).map(|c| c.filter)
+        Cli::try_parse_from(std::iter::once("camera-pod").chain(args.iter().copied()))
+            .map(|c| c.filter)
     }
 
     #[test]
@@ -222,15 +249,45 @@ mod tests {
     fn parameters_apply_to_their_filter() {
         let a = parse(&["--filter", "style", "--style-index", "7"]).unwrap();
         assert_eq!(a.initial_spec().unwrap(), FilterSpec::Style { style: 7 });
-        let a = parse(&["--filter", "selfie-replace", "--background-color", "#112233"]).unwrap();
+        let a = parse(&[
+            "--filter",
+            "selfie-replace",
+            "--background-color",
+            "#112233",
+        ])
+        .unwrap();
         assert_eq!(
             a.initial_spec().unwrap(),
-            FilterSpec::SelfieReplace(Background::Color(Rgb { r: 0x11, g: 0x22, b: 0x33 }))
+            FilterSpec::SelfieReplace(Background::Color(Rgb {
+                r: 0x11,
+                g: 0x22,
+                b: 0x33
+            }))
         );
-        let a = parse(&["--filter", "selfie-replace", "--background-image", "/bg.jpg"]).unwrap();
-        assert_eq!(a.initial_spec().unwrap(), FilterSpec::SelfieReplace(Background::Image("/bg.jpg".into())));
-        let a = parse(&["--filter", "selfie-blur", "--blur-strength", "9", "--style-index", "3"]).unwrap();
-        assert_eq!(a.initial_spec().unwrap(), FilterSpec::SelfieBlur { strength: 9 });
+        let a = parse(&[
+            "--filter",
+            "selfie-replace",
+            "--background-image",
+            "/bg.jpg",
+        ])
+        .unwrap();
+        assert_eq!(
+            a.initial_spec().unwrap(),
+            FilterSpec::SelfieReplace(Background::Image("/bg.jpg".into()))
+        );
+        let a = parse(&[
+            "--filter",
+            "selfie-blur",
+            "--blur-strength",
+            "9",
+            "--style-index",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(
+            a.initial_spec().unwrap(),
+            FilterSpec::SelfieBlur { strength: 9 }
+        );
         let a = parse(&["--filter", r#"{"filter":"style","style":2}"#]).unwrap();
         assert_eq!(a.initial_spec().unwrap(), FilterSpec::Style { style: 2 });
         let a = parse(&["--execution-provider", "cpu", "--intra-op-threads", "3"]).unwrap();
@@ -240,13 +297,25 @@ mod tests {
 
     #[test]
     fn bad_parameters_are_refused() {
-        let err = parse(&["--filter", "style", "--style-index", "26"]).unwrap().initial_spec().unwrap_err();
+        let err = parse(&["--filter", "style", "--style-index", "26"])
+            .unwrap()
+            .initial_spec()
+            .unwrap_err();
         assert!(err.to_string().contains("style index 26"), "{err}");
-        let err = parse(&["--filter", "selfie-replace", "--background-color", "red"]).unwrap().initial_spec().unwrap_err();
+        let err = parse(&["--filter", "selfie-replace", "--background-color", "red"])
+            .unwrap()
+            .initial_spec()
+            .unwrap_err();
         assert!(err.to_string().contains("bad colour `red`"), "{err}");
-        let err = parse(&["--filter", "warp"]).unwrap().initial_spec().unwrap_err();
+        let err = parse(&["--filter", "warp"])
+            .unwrap()
+            .initial_spec()
+            .unwrap_err();
         assert!(matches!(err, FilterError::UnknownFilter(_)), "{err}");
-        assert!(parse(&["--model", "/m.onnx"]).is_err(), "--model needs --sha256 and --manifest");
+        assert!(
+            parse(&["--model", "/m.onnx"]).is_err(),
+            "--model needs --sha256 and --manifest"
+        );
         assert!(parse(&["--sha256", "ab"]).is_err());
         assert!(parse(&["--intra-op-threads", "0"]).is_err());
         assert!(parse(&["--execution-provider", "tpu"]).is_err());
@@ -256,10 +325,22 @@ mod tests {
     fn model_flags_select_the_custom_filter() {
         let dir = tempfile::tempdir().unwrap();
         let manifest = dir.path().join("m.yaml");
-        std::fs::write(&manifest, serde_json::to_string(&Manifest::selfie(MaskComposite::ShowMask)).unwrap()).unwrap();
+        std::fs::write(
+            &manifest,
+            serde_json::to_string(&Manifest::selfie(MaskComposite::ShowMask)).unwrap(),
+        )
+        .unwrap();
         let sha = "Ab".repeat(32);
         let m = manifest.to_str().unwrap();
-        let a = parse(&["--model", "https://x.example/m.onnx", "--sha256", &sha, "--manifest", m]).unwrap();
+        let a = parse(&[
+            "--model",
+            "https://x.example/m.onnx",
+            "--sha256",
+            &sha,
+            "--manifest",
+            m,
+        ])
+        .unwrap();
         match a.initial_spec().unwrap() {
             FilterSpec::Custom(c) => {
                 assert_eq!(c.model, ModelSource::Url("https://x.example/m.onnx".into()));
@@ -268,10 +349,33 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let a = parse(&["--filter", "style", "--model", "/m.onnx", "--sha256", &sha, "--manifest", m]).unwrap();
+        let a = parse(&[
+            "--filter",
+            "style",
+            "--model",
+            "/m.onnx",
+            "--sha256",
+            &sha,
+            "--manifest",
+            m,
+        ])
+        .unwrap();
         assert!(a.initial_spec().unwrap_err().to_string().contains("custom"));
-        let a = parse(&["--model", "/m.onnx", "--sha256", &sha, "--manifest", "/missing.yaml"]).unwrap();
-        assert!(a.initial_spec().unwrap_err().to_string().contains("/missing.yaml"));
+        let a = parse(&[
+            "--model",
+            "/m.onnx",
+            "--sha256",
+            &sha,
+            "--manifest",
+            "/missing.yaml",
+        ])
+        .unwrap();
+        assert!(
+            a.initial_spec()
+                .unwrap_err()
+                .to_string()
+                .contains("/missing.yaml")
+        );
     }
 
     #[test]
@@ -285,16 +389,33 @@ mod tests {
 
     #[test]
     fn model_cache_honours_xdg_cache_home() {
-        let root = |xdg: Option<&str>, home: Option<&str>| cache_root(xdg.map(Into::into), home.map(Into::into));
+        let root = |xdg: Option<&str>, home: Option<&str>| {
+            cache_root(xdg.map(Into::into), home.map(Into::into))
+        };
         // The operator sets XDG_CACHE_HOME=/var/cache/p2pcamera, its writable volume.
         let pod = root(Some("/var/cache/p2pcamera"), Some("/home/camera"));
-        assert_eq!(resolve_model_cache(None, pod), PathBuf::from("/var/cache/p2pcamera/p2pcamera/models"));
-        assert_eq!(root(Some("relative/cache"), Some("/home/u")), Some(PathBuf::from("/home/u/.cache")));
-        assert_eq!(root(None, Some("/home/u")), Some(PathBuf::from("/home/u/.cache")));
+        assert_eq!(
+            resolve_model_cache(None, pod),
+            PathBuf::from("/var/cache/p2pcamera/p2pcamera/models")
+        );
+        assert_eq!(
+            root(Some("relative/cache"), Some("/home/u")),
+            Some(PathBuf::from("/home/u/.cache"))
+        );
+        assert_eq!(
+            root(None, Some("/home/u")),
+            Some(PathBuf::from("/home/u/.cache"))
+        );
         assert_eq!(root(None, None), None);
-        assert_eq!(resolve_model_cache(None, None), std::env::temp_dir().join("p2pcamera").join("models"));
+        assert_eq!(
+            resolve_model_cache(None, None),
+            std::env::temp_dir().join("p2pcamera").join("models")
+        );
         let flag = Some(PathBuf::from("/models"));
-        assert_eq!(resolve_model_cache(flag, root(Some("/xdg"), None)), PathBuf::from("/models"));
+        assert_eq!(
+            resolve_model_cache(flag, root(Some("/xdg"), None)),
+            PathBuf::from("/models")
+        );
     }
 
     #[test]
@@ -302,8 +423,14 @@ mod tests {
         let flag = Some(PathBuf::from("/flag.so"));
         let env = Some(PathBuf::from("/env.so"));
         let cache = Some(PathBuf::from("/home/u/.cache"));
-        assert_eq!(resolve_onnxruntime_path(flag, env.clone(), cache.clone()), PathBuf::from("/flag.so"));
-        assert_eq!(resolve_onnxruntime_path(None, env, cache.clone()), PathBuf::from("/env.so"));
+        assert_eq!(
+            resolve_onnxruntime_path(flag, env.clone(), cache.clone()),
+            PathBuf::from("/flag.so")
+        );
+        assert_eq!(
+            resolve_onnxruntime_path(None, env, cache.clone()),
+            PathBuf::from("/env.so")
+        );
         assert_eq!(
             resolve_onnxruntime_path(None, None, cache),
             PathBuf::from("/home/u/.cache/p2pcamera/onnxruntime-1.32.0/libonnxruntime.so.1.32.0")

@@ -6,58 +6,9 @@
 //!
 //! Colour conversions are BT.601 limited range, the same as [`VideoFrame`].
 
-use std::fmt;
-use std::str::FromStr;
-
-use serde::{Deserialize, Serialize};
-
 use crate::frame::{VideoFrame, chroma_size};
 
-use super::FilterError;
-use super::manifest::{ColorOrder, Layout, ValueRange};
-
-/// An 8-bit RGB colour; written `#rrggbb` in specs and manifests.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Rgb {
-    pub r: u8,
-    pub g: u8,
-    pub b: u8,
-}
-
-impl FromStr for Rgb {
-    type Err = FilterError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || FilterError::BadColor(s.to_owned());
-        let hex = s.strip_prefix('#').ok_or_else(bad)?;
-        if hex.len() != 6 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(bad());
-        }
-        let channel = |i: usize| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| bad());
-        Ok(Rgb { r: channel(0)?, g: channel(2)?, b: channel(4)? })
-    }
-}
-
-impl TryFrom<String> for Rgb {
-    type Error = FilterError;
-
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        s.parse()
-    }
-}
-
-impl fmt::Display for Rgb {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{:02x}{:02x}{:02x}", self.r, self.g, self.b)
-    }
-}
-
-impl From<Rgb> for String {
-    fn from(c: Rgb) -> String {
-        c.to_string()
-    }
-}
+use super::tensor::{Rgb, TensorFormat, ValueRange};
 
 /// One Y, U, V triple.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,12 +117,20 @@ impl PlaneScaler {
                     std::mem::swap(&mut self.row0, &mut self.row1);
                     cached.1 = u32::MAX;
                 } else {
-                    horizontal(&src[ty.i0 as usize * sw..][..sw], &self.x_taps, &mut self.row0);
+                    horizontal(
+                        &src[ty.i0 as usize * sw..][..sw],
+                        &self.x_taps,
+                        &mut self.row0,
+                    );
                 }
                 cached.0 = ty.i0;
             }
             if cached.1 != ty.i1 {
-                horizontal(&src[ty.i1 as usize * sw..][..sw], &self.x_taps, &mut self.row1);
+                horizontal(
+                    &src[ty.i1 as usize * sw..][..sw],
+                    &self.x_taps,
+                    &mut self.row1,
+                );
                 cached.1 = ty.i1;
             }
             // Rows hold value * 256; weights scaled to 16 bits make each product's high half
@@ -192,49 +151,6 @@ fn horizontal(row: &[u8], taps: &[Tap], out: &mut [u16]) {
         let a = u32::from(row[t.i0 as usize]);
         let b = u32::from(row[t.i1 as usize]);
         *o = (a * (256 - t.w1) + b * t.w1) as u16;
-    }
-}
-
-/// How a model wants its input tensor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TensorFormat {
-    pub width: u32,
-    pub height: u32,
-    pub layout: Layout,
-    pub color_order: ColorOrder,
-    pub range: ValueRange,
-}
-
-impl TensorFormat {
-    /// Number of f32 values in one tensor (batch 1, three channels).
-    pub fn len(&self) -> usize {
-        (self.width * self.height * 3) as usize
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Shape as ONNX wants it: `[1, 3, h, w]` or `[1, h, w, 3]`.
-    pub fn shape(&self) -> [i64; 4] {
-        let (w, h) = (i64::from(self.width), i64::from(self.height));
-        match self.layout {
-            Layout::Nchw => [1, 3, h, w],
-            Layout::Nhwc => [1, h, w, 3],
-        }
-    }
-
-    /// Index of channel `c` (0 = R, 1 = G, 2 = B before colour-order mapping) at pixel `(x, y)`.
-    fn index(&self, x: u32, y: u32, c: u32) -> usize {
-        let c = match self.color_order {
-            ColorOrder::Rgb => c,
-            ColorOrder::Bgr => 2 - c,
-        };
-        let (w, h) = (self.width as usize, self.height as usize);
-        match self.layout {
-            Layout::Nchw => c as usize * w * h + y as usize * w + x as usize,
-            Layout::Nhwc => (y as usize * w + x as usize) * 3 + c as usize,
-        }
     }
 }
 
@@ -281,8 +197,14 @@ pub fn frame_to_tensor(frame: &VideoFrame, format: &TensorFormat, out: &mut [f32
     }
     let lut: [f32; 256] = std::array::from_fn(|v| to_range(v as u8, format.range));
     // Column taps once per call (luma, chroma); row taps once per row.
-    let columns: Vec<(Tap, Tap)> =
-        (0..format.width).map(|tx| (tap(tx, frame.width, format.width), tap(tx, cw, format.width))).collect();
+    let columns: Vec<(Tap, Tap)> = (0..format.width)
+        .map(|tx| {
+            (
+                tap(tx, frame.width, format.width),
+                tap(tx, cw, format.width),
+            )
+        })
+        .collect();
     for ty in 0..format.height {
         let ly = tap(ty, frame.height, format.height);
         let cy = tap(ty, ch, format.height);
@@ -340,7 +262,11 @@ pub fn tensor_to_small_yuv(data: &[f32], format: &TensorFormat, out: &mut SmallY
 }
 
 /// Upscales a small picture onto the whole frame, replacing its content.
-pub fn small_yuv_to_frame(small: &SmallYuv, scalers: &mut [PlaneScaler; 3], frame: &mut VideoFrame) {
+pub fn small_yuv_to_frame(
+    small: &SmallYuv,
+    scalers: &mut [PlaneScaler; 3],
+    frame: &mut VideoFrame,
+) {
     let (cw, ch) = chroma_size(frame.width, frame.height);
     let (sw, sh) = (small.width, small.height);
     scalers[0].resize(&small.y, sw, sh, &mut frame.y, frame.width, frame.height);
@@ -365,7 +291,14 @@ pub struct BlurScratch {
 
 /// Separable box blur of a plane in place, `passes` times (three passes approximate a gaussian
 /// with sigma about `radius`). Edges repeat the border pixel.
-pub fn box_blur(plane: &mut [u8], w: u32, h: u32, radius: u32, passes: u32, scratch: &mut BlurScratch) {
+pub fn box_blur(
+    plane: &mut [u8],
+    w: u32,
+    h: u32,
+    radius: u32,
+    passes: u32,
+    scratch: &mut BlurScratch,
+) {
     let (w, h, r) = (w as usize, h as usize, radius as usize);
     if r == 0 || w == 0 || h == 0 {
         return;
@@ -439,7 +372,10 @@ pub fn downscale_box(src: &[u8], w: u32, h: u32, factor: u32, out: &mut Vec<u8>)
             let xs = ox * f..((ox + 1) * f).min(w);
             let mut sum = 0u32;
             for y in ys.clone() {
-                sum += src[y * w..][xs.clone()].iter().map(|&v| u32::from(v)).sum::<u32>();
+                sum += src[y * w..][xs.clone()]
+                    .iter()
+                    .map(|&v| u32::from(v))
+                    .sum::<u32>();
             }
             let n = (ys.len() * xs.len()) as u32;
             *o = ((sum + n / 2) / n) as u8;
@@ -503,19 +439,30 @@ pub fn cover_rgb_to_i420(rgb: &[u8], iw: u32, ih: u32, w: u32, h: u32) -> VideoF
     }
     // Crop window in the image with the frame's aspect ratio.
     let (cw_img, ch_img) = if u64::from(iw) * u64::from(h) > u64::from(ih) * u64::from(w) {
-        (((u64::from(ih) * u64::from(w)) / u64::from(h)).max(1) as u32, ih)
+        (
+            ((u64::from(ih) * u64::from(w)) / u64::from(h)).max(1) as u32,
+            ih,
+        )
     } else {
-        (iw, ((u64::from(iw) * u64::from(h)) / u64::from(w)).max(1) as u32)
+        (
+            iw,
+            ((u64::from(iw) * u64::from(h)) / u64::from(w)).max(1) as u32,
+        )
     };
     let (x_off, y_off) = ((iw - cw_img) / 2, (ih - ch_img) / 2);
     let at = |x: u32, y: u32| -> Rgb {
         let i = (((y_off + y) * iw + x_off + x) * 3) as usize;
-        Rgb { r: rgb[i], g: rgb[i + 1], b: rgb[i + 2] }
+        Rgb {
+            r: rgb[i],
+            g: rgb[i + 1],
+            b: rgb[i + 2],
+        }
     };
     let pixel = |x: u32, y: u32, ow: u32, oh: u32| -> Rgb {
         let tx = tap(x, cw_img, ow);
         let ty = tap(y, ch_img, oh);
-        let lerp = |a: u8, b: u8, wt: u32| (u32::from(a) * (256 - wt) + u32::from(b) * wt) as f32 / 256.0;
+        let lerp =
+            |a: u8, b: u8, wt: u32| (u32::from(a) * (256 - wt) + u32::from(b) * wt) as f32 / 256.0;
         let p00 = at(tx.i0, ty.i0);
         let p10 = at(tx.i1, ty.i0);
         let p01 = at(tx.i0, ty.i1);
@@ -550,9 +497,22 @@ pub fn cover_rgb_to_i420(rgb: &[u8], iw: u32, ih: u32, w: u32, h: u32) -> VideoF
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::filter::tensor::{ColorOrder, Layout};
 
-    fn format(w: u32, h: u32, layout: Layout, color_order: ColorOrder, range: ValueRange) -> TensorFormat {
-        TensorFormat { width: w, height: h, layout, color_order, range }
+    fn format(
+        w: u32,
+        h: u32,
+        layout: Layout,
+        color_order: ColorOrder,
+        range: ValueRange,
+    ) -> TensorFormat {
+        TensorFormat {
+            width: w,
+            height: h,
+            layout,
+            color_order,
+            range,
+        }
     }
 
     /// Sum of absolute horizontal and vertical neighbour differences: high-frequency energy.
@@ -575,13 +535,65 @@ mod tests {
 
     #[test]
     fn bt601_known_colours() {
-        assert_eq!(rgb_to_yuv(Rgb { r: 0, g: 0, b: 0 }), Yuv { y: 16, u: 128, v: 128 });
-        assert_eq!(rgb_to_yuv(Rgb { r: 255, g: 255, b: 255 }), Yuv { y: 235, u: 128, v: 128 });
-        assert_eq!(rgb_to_yuv(Rgb { r: 0, g: 255, b: 0 }), Yuv { y: 144, u: 54, v: 34 });
-        assert_eq!(yuv_to_rgb(Yuv { y: 16, u: 128, v: 128 }), Rgb { r: 0, g: 0, b: 0 });
-        assert_eq!(yuv_to_rgb(Yuv { y: 235, u: 128, v: 128 }), Rgb { r: 255, g: 255, b: 255 });
+        assert_eq!(
+            rgb_to_yuv(Rgb { r: 0, g: 0, b: 0 }),
+            Yuv {
+                y: 16,
+                u: 128,
+                v: 128
+            }
+        );
+        assert_eq!(
+            rgb_to_yuv(Rgb {
+                r: 255,
+                g: 255,
+                b: 255
+            }),
+            Yuv {
+                y: 235,
+                u: 128,
+                v: 128
+            }
+        );
+        assert_eq!(
+            rgb_to_yuv(Rgb { r: 0, g: 255, b: 0 }),
+            Yuv {
+                y: 144,
+                u: 54,
+                v: 34
+            }
+        );
+        assert_eq!(
+            yuv_to_rgb(Yuv {
+                y: 16,
+                u: 128,
+                v: 128
+            }),
+            Rgb { r: 0, g: 0, b: 0 }
+        );
+        assert_eq!(
+            yuv_to_rgb(Yuv {
+                y: 235,
+                u: 128,
+                v: 128
+            }),
+            Rgb {
+                r: 255,
+                g: 255,
+                b: 255
+            }
+        );
         // Round trips stay within rounding error for saturated colours.
-        for c in [Rgb { r: 255, g: 0, b: 0 }, Rgb { r: 0, g: 255, b: 0 }, Rgb { r: 0, g: 0, b: 255 }, Rgb { r: 90, g: 160, b: 30 }] {
+        for c in [
+            Rgb { r: 255, g: 0, b: 0 },
+            Rgb { r: 0, g: 255, b: 0 },
+            Rgb { r: 0, g: 0, b: 255 },
+            Rgb {
+                r: 90,
+                g: 160,
+                b: 30,
+            },
+        ] {
             let back = yuv_to_rgb(rgb_to_yuv(c));
             for (a, b) in [(c.r, back.r), (c.g, back.g), (c.b, back.b)] {
                 assert!(a.abs_diff(b) <= 3, "{c:?} -> {back:?}");
@@ -590,24 +602,50 @@ mod tests {
     }
 
     #[test]
-    fn colours_parse_and_print_as_hex() {
-        assert_eq!("#00ff7F".parse::<Rgb>().unwrap(), Rgb { r: 0, g: 255, b: 127 });
-        assert_eq!(Rgb { r: 1, g: 171, b: 255 }.to_string(), "#01abff");
-        for bad in ["00ff00", "#00ff0", "#00ff000", "#00fg00", "", "#", "#ééé"] {
-            assert!(bad.parse::<Rgb>().is_err(), "{bad}");
-        }
-    }
-
-    #[test]
     fn bilinear_taps_align_pixel_centres() {
         // 2 -> 4: destination centres at 0.25, 0.75 ... of a source pixel.
-        assert_eq!(tap(0, 2, 4), Tap { i0: 0, i1: 1, w1: 0 });
-        assert_eq!(tap(1, 2, 4), Tap { i0: 0, i1: 1, w1: 64 });
-        assert_eq!(tap(2, 2, 4), Tap { i0: 0, i1: 1, w1: 192 });
-        assert_eq!(tap(3, 2, 4), Tap { i0: 1, i1: 1, w1: 0 });
+        assert_eq!(
+            tap(0, 2, 4),
+            Tap {
+                i0: 0,
+                i1: 1,
+                w1: 0
+            }
+        );
+        assert_eq!(
+            tap(1, 2, 4),
+            Tap {
+                i0: 0,
+                i1: 1,
+                w1: 64
+            }
+        );
+        assert_eq!(
+            tap(2, 2, 4),
+            Tap {
+                i0: 0,
+                i1: 1,
+                w1: 192
+            }
+        );
+        assert_eq!(
+            tap(3, 2, 4),
+            Tap {
+                i0: 1,
+                i1: 1,
+                w1: 0
+            }
+        );
         // Identity size maps each pixel to itself.
         for i in 0..7 {
-            assert_eq!(tap(i, 7, 7), Tap { i0: i, i1: (i + 1).min(6), w1: 0 });
+            assert_eq!(
+                tap(i, 7, 7),
+                Tap {
+                    i0: i,
+                    i1: (i + 1).min(6),
+                    w1: 0
+                }
+            );
         }
     }
 
@@ -629,7 +667,9 @@ mod tests {
         s.resize(&src, 16, 9, &mut dst, 61, 37);
         assert!(dst.iter().all(|&v| v == 77));
         // Downscaling a two-tone plane keeps the halves.
-        let src: Vec<u8> = (0..64 * 8).map(|i| if i % 64 < 32 { 10 } else { 200 }).collect();
+        let src: Vec<u8> = (0..64 * 8)
+            .map(|i| if i % 64 < 32 { 10 } else { 200 })
+            .collect();
         let mut dst = vec![0u8; 8 * 2];
         s.resize(&src, 64, 8, &mut dst, 8, 2);
         assert_eq!(&dst[..8], &[10, 10, 10, 10, 200, 200, 200, 200]);
@@ -642,7 +682,11 @@ mod tests {
         let expect = yuv_to_rgb(green);
         for layout in [Layout::Nchw, Layout::Nhwc] {
             for order in [ColorOrder::Rgb, ColorOrder::Bgr] {
-                for range in [ValueRange::ZeroToOne, ValueRange::ZeroTo255, ValueRange::MinusOneToOne] {
+                for range in [
+                    ValueRange::ZeroToOne,
+                    ValueRange::ZeroTo255,
+                    ValueRange::MinusOneToOne,
+                ] {
                     let f = format(8, 6, layout, order, range);
                     let mut t = vec![f32::NAN; f.len()];
                     frame_to_tensor(&frame, &f, &mut t);
@@ -660,10 +704,24 @@ mod tests {
         let f = format(8, 6, Layout::Nhwc, ColorOrder::Bgr, ValueRange::ZeroTo255);
         let mut t = vec![0.0; f.len()];
         frame_to_tensor(&frame, &f, &mut t);
-        assert_eq!(&t[..3], &[f32::from(expect.b), f32::from(expect.g), f32::from(expect.r)]);
+        assert_eq!(
+            &t[..3],
+            &[
+                f32::from(expect.b),
+                f32::from(expect.g),
+                f32::from(expect.r)
+            ]
+        );
         let f = format(8, 6, Layout::Nchw, ColorOrder::Rgb, ValueRange::ZeroTo255);
         frame_to_tensor(&frame, &f, &mut t);
-        assert_eq!((t[0], t[48], t[96]), (f32::from(expect.r), f32::from(expect.g), f32::from(expect.b)));
+        assert_eq!(
+            (t[0], t[48], t[96]),
+            (
+                f32::from(expect.r),
+                f32::from(expect.g),
+                f32::from(expect.b)
+            )
+        );
     }
 
     #[test]
@@ -682,14 +740,24 @@ mod tests {
         let mut t = vec![0.0; f.len()];
         frame_to_tensor(&frame, &f, &mut t);
         for y in 0..8 {
-            assert!(t[f.index(1, y, 0)] > 0.95 && t[f.index(1, y, 2)] < 0.05, "left is red");
-            assert!(t[f.index(14, y, 2)] > 0.95 && t[f.index(14, y, 0)] < 0.05, "right is blue");
+            assert!(
+                t[f.index(1, y, 0)] > 0.95 && t[f.index(1, y, 2)] < 0.05,
+                "left is red"
+            );
+            assert!(
+                t[f.index(14, y, 2)] > 0.95 && t[f.index(14, y, 0)] < 0.05,
+                "right is blue"
+            );
         }
     }
 
     #[test]
     fn value_ranges_map_both_ways() {
-        for range in [ValueRange::ZeroToOne, ValueRange::ZeroTo255, ValueRange::MinusOneToOne] {
+        for range in [
+            ValueRange::ZeroToOne,
+            ValueRange::ZeroTo255,
+            ValueRange::MinusOneToOne,
+        ] {
             for v in [0u8, 1, 127, 128, 254, 255] {
                 assert_eq!(from_range(to_range(v, range), range), v, "{range:?} {v}");
             }
@@ -717,12 +785,18 @@ mod tests {
         let red = rgb_to_yuv(Rgb { r: 255, g: 0, b: 0 });
         let blue = rgb_to_yuv(Rgb { r: 0, g: 0, b: 255 });
         assert_eq!((small.y[0], small.u[0], small.v[0]), (red.y, red.u, red.v));
-        assert_eq!((small.y[3], small.u[3], small.v[3]), (blue.y, blue.u, blue.v));
+        assert_eq!(
+            (small.y[3], small.u[3], small.v[3]),
+            (blue.y, blue.u, blue.v)
+        );
         let mut frame = VideoFrame::filled(40, 20, 0, 0, 0);
         let mut scalers: [PlaneScaler; 3] = Default::default();
         small_yuv_to_frame(&small, &mut scalers, &mut frame);
         assert_eq!((frame.y[0], frame.u[0], frame.v[0]), (red.y, red.u, red.v));
-        assert_eq!((frame.y[39], frame.u[19], frame.v[19]), (blue.y, blue.u, blue.v));
+        assert_eq!(
+            (frame.y[39], frame.u[19], frame.v[19]),
+            (blue.y, blue.u, blue.v)
+        );
     }
 
     #[test]
@@ -758,23 +832,40 @@ mod tests {
     fn downscale_averages_blocks_including_partial_ones() {
         // 5x1 by 2: [10,20 | 30,40 | 50]
         let mut out = Vec::new();
-        assert_eq!(downscale_box(&[10, 20, 30, 40, 50], 5, 1, 2, &mut out), (3, 1));
+        assert_eq!(
+            downscale_box(&[10, 20, 30, 40, 50], 5, 1, 2, &mut out),
+            (3, 1)
+        );
         assert_eq!(out, [15, 35, 50]);
-        assert_eq!(downscale_box(&[0, 100, 200, 100], 2, 2, 2, &mut out), (1, 1));
+        assert_eq!(
+            downscale_box(&[0, 100, 200, 100], 2, 2, 2, &mut out),
+            (1, 1)
+        );
         assert_eq!(out, [100]);
     }
 
     #[test]
     fn plane_blur_removes_high_frequencies_and_keeps_the_mean() {
         let (w, h) = (160u32, 120u32);
-        let checker: Vec<u8> = (0..w * h).map(|i| if ((i % w) / 2 + (i / w) / 2) % 2 == 0 { 40 } else { 200 }).collect();
+        let checker: Vec<u8> = (0..w * h)
+            .map(|i| {
+                if ((i % w) / 2 + (i / w) / 2) % 2 == 0 {
+                    40
+                } else {
+                    200
+                }
+            })
+            .collect();
         let mut out = Vec::new();
         let mut blur = PlaneBlur::default();
         blur.blur(&checker, w, h, 12, &mut out);
         assert_eq!(out.len(), checker.len());
         let before = hf_energy(&checker, w as usize);
         let after = hf_energy(&out, w as usize);
-        assert!(after * 20 < before, "high-frequency energy {before} -> {after}");
+        assert!(
+            after * 20 < before,
+            "high-frequency energy {before} -> {after}"
+        );
         let mean = out.iter().map(|&v| u64::from(v)).sum::<u64>() / out.len() as u64;
         assert!((115..=125).contains(&mean), "mean {mean}");
     }

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::FilterError;
-use super::composite::{Rgb, TensorFormat};
+use super::tensor::{ColorOrder, Layout, Rgb, TensorFormat, ValueRange};
 
 /// Largest model input side accepted from a manifest.
 pub const MAX_INPUT_SIDE: u32 = 4096;
@@ -29,37 +29,6 @@ pub const MAX_INPUT_SIDE: u32 = 4096;
 pub const MAX_BLUR_PERCENT: f32 = 25.0;
 /// Largest mask feathering radius, in mask pixels.
 pub const MAX_FEATHER: u32 = 16;
-
-/// Tensor memory layout.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Layout {
-    #[serde(rename = "NCHW", alias = "nchw")]
-    Nchw,
-    #[serde(rename = "NHWC", alias = "nhwc")]
-    Nhwc,
-}
-
-/// Channel order of a colour tensor.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ColorOrder {
-    #[default]
-    #[serde(rename = "RGB", alias = "rgb")]
-    Rgb,
-    #[serde(rename = "BGR", alias = "bgr")]
-    Bgr,
-}
-
-/// Value range of a colour tensor's channels.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ValueRange {
-    #[default]
-    #[serde(rename = "0..1")]
-    ZeroToOne,
-    #[serde(rename = "0..255")]
-    ZeroTo255,
-    #[serde(rename = "-1..1")]
-    MinusOneToOne,
-}
 
 /// The model's picture input.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -86,7 +55,12 @@ pub struct ConstantInput {
 
 /// What the model outputs and how it becomes the returned picture.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case", rename_all_fields = "camelCase", deny_unknown_fields)]
+#[serde(
+    tag = "kind",
+    rename_all = "kebab-case",
+    rename_all_fields = "camelCase",
+    deny_unknown_fields
+)]
 pub enum OutputSpec {
     /// A picture that replaces the frame (upscaled). Layout, colour order and range default to the
     /// input's.
@@ -118,7 +92,11 @@ fn default_feather() -> u32 {
 
 /// How a mask combines the camera picture with a background.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", rename_all_fields = "camelCase", deny_unknown_fields)]
+#[serde(
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    deny_unknown_fields
+)]
 pub enum MaskComposite {
     /// Blur the background; the radius is a percentage of the picture height, so the look does
     /// not depend on the resolution.
@@ -174,7 +152,9 @@ impl Manifest {
 
     /// The `style` built-in: multistyle26 with a one-hot `style_weights` picking `index`.
     pub fn style(index: u8) -> Manifest {
-        let values = (0..STYLE_COUNT).map(|i| if i == index { 1.0 } else { 0.0 }).collect();
+        let values = (0..STYLE_COUNT)
+            .map(|i| if i == index { 1.0 } else { 0.0 })
+            .collect();
         Manifest {
             input: InputSpec {
                 name: "image".into(),
@@ -189,7 +169,12 @@ impl Manifest {
                 shape: vec![i64::from(STYLE_COUNT)],
                 values,
             }],
-            output: OutputSpec::Image { name: "stylized".into(), layout: None, color_order: None, range: None },
+            output: OutputSpec::Image {
+                name: "stylized".into(),
+                layout: None,
+                color_order: None,
+                range: None,
+            },
         }
     }
 
@@ -200,7 +185,8 @@ impl Manifest {
         } else {
             // YAML 1.2 booleans only: a tensor named `y` or `on` stays a string.
             let options = serde_saphyr::options! { strict_booleans: true };
-            serde_saphyr::from_str_with_options(text, options).map_err(|e| FilterError::Manifest(e.to_string()))?
+            serde_saphyr::from_str_with_options(text, options)
+                .map_err(|e| FilterError::Manifest(e.to_string()))?
         };
         manifest.validate()?;
         Ok(manifest)
@@ -208,7 +194,10 @@ impl Manifest {
 
     /// Reads and parses a manifest file.
     pub fn load(path: &Path) -> Result<Manifest, FilterError> {
-        let text = std::fs::read_to_string(path).map_err(|source| FilterError::Io { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| FilterError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
         Manifest::parse(&text).map_err(|e| match e {
             FilterError::Manifest(m) => FilterError::Manifest(format!("{}: {m}", path.display())),
             other => other,
@@ -223,14 +212,23 @@ impl Manifest {
             return bad("input name is empty".into());
         }
         if !(1..=MAX_INPUT_SIDE).contains(&i.width) || !(1..=MAX_INPUT_SIDE).contains(&i.height) {
-            return bad(format!("input size {}x{} must be within 1..={MAX_INPUT_SIDE}", i.width, i.height));
+            return bad(format!(
+                "input size {}x{} must be within 1..={MAX_INPUT_SIDE}",
+                i.width, i.height
+            ));
         }
         for c in &self.constant_inputs {
             if c.name.is_empty() || c.name == i.name {
-                return bad(format!("constant input name `{}` is empty or clashes with the picture input", c.name));
+                return bad(format!(
+                    "constant input name `{}` is empty or clashes with the picture input",
+                    c.name
+                ));
             }
             if c.shape.iter().any(|&d| d <= 0) {
-                return bad(format!("constant input `{}` has a non-positive dimension in {:?}", c.name, c.shape));
+                return bad(format!(
+                    "constant input `{}` has a non-positive dimension in {:?}",
+                    c.name, c.shape
+                ));
             }
             let n = c.shape.iter().try_fold(1i64, |acc, &d| acc.checked_mul(d));
             if n != Some(c.values.len() as i64) {
@@ -248,10 +246,15 @@ impl Manifest {
             OutputSpec::Mask { feather, .. } if *feather > MAX_FEATHER => {
                 bad(format!("feather {feather} is over {MAX_FEATHER}"))
             }
-            OutputSpec::Mask { composite: MaskComposite::Blur { radius_percent }, .. }
-                if !(radius_percent.is_finite() && (0.0..=MAX_BLUR_PERCENT).contains(radius_percent)) =>
+            OutputSpec::Mask {
+                composite: MaskComposite::Blur { radius_percent },
+                ..
+            } if !(radius_percent.is_finite()
+                && (0.0..=MAX_BLUR_PERCENT).contains(radius_percent)) =>
             {
-                bad(format!("blur radiusPercent {radius_percent} must be within 0..={MAX_BLUR_PERCENT}"))
+                bad(format!(
+                    "blur radiusPercent {radius_percent} must be within 0..={MAX_BLUR_PERCENT}"
+                ))
             }
             _ => Ok(()),
         }
@@ -293,7 +296,12 @@ output:
         let a = Manifest::parse(yaml).unwrap();
         let b = Manifest::parse(json).unwrap();
         assert_eq!(a, b);
-        assert_eq!(a, Manifest::selfie(MaskComposite::Blur { radius_percent: 4.0 }));
+        assert_eq!(
+            a,
+            Manifest::selfie(MaskComposite::Blur {
+                radius_percent: 4.0
+            })
+        );
     }
 
     #[test]
@@ -335,24 +343,58 @@ output:
                 name: "y".into(),
                 channel: 1,
                 feather: 0,
-                composite: MaskComposite::Color(Rgb { r: 0x10, g: 0x20, b: 0x30 })
+                composite: MaskComposite::Color(Rgb {
+                    r: 0x10,
+                    g: 0x20,
+                    b: 0x30
+                })
             }
         );
         let m = Manifest::parse(r#"{"input":{"name":"x","layout":"NHWC","width":8,"height":8},"output":{"kind":"mask","name":"y","composite":"showMask"}}"#).unwrap();
-        assert!(matches!(m.output, OutputSpec::Mask { composite: MaskComposite::ShowMask, .. }));
+        assert!(matches!(
+            m.output,
+            OutputSpec::Mask {
+                composite: MaskComposite::ShowMask,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn invalid_manifests_are_refused_with_reasons() {
         let cases = [
-            (r#"{"input":{"name":"x","layout":"NHWC","width":0,"height":8},"output":{"kind":"image","name":"y"}}"#, "input size"),
-            (r#"{"input":{"name":"x","layout":"NHWC","width":8,"height":8},"output":{"kind":"image","name":""}}"#, "output name"),
-            (r#"{"input":{"name":"x","layout":"HWC","width":8,"height":8},"output":{"kind":"image","name":"y"}}"#, "HWC"),
-            (r#"{"input":{"name":"x","layout":"NHWC","width":8,"height":8},"output":{"kind":"picture","name":"y"}}"#, "picture"),
-            (r#"{"input":{"name":"x","layout":"NHWC","width":8,"height":8,"extra":1},"output":{"kind":"image","name":"y"}}"#, "extra"),
-            (r#"{"input":{"name":"x","layout":"NHWC","width":8,"height":8},"constantInputs":[{"name":"w","shape":[3],"values":[1]}],"output":{"kind":"image","name":"y"}}"#, "but 1 values"),
-            (r#"{"input":{"name":"x","layout":"NHWC","width":8,"height":8},"output":{"kind":"mask","name":"y","composite":{"blur":{"radiusPercent":90}}}}"#, "radiusPercent"),
-            (r#"{"input":{"name":"x","layout":"NHWC","width":8,"height":8},"output":{"kind":"mask","name":"y","composite":{"color":"green"}}}"#, "green"),
+            (
+                r#"{"input":{"name":"x","layout":"NHWC","width":0,"height":8},"output":{"kind":"image","name":"y"}}"#,
+                "input size",
+            ),
+            (
+                r#"{"input":{"name":"x","layout":"NHWC","width":8,"height":8},"output":{"kind":"image","name":""}}"#,
+                "output name",
+            ),
+            (
+                r#"{"input":{"name":"x","layout":"HWC","width":8,"height":8},"output":{"kind":"image","name":"y"}}"#,
+                "HWC",
+            ),
+            (
+                r#"{"input":{"name":"x","layout":"NHWC","width":8,"height":8},"output":{"kind":"picture","name":"y"}}"#,
+                "picture",
+            ),
+            (
+                r#"{"input":{"name":"x","layout":"NHWC","width":8,"height":8,"extra":1},"output":{"kind":"image","name":"y"}}"#,
+                "extra",
+            ),
+            (
+                r#"{"input":{"name":"x","layout":"NHWC","width":8,"height":8},"constantInputs":[{"name":"w","shape":[3],"values":[1]}],"output":{"kind":"image","name":"y"}}"#,
+                "but 1 values",
+            ),
+            (
+                r#"{"input":{"name":"x","layout":"NHWC","width":8,"height":8},"output":{"kind":"mask","name":"y","composite":{"blur":{"radiusPercent":90}}}}"#,
+                "radiusPercent",
+            ),
+            (
+                r#"{"input":{"name":"x","layout":"NHWC","width":8,"height":8},"output":{"kind":"mask","name":"y","composite":{"color":"green"}}}"#,
+                "green",
+            ),
         ];
         for (text, needle) in cases {
             let err = Manifest::parse(text).unwrap_err().to_string();
@@ -362,7 +404,9 @@ output:
 
     #[test]
     fn missing_manifest_file_names_the_path() {
-        let err = Manifest::load(Path::new("/nonexistent/manifest.yaml")).unwrap_err().to_string();
+        let err = Manifest::load(Path::new("/nonexistent/manifest.yaml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/nonexistent/manifest.yaml"), "{err}");
     }
 }

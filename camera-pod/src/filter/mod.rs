@@ -1,9 +1,10 @@
 //! Filters: what camera-pod does to every picture.
 //!
 //! [`FilterSpec`] says which filter (parsed from flags, the data channel or HTTP),
-//! [`FilterFactory`] owns ONNX Runtime and turns a spec into a running [`Filter`]. The pure parts
-//! (pre/post-processing and compositing) live in [`composite`], model descriptions in
-//! [`manifest`].
+//! [`FilterFactory`] owns ONNX Runtime and turns a spec into a running [`Filter`], and
+//! [`FilterWorker`] owns the filter thread that runs it on the latest decoded picture and switches
+//! filters on request. The pure parts (pre/post-processing and compositing) live in [`composite`],
+//! model descriptions in [`manifest`], the pixel and tensor formats both use in [`tensor`].
 
 pub mod args;
 pub mod composite;
@@ -12,12 +13,15 @@ pub mod model;
 pub mod runtime;
 pub mod source;
 pub mod spec;
+pub mod tensor;
+pub mod worker;
 
 use std::path::PathBuf;
 
 pub use args::{ExecutionProviderChoice, FilterArgs};
 pub use runtime::FilterFactory;
 pub use spec::{Background, CustomModel, FilterSpec, ModelSource};
+pub use worker::{FilterBuilder, FilterWorker, SwitchError, WorkerError};
 
 use crate::frame::VideoFrame;
 
@@ -25,7 +29,9 @@ use crate::frame::VideoFrame;
 pub enum FilterError {
     #[error("inference failed: {0}")]
     Inference(String),
-    #[error("unknown filter `{0}` (known: passthrough, selfie-blur, selfie-replace, style, custom)")]
+    #[error(
+        "unknown filter `{0}` (known: passthrough, selfie-blur, selfie-replace, style, custom)"
+    )]
     UnknownFilter(String),
     #[error("style index {0} is out of range (0..{n})", n = manifest::STYLE_COUNT)]
     StyleOutOfRange(u32),
@@ -52,7 +58,11 @@ pub enum FilterError {
         source: std::io::Error,
     },
     #[error("sha256 mismatch for model {model}: expected {expected}, got {actual}")]
-    ChecksumMismatch { model: String, expected: String, actual: String },
+    ChecksumMismatch {
+        model: String,
+        expected: String,
+        actual: String,
+    },
     #[error("cannot download model {url}: {reason}")]
     Download { url: String, reason: String },
     #[error("cannot load model {model}: {reason}")]

@@ -5,8 +5,9 @@ use std::path::Path;
 use ort::session::{Session, SessionInputValue};
 use ort::value::{Tensor, TensorRef};
 
-use super::composite::{self, BlurScratch, PlaneBlur, PlaneScaler, SmallYuv, TensorFormat};
-use super::manifest::{Layout, Manifest, MaskComposite, OutputSpec};
+use super::composite::{self, BlurScratch, PlaneBlur, PlaneScaler, SmallYuv};
+use super::manifest::{Manifest, MaskComposite, OutputSpec};
+use super::tensor::{Layout, TensorFormat};
 use super::{Filter, FilterError};
 use crate::frame::{VideoFrame, chroma_size};
 
@@ -22,18 +23,36 @@ struct BackgroundImage {
 impl BackgroundImage {
     fn load(path: &Path) -> Result<BackgroundImage, FilterError> {
         let img = image::open(path)
-            .map_err(|e| FilterError::BackgroundImage { path: path.to_owned(), reason: e.to_string() })?
+            .map_err(|e| FilterError::BackgroundImage {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })?
             .to_rgb8();
         let (width, height) = img.dimensions();
-        Ok(BackgroundImage { rgb: img.into_raw(), width, height, fitted: None })
+        Ok(BackgroundImage {
+            rgb: img.into_raw(),
+            width,
+            height,
+            fitted: None,
+        })
     }
 
     fn fitted(&mut self, w: u32, h: u32) -> &VideoFrame {
-        let stale = self.fitted.as_ref().is_none_or(|f| (f.width, f.height) != (w, h));
+        let stale = self
+            .fitted
+            .as_ref()
+            .is_none_or(|f| (f.width, f.height) != (w, h));
         if stale {
-            self.fitted = Some(composite::cover_rgb_to_i420(&self.rgb, self.width, self.height, w, h));
+            self.fitted = Some(composite::cover_rgb_to_i420(
+                &self.rgb,
+                self.width,
+                self.height,
+                w,
+                h,
+            ));
         }
-        self.fitted.get_or_insert_with(|| VideoFrame::filled(w, h, 16, 128, 128))
+        self.fitted
+            .get_or_insert_with(|| VideoFrame::filled(w, h, 16, 128, 128))
     }
 }
 
@@ -65,13 +84,24 @@ pub struct ModelFilter {
 
 impl ModelFilter {
     /// Wraps a committed session; checks the manifest's tensor names against the model's.
-    pub fn new(name: &str, session: Session, manifest: Manifest) -> Result<ModelFilter, FilterError> {
+    pub fn new(
+        name: &str,
+        session: Session,
+        manifest: Manifest,
+    ) -> Result<ModelFilter, FilterError> {
         let model_inputs: Vec<&str> = session.inputs().iter().map(|o| o.name()).collect();
         let model_outputs: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
-        let load_error = |reason: String| FilterError::ModelLoad { model: name.to_owned(), reason };
-        for input in std::iter::once(&manifest.input.name).chain(manifest.constant_inputs.iter().map(|c| &c.name)) {
+        let load_error = |reason: String| FilterError::ModelLoad {
+            model: name.to_owned(),
+            reason,
+        };
+        for input in std::iter::once(&manifest.input.name)
+            .chain(manifest.constant_inputs.iter().map(|c| &c.name))
+        {
             if !model_inputs.contains(&input.as_str()) {
-                return Err(load_error(format!("the manifest names input `{input}`, the model has {model_inputs:?}")));
+                return Err(load_error(format!(
+                    "the manifest names input `{input}`, the model has {model_inputs:?}"
+                )));
             }
         }
         if model_inputs.len() != 1 + manifest.constant_inputs.len() {
@@ -95,7 +125,10 @@ impl ModelFilter {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let background = match &manifest.output {
-            OutputSpec::Mask { composite: MaskComposite::Image(path), .. } => Some(BackgroundImage::load(path)?),
+            OutputSpec::Mask {
+                composite: MaskComposite::Image(path),
+                ..
+            } => Some(BackgroundImage::load(path)?),
             _ => None,
         };
         let input_format = manifest.input_format();
@@ -128,25 +161,43 @@ impl Filter for ModelFilter {
         }
         check_frame(frame)?;
         composite::frame_to_tensor(frame, &self.input_format, &mut self.input);
-        let ModelFilter { session, manifest, input_format, input, constants, background, buffers, .. } = self;
+        let ModelFilter {
+            session,
+            manifest,
+            input_format,
+            input,
+            constants,
+            background,
+            buffers,
+            ..
+        } = self;
         let infer = |e: ort::Error| FilterError::Inference(e.to_string());
-        let picture = TensorRef::from_array_view((input_format.shape(), &input[..])).map_err(infer)?;
-        let mut inputs: Vec<(std::borrow::Cow<'_, str>, SessionInputValue<'_>)> = Vec::with_capacity(1 + constants.len());
+        let picture =
+            TensorRef::from_array_view((input_format.shape(), &input[..])).map_err(infer)?;
+        let mut inputs: Vec<(std::borrow::Cow<'_, str>, SessionInputValue<'_>)> =
+            Vec::with_capacity(1 + constants.len());
         inputs.push((manifest.input.name.as_str().into(), picture.into()));
         for (name, tensor) in constants.iter() {
             inputs.push((name.as_str().into(), tensor.into()));
         }
         let outputs = session.run(inputs).map_err(infer)?;
-        let value = outputs
-            .get(manifest.output_name())
-            .ok_or_else(|| FilterError::Inference(format!("no output `{}`", manifest.output_name())))?;
+        let value = outputs.get(manifest.output_name()).ok_or_else(|| {
+            FilterError::Inference(format!("no output `{}`", manifest.output_name()))
+        })?;
         let (shape, data) = value.try_extract_tensor::<f32>().map_err(infer)?;
         match &manifest.output {
-            OutputSpec::Image { layout, color_order, range, .. } => {
+            OutputSpec::Image {
+                layout,
+                color_order,
+                range,
+                ..
+            } => {
                 let layout = layout.unwrap_or(input_format.layout);
                 let (w, h, c) = image_dims(shape, layout)?;
                 if c != 3 {
-                    return Err(FilterError::Inference(format!("image output has {c} channels, expected 3")));
+                    return Err(FilterError::Inference(format!(
+                        "image output has {c} channels, expected 3"
+                    )));
                 }
                 let format = TensorFormat {
                     width: w,
@@ -158,20 +209,42 @@ impl Filter for ModelFilter {
                 composite::tensor_to_small_yuv(data, &format, &mut buffers.small);
                 composite::small_yuv_to_frame(&buffers.small, &mut buffers.image_scalers, frame);
             }
-            OutputSpec::Mask { channel, feather, composite: how, .. } => {
+            OutputSpec::Mask {
+                channel,
+                feather,
+                composite: how,
+                ..
+            } => {
                 let (w, h, c) = image_dims(shape, input_format.layout)?;
                 if *channel >= c {
-                    return Err(FilterError::Inference(format!("mask channel {channel} out of {c}")));
+                    return Err(FilterError::Inference(format!(
+                        "mask channel {channel} out of {c}"
+                    )));
                 }
                 let (n, c, ch) = ((w * h) as usize, c as usize, *channel as usize);
                 if data.len() < n * c {
-                    return Err(FilterError::Inference(format!("mask output {shape:?} has {} values", data.len())));
+                    return Err(FilterError::Inference(format!(
+                        "mask output {shape:?} has {} values",
+                        data.len()
+                    )));
                 }
                 match input_format.layout {
-                    Layout::Nhwc => composite::mask_to_alpha(data.iter().skip(ch).step_by(c), &mut buffers.alpha_small),
-                    Layout::Nchw => composite::mask_to_alpha(&data[ch * n..][..n], &mut buffers.alpha_small),
+                    Layout::Nhwc => composite::mask_to_alpha(
+                        data.iter().skip(ch).step_by(c),
+                        &mut buffers.alpha_small,
+                    ),
+                    Layout::Nchw => {
+                        composite::mask_to_alpha(&data[ch * n..][..n], &mut buffers.alpha_small)
+                    }
                 }
-                composite::box_blur(&mut buffers.alpha_small, w, h, *feather, 1, &mut buffers.feather);
+                composite::box_blur(
+                    &mut buffers.alpha_small,
+                    w,
+                    h,
+                    *feather,
+                    1,
+                    &mut buffers.feather,
+                );
                 composite_mask(frame, (w, h), how, background.as_mut(), buffers);
             }
         }
@@ -208,7 +281,9 @@ fn image_dims(shape: &[i64], layout: Layout) -> Result<(u32, u32, u32), FilterEr
     };
     match dims {
         (Some(w), Some(h), Some(c)) => Ok((w, h, c)),
-        _ => Err(FilterError::Inference(format!("unexpected output shape {shape:?}"))),
+        _ => Err(FilterError::Inference(format!(
+            "unexpected output shape {shape:?}"
+        ))),
     }
 }
 
@@ -265,10 +340,22 @@ mod tests {
 
     #[test]
     fn output_shapes_are_understood() {
-        assert_eq!(image_dims(&[1, 144, 256, 1], Layout::Nhwc).unwrap(), (256, 144, 1));
-        assert_eq!(image_dims(&[1, 3, 240, 320], Layout::Nchw).unwrap(), (320, 240, 3));
-        assert_eq!(image_dims(&[1, 144, 256], Layout::Nchw).unwrap(), (256, 144, 1));
-        assert_eq!(image_dims(&[144, 256], Layout::Nhwc).unwrap(), (256, 144, 1));
+        assert_eq!(
+            image_dims(&[1, 144, 256, 1], Layout::Nhwc).unwrap(),
+            (256, 144, 1)
+        );
+        assert_eq!(
+            image_dims(&[1, 3, 240, 320], Layout::Nchw).unwrap(),
+            (320, 240, 3)
+        );
+        assert_eq!(
+            image_dims(&[1, 144, 256], Layout::Nchw).unwrap(),
+            (256, 144, 1)
+        );
+        assert_eq!(
+            image_dims(&[144, 256], Layout::Nhwc).unwrap(),
+            (256, 144, 1)
+        );
         assert!(image_dims(&[2, 3, 4, 5], Layout::Nchw).is_err());
         assert!(image_dims(&[1, -1, 4, 5], Layout::Nchw).is_err());
         assert!(image_dims(&[5], Layout::Nchw).is_err());

@@ -115,7 +115,10 @@ impl FilterFactory {
         let environment = environment(&library)?;
         let intra_op_threads = args.intra_op_thread_count();
         let fetcher = ModelFetcher::new(args.model_cache_path(), args.model_ca_file.as_deref())?;
-        let explicit_gpu = matches!(args.execution_provider, ExecutionProviderChoice::Cuda | ExecutionProviderChoice::Tensorrt);
+        let explicit_gpu = matches!(
+            args.execution_provider,
+            ExecutionProviderChoice::Cuda | ExecutionProviderChoice::Tensorrt
+        );
         let mut provider = ExecutionProvider::Cpu;
         for candidate in provider_candidates(args.execution_provider) {
             if !candidate.compiled_in() {
@@ -126,8 +129,11 @@ impl FilterFactory {
                 );
                 continue;
             }
-            let probe = session_builder(&environment, intra_op_threads, candidate)
-                .and_then(|mut b| b.commit_from_memory(source::SELFIE_MODEL).map_err(|e| FilterError::Runtime(e.to_string())));
+            let probe =
+                session_builder(&environment, intra_op_threads, candidate).and_then(|mut b| {
+                    b.commit_from_memory(source::SELFIE_MODEL)
+                        .map_err(|e| FilterError::Runtime(e.to_string()))
+                });
             match probe {
                 Ok(_) => {
                     provider = candidate;
@@ -153,7 +159,14 @@ impl FilterFactory {
             model_cache = %fetcher.cache_dir().display(),
             "ONNX Runtime ready"
         );
-        Ok(FilterFactory { environment, provider, gpu_fallback, intra_op_threads, fetcher, library })
+        Ok(FilterFactory {
+            environment,
+            provider,
+            gpu_fallback,
+            intra_op_threads,
+            fetcher,
+            library,
+        })
     }
 
     /// The execution provider models run on: `cpu`, `cuda` or `tensorrt`.
@@ -179,19 +192,35 @@ impl FilterFactory {
             FilterSpec::Passthrough => Box::new(Passthrough),
             FilterSpec::SelfieBlur { strength } => self.builtin_selfie(
                 spec,
-                MaskComposite::Blur { radius_percent: f32::from(*strength) },
+                MaskComposite::Blur {
+                    radius_percent: f32::from(*strength),
+                },
             )?,
-            FilterSpec::SelfieReplace(Background::Color(c)) => self.builtin_selfie(spec, MaskComposite::Color(*c))?,
+            FilterSpec::SelfieReplace(Background::Color(c)) => {
+                self.builtin_selfie(spec, MaskComposite::Color(*c))?
+            }
             FilterSpec::SelfieReplace(Background::Image(p)) => {
                 self.builtin_selfie(spec, MaskComposite::Image(p.clone()))?
             }
             FilterSpec::Style { style } => {
-                source::verify_sha256("multistyle26 (built in)", source::STYLE_MODEL, source::STYLE_MODEL_SHA256)?;
-                Box::new(self.model_filter(spec.name(), source::STYLE_MODEL, Manifest::style(*style))?)
+                source::verify_sha256(
+                    "multistyle26 (built in)",
+                    source::STYLE_MODEL,
+                    source::STYLE_MODEL_SHA256,
+                )?;
+                Box::new(self.model_filter(
+                    spec.name(),
+                    source::STYLE_MODEL,
+                    Manifest::style(*style),
+                )?)
             }
             FilterSpec::Custom(custom) => {
                 let bytes = self.fetcher.load(&custom.model, &custom.sha256)?;
-                Box::new(self.model_filter(&custom.model.to_string(), &bytes, custom.manifest.clone())?)
+                Box::new(self.model_filter(
+                    &custom.model.to_string(),
+                    &bytes,
+                    custom.manifest.clone(),
+                )?)
             }
         };
         tracing::info!(
@@ -203,27 +232,54 @@ impl FilterFactory {
         Ok(filter)
     }
 
-    fn builtin_selfie(&self, spec: &FilterSpec, composite: MaskComposite) -> Result<Box<dyn Filter>, FilterError> {
-        source::verify_sha256("selfie segmentation (built in)", source::SELFIE_MODEL, source::SELFIE_MODEL_SHA256)?;
-        Ok(Box::new(self.model_filter(spec.name(), source::SELFIE_MODEL, Manifest::selfie(composite))?))
+    fn builtin_selfie(
+        &self,
+        spec: &FilterSpec,
+        composite: MaskComposite,
+    ) -> Result<Box<dyn Filter>, FilterError> {
+        source::verify_sha256(
+            "selfie segmentation (built in)",
+            source::SELFIE_MODEL,
+            source::SELFIE_MODEL_SHA256,
+        )?;
+        Ok(Box::new(self.model_filter(
+            spec.name(),
+            source::SELFIE_MODEL,
+            Manifest::selfie(composite),
+        )?))
     }
 
     /// A warmed-up [`ModelFilter`]; `name` is the filter name for built-ins, the model location
     /// for custom models.
-    fn model_filter(&self, name: &str, bytes: &[u8], manifest: Manifest) -> Result<ModelFilter, FilterError> {
-        let load_error = |reason: String| FilterError::ModelLoad { model: name.to_owned(), reason };
-        let session: Session = session_builder(&self.environment, self.intra_op_threads, self.provider)?
-            .commit_from_memory(bytes)
-            .map_err(|e| load_error(e.to_string()))?;
+    fn model_filter(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        manifest: Manifest,
+    ) -> Result<ModelFilter, FilterError> {
+        let load_error = |reason: String| FilterError::ModelLoad {
+            model: name.to_owned(),
+            reason,
+        };
+        let session: Session =
+            session_builder(&self.environment, self.intra_op_threads, self.provider)?
+                .commit_from_memory(bytes)
+                .map_err(|e| load_error(e.to_string()))?;
         let mut filter = ModelFilter::new(name, session, manifest)?;
         let (w, h) = WARM_UP_SIZE;
         let mut frame = VideoFrame::filled(w, h, 128, 128, 128);
-        filter.apply(&mut frame).map_err(|e| load_error(format!("warm-up run failed: {e}")))?;
+        filter
+            .apply(&mut frame)
+            .map_err(|e| load_error(format!("warm-up run failed: {e}")))?;
         Ok(filter)
     }
 }
 
-fn session_builder(env: &Environment, threads: usize, provider: ExecutionProvider) -> Result<SessionBuilder, FilterError> {
+fn session_builder(
+    env: &Environment,
+    threads: usize,
+    provider: ExecutionProvider,
+) -> Result<SessionBuilder, FilterError> {
     let runtime = |e: ort::Error<SessionBuilder>| FilterError::Runtime(e.to_string());
     Session::builder(env)
         .map_err(|e| FilterError::Runtime(e.to_string()))?
@@ -243,14 +299,20 @@ fn session_builder(env: &Environment, threads: usize, provider: ExecutionProvide
 /// The process's ONNX Runtime environment, loading the library on first use.
 fn environment(library: &Path) -> Result<Environment, FilterError> {
     if !library.is_file() {
-        return Err(FilterError::OnnxRuntimeMissing { path: library.to_owned() });
+        return Err(FilterError::OnnxRuntimeMissing {
+            path: library.to_owned(),
+        });
     }
-    let mut slot = ENVIRONMENT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut slot = ENVIRONMENT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(env) = slot.as_ref() {
         return Ok(env.clone());
     }
-    let builder = ort::init_from(library)
-        .map_err(|e| FilterError::OnnxRuntimeLoad { path: library.to_owned(), reason: e.to_string() })?;
+    let builder = ort::init_from(library).map_err(|e| FilterError::OnnxRuntimeLoad {
+        path: library.to_owned(),
+        reason: e.to_string(),
+    })?;
     let env = builder
         .with_name("camera-pod")
         .with_telemetry(false)
@@ -273,10 +335,22 @@ mod tests {
     #[test]
     fn candidates_follow_the_choice() {
         assert!(provider_candidates(ExecutionProviderChoice::Cpu).is_empty());
-        assert_eq!(provider_candidates(ExecutionProviderChoice::Cuda), [ExecutionProvider::Cuda]);
-        assert_eq!(provider_candidates(ExecutionProviderChoice::Tensorrt), [ExecutionProvider::TensorRt]);
+        assert_eq!(
+            provider_candidates(ExecutionProviderChoice::Cuda),
+            [ExecutionProvider::Cuda]
+        );
+        assert_eq!(
+            provider_candidates(ExecutionProviderChoice::Tensorrt),
+            [ExecutionProvider::TensorRt]
+        );
         let auto = provider_candidates(ExecutionProviderChoice::Auto);
-        assert_eq!(auto.contains(&ExecutionProvider::Cuda), cfg!(feature = "cuda"));
-        assert_eq!(auto.contains(&ExecutionProvider::TensorRt), cfg!(feature = "tensorrt"));
+        assert_eq!(
+            auto.contains(&ExecutionProvider::Cuda),
+            cfg!(feature = "cuda")
+        );
+        assert_eq!(
+            auto.contains(&ExecutionProvider::TensorRt),
+            cfg!(feature = "tensorrt")
+        );
     }
 }

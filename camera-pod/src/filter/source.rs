@@ -12,10 +12,12 @@ use super::spec::ModelSource;
 
 /// The vendored MediaPipe landscape selfie segmentation model (see `models/README.md`).
 pub const SELFIE_MODEL: &[u8] = include_bytes!("../../models/selfie_segmentation_landscape.onnx");
-pub const SELFIE_MODEL_SHA256: &str = "70f5a1a2a34b8ae6091d4e0d0f8727594b008ab9750ea51b3fd00824142fa1d3";
+pub const SELFIE_MODEL_SHA256: &str =
+    "70f5a1a2a34b8ae6091d4e0d0f8727594b008ab9750ea51b3fd00824142fa1d3";
 /// The vendored multistyle26 style transfer model.
 pub const STYLE_MODEL: &[u8] = include_bytes!("../../models/multistyle26.onnx");
-pub const STYLE_MODEL_SHA256: &str = "0a2a0c9436a935cd1d4279cd06e171475b06222cb37c8c8d4afc53a9a7a1885e";
+pub const STYLE_MODEL_SHA256: &str =
+    "0a2a0c9436a935cd1d4279cd06e171475b06222cb37c8c8d4afc53a9a7a1885e";
 
 /// Largest model accepted from a file or a download.
 pub const MAX_MODEL_BYTES: u64 = 1 << 30;
@@ -33,7 +35,11 @@ pub fn verify_sha256(model: &str, bytes: &[u8], expected: &str) -> Result<(), Fi
     if actual == expected {
         Ok(())
     } else {
-        Err(FilterError::ChecksumMismatch { model: model.to_owned(), expected: expected.to_owned(), actual })
+        Err(FilterError::ChecksumMismatch {
+            model: model.to_owned(),
+            expected: expected.to_owned(),
+            actual,
+        })
     }
 }
 
@@ -46,25 +52,38 @@ pub struct ModelFetcher {
 }
 
 impl ModelFetcher {
-    pub fn new(cache_dir: PathBuf, extra_ca_file: Option<&Path>) -> Result<ModelFetcher, FilterError> {
+    pub fn new(
+        cache_dir: PathBuf,
+        extra_ca_file: Option<&Path>,
+    ) -> Result<ModelFetcher, FilterError> {
         let extra_ca_pem = match extra_ca_file {
             Some(path) => {
-                let pem = std::fs::read(path).map_err(|source| FilterError::Io { path: path.to_owned(), source })?;
-                let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| FilterError::Io {
+                let pem = std::fs::read(path).map_err(|source| FilterError::Io {
                     path: path.to_owned(),
-                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                    source,
                 })?;
+                let certs =
+                    reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| FilterError::Io {
+                        path: path.to_owned(),
+                        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                    })?;
                 if certs.is_empty() {
                     return Err(FilterError::Io {
                         path: path.to_owned(),
-                        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "no PEM certificate in the file"),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            "no PEM certificate in the file",
+                        ),
                     });
                 }
                 Some(pem)
             }
             None => None,
         };
-        Ok(ModelFetcher { cache_dir, extra_ca_pem })
+        Ok(ModelFetcher {
+            cache_dir,
+            extra_ca_pem,
+        })
     }
 
     pub fn cache_dir(&self) -> &Path {
@@ -103,16 +122,23 @@ impl ModelFetcher {
         tracing::info!(%url, "downloading model");
         let bytes = self.download(url)?;
         verify_sha256(url, &bytes, sha256)?;
-        std::fs::create_dir_all(&self.cache_dir)
-            .map_err(|source| FilterError::Io { path: self.cache_dir.clone(), source })?;
+        std::fs::create_dir_all(&self.cache_dir).map_err(|source| FilterError::Io {
+            path: self.cache_dir.clone(),
+            source,
+        })?;
         // Write to a unique temporary name, then rename: readers never see a partial model.
-        let part = self.cache_dir.join(format!("{sha256}.onnx.part-{}", std::process::id()));
+        let part = self
+            .cache_dir
+            .join(format!("{sha256}.onnx.part-{}", std::process::id()));
         let written = std::fs::File::create(&part)
             .and_then(|mut f| f.write_all(&bytes).and_then(|()| f.sync_all()))
             .and_then(|()| std::fs::rename(&part, &cached));
         if let Err(source) = written {
             let _ = std::fs::remove_file(&part);
-            return Err(FilterError::Io { path: cached, source });
+            return Err(FilterError::Io {
+                path: cached,
+                source,
+            });
         }
         tracing::info!(%url, path = %cached.display(), size = bytes.len(), "model cached");
         Ok(bytes)
@@ -121,7 +147,10 @@ impl ModelFetcher {
     fn download(&self, url: &str) -> Result<Vec<u8>, FilterError> {
         let url_owned = url.to_owned();
         let ca = self.extra_ca_pem.clone();
-        let fail = |reason: String| FilterError::Download { url: url.to_owned(), reason };
+        let fail = |reason: String| FilterError::Download {
+            url: url.to_owned(),
+            reason,
+        };
         let worker = std::thread::Builder::new()
             .name("model-download".into())
             .spawn(move || -> Result<Vec<u8>, String> {
@@ -157,7 +186,10 @@ async fn fetch(url: &str, extra_ca_pem: Option<&[u8]>) -> Result<Vec<u8>, String
     if !status.is_success() {
         return Err(format!("HTTP status {status}"));
     }
-    if response.content_length().is_some_and(|n| n > MAX_MODEL_BYTES) {
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_MODEL_BYTES)
+    {
         return Err(format!("the model is larger than {MAX_MODEL_BYTES} bytes"));
     }
     let mut body = Vec::new();
@@ -185,9 +217,16 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 fn read_model_file(path: &Path) -> Result<Vec<u8>, FilterError> {
     match std::fs::metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(FilterError::ModelMissing { path: path.to_owned() });
+            return Err(FilterError::ModelMissing {
+                path: path.to_owned(),
+            });
         }
-        Err(source) => return Err(FilterError::Io { path: path.to_owned(), source }),
+        Err(source) => {
+            return Err(FilterError::Io {
+                path: path.to_owned(),
+                source,
+            });
+        }
         Ok(m) if m.len() > MAX_MODEL_BYTES => {
             return Err(FilterError::ModelLoad {
                 model: path.display().to_string(),
@@ -196,7 +235,10 @@ fn read_model_file(path: &Path) -> Result<Vec<u8>, FilterError> {
         }
         Ok(_) => {}
     }
-    std::fs::read(path).map_err(|source| FilterError::Io { path: path.to_owned(), source })
+    std::fs::read(path).map_err(|source| FilterError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -211,7 +253,10 @@ mod tests {
 
     #[test]
     fn sha256_of_known_input() {
-        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]
@@ -221,11 +266,21 @@ mod tests {
         std::fs::write(&path, b"abc").unwrap();
         let fetcher = ModelFetcher::new(dir.path().join("cache"), None).unwrap();
         let good = sha256_hex(b"abc");
-        assert_eq!(fetcher.load(&ModelSource::Path(path.clone()), &good).unwrap(), b"abc");
+        assert_eq!(
+            fetcher
+                .load(&ModelSource::Path(path.clone()), &good)
+                .unwrap(),
+            b"abc"
+        );
         let wrong = "0".repeat(64);
-        let err = fetcher.load(&ModelSource::Path(path.clone()), &wrong).unwrap_err().to_string();
+        let err = fetcher
+            .load(&ModelSource::Path(path.clone()), &wrong)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(&wrong) && err.contains(&good), "{err}");
-        let err = fetcher.load(&ModelSource::Path(dir.path().join("none.onnx")), &good).unwrap_err();
+        let err = fetcher
+            .load(&ModelSource::Path(dir.path().join("none.onnx")), &good)
+            .unwrap_err();
         assert!(matches!(err, FilterError::ModelMissing { .. }), "{err}");
         assert!(err.to_string().contains("none.onnx"));
     }
@@ -235,7 +290,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ca.pem");
         std::fs::write(&path, b"not a certificate").unwrap();
-        let err = ModelFetcher::new(dir.path().into(), Some(&path)).unwrap_err().to_string();
+        let err = ModelFetcher::new(dir.path().into(), Some(&path))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("ca.pem"), "{err}");
     }
 }

@@ -13,8 +13,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use super::FilterError;
-use super::composite::Rgb;
 use super::manifest::{Manifest, MaskComposite, OutputSpec, STYLE_COUNT};
+use super::tensor::Rgb;
 
 /// Background blur radius of `selfie-blur` when none is given, in per cent of the picture height.
 pub const DEFAULT_BLUR_STRENGTH: u8 = 4;
@@ -24,7 +24,13 @@ pub const MAX_BLUR_STRENGTH: u8 = 25;
 pub const DEFAULT_BACKGROUND: Rgb = Rgb { r: 0, g: 255, b: 0 };
 
 /// The filter names accepted by `--filter` and the `filter` field.
-pub const FILTER_NAMES: [&str; 5] = ["passthrough", "selfie-blur", "selfie-replace", "style", "custom"];
+pub const FILTER_NAMES: [&str; 5] = [
+    "passthrough",
+    "selfie-blur",
+    "selfie-replace",
+    "style",
+    "custom",
+];
 
 /// A validated description of a filter. Build one with [`FilterSpec::from_str`], serde, or
 /// [`super::FilterArgs::initial_spec`]; turn it into a running filter with
@@ -35,10 +41,14 @@ pub enum FilterSpec {
     Passthrough,
     /// Person kept sharp, background blurred; `strength` is the blur radius in per cent of the
     /// picture height (1..=25).
-    SelfieBlur { strength: u8 },
+    SelfieBlur {
+        strength: u8,
+    },
     SelfieReplace(Background),
     /// multistyle26, `style` in `0..26`.
-    Style { style: u8 },
+    Style {
+        style: u8,
+    },
     Custom(CustomModel),
 }
 
@@ -87,7 +97,13 @@ impl FilterSpec {
             FilterSpec::SelfieReplace(Background::Image(_)) => true,
             FilterSpec::Custom(c) => {
                 matches!(c.model, ModelSource::Path(_))
-                    || matches!(c.manifest.output, OutputSpec::Mask { composite: MaskComposite::Image(_), .. })
+                    || matches!(
+                        c.manifest.output,
+                        OutputSpec::Mask {
+                            composite: MaskComposite::Image(_),
+                            ..
+                        }
+                    )
             }
             _ => false,
         }
@@ -101,8 +117,13 @@ impl FilterSpec {
         let spec: FilterSpec = text.parse()?;
         if spec.uses_local_files() {
             let what = match &spec {
-                FilterSpec::SelfieReplace(Background::Image(p)) => format!("background image {}", p.display()),
-                FilterSpec::Custom(CustomModel { model: ModelSource::Path(p), .. }) => format!("model {}", p.display()),
+                FilterSpec::SelfieReplace(Background::Image(p)) => {
+                    format!("background image {}", p.display())
+                }
+                FilterSpec::Custom(CustomModel {
+                    model: ModelSource::Path(p),
+                    ..
+                }) => format!("model {}", p.display()),
                 _ => "a background image named in the manifest".to_owned(),
             };
             return Err(FilterError::LocalFilesRefused(what));
@@ -114,8 +135,12 @@ impl FilterSpec {
     pub fn with_defaults(name: &str) -> Result<FilterSpec, FilterError> {
         match name {
             "passthrough" => Ok(FilterSpec::Passthrough),
-            "selfie-blur" => Ok(FilterSpec::SelfieBlur { strength: DEFAULT_BLUR_STRENGTH }),
-            "selfie-replace" => Ok(FilterSpec::SelfieReplace(Background::Color(DEFAULT_BACKGROUND))),
+            "selfie-blur" => Ok(FilterSpec::SelfieBlur {
+                strength: DEFAULT_BLUR_STRENGTH,
+            }),
+            "selfie-replace" => Ok(FilterSpec::SelfieReplace(Background::Color(
+                DEFAULT_BACKGROUND,
+            ))),
             "style" => Ok(FilterSpec::Style { style: 0 }),
             "custom" => Err(FilterError::InvalidSpec(
                 "the custom filter needs a model, its sha256 and a manifest".into(),
@@ -127,7 +152,9 @@ impl FilterSpec {
 
 impl Default for FilterSpec {
     fn default() -> Self {
-        FilterSpec::SelfieBlur { strength: DEFAULT_BLUR_STRENGTH }
+        FilterSpec::SelfieBlur {
+            strength: DEFAULT_BLUR_STRENGTH,
+        }
     }
 }
 
@@ -149,7 +176,10 @@ impl FromStr for FilterSpec {
 fn spec_error_from_json(e: &serde_json::Error) -> FilterError {
     let text = e.to_string();
     // serde_json appends " at line L column C"; it is kept, it helps with hand-written JSON.
-    if let Some(name) = text.strip_prefix("unknown variant `").and_then(|t| t.split('`').next()) {
+    if let Some(name) = text
+        .strip_prefix("unknown variant `")
+        .and_then(|t| t.split('`').next())
+    {
         return FilterError::UnknownFilter(name.to_owned());
     }
     FilterError::InvalidSpec(text)
@@ -167,7 +197,9 @@ impl ModelSource {
     /// `https://...` is a URL; any other `scheme://` is refused; anything else is a path.
     pub fn parse(s: &str) -> Result<ModelSource, FilterError> {
         if s.is_empty() {
-            return Err(FilterError::InvalidSpec("the model location is empty".into()));
+            return Err(FilterError::InvalidSpec(
+                "the model location is empty".into(),
+            ));
         }
         if s.starts_with("https://") {
             return Ok(ModelSource::Url(s.to_owned()));
@@ -194,14 +226,19 @@ impl fmt::Display for ModelSource {
 pub fn normalize_sha256(s: &str) -> Result<String, FilterError> {
     let s = s.trim();
     if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(FilterError::InvalidSpec(format!("sha256 `{s}` is not 64 hex digits")));
+        return Err(FilterError::InvalidSpec(format!(
+            "sha256 `{s}` is not 64 hex digits"
+        )));
     }
     Ok(s.to_ascii_lowercase())
 }
 
 /// Checks a style index.
 pub fn style_index(style: u32) -> Result<u8, FilterError> {
-    u8::try_from(style).ok().filter(|&s| s < STYLE_COUNT).ok_or(FilterError::StyleOutOfRange(style))
+    u8::try_from(style)
+        .ok()
+        .filter(|&s| s < STYLE_COUNT)
+        .ok_or(FilterError::StyleOutOfRange(style))
 }
 
 /// Checks a blur strength.
@@ -209,7 +246,11 @@ pub fn blur_strength(strength: u32) -> Result<u8, FilterError> {
     u8::try_from(strength)
         .ok()
         .filter(|s| (1..=MAX_BLUR_STRENGTH).contains(s))
-        .ok_or_else(|| FilterError::InvalidSpec(format!("blur strength {strength} must be within 1..={MAX_BLUR_STRENGTH}")))
+        .ok_or_else(|| {
+            FilterError::InvalidSpec(format!(
+                "blur strength {strength} must be within 1..={MAX_BLUR_STRENGTH}"
+            ))
+        })
 }
 
 /// The JSON shape, before validation.
@@ -247,16 +288,26 @@ impl TryFrom<SpecWire> for FilterSpec {
             SpecWire::SelfieBlur { strength } => FilterSpec::SelfieBlur {
                 strength: strength.map_or(Ok(DEFAULT_BLUR_STRENGTH), blur_strength)?,
             },
-            SpecWire::SelfieReplace { color, image } => FilterSpec::SelfieReplace(match (color, image) {
-                (Some(_), Some(_)) => {
-                    return Err(FilterError::InvalidSpec("selfie-replace takes a color or an image, not both".into()));
-                }
-                (Some(c), None) => Background::Color(c.parse()?),
-                (None, Some(p)) => Background::Image(p),
-                (None, None) => Background::Color(DEFAULT_BACKGROUND),
-            }),
-            SpecWire::Style { style } => FilterSpec::Style { style: style_index(style)? },
-            SpecWire::Custom { model, sha256, manifest } => {
+            SpecWire::SelfieReplace { color, image } => {
+                FilterSpec::SelfieReplace(match (color, image) {
+                    (Some(_), Some(_)) => {
+                        return Err(FilterError::InvalidSpec(
+                            "selfie-replace takes a color or an image, not both".into(),
+                        ));
+                    }
+                    (Some(c), None) => Background::Color(c.parse()?),
+                    (None, Some(p)) => Background::Image(p),
+                    (None, None) => Background::Color(DEFAULT_BACKGROUND),
+                })
+            }
+            SpecWire::Style { style } => FilterSpec::Style {
+                style: style_index(style)?,
+            },
+            SpecWire::Custom {
+                model,
+                sha256,
+                manifest,
+            } => {
                 manifest.validate()?;
                 FilterSpec::Custom(CustomModel {
                     model: ModelSource::parse(&model)?,
@@ -272,13 +323,25 @@ impl From<FilterSpec> for SpecWire {
     fn from(s: FilterSpec) -> Self {
         match s {
             FilterSpec::Passthrough => SpecWire::Passthrough,
-            FilterSpec::SelfieBlur { strength } => SpecWire::SelfieBlur { strength: Some(u32::from(strength)) },
-            FilterSpec::SelfieReplace(Background::Color(c)) => {
-                SpecWire::SelfieReplace { color: Some(c.to_string()), image: None }
-            }
-            FilterSpec::SelfieReplace(Background::Image(p)) => SpecWire::SelfieReplace { color: None, image: Some(p) },
-            FilterSpec::Style { style } => SpecWire::Style { style: u32::from(style) },
-            FilterSpec::Custom(c) => SpecWire::Custom { model: c.model.to_string(), sha256: c.sha256, manifest: c.manifest },
+            FilterSpec::SelfieBlur { strength } => SpecWire::SelfieBlur {
+                strength: Some(u32::from(strength)),
+            },
+            FilterSpec::SelfieReplace(Background::Color(c)) => SpecWire::SelfieReplace {
+                color: Some(c.to_string()),
+                image: None,
+            },
+            FilterSpec::SelfieReplace(Background::Image(p)) => SpecWire::SelfieReplace {
+                color: None,
+                image: Some(p),
+            },
+            FilterSpec::Style { style } => SpecWire::Style {
+                style: u32::from(style),
+            },
+            FilterSpec::Custom(c) => SpecWire::Custom {
+                model: c.model.to_string(),
+                sha256: c.sha256,
+                manifest: c.manifest,
+            },
         }
     }
 }
@@ -289,15 +352,30 @@ mod tests {
 
     #[test]
     fn documented_json_forms_parse() {
-        assert_eq!("{\"filter\":\"style\",\"style\":3}".parse::<FilterSpec>().unwrap(), FilterSpec::Style { style: 3 });
         assert_eq!(
-            r##"{"filter":"selfie-replace","color":"#00ff00"}"##.parse::<FilterSpec>().unwrap(),
+            "{\"filter\":\"style\",\"style\":3}"
+                .parse::<FilterSpec>()
+                .unwrap(),
+            FilterSpec::Style { style: 3 }
+        );
+        assert_eq!(
+            r##"{"filter":"selfie-replace","color":"#00ff00"}"##
+                .parse::<FilterSpec>()
+                .unwrap(),
             FilterSpec::SelfieReplace(Background::Color(Rgb { r: 0, g: 255, b: 0 }))
         );
-        assert_eq!(r#"{"filter":"selfie-blur"}"#.parse::<FilterSpec>().unwrap(), FilterSpec::default());
-        assert_eq!(r#"{"filter":"passthrough"}"#.parse::<FilterSpec>().unwrap(), FilterSpec::Passthrough);
         assert_eq!(
-            r#"{"filter":"selfie-replace","image":"/srv/beach.jpg"}"#.parse::<FilterSpec>().unwrap(),
+            r#"{"filter":"selfie-blur"}"#.parse::<FilterSpec>().unwrap(),
+            FilterSpec::default()
+        );
+        assert_eq!(
+            r#"{"filter":"passthrough"}"#.parse::<FilterSpec>().unwrap(),
+            FilterSpec::Passthrough
+        );
+        assert_eq!(
+            r#"{"filter":"selfie-replace","image":"/srv/beach.jpg"}"#
+                .parse::<FilterSpec>()
+                .unwrap(),
             FilterSpec::SelfieReplace(Background::Image("/srv/beach.jpg".into()))
         );
         assert_eq!(
@@ -309,52 +387,108 @@ mod tests {
     #[test]
     fn specs_that_read_pod_files_are_recognised() {
         let custom = |model: ModelSource, composite: MaskComposite| {
-            FilterSpec::Custom(CustomModel { model, sha256: "ab".repeat(32), manifest: Manifest::selfie(composite) })
+            FilterSpec::Custom(CustomModel {
+                model,
+                sha256: "ab".repeat(32),
+                manifest: Manifest::selfie(composite),
+            })
         };
         let url = || ModelSource::Url("https://models.example/m.onnx".into());
-        assert!(FilterSpec::SelfieReplace(Background::Image("/etc/bg.png".into())).uses_local_files());
-        assert!(custom(ModelSource::Path("/etc/m.onnx".into()), MaskComposite::ShowMask).uses_local_files());
+        assert!(
+            FilterSpec::SelfieReplace(Background::Image("/etc/bg.png".into())).uses_local_files()
+        );
+        assert!(
+            custom(
+                ModelSource::Path("/etc/m.onnx".into()),
+                MaskComposite::ShowMask
+            )
+            .uses_local_files()
+        );
         assert!(custom(url(), MaskComposite::Image("/etc/bg.png".into())).uses_local_files());
         assert!(!custom(url(), MaskComposite::ShowMask).uses_local_files());
-        assert!(!FilterSpec::SelfieReplace(Background::Color(DEFAULT_BACKGROUND)).uses_local_files());
+        assert!(
+            !FilterSpec::SelfieReplace(Background::Color(DEFAULT_BACKGROUND)).uses_local_files()
+        );
         assert!(!FilterSpec::default().uses_local_files());
         assert!(!FilterSpec::Style { style: 2 }.uses_local_files());
     }
 
     #[test]
     fn remote_specs_may_not_name_pod_files() {
-        let manifest = |composite: MaskComposite| serde_json::to_string(&Manifest::selfie(composite)).unwrap();
+        let manifest =
+            |composite: MaskComposite| serde_json::to_string(&Manifest::selfie(composite)).unwrap();
         let custom = |model: &str, manifest: String| {
-            format!(r#"{{"filter":"custom","model":"{model}","sha256":"{}","manifest":{manifest}}}"#, "ab".repeat(32))
+            format!(
+                r#"{{"filter":"custom","model":"{model}","sha256":"{}","manifest":{manifest}}}"#,
+                "ab".repeat(32)
+            )
         };
         let refused = [
-            (r#"{"filter":"selfie-replace","image":"/etc/p2pcamera/bg.png"}"#.to_owned(), "background image /etc/p2pcamera/bg.png"),
-            (custom("/var/run/secrets/token", manifest(MaskComposite::ShowMask)), "model /var/run/secrets/token"),
             (
-                custom("https://models.example/m.onnx", manifest(MaskComposite::Image("/etc/bg.png".into()))),
+                r#"{"filter":"selfie-replace","image":"/etc/p2pcamera/bg.png"}"#.to_owned(),
+                "background image /etc/p2pcamera/bg.png",
+            ),
+            (
+                custom("/var/run/secrets/token", manifest(MaskComposite::ShowMask)),
+                "model /var/run/secrets/token",
+            ),
+            (
+                custom(
+                    "https://models.example/m.onnx",
+                    manifest(MaskComposite::Image("/etc/bg.png".into())),
+                ),
                 "background image named in the manifest",
             ),
         ];
         for (text, needle) in refused {
             let err = FilterSpec::from_remote(&text).unwrap_err();
-            assert!(matches!(err, FilterError::LocalFilesRefused(_)), "{text}: {err}");
+            assert!(
+                matches!(err, FilterError::LocalFilesRefused(_)),
+                "{text}: {err}"
+            );
             assert!(err.to_string().contains(needle), "{err}");
         }
-        let url = custom("https://models.example/m.onnx", manifest(MaskComposite::ShowMask));
-        assert!(matches!(FilterSpec::from_remote(&url).unwrap(), FilterSpec::Custom(_)));
-        assert_eq!(FilterSpec::from_remote("style").unwrap(), FilterSpec::Style { style: 0 });
-        assert!(matches!(FilterSpec::from_remote(r#"{"filter":"sepia"}"#), Err(FilterError::UnknownFilter(_))));
+        let url = custom(
+            "https://models.example/m.onnx",
+            manifest(MaskComposite::ShowMask),
+        );
+        assert!(matches!(
+            FilterSpec::from_remote(&url).unwrap(),
+            FilterSpec::Custom(_)
+        ));
+        assert_eq!(
+            FilterSpec::from_remote("style").unwrap(),
+            FilterSpec::Style { style: 0 }
+        );
+        assert!(matches!(
+            FilterSpec::from_remote(r#"{"filter":"sepia"}"#),
+            Err(FilterError::UnknownFilter(_))
+        ));
     }
 
     #[test]
     fn bare_names_mean_defaults() {
-        assert_eq!("selfie-blur".parse::<FilterSpec>().unwrap(), FilterSpec::SelfieBlur { strength: DEFAULT_BLUR_STRENGTH });
-        assert_eq!("style".parse::<FilterSpec>().unwrap(), FilterSpec::Style { style: 0 });
+        assert_eq!(
+            "selfie-blur".parse::<FilterSpec>().unwrap(),
+            FilterSpec::SelfieBlur {
+                strength: DEFAULT_BLUR_STRENGTH
+            }
+        );
+        assert_eq!(
+            "style".parse::<FilterSpec>().unwrap(),
+            FilterSpec::Style { style: 0 }
+        );
         assert_eq!(
             "selfie-replace".parse::<FilterSpec>().unwrap(),
             FilterSpec::SelfieReplace(Background::Color(DEFAULT_BACKGROUND))
         );
-        assert!("custom".parse::<FilterSpec>().unwrap_err().to_string().contains("needs a model"));
+        assert!(
+            "custom"
+                .parse::<FilterSpec>()
+                .unwrap_err()
+                .to_string()
+                .contains("needs a model")
+        );
     }
 
     #[test]
@@ -382,11 +516,26 @@ mod tests {
         let cases = [
             (r#"{"filter":"sepia"}"#, "unknown filter `sepia`"),
             ("sepia", "unknown filter `sepia`"),
-            (r#"{"filter":"style","style":26}"#, "style index 26 is out of range"),
-            (r#"{"filter":"style","style":4000000000}"#, "style index 4000000000 is out of range"),
-            (r#"{"filter":"selfie-replace","color":"green"}"#, "bad colour `green`"),
-            (r##"{"filter":"selfie-replace","color":"#00ff0"}"##, "bad colour `#00ff0`"),
-            (r##"{"filter":"selfie-replace","color":"#00ff00","image":"/x.png"}"##, "not both"),
+            (
+                r#"{"filter":"style","style":26}"#,
+                "style index 26 is out of range",
+            ),
+            (
+                r#"{"filter":"style","style":4000000000}"#,
+                "style index 4000000000 is out of range",
+            ),
+            (
+                r#"{"filter":"selfie-replace","color":"green"}"#,
+                "bad colour `green`",
+            ),
+            (
+                r##"{"filter":"selfie-replace","color":"#00ff0"}"##,
+                "bad colour `#00ff0`",
+            ),
+            (
+                r##"{"filter":"selfie-replace","color":"#00ff00","image":"/x.png"}"##,
+                "not both",
+            ),
             (r#"{"filter":"selfie-blur","strength":0}"#, "strength 0"),
             (r#"{"filter":"style","styel":2}"#, "styel"),
             (r#"{"style":2}"#, "filter"),
@@ -402,8 +551,10 @@ mod tests {
     fn custom_specs_check_source_and_checksum() {
         let manifest = serde_json::to_string(&Manifest::selfie(MaskComposite::ShowMask)).unwrap();
         let spec = |model: &str, sha: &str| {
-            format!(r#"{{"filter":"custom","model":"{model}","sha256":"{sha}","manifest":{manifest}}}"#)
-                .parse::<FilterSpec>()
+            format!(
+                r#"{{"filter":"custom","model":"{model}","sha256":"{sha}","manifest":{manifest}}}"#
+            )
+            .parse::<FilterSpec>()
         };
         let good = "AB".repeat(32);
         match spec("/models/seg.onnx", &good).unwrap() {
@@ -413,7 +564,17 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(spec("http://models.example/x.onnx", &good).unwrap_err().to_string().contains("use https://"));
-        assert!(spec("/m.onnx", "abc").unwrap_err().to_string().contains("not 64 hex digits"));
+        assert!(
+            spec("http://models.example/x.onnx", &good)
+                .unwrap_err()
+                .to_string()
+                .contains("use https://")
+        );
+        assert!(
+            spec("/m.onnx", "abc")
+                .unwrap_err()
+                .to_string()
+                .contains("not 64 hex digits")
+        );
     }
 }

@@ -3,7 +3,10 @@
 //! and the reason; specs naming files on the pod are refused); once a second the pod sends
 //! `{"type":"stats",...}`.
 
+use p2pcamera_api::wire::FilterReply;
 use serde::Serialize;
+
+use crate::filter::SwitchError;
 
 /// What a text message from the client asks for.
 #[derive(Debug, PartialEq, Eq)]
@@ -31,13 +34,13 @@ pub fn pong(rest: &str) -> String {
     format!("pong{rest}")
 }
 
-/// The reply to a filter switch.
-pub fn filter_reply(result: &Result<String, String>) -> String {
-    match result {
-        Ok(name) => serde_json::json!({ "type": "filter", "ok": true, "filter": name }),
-        Err(error) => serde_json::json!({ "type": "filter", "ok": false, "code": "invalid_filter", "error": error }),
-    }
-    .to_string()
+/// The reply to a filter switch: the contract's [`FilterReply`], as `POST /filter` answers it.
+pub fn filter_reply(result: &Result<String, SwitchError>) -> String {
+    let reply = match result {
+        Ok(name) => FilterReply::switched(name),
+        Err(error) => FilterReply::refused(error.to_string()),
+    };
+    serde_json::to_string(&reply).unwrap_or_default()
 }
 
 /// Reply to a message that is neither a ping nor a JSON object.
@@ -94,6 +97,7 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::filter::FilterError;
 
     #[test]
     fn ping_keeps_its_suffix() {
@@ -121,14 +125,22 @@ mod tests {
             ok,
             serde_json::json!({"type":"filter","ok":true,"filter":"style"})
         );
-        let err: serde_json::Value =
-            serde_json::from_str(&filter_reply(&Err("no such model".into()))).unwrap();
+        let refused = Err(SwitchError::Filter(FilterError::UnknownFilter(
+            "sepia".into(),
+        )));
+        let err: serde_json::Value = serde_json::from_str(&filter_reply(&refused)).unwrap();
         assert_eq!(err["ok"], false);
         assert_eq!(
             err["code"], "invalid_filter",
             "the code POST /filter answers with"
         );
-        assert_eq!(err["error"], "no such model");
+        assert!(
+            err["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("unknown filter `sepia`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! What a session allows the pod to process: a largest picture (`--max-width`/`--max-height`)
 //! and a highest frame rate (`--max-fps`). Both apply between the decoder and the filter, so the
-//! filter and the encoder never work on more than that. Pure functions and small state machines.
+//! filter and the encoder never work on more than that. Also the bitrate bounds the encoder adapts
+//! within (`--min-bitrate`, `--start-bitrate`, `--max-bitrate`). Pure functions and small state
+//! machines.
 
 use crate::filter::composite::PlaneScaler;
 use crate::frame::{VideoFrame, chroma_size};
@@ -14,6 +16,21 @@ pub struct PictureLimits {
     pub max_width: Option<u32>,
     pub max_height: Option<u32>,
     pub max_fps: Option<u32>,
+}
+
+/// Bitrate bounds the encoder adapts within, in bits per second.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BitrateBounds {
+    pub min: u32,
+    pub start: u32,
+    pub max: u32,
+}
+
+impl BitrateBounds {
+    /// Clamps an estimate from the receiver into the bounds.
+    pub fn clamp(&self, bits_per_second: u32) -> u32 {
+        bits_per_second.clamp(self.min, self.max)
+    }
 }
 
 /// The size a `width` x `height` picture is scaled to so that it fits the limits: unchanged when

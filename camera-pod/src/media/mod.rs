@@ -1,7 +1,7 @@
 //! WebRTC media for the one camera this process serves: answering offers, receiving the camera,
 //! and sending the filtered video back on the same transceiver.
 //!
-//! RTP in -> `rtp::FrameAssembler` -> decode thread -> `worker` (filter thread, one-slot
+//! RTP in -> `rtp::FrameAssembler` -> decode thread -> [`FilterWorker`] (the filter thread, one-slot
 //! mailbox) -> encode thread (one-slot mailbox) -> `rtp::RtpPacketizer` -> RTP out.
 
 pub mod datachannel;
@@ -12,7 +12,6 @@ pub mod pipeline;
 pub mod reorder;
 pub mod rtp;
 pub mod sdp;
-pub mod worker;
 
 mod peer;
 
@@ -20,17 +19,15 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::Serialize;
+use p2pcamera_api::wire::CameraStatus;
 use webrtc::peer_connection::RTCPeerConnectionState;
 
 use crate::codec::CodecKind;
-use crate::config::BitrateBounds;
-use crate::filter::FilterSpec;
+use crate::filter::{FilterSpec, FilterWorker, SwitchError};
 use crate::metrics::Metrics;
-use limits::PictureLimits;
+use limits::{BitrateBounds, PictureLimits};
 use peer::LivePeer;
 pub use sdp::SdpError;
-pub use worker::FilterWorker;
 
 /// Where and how WebRTC media is exchanged.
 #[derive(Debug, Clone)]
@@ -82,27 +79,16 @@ pub fn check_udp_port(addr: SocketAddr) -> Result<(), MediaError> {
         .map_err(|source| MediaError::PortUnavailable { addr, source })
 }
 
-/// What `/status` reports.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct CameraStatus {
-    pub camera_connected: bool,
-    pub peer_state: String,
-    /// Unix seconds of the last camera frame (or of start-up).
-    pub last_active: u64,
-    pub filter: String,
-}
-
 /// Switches `worker` to a filter spec that came over the network (`POST /filter`, the data
-/// channel); specs that would read files on the pod are refused before anything is built.
+/// channel) and returns the new filter's name; specs that would read files on the pod are
+/// refused before anything is built.
 pub(crate) async fn switch_from_network(
     worker: &FilterWorker,
     spec: &str,
-) -> Result<String, String> {
-    let spec = FilterSpec::from_remote(spec).map_err(|error| {
-        tracing::warn!(%error, "filter switch refused");
-        error.to_string()
-    })?;
-    worker.switch(&spec.to_string()).await
+) -> Result<String, SwitchError> {
+    let spec = FilterSpec::from_remote(spec)
+        .inspect_err(|error| tracing::warn!(%error, "filter switch refused"))?;
+    worker.switch(spec).await
 }
 
 /// The one camera this process serves: at most one live peer connection at a time.
@@ -174,7 +160,7 @@ impl Camera {
     }
 
     /// Switches the filter (for every frame from now on) to a spec from the network.
-    pub async fn switch_filter(&self, spec: &str) -> Result<String, String> {
+    pub async fn switch_filter(&self, spec: &str) -> Result<String, SwitchError> {
         switch_from_network(&self.worker, spec).await
     }
 

@@ -29,14 +29,15 @@ use webrtc::peer_connection::{
 
 use super::datachannel::{self, ClientMessage, Reading, Stats};
 use super::feedback;
+use super::limits::BitrateBounds;
 use super::liveness::Liveness;
 use super::pipeline::{Controls, DecodeStage, EncodeStage};
 use super::reorder::{REORDER_CAPACITY, REORDER_WAIT, ReorderBuffer};
 use super::rtp::{AssembledFrame, Assembly, FrameAssembler, RtpPacketizer};
 use super::sdp::H264_FMTP;
-use super::worker::{FilterWorker, PipelineStats};
 use super::{MediaConfig, MediaError};
 use crate::codec::CodecKind;
+use crate::filter::worker::{FilterWorker, PipelineStats};
 use crate::metrics::Metrics;
 
 const GATHERING_TIMEOUT: Duration = Duration::from_secs(10);
@@ -212,7 +213,9 @@ async fn receive_video(
         let gaps = reorder.take_counts();
         shared.metrics.rtp_packets_recovered.inc_by(gaps.recovered);
         shared.metrics.rtp_packets_lost.inc_by(gaps.lost);
-        let Some(lost) = assemble(&shared, &mut assembler, in_order) else { break };
+        let Some(lost) = assemble(&shared, &mut assembler, in_order) else {
+            break;
+        };
         if (lost || decoder_asks) && last_pli.is_none_or(|t| t.elapsed() >= PLI_INTERVAL) {
             last_pli = Some(Instant::now());
             let pli = PictureLossIndication {
@@ -236,7 +239,11 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 /// Feeds in-order packets to the assembler and hands complete frames to the decoder. Returns
 /// whether a key frame is needed, or `None` once the decoder is gone.
-fn assemble(shared: &PeerShared, assembler: &mut FrameAssembler, packets: Vec<rtc::rtp::packet::Packet>) -> Option<bool> {
+fn assemble(
+    shared: &PeerShared,
+    assembler: &mut FrameAssembler,
+    packets: Vec<rtc::rtp::packet::Packet>,
+) -> Option<bool> {
     let mut need_keyframe = false;
     for packet in packets {
         match assembler.push(&packet.header, &packet.payload) {
@@ -260,7 +267,7 @@ fn assemble(shared: &PeerShared, assembler: &mut FrameAssembler, packets: Vec<rt
 async fn receive_sender_feedback(
     track: Arc<TrackLocalStaticRTP>,
     controls: Arc<Controls>,
-    bounds: crate::config::BitrateBounds,
+    bounds: BitrateBounds,
 ) {
     while let Some(event) = track.poll().await {
         let TrackLocalEvent::OnRtcpPacket(packets) = event else {

@@ -1,5 +1,5 @@
 //! The threads of one peer's pipeline: decode (frames as they arrive) and encode + packetize +
-//! send (the latest filtered frame). The filter thread in between is shared, see `worker`.
+//! send (the latest filtered frame). The filter thread in between is shared, see [`FilterWorker`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -13,8 +13,8 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 
 use super::limits::{Downscaler, FrameRateLimiter, PictureLimits, fit_within};
 use super::rtp::{AssembledFrame, RtpPacketizer};
-use super::worker::{FilterJob, FilterWorker, PipelineStats};
 use crate::codec::{self, CodecKind};
+use crate::filter::worker::{FilterJob, FilterWorker, PipelineStats};
 use crate::frame::VideoFrame;
 use crate::mailbox::LatestFrame;
 use crate::metrics::Metrics;

@@ -72,7 +72,11 @@ impl<T> ReorderBuffer<T> {
             }
             return Vec::new(); // late or duplicate: its place was already released or given up
         }
-        let fills_gap = self.held.keys().next_back().is_some_and(|&last| extended < last);
+        let fills_gap = self
+            .held
+            .keys()
+            .next_back()
+            .is_some_and(|&last| extended < last);
         if !self.held.contains_key(&extended) {
             self.counts.recovered += u64::from(fills_gap);
             self.held.insert(extended, (now, item));
@@ -86,7 +90,10 @@ impl<T> ReorderBuffer<T> {
 
     /// When the oldest held packet stops waiting for those missing before it.
     pub fn deadline(&self) -> Option<Instant> {
-        self.held.values().next().map(|(arrived, _)| *arrived + self.wait)
+        self.held
+            .values()
+            .next()
+            .map(|(arrived, _)| *arrived + self.wait)
     }
 
     /// Gives up on missing packets whose wait ended by `now`; returns what follows them.
@@ -119,7 +126,10 @@ impl<T> ReorderBuffer<T> {
     }
 
     fn drain(&mut self) -> Vec<T> {
-        std::mem::take(&mut self.held).into_values().map(|(_, item)| item).collect()
+        std::mem::take(&mut self.held)
+            .into_values()
+            .map(|(_, item)| item)
+            .collect()
     }
 }
 
@@ -134,7 +144,10 @@ mod tests {
     use super::*;
 
     fn buffer() -> (ReorderBuffer<u16>, Instant) {
-        (ReorderBuffer::new(Duration::from_millis(100), 8), Instant::now())
+        (
+            ReorderBuffer::new(Duration::from_millis(100), 8),
+            Instant::now(),
+        )
     }
 
     #[test]
@@ -153,9 +166,18 @@ mod tests {
         assert!(b.push(12, 12, t).is_empty());
         assert!(b.push(13, 13, t).is_empty());
         assert_eq!(b.deadline(), Some(t + Duration::from_millis(100)));
-        assert_eq!(b.push(11, 11, t + Duration::from_millis(30)), vec![11, 12, 13]);
+        assert_eq!(
+            b.push(11, 11, t + Duration::from_millis(30)),
+            vec![11, 12, 13]
+        );
         assert_eq!(b.deadline(), None);
-        assert_eq!(b.take_counts(), GapCounts { recovered: 1, lost: 0 });
+        assert_eq!(
+            b.take_counts(),
+            GapCounts {
+                recovered: 1,
+                lost: 0
+            }
+        );
         assert_eq!(b.take_counts(), GapCounts::default());
         assert_eq!(b.push(14, 14, t), vec![14]);
     }
@@ -167,8 +189,17 @@ mod tests {
         assert!(b.push(3, 3, t + Duration::from_millis(10)).is_empty());
         assert!(b.expire(t + Duration::from_millis(109)).is_empty());
         assert_eq!(b.expire(t + Duration::from_millis(110)), vec![3]);
-        assert!(b.push(2, 2, t + Duration::from_millis(120)).is_empty(), "too late");
-        assert_eq!(b.take_counts(), GapCounts { recovered: 0, lost: 1 });
+        assert!(
+            b.push(2, 2, t + Duration::from_millis(120)).is_empty(),
+            "too late"
+        );
+        assert_eq!(
+            b.take_counts(),
+            GapCounts {
+                recovered: 0,
+                lost: 1
+            }
+        );
         assert_eq!(b.push(4, 4, t), vec![4]);
     }
 
@@ -201,7 +232,13 @@ mod tests {
             assert!(b.push(seq, seq, t).is_empty());
         }
         assert_eq!(b.push(10, 10, t), (2..=10).collect::<Vec<_>>());
-        assert_eq!(b.take_counts(), GapCounts { recovered: 0, lost: 1 });
+        assert_eq!(
+            b.take_counts(),
+            GapCounts {
+                recovered: 0,
+                lost: 1
+            }
+        );
     }
 
     #[test]

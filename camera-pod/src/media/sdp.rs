@@ -76,13 +76,8 @@ pub fn supported_video_codecs(
             _ => None,
         };
         match kind {
-            Some(kind) if !accepted.contains(&kind) => {
-                if !offered.contains(&rtpmap) {
-                    offered.push(rtpmap)
-                }
-            }
-            Some(kind) if !supported.contains(&kind) => supported.push(kind),
-            Some(_) => {}
+            Some(kind) if accepted.contains(&kind) => push_once(&mut supported, kind),
+            Some(_) => push_once(&mut offered, rtpmap),
             None if !["RTX", "RED", "ULPFEC", "FLEXFEC-03"].contains(&name.as_str()) => {
                 offered.push(rtpmap)
             }
@@ -100,6 +95,13 @@ pub fn supported_video_codecs(
         });
     }
     Ok(supported)
+}
+
+/// Appends `item` unless `list` holds it already.
+fn push_once<T: PartialEq>(list: &mut Vec<T>, item: T) {
+    if !list.contains(&item) {
+        list.push(item);
+    }
 }
 
 /// The accepted codecs in words, for error messages.

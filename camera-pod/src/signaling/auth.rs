@@ -13,22 +13,23 @@ pub fn check_bearer(expected: Option<&str>, headers: &HeaderMap) -> Result<(), A
         return Ok(());
     };
     let Some(value) = headers.get(AUTHORIZATION) else {
-        return Err(ApiError::unauthorized());
+        return Err(ApiError::MissingToken);
     };
     let Some(given) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) else {
-        return Err(ApiError::unauthorized());
+        return Err(ApiError::MissingToken);
     };
     if bool::from(given.trim().as_bytes().ct_eq(expected.as_bytes())) {
         Ok(())
     } else {
-        Err(ApiError::forbidden())
+        Err(ApiError::WrongToken)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::{HeaderValue, StatusCode};
+    use axum::http::HeaderValue;
+    use p2pcamera_api::ErrorCode;
 
     fn headers(value: Option<&str>) -> HeaderMap {
         let mut headers = HeaderMap::new();
@@ -45,21 +46,21 @@ mod tests {
     }
 
     #[test]
-    fn missing_or_malformed_header_is_401() {
+    fn missing_or_malformed_header_is_a_missing_token() {
         for h in [None, Some("Basic abc"), Some("abc")] {
             assert_eq!(
-                check_bearer(Some("t"), &headers(h)).unwrap_err().status,
-                StatusCode::UNAUTHORIZED
+                check_bearer(Some("t"), &headers(h)).unwrap_err().code(),
+                ErrorCode::MissingToken
             );
         }
     }
 
     #[test]
-    fn wrong_token_is_403_and_right_one_passes() {
+    fn wrong_token_is_refused_and_right_one_passes() {
         let err = check_bearer(Some("secret"), &headers(Some("Bearer secreT"))).unwrap_err();
-        assert_eq!(err.status, StatusCode::FORBIDDEN);
+        assert_eq!(err.code(), ErrorCode::WrongToken);
         let err = check_bearer(Some("secret"), &headers(Some("Bearer secret2"))).unwrap_err();
-        assert_eq!(err.status, StatusCode::FORBIDDEN);
+        assert_eq!(err.code(), ErrorCode::WrongToken);
         assert!(check_bearer(Some("secret"), &headers(Some("Bearer secret"))).is_ok());
     }
 }

@@ -22,14 +22,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use p2pcamera_api::wire::{
+    CameraStatus, FilterReply, OfferRequest, REQUEST_BODY_LIMIT, SessionDescription, TYPE_OFFER,
+};
 
-use crate::media::{Camera, MediaError, SdpError};
+use crate::media::Camera;
 use crate::metrics::Metrics;
 pub use error::ApiError;
-
-/// Largest request body accepted (offers are a few KiB).
-pub const BODY_LIMIT: usize = 64 * 1024;
 
 const INDEX_HTML: &str = include_str!("../../../static/index.html");
 const P2PCAMERA_JS: &str = include_str!("../../../static/p2pcamera.js");
@@ -98,10 +97,10 @@ impl AppState {
     fn camera(&self) -> Result<Arc<Camera>, ApiError> {
         match self.phase() {
             Phase::Ready { camera, .. } => Ok(camera),
-            Phase::Warming { filter } => Err(ApiError::not_ready(format!(
+            Phase::Warming { filter } => Err(ApiError::NotReady(format!(
                 "the filter {filter} is still warming up"
             ))),
-            Phase::Unready { reason } => Err(ApiError::not_ready(reason)),
+            Phase::Unready { reason } => Err(ApiError::NotReady(reason)),
         }
     }
 }
@@ -116,7 +115,7 @@ pub fn app(state: AppState) -> Router {
         .route("/offer", post(offer))
         .route("/filter", post(filter))
         .route("/status", get(status))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(REQUEST_BODY_LIMIT))
         .with_state(state)
 }
 
@@ -146,7 +145,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
         .into_response(),
         Phase::Warming { filter } => (
             StatusCode::SERVICE_UNAVAILABLE,
-            [(RETRY_AFTER, "1")],
+            [(RETRY_AFTER, error::RETRY_AFTER_SECONDS.to_string())],
             Json(serde_json::json!({ "status": "warming", "filter": filter })),
         )
             .into_response(),
@@ -169,17 +168,6 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// The body of `POST /offer`.
-#[derive(Debug, Deserialize)]
-struct OfferRequest {
-    sdp: String,
-    #[serde(rename = "type")]
-    kind: String,
-    /// Identifies the client; an offer with the live client's id replaces its connection.
-    #[serde(default)]
-    client: Option<String>,
-}
-
 /// Checks the content type and size of a JSON body and parses it.
 fn json_body<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
@@ -187,9 +175,9 @@ fn json_body<T: serde::de::DeserializeOwned>(
 ) -> Result<T, ApiError> {
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::payload_too_large(BODY_LIMIT)
+            ApiError::TooLarge(REQUEST_BODY_LIMIT)
         } else {
-            ApiError::bad_request("bad_body", rejection.body_text())
+            ApiError::BadBody(rejection.body_text())
         }
     })?;
     let content_type = headers
@@ -201,35 +189,9 @@ fn json_body<T: serde::de::DeserializeOwned>(
         .to_ascii_lowercase()
         .starts_with("application/json")
     {
-        return Err(ApiError::bad_request(
-            "unsupported_content_type",
-            "the body must be application/json",
-        ));
+        return Err(ApiError::UnsupportedContentType);
     }
-    serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))
-}
-
-fn media_error(error: MediaError) -> ApiError {
-    match error {
-        MediaError::Sdp(SdpError::UnsupportedCodecs { .. }) => ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unsupported_codec",
-            error.to_string(),
-        ),
-        MediaError::Sdp(SdpError::NoVideo) => ApiError::bad_request("no_video", error.to_string()),
-        MediaError::Sdp(SdpError::Unparsable(_)) => {
-            ApiError::bad_request("invalid_sdp", error.to_string())
-        }
-        MediaError::Busy => ApiError::new(StatusCode::CONFLICT, "camera_busy", error.to_string()),
-        MediaError::PortUnavailable { .. } => {
-            tracing::error!(%error, "offer refused");
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "media_port_unavailable", error.to_string())
-        }
-        MediaError::WebRtc(_)
-        | MediaError::GatheringTimeout
-        | MediaError::NoSendCodec
-        | MediaError::Threads(_) => ApiError::internal(error.to_string()),
-    }
+    serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))
 }
 
 async fn offer(
@@ -240,10 +202,10 @@ async fn offer(
     let result = answer_offer(&state, &headers, body).await;
     state.metrics.count_offer(match &result {
         Ok(_) => "answered",
-        Err(error) => error.code,
+        Err(error) => error.code().as_str(),
     });
     match result {
-        Ok(answer) => Json(serde_json::json!({ "sdp": answer, "type": "answer" })).into_response(),
+        Ok(answer) => Json(SessionDescription::answer(answer)).into_response(),
         Err(error) => error.into_response(),
     }
 }
@@ -255,49 +217,33 @@ async fn answer_offer(
 ) -> Result<String, ApiError> {
     auth::check_bearer(state.token.as_deref(), headers)?;
     let request: OfferRequest = json_body(headers, body)?;
-    if request.kind != "offer" {
-        return Err(ApiError::bad_request(
-            "not_an_offer",
-            format!("type must be \"offer\", not {:?}", request.kind),
-        ));
+    if request.kind != TYPE_OFFER {
+        return Err(ApiError::NotAnOffer(request.kind));
     }
     tracing::debug!(sdp = %request.sdp, client = ?request.client, "offer received");
-    state
-        .camera()?
-        .answer(request.sdp, request.client)
-        .await
-        .map_err(media_error)
+    Ok(state.camera()?.answer(request.sdp, request.client).await?)
 }
 
 async fn filter(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<FilterReply>, ApiError> {
     auth::check_bearer(state.token.as_deref(), &headers)?;
     let spec: serde_json::Value = json_body(&headers, body)?;
     if !spec.is_object() {
-        return Err(ApiError::bad_request(
-            "invalid_filter",
-            "the body must be a JSON filter spec object",
+        return Err(ApiError::InvalidJson(
+            "the body must be a JSON filter spec object".to_owned(),
         ));
     }
-    match state.camera()?.switch_filter(&spec.to_string()).await {
-        Ok(name) => Ok(Json(
-            serde_json::json!({ "type": "filter", "ok": true, "filter": name }),
-        )),
-        Err(message) => Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_filter",
-            message,
-        )),
-    }
+    let name = state.camera()?.switch_filter(&spec.to_string()).await?;
+    Ok(Json(FilterReply::switched(name)))
 }
 
 async fn status(
     State(state): State<AppState>,
     headers: HeaderMap,
-) -> Result<Json<crate::media::CameraStatus>, ApiError> {
+) -> Result<Json<CameraStatus>, ApiError> {
     auth::check_bearer(state.token.as_deref(), &headers)?;
     Ok(Json(state.camera()?.status().await))
 }

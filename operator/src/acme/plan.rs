@@ -18,7 +18,9 @@ pub fn certificate_info(chain_pem: &[u8]) -> Option<CertificateInfo> {
     let leaf = rustls_pemfile::certs(&mut &chain_pem[..]).next()?.ok()?;
     let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
     let validity = parsed.validity();
-    let at = |seconds: i64| SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(seconds).unwrap_or(0));
+    let at = |seconds: i64| {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
+    };
     let names = parsed
         .subject_alternative_name()
         .ok()
@@ -28,7 +30,9 @@ pub fn certificate_info(chain_pem: &[u8]) -> Option<CertificateInfo> {
                 .general_names
                 .iter()
                 .filter_map(|name| match name {
-                    x509_parser::extensions::GeneralName::DNSName(dns) => Some(dns.to_ascii_lowercase()),
+                    x509_parser::extensions::GeneralName::DNSName(dns) => {
+                        Some(dns.to_ascii_lowercase())
+                    }
                     _ => None,
                 })
                 .collect()
@@ -43,14 +47,25 @@ pub fn certificate_info(chain_pem: &[u8]) -> Option<CertificateInfo> {
 
 /// Whether the certificate names every wanted host (case-insensitive).
 pub fn covers(info: &CertificateInfo, hosts: &[String]) -> bool {
-    hosts.iter().all(|host| info.names.iter().any(|name| name.eq_ignore_ascii_case(host)))
+    hosts.iter().all(|host| {
+        info.names
+            .iter()
+            .any(|name| name.eq_ignore_ascii_case(host))
+    })
 }
 
 /// When to renew: at 2/3 of the lifetime, or earlier at a point of the server's suggested
 /// renewal window (ARI). `pick` in [0, 1) chooses the point in the window (RFC 9773 asks for
 /// a uniformly random one, so replicas and clients do not renew in lockstep).
-pub fn renew_at(info: &CertificateInfo, ari_window: Option<(SystemTime, SystemTime)>, pick: f64) -> SystemTime {
-    let lifetime = info.not_after.duration_since(info.not_before).unwrap_or_default();
+pub fn renew_at(
+    info: &CertificateInfo,
+    ari_window: Option<(SystemTime, SystemTime)>,
+    pick: f64,
+) -> SystemTime {
+    let lifetime = info
+        .not_after
+        .duration_since(info.not_before)
+        .unwrap_or_default();
     let two_thirds = info.not_before + lifetime.mul_f64(2.0 / 3.0);
     match ari_window {
         Some((start, end)) if end >= start => {
@@ -68,7 +83,13 @@ pub fn backoff(failures: u32, min: Duration, max: Duration) -> Duration {
 }
 
 /// The next `CertificateReady` condition: `lastTransitionTime` only moves when the status flips.
-pub fn next_condition(previous: Option<&Condition>, ready: bool, reason: &str, message: &str, now: Time) -> Condition {
+pub fn next_condition(
+    previous: Option<&Condition>,
+    ready: bool,
+    reason: &str,
+    message: &str,
+    now: Time,
+) -> Condition {
     let status = if ready { "True" } else { "False" };
     let last_transition_time = match previous {
         Some(previous) if previous.status == status => previous.last_transition_time.clone(),
@@ -88,10 +109,14 @@ pub const CONDITION_TYPE: &str = "CertificateReady";
 
 /// The JSON merge patch that removes every entry of the challenge ConfigMap's `data`, or
 /// `None` when there is nothing to remove.
-pub fn clear_challenges_patch(data: Option<&std::collections::BTreeMap<String, String>>) -> Option<serde_json::Value> {
+pub fn clear_challenges_patch(
+    data: Option<&std::collections::BTreeMap<String, String>>,
+) -> Option<serde_json::Value> {
     let data = data.filter(|data| !data.is_empty())?;
-    let removals: serde_json::Map<String, serde_json::Value> =
-        data.keys().map(|token| (token.clone(), serde_json::Value::Null)).collect();
+    let removals: serde_json::Map<String, serde_json::Value> = data
+        .keys()
+        .map(|token| (token.clone(), serde_json::Value::Null))
+        .collect();
     Some(serde_json::json!({ "data": removals }))
 }
 
@@ -101,16 +126,26 @@ mod tests {
 
     fn info(lifetime_secs: u64) -> CertificateInfo {
         let not_before = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
-        CertificateInfo { not_before, not_after: not_before + Duration::from_secs(lifetime_secs), names: vec!["a.example".into()] }
+        CertificateInfo {
+            not_before,
+            not_after: not_before + Duration::from_secs(lifetime_secs),
+            names: vec!["a.example".into()],
+        }
     }
 
     #[test]
     fn renews_at_two_thirds_of_the_lifetime() {
         let cert = info(90 * 86400);
-        assert_eq!(renew_at(&cert, None, 0.5), cert.not_before + Duration::from_secs(60 * 86400));
+        assert_eq!(
+            renew_at(&cert, None, 0.5),
+            cert.not_before + Duration::from_secs(60 * 86400)
+        );
         // Short-lived certificates work the same way.
         let short = info(30);
-        assert_eq!(renew_at(&short, None, 0.5), short.not_before + Duration::from_secs(20));
+        assert_eq!(
+            renew_at(&short, None, 0.5),
+            short.not_before + Duration::from_secs(20)
+        );
     }
 
     #[test]
@@ -148,7 +183,10 @@ mod tests {
         assert_eq!(again.last_transition_time, t(1));
         assert_eq!(again.message, "still down");
         let flipped = next_condition(Some(&again), true, "Issued", "ok", t(3));
-        assert_eq!((flipped.status.as_str(), flipped.last_transition_time), ("True", t(3)));
+        assert_eq!(
+            (flipped.status.as_str(), flipped.last_transition_time),
+            ("True", t(3))
+        );
     }
 
     fn chrono_like(seconds: i64) -> k8s_openapi::jiff::Timestamp {
@@ -159,15 +197,30 @@ mod tests {
     fn clearing_challenges_removes_every_token_and_skips_empty_maps() {
         assert_eq!(clear_challenges_patch(None), None);
         assert_eq!(clear_challenges_patch(Some(&Default::default())), None);
-        let data = std::collections::BTreeMap::from([("t1".to_owned(), "a".to_owned()), ("t2".to_owned(), "b".to_owned())]);
-        assert_eq!(clear_challenges_patch(Some(&data)), Some(serde_json::json!({"data": {"t1": null, "t2": null}})));
+        let data = std::collections::BTreeMap::from([
+            ("t1".to_owned(), "a".to_owned()),
+            ("t2".to_owned(), "b".to_owned()),
+        ]);
+        assert_eq!(
+            clear_challenges_patch(Some(&data)),
+            Some(serde_json::json!({"data": {"t1": null, "t2": null}}))
+        );
     }
 
     #[test]
     fn reads_validity_and_names_from_pem() {
-        let Ok(cert) = rcgen::generate_simple_self_signed(vec!["router.example".into(), "B.example".into()]) else { panic!("rcgen") };
-        let Some(parsed) = certificate_info(cert.cert.pem().as_bytes()) else { panic!("parse") };
-        assert_eq!(parsed.names, vec!["router.example".to_owned(), "b.example".to_owned()]);
+        let Ok(cert) =
+            rcgen::generate_simple_self_signed(vec!["router.example".into(), "B.example".into()])
+        else {
+            panic!("rcgen")
+        };
+        let Some(parsed) = certificate_info(cert.cert.pem().as_bytes()) else {
+            panic!("parse")
+        };
+        assert_eq!(
+            parsed.names,
+            vec!["router.example".to_owned(), "b.example".to_owned()]
+        );
         assert!(parsed.not_after > parsed.not_before);
         assert_eq!(certificate_info(b"garbage"), None);
     }

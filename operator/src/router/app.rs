@@ -8,10 +8,11 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use ipnet::IpNet;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::{Deserialize, Serialize};
+use ipnet::IpNet;
+use p2pcamera_api::SessionKey;
+use p2pcamera_api::wire::{OfferRequest, REQUEST_BODY_LIMIT, TYPE_OFFER};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::client_address::{X_FORWARDED_FOR, client_address};
@@ -19,12 +20,9 @@ use super::error::ApiError;
 use super::forward::PodClients;
 use super::metrics::Metrics;
 use super::ratelimit::KeyedLimiter;
-use super::sessions::{self, PublicStatus, SessionCache, SessionKey};
+use super::sessions::{self, PublicStatus, SessionCache};
 use super::tls::SwappableCertificate;
 use super::watch::WatchHealth;
-
-/// Largest offer accepted; an SDP offer is a few KiB.
-pub const BODY_LIMIT: usize = 64 * 1024;
 
 const SCRIPT: &str = include_str!("../../../static/p2pcamera.js");
 
@@ -36,7 +34,10 @@ pub struct Readiness {
 
 impl Readiness {
     pub fn new(certificate: Arc<SwappableCertificate>, watches: Vec<Arc<WatchHealth>>) -> Self {
-        Self { watches, certificate }
+        Self {
+            watches,
+            certificate,
+        }
     }
 
     /// What is missing; empty when ready.
@@ -64,41 +65,25 @@ pub struct RouterState {
 
 type AppState = Arc<RouterState>;
 
-#[derive(Debug, Deserialize)]
-struct OfferRequest {
-    sdp: String,
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    session: Option<String>,
-    #[serde(default)]
-    client: Option<serde_json::Value>,
-}
-
-/// What the pod receives: the original `/offer` shape, without the router's `session` field.
-#[derive(Debug, Serialize)]
-struct ForwardedOffer<'a> {
-    sdp: &'a str,
-    #[serde(rename = "type")]
-    kind: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    client: Option<&'a serde_json::Value>,
-}
-
 fn parse_offer(body: &[u8]) -> Result<OfferRequest, ApiError> {
     let offer: OfferRequest =
-        serde_json::from_slice(body).map_err(|e| ApiError::Malformed(format!("invalid offer JSON: {e}")))?;
-    if offer.kind != "offer" {
-        return Err(ApiError::Malformed("type must be \"offer\"".into()));
+        serde_json::from_slice(body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    if offer.kind != TYPE_OFFER {
+        return Err(ApiError::NotAnOffer);
     }
     if offer.sdp.trim().is_empty() {
-        return Err(ApiError::Malformed("sdp is empty".into()));
+        return Err(ApiError::EmptySdp);
     }
     Ok(offer)
 }
 
 fn content_length(headers: &HeaderMap) -> Option<usize> {
-    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 fn is_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
@@ -118,24 +103,28 @@ const DRAIN_LIMIT: usize = 1024 * 1024;
 
 async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
     if content_length(headers).is_some_and(|length| length > DRAIN_LIMIT) {
-        return Err(ApiError::TooLarge(BODY_LIMIT));
+        return Err(ApiError::TooLarge);
     }
-    let bytes = axum::body::to_bytes(body, DRAIN_LIMIT).await.map_err(|error| {
-        let inner = error.into_inner();
-        if is_length_limit(inner.as_ref()) {
-            ApiError::TooLarge(BODY_LIMIT)
-        } else {
-            ApiError::Malformed("unreadable request body".into())
-        }
-    })?;
-    if bytes.len() > BODY_LIMIT {
-        return Err(ApiError::TooLarge(BODY_LIMIT));
+    let bytes = axum::body::to_bytes(body, DRAIN_LIMIT)
+        .await
+        .map_err(|error| {
+            let inner = error.into_inner();
+            if is_length_limit(inner.as_ref()) {
+                ApiError::TooLarge
+            } else {
+                ApiError::BadBody
+            }
+        })?;
+    if bytes.len() > REQUEST_BODY_LIMIT {
+        return Err(ApiError::TooLarge);
     }
     Ok(bytes)
 }
 
 fn authorization(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
 }
 
 async fn offer(
@@ -145,29 +134,45 @@ async fn offer(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Bytes, ApiError> {
-    let forwarded_for = headers.get_all(X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok());
+    let forwarded_for = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
     let client = client_address(peer, forwarded_for, &state.trusted_proxies);
-    state.per_client.check(&client, Instant::now()).map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+    state
+        .per_client
+        .check(&client, Instant::now())
+        .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
     let body = read_body(headers, body).await?;
-    let offer = parse_offer(&body)?;
+    let mut offer = parse_offer(&body)?;
+    // The pod gets the original `/offer` shape, without the router's `session` field.
+    let session = offer.session.take();
     let key = match path_key {
         Some(key) => key,
-        None => SessionKey::parse(
-            offer.session.as_deref().ok_or_else(|| ApiError::Malformed("missing \"session\" field".into()))?,
-        )?,
+        None => session
+            .ok_or(ApiError::MissingSession)?
+            .parse::<SessionKey>()?,
     };
     let status = state.sessions.status(&key);
     let credentials = state.sessions.credentials(&key);
-    let status = sessions::authorize(&key, status.as_ref(), credentials.as_ref(), authorization(headers))?;
-    state.per_session.check(&key, Instant::now()).map_err(|retry_after| ApiError::RateLimited { retry_after })?;
-    let credentials = credentials.ok_or_else(|| ApiError::Malformed("unreachable: authorized without credentials".into()))?;
-    let target = sessions::resolve(status, &credentials)?;
-    let forwarded = serde_json::to_vec(&ForwardedOffer { sdp: &offer.sdp, kind: &offer.kind, client: offer.client.as_ref() })
-        .map_err(|e| ApiError::Malformed(e.to_string()))?;
+    let (status, credentials) = sessions::authorize(
+        &key,
+        status.as_ref(),
+        credentials.as_ref(),
+        authorization(headers),
+    )?;
+    state
+        .per_session
+        .check(&key, Instant::now())
+        .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+    let target = sessions::resolve(status, credentials)?;
     let started = Instant::now();
-    let answer = state.pods.forward(&target, Bytes::from(forwarded)).await;
+    let answer = state.pods.forward(&target, &offer).await;
     let elapsed = started.elapsed();
-    state.metrics.forward_duration.observe(elapsed.as_secs_f64());
+    state
+        .metrics
+        .forward_duration
+        .observe(elapsed.as_secs_f64());
     tracing::info!(
         namespace = %key.namespace,
         name = %key.name,
@@ -185,9 +190,9 @@ fn offer_response(state: &RouterState, result: Result<Bytes, ApiError>) -> Respo
             ([(header::CONTENT_TYPE, "application/json")], answer).into_response()
         }
         Err(error) => {
-            state.metrics.offer(error.code());
+            state.metrics.offer(error.code().as_str());
             if error.status().is_server_error() {
-                tracing::warn!(code = error.code(), %error, "offer failed");
+                tracing::warn!(code = %error.code(), %error, "offer failed");
             }
             error.into_response()
         }
@@ -224,13 +229,21 @@ async fn session_status(
     let key = SessionKey { namespace, name };
     let status = state.sessions.status(&key);
     let credentials = state.sessions.credentials(&key);
-    let status = sessions::authorize(&key, status.as_ref(), credentials.as_ref(), authorization(&headers))?;
+    let (status, _) = sessions::authorize(
+        &key,
+        status.as_ref(),
+        credentials.as_ref(),
+        authorization(&headers),
+    )?;
     Ok(axum::Json(PublicStatus::from(status)))
 }
 
 async fn script() -> Response {
     (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=300")],
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
         SCRIPT,
     )
         .into_response()
@@ -251,7 +264,13 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     match state.metrics.encode() {
-        Ok(text) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
             .into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
@@ -306,15 +325,19 @@ mod tests {
 
     impl Fixture {
         fn session(&mut self, name: &str, status: serde_json::Value, token: Option<&str>) {
-            let mut object = DynamicObject::new(name, &sessions::camera_session_resource()).within("ns");
+            let mut object =
+                DynamicObject::new(name, &sessions::camera_session_resource()).within("ns");
             object.data = serde_json::json!({ "status": status });
-            self.sessions.apply_watcher_event(&watcher::Event::Apply(object));
+            self.sessions
+                .apply_watcher_event(&watcher::Event::Apply(object));
             if let Some(token) = token {
                 let mut secret = Secret::default();
-                secret.metadata.name = Some(sessions::secret_name(name));
+                secret.metadata.name = Some(p2pcamera_api::objects::child_name(name));
                 secret.metadata.namespace = Some("ns".into());
-                secret.data = Some([("token".to_owned(), ByteString(token.as_bytes().to_vec()))].into());
-                self.secrets.apply_watcher_event(&watcher::Event::Apply(secret));
+                secret.data =
+                    Some([("token".to_owned(), ByteString(token.as_bytes().to_vec()))].into());
+                self.secrets
+                    .apply_watcher_event(&watcher::Event::Apply(secret));
             }
         }
     }
@@ -325,25 +348,44 @@ mod tests {
         let state = Arc::new(RouterState {
             sessions: SessionCache::new(sessions.as_reader(), secret_store),
             pods: PodClients::new(Duration::from_millis(500)).unwrap_or_else(|e| panic!("{e}")),
-            per_session: KeyedLimiter::new(Rate { per_second: 0.001, burst: session_burst }),
-            per_client: KeyedLimiter::new(Rate { per_second: 0.001, burst: client_burst }),
+            per_session: KeyedLimiter::new(Rate {
+                per_second: 0.001,
+                burst: session_burst,
+            }),
+            per_client: KeyedLimiter::new(Rate {
+                per_second: 0.001,
+                burst: client_burst,
+            }),
             trusted_proxies: Vec::new(),
             metrics: Arc::new(Metrics::new()),
             readiness: Readiness::new(
                 Arc::default(),
-                vec![Arc::new(WatchHealth::new("camerasessions")), Arc::new(WatchHealth::new("session-secrets"))],
+                vec![
+                    Arc::new(WatchHealth::new("camerasessions")),
+                    Arc::new(WatchHealth::new("session-secrets")),
+                ],
             ),
             allowed_origins: vec![HeaderValue::from_static("https://meet.example")],
         });
         (Fixture { sessions, secrets }, state)
     }
 
-    async fn call(state: &Arc<RouterState>, request: Request<Body>) -> (StatusCode, HeaderMap, serde_json::Value) {
-        let app = app(state.clone()).layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 4000))));
+    async fn call(
+        state: &Arc<RouterState>,
+        request: Request<Body>,
+    ) -> (StatusCode, HeaderMap, serde_json::Value) {
+        let app =
+            app(state.clone()).layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 4000))));
         let Ok(response) = app.oneshot(request).await;
         let (parts, body) = response.into_parts();
-        let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));
+        let bytes = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::String(
+            String::from_utf8_lossy(&bytes).into(),
+        ));
         (parts.status, parts.headers, json)
     }
 
@@ -362,7 +404,11 @@ mod tests {
     #[tokio::test]
     async fn error_codes_for_auth_lookup_and_readiness() {
         let (mut fixture, state) = router(10, 100);
-        fixture.session("ready", serde_json::json!({"phase": "Ready", "endpoint": "http://127.0.0.1:9"}), Some("tok"));
+        fixture.session(
+            "ready",
+            serde_json::json!({"phase": "Ready", "endpoint": "http://127.0.0.1:9"}),
+            Some("tok"),
+        );
         fixture.session(
             "waiting",
             serde_json::json!({"phase": "Scheduling", "conditions": [
@@ -371,15 +417,44 @@ mod tests {
         );
         let path = "/v1/sessions/ns/ready/offer";
         let (status, _, body) = call(&state, post(path, None, OFFER)).await;
-        assert_eq!((status, code(&body)), (StatusCode::UNAUTHORIZED, "missing_token"));
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::UNAUTHORIZED, "missing_token")
+        );
         let (status, _, body) = call(&state, post(path, Some("wrong"), OFFER)).await;
-        assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "wrong_token"));
-        let (status, _, body) = call(&state, post("/v1/sessions/ns/nope/offer", Some("tok"), OFFER)).await;
-        assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "session_not_found"));
-        let (status, headers, body) = call(&state, post("/v1/sessions/ns/waiting/offer", Some("tok2"), OFFER)).await;
-        assert_eq!((status, code(&body)), (StatusCode::SERVICE_UNAVAILABLE, "session_not_ready"));
-        assert_eq!(headers.get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()), Some("2"));
-        assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("no free GPU")));
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::FORBIDDEN, "wrong_token")
+        );
+        let (status, _, body) = call(
+            &state,
+            post("/v1/sessions/ns/nope/offer", Some("tok"), OFFER),
+        )
+        .await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::NOT_FOUND, "session_not_found")
+        );
+        let (status, headers, body) = call(
+            &state,
+            post("/v1/sessions/ns/waiting/offer", Some("tok2"), OFFER),
+        )
+        .await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::SERVICE_UNAVAILABLE, "session_not_ready")
+        );
+        assert_eq!(
+            headers
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()),
+            Some("2")
+        );
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("no free GPU"))
+        );
 
         let status_request = |token: &str| {
             Request::get("/v1/sessions/ns/waiting")
@@ -389,7 +464,10 @@ mod tests {
         };
         let (status, _, body) = call(&state, status_request("tok2")).await;
         assert_eq!(status, StatusCode::OK);
-        assert_eq!(body, serde_json::json!({"phase": "Scheduling", "ready": false, "reason": "Unschedulable", "message": "no free GPU"}));
+        assert_eq!(
+            body,
+            serde_json::json!({"phase": "Scheduling", "ready": false, "reason": "Unschedulable", "message": "no free GPU"})
+        );
         let (status, _, _) = call(&state, status_request("tok")).await;
         assert_eq!(status, StatusCode::FORBIDDEN);
     }
@@ -397,23 +475,66 @@ mod tests {
     #[tokio::test]
     async fn malformed_and_oversized_bodies() {
         let (mut fixture, state) = router(100, 100);
-        fixture.session("cam", serde_json::json!({"phase": "Ready", "endpoint": "http://127.0.0.1:9"}), Some("tok"));
+        fixture.session(
+            "cam",
+            serde_json::json!({"phase": "Ready", "endpoint": "http://127.0.0.1:9"}),
+            Some("tok"),
+        );
         let path = "/v1/sessions/ns/cam/offer";
-        for bad in ["not json", r#"{"type":"offer"}"#, r#"{"sdp":"v=0","type":"answer"}"#, r#"{"sdp":" ","type":"offer"}"#] {
+        for (bad, expected) in [
+            ("not json", "invalid_json"),
+            (r#"{"type":"offer"}"#, "invalid_json"),
+            (r#"{"sdp":"v=0","type":"offer","client":7}"#, "invalid_json"),
+            (r#"{"sdp":"v=0","type":"answer"}"#, "not_an_offer"),
+            (r#"{"sdp":" ","type":"offer"}"#, "invalid_sdp"),
+        ] {
             let (status, _, body) = call(&state, post(path, Some("tok"), bad)).await;
-            assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "malformed"), "{bad}");
+            assert_eq!(
+                (status, code(&body)),
+                (StatusCode::BAD_REQUEST, expected),
+                "{bad}"
+            );
         }
-        for bad in [OFFER.to_owned(), r#"{"sdp":"v=0","type":"offer","session":"cam"}"#.to_owned()] {
-            let (status, _, body) = call(&state, post("/offer", Some("tok"), bad.clone())).await;
-            assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "malformed"), "{bad}");
+        for bad in [
+            OFFER,
+            r#"{"sdp":"v=0","type":"offer","session":"cam"}"#,
+            r#"{"sdp":"v=0","type":"offer","session":"a/b/c"}"#,
+        ] {
+            let (status, _, body) = call(&state, post("/offer", Some("tok"), bad)).await;
+            assert_eq!(
+                (status, code(&body)),
+                (StatusCode::BAD_REQUEST, "invalid_session"),
+                "{bad}"
+            );
         }
-        let huge = serde_json::json!({"sdp": "a".repeat(BODY_LIMIT), "type": "offer"}).to_string();
+        // A body that breaks off mid-stream.
+        let broken = futures::stream::iter([
+            Ok(Bytes::from_static(b"{\"sdp\"")),
+            Err(std::io::Error::other("reset")),
+        ]);
+        let (status, _, body) =
+            call(&state, post(path, Some("tok"), Body::from_stream(broken))).await;
+        assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "bad_body"));
+        let huge =
+            serde_json::json!({"sdp": "a".repeat(REQUEST_BODY_LIMIT), "type": "offer"}).to_string();
         let (status, _, body) = call(&state, post(path, Some("tok"), huge.clone())).await;
-        assert_eq!((status, code(&body)), (StatusCode::PAYLOAD_TOO_LARGE, "too_large"));
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
+        );
         // Without a Content-Length (a streamed body) the limit still holds.
-        let chunks = futures::stream::iter(huge.into_bytes().chunks(4096).map(|c| Ok::<_, std::io::Error>(Bytes::copy_from_slice(c))).collect::<Vec<_>>());
-        let (status, _, body) = call(&state, post(path, Some("tok"), Body::from_stream(chunks))).await;
-        assert_eq!((status, code(&body)), (StatusCode::PAYLOAD_TOO_LARGE, "too_large"));
+        let chunks = futures::stream::iter(
+            huge.into_bytes()
+                .chunks(4096)
+                .map(|c| Ok::<_, std::io::Error>(Bytes::copy_from_slice(c)))
+                .collect::<Vec<_>>(),
+        );
+        let (status, _, body) =
+            call(&state, post(path, Some("tok"), Body::from_stream(chunks))).await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
+        );
     }
 
     #[tokio::test]
@@ -426,7 +547,10 @@ mod tests {
             assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         }
         let (status, headers, body) = call(&state, post(path, Some("tok"), OFFER)).await;
-        assert_eq!((status, code(&body)), (StatusCode::TOO_MANY_REQUESTS, "rate_limited"));
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+        );
         assert!(headers.contains_key(header::RETRY_AFTER));
         // Wrong tokens do not spend the session's budget...
         let (mut fixture, state) = router(1, 3);
@@ -439,7 +563,10 @@ mod tests {
         let (status, _, body) = call(&state, post(path, Some("bad"), OFFER)).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
         let (status, _, body) = call(&state, post(path, Some("bad"), OFFER)).await;
-        assert_eq!((status, code(&body)), (StatusCode::TOO_MANY_REQUESTS, "rate_limited"));
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+        );
     }
 
     #[tokio::test]
@@ -451,14 +578,25 @@ mod tests {
                 .uri("/v1/sessions/ns/cam/offer")
                 .header(header::ORIGIN, origin)
                 .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
-                .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "authorization,content-type")
+                .header(
+                    header::ACCESS_CONTROL_REQUEST_HEADERS,
+                    "authorization,content-type",
+                )
                 .body(Body::empty())
                 .unwrap_or_default()
         };
         let (status, headers, _) = call(&state, preflight("https://meet.example")).await;
         assert!(status.is_success());
-        assert_eq!(headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).and_then(|v| v.to_str().ok()), Some("https://meet.example"));
-        let allowed = headers.get(header::ACCESS_CONTROL_ALLOW_HEADERS).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        assert_eq!(
+            headers
+                .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+                .and_then(|v| v.to_str().ok()),
+            Some("https://meet.example")
+        );
+        let allowed = headers
+            .get(header::ACCESS_CONTROL_ALLOW_HEADERS)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
         assert!(allowed.contains("authorization"), "{allowed}");
         let (_, headers, _) = call(&state, preflight("https://evil.example")).await;
         assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
@@ -470,17 +608,31 @@ mod tests {
         let get = |path: &str| Request::get(path).body(Body::empty()).unwrap_or_default();
         let (status, headers, body) = call(&state, get("/p2pcamera.js")).await;
         assert_eq!(status, StatusCode::OK);
-        assert!(headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with("text/javascript")));
+        assert!(
+            headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|t| t.starts_with("text/javascript"))
+        );
         assert!(body.as_str().is_some_and(|s| s.contains("getUserMedia")));
         assert_eq!(call(&state, get("/healthz")).await.0, StatusCode::OK);
         let (status, _, body) = call(&state, get("/readyz")).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-        assert!(body.as_str().is_some_and(|s| s.contains("no serving certificate") && s.contains("camerasessions cache not synced")));
+        assert!(
+            body.as_str()
+                .is_some_and(|s| s.contains("no serving certificate")
+                    && s.contains("camerasessions cache not synced"))
+        );
         for watch in &state.readiness.watches {
             watch.synced();
         }
-        let Ok(cert) = rcgen::generate_simple_self_signed(vec!["router".into()]) else { panic!("rcgen") };
-        let Ok(key) = super::super::tls::certified_key(cert.cert.pem().as_bytes(), cert.signing_key.serialize_pem().as_bytes()) else {
+        let Ok(cert) = rcgen::generate_simple_self_signed(vec!["router".into()]) else {
+            panic!("rcgen")
+        };
+        let Ok(key) = super::super::tls::certified_key(
+            cert.cert.pem().as_bytes(),
+            cert.signing_key.serialize_pem().as_bytes(),
+        ) else {
             panic!("key")
         };
         state.readiness.certificate.replace(key);
@@ -489,17 +641,34 @@ mod tests {
         state.readiness.watches[1].broken("connection refused".into());
         let (status, _, body) = call(&state, get("/readyz")).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-        assert!(body.as_str().is_some_and(|s| s.contains("session-secrets watch broken")), "{body}");
+        assert!(
+            body.as_str()
+                .is_some_and(|s| s.contains("session-secrets watch broken")),
+            "{body}"
+        );
         state.readiness.watches[1].synced();
         assert_eq!(call(&state, get("/readyz")).await.0, StatusCode::OK);
 
         fixture.session("cam", serde_json::json!({"phase": "Pending"}), Some("tok"));
-        call(&state, post("/v1/sessions/ns/cam/offer", Some("tok"), OFFER)).await;
+        call(
+            &state,
+            post("/v1/sessions/ns/cam/offer", Some("tok"), OFFER),
+        )
+        .await;
         call(&state, post("/v1/sessions/ns/cam/offer", None, OFFER)).await;
         let (_, _, body) = call(&state, get("/metrics")).await;
         let text = body.as_str().unwrap_or_default();
-        assert!(text.contains(r#"p2pcamera_router_offers_total{result="session_not_ready"} 1"#), "{text}");
-        assert!(text.contains(r#"p2pcamera_router_offers_total{result="missing_token"} 1"#), "{text}");
-        assert!(text.contains("p2pcamera_router_forward_duration_seconds_bucket"), "{text}");
+        assert!(
+            text.contains(r#"p2pcamera_router_offers_total{result="session_not_ready"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"p2pcamera_router_offers_total{result="missing_token"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("p2pcamera_router_forward_duration_seconds_bucket"),
+            "{text}"
+        );
     }
 }

@@ -30,7 +30,11 @@ pub fn token_matches(presented: &str, expected: &[u8]) -> bool {
 /// Checks the presented header against the session's token.
 pub fn authorize(header: Option<&str>, expected: &[u8]) -> Result<(), ApiError> {
     let token = bearer_token(header)?;
-    if token_matches(token, expected) { Ok(()) } else { Err(ApiError::WrongToken) }
+    if token_matches(token, expected) {
+        Ok(())
+    } else {
+        Err(ApiError::WrongToken)
+    }
 }
 
 #[cfg(test)]
@@ -39,8 +43,19 @@ mod tests {
 
     #[test]
     fn missing_or_malformed_header_is_missing_token() {
-        for header in [None, Some(""), Some("Bearer"), Some("Bearer   "), Some("Basic abc"), Some("abc")] {
-            assert_eq!(authorize(header, b"secret"), Err(ApiError::MissingToken), "{header:?}");
+        for header in [
+            None,
+            Some(""),
+            Some("Bearer"),
+            Some("Bearer   "),
+            Some("Basic abc"),
+            Some("abc"),
+        ] {
+            assert_eq!(
+                authorize(header, b"secret"),
+                Err(ApiError::MissingToken),
+                "{header:?}"
+            );
         }
     }
 
@@ -48,9 +63,18 @@ mod tests {
     fn right_token_passes_and_wrong_token_is_forbidden() {
         assert_eq!(authorize(Some("Bearer secret"), b"secret"), Ok(()));
         assert_eq!(authorize(Some("bearer  secret "), b"secret"), Ok(()));
-        assert_eq!(authorize(Some("Bearer secreT"), b"secret"), Err(ApiError::WrongToken));
-        assert_eq!(authorize(Some("Bearer secret2"), b"secret"), Err(ApiError::WrongToken));
-        assert_eq!(authorize(Some("Bearer s"), b"secret"), Err(ApiError::WrongToken));
+        assert_eq!(
+            authorize(Some("Bearer secreT"), b"secret"),
+            Err(ApiError::WrongToken)
+        );
+        assert_eq!(
+            authorize(Some("Bearer secret2"), b"secret"),
+            Err(ApiError::WrongToken)
+        );
+        assert_eq!(
+            authorize(Some("Bearer s"), b"secret"),
+            Err(ApiError::WrongToken)
+        );
     }
 
     #[test]

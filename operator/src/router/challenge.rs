@@ -19,12 +19,18 @@ pub struct Challenges {
 
 impl Challenges {
     pub fn new(store: Store<ConfigMap>, namespace: &str, name: &str) -> Self {
-        Self { store, namespace: namespace.into(), name: name.into() }
+        Self {
+            store,
+            namespace: namespace.into(),
+            name: name.into(),
+        }
     }
 
     /// The key authorization published for `token`, if any.
     pub fn key_authorization(&self, token: &str) -> Option<String> {
-        let config_map = self.store.get(&ObjectRef::new(&self.name).within(&self.namespace))?;
+        let config_map = self
+            .store
+            .get(&ObjectRef::new(&self.name).within(&self.namespace))?;
         config_map.data.as_ref()?.get(token).cloned()
     }
 }
@@ -33,7 +39,11 @@ async fn answer(State(challenges): State<Challenges>, Path(token): Path<String>)
     match challenges.key_authorization(&token) {
         Some(key_authorization) => {
             tracing::info!(%token, "answered HTTP-01 challenge");
-            ([(header::CONTENT_TYPE, "application/octet-stream")], key_authorization).into_response()
+            (
+                [(header::CONTENT_TYPE, "application/octet-stream")],
+                key_authorization,
+            )
+                .into_response()
         }
         None => (StatusCode::NOT_FOUND, "unknown challenge").into_response(),
     }
@@ -41,7 +51,9 @@ async fn answer(State(challenges): State<Challenges>, Path(token): Path<String>)
 
 /// The plain-HTTP app: challenge answers only.
 pub fn app(challenges: Challenges) -> Router {
-    Router::new().route("/.well-known/acme-challenge/{token}", get(answer)).with_state(challenges)
+    Router::new()
+        .route("/.well-known/acme-challenge/{token}", get(answer))
+        .with_state(challenges)
 }
 
 #[cfg(test)]
@@ -64,11 +76,22 @@ mod tests {
         let app = app(Challenges::new(store, "ops", "acme"));
 
         let request = |path: &str| Request::get(path).body(Body::empty()).unwrap_or_default();
-        let Ok(found) = app.clone().oneshot(request("/.well-known/acme-challenge/tok123")).await;
+        let Ok(found) = app
+            .clone()
+            .oneshot(request("/.well-known/acme-challenge/tok123"))
+            .await;
         assert_eq!(found.status(), StatusCode::OK);
-        let body = found.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let body = found
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         assert_eq!(&body[..], b"tok123.thumb");
-        let Ok(missing) = app.clone().oneshot(request("/.well-known/acme-challenge/other")).await;
+        let Ok(missing) = app
+            .clone()
+            .oneshot(request("/.well-known/acme-challenge/other"))
+            .await;
         assert_eq!(missing.status(), StatusCode::NOT_FOUND);
         let Ok(elsewhere) = app.oneshot(request("/v1/sessions/a/b")).await;
         assert_eq!(elsewhere.status(), StatusCode::NOT_FOUND);

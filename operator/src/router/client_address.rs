@@ -16,13 +16,20 @@ pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
 
 /// The client address of a request from `peer` carrying the given `X-Forwarded-For` header
 /// values (in order), given the networks of trusted proxies.
-pub fn client_address<'a>(peer: IpAddr, forwarded_for: impl IntoIterator<Item = &'a str>, trusted: &[IpNet]) -> IpAddr {
+pub fn client_address<'a>(
+    peer: IpAddr,
+    forwarded_for: impl IntoIterator<Item = &'a str>,
+    trusted: &[IpNet],
+) -> IpAddr {
     let peer = canonical(peer);
     let is_trusted = |address: &IpAddr| trusted.iter().any(|net| net.contains(address));
     if !is_trusted(&peer) {
         return peer;
     }
-    let hops: Vec<&str> = forwarded_for.into_iter().flat_map(|value| value.split(',')).collect();
+    let hops: Vec<&str> = forwarded_for
+        .into_iter()
+        .flat_map(|value| value.split(','))
+        .collect();
     let mut client = peer;
     for hop in hops.iter().rev() {
         // An entry that is no address ends the trustworthy part of the chain: the last proxy
@@ -85,48 +92,88 @@ mod tests {
         assert_eq!(parse_network("10.0.0.0/8"), Ok(nets(&["10.0.0.0/8"])[0]));
         assert_eq!(parse_network(" 10.0.0.7 "), Ok(nets(&["10.0.0.7/32"])[0]));
         assert_eq!(parse_network("fd00::1"), Ok(nets(&["fd00::1/128"])[0]));
-        assert!(parse_network("10.0.0.0/33").unwrap_err().contains("neither"));
+        assert!(
+            parse_network("10.0.0.0/33")
+                .unwrap_err()
+                .contains("neither")
+        );
         assert!(parse_network("proxy.example").is_err());
     }
 
     #[test]
     fn untrusted_peer_is_the_client_whatever_the_header_says() {
         let trusted = nets(&["10.0.0.0/8"]);
-        assert_eq!(client_address(ip("198.51.100.1"), ["203.0.113.9"], &trusted), ip("198.51.100.1"));
-        assert_eq!(client_address(ip("198.51.100.1"), ["203.0.113.9"], &[]), ip("198.51.100.1"));
+        assert_eq!(
+            client_address(ip("198.51.100.1"), ["203.0.113.9"], &trusted),
+            ip("198.51.100.1")
+        );
+        assert_eq!(
+            client_address(ip("198.51.100.1"), ["203.0.113.9"], &[]),
+            ip("198.51.100.1")
+        );
     }
 
     #[test]
     fn behind_a_trusted_proxy_the_rightmost_untrusted_hop_is_the_client() {
         let trusted = nets(&["10.0.0.0/8"]);
-        assert_eq!(client_address(ip("10.1.2.3"), ["203.0.113.9"], &trusted), ip("203.0.113.9"));
+        assert_eq!(
+            client_address(ip("10.1.2.3"), ["203.0.113.9"], &trusted),
+            ip("203.0.113.9")
+        );
         // Two proxies: the client's own claim (left) is ignored.
         assert_eq!(
             client_address(ip("10.1.2.3"), ["1.2.3.4, 203.0.113.9, 10.9.9.9"], &trusted),
             ip("203.0.113.9")
         );
         // Several header lines count as one list, in order.
-        assert_eq!(client_address(ip("10.1.2.3"), ["1.2.3.4", "203.0.113.9"], &trusted), ip("203.0.113.9"));
+        assert_eq!(
+            client_address(ip("10.1.2.3"), ["1.2.3.4", "203.0.113.9"], &trusted),
+            ip("203.0.113.9")
+        );
     }
 
     #[test]
     fn missing_or_broken_header_falls_back_to_the_last_valid_hop() {
         let trusted = nets(&["10.0.0.0/8"]);
         assert_eq!(client_address(ip("10.1.2.3"), [], &trusted), ip("10.1.2.3"));
-        assert_eq!(client_address(ip("10.1.2.3"), ["not-an-ip"], &trusted), ip("10.1.2.3"));
-        assert_eq!(client_address(ip("10.1.2.3"), ["203.0.113.9, junk, 10.0.0.7"], &trusted), ip("10.0.0.7"));
+        assert_eq!(
+            client_address(ip("10.1.2.3"), ["not-an-ip"], &trusted),
+            ip("10.1.2.3")
+        );
+        assert_eq!(
+            client_address(ip("10.1.2.3"), ["203.0.113.9, junk, 10.0.0.7"], &trusted),
+            ip("10.0.0.7")
+        );
         // Only trusted hops: the farthest one is the best guess.
-        assert_eq!(client_address(ip("10.1.2.3"), ["10.0.0.5, 10.0.0.6"], &trusted), ip("10.0.0.5"));
+        assert_eq!(
+            client_address(ip("10.1.2.3"), ["10.0.0.5, 10.0.0.6"], &trusted),
+            ip("10.0.0.5")
+        );
     }
 
     #[test]
     fn hops_with_ports_brackets_and_mapped_addresses() {
         let trusted = nets(&["10.0.0.0/8", "fd00::/8"]);
-        assert_eq!(client_address(ip("fd00::1"), ["203.0.113.9:5555"], &trusted), ip("203.0.113.9"));
-        assert_eq!(client_address(ip("10.0.0.1"), ["[2001:db8::1]:443"], &trusted), ip("2001:db8::1"));
-        assert_eq!(client_address(ip("10.0.0.1"), ["2001:db8::2"], &trusted), ip("2001:db8::2"));
+        assert_eq!(
+            client_address(ip("fd00::1"), ["203.0.113.9:5555"], &trusted),
+            ip("203.0.113.9")
+        );
+        assert_eq!(
+            client_address(ip("10.0.0.1"), ["[2001:db8::1]:443"], &trusted),
+            ip("2001:db8::1")
+        );
+        assert_eq!(
+            client_address(ip("10.0.0.1"), ["2001:db8::2"], &trusted),
+            ip("2001:db8::2")
+        );
         // A dual-stack listener sees IPv4 proxies as mapped IPv6 peers.
-        assert_eq!(client_address(ip("::ffff:10.0.0.1"), ["203.0.113.9"], &trusted), ip("203.0.113.9"));
-        assert_eq!(client_address(ip("10.0.0.1"), ["::ffff:203.0.113.9"], &trusted), ip("203.0.113.9"));
+        assert_eq!(
+            client_address(ip("::ffff:10.0.0.1"), ["203.0.113.9"], &trusted),
+            ip("203.0.113.9")
+        );
+        assert_eq!(
+            client_address(ip("10.0.0.1"), ["::ffff:203.0.113.9"], &trusted),
+            ip("203.0.113.9")
+        );
     }
 }

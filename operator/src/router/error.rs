@@ -1,86 +1,90 @@
-//! The router's one error type: every failure a browser can see, rendered as
-//! `{"error": {"code", "message"}}` with its HTTP status.
+//! The router's one error type: every failure a browser can see, rendered as the contract's
+//! [`ErrorBody`] with the HTTP status of its [`ErrorCode`].
 
 use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use p2pcamera_api::session::SessionKeyError;
+use p2pcamera_api::wire::REQUEST_BODY_LIMIT;
+use p2pcamera_api::{ErrorBody, ErrorCode, SessionKey};
+
+use super::sessions::NOT_READY_RETRY;
 
 /// An error answered to the client. 4xx are the client's doing and are not logged;
 /// 5xx are logged where they are produced.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApiError {
-    #[error("{0}")]
-    Malformed(String),
+    #[error("unreadable request body")]
+    BadBody,
+    #[error("invalid offer JSON: {0}")]
+    InvalidJson(String),
+    #[error("type must be \"offer\"")]
+    NotAnOffer,
+    #[error("sdp is empty")]
+    EmptySdp,
+    #[error("missing \"session\" field")]
+    MissingSession,
+    #[error(transparent)]
+    InvalidSession(#[from] SessionKeyError),
     #[error("missing bearer token")]
     MissingToken,
     #[error("token does not match the session")]
     WrongToken,
     #[error("unknown session {0}")]
-    UnknownSession(String),
-    #[error("{0}")]
-    CameraBusy(String),
-    #[error("request body is larger than {0} bytes")]
-    TooLarge(usize),
+    UnknownSession(SessionKey),
+    #[error("request body is larger than {limit} bytes", limit = REQUEST_BODY_LIMIT)]
+    TooLarge,
     #[error("rate limited")]
     RateLimited { retry_after: Duration },
     #[error("{0}")]
     PodUnreachable(String),
     #[error("session is {phase}: {detail}")]
-    NotReady { phase: String, detail: String, retry_after: Duration },
+    NotReady {
+        phase: String,
+        detail: String,
+        retry_after: Duration,
+    },
     #[error("camera pod did not answer in time")]
     PodTimeout,
-}
-
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Detail<'a>,
-}
-
-#[derive(Serialize)]
-struct Detail<'a> {
-    code: &'a str,
-    message: String,
+    /// The camera pod refused the offer: `code` is what the browser gets for the pod's code
+    /// ([`ErrorCode::forwarded`]), `message` the pod's.
+    #[error("{message}")]
+    Pod { code: ErrorCode, message: String },
 }
 
 impl ApiError {
-    /// The stable machine-readable code, also the `result` label of the offers metric.
-    pub fn code(&self) -> &'static str {
+    /// The contract's code, also the `result` label of the offers metric.
+    pub fn code(&self) -> ErrorCode {
         match self {
-            ApiError::Malformed(_) => "malformed",
-            ApiError::MissingToken => "missing_token",
-            ApiError::WrongToken => "wrong_token",
-            ApiError::UnknownSession(_) => "session_not_found",
-            ApiError::CameraBusy(_) => "camera_busy",
-            ApiError::TooLarge(_) => "too_large",
-            ApiError::RateLimited { .. } => "rate_limited",
-            ApiError::PodUnreachable(_) => "pod_unreachable",
-            ApiError::NotReady { .. } => "session_not_ready",
-            ApiError::PodTimeout => "pod_timeout",
+            ApiError::BadBody => ErrorCode::BadBody,
+            ApiError::InvalidJson(_) => ErrorCode::InvalidJson,
+            ApiError::NotAnOffer => ErrorCode::NotAnOffer,
+            ApiError::EmptySdp => ErrorCode::InvalidSdp,
+            ApiError::MissingSession | ApiError::InvalidSession(_) => ErrorCode::InvalidSession,
+            ApiError::MissingToken => ErrorCode::MissingToken,
+            ApiError::WrongToken => ErrorCode::WrongToken,
+            ApiError::UnknownSession(_) => ErrorCode::SessionNotFound,
+            ApiError::TooLarge => ErrorCode::TooLarge,
+            ApiError::RateLimited { .. } => ErrorCode::RateLimited,
+            ApiError::PodUnreachable(_) => ErrorCode::PodUnreachable,
+            ApiError::NotReady { .. } => ErrorCode::SessionNotReady,
+            ApiError::PodTimeout => ErrorCode::PodTimeout,
+            ApiError::Pod { code, .. } => *code,
         }
     }
 
     pub fn status(&self) -> StatusCode {
-        match self {
-            ApiError::Malformed(_) => StatusCode::BAD_REQUEST,
-            ApiError::MissingToken => StatusCode::UNAUTHORIZED,
-            ApiError::WrongToken => StatusCode::FORBIDDEN,
-            ApiError::UnknownSession(_) => StatusCode::NOT_FOUND,
-            ApiError::CameraBusy(_) => StatusCode::CONFLICT,
-            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::PodUnreachable(_) => StatusCode::BAD_GATEWAY,
-            ApiError::NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::PodTimeout => StatusCode::GATEWAY_TIMEOUT,
-        }
+        StatusCode::from_u16(self.code().http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
+    /// When the client may try again; set exactly for the retryable codes.
     fn retry_after(&self) -> Option<Duration> {
         match self {
             ApiError::RateLimited { retry_after } | ApiError::NotReady { retry_after, .. } => {
                 Some(*retry_after)
             }
+            ApiError::Pod { code, .. } if code.retryable() => Some(NOT_READY_RETRY),
             _ => None,
         }
     }
@@ -88,7 +92,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body { error: Detail { code: self.code(), message: self.to_string() } };
+        let body = ErrorBody::new(self.code(), self.to_string());
         let mut response = (self.status(), axum::Json(body)).into_response();
         if let Some(after) = self.retry_after() {
             // Whole seconds, rounded up so a client never retries too early.
@@ -102,37 +106,66 @@ impl IntoResponse for ApiError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use http_body_util::BodyExt;
 
-    async fn render(error: ApiError) -> (StatusCode, Option<String>, serde_json::Value) {
+    /// What a client sees of an error: status, `Retry-After` and the parsed body.
+    pub(crate) async fn render(error: ApiError) -> (StatusCode, Option<String>, Option<ErrorBody>) {
         let response = error.into_response();
         let status = response.status();
         let retry = response
             .headers()
             .get(header::RETRY_AFTER)
             .map(|v| v.to_str().unwrap_or_default().to_owned());
-        let bytes = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-        (status, retry, serde_json::from_slice(&bytes).unwrap_or_default())
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        (status, retry, ErrorBody::parse(&bytes))
     }
 
     #[tokio::test]
-    async fn renders_json_body_with_code_and_message() {
-        let (status, retry, body) = render(ApiError::UnknownSession("ns/cam".into())).await;
+    async fn renders_the_contract_body_with_code_and_message() {
+        let (status, retry, body) =
+            render(ApiError::UnknownSession(SessionKey::new("ns", "cam"))).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(retry, None);
-        assert_eq!(body["error"]["code"], "session_not_found");
-        assert_eq!(body["error"]["message"], "unknown session ns/cam");
+        assert_eq!(
+            body,
+            Some(ErrorBody::new(
+                ErrorCode::SessionNotFound,
+                "unknown session ns/cam"
+            ))
+        );
+        let (status, _, body) = render(ApiError::EmptySdp).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            body,
+            Some(ErrorBody::new(ErrorCode::InvalidSdp, "sdp is empty"))
+        );
+        let (status, _, body) = render(ApiError::TooLarge).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            body,
+            Some(ErrorBody::new(
+                ErrorCode::TooLarge,
+                "request body is larger than 65536 bytes"
+            ))
+        );
     }
 
     #[tokio::test]
     async fn retry_after_is_rounded_up_to_whole_seconds() {
-        let (status, retry, body) =
-            render(ApiError::RateLimited { retry_after: Duration::from_millis(1200) }).await;
+        let (status, retry, body) = render(ApiError::RateLimited {
+            retry_after: Duration::from_millis(1200),
+        })
+        .await;
         assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(retry.as_deref(), Some("2"));
-        assert_eq!(body["error"]["code"], "rate_limited");
+        assert_eq!(body.map(|b| b.error.code), Some(ErrorCode::RateLimited));
         let (status, retry, _) = render(ApiError::NotReady {
             phase: "Scheduling".into(),
             detail: "waiting for a GPU".into(),
@@ -141,5 +174,42 @@ mod tests {
         .await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(retry.as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn every_variant_has_its_codes_status_and_retries_exactly_when_retryable() {
+        let key_error = "cam".parse::<SessionKey>().expect_err("not namespace/name");
+        let second = Duration::from_secs(1);
+        let mut errors = vec![
+            ApiError::BadBody,
+            ApiError::InvalidJson("eof".into()),
+            ApiError::NotAnOffer,
+            ApiError::EmptySdp,
+            ApiError::MissingSession,
+            ApiError::InvalidSession(key_error),
+            ApiError::MissingToken,
+            ApiError::WrongToken,
+            ApiError::UnknownSession(SessionKey::new("ns", "cam")),
+            ApiError::TooLarge,
+            ApiError::RateLimited {
+                retry_after: second,
+            },
+            ApiError::PodUnreachable("gone".into()),
+            ApiError::NotReady {
+                phase: "Pending".into(),
+                detail: String::new(),
+                retry_after: second,
+            },
+            ApiError::PodTimeout,
+        ];
+        errors.extend(ErrorCode::ALL.map(|code| ApiError::Pod {
+            code: code.forwarded(),
+            message: String::new(),
+        }));
+        for error in errors {
+            let code = error.code();
+            assert_eq!(error.status().as_u16(), code.http_status(), "{error:?}");
+            assert_eq!(error.retry_after().is_some(), code.retryable(), "{error:?}");
+        }
     }
 }

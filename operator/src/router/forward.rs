@@ -7,13 +7,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use p2pcamera_api::wire::{ANSWER_BODY_LIMIT, OfferRequest};
+use p2pcamera_api::{ErrorBody, ErrorCode};
 use reqwest::StatusCode;
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
-use crate::activity::{ActivityError, PinnedCertVerifier};
 use super::sessions::Target;
+use crate::activity::{self, ActivityError, BodyError, PinnedCertVerifier};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -39,12 +40,20 @@ const MAX_PINNED_CLIENTS: usize = 1024;
 impl PodClients {
     pub fn new(timeout: Duration) -> Result<Self, ClientError> {
         // Plain-HTTP endpoints only: with no trusted roots, HTTPS through this client always fails.
-        let no_trust = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth();
-        let plain = Self::builder(timeout).use_preconfigured_tls(no_trust).build()?;
-        Ok(Self { timeout, plain, pinned: Mutex::new(HashMap::new()) })
+        let no_trust = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+        let plain = Self::builder(timeout)
+            .use_preconfigured_tls(no_trust)
+            .build()?;
+        Ok(Self {
+            timeout,
+            plain,
+            pinned: Mutex::new(HashMap::new()),
+        })
     }
 
     fn builder(timeout: Duration) -> reqwest::ClientBuilder {
@@ -57,14 +66,19 @@ impl PodClients {
 
     fn client_for(&self, certificate_pem: &[u8]) -> Result<reqwest::Client, ClientError> {
         let fingerprint: [u8; 32] = Sha256::digest(certificate_pem).into();
-        let mut pinned = self.pinned.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut pinned = self
+            .pinned
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(client) = pinned.get(&fingerprint) {
             return Ok(client.clone());
         }
         // The pod's address is a node IP its certificate need not name: the pin replaces name
         // and chain checks.
         let tls = PinnedCertVerifier::from_pem(certificate_pem)?.client_config()?;
-        let client = Self::builder(self.timeout).use_preconfigured_tls(tls).build()?;
+        let client = Self::builder(self.timeout)
+            .use_preconfigured_tls(tls)
+            .build()?;
         if pinned.len() >= MAX_PINNED_CLIENTS {
             pinned.clear();
         }
@@ -72,14 +86,16 @@ impl PodClients {
         Ok(client)
     }
 
-    /// Sends the offer body to `<endpoint>/offer` with the session's token and returns the pod's
+    /// Sends the offer to `<endpoint>/offer` with the session's token and returns the pod's
     /// answer body unchanged.
-    pub async fn forward(&self, target: &Target, body: Bytes) -> Result<Bytes, ApiError> {
+    pub async fn forward(&self, target: &Target, offer: &OfferRequest) -> Result<Bytes, ApiError> {
         let client = match &target.pod_certificate {
-            Some(pem) if target.endpoint.starts_with("https://") => self.client_for(pem).map_err(|error| {
-                tracing::warn!(%error, "cannot build a client for the pod certificate");
-                ApiError::PodUnreachable("camera pod certificate is unusable".into())
-            })?,
+            Some(pem) if target.endpoint.starts_with("https://") => {
+                self.client_for(pem).map_err(|error| {
+                    tracing::warn!(%error, "cannot build a client for the pod certificate");
+                    ApiError::PodUnreachable("camera pod certificate is unusable".into())
+                })?
+            }
             _ => self.plain.clone(),
         };
         let mut authorization = b"Bearer ".to_vec();
@@ -87,13 +103,20 @@ impl PodClients {
         let response = client
             .post(format!("{}/offer", target.endpoint))
             .header(reqwest::header::AUTHORIZATION, authorization)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
+            .json(offer)
             .send()
             .await
             .map_err(request_error)?;
         let status = response.status();
-        let body = response.bytes().await.map_err(request_error)?;
+        let body = activity::read_body(response, ANSWER_BODY_LIMIT)
+            .await
+            .map_err(|error| match error {
+                BodyError::Read(error) => request_error(error),
+                BodyError::TooLarge { .. } => {
+                    tracing::warn!(%error, %status, "camera pod answer refused");
+                    ApiError::PodUnreachable("camera pod answer is too large".into())
+                }
+            })?;
         pod_answer(status, &body).map(|()| body)
     }
 }
@@ -118,88 +141,245 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-#[derive(Deserialize)]
-struct PodError {
-    error: PodErrorDetail,
+/// The code a pod's error answer stands for when its body is not an [`ErrorBody`] (another
+/// server in the way, or a camera-pod speaking other codes): the code every pod code with that
+/// status forwards to, if they agree (409 is `camera_busy`, any 503 makes the session not
+/// ready); `None` when the status alone cannot say (400 and 422 have several codes).
+fn forwarded_by_status(status: StatusCode) -> Option<ErrorCode> {
+    let mut forwarded = ErrorCode::ALL
+        .into_iter()
+        .filter(|code| code.http_status() == status.as_u16())
+        .map(ErrorCode::forwarded);
+    let first = forwarded.next()?;
+    forwarded.all(|code| code == first).then_some(first)
 }
 
-#[derive(Deserialize)]
-struct PodErrorDetail {
-    #[serde(default)]
-    message: String,
-}
-
-/// Maps the pod's HTTP answer to the browser's: success passes through, the pod's own client
-/// errors keep their meaning, anything else means the pod is broken from the browser's view.
+/// Maps the pod's HTTP answer to the browser's: success passes through; an error answers the
+/// browser what [`ErrorCode::forwarded`] makes of the pod's code, with the pod's message. What
+/// makes the pod look broken (`pod_unreachable`) gets the router's own message, and the pod's
+/// is logged: it is about the router's credential or the pod's insides, not the browser's offer.
 pub fn pod_answer(status: StatusCode, body: &[u8]) -> Result<(), ApiError> {
     if status.is_success() {
         return Ok(());
     }
-    let message = serde_json::from_slice::<PodError>(body).map(|e| e.error.message).unwrap_or_default();
-    let or = |fallback: &str| if message.is_empty() { fallback.to_owned() } else { message.clone() };
-    Err(match status {
-        StatusCode::CONFLICT => ApiError::CameraBusy(or("camera already connected")),
-        StatusCode::BAD_REQUEST => ApiError::Malformed(or("camera pod rejected the offer")),
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(super::app::BODY_LIMIT),
-        StatusCode::SERVICE_UNAVAILABLE => ApiError::NotReady {
-            phase: "Starting".into(),
-            detail: or("camera pod is starting"),
-            retry_after: super::sessions::NOT_READY_RETRY,
-        },
-        StatusCode::GATEWAY_TIMEOUT => ApiError::PodTimeout,
-        other => {
-            // 401/403 here mean the router's credential for the pod is wrong: not the browser's fault.
-            tracing::warn!(status = %other, "camera pod refused the forwarded offer");
-            ApiError::PodUnreachable(format!("camera pod answered {}", other.as_u16()))
+    let Some(ErrorBody { error }) = ErrorBody::parse(body) else {
+        tracing::warn!(%status, body_bytes = body.len(), "camera pod answered an error without an error body");
+        return Err(match forwarded_by_status(status) {
+            Some(code) if code != ErrorCode::PodUnreachable => ApiError::Pod {
+                code,
+                message: format!("camera pod answered {status}"),
+            },
+            _ => pod_broken(status),
+        });
+    };
+    Err(match error.code.forwarded() {
+        ErrorCode::PodUnreachable => {
+            tracing::warn!(%status, code = %error.code, message = %error.message, "camera pod refused the forwarded offer");
+            pod_broken(status)
         }
+        code => ApiError::Pod {
+            code,
+            message: error.message,
+        },
     })
+}
+
+fn pod_broken(status: StatusCode) -> ApiError {
+    ApiError::PodUnreachable(format!("camera pod answered {}", status.as_u16()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::router::error::tests::render;
 
-    fn busy() -> &'static [u8] {
-        br#"{"error":{"code":"camera_busy","message":"a camera is already connected"}}"#
+    /// Whose message the browser reads.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Message {
+        /// The pod's, unchanged.
+        Pods,
+        /// The router's `camera pod answered <status>`.
+        Routers,
     }
 
-    #[test]
-    fn success_passes_and_pod_errors_keep_their_meaning() {
-        assert_eq!(pod_answer(StatusCode::OK, b"{}"), Ok(()));
-        assert_eq!(
-            pod_answer(StatusCode::CONFLICT, busy()),
-            Err(ApiError::CameraBusy("a camera is already connected".into()))
-        );
-        assert_eq!(pod_answer(StatusCode::CONFLICT, b"not json"), Err(ApiError::CameraBusy("camera already connected".into())));
-        assert!(matches!(pod_answer(StatusCode::BAD_REQUEST, b""), Err(ApiError::Malformed(_))));
-        assert!(matches!(pod_answer(StatusCode::SERVICE_UNAVAILABLE, b""), Err(ApiError::NotReady { .. })));
-        // The pod's reason reaches the browser, e.g. a media port another process holds.
-        let port_taken = br#"{"error":{"code":"media_port_unavailable","message":"the media UDP port 10.0.0.5:40001 is not available"}}"#;
-        assert!(matches!(
-            pod_answer(StatusCode::SERVICE_UNAVAILABLE, port_taken),
-            Err(ApiError::NotReady { detail, .. }) if detail == "the media UDP port 10.0.0.5:40001 is not available"
-        ));
-        assert_eq!(pod_answer(StatusCode::GATEWAY_TIMEOUT, b""), Err(ApiError::PodTimeout));
+    /// What the browser gets when the pod refuses an offer with `pod`: status, code, whose
+    /// message, `Retry-After`. Spelled out per code (not computed with `forwarded`), so a change
+    /// of the contract shows here.
+    fn browser_gets(pod: ErrorCode) -> (u16, ErrorCode, Message, Option<&'static str>) {
+        use ErrorCode::*;
+        use Message::*;
+        match pod {
+            BadBody => (400, BadBody, Pods, None),
+            UnsupportedContentType => (400, UnsupportedContentType, Pods, None),
+            InvalidJson => (400, InvalidJson, Pods, None),
+            NotAnOffer => (400, NotAnOffer, Pods, None),
+            InvalidSdp => (400, InvalidSdp, Pods, None),
+            NoVideo => (400, NoVideo, Pods, None),
+            CameraBusy => (409, CameraBusy, Pods, None),
+            TooLarge => (413, TooLarge, Pods, None),
+            UnsupportedCodec => (422, UnsupportedCodec, Pods, None),
+            InvalidFilter => (422, InvalidFilter, Pods, None),
+            NotReady | MediaPortUnavailable | SessionNotReady => {
+                (503, SessionNotReady, Pods, Some("2"))
+            }
+            PodTimeout => (504, PodTimeout, Pods, None),
+            // The router's credential, the pod's insides or a code no pod answers: the pod is
+            // broken from the browser's view, and nothing in its message is the browser's business.
+            InvalidSession | MissingToken | WrongToken | SessionNotFound | RateLimited
+            | Internal | PodUnreachable => (502, PodUnreachable, Routers, None),
+        }
     }
 
-    #[test]
-    fn pod_auth_failures_and_server_errors_are_bad_gateway() {
-        for status in [StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN, StatusCode::INTERNAL_SERVER_ERROR] {
+    async fn browser_sees(
+        status: StatusCode,
+        body: &[u8],
+    ) -> (u16, Option<String>, Option<ErrorBody>) {
+        let Err(error) = pod_answer(status, body) else {
+            panic!("{status} is an error")
+        };
+        let (status, retry, body) = render(error).await;
+        (status.as_u16(), retry, body)
+    }
+
+    #[tokio::test]
+    async fn every_pod_error_code_reaches_the_browser_as_the_contract_says() {
+        for code in ErrorCode::ALL {
+            let status =
+                StatusCode::from_u16(code.http_status()).unwrap_or_else(|e| panic!("{code}: {e}"));
+            let pod_message = format!("the camera pod says {code}");
+            let Ok(body) = serde_json::to_vec(&ErrorBody::new(code, pod_message.clone())) else {
+                panic!("{code}")
+            };
+            let (expected_status, expected_code, whose, expected_retry) = browser_gets(code);
+            let expected_message = match whose {
+                Message::Pods => pod_message,
+                Message::Routers => format!("camera pod answered {}", status.as_u16()),
+            };
             assert_eq!(
-                pod_answer(status, b""),
-                Err(ApiError::PodUnreachable(format!("camera pod answered {}", status.as_u16())))
+                browser_sees(status, &body).await,
+                (
+                    expected_status,
+                    expected_retry.map(str::to_owned),
+                    Some(ErrorBody::new(expected_code, expected_message))
+                ),
+                "pod answered {code}"
+            );
+        }
+    }
+
+    #[test]
+    fn success_passes_through() {
+        assert_eq!(
+            pod_answer(StatusCode::OK, br#"{"sdp":"v=0","type":"answer"}"#),
+            Ok(())
+        );
+        assert_eq!(pod_answer(StatusCode::CREATED, b""), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn an_answer_without_an_error_body_falls_back_on_its_status() {
+        let cases: [(StatusCode, &[u8], u16, ErrorCode, &str); 10] = [
+            (
+                StatusCode::CONFLICT,
+                b"not json",
+                409,
+                ErrorCode::CameraBusy,
+                "camera pod answered 409 Conflict",
+            ),
+            (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                b"",
+                413,
+                ErrorCode::TooLarge,
+                "camera pod answered 413 Payload Too Large",
+            ),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                b"<html>",
+                503,
+                ErrorCode::SessionNotReady,
+                "camera pod answered 503 Service Unavailable",
+            ),
+            (
+                StatusCode::GATEWAY_TIMEOUT,
+                b"",
+                504,
+                ErrorCode::PodTimeout,
+                "camera pod answered 504 Gateway Timeout",
+            ),
+            // Several codes share 400 and 422: the status alone does not say what was wrong.
+            (
+                StatusCode::BAD_REQUEST,
+                b"<html>",
+                502,
+                ErrorCode::PodUnreachable,
+                "camera pod answered 400",
+            ),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                b"{}",
+                502,
+                ErrorCode::PodUnreachable,
+                "camera pod answered 422",
+            ),
+            // A camera-pod that still says `unauthorized`: the router's credential, not the browser's.
+            (
+                StatusCode::UNAUTHORIZED,
+                br#"{"error":{"code":"unauthorized","message":"missing bearer token"}}"#,
+                502,
+                ErrorCode::PodUnreachable,
+                "camera pod answered 401",
+            ),
+            (
+                StatusCode::NOT_FOUND,
+                b"",
+                502,
+                ErrorCode::PodUnreachable,
+                "camera pod answered 404",
+            ),
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                b"oops",
+                502,
+                ErrorCode::PodUnreachable,
+                "camera pod answered 500",
+            ),
+            (
+                StatusCode::IM_A_TEAPOT,
+                b"",
+                502,
+                ErrorCode::PodUnreachable,
+                "camera pod answered 418",
+            ),
+        ];
+        for (status, body, expected_status, code, message) in cases {
+            let retry = code.retryable().then(|| "2".to_owned());
+            assert_eq!(
+                browser_sees(status, body).await,
+                (expected_status, retry, Some(ErrorBody::new(code, message))),
+                "pod answered {status}"
             );
         }
     }
 
     #[test]
     fn a_pinned_client_is_reused_and_bad_pem_is_rejected() {
-        let Ok(clients) = PodClients::new(Duration::from_secs(1)) else { panic!("client") };
-        assert!(matches!(clients.client_for(b"not a pem"), Err(ClientError::Certificate(ActivityError::NoCertificate))));
-        let Ok(cert) = rcgen::generate_simple_self_signed(vec!["pod".into()]) else { panic!("rcgen") };
+        let Ok(clients) = PodClients::new(Duration::from_secs(1)) else {
+            panic!("client")
+        };
+        assert!(matches!(
+            clients.client_for(b"not a pem"),
+            Err(ClientError::Certificate(ActivityError::NoCertificate))
+        ));
+        let Ok(cert) = rcgen::generate_simple_self_signed(vec!["pod".into()]) else {
+            panic!("rcgen")
+        };
         let pem = cert.cert.pem();
         assert!(clients.client_for(pem.as_bytes()).is_ok());
         assert!(clients.client_for(pem.as_bytes()).is_ok());
-        assert_eq!(clients.pinned.lock().map(|m| m.len()).unwrap_or_default(), 1);
+        assert_eq!(
+            clients.pinned.lock().map(|m| m.len()).unwrap_or_default(),
+            1
+        );
     }
 }

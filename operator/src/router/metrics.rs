@@ -34,14 +34,24 @@ impl Metrics {
             forward_duration.clone(),
         );
         let certificate_reloads = Counter::default();
-        registry.register("certificate_reloads", "Serving certificates loaded", certificate_reloads.clone());
+        registry.register(
+            "certificate_reloads",
+            "Serving certificates loaded",
+            certificate_reloads.clone(),
+        );
         let certificate_not_after = Gauge::default();
         registry.register(
             "certificate_not_after_seconds",
             "Expiry of the serving certificate, seconds since the Unix epoch",
             certificate_not_after.clone(),
         );
-        Self { registry, offers, forward_duration, certificate_reloads, certificate_not_after }
+        Self {
+            registry,
+            offers,
+            forward_duration,
+            certificate_reloads,
+            certificate_not_after,
+        }
     }
 
     pub fn offer(&self, result: &'static str) {

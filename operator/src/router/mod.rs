@@ -44,10 +44,18 @@ pub struct RouterArgs {
     #[arg(long, env = "P2PCAMERA_ROUTER_LISTEN", default_value = "0.0.0.0:8443")]
     pub listen: SocketAddr,
     /// Plain HTTP address for ACME HTTP-01 challenges (the Service maps port 80 here).
-    #[arg(long, env = "P2PCAMERA_ROUTER_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(
+        long,
+        env = "P2PCAMERA_ROUTER_HTTP_LISTEN",
+        default_value = "0.0.0.0:8080"
+    )]
     pub http_listen: SocketAddr,
     /// Namespace of the TLS Secret and the challenge ConfigMap (the router's own namespace).
-    #[arg(long, env = "P2PCAMERA_ROUTER_NAMESPACE", default_value = "p2pcamera-system")]
+    #[arg(
+        long,
+        env = "P2PCAMERA_ROUTER_NAMESPACE",
+        default_value = "p2pcamera-system"
+    )]
     pub namespace: String,
     /// `kubernetes.io/tls` Secret with the serving certificate (from ACME or cert-manager).
     #[arg(long, env = "P2PCAMERA_ROUTER_TLS_SECRET", default_value = DEFAULT_TLS_SECRET)]
@@ -59,7 +67,11 @@ pub struct RouterArgs {
     #[arg(long, env = "P2PCAMERA_ROUTER_SESSION_NAMESPACE")]
     pub session_namespace: Option<String>,
     /// Label selector of the per-session Secrets the router caches.
-    #[arg(long, env = "P2PCAMERA_ROUTER_SESSION_SECRET_SELECTOR", default_value = "app.kubernetes.io/managed-by=p2pcamera-operator,p2pcamera.io/session")]
+    #[arg(
+        long,
+        env = "P2PCAMERA_ROUTER_SESSION_SECRET_SELECTOR",
+        default_value = "app.kubernetes.io/managed-by=p2pcamera-operator,p2pcamera.io/session"
+    )]
     pub session_secret_selector: String,
     /// Page origins allowed to call the router (CORS), comma separated, e.g. `https://meet.example`.
     #[arg(long, env = "P2PCAMERA_ROUTER_ALLOWED_ORIGINS", value_delimiter = ',')]
@@ -89,7 +101,10 @@ pub struct RouterArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
     #[error("binding {address}: {source}")]
-    Bind { address: SocketAddr, source: std::io::Error },
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("invalid allowed origin {0:?}")]
     Origin(String),
     #[error("invalid forward timeout {0}")]
@@ -109,11 +124,17 @@ pub struct Listeners {
 impl Listeners {
     pub fn bind(args: &RouterArgs) -> Result<Self, RouterError> {
         let bind = |address: SocketAddr| {
-            let listener = TcpListener::bind(address).map_err(|source| RouterError::Bind { address, source })?;
-            listener.set_nonblocking(true).map_err(|source| RouterError::Bind { address, source })?;
+            let listener = TcpListener::bind(address)
+                .map_err(|source| RouterError::Bind { address, source })?;
+            listener
+                .set_nonblocking(true)
+                .map_err(|source| RouterError::Bind { address, source })?;
             Ok::<_, RouterError>(listener)
         };
-        Ok(Self { https: bind(args.listen)?, http: bind(args.http_listen)? })
+        Ok(Self {
+            https: bind(args.listen)?,
+            http: bind(args.http_listen)?,
+        })
     }
 }
 
@@ -132,7 +153,12 @@ fn allowed_origins(origins: &[String]) -> Result<Vec<HeaderValue>, RouterError> 
 }
 
 /// Runs the router on already bound listeners until `shutdown` fires.
-pub async fn serve(client: Client, args: RouterArgs, listeners: Listeners, shutdown: CancellationToken) -> Result<(), RouterError> {
+pub async fn serve(
+    client: Client,
+    args: RouterArgs,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), RouterError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     if !(args.forward_timeout.is_finite() && args.forward_timeout > 0.0) {
         return Err(RouterError::Timeout(args.forward_timeout));
@@ -142,7 +168,10 @@ pub async fn serve(client: Client, args: RouterArgs, listeners: Listeners, shutd
     let certificate = Arc::new(SwappableCertificate::default());
     let sessions_health = Arc::new(WatchHealth::new("camerasessions"));
     let secrets_health = Arc::new(WatchHealth::new("session-secrets"));
-    let readiness = Readiness::new(certificate.clone(), vec![sessions_health.clone(), secrets_health.clone()]);
+    let readiness = Readiness::new(
+        certificate.clone(),
+        vec![sessions_health.clone(), secrets_health.clone()],
+    );
 
     let resource = sessions::camera_session_resource();
     let session_api: Api<DynamicObject> = match &args.session_namespace {
@@ -155,18 +184,38 @@ pub async fn serve(client: Client, args: RouterArgs, listeners: Listeners, shutd
     };
     let session_writer = reflector::store::Writer::new(resource.clone());
     let session_store = session_writer.as_reader();
-    tokio::spawn(watch::reflect(session_api, watcher::Config::default(), session_writer, sessions_health));
+    tokio::spawn(watch::reflect(
+        session_api,
+        watcher::Config::default(),
+        session_writer,
+        sessions_health,
+    ));
     let (secret_store, secret_writer) = reflector::store::<Secret>();
     let secret_config = watcher::Config::default().labels(&args.session_secret_selector);
-    tokio::spawn(watch::reflect(secret_api, secret_config, secret_writer, secrets_health));
+    tokio::spawn(watch::reflect(
+        secret_api,
+        secret_config,
+        secret_writer,
+        secrets_health,
+    ));
     // Challenge answers matter only while an order is pending: not part of readiness.
     let (challenge_store, challenge_writer) = reflector::store::<ConfigMap>();
     let challenge_api: Api<ConfigMap> = Api::namespaced(client.clone(), &args.namespace);
-    let challenge_config = watcher::Config::default().fields(&format!("metadata.name={}", args.challenge_config_map));
+    let challenge_config =
+        watcher::Config::default().fields(&format!("metadata.name={}", args.challenge_config_map));
     let challenge_health = Arc::new(WatchHealth::new("acme-challenges"));
-    tokio::spawn(watch::reflect(challenge_api, challenge_config, challenge_writer, challenge_health));
+    tokio::spawn(watch::reflect(
+        challenge_api,
+        challenge_config,
+        challenge_writer,
+        challenge_health,
+    ));
     tokio::spawn({
-        let (client, namespace, name) = (client.clone(), args.namespace.clone(), args.tls_secret.clone());
+        let (client, namespace, name) = (
+            client.clone(),
+            args.namespace.clone(),
+            args.tls_secret.clone(),
+        );
         let (certificate, metrics) = (certificate.clone(), metrics.clone());
         async move { tls::watch_secret(client, &namespace, &name, certificate, metrics).await }
     });
@@ -174,8 +223,14 @@ pub async fn serve(client: Client, args: RouterArgs, listeners: Listeners, shutd
     let state = Arc::new(RouterState {
         sessions: SessionCache::new(session_store, secret_store),
         pods: PodClients::new(Duration::from_secs_f64(args.forward_timeout))?,
-        per_session: KeyedLimiter::new(Rate { per_second: args.session_rate, burst: args.session_burst }),
-        per_client: KeyedLimiter::new(Rate { per_second: args.client_rate, burst: args.client_burst }),
+        per_session: KeyedLimiter::new(Rate {
+            per_second: args.session_rate,
+            burst: args.session_burst,
+        }),
+        per_client: KeyedLimiter::new(Rate {
+            per_second: args.client_rate,
+            burst: args.client_burst,
+        }),
         trusted_proxies: args.trusted_proxies,
         metrics,
         readiness,
@@ -186,13 +241,19 @@ pub async fn serve(client: Client, args: RouterArgs, listeners: Listeners, shutd
     tracing::info!(https = ?https_address, http = ?http_address, "router listening");
 
     let handle = axum_server::Handle::new();
-    let https = axum_server::from_tcp_rustls(listeners.https, axum_server::tls_rustls::RustlsConfig::from_config(tls::server_config(certificate)))
-        .map_err(RouterError::Serve)?
-        .handle(handle.clone())
-        .serve(app::app(state).into_make_service_with_connect_info::<SocketAddr>());
-    let http_listener = tokio::net::TcpListener::from_std(listeners.http).map_err(RouterError::Serve)?;
-    let challenges = challenge::Challenges::new(challenge_store, &args.namespace, &args.challenge_config_map);
-    let http = axum::serve(http_listener, challenge::app(challenges)).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let https = axum_server::from_tcp_rustls(
+        listeners.https,
+        axum_server::tls_rustls::RustlsConfig::from_config(tls::server_config(certificate)),
+    )
+    .map_err(RouterError::Serve)?
+    .handle(handle.clone())
+    .serve(app::app(state).into_make_service_with_connect_info::<SocketAddr>());
+    let http_listener =
+        tokio::net::TcpListener::from_std(listeners.http).map_err(RouterError::Serve)?;
+    let challenges =
+        challenge::Challenges::new(challenge_store, &args.namespace, &args.challenge_config_map);
+    let http = axum::serve(http_listener, challenge::app(challenges))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     tokio::spawn({
         let shutdown = shutdown.clone();
         async move {
@@ -207,7 +268,11 @@ pub async fn serve(client: Client, args: RouterArgs, listeners: Listeners, shutd
 }
 
 /// Binds the configured addresses and runs the router until `shutdown` fires.
-pub async fn run(client: Client, args: RouterArgs, shutdown: CancellationToken) -> Result<(), RouterError> {
+pub async fn run(
+    client: Client,
+    args: RouterArgs,
+    shutdown: CancellationToken,
+) -> Result<(), RouterError> {
     let listeners = Listeners::bind(&args)?;
     serve(client, args, listeners, shutdown).await
 }
@@ -218,9 +283,17 @@ mod tests {
 
     #[test]
     fn wildcard_and_invalid_origins_are_refused() {
-        assert!(matches!(allowed_origins(&["*".into()]), Err(RouterError::Origin(_))));
-        assert!(matches!(allowed_origins(&["bad\norigin".into()]), Err(RouterError::Origin(_))));
-        let Ok(origins) = allowed_origins(&["https://a.example".into(), " ".into()]) else { panic!("valid") };
+        assert!(matches!(
+            allowed_origins(&["*".into()]),
+            Err(RouterError::Origin(_))
+        ));
+        assert!(matches!(
+            allowed_origins(&["bad\norigin".into()]),
+            Err(RouterError::Origin(_))
+        ));
+        let Ok(origins) = allowed_origins(&["https://a.example".into(), " ".into()]) else {
+            panic!("valid")
+        };
         assert_eq!(origins, vec![HeaderValue::from_static("https://a.example")]);
     }
 }

@@ -21,7 +21,10 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     pub fn full(rate: Rate, now: Instant) -> Self {
-        Self { tokens: f64::from(rate.burst), updated: now }
+        Self {
+            tokens: f64::from(rate.burst),
+            updated: now,
+        }
     }
 
     fn refill(&mut self, rate: Rate, now: Instant) {
@@ -40,7 +43,9 @@ impl TokenBucket {
         if rate.per_second <= 0.0 {
             return Err(Duration::from_secs(3600));
         }
-        Err(Duration::from_secs_f64((1.0 - self.tokens) / rate.per_second))
+        Err(Duration::from_secs_f64(
+            (1.0 - self.tokens) / rate.per_second,
+        ))
     }
 
     /// A bucket that has refilled completely carries no state worth keeping.
@@ -62,11 +67,17 @@ const PRUNE_ABOVE: usize = 4096;
 
 impl<K: Eq + Hash + Clone> KeyedLimiter<K> {
     pub fn new(rate: Rate) -> Self {
-        Self { rate, buckets: Mutex::new(HashMap::new()) }
+        Self {
+            rate,
+            buckets: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn check(&self, key: &K, now: Instant) -> Result<(), Duration> {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if buckets.len() > PRUNE_ABOVE {
             let rate = self.rate;
             buckets.retain(|_, bucket| !bucket.is_full(rate, now));
@@ -82,7 +93,10 @@ impl<K: Eq + Hash + Clone> KeyedLimiter<K> {
 mod tests {
     use super::*;
 
-    const RATE: Rate = Rate { per_second: 2.0, burst: 3 };
+    const RATE: Rate = Rate {
+        per_second: 2.0,
+        burst: 3,
+    };
 
     #[test]
     fn burst_then_refill_at_the_sustained_rate() {
@@ -93,8 +107,15 @@ mod tests {
         }
         let wait = bucket.try_take(RATE, t0).unwrap_err();
         assert_eq!(wait, Duration::from_millis(500));
-        assert!(bucket.try_take(RATE, t0 + Duration::from_millis(499)).is_err());
-        assert_eq!(bucket.try_take(RATE, t0 + Duration::from_millis(500)), Ok(()));
+        assert!(
+            bucket
+                .try_take(RATE, t0 + Duration::from_millis(499))
+                .is_err()
+        );
+        assert_eq!(
+            bucket.try_take(RATE, t0 + Duration::from_millis(500)),
+            Ok(())
+        );
         // Long idle refills to the burst, not beyond.
         let later = t0 + Duration::from_secs(60);
         for _ in 0..3 {
@@ -106,7 +127,10 @@ mod tests {
     #[test]
     fn keys_are_limited_independently() {
         let t0 = Instant::now();
-        let limiter = KeyedLimiter::new(Rate { per_second: 1.0, burst: 1 });
+        let limiter = KeyedLimiter::new(Rate {
+            per_second: 1.0,
+            burst: 1,
+        });
         assert!(limiter.check(&"a", t0).is_ok());
         assert!(limiter.check(&"a", t0).is_err());
         assert!(limiter.check(&"b", t0).is_ok());
@@ -116,16 +140,26 @@ mod tests {
     #[test]
     fn zero_rate_never_refills() {
         let t0 = Instant::now();
-        let rate = Rate { per_second: 0.0, burst: 1 };
+        let rate = Rate {
+            per_second: 0.0,
+            burst: 1,
+        };
         let mut bucket = TokenBucket::full(rate, t0);
         assert!(bucket.try_take(rate, t0).is_ok());
-        assert!(bucket.try_take(rate, t0 + Duration::from_secs(1000)).is_err());
+        assert!(
+            bucket
+                .try_take(rate, t0 + Duration::from_secs(1000))
+                .is_err()
+        );
     }
 
     #[test]
     fn refilled_buckets_are_pruned_and_drained_ones_kept() {
         let t0 = Instant::now();
-        let limiter = KeyedLimiter::new(Rate { per_second: 1.0, burst: 1 });
+        let limiter = KeyedLimiter::new(Rate {
+            per_second: 1.0,
+            burst: 1,
+        });
         for key in 0..=PRUNE_ABOVE {
             assert!(limiter.check(&key, t0).is_ok());
         }

@@ -9,43 +9,20 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::reflector::{ObjectRef, Store};
 use serde::{Deserialize, Serialize};
 
+use p2pcamera_api::SessionKey;
+use p2pcamera_api::objects::{
+    GROUP, SECRET_TLS_CERT, SECRET_TOKEN, SESSION_KIND, SESSION_PLURAL, VERSION, child_name,
+};
+
 use super::auth;
 use super::error::ApiError;
 
 /// Group, version and kind of the custom resource the router routes to.
 pub fn camera_session_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("p2pcamera.io", "v1alpha1", "CameraSession"),
-        "camerasessions",
+        &GroupVersionKind::gvk(GROUP, VERSION, SESSION_KIND),
+        SESSION_PLURAL,
     )
-}
-
-pub use crate::desired::child_name as secret_name;
-use crate::desired::{SECRET_TLS_CERT, SECRET_TOKEN};
-
-/// `namespace/name` of a session.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct SessionKey {
-    pub namespace: String,
-    pub name: String,
-}
-
-impl SessionKey {
-    /// Parses the `"session": "namespace/name"` field of the legacy `/offer` body.
-    pub fn parse(value: &str) -> Result<Self, ApiError> {
-        let malformed = || ApiError::Malformed("session must be \"namespace/name\"".into());
-        let (namespace, name) = value.split_once('/').ok_or_else(malformed)?;
-        if namespace.is_empty() || name.is_empty() || name.contains('/') {
-            return Err(malformed());
-        }
-        Ok(Self { namespace: namespace.into(), name: name.into() })
-    }
-}
-
-impl std::fmt::Display for SessionKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
 }
 
 /// The parts of a CameraSession's status the router uses.
@@ -125,7 +102,10 @@ impl SessionCredentials {
         let data = secret.data.as_ref()?;
         let token = data.get(SECRET_TOKEN)?.0.clone();
         let pod_certificate = data.get(SECRET_TLS_CERT).map(|c| c.0.clone());
-        Some(Self { token, pod_certificate })
+        Some(Self {
+            token,
+            pod_certificate,
+        })
     }
 }
 
@@ -153,30 +133,42 @@ fn not_ready(status: &SessionStatus, fallback: &str) -> ApiError {
         .blocking_condition()
         .and_then(|c| c.message.clone().or_else(|| c.reason.clone()))
         .unwrap_or_else(|| fallback.to_owned());
-    ApiError::NotReady { phase: status.phase().to_owned(), detail, retry_after: NOT_READY_RETRY }
+    ApiError::NotReady {
+        phase: status.phase().to_owned(),
+        detail,
+        retry_after: NOT_READY_RETRY,
+    }
 }
 
-/// Looks a session up and checks the caller's token; the status is only revealed to a caller
-/// holding the token.
-pub fn authorize<'a>(
+/// Looks a session up and checks the caller's token; the status (and the credentials to reach
+/// its pod) are only revealed to a caller holding the token.
+pub fn authorize<'a, 'c>(
     key: &SessionKey,
     status: Option<&'a SessionStatus>,
-    credentials: Option<&SessionCredentials>,
+    credentials: Option<&'c SessionCredentials>,
     authorization: Option<&str>,
-) -> Result<&'a SessionStatus, ApiError> {
+) -> Result<(&'a SessionStatus, &'c SessionCredentials), ApiError> {
     auth::bearer_token(authorization)?;
-    let status = status.ok_or_else(|| ApiError::UnknownSession(key.to_string()))?;
-    let credentials = credentials.ok_or_else(|| not_ready(status, "session credentials not created yet"))?;
+    let status = status.ok_or_else(|| ApiError::UnknownSession(key.clone()))?;
+    let credentials =
+        credentials.ok_or_else(|| not_ready(status, "session credentials not created yet"))?;
     auth::authorize(authorization, &credentials.token)?;
-    Ok(status)
+    Ok((status, credentials))
 }
 
 /// Decides where an authorized offer goes: the session must be Ready (or Idle) with an endpoint,
 /// and an HTTPS endpoint needs the pod's certificate to pin.
-pub fn resolve(status: &SessionStatus, credentials: &SessionCredentials) -> Result<Target, ApiError> {
-    let endpoint = routable_endpoint(status).ok_or_else(|| not_ready(status, "camera pod is not ready yet"))?;
+pub fn resolve(
+    status: &SessionStatus,
+    credentials: &SessionCredentials,
+) -> Result<Target, ApiError> {
+    let endpoint = routable_endpoint(status)
+        .ok_or_else(|| not_ready(status, "camera pod is not ready yet"))?;
     if endpoint.starts_with("https://") && credentials.pod_certificate.is_none() {
-        return Err(not_ready(status, "camera pod certificate not published yet"));
+        return Err(not_ready(
+            status,
+            "camera pod certificate not published yet",
+        ));
     }
     Ok(Target {
         endpoint: endpoint.to_owned(),
@@ -195,18 +187,26 @@ pub struct SessionCache {
 
 impl SessionCache {
     pub fn new(sessions: Store<DynamicObject>, secrets: Store<Secret>) -> Self {
-        Self { sessions, secrets, resource: Arc::new(camera_session_resource()) }
+        Self {
+            sessions,
+            secrets,
+            resource: Arc::new(camera_session_resource()),
+        }
     }
 
     pub fn status(&self, key: &SessionKey) -> Option<SessionStatus> {
-        let object_ref =
-            ObjectRef::<DynamicObject>::new_with(&key.name, (*self.resource).clone()).within(&key.namespace);
-        self.sessions.get(&object_ref).map(|object| SessionStatus::of(&object))
+        let object_ref = ObjectRef::<DynamicObject>::new_with(&key.name, (*self.resource).clone())
+            .within(&key.namespace);
+        self.sessions
+            .get(&object_ref)
+            .map(|object| SessionStatus::of(&object))
     }
 
     pub fn credentials(&self, key: &SessionKey) -> Option<SessionCredentials> {
-        let object_ref = ObjectRef::<Secret>::new(&secret_name(&key.name)).within(&key.namespace);
-        self.secrets.get(&object_ref).and_then(|secret| SessionCredentials::of(&secret))
+        let object_ref = ObjectRef::<Secret>::new(&child_name(&key.name)).within(&key.namespace);
+        self.secrets
+            .get(&object_ref)
+            .and_then(|secret| SessionCredentials::of(&secret))
     }
 }
 
@@ -215,35 +215,49 @@ mod tests {
     use super::*;
 
     fn key() -> SessionKey {
-        SessionKey { namespace: "ns".into(), name: "cam".into() }
+        SessionKey::new("ns", "cam")
     }
 
     fn status(phase: &str, endpoint: Option<&str>) -> SessionStatus {
-        SessionStatus { phase: Some(phase.into()), endpoint: endpoint.map(Into::into), conditions: vec![] }
+        SessionStatus {
+            phase: Some(phase.into()),
+            endpoint: endpoint.map(Into::into),
+            conditions: vec![],
+        }
     }
 
     fn creds(cert: bool) -> SessionCredentials {
-        SessionCredentials { token: b"tok".to_vec(), pod_certificate: cert.then(|| b"PEM".to_vec()) }
-    }
-
-    #[test]
-    fn session_field_must_be_namespace_slash_name() {
-        assert_eq!(SessionKey::parse("ns/cam"), Ok(key()));
-        for bad in ["", "ns", "/cam", "ns/", "a/b/c"] {
-            assert!(matches!(SessionKey::parse(bad), Err(ApiError::Malformed(_))), "{bad}");
+        SessionCredentials {
+            token: b"tok".to_vec(),
+            pod_certificate: cert.then(|| b"PEM".to_vec()),
         }
     }
 
     #[test]
     fn authorization_order_is_token_presence_then_session_then_token_value() {
         let ready = status("Ready", Some("https://10.0.0.1:31000"));
-        assert_eq!(authorize(&key(), None, None, None), Err(ApiError::MissingToken));
+        assert_eq!(
+            authorize(&key(), None, None, None),
+            Err(ApiError::MissingToken)
+        );
         assert_eq!(
             authorize(&key(), None, None, Some("Bearer tok")),
-            Err(ApiError::UnknownSession("ns/cam".into()))
+            Err(ApiError::UnknownSession(key()))
         );
-        assert_eq!(authorize(&key(), Some(&ready), Some(&creds(true)), Some("Bearer nope")), Err(ApiError::WrongToken));
-        assert_eq!(authorize(&key(), Some(&ready), Some(&creds(true)), Some("Bearer tok")), Ok(&ready));
+        let credentials = creds(true);
+        assert_eq!(
+            authorize(
+                &key(),
+                Some(&ready),
+                Some(&credentials),
+                Some("Bearer nope")
+            ),
+            Err(ApiError::WrongToken)
+        );
+        assert_eq!(
+            authorize(&key(), Some(&ready), Some(&credentials), Some("Bearer tok")),
+            Ok((&ready, &credentials))
+        );
         assert!(matches!(
             authorize(&key(), Some(&ready), None, Some("Bearer tok")),
             Err(ApiError::NotReady { .. })
@@ -252,7 +266,10 @@ mod tests {
 
     #[test]
     fn ready_session_resolves_to_its_endpoint_with_the_pinned_certificate() {
-        let target = resolve(&status("Ready", Some("https://10.0.0.1:31000/")), &creds(true));
+        let target = resolve(
+            &status("Ready", Some("https://10.0.0.1:31000/")),
+            &creds(true),
+        );
         assert_eq!(
             target,
             Ok(Target {
@@ -268,7 +285,12 @@ mod tests {
     fn not_ready_sessions_explain_why() {
         let mut scheduling = status("Scheduling", None);
         scheduling.conditions = vec![
-            Condition { kind: "Accepted".into(), status: "True".into(), reason: None, message: None },
+            Condition {
+                kind: "Accepted".into(),
+                status: "True".into(),
+                reason: None,
+                message: None,
+            },
             Condition {
                 kind: "Scheduled".into(),
                 status: "False".into(),
@@ -276,18 +298,33 @@ mod tests {
                 message: Some("0/2 nodes are available: 2 Insufficient nvidia.com/gpu.".into()),
             },
         ];
-        let Err(ApiError::NotReady { phase, detail, retry_after }) = resolve(&scheduling, &creds(true)) else {
+        let Err(ApiError::NotReady {
+            phase,
+            detail,
+            retry_after,
+        }) = resolve(&scheduling, &creds(true))
+        else {
             panic!("expected NotReady");
         };
         assert_eq!(phase, "Scheduling");
-        assert_eq!(detail, "0/2 nodes are available: 2 Insufficient nvidia.com/gpu.");
+        assert_eq!(
+            detail,
+            "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."
+        );
         assert_eq!(retry_after, NOT_READY_RETRY);
         let public = PublicStatus::from(&scheduling);
         assert!(!public.ready);
         assert_eq!(public.reason.as_deref(), Some("Unschedulable"));
 
-        for (phase, endpoint) in [("Starting", Some("https://a:1")), ("Ready", None), ("Ready", Some("ftp://a"))] {
-            assert!(matches!(resolve(&status(phase, endpoint), &creds(true)), Err(ApiError::NotReady { .. })));
+        for (phase, endpoint) in [
+            ("Starting", Some("https://a:1")),
+            ("Ready", None),
+            ("Ready", Some("ftp://a")),
+        ] {
+            assert!(matches!(
+                resolve(&status(phase, endpoint), &creds(true)),
+                Err(ApiError::NotReady { .. })
+            ));
         }
         // HTTPS without a certificate to pin is never forwarded.
         assert!(matches!(
@@ -300,7 +337,10 @@ mod tests {
     fn status_is_read_from_the_dynamic_object() {
         let mut object = DynamicObject::new("cam", &camera_session_resource()).within("ns");
         object.data = serde_json::json!({"status": {"phase": "Ready", "endpoint": "https://x:1", "podName": "p"}});
-        assert_eq!(SessionStatus::of(&object), status("Ready", Some("https://x:1")));
+        assert_eq!(
+            SessionStatus::of(&object),
+            status("Ready", Some("https://x:1"))
+        );
         object.data = serde_json::json!({"spec": {}});
         assert_eq!(SessionStatus::of(&object), SessionStatus::default());
     }

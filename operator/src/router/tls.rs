@@ -31,14 +31,22 @@ pub fn certified_key(chain_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, C
     if chain.is_empty() {
         return Err(CertificateError::NoCertificate);
     }
-    let key = rustls_pemfile::private_key(&mut &key_pem[..])?.ok_or(CertificateError::NoPrivateKey)?;
-    Ok(CertifiedKey::from_der(chain, key, &rustls::crypto::ring::default_provider())?)
+    let key =
+        rustls_pemfile::private_key(&mut &key_pem[..])?.ok_or(CertificateError::NoPrivateKey)?;
+    Ok(CertifiedKey::from_der(
+        chain,
+        key,
+        &rustls::crypto::ring::default_provider(),
+    )?)
 }
 
 /// Reads `tls.crt` and `tls.key` of a TLS Secret.
 pub fn certified_key_from_secret(secret: &Secret) -> Result<CertifiedKey, CertificateError> {
     let data = secret.data.as_ref();
-    let get = |key: &'static str| data.and_then(|d| d.get(key)).ok_or(CertificateError::MissingKey(key));
+    let get = |key: &'static str| {
+        data.and_then(|d| d.get(key))
+            .ok_or(CertificateError::MissingKey(key))
+    };
     certified_key(&get("tls.crt")?.0, &get("tls.key")?.0)
 }
 
@@ -57,12 +65,18 @@ pub struct SwappableCertificate {
 
 impl SwappableCertificate {
     pub fn replace(&self, key: CertifiedKey) {
-        let mut current = self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut current = self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         *current = Some(Arc::new(key));
     }
 
     pub fn current(&self) -> Option<Arc<CertifiedKey>> {
-        self.current.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     pub fn is_loaded(&self) -> bool {
@@ -99,7 +113,9 @@ pub async fn watch_secret(
 ) {
     let api: Api<Secret> = Api::namespaced(client, namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut secrets = crate::watch_backoff::watch_with_backoff(api, config).applied_objects().boxed();
+    let mut secrets = crate::runtime::watch_backoff::watch_with_backoff(api, config)
+        .applied_objects()
+        .boxed();
     while let Some(event) = secrets.next().await {
         match event {
             Ok(secret) => match certified_key_from_secret(&secret) {
@@ -126,7 +142,9 @@ mod tests {
     use super::*;
 
     fn self_signed(name: &str) -> (String, String) {
-        let Ok(cert) = rcgen::generate_simple_self_signed(vec![name.into()]) else { panic!("rcgen") };
+        let Ok(cert) = rcgen::generate_simple_self_signed(vec![name.into()]) else {
+            panic!("rcgen")
+        };
         (cert.cert.pem(), cert.signing_key.serialize_pem())
     }
 
@@ -134,11 +152,22 @@ mod tests {
     fn loads_a_matching_pair_and_rejects_mismatches() {
         let (cert_a, key_a) = self_signed("a.example");
         let (_, key_b) = self_signed("b.example");
-        let Ok(key) = certified_key(cert_a.as_bytes(), key_a.as_bytes()) else { panic!("valid pair") };
+        let Ok(key) = certified_key(cert_a.as_bytes(), key_a.as_bytes()) else {
+            panic!("valid pair")
+        };
         assert!(not_after(&key).is_some_and(|t| t > 0));
-        assert!(matches!(certified_key(cert_a.as_bytes(), key_b.as_bytes()), Err(CertificateError::Rustls(_))));
-        assert!(matches!(certified_key(b"", key_a.as_bytes()), Err(CertificateError::NoCertificate)));
-        assert!(matches!(certified_key(cert_a.as_bytes(), b""), Err(CertificateError::NoPrivateKey)));
+        assert!(matches!(
+            certified_key(cert_a.as_bytes(), key_b.as_bytes()),
+            Err(CertificateError::Rustls(_))
+        ));
+        assert!(matches!(
+            certified_key(b"", key_a.as_bytes()),
+            Err(CertificateError::NoCertificate)
+        ));
+        assert!(matches!(
+            certified_key(cert_a.as_bytes(), b""),
+            Err(CertificateError::NoPrivateKey)
+        ));
     }
 
     #[test]
@@ -147,13 +176,19 @@ mod tests {
         assert!(!swappable.is_loaded());
         let (cert_a, key_a) = self_signed("a.example");
         let (cert_b, key_b) = self_signed("b.example");
-        let (Ok(a), Ok(b)) = (certified_key(cert_a.as_bytes(), key_a.as_bytes()), certified_key(cert_b.as_bytes(), key_b.as_bytes())) else {
+        let (Ok(a), Ok(b)) = (
+            certified_key(cert_a.as_bytes(), key_a.as_bytes()),
+            certified_key(cert_b.as_bytes(), key_b.as_bytes()),
+        ) else {
             panic!("valid pairs")
         };
         swappable.replace(a);
         let held = swappable.current();
         swappable.replace(b);
         let now = swappable.current();
-        assert!(held.zip(now).is_some_and(|(held, now)| held.cert != now.cert));
+        assert!(
+            held.zip(now)
+                .is_some_and(|(held, now)| held.cert != now.cert)
+        );
     }
 }

@@ -14,14 +14,14 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 use futures::StreamExt;
+use kube::Resource;
 use kube::api::Api;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::utils::Backoff;
 use kube::runtime::watcher;
-use kube::Resource;
 use serde::de::DeserializeOwned;
 
-use crate::watch_backoff::{BACKOFF_MAX, WatchBackoff};
+use crate::runtime::watch_backoff::{BACKOFF_MAX, WatchBackoff};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum WatchState {
@@ -29,7 +29,10 @@ enum WatchState {
     Listing,
     Synced,
     /// The watch failed; the cache is listed again after the back-off.
-    Broken { error: String, since: Instant },
+    Broken {
+        error: String,
+        since: Instant,
+    },
 }
 
 /// Whether one watch-backed cache is current.
@@ -41,7 +44,10 @@ pub struct WatchHealth {
 
 impl WatchHealth {
     pub fn new(cache: &'static str) -> Self {
-        Self { cache, state: Mutex::new(WatchState::Listing) }
+        Self {
+            cache,
+            state: Mutex::new(WatchState::Listing),
+        }
     }
 
     /// The cache's name, e.g. `camerasessions`.
@@ -84,8 +90,12 @@ impl WatchHealth {
 
 /// Keeps `writer`'s store in step with the objects `api` and `config` select, forever: lists,
 /// watches, and after any error waits for the back-off and lists again.
-pub async fn reflect<K>(api: Api<K>, config: watcher::Config, mut writer: Writer<K>, health: std::sync::Arc<WatchHealth>)
-where
+pub async fn reflect<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    mut writer: Writer<K>,
+    health: std::sync::Arc<WatchHealth>,
+) where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Eq + Hash + Clone,
 {
@@ -122,14 +132,25 @@ mod tests {
     #[test]
     fn health_reports_listing_broken_and_synced() {
         let health = WatchHealth::new("camerasessions");
-        assert_eq!(health.problem().as_deref(), Some("camerasessions cache not synced"));
+        assert_eq!(
+            health.problem().as_deref(),
+            Some("camerasessions cache not synced")
+        );
         health.synced();
         assert_eq!(health.problem(), None);
         health.broken("connection refused".into());
         let first = health.problem().unwrap_or_default();
-        assert!(first.starts_with("camerasessions watch broken for 0s") && first.ends_with("connection refused"), "{first}");
+        assert!(
+            first.starts_with("camerasessions watch broken for 0s")
+                && first.ends_with("connection refused"),
+            "{first}"
+        );
         health.broken("still refused".into());
-        assert!(health.problem().is_some_and(|p| p.ends_with("still refused")));
+        assert!(
+            health
+                .problem()
+                .is_some_and(|p| p.ends_with("still refused"))
+        );
         health.synced();
         assert_eq!(health.problem(), None);
     }

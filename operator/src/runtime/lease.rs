@@ -54,7 +54,10 @@ pub fn decide(spec: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> Lease
     if holder.is_empty() {
         return LeaseDecision::Acquire;
     }
-    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(LEASE_DURATION.as_secs() as i32));
+    let duration = i64::from(
+        spec.lease_duration_seconds
+            .unwrap_or(LEASE_DURATION.as_secs() as i32),
+    );
     let renewed = spec
         .renew_time
         .as_ref()
@@ -71,7 +74,12 @@ pub fn decide(spec: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> Lease
 }
 
 /// The Lease spec after `decision` by `identity` (pure). `None` for `Follow`.
-pub fn next_spec(old: Option<&LeaseSpec>, decision: &LeaseDecision, identity: &str, now: Timestamp) -> Option<LeaseSpec> {
+pub fn next_spec(
+    old: Option<&LeaseSpec>,
+    decision: &LeaseDecision,
+    identity: &str,
+    now: Timestamp,
+) -> Option<LeaseSpec> {
     let old = old.cloned().unwrap_or_default();
     let base = LeaseSpec {
         holder_identity: Some(identity.to_string()),
@@ -126,9 +134,17 @@ impl LeaderElector {
     pub async fn try_acquire_or_renew(&self) -> Result<bool, LeaderError> {
         let now = Timestamp::now();
         let current = self.api.get_opt(&self.name).await?;
-        let decision = decide(current.as_ref().and_then(|l| l.spec.as_ref()), &self.identity, now);
-        let Some(spec) = next_spec(current.as_ref().and_then(|l| l.spec.as_ref()), &decision, &self.identity, now)
-        else {
+        let decision = decide(
+            current.as_ref().and_then(|l| l.spec.as_ref()),
+            &self.identity,
+            now,
+        );
+        let Some(spec) = next_spec(
+            current.as_ref().and_then(|l| l.spec.as_ref()),
+            &decision,
+            &self.identity,
+            now,
+        ) else {
             return Ok(false);
         };
         let result = match current {
@@ -144,7 +160,9 @@ impl LeaderElector {
             }
             Some(mut lease) => {
                 lease.spec = Some(spec);
-                self.api.replace(&self.name, &PostParams::default(), &lease).await
+                self.api
+                    .replace(&self.name, &PostParams::default(), &lease)
+                    .await
             }
         };
         match result {
@@ -168,7 +186,9 @@ impl LeaderElector {
         spec.holder_identity = None;
         spec.lease_duration_seconds = Some(1);
         spec.renew_time = Some(MicroTime(Timestamp::now()));
-        self.api.replace(&self.name, &PostParams::default(), &lease).await?;
+        self.api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await?;
         Ok(())
     }
 
@@ -236,13 +256,22 @@ mod tests {
     #[test]
     fn decisions() {
         assert_eq!(decide(None, "a", ts(100)), LeaseDecision::Create);
-        assert_eq!(decide(Some(&held_by("a", 99)), "a", ts(100)), LeaseDecision::Renew);
+        assert_eq!(
+            decide(Some(&held_by("a", 99)), "a", ts(100)),
+            LeaseDecision::Renew
+        );
         assert_eq!(
             decide(Some(&held_by("b", 90)), "a", ts(100)),
             LeaseDecision::Follow { holder: "b".into() }
         );
-        assert_eq!(decide(Some(&held_by("b", 85)), "a", ts(100)), LeaseDecision::Acquire);
-        assert_eq!(decide(Some(&LeaseSpec::default()), "a", ts(100)), LeaseDecision::Acquire);
+        assert_eq!(
+            decide(Some(&held_by("b", 85)), "a", ts(100)),
+            LeaseDecision::Acquire
+        );
+        assert_eq!(
+            decide(Some(&LeaseSpec::default()), "a", ts(100)),
+            LeaseDecision::Acquire
+        );
     }
 
     #[test]
@@ -256,6 +285,14 @@ mod tests {
         assert_eq!(renewed.acquire_time, Some(MicroTime(ts(100))));
         assert_eq!(renewed.renew_time, Some(MicroTime(ts(105))));
         assert_eq!(renewed.lease_duration_seconds, Some(15));
-        assert!(next_spec(Some(&old), &LeaseDecision::Follow { holder: "b".into() }, "a", ts(1)).is_none());
+        assert!(
+            next_spec(
+                Some(&old),
+                &LeaseDecision::Follow { holder: "b".into() },
+                "a",
+                ts(1)
+            )
+            .is_none()
+        );
     }
 }

@@ -105,5 +105,4 @@ mod tests {
         backoff.reset();
         assert_eq!(backoff.next(), Some(BACKOFF_MIN));
     }
-
 }

@@ -10,14 +10,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::filter::Filter;
+use super::{Filter, FilterError, FilterSpec};
 use crate::frame::VideoFrame;
 use crate::mailbox::{LatestFrame, Put};
 use crate::metrics::Metrics;
 
-/// Builds a filter from a textual spec (a name such as `passthrough`, or a JSON filter spec).
-/// Runs on the filter thread, so it may load and warm up a model.
-pub type FilterBuilder = Box<dyn FnMut(&str) -> Result<Box<dyn Filter>, String> + Send>;
+/// Builds a filter from its spec. Runs on the filter thread, so it may load and warm up a model.
+pub type FilterBuilder = Box<dyn FnMut(&FilterSpec) -> Result<Box<dyn Filter>, FilterError> + Send>;
 
 /// Live counters of the pipeline of one peer, read by the data channel's stats messages.
 #[derive(Debug, Default)]
@@ -37,18 +36,28 @@ pub struct FilterJob {
 }
 
 struct SwitchRequest {
-    spec: String,
-    reply: oneshot::Sender<Result<String, String>>,
+    spec: FilterSpec,
+    reply: oneshot::Sender<Result<String, FilterError>>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     #[error("building the initial filter: {0}")]
-    InitialFilter(String),
+    InitialFilter(FilterError),
     #[error("the filter thread stopped")]
     Stopped,
     #[error("starting the filter thread: {0}")]
     Spawn(#[source] std::io::Error),
+}
+
+/// Why a filter switch did not happen; the current filter stays in either case.
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchError {
+    /// The spec was refused, or the filter it describes could not be built.
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    #[error("the filter thread stopped")]
+    Stopped,
 }
 
 /// Handle to the filter thread.
@@ -64,7 +73,7 @@ impl FilterWorker {
     /// Starts the thread and builds the initial filter on it; returns once it is ready.
     pub async fn start(
         mut builder: FilterBuilder,
-        initial: &str,
+        initial: FilterSpec,
         metrics: Arc<Metrics>,
     ) -> Result<Self, WorkerError> {
         let input = Arc::new(LatestFrame::<FilterJob>::new());
@@ -73,14 +82,13 @@ impl FilterWorker {
         let (ready_tx, ready_rx) = oneshot::channel();
         let thread = {
             let (input, current, metrics) = (input.clone(), current.clone(), metrics.clone());
-            let initial = initial.to_owned();
             std::thread::Builder::new()
                 .name("filter".into())
                 .spawn(move || {
                     let filter = match builder(&initial) {
                         Ok(filter) => filter,
-                        Err(message) => {
-                            let _ = ready_tx.send(Err(message));
+                        Err(error) => {
+                            let _ = ready_tx.send(Err(error));
                             return;
                         }
                     };
@@ -92,7 +100,7 @@ impl FilterWorker {
         };
         match ready_rx.await {
             Ok(Ok(())) => {}
-            Ok(Err(message)) => return Err(WorkerError::InitialFilter(message)),
+            Ok(Err(error)) => return Err(WorkerError::InitialFilter(error)),
             Err(_) => return Err(WorkerError::Stopped),
         }
         Ok(FilterWorker {
@@ -121,23 +129,19 @@ impl FilterWorker {
             .clone()
     }
 
-    /// Switches to the filter `spec` describes; on error the current filter stays.
-    pub async fn switch(&self, spec: &str) -> Result<String, String> {
+    /// Switches to the filter `spec` describes and returns its name; on error the current filter
+    /// stays.
+    pub async fn switch(&self, spec: FilterSpec) -> Result<String, SwitchError> {
         let (reply, reply_rx) = oneshot::channel();
-        let sent = self
-            .requests
+        self.requests
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .send(SwitchRequest {
-                spec: spec.to_owned(),
-                reply,
-            });
-        if sent.is_err() {
-            return Err("the filter thread stopped".into());
-        }
+            .send(SwitchRequest { spec, reply })
+            .map_err(|_| SwitchError::Stopped)?;
         reply_rx
             .await
-            .unwrap_or_else(|_| Err("the filter thread stopped".into()))
+            .map_err(|_| SwitchError::Stopped)?
+            .map_err(SwitchError::Filter)
     }
 
     /// Stops the thread after the frame in progress.
@@ -173,9 +177,9 @@ fn run(
                     tracing::info!(filter = %name, "filter switched");
                     Ok(name)
                 }
-                Err(message) => {
-                    tracing::warn!(error = %message, filter = %filter.name(), "filter switch failed; keeping the current filter");
-                    Err(message)
+                Err(error) => {
+                    tracing::warn!(%error, filter = %filter.name(), "filter switch failed; keeping the current filter");
+                    Err(error)
                 }
             };
             let _ = request.reply.send(result);
@@ -205,7 +209,7 @@ fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::filter::{FilterError, Passthrough};
+    use crate::filter::Passthrough;
 
     /// Paints the luma plane one value and takes its time doing it.
     struct Paint(u8, Duration);
@@ -221,14 +225,20 @@ mod tests {
         }
     }
 
+    /// The spec that builds [`Paint`] (standing in for a slow model).
+    const PAINT: FilterSpec = FilterSpec::Style { style: 0 };
+
+    /// Builds passthrough and [`PAINT`]; refuses every other spec.
     fn builder() -> FilterBuilder {
-        Box::new(|spec: &str| -> Result<Box<dyn Filter>, String> {
-            match spec {
-                "passthrough" => Ok(Box::new(Passthrough)),
-                "paint" => Ok(Box::new(Paint(200, Duration::from_millis(30)))),
-                other => Err(format!("unknown filter {other}")),
-            }
-        })
+        Box::new(
+            |spec: &FilterSpec| -> Result<Box<dyn Filter>, FilterError> {
+                match spec {
+                    FilterSpec::Passthrough => Ok(Box::new(Passthrough)),
+                    spec if *spec == PAINT => Ok(Box::new(Paint(200, Duration::from_millis(30)))),
+                    other => Err(FilterError::UnknownFilter(other.name().to_owned())),
+                }
+            },
+        )
     }
 
     fn job(
@@ -247,19 +257,21 @@ mod tests {
 
     #[tokio::test]
     async fn switching_builds_on_the_thread_and_keeps_old_filter_on_error() {
-        let worker = FilterWorker::start(builder(), "passthrough", Arc::new(Metrics::default()))
-            .await
-            .unwrap();
+        let worker = FilterWorker::start(
+            builder(),
+            FilterSpec::Passthrough,
+            Arc::new(Metrics::default()),
+        )
+        .await
+        .unwrap();
         assert_eq!(worker.current(), "passthrough");
+        let refused = worker.switch(FilterSpec::default()).await.unwrap_err();
         assert!(
-            worker
-                .switch("nonsense")
-                .await
-                .unwrap_err()
-                .contains("unknown filter")
+            matches!(&refused, SwitchError::Filter(FilterError::UnknownFilter(name)) if name == "selfie-blur"),
+            "{refused}"
         );
         assert_eq!(worker.current(), "passthrough");
-        assert_eq!(worker.switch("paint").await.unwrap(), "paint");
+        assert_eq!(worker.switch(PAINT).await.unwrap(), "paint");
         let (output, stats) = (
             Arc::new(LatestFrame::new()),
             Arc::new(PipelineStats::default()),
@@ -272,7 +284,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_slow_filter_drops_frames_instead_of_queueing_them() {
-        let worker = FilterWorker::start(builder(), "paint", Arc::new(Metrics::default()))
+        let worker = FilterWorker::start(builder(), PAINT, Arc::new(Metrics::default()))
             .await
             .unwrap();
         let (output, stats) = (
@@ -311,10 +323,20 @@ mod tests {
 
     #[tokio::test]
     async fn initial_filter_failure_is_reported() {
-        let err = FilterWorker::start(builder(), "nonsense", Arc::new(Metrics::default()))
-            .await
-            .err()
-            .unwrap();
-        assert!(matches!(err, WorkerError::InitialFilter(_)));
+        let err = FilterWorker::start(
+            builder(),
+            FilterSpec::default(),
+            Arc::new(Metrics::default()),
+        )
+        .await
+        .err()
+        .unwrap();
+        assert!(
+            matches!(
+                err,
+                WorkerError::InitialFilter(FilterError::UnknownFilter(_))
+            ),
+            "{err}"
+        );
     }
 }

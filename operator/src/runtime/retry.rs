@@ -38,7 +38,9 @@ impl<K> Default for RetryBackoff<K> {
 impl<K: Clone + Eq + Hash> RetryBackoff<K> {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, u32>> {
         // Every update is a single insert or remove, so a poisoned map is still consistent.
-        self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Counts a failure of `key` and returns how long to wait before retrying it.
@@ -78,10 +80,22 @@ mod tests {
         assert_eq!(backoff.failed(&"a"), Duration::from_secs(1));
         assert_eq!(backoff.failed(&"a"), Duration::from_secs(2));
         assert_eq!(backoff.failed(&"a"), Duration::from_secs(4));
-        assert_eq!(backoff.failed(&"b"), Duration::from_secs(1), "another key starts at the start");
+        assert_eq!(
+            backoff.failed(&"b"),
+            Duration::from_secs(1),
+            "another key starts at the start"
+        );
         backoff.succeeded(&"a");
-        assert_eq!(backoff.failed(&"a"), Duration::from_secs(1), "success resets");
+        assert_eq!(
+            backoff.failed(&"a"),
+            Duration::from_secs(1),
+            "success resets"
+        );
         backoff.retain(|k| *k != "b");
-        assert_eq!(backoff.failed(&"b"), Duration::from_secs(1), "forgotten key starts again");
+        assert_eq!(
+            backoff.failed(&"b"),
+            Duration::from_secs(1),
+            "forgotten key starts again"
+        );
     }
 }

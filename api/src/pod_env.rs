@@ -1,0 +1,36 @@
+//! Environment variables that configure camera-pod. camera-pod's command line reads each of them
+//! as the fallback of its flag; the operator sets them on the pods it creates.
+
+pub const LISTEN: &str = "P2PCAMERA_LISTEN";
+pub const PLAIN_HTTP: &str = "P2PCAMERA_PLAIN_HTTP";
+pub const TLS_CERT: &str = "P2PCAMERA_TLS_CERT";
+pub const TLS_KEY: &str = "P2PCAMERA_TLS_KEY";
+pub const TOKEN: &str = "P2PCAMERA_TOKEN";
+pub const TOKEN_FILE: &str = "P2PCAMERA_TOKEN_FILE";
+pub const UDP_BIND: &str = "P2PCAMERA_UDP_BIND";
+pub const UDP_PORT: &str = "P2PCAMERA_UDP_PORT";
+pub const PUBLIC_IP: &str = "P2PCAMERA_PUBLIC_IP";
+pub const MIN_BITRATE: &str = "P2PCAMERA_MIN_BITRATE";
+pub const MAX_BITRATE: &str = "P2PCAMERA_MAX_BITRATE";
+pub const START_BITRATE: &str = "P2PCAMERA_START_BITRATE";
+pub const MAX_WIDTH: &str = "P2PCAMERA_MAX_WIDTH";
+pub const MAX_HEIGHT: &str = "P2PCAMERA_MAX_HEIGHT";
+pub const MAX_FPS: &str = "P2PCAMERA_MAX_FPS";
+pub const CODECS: &str = "P2PCAMERA_CODECS";
+pub const REQUIRE_GPU: &str = "P2PCAMERA_REQUIRE_GPU";
+pub const LOG_FORMAT: &str = "P2PCAMERA_LOG_FORMAT";
+pub const TERMINATION_LOG: &str = "P2PCAMERA_TERMINATION_LOG";
+pub const FILTER: &str = "P2PCAMERA_FILTER";
+pub const BLUR_STRENGTH: &str = "P2PCAMERA_BLUR_STRENGTH";
+pub const STYLE_INDEX: &str = "P2PCAMERA_STYLE_INDEX";
+pub const BACKGROUND_COLOR: &str = "P2PCAMERA_BACKGROUND_COLOR";
+pub const BACKGROUND_IMAGE: &str = "P2PCAMERA_BACKGROUND_IMAGE";
+pub const MODEL: &str = "P2PCAMERA_MODEL";
+pub const SHA256: &str = "P2PCAMERA_SHA256";
+pub const MANIFEST: &str = "P2PCAMERA_MANIFEST";
+pub const MODEL_CACHE_DIR: &str = "P2PCAMERA_MODEL_CACHE_DIR";
+pub const MODEL_CA_FILE: &str = "P2PCAMERA_MODEL_CA_FILE";
+pub const ONNXRUNTIME_LIB: &str = "P2PCAMERA_ONNXRUNTIME_LIB";
+pub const EXECUTION_PROVIDER: &str = "P2PCAMERA_EXECUTION_PROVIDER";
+pub const INTRA_OP_THREADS: &str = "P2PCAMERA_INTRA_OP_THREADS";
+pub const DEDICATED_MACHINE: &str = "P2PCAMERA_DEDICATED_MACHINE";

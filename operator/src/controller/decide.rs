@@ -1,0 +1,1056 @@
+//! What one reconcile does, decided without a client: [`decide`] turns what was observed into a
+//! [`Plan`] (what to do with the pod, the next status, the wake annotation, when to come back).
+//!
+//! Two facts a decision may hang on need I/O: the public address of a node, and a ready camera
+//! pod's activity. `decide` asks for them: it answers [`Decision::Lookup`] when it needs one that
+//! [`Observed::lookups`] does not hold yet, and the executor (`controller/execute.rs`) puts the answer
+//! there and calls `decide` again. It asks only on the branches that use the answer, and never
+//! twice for the same fact, so one reconcile performs at most one node read and one activity poll.
+//! Applying the pod is the one action whose outcome changes the plan: when the API server refuses
+//! the pod as invalid (`422`), [`rejected`] is the plan instead.
+//!
+//! The branches, first match wins:
+//! 1. Idle (phase Idle, spec unchanged, no `p2pcamera.io/wake` annotation): no pod (a left-over
+//!    one is deleted); wait for a change.
+//! 2. A live pod crash-loops ([`status::crash_loop`]): delete it, phase Failed, come back after
+//!    the crash backoff.
+//! 3. Within the crash backoff while the crashed pod is going away or gone: stay Failed until the
+//!    backoff ends.
+//! 4. No pod: apply the desired one (field manager [`p2pcamera_api::objects::FIELD_MANAGER`]).
+//!    After a pinning replacement (phase Terminating with a node and a public address recorded)
+//!    and with `--public-ip-source node`, the new pod is pinned to that node's current public
+//!    address ([`Lookup::NodeAddress`]).
+//! 5. The pod is terminating: phase Terminating until it is gone.
+//! 6. A live pod whose `p2pcamera.io/pod-hash` differs from the desired pod's (spec or port
+//!    changed, or the node's public address differs from the pod's host IP and the pod is not
+//!    pinned yet): delete it; a pinning replacement records the node and address in status,
+//!    where they stay while the old pod terminates (branch 5) for the new pod to name (branch 4).
+//!    The hash depends only on the spec, the port and the pin, so an unchanged spec never
+//!    replaces a pod (no flapping).
+//! 7. A ready pod with `idleTimeout`: its activity is polled ([`Lookup::Activity`], at most every
+//!    `--idle-poll-interval`); idle too long -> delete it, phase Idle (the Secret and port stay).
+//! 8. Otherwise the pod runs: status from its observation; a ready pod with `idleTimeout` is
+//!    looked at again after the poll interval, any other after [`RESYNC`].
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
+
+use crate::config::{Config, PublicIpSource, parse_duration};
+use crate::crd::{CameraSession, CameraSessionStatus, Phase};
+use crate::desired::{self, BuildError, Placement};
+use crate::status::{self, PodObservation, Scheduling, Situation, StatusInputs};
+use p2pcamera_api::objects::{ANNOTATION_POD_HASH, ANNOTATION_WAKE};
+
+/// When a session whose pod is being replaced is looked at again.
+pub const REPLACING_RECHECK: Duration = Duration::from_secs(2);
+/// When a session with nothing to wait for is looked at again (pod and session changes trigger
+/// a reconcile at once anyway).
+pub const RESYNC: Duration = Duration::from_secs(300);
+/// The shortest interval between two activity polls of one session.
+pub const MIN_IDLE_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The interval between activity polls of one session: `--idle-poll-interval`, at least
+/// [`MIN_IDLE_POLL_INTERVAL`].
+pub fn idle_poll_interval(config: &Config) -> Duration {
+    config.idle_poll_interval.max(MIN_IDLE_POLL_INTERVAL)
+}
+
+/// Everything one reconcile of a session decides from.
+#[derive(Clone, Debug)]
+pub struct Observed<'a> {
+    /// The session, as cached.
+    pub session: &'a CameraSession,
+    /// The operator's configuration.
+    pub config: &'a Config,
+    /// The session's status as this operator knows it (the cached one, or the one it wrote last
+    /// while the cache lags: [`crate::status_memo`]).
+    pub prev: &'a CameraSessionStatus,
+    /// The session's port, claimed or newly allocated.
+    pub port: u16,
+    /// The session's pod, as cached.
+    pub pod: Option<&'a Pod>,
+    /// The time of the reconcile.
+    pub now: Timestamp,
+    /// The answers to the lookups [`decide`] asked for so far.
+    pub lookups: Lookups,
+}
+
+/// Answers to the [`Lookup`]s of one reconcile.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Lookups {
+    /// The public address of a node.
+    pub node_address: Option<NodeAddress>,
+    /// The activity poll of the session's pod.
+    pub activity: Option<Polled>,
+}
+
+/// A node's public address, as read ([`crate::node_addresses::public_address`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeAddress {
+    /// The node.
+    pub node: String,
+    /// Its public address; `None` when the node (or an address) is not there.
+    pub address: Option<String>,
+}
+
+/// What an activity poll gave.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Polled {
+    /// No answer: the session was polled less than the poll interval ago, or the poll failed.
+    NoAnswer,
+    /// The camera pod's answer.
+    Answer(Activity),
+}
+
+/// A camera pod's report of its camera.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Activity {
+    /// A camera is connected now.
+    pub camera_connected: bool,
+    /// When a camera was last connected (or the pod started, when none has been yet).
+    pub last_active: Option<Timestamp>,
+}
+
+/// A fact [`decide`] needs that only I/O gives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// The public address of `node` (answer in [`Lookups::node_address`]).
+    NodeAddress {
+        /// The node.
+        node: String,
+    },
+    /// The camera activity of the pod at `endpoint` (answer in [`Lookups::activity`]).
+    Activity {
+        /// `https://<host IP>:<port>` of the camera pod.
+        endpoint: String,
+    },
+}
+
+/// What [`decide`] answers.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    /// Answer this lookup, then decide again.
+    Lookup(Lookup),
+    /// Carry out this plan.
+    Plan(Box<Plan>),
+}
+
+/// What a reconcile does, in this order: change the pod, write the status (when it differs from
+/// [`Observed::prev`]), remove the wake annotation, and come back as `then` says.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// What happens to the pod.
+    pub pod: PodChange,
+    /// The session's next status.
+    pub status: CameraSessionStatus,
+    /// The session carries the `p2pcamera.io/wake` annotation, acted on by this plan: remove it.
+    /// Removed after the status write, so a failure before that retries with the annotation.
+    pub clear_wake: bool,
+    /// When to reconcile again without a trigger.
+    pub then: Action,
+}
+
+/// What happens to the session's pod.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PodChange {
+    /// Nothing.
+    Keep,
+    /// Server-side apply of this pod; see [`rejected`] for a `422`.
+    Apply(Box<Pod>),
+    /// Delete the pod (this exact one: the delete names its uid).
+    Delete {
+        /// Pod name.
+        name: String,
+        /// Pod uid, the delete's precondition.
+        uid: Option<String>,
+        /// Why.
+        reason: DeleteReason,
+    },
+}
+
+/// Why a pod is deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeleteReason {
+    /// The session is Idle and a pod is still there.
+    Idle,
+    /// The pod crash-loops.
+    CrashLoop,
+    /// The pod is not the desired one; `pinning`: the replacement pins it to its node's public
+    /// address (the spec did not change).
+    Replace {
+        /// The replacement pins the pod to its node.
+        pinning: bool,
+    },
+    /// No camera within the idle timeout.
+    IdleTimeout,
+}
+
+/// Decides what the reconcile of `observed` does, or which fact it needs first.
+pub fn decide(observed: &Observed<'_>) -> Result<Decision, BuildError> {
+    match observed.plan() {
+        Ok(plan) => Ok(Decision::Plan(Box::new(plan))),
+        Err(Unfinished::Lookup(lookup)) => Ok(Decision::Lookup(lookup)),
+        Err(Unfinished::Build(error)) => Err(error),
+    }
+}
+
+/// The plan once the API server refused the pod of [`PodChange::Apply`] as invalid (`422`), with
+/// its `message`: the spec is at fault, so the session is Failed (`SpecValid=False` with the
+/// message) and waits for a change instead of retrying.
+pub fn rejected(observed: &Observed<'_>, message: String) -> Plan {
+    observed.plan_for(
+        PodChange::Keep,
+        &Situation::InvalidSpec { message },
+        None,
+        None,
+        Action::await_change(),
+    )
+}
+
+/// Why [`Observed::plan`] has no plan yet.
+enum Unfinished {
+    /// It needs this fact.
+    Lookup(Lookup),
+    /// A desired object could not be built.
+    Build(BuildError),
+}
+
+impl From<BuildError> for Unfinished {
+    fn from(error: BuildError) -> Self {
+        Self::Build(error)
+    }
+}
+
+impl Observed<'_> {
+    fn wake(&self) -> bool {
+        self.session.annotations().contains_key(ANNOTATION_WAKE)
+    }
+
+    /// The public address of `node` from the lookups, or the lookup that gives it.
+    fn node_address(&self, node: &str) -> Result<Option<String>, Unfinished> {
+        match &self.lookups.node_address {
+            Some(answer) if answer.node == node => Ok(answer.address.clone()),
+            _ => Err(Unfinished::Lookup(Lookup::NodeAddress {
+                node: node.to_string(),
+            })),
+        }
+    }
+
+    fn plan_for(
+        &self,
+        pod: PodChange,
+        situation: &Situation<'_>,
+        public_address: Option<&str>,
+        last_active: Option<Timestamp>,
+        then: Action,
+    ) -> Plan {
+        let inputs = StatusInputs {
+            generation: self.session.metadata.generation,
+            port: self.port,
+            public_address,
+            last_active,
+        };
+        Plan {
+            pod,
+            status: status::next_status(self.prev, situation, &inputs, self.now),
+            clear_wake: self.wake(),
+            then,
+        }
+    }
+
+    fn plan(&self) -> Result<Plan, Unfinished> {
+        let (prev, config) = (self.prev, self.config);
+        let stays_idle = !self.wake()
+            && prev.phase == Some(Phase::Idle)
+            && prev.observed_generation == self.session.metadata.generation;
+        let observation = self.pod.map(status::observe_pod);
+        let live = self
+            .pod
+            .zip(observation.as_ref())
+            .filter(|(_, obs)| !obs.terminating);
+        if stays_idle {
+            let delete = self
+                .pod
+                .map_or(PodChange::Keep, |pod| delete(pod, DeleteReason::Idle));
+            return Ok(self.plan_for(delete, &Situation::Idle, None, None, Action::await_change()));
+        }
+        if let Some((pod, obs)) = live
+            && let Some(message) = status::crash_loop(obs, config.crash_restart_limit)
+        {
+            let delete = delete(pod, DeleteReason::CrashLoop);
+            let situation = Situation::CrashLoop { message };
+            return Ok(self.plan_for(
+                delete,
+                &situation,
+                None,
+                None,
+                Action::requeue(config.crash_backoff),
+            ));
+        }
+        // During the crash backoff the crashed pod is going away or gone, and the session stays Failed.
+        if live.is_none()
+            && let Some(left) =
+                status::crash_backoff_remaining(prev, self.now, config.crash_backoff)
+        {
+            let message = prev.message.clone().unwrap_or_default();
+            let situation = Situation::CrashLoop { message };
+            return Ok(self.plan_for(
+                PodChange::Keep,
+                &situation,
+                None,
+                None,
+                Action::requeue(left),
+            ));
+        }
+        match (live, &observation) {
+            (_, None) => self.create(),
+            (None, Some(obs)) => Ok(self.plan_for(
+                PodChange::Keep,
+                &Situation::Replacing(obs),
+                None,
+                None,
+                Action::requeue(REPLACING_RECHECK),
+            )),
+            (Some((pod, obs)), _) => self.running(pod, obs),
+        }
+    }
+
+    /// No pod: apply the desired one, pinned when a pinning replacement left a node in status.
+    fn create(&self) -> Result<Plan, Unfinished> {
+        let prev = self.prev;
+        let pin_node = match (
+            self.config.public_ip_source,
+            prev.phase,
+            &prev.node_name,
+            &prev.public_address,
+        ) {
+            (PublicIpSource::Node, Some(Phase::Terminating), Some(node), Some(_)) => Some(node),
+            _ => None,
+        };
+        let pin = match pin_node {
+            Some(node) => self.node_address(node)?.map(|address| Placement {
+                node: node.clone(),
+                address,
+            }),
+            None => None,
+        };
+        let desired = desired::build_pod(self.session, self.port, self.config, pin.as_ref())?;
+        let apply = PodChange::Apply(Box::new(desired));
+        Ok(self.plan_for(
+            apply,
+            &Situation::NoPod,
+            None,
+            None,
+            Action::requeue(RESYNC),
+        ))
+    }
+
+    /// A live pod: replace it when it is not the desired one, delete it when idle too long, else
+    /// report it.
+    fn running(&self, pod: &Pod, obs: &PodObservation) -> Result<Plan, Unfinished> {
+        let (session, config, port) = (self.session, self.config, self.port);
+        let bound_node = obs
+            .node_name
+            .as_deref()
+            .filter(|_| obs.scheduling == Scheduling::Bound);
+        let public_address = match (bound_node, config.public_ip_source) {
+            (None, _) => None,
+            (Some(_), PublicIpSource::Host) => obs.host_ip.clone(),
+            (Some(node), PublicIpSource::Node) => self.node_address(node)?,
+        };
+        let placement = desired::pinned_placement(pod).or_else(|| {
+            match (bound_node, &public_address, &obs.host_ip) {
+                (Some(node), Some(address), Some(host_ip)) if address != host_ip => {
+                    Some(Placement {
+                        node: node.to_string(),
+                        address: address.clone(),
+                    })
+                }
+                _ => None,
+            }
+        });
+        let wanted = desired::build_pod(session, port, config, placement.as_ref())?;
+        let current_hash = desired::pod_annotation(pod, ANNOTATION_POD_HASH);
+        if current_hash != desired::pod_annotation(&wanted, ANNOTATION_POD_HASH) {
+            let unpinned = desired::build_pod(session, port, config, None)?;
+            let pinning = placement.is_some()
+                && current_hash == desired::pod_annotation(&unpinned, ANNOTATION_POD_HASH);
+            // Only a pinning replacement records the node's address, for the next pod.
+            let pin_address = public_address.as_deref().filter(|_| pinning);
+            let delete = delete(pod, DeleteReason::Replace { pinning });
+            let then = Action::requeue(REPLACING_RECHECK);
+            return Ok(self.plan_for(delete, &Situation::Replacing(obs), pin_address, None, then));
+        }
+        let timeout = session
+            .spec
+            .idle_timeout
+            .as_deref()
+            .and_then(|t| parse_duration(t).ok());
+        let mut last_active = None;
+        let mut idle = false;
+        if let (true, Some(timeout), Some(host_ip)) = (obs.ready, timeout, obs.host_ip.as_deref()) {
+            match &self.lookups.activity {
+                None => {
+                    let endpoint = status::endpoint(host_ip, port);
+                    return Err(Unfinished::Lookup(Lookup::Activity { endpoint }));
+                }
+                Some(Polled::NoAnswer) => {}
+                Some(Polled::Answer(report)) => {
+                    last_active = if report.camera_connected {
+                        Some(self.now)
+                    } else {
+                        report.last_active
+                    };
+                    let known = last_active.or(self.prev.last_active_time.as_ref().map(|t| t.0));
+                    let ready_since = status::ready_since(self.prev);
+                    idle = status::idle_expired(
+                        self.now,
+                        timeout,
+                        report.camera_connected,
+                        known,
+                        ready_since,
+                    );
+                }
+            }
+        }
+        let (change, situation, then) = if idle {
+            (
+                delete(pod, DeleteReason::IdleTimeout),
+                Situation::Idle,
+                Action::await_change(),
+            )
+        } else if obs.ready && timeout.is_some() {
+            (
+                PodChange::Keep,
+                Situation::Running(obs),
+                Action::requeue(idle_poll_interval(config)),
+            )
+        } else {
+            (
+                PodChange::Keep,
+                Situation::Running(obs),
+                Action::requeue(RESYNC),
+            )
+        };
+        Ok(self.plan_for(
+            change,
+            &situation,
+            public_address.as_deref(),
+            last_active,
+            then,
+        ))
+    }
+}
+
+fn delete(pod: &Pod, reason: DeleteReason) -> PodChange {
+    PodChange::Delete {
+        name: pod.name_any(),
+        uid: pod.metadata.uid.clone(),
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{
+        HOST_IP, NODE, PORT, PUBLIC_IP, PodFixture, Snapshot, camera_pod, config, session, ts,
+    };
+    use crate::status::{
+        HEALTHY, IDLE, POD_READY, REASON_CRASH_LOOP, REASON_IDLE_TIMEOUT, REASON_POD_REJECTED,
+        SPEC_VALID,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+    use p2pcamera_api::objects::ANNOTATION_PUBLIC_ADDRESS;
+    use serde_json::json;
+
+    fn condition<'a>(status: &'a CameraSessionStatus, type_: &str) -> &'a Condition {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .unwrap_or_else(|| panic!("no {type_} in {status:?}"))
+    }
+
+    fn applied(plan: &Plan) -> &Pod {
+        match &plan.pod {
+            PodChange::Apply(pod) => pod,
+            other => panic!("expected an apply, got {other:?}"),
+        }
+    }
+
+    fn deleted(plan: &Plan) -> DeleteReason {
+        match &plan.pod {
+            PodChange::Delete { name, uid, reason } => {
+                assert_eq!(
+                    (name.as_str(), uid.as_deref()),
+                    ("cam1-p2pcamera", Some("pod-uid-1")),
+                    "the observed pod"
+                );
+                *reason
+            }
+            other => panic!("expected a delete, got {other:?}"),
+        }
+    }
+
+    fn node_lookup() -> Decision {
+        Decision::Lookup(Lookup::NodeAddress { node: NODE.into() })
+    }
+
+    fn activity_lookup() -> Decision {
+        Decision::Lookup(Lookup::Activity {
+            endpoint: format!("https://{HOST_IP}:{PORT}"),
+        })
+    }
+
+    // Branch 4: no pod.
+
+    #[test]
+    fn a_new_session_gets_its_pod_without_any_lookup() {
+        let plan = Snapshot::new(session(json!({}))).plan();
+        let pod = applied(&plan);
+        assert_eq!(
+            pod,
+            &desired::build_pod(&session(json!({})), PORT, &config(), None).unwrap()
+        );
+        assert_eq!(pod.spec.as_ref().unwrap().node_name, None, "not pinned");
+        assert_eq!(plan.status.phase, Some(Phase::Pending));
+        assert_eq!(plan.status.udp_port, Some(PORT));
+        assert_eq!(plan.status.observed_generation, Some(1));
+        assert_eq!(plan.then, Action::requeue(RESYNC));
+        assert!(!plan.clear_wake);
+    }
+
+    #[test]
+    fn after_a_pinning_replacement_the_new_pod_is_pinned_to_the_nodes_current_address() {
+        let snapshot = Snapshot::new(session(json!({})))
+            .with_prev(CameraSessionStatus::pinning(NODE, PUBLIC_IP));
+        assert_eq!(snapshot.decide(), node_lookup());
+        let plan = snapshot
+            .clone()
+            .with_node_address(NODE, Some("203.0.113.77"))
+            .plan();
+        let pod = applied(&plan);
+        assert_eq!(pod.spec.as_ref().unwrap().node_name.as_deref(), Some(NODE));
+        assert_eq!(
+            desired::pod_annotation(pod, ANNOTATION_PUBLIC_ADDRESS),
+            Some("203.0.113.77")
+        );
+        assert_eq!(plan.status.phase, Some(Phase::Pending));
+        // The node lost its address meanwhile: an unpinned pod, never a pod pinned to nothing.
+        let plan = snapshot.clone().with_node_address(NODE, None).plan();
+        assert_eq!(applied(&plan).spec.as_ref().unwrap().node_name, None);
+        // An answer for another node is no answer.
+        assert_eq!(
+            snapshot
+                .with_node_address("gpu-2", Some(PUBLIC_IP))
+                .decide(),
+            node_lookup()
+        );
+    }
+
+    #[test]
+    fn host_addresses_never_pin_and_never_look_nodes_up() {
+        let host = crate::config::Config {
+            public_ip_source: PublicIpSource::Host,
+            ..config()
+        };
+        let snapshot = Snapshot::new(session(json!({})))
+            .with_config(host.clone())
+            .with_prev(CameraSessionStatus::pinning(NODE, PUBLIC_IP));
+        assert_eq!(
+            applied(&snapshot.plan()).spec.as_ref().unwrap().node_name,
+            None
+        );
+        let pod = camera_pod(&session(json!({})), None).bound(NODE, HOST_IP);
+        let plan = Snapshot::new(session(json!({})))
+            .with_config(host)
+            .with_pod(pod)
+            .plan();
+        assert_eq!(plan.pod, PodChange::Keep);
+        assert_eq!(plan.status.public_address.as_deref(), Some(HOST_IP));
+    }
+
+    #[test]
+    fn a_pod_refused_as_invalid_fails_the_session_until_its_spec_changes() {
+        let snapshot = Snapshot::new(session(json!({"nodeSelector": {"bad key!": "x"}})));
+        assert!(matches!(snapshot.plan().pod, PodChange::Apply(_)));
+        let message =
+            "Pod \"cam1-p2pcamera\" is invalid: spec.nodeSelector: Invalid value".to_string();
+        let plan = rejected(&snapshot.observed(), message.clone());
+        assert_eq!(plan.pod, PodChange::Keep);
+        assert_eq!(plan.then, Action::await_change());
+        assert_eq!(plan.status.phase, Some(Phase::Failed));
+        let valid = condition(&plan.status, SPEC_VALID);
+        assert_eq!(
+            (
+                valid.status.as_str(),
+                valid.reason.as_str(),
+                valid.message.as_str()
+            ),
+            ("False", REASON_POD_REJECTED, message.as_str())
+        );
+        // Reconciled again unchanged (e.g. after a restart): the same pod, refused the same way,
+        // writes nothing new.
+        let again = rejected(
+            &snapshot
+                .with_prev(plan.status.clone())
+                .at(ts(2000))
+                .observed(),
+            message,
+        );
+        assert_eq!(again.status, plan.status);
+    }
+
+    // Branch 1: idle.
+
+    #[test]
+    fn an_idle_session_stays_without_a_pod_and_waits_for_a_change() {
+        let idle = CameraSessionStatus::idle();
+        let plan = Snapshot::new(session(json!({})))
+            .with_prev(idle.clone())
+            .plan();
+        assert_eq!(
+            (plan.pod, plan.then),
+            (PodChange::Keep, Action::await_change())
+        );
+        assert_eq!(plan.status.phase, Some(Phase::Idle));
+        assert_eq!(condition(&plan.status, IDLE).reason, REASON_IDLE_TIMEOUT);
+        // A pod that is still there (e.g. created by a lagging replica) goes.
+        let pod = camera_pod(&session(json!({})), None)
+            .bound(NODE, HOST_IP)
+            .ready();
+        let plan = Snapshot::new(session(json!({})))
+            .with_prev(idle)
+            .with_pod(pod)
+            .plan();
+        assert_eq!(deleted(&plan), DeleteReason::Idle);
+        assert_eq!(plan.status.phase, Some(Phase::Idle));
+    }
+
+    #[test]
+    fn the_wake_annotation_or_a_spec_change_brings_the_pod_back() {
+        let idle = CameraSessionStatus::idle();
+        let woken = Snapshot::new(session(json!({})).woken())
+            .with_prev(idle.clone())
+            .plan();
+        assert!(matches!(woken.pod, PodChange::Apply(_)));
+        assert_eq!(woken.status.phase, Some(Phase::Pending));
+        assert_eq!(condition(&woken.status, IDLE).status, "False");
+        assert!(woken.clear_wake, "the annotation is removed once acted on");
+        let changed = Snapshot::new(session(json!({})).changed())
+            .with_prev(idle)
+            .plan();
+        assert!(matches!(changed.pod, PodChange::Apply(_)));
+        assert_eq!(changed.status.observed_generation, Some(2));
+        assert!(!changed.clear_wake);
+    }
+
+    // Branches 2 and 3: crash loop and its backoff.
+
+    #[test]
+    fn a_crash_looping_pod_is_deleted_and_the_session_fails() {
+        let pod = camera_pod(&session(json!({})), None)
+            .bound(NODE, HOST_IP)
+            .restarted(5);
+        let plan = Snapshot::new(session(json!({}))).with_pod(pod).plan();
+        assert_eq!(deleted(&plan), DeleteReason::CrashLoop);
+        assert_eq!(plan.then, Action::requeue(config().crash_backoff));
+        assert_eq!(plan.status.phase, Some(Phase::Failed));
+        let healthy = condition(&plan.status, HEALTHY);
+        assert_eq!(
+            (healthy.status.as_str(), healthy.reason.as_str()),
+            ("False", REASON_CRASH_LOOP)
+        );
+        assert!(
+            plan.status
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("restarted 5 times"),
+            "{:?}",
+            plan.status.message
+        );
+        // Fewer restarts than the limit: still running.
+        let pod = camera_pod(&session(json!({})), None)
+            .bound(NODE, HOST_IP)
+            .restarted(4);
+        let plan = Snapshot::new(session(json!({})))
+            .with_pod(pod)
+            .with_node_address(NODE, Some(HOST_IP))
+            .plan();
+        assert_eq!(plan.pod, PodChange::Keep);
+        assert_eq!(plan.status.phase, Some(Phase::Starting));
+    }
+
+    #[test]
+    fn a_failed_pod_counts_as_a_crash_and_an_idle_session_ignores_it() {
+        let pod = camera_pod(&session(json!({})), None)
+            .bound(NODE, HOST_IP)
+            .failed("evicted");
+        let plan = Snapshot::new(session(json!({})))
+            .with_pod(pod.clone())
+            .plan();
+        assert_eq!(deleted(&plan), DeleteReason::CrashLoop);
+        assert_eq!(plan.status.message.as_deref(), Some("pod failed: evicted"));
+        let plan = Snapshot::new(session(json!({})))
+            .with_prev(CameraSessionStatus::idle())
+            .with_pod(pod)
+            .plan();
+        assert_eq!(
+            (deleted(&plan), plan.status.phase),
+            (DeleteReason::Idle, Some(Phase::Idle))
+        );
+    }
+
+    #[test]
+    fn within_the_crash_backoff_the_session_stays_failed_then_gets_a_new_pod() {
+        let crashed =
+            CameraSessionStatus::crash_looped_at(ts(1000), "camera container restarted 5 times");
+        let waiting = Snapshot::new(session(json!({})))
+            .with_prev(crashed.clone())
+            .at(ts(1010));
+        let plan = waiting.plan();
+        assert_eq!(plan.pod, PodChange::Keep);
+        assert_eq!(plan.then, Action::requeue(Duration::from_secs(50)));
+        assert_eq!(plan.status, crashed, "nothing new to write");
+        // The crashed pod still terminating: the same.
+        let going = camera_pod(&session(json!({})), None)
+            .bound(NODE, HOST_IP)
+            .restarted(5)
+            .terminating();
+        assert_eq!(waiting.clone().with_pod(going).plan(), plan);
+        // After the backoff: a new pod.
+        let plan = waiting.at(ts(1060)).plan();
+        assert!(matches!(plan.pod, PodChange::Apply(_)));
+        assert_eq!(plan.status.phase, Some(Phase::Pending));
+    }
+
+    #[test]
+    fn a_live_pod_ends_the_crash_backoff() {
+        // The backoff is over for the session once a live pod exists (e.g. recreated by hand).
+        let crashed = CameraSessionStatus::crash_looped_at(ts(1000), "crashed");
+        let pod = camera_pod(&session(json!({})), None).bound(NODE, HOST_IP);
+        let plan = Snapshot::new(session(json!({})))
+            .with_prev(crashed)
+            .with_pod(pod)
+            .with_node_address(NODE, Some(HOST_IP))
+            .at(ts(1010))
+            .plan();
+        assert_eq!(
+            (plan.pod, plan.status.phase),
+            (PodChange::Keep, Some(Phase::Starting))
+        );
+    }
+
+    // Branches 5 and 6: replacement.
+
+    #[test]
+    fn a_terminating_pod_is_waited_for() {
+        let pod = camera_pod(&session(json!({})), None)
+            .bound(NODE, HOST_IP)
+            .terminating();
+        let plan = Snapshot::new(session(json!({}))).with_pod(pod).plan();
+        assert_eq!(
+            (plan.pod, plan.then),
+            (PodChange::Keep, Action::requeue(REPLACING_RECHECK))
+        );
+        assert_eq!(plan.status.phase, Some(Phase::Terminating));
+        assert_eq!(plan.status.pod_name.as_deref(), Some("cam1-p2pcamera"));
+        // A pin recorded when the replacement started stays while the old pod terminates.
+        let pinning = CameraSessionStatus::pinning(NODE, PUBLIC_IP);
+        let pod = camera_pod(&session(json!({})), None)
+            .bound(NODE, HOST_IP)
+            .terminating();
+        let plan = Snapshot::new(session(json!({})))
+            .with_prev(pinning)
+            .with_pod(pod)
+            .plan();
+        assert_eq!(
+            (
+                plan.status.node_name.as_deref(),
+                plan.status.public_address.as_deref()
+            ),
+            (Some(NODE), Some(PUBLIC_IP))
+        );
+    }
+
+    #[test]
+    fn a_spec_change_replaces_the_pod_and_records_no_pin() {
+        let old = camera_pod(&session(json!({"filter": {"name": "passthrough"}})), None)
+            .bound(NODE, HOST_IP)
+            .ready();
+        let snapshot = Snapshot::new(session(json!({}))).with_pod(old);
+        assert_eq!(
+            snapshot.decide(),
+            node_lookup(),
+            "the desired pod depends on the node's address"
+        );
+        let plan = snapshot.with_node_address(NODE, Some(PUBLIC_IP)).plan();
+        assert_eq!(deleted(&plan), DeleteReason::Replace { pinning: false });
+        assert_eq!(plan.then, Action::requeue(REPLACING_RECHECK));
+        assert_eq!(plan.status.phase, Some(Phase::Terminating));
+        assert_eq!(
+            (&plan.status.public_address, &plan.status.endpoint),
+            (&None, &None)
+        );
+        let ready = condition(&plan.status, POD_READY);
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "PodReplaced")
+        );
+    }
+
+    #[test]
+    fn a_pod_whose_host_ip_is_not_public_is_replaced_once_pinned_to_its_node() {
+        let pod = camera_pod(&session(json!({})), None)
+            .bound(NODE, HOST_IP)
+            .ready();
+        let snapshot = Snapshot::new(session(json!({}))).with_pod(pod);
+        // The node's public address is its host IP: nothing to pin.
+        let plan = snapshot
+            .clone()
+            .with_node_address(NODE, Some(HOST_IP))
+            .plan();
+        assert_eq!(plan.pod, PodChange::Keep);
+        assert_eq!(plan.status.public_address.as_deref(), Some(HOST_IP));
+        // It differs: the pod is replaced, and status records the node and address for the next one.
+        let plan = snapshot.with_node_address(NODE, Some(PUBLIC_IP)).plan();
+        assert_eq!(deleted(&plan), DeleteReason::Replace { pinning: true });
+        assert_eq!(plan.status.phase, Some(Phase::Terminating));
+        assert_eq!(
+            (
+                plan.status.node_name.as_deref(),
+                plan.status.public_address.as_deref()
+            ),
+            (Some(NODE), Some(PUBLIC_IP))
+        );
+    }
+
+    #[test]
+    fn a_pinned_pod_stays_even_when_the_nodes_address_changes() {
+        let pin = Placement {
+            node: NODE.into(),
+            address: PUBLIC_IP.into(),
+        };
+        let pod = camera_pod(&session(json!({})), Some(&pin))
+            .bound(NODE, HOST_IP)
+            .ready();
+        for address in [Some(PUBLIC_IP), Some("203.0.113.200"), None] {
+            let plan = Snapshot::new(session(json!({})))
+                .with_pod(pod.clone())
+                .with_node_address(NODE, address)
+                .plan();
+            assert_eq!(plan.pod, PodChange::Keep, "{address:?}");
+            assert_eq!(plan.status.phase, Some(Phase::Ready));
+            assert_eq!(
+                plan.status.endpoint,
+                Some(format!("https://{HOST_IP}:{PORT}"))
+            );
+        }
+        // A spec change still replaces it, unpinned.
+        let plan = Snapshot::new(session(json!({"filter": {"name": "passthrough"}})))
+            .with_pod(pod)
+            .with_node_address(NODE, Some(PUBLIC_IP))
+            .plan();
+        assert_eq!(deleted(&plan), DeleteReason::Replace { pinning: false });
+    }
+
+    // Branch 8: running.
+
+    #[test]
+    fn a_pod_not_yet_bound_is_reported_without_lookups() {
+        let pod = camera_pod(&session(json!({})), None)
+            .unschedulable("0/2 nodes are available: 2 Insufficient nvidia.com/gpu.");
+        let plan = Snapshot::new(session(json!({}))).with_pod(pod).plan();
+        assert_eq!(
+            (plan.pod, plan.then),
+            (PodChange::Keep, Action::requeue(RESYNC))
+        );
+        assert_eq!(plan.status.phase, Some(Phase::Scheduling));
+        assert_eq!(
+            plan.status.message.as_deref(),
+            Some("0/2 nodes are available: 2 Insufficient nvidia.com/gpu.")
+        );
+    }
+
+    #[test]
+    fn a_ready_pod_without_idle_timeout_is_never_polled() {
+        let pod = camera_pod(&session(json!({})), None)
+            .bound(NODE, HOST_IP)
+            .ready();
+        let plan = Snapshot::new(session(json!({})))
+            .with_pod(pod)
+            .with_node_address(NODE, Some(HOST_IP))
+            .plan();
+        assert_eq!(
+            (plan.pod, plan.then),
+            (PodChange::Keep, Action::requeue(RESYNC))
+        );
+        assert_eq!(plan.status.phase, Some(Phase::Ready));
+        assert_eq!(plan.status.last_active_time, None);
+    }
+
+    #[test]
+    fn an_unchanged_running_session_writes_no_new_status() {
+        let pod = camera_pod(&session(json!({})), None)
+            .bound(NODE, HOST_IP)
+            .ready();
+        let snapshot = Snapshot::new(session(json!({})))
+            .with_pod(pod)
+            .with_node_address(NODE, Some(HOST_IP));
+        let first = snapshot.plan();
+        let second = snapshot.with_prev(first.status.clone()).at(ts(5000)).plan();
+        assert_eq!(second.status, first.status, "no flapping");
+    }
+
+    // Branch 7: idle polling.
+
+    fn ready_with_idle_timeout() -> Snapshot {
+        let session = session(json!({"idleTimeout": "60s"}));
+        let pod = camera_pod(&session, None).bound(NODE, HOST_IP).ready();
+        Snapshot::new(session)
+            .with_pod(pod)
+            .with_prev(CameraSessionStatus::ready_since(ts(1000)))
+            .with_node_address(NODE, Some(HOST_IP))
+    }
+
+    #[test]
+    fn a_ready_pod_with_idle_timeout_is_polled_after_the_node_lookup() {
+        let snapshot = ready_with_idle_timeout();
+        assert_eq!(snapshot.decide(), activity_lookup());
+        let mut unanswered = snapshot.clone();
+        unanswered.lookups.node_address = None;
+        assert_eq!(
+            unanswered.decide(),
+            node_lookup(),
+            "a pod to be replaced is not polled"
+        );
+        let plan = snapshot.with_activity(Polled::NoAnswer).plan();
+        assert_eq!(
+            (plan.pod, plan.then),
+            (PodChange::Keep, Action::requeue(Duration::from_secs(15)))
+        );
+        assert_eq!(plan.status.phase, Some(Phase::Ready));
+    }
+
+    #[test]
+    fn the_poll_interval_is_at_least_a_second() {
+        let fast = crate::config::Config {
+            idle_poll_interval: Duration::from_millis(10),
+            ..config()
+        };
+        let plan = ready_with_idle_timeout()
+            .with_config(fast)
+            .with_activity(Polled::NoAnswer)
+            .plan();
+        assert_eq!(plan.then, Action::requeue(MIN_IDLE_POLL_INTERVAL));
+    }
+
+    #[test]
+    fn a_connected_camera_keeps_the_pod_and_records_the_time() {
+        let connected = Activity {
+            camera_connected: true,
+            last_active: Some(ts(1010)),
+        };
+        let plan = ready_with_idle_timeout()
+            .at(ts(5000))
+            .with_activity(Polled::Answer(connected))
+            .plan();
+        assert_eq!(plan.pod, PodChange::Keep);
+        assert_eq!(plan.status.last_active_time.map(|t| t.0), Some(ts(5000)));
+    }
+
+    #[test]
+    fn no_camera_within_the_idle_timeout_removes_the_pod() {
+        let gone = |last_active| {
+            Polled::Answer(Activity {
+                camera_connected: false,
+                last_active: Some(ts(last_active)),
+            })
+        };
+        // Last camera 30 s ago: not idle yet.
+        let plan = ready_with_idle_timeout()
+            .at(ts(1090))
+            .with_activity(gone(1060))
+            .plan();
+        assert_eq!(plan.pod, PodChange::Keep);
+        assert_eq!(
+            plan.status.last_active_time.as_ref().map(|t| t.0),
+            Some(ts(1060))
+        );
+        // Last camera 60 s ago: idle.
+        let plan = ready_with_idle_timeout()
+            .at(ts(1120))
+            .with_activity(gone(1060))
+            .plan();
+        assert_eq!(deleted(&plan), DeleteReason::IdleTimeout);
+        assert_eq!(plan.then, Action::await_change());
+        assert_eq!(plan.status.phase, Some(Phase::Idle));
+        assert_eq!(plan.status.last_active_time.map(|t| t.0), Some(ts(1060)));
+        // A camera that never came: the clock starts when the pod became ready.
+        let never = Polled::Answer(Activity {
+            camera_connected: false,
+            last_active: None,
+        });
+        let plan = ready_with_idle_timeout()
+            .at(ts(1059))
+            .with_activity(never.clone())
+            .plan();
+        assert_eq!(plan.pod, PodChange::Keep);
+        let plan = ready_with_idle_timeout()
+            .at(ts(1060))
+            .with_activity(never)
+            .plan();
+        assert_eq!(deleted(&plan), DeleteReason::IdleTimeout);
+    }
+
+    #[test]
+    fn every_branch_ends_in_a_plan_once_its_lookups_are_answered() {
+        let s = || session(json!({"idleTimeout": "60s"}));
+        let pods = [
+            None,
+            Some(camera_pod(&s(), None)),
+            Some(camera_pod(&s(), None).bound(NODE, HOST_IP)),
+            Some(camera_pod(&s(), None).bound(NODE, HOST_IP).ready()),
+            Some(camera_pod(&s(), None).bound(NODE, HOST_IP).terminating()),
+            Some(camera_pod(&s(), None).bound(NODE, HOST_IP).restarted(9)),
+        ];
+        let statuses = [
+            CameraSessionStatus::default(),
+            CameraSessionStatus::idle(),
+            CameraSessionStatus::pinning(NODE, PUBLIC_IP),
+            CameraSessionStatus::crash_looped_at(ts(990), "crashed"),
+            CameraSessionStatus::ready_since(ts(900)),
+        ];
+        for pod in &pods {
+            for prev in &statuses {
+                let mut snapshot = Snapshot::new(s()).with_prev(prev.clone());
+                snapshot.pod = pod.clone();
+                let mut asked = Vec::new();
+                let plan = loop {
+                    match snapshot.decide() {
+                        Decision::Plan(plan) => break *plan,
+                        Decision::Lookup(lookup) => {
+                            assert!(!asked.contains(&lookup), "asked twice for {lookup:?}");
+                            snapshot = match &lookup {
+                                Lookup::NodeAddress { node } => {
+                                    snapshot.with_node_address(node, Some(PUBLIC_IP))
+                                }
+                                Lookup::Activity { .. } => snapshot.with_activity(Polled::NoAnswer),
+                            };
+                            asked.push(lookup);
+                        }
+                    }
+                };
+                assert!(asked.len() <= 2, "{asked:?}");
+                assert_eq!(plan.status.udp_port, Some(PORT));
+                assert!(plan.status.phase.is_some());
+            }
+        }
+    }
+}

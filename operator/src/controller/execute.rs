@@ -1,0 +1,232 @@
+//! The executor of one reconcile: gathers what [`decide`] needs, answers its lookups, and carries
+//! out its [`Plan`]. Every branch is in [`decide`]; what is left here is I/O in a fixed order.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Resource, ResourceExt};
+use p2pcamera_api::SessionKey;
+use p2pcamera_api::objects::{
+    ANNOTATION_WAKE, FIELD_MANAGER, SECRET_TLS_CERT, SECRET_TOKEN, child_name,
+};
+
+use super::decide::{
+    self, Activity, Decision, Lookup, Lookups, NodeAddress, Observed, Plan, PodChange, Polled,
+};
+use super::{Context, Error};
+use crate::activity;
+use crate::crd::{CameraSession, CameraSessionStatus, Phase};
+use crate::desired;
+use crate::status;
+
+/// Reconciles `session`: gather, [`decide`], act (see the [controller](super) documentation).
+pub(super) async fn reconcile(session: &CameraSession, ctx: &Context) -> Result<Action, Error> {
+    let name = session.name_any();
+    let ns = session.namespace().unwrap_or_default();
+    let key = SessionKey::new(&ns, &name);
+    if session.metadata.deletion_timestamp.is_some() {
+        ctx.allocator.release(&key);
+        ctx.metrics.set_phase(&key, None);
+        return Ok(Action::await_change());
+    }
+    ctx.caches_ready().await?;
+    let prev = ctx.statuses.current(
+        &key,
+        session.metadata.resource_version.as_deref(),
+        session.status.as_ref(),
+    );
+    let port = ctx.port(&key, prev.udp_port)?;
+    let secret = ensure_secret(ctx, session, &name, &ns).await?;
+    let pod = ctx
+        .pods
+        .get(&ObjectRef::new(&child_name(&name)).within(&ns));
+    tracing::debug!(namespace = %ns, name = %name, pod = ?pod.as_deref().map(status::observe_pod), "reconciling session");
+    let mut observed = Observed {
+        session,
+        config: &ctx.config,
+        prev: &prev,
+        port,
+        pod: pod.as_deref(),
+        now: Timestamp::now(),
+        lookups: Lookups::default(),
+    };
+    let plan = loop {
+        match decide::decide(&observed)? {
+            Decision::Plan(plan) => break *plan,
+            Decision::Lookup(Lookup::NodeAddress { node }) => {
+                let address = ctx.node_public_address(&node).await?;
+                observed.lookups.node_address = Some(NodeAddress { node, address });
+            }
+            Decision::Lookup(Lookup::Activity { endpoint }) => {
+                observed.lookups.activity =
+                    Some(poll_activity(ctx, &key, &endpoint, &secret).await);
+            }
+        }
+    };
+    let plan = change_pod(ctx, &key, &observed, plan).await?;
+
+    let sessions: Api<CameraSession> = Api::namespaced(ctx.client.clone(), &ns);
+    if plan.status != prev {
+        let written = write_status(&sessions, &name, &plan.status).await?;
+        let read = session.metadata.resource_version.clone();
+        ctx.statuses.wrote(
+            &key,
+            read,
+            written.metadata.resource_version,
+            plan.status.clone(),
+        );
+    }
+    if plan.clear_wake {
+        let patch = serde_json::json!({"metadata": {"annotations": {ANNOTATION_WAKE: null}}});
+        sessions
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    if plan.status.phase != prev.phase {
+        publish_event(ctx, session, &plan.status).await;
+    }
+    ctx.metrics.set_phase(&key, plan.status.phase);
+    Ok(plan.then)
+}
+
+/// Carries out the plan's pod change; returns the plan that holds afterwards ([`decide::rejected`]
+/// when the API server refused the pod as invalid).
+async fn change_pod(
+    ctx: &Context,
+    key: &SessionKey,
+    observed: &Observed<'_>,
+    plan: Plan,
+) -> Result<Plan, Error> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    match &plan.pod {
+        PodChange::Keep => Ok(plan),
+        PodChange::Delete { name, uid, reason } => {
+            tracing::info!(namespace = %key.namespace, name = %key.name, ?reason, "deleting pod");
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: uid.clone(),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            match pods.delete(name, &params).await {
+                // Gone already, or replaced by another pod of the same name meanwhile.
+                Ok(_) => Ok(plan),
+                Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {
+                    Ok(plan)
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        PodChange::Apply(pod) => {
+            let params = PatchParams::apply(FIELD_MANAGER).force();
+            match pods
+                .patch(&pod.name_any(), &params, &Patch::Apply(pod.as_ref()))
+                .await
+            {
+                Ok(_) => Ok(plan),
+                Err(kube::Error::Api(status)) if status.code == 422 => {
+                    tracing::warn!(namespace = %key.namespace, name = %key.name, message = %status.message, "pod rejected as invalid; waiting for a spec change");
+                    Ok(decide::rejected(observed, status.message))
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+    }
+}
+
+/// Polls the camera pod at `endpoint` when the session is due for a poll; a failed poll is no
+/// answer (logged), so the session keeps its pod.
+async fn poll_activity(ctx: &Context, key: &SessionKey, endpoint: &str, secret: &Secret) -> Polled {
+    if !ctx.poll_due(key) {
+        return Polled::NoAnswer;
+    }
+    let token = secret_value(secret, SECRET_TOKEN)
+        .map(String::from_utf8_lossy)
+        .unwrap_or_default();
+    let cert = secret_value(secret, SECRET_TLS_CERT).unwrap_or_default();
+    match activity::fetch_status(endpoint, &token, cert).await {
+        Ok(report) => Polled::Answer(Activity {
+            camera_connected: report.camera_connected,
+            last_active: activity::last_active(&report),
+        }),
+        Err(error) => {
+            tracing::warn!(namespace = %key.namespace, name = %key.name, %error, "activity poll failed");
+            Polled::NoAnswer
+        }
+    }
+}
+
+/// The session Secret: from the cache, else created; read from the API server only when it
+/// exists but is not cached yet.
+async fn ensure_secret(
+    ctx: &Context,
+    session: &CameraSession,
+    name: &str,
+    ns: &str,
+) -> Result<Arc<Secret>, Error> {
+    let child = child_name(name);
+    if let Some(secret) = ctx.secrets.get(&ObjectRef::new(&child).within(ns)) {
+        return Ok(secret);
+    }
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let material = desired::SecretMaterial::generate(ns, name)?;
+    let secret = desired::build_secret(session, &material)?;
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PostParams::default()
+    };
+    match api.create(&params, &secret).await {
+        Ok(created) => Ok(Arc::new(created)),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(Arc::new(api.get(&child).await?)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn secret_value<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
+    secret.data.as_ref()?.get(key).map(|b| b.0.as_slice())
+}
+
+/// Writes the status by server-side apply; returns the session as written.
+async fn write_status(
+    api: &Api<CameraSession>,
+    name: &str,
+    status: &CameraSessionStatus,
+) -> Result<CameraSession, Error> {
+    let patch = serde_json::json!({
+        "apiVersion": CameraSession::api_version(&()),
+        "kind": CameraSession::kind(&()),
+        "status": serde_json::to_value(status)?,
+    });
+    Ok(api
+        .patch_status(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?)
+}
+
+/// A Kubernetes Event for the session's new phase (a Warning for Failed).
+async fn publish_event(ctx: &Context, session: &CameraSession, status: &CameraSessionStatus) {
+    let Some(phase) = status.phase else { return };
+    let event = Event {
+        type_: if phase == Phase::Failed {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: phase.as_str().to_string(),
+        note: status.message.clone(),
+        action: "Reconcile".to_string(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &session.object_ref(&())).await {
+        tracing::warn!(name = %session.name_any(), %error, "publishing event failed");
+    }
+}
