@@ -11,10 +11,14 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use camera_pod::filter::spec::DEFAULT_BACKGROUND;
-use camera_pod::filter::{Background, FilterArgs, FilterError, FilterFactory, FilterSpec};
+use camera_pod::filter::composite::cover_rgb_to_i420;
+use camera_pod::filter::spec::{DEFAULT_BACKGROUND, DEFAULT_PARTS_OPACITY};
+use camera_pod::filter::{
+    Background, BodyParts, FilterArgs, FilterError, FilterFactory, FilterSpec, PoseModel,
+};
 use camera_pod::frame::VideoFrame;
 use clap::Parser;
+use image::{imageops, Rgb, RgbImage};
 
 #[derive(Parser)]
 #[command(about = "Per-frame times of camera-pod's built-in filters")]
@@ -49,7 +53,13 @@ impl Timing {
 }
 
 /// The filters and sizes measured.
-fn cases() -> [(FilterSpec, u32, u32); 5] {
+fn cases() -> [(FilterSpec, u32, u32); 11] {
+    let pose = |model| FilterSpec::Pose { model };
+    let parts = FilterSpec::BodyParts(BodyParts {
+        model: PoseModel::default(),
+        opacity: DEFAULT_PARTS_OPACITY,
+        background: None,
+    });
     [
         (FilterSpec::default(), 640, 480),
         (FilterSpec::default(), 1280, 720),
@@ -60,16 +70,40 @@ fn cases() -> [(FilterSpec, u32, u32); 5] {
         ),
         (FilterSpec::Style { style: 3 }, 640, 480),
         (FilterSpec::Style { style: 3 }, 1280, 720),
+        (pose(PoseModel::Lite), 640, 480),
+        (pose(PoseModel::Lite), 1280, 720),
+        (pose(PoseModel::Full), 640, 480),
+        (pose(PoseModel::Full), 1280, 720),
+        (parts.clone(), 640, 480),
+        (parts, 1280, 720),
     ]
 }
 
-/// Times `runs` applications of each case's filter to a mid-grey picture (a model's cost does not
-/// depend on what the picture shows).
-fn measure(factory: &FilterFactory, runs: u32) -> Result<Vec<Timing>, FilterError> {
+/// The test portrait (a person from the head to the waist, `tests/data/astronaut.png`).
+const PORTRAIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/astronaut.png");
+
+/// The portrait scaled to the frame's height and centred between grey bars, as I420: what a
+/// camera facing a person sends. The pose filters' cost depends on it (they track, draw and paint
+/// a person; without one they only look for her), the other filters' does not.
+fn portrait_frame(portrait: &RgbImage, width: u32, height: u32) -> VideoFrame {
+    let side = height.min(width);
+    let scaled = imageops::resize(portrait, side, side, imageops::FilterType::Triangle);
+    let mut canvas = RgbImage::from_pixel(width, height, Rgb([128, 128, 128]));
+    imageops::overlay(&mut canvas, &scaled, i64::from((width - side) / 2), 0);
+    cover_rgb_to_i420(canvas.as_raw(), width, height, width, height)
+}
+
+/// Times `runs` applications of each case's filter to the portrait, after one untimed run (in
+/// which the pose filters find the person they then track).
+fn measure(
+    factory: &FilterFactory,
+    portrait: &RgbImage,
+    runs: u32,
+) -> Result<Vec<Timing>, FilterError> {
     let mut timings = Vec::new();
     for (spec, width, height) in cases() {
         let mut filter = factory.build(&spec)?;
-        let original = VideoFrame::filled(width, height, 128, 128, 128);
+        let original = portrait_frame(portrait, width, height);
         let mut frame = original.clone();
         filter.apply(&mut frame)?;
         let started = Instant::now();
@@ -88,6 +122,20 @@ fn measure(factory: &FilterFactory, runs: u32) -> Result<Vec<Timing>, FilterErro
     Ok(timings)
 }
 
+/// The filter's name, with the pose model size where there is one.
+fn label(spec: &FilterSpec) -> String {
+    let model = match spec {
+        FilterSpec::Pose { model } => Some(*model),
+        FilterSpec::BodyParts(p) => Some(p.model),
+        _ => None,
+    };
+    match model {
+        Some(PoseModel::Lite) => format!("{} (lite)", spec.name()),
+        Some(PoseModel::Full) => format!("{} (full)", spec.name()),
+        None => spec.name().to_owned(),
+    }
+}
+
 fn report(factory: &FilterFactory, runs: u32, timings: &[Timing]) -> String {
     let profile = if cfg!(debug_assertions) {
         "debug build (the budgets are for optimised builds)"
@@ -96,8 +144,8 @@ fn report(factory: &FilterFactory, runs: u32, timings: &[Timing]) -> String {
     };
     let mut lines = vec![
         format!(
-            "Filter timings: the filter alone on a mid-grey picture, {runs} runs each; {profile}, \
-             execution provider {}, {} intra-op threads.",
+            "Filter timings: the filter alone on the test portrait (a person), {runs} runs each; \
+             {profile}, execution provider {}, {} intra-op threads.",
             factory.execution_provider(),
             factory.intra_op_threads()
         ),
@@ -115,7 +163,7 @@ fn report(factory: &FilterFactory, runs: u32, timings: &[Timing]) -> String {
         };
         lines.push(format!(
             "| {} | {}x{} | {:.1} | {budget} | {met} |",
-            t.spec.name(),
+            label(&t.spec),
             t.width,
             t.height,
             t.ms_per_frame
@@ -126,8 +174,15 @@ fn report(factory: &FilterFactory, runs: u32, timings: &[Timing]) -> String {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let portrait = match image::open(PORTRAIT) {
+        Ok(picture) => picture.to_rgb8(),
+        Err(error) => {
+            eprintln!("filter_timings: {PORTRAIT}: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = FilterFactory::new(&cli.filter).and_then(|factory| {
-        let timings = measure(&factory, cli.runs)?;
+        let timings = measure(&factory, &portrait, cli.runs)?;
         Ok(report(&factory, cli.runs, &timings))
     });
     match result {

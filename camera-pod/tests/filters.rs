@@ -12,7 +12,7 @@ use camera_pod::filter::runtime::{ExecutionProvider, provider_candidates};
 use camera_pod::filter::source::sha256_hex;
 use camera_pod::filter::tensor::Rgb;
 use camera_pod::filter::{
-    ExecutionProviderChoice, FilterArgs, FilterError, FilterFactory, FilterSpec,
+    ExecutionProviderChoice, Filter, FilterArgs, FilterError, FilterFactory, FilterSpec,
 };
 use camera_pod::frame::VideoFrame;
 use clap::Parser;
@@ -767,4 +767,255 @@ fn hf_energy_in(plane: &[u8], w: usize, region: &[Region], want: Region) -> u64 
         }
     }
     e
+}
+
+/// The public-domain portrait (scikit-image's `astronaut.png`, see tests/data/README.md) as an
+/// I420 frame of its own size, 512x512.
+fn portrait() -> VideoFrame {
+    let img = image::open(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/astronaut.png"))
+        .expect("the portrait is vendored")
+        .to_rgb8();
+    let (w, h) = img.dimensions();
+    camera_pod::filter::composite::cover_rgb_to_i420(img.as_raw(), w, h, w, h)
+}
+
+/// Runs a filter on the portrait `frames` times, 1/30 s apart (a still camera): the pose filters
+/// find the person on the first frame and then track the region around them, as MediaPipe does.
+fn on_portrait(filter: &mut dyn Filter, frames: u32) -> VideoFrame {
+    let mut frame = portrait();
+    for i in 0..frames {
+        frame = portrait();
+        frame.rtp_timestamp = i * 3000;
+        filter.apply(&mut frame).unwrap();
+    }
+    frame
+}
+
+const POSE_LITE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/pose_landmark_lite.onnx");
+const POSE_LITE_SHA256: &str = "cab5dfc13425e80e8156a50d9c4b7ac5b3404b170f95f2a4c162d4cd2838108c";
+const POSE_MANIFEST: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/models/pose_landmark.manifest.yaml"
+);
+
+#[test]
+fn pose_landmarks_land_on_the_portrait() {
+    let dir = tempfile::tempdir().unwrap();
+    let factory = factory(dir.path());
+    for model in ["lite", "full"] {
+        let spec: FilterSpec = format!(r#"{{"filter":"pose","model":"{model}"}}"#)
+            .parse()
+            .unwrap();
+        let mut filter = factory.build_model(&spec).unwrap();
+        let original = portrait();
+        let drawn = on_portrait(&mut filter, 8);
+        let points = filter.landmarks().expect("a person is found");
+        let px = |i: usize| (points[i].x * 512.0, points[i].y * 512.0);
+        let (nose, left_shoulder, right_shoulder) = (px(0), px(11), px(12));
+        // The face spans about x 175..275, y 55..185 of the 512x512 portrait.
+        assert!(
+            (190.0..260.0).contains(&nose.0) && (95.0..165.0).contains(&nose.1),
+            "{model}: nose at {nose:?}"
+        );
+        for (side, s) in [("left", left_shoulder), ("right", right_shoulder)] {
+            assert!(
+                s.1 > nose.1 + 40.0 && s.1 < 300.0,
+                "{model}: {side} shoulder at {s:?}, nose at {nose:?}"
+            );
+        }
+        // Not mirrored: the person's left (odd points) is on the picture's right.
+        for (left, right) in [(2, 5), (7, 8), (11, 12)] {
+            assert!(
+                px(left).0 > px(right).0 + 20.0,
+                "{model}: point {left} at {:?} is not right of point {right} at {:?}",
+                px(left),
+                px(right)
+            );
+        }
+        assert!(points[0].visibility > 0.9 && points[11].visibility > 0.9);
+        // The skeleton is drawn over the person: the shoulder line is the torso colour.
+        let torso = rgb_to_yuv(Rgb {
+            r: 0x9c,
+            g: 0x27,
+            b: 0xb0,
+        });
+        let mid = (
+            ((left_shoulder.0 + right_shoulder.0) / 2.0) as usize,
+            ((left_shoulder.1 + right_shoulder.1) / 2.0) as usize,
+        );
+        let c = mid.1 / 2 * 256 + mid.0 / 2;
+        assert!(
+            drawn.u[c].abs_diff(torso.u) < 12 && drawn.v[c].abs_diff(torso.v) < 12,
+            "{model}: shoulder line at {mid:?} is ({}, {}), torso colour ({}, {})",
+            drawn.u[c],
+            drawn.v[c],
+            torso.u,
+            torso.v
+        );
+        let changed = drawn.y.iter().zip(&original.y).filter(|(a, b)| a != b).count();
+        assert!(
+            changed > 2000 && changed < 512 * 512 / 5,
+            "{model}: the skeleton changed {changed} pixels"
+        );
+    }
+}
+
+/// The part colours of the pose manifest, by name.
+fn part_colours() -> Vec<(&'static str, Rgb)> {
+    [
+        ("head", "#ffd200"),
+        ("torso", "#9c27b0"),
+        ("left upper arm", "#ff3d00"),
+        ("left forearm", "#ff80ab"),
+        ("left hand", "#ffab40"),
+        ("right upper arm", "#00b0ff"),
+        ("right forearm", "#2962ff"),
+        ("right hand", "#18ffff"),
+        ("left thigh", "#aeea00"),
+        ("left shin", "#8d6e63"),
+        ("left foot", "#ff6f00"),
+        ("right thigh", "#00e676"),
+        ("right shin", "#1de9b6"),
+        ("right foot", "#00796b"),
+        ("background", "#000000"),
+    ]
+    .into_iter()
+    .map(|(name, hex)| (name, hex.parse().unwrap()))
+    .collect()
+}
+
+/// The part whose colour is nearest to the frame's pixel at (x, y).
+fn part_at(frame: &VideoFrame, x: u32, y: u32) -> &'static str {
+    let (l, c) = ((y * frame.width + x) as usize, (y / 2 * frame.chroma_width() + x / 2) as usize);
+    let (py, pu, pv) = (frame.y[l], frame.u[c], frame.v[c]);
+    part_colours()
+        .into_iter()
+        .min_by_key(|(_, rgb)| {
+            let q = rgb_to_yuv(*rgb);
+            let d = |a: u8, b: u8| u32::from(a.abs_diff(b)).pow(2);
+            d(py, q.y) + 4 * (d(pu, q.u) + d(pv, q.v))
+        })
+        .map(|(name, _)| name)
+        .unwrap()
+}
+
+#[test]
+fn body_parts_colour_head_torso_and_arms_on_the_portrait() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec: FilterSpec = r##"{"filter":"body-parts","opacity":100,"color":"#000000"}"##
+        .parse()
+        .unwrap();
+    let mut filter = factory(dir.path()).build(&spec).unwrap();
+    assert_eq!(filter.name(), "body-parts");
+    let frame = on_portrait(filter.as_mut(), 8);
+    // Places on the portrait (512x512) and the parts they belong to. Her right arm hangs down
+    // the picture's left edge; of her left arm only the upper part shows (the forearm is behind
+    // the helmet on the right). The picture ends at her waist, so the model places hips and
+    // thighs in the lowest part of the picture: the lap and the lowest part of the forearm
+    // take thigh colours, and the places checked here stay above them.
+    let expect: [(&str, (u32, u32), &[&str]); 7] = [
+        ("hair", (225, 45), &["head"]),
+        ("face", (222, 130), &["head"]),
+        ("chest", (210, 250), &["torso"]),
+        ("suit below the badge", (200, 320), &["torso"]),
+        (
+            "her right upper arm",
+            (70, 270),
+            &["right upper arm", "right forearm", "right hand"],
+        ),
+        (
+            "her left shoulder and upper arm",
+            (330, 300),
+            &["left upper arm", "left forearm"],
+        ),
+        ("wall", (470, 60), &["background"]),
+    ];
+    for (what, (x, y), parts) in expect {
+        let got = part_at(&frame, x, y);
+        assert!(
+            parts.contains(&got),
+            "{what} at ({x}, {y}) is coloured as {got}, expected one of {parts:?}"
+        );
+    }
+}
+
+#[test]
+fn pose_filters_draw_nothing_without_a_person() {
+    let dir = tempfile::tempdir().unwrap();
+    let factory = factory(dir.path());
+    for spec in ["pose", "body-parts"] {
+        let mut filter = factory.build_model(&spec.parse().unwrap()).unwrap();
+        for (w, h) in [(640, 480), (1280, 720)] {
+            let original = noise_frame(w, h);
+            for _ in 0..3 {
+                let mut frame = original.clone();
+                filter.apply(&mut frame).unwrap();
+                assert!(
+                    frame == original,
+                    "{spec} at {w}x{h} changed a picture without a person"
+                );
+                assert!(filter.landmarks().is_none(), "{spec}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_pose_manifest_runs_as_a_custom_model_and_bad_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = |manifest: &str| {
+        args(
+            dir.path(),
+            &["--model", POSE_LITE, "--sha256", POSE_LITE_SHA256, "--manifest", manifest],
+        )
+        .initial_spec()
+    };
+    // The shipped manifest, as a user's own keypoint model, finds the portrait's nose.
+    let mut custom = factory(dir.path())
+        .build_model(&spec(POSE_MANIFEST).unwrap())
+        .unwrap();
+    on_portrait(&mut custom, 3);
+    let nose = custom.landmarks().expect("a person")[0];
+    assert!((0.35..0.5).contains(&nose.x), "{nose:?}");
+
+    let text = std::fs::read_to_string(POSE_MANIFEST).unwrap();
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    // Refused when read: an edge to a point the output does not have, a bad colour.
+    for (name, bad, needle) in [
+        (
+            "edge.yaml",
+            text.replace("{from: 11, to: 13,", "{from: 11, to: 40,"),
+            "skeleton edge 11-40 names a point beyond the 33 landmarks",
+        ),
+        (
+            "colour.yaml",
+            text.replace(r##""#ff3d00""##, "orange"),
+            "bad colour `orange`",
+        ),
+        ("x.yaml", text.replace("  x: 0\n", "  x: 7\n"), "x is value 7"),
+    ] {
+        let err = spec(&write(name, bad)).unwrap_err();
+        assert!(matches!(err, FilterError::Manifest(_)), "{name}: {err}");
+        let err = err.to_string();
+        assert!(err.contains(needle) && err.contains(name), "{name}: {err}");
+    }
+    // Refused when the model is loaded: an output the model does not have.
+    let missing = spec(&write(
+        "presence.yaml",
+        text.replace("{name: Identity_1,", "{name: pose_flag,"),
+    ))
+    .unwrap();
+    let err = factory(dir.path())
+        .build(&missing)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("pose_flag") && err.contains("Identity_1"),
+        "{err}"
+    );
 }

@@ -15,28 +15,35 @@
 //! One reconcile of a session (`controller/execute.rs`) reads, decides, then acts:
 //! 1. Gather: the status this operator knows ([`crate::status_memo`]: the one it wrote last until
 //!    the cache shows it, so a reconcile right after a write never acts on the older status); the
-//!    port (claim `status.udpPort`, else allocate one, [`crate::ports`]); the Secret
+//!    port (the one the allocator holds for it, else `status.udpPort`, else the least-used one,
+//!    [`crate::ports`]); the Secret
 //!    `<session>-p2pcamera` (created once, by plain create, so a race never overwrites a token);
 //!    the pod `<session>-p2pcamera` from the cache.
 //! 2. Decide ([`decide`], pure): idle, crash loop and its backoff, create (pinned after a pinning
 //!    replacement), wait for a terminating pod, replace on a `p2pcamera.io/pod-hash` change,
-//!    idle timeout, or report the running pod; and the next status ([`crate::status`]). The two
-//!    facts that need I/O are asked for by `decide` and answered by the executor: a node's public
-//!    address and a ready pod's camera activity ([`crate::activity`], at most every
-//!    `--idle-poll-interval`).
+//!    idle timeout, move to another port when the scheduler finds the port taken, or report the
+//!    running pod; and the next status ([`crate::status`]). The facts that need I/O or shared
+//!    state are asked for by `decide` and answered by the executor: a node's public address, a
+//!    ready pod's camera activity ([`crate::activity`], at most every `--idle-poll-interval`),
+//!    and another port.
 //! 3. Act on the [`decide::Plan`]: apply (server-side, field manager
 //!    [`p2pcamera_api::objects::FIELD_MANAGER`]) or delete the pod; a pod the API server refuses
 //!    as invalid (`422`) turns the plan into [`decide::rejected`] (`SpecValid=False`, no retry
 //!    until the session changes). Then the status is written by server-side apply when it
 //!    changed, the `p2pcamera.io/wake` annotation removed when the plan acted on it, a Kubernetes
-//!    Event published for each phase change, and the phase counted in [`crate::metrics`].
+//!    Event published when the phase or reason changes to one a user needs ([`status::event`]),
+//!    and the phase and waiting reason counted in [`crate::metrics`].
 //!
-//! A failed reconcile (API errors, no free port, ...) is retried with per-session exponential
-//! backoff ([`crate::runtime::retry`]: 1 s doubling to 5 min, reset by a success).
+//! A failed reconcile (API errors, ...) is retried with per-session exponential backoff
+//! ([`crate::runtime::retry`]: 1 s doubling to 5 min, reset by a success). A session that waits
+//! (no free GPU, no free port) is no failure: its status says why, and its pod's scheduling
+//! brings the next reconcile. When a bound camera pod is deleted, a port came free on a node:
+//! the sessions that wait for a port are reconciled again at once
+//! ([`crate::ports::UdpPortAllocator::freed`]).
 //!
 //! Deleting a session needs no finalizer: the Pod and Secret are garbage-collected through their
-//! owner reference, and the port is reclaimed from the in-memory allocator once the session is
-//! gone from the cache (periodic sweep and on exhaustion).
+//! owner reference, and the port is given up in the allocator when the deletion is seen (and by
+//! a periodic sweep).
 
 pub mod decide;
 mod execute;
@@ -47,7 +54,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use kube::runtime::controller::{self, Action};
 use kube::runtime::events::{Recorder, Reporter};
@@ -66,7 +73,7 @@ use crate::crd::CameraSession;
 use crate::desired::{self, BuildError};
 use crate::metrics::Metrics;
 use crate::node_addresses::{self, NODE_ADDRESS_TTL, NodeAddressCache};
-use crate::ports::{PortError, UdpPortAllocator};
+use crate::ports::UdpPortAllocator;
 use crate::runtime::admin::AdminState;
 use crate::runtime::lease::LeaderElector;
 use crate::runtime::retry::RetryBackoff;
@@ -87,9 +94,6 @@ pub enum Error {
     /// The desired objects could not be built.
     #[error("building objects: {0}")]
     Build(#[from] BuildError),
-    /// No port could be allocated.
-    #[error("port allocation: {0}")]
-    Ports(#[from] PortError),
     /// The status could not be serialized.
     #[error("serializing status: {0}")]
     Serialize(#[from] serde_json::Error),
@@ -104,7 +108,6 @@ impl Error {
         match self {
             Self::Kube(_) => "kube",
             Self::Build(_) => "build",
-            Self::Ports(_) => "ports",
             Self::Serialize(_) => "serialize",
             Self::Cache(_) => "cache",
         }
@@ -115,7 +118,7 @@ impl Error {
 struct Context {
     client: Client,
     config: Config,
-    allocator: UdpPortAllocator,
+    allocator: Arc<UdpPortAllocator>,
     metrics: Arc<Metrics>,
     recorder: Recorder,
     sessions: Store<CameraSession>,
@@ -167,14 +170,6 @@ impl Context {
             .and_then(node_addresses::public_address);
         self.nodes.insert(node, address.clone(), Instant::now());
         Ok(address)
-    }
-
-    /// The session's port: the one in its status when still free for it, else a new one.
-    fn port(&self, key: &SessionKey, recorded: Option<u16>) -> Result<u16, PortError> {
-        match recorded {
-            Some(port) if self.allocator.claim(key, port).is_ok() => Ok(port),
-            _ => self.allocator.allocate(key, |k| self.is_live(k)),
-        }
     }
 
     /// Whether the session's pod may be polled now (at most once per poll interval); records
@@ -271,16 +266,46 @@ async fn run_controller(
     let (sessions, session_writer) = reflector::store();
     let (pods, pod_writer) = reflector::store();
     let (secrets, secret_writer) = reflector::store();
+    let allocator = Arc::new(UdpPortAllocator::new(config.port_range));
+    let (port_freed, waiting_for_port) = futures::channel::mpsc::unbounded();
     let session_events = watch_with_backoff(
         namespaced::<CameraSession>(&client, ns),
         watcher::Config::default(),
     )
     .modify(caches::trim_session)
     .reflect(session_writer)
+    .inspect_ok({
+        let allocator = allocator.clone();
+        move |event| {
+            if let watcher::Event::Delete(session) = event {
+                allocator.release(&session_key(session));
+            }
+        }
+    })
     .applied_objects();
     let pod_events = watch_with_backoff(namespaced::<Pod>(&client, ns), managed.clone())
         .modify(caches::trim_pod)
         .reflect(pod_writer)
+        .inspect_ok({
+            let allocator = allocator.clone();
+            move |event| {
+                let bound = |pod: &Pod| {
+                    pod.spec
+                        .as_ref()
+                        .and_then(|s| s.node_name.as_ref())
+                        .is_some()
+                };
+                if let watcher::Event::Delete(pod) = event
+                    && bound(pod)
+                {
+                    for key in allocator.freed() {
+                        let session = ObjectRef::new(&key.name).within(&key.namespace);
+                        // The receiver lives as long as the controller; a send fails only as it stops.
+                        let _ = port_freed.unbounded_send(session);
+                    }
+                }
+            }
+        })
         .touched_objects();
     let secret_events = watch_with_backoff(namespaced::<Secret>(&client, ns), managed)
         .modify(caches::trim_secret)
@@ -291,6 +316,7 @@ async fn run_controller(
     let controller = Controller::for_stream(session_events, sessions.clone())
         .owns_stream(pod_events)
         .owns_stream(secret_events)
+        .reconcile_on(waiting_for_port)
         .with_config(controller::Config::default().concurrency(MAX_CONCURRENT_RECONCILES))
         .graceful_shutdown_on(stopping.clone().cancelled_owned());
     let recorder = Recorder::new(
@@ -301,7 +327,7 @@ async fn run_controller(
         },
     );
     let ctx = Arc::new(Context {
-        allocator: UdpPortAllocator::new(config.port_range),
+        allocator,
         client,
         config,
         metrics,
@@ -357,31 +383,35 @@ async fn sweep(ctx: Arc<Context>) {
     }
 }
 
-/// Claims the ports recorded in the sessions' status, then those on pods whose session has none.
+/// Claims the ports the camera pods hold (their annotation; a terminating pod's port is on its
+/// way out), then the ports recorded in the status of the sessions without such a pod.
 fn seed_allocator(
     allocator: &UdpPortAllocator,
     sessions: &[Arc<CameraSession>],
     pods: &[Arc<Pod>],
 ) {
-    for session in sessions {
-        let key = SessionKey::new(session.namespace().unwrap_or_default(), session.name_any());
-        if let Some(port) = session.status.as_ref().and_then(|s| s.udp_port)
-            && let Err(error) = allocator.claim(&key, port)
-        {
-            tracing::warn!(session = %key, %error, "port from status not reusable");
-        }
-    }
-    for pod in pods {
+    for pod in pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+    {
         let Some(session) = pod.labels().get(LABEL_SESSION) else {
             continue;
         };
         let key = SessionKey::new(pod.namespace().unwrap_or_default(), session);
         let port = desired::pod_annotation(pod, ANNOTATION_PORT).and_then(|p| p.parse().ok());
         if let Some(port) = port
-            && allocator.port_of(&key).is_none()
             && let Err(error) = allocator.claim(&key, port)
         {
             tracing::warn!(session = %key, %error, "port from pod not reusable");
+        }
+    }
+    for session in sessions {
+        let key = session_key(session);
+        if let Some(port) = session.status.as_ref().and_then(|s| s.udp_port)
+            && allocator.port_of(&key).is_none()
+            && let Err(error) = allocator.claim(&key, port)
+        {
+            tracing::warn!(session = %key, %error, "port from status not reusable");
         }
     }
 }

@@ -7,8 +7,10 @@
 //! - ranges for video limits, the GPU count and the style index; patterns for the model's sha256,
 //!   its https URL, the background colour and the idle timeout;
 //! - CEL rules for cross-field checks: the `custom` filter needs a `model` (and only it may have
-//!   one), the `style` filter needs a `styleIndex`, only `selfie-replace` takes a `backgroundColor`,
-//!   a `mask` model output needs a `composite` mode, a value range must be increasing.
+//!   one), the `style` filter needs a `styleIndex`, only `selfie-replace` and `body-parts` take a
+//!   `backgroundColor`, only `pose` and `body-parts` a `poseModel`, only `body-parts` a
+//!   `partsOpacity`, a `mask` model output needs a `composite` mode, a value range must be
+//!   increasing.
 //!
 //! `gpu.resourceName` has no schema default on purpose: when absent, the operator's configured
 //! default (`nvidia.com/gpu` unless changed) applies, so a cluster can switch the default without
@@ -43,6 +45,7 @@ pub const CRD_FILE: &str = "crds/camerasessions.p2pcamera.io.yaml";
     doc = "A live AI video filter for one browser camera, running on one GPU pod.",
     validation = Rule::new("size(self.metadata.name) <= 53").message("name must be at most 53 characters (it names the pod and its labels)"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.reason"),
     printcolumn(name = "Node", type_ = "string", json_path = ".status.nodeName"),
     printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
@@ -80,7 +83,9 @@ pub struct CameraSessionSpec {
 #[x_kube(
     validation = Rule::new("self.name == 'custom' ? has(self.model) : !has(self.model)").message("filter 'custom' requires model, and only 'custom' takes one"),
     validation = Rule::new("self.name == 'style' ? has(self.styleIndex) : !has(self.styleIndex)").message("filter 'style' requires styleIndex, and only 'style' takes one"),
-    validation = Rule::new("!has(self.backgroundColor) || self.name == 'selfie-replace'").message("backgroundColor is only for filter 'selfie-replace'")
+    validation = Rule::new("!has(self.backgroundColor) || self.name == 'selfie-replace' || self.name == 'body-parts'").message("backgroundColor is only for filters 'selfie-replace' and 'body-parts'"),
+    validation = Rule::new("!has(self.poseModel) || self.name == 'pose' || self.name == 'body-parts'").message("poseModel is only for filters 'pose' and 'body-parts'"),
+    validation = Rule::new("!has(self.partsOpacity) || self.name == 'body-parts'").message("partsOpacity is only for filter 'body-parts'")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct FilterSpec {
@@ -90,10 +95,19 @@ pub struct FilterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 25))]
     pub style_index: Option<u32>,
-    /// Background colour of `selfie-replace`, `#rrggbb`.
+    /// Background colour of `selfie-replace`, `#rrggbb`; for `body-parts`, the colour of
+    /// everything but the person (the camera picture stays when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^#[0-9a-fA-F]{6}$"))]
     pub background_color: Option<String>,
+    /// Which BlazePose landmark model `pose` and `body-parts` run; camera-pod's default (`lite`)
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pose_model: Option<PoseModel>,
+    /// How strongly `body-parts` paints the part colours over the person, per cent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub parts_opacity: Option<u32>,
     /// The ONNX model of the `custom` filter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<ModelSpec>,
@@ -105,6 +119,8 @@ impl Default for FilterSpec {
             name: FilterName::SelfieBlur,
             style_index: None,
             background_color: None,
+            pose_model: None,
+            parts_opacity: None,
             model: None,
         }
     }
@@ -122,8 +138,32 @@ pub enum FilterName {
     SelfieReplace,
     /// Style transfer (multistyle26).
     Style,
+    /// The body's skeleton drawn over the picture (BlazePose landmarks).
+    Pose,
+    /// The person coloured by body part (BlazePose landmarks and person mask).
+    BodyParts,
     /// Any ONNX image model described by `model`.
     Custom,
+}
+
+/// Size of the BlazePose landmark model.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum PoseModel {
+    /// Faster (camera-pod's default).
+    Lite,
+    /// Larger, steadier points.
+    Full,
+}
+
+impl PoseModel {
+    /// The value camera-pod's `--pose-model` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Lite => "lite",
+            Self::Full => "full",
+        }
+    }
 }
 
 impl FilterName {
@@ -134,6 +174,8 @@ impl FilterName {
             Self::SelfieBlur => "selfie-blur",
             Self::SelfieReplace => "selfie-replace",
             Self::Style => "style",
+            Self::Pose => "pose",
+            Self::BodyParts => "body-parts",
             Self::Custom => "custom",
         }
     }
@@ -366,6 +408,11 @@ pub struct CameraSessionStatus {
     /// Summary of the conditions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
+    /// Why the session is not Ready: the reason of the condition that holds it back, e.g.
+    /// `NoFreeGpu`, `NoFreePort`, `PortConflict`, `Unschedulable`, `CrashLoopBackOff`; absent
+    /// once Ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// `Scheduled`, `PodReady`, `Healthy`, `Active`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
@@ -444,7 +491,7 @@ mod tests {
             .flatten()
             .map(|c| c.name.as_str())
             .collect();
-        assert_eq!(columns, ["Phase", "Node", "Endpoint", "Age"]);
+        assert_eq!(columns, ["Phase", "Reason", "Node", "Endpoint", "Age"]);
     }
 
     #[test]
@@ -453,6 +500,8 @@ mod tests {
         for needle in [
             "filter 'custom' requires model",
             "filter 'style' requires styleIndex",
+            "poseModel is only for filters 'pose' and 'body-parts'",
+            "partsOpacity is only for filter 'body-parts'",
             "a mask output requires composite",
             "^[0-9a-f]{64}$",
             "x-kubernetes-list-map-keys",

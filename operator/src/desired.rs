@@ -216,6 +216,12 @@ pub fn camera_pod_env(
     if let Some(colour) = &spec.filter.background_color {
         vars.push(env(pod_env::BACKGROUND_COLOR, colour.clone()));
     }
+    if let Some(model) = spec.filter.pose_model {
+        vars.push(env(pod_env::POSE_MODEL, model.as_str()));
+    }
+    if let Some(opacity) = spec.filter.parts_opacity {
+        vars.push(env(pod_env::PARTS_OPACITY, opacity.to_string()));
+    }
     if let Some(model) = &spec.filter.model {
         vars.push(env(pod_env::MODEL, model.url.clone()));
         vars.push(env(pod_env::SHA256, model.sha256.clone()));
@@ -329,6 +335,16 @@ fn merged_tolerations(defaults: &[Toleration], extra: &[Toleration]) -> Vec<Tole
     all
 }
 
+/// The extended resource the pod of `session` asks GPUs of: the session's, else the default.
+pub fn gpu_resource<'a>(session: &'a CameraSession, config: &'a Config) -> &'a str {
+    session
+        .spec
+        .gpu
+        .resource_name
+        .as_deref()
+        .unwrap_or(&config.gpu_resource_name)
+}
+
 /// The camera Pod of `session` on `port`, with the hash annotation set.
 pub fn build_pod(
     session: &CameraSession,
@@ -338,12 +354,10 @@ pub fn build_pod(
 ) -> Result<Pod, BuildError> {
     let (name, _) = name_and_namespace(session)?;
     let spec = &session.spec;
-    let resource = spec
-        .gpu
-        .resource_name
-        .clone()
-        .unwrap_or_else(|| config.gpu_resource_name.clone());
-    let gpus = BTreeMap::from([(resource, Quantity(spec.gpu.count.to_string()))]);
+    let gpus = BTreeMap::from([(
+        gpu_resource(session, config).to_string(),
+        Quantity(spec.gpu.count.to_string()),
+    )]);
     let mut node_selector = config.gpu_node_selector.clone();
     node_selector.extend(spec.node_selector.clone());
     let tolerations = merged_tolerations(&config.gpu_tolerations.0, &spec.tolerations);

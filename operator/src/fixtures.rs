@@ -14,7 +14,9 @@ use k8s_openapi::jiff::Timestamp;
 use p2pcamera_api::objects::ANNOTATION_WAKE;
 
 use crate::config::{Config, PublicIpSource, Tolerations};
-use crate::controller::decide::{self, Decision, Lookups, NodeAddress, Observed, Plan, Polled};
+use crate::controller::decide::{
+    self, Decision, Lookups, NodeAddress, Observed, OtherPort, Plan, Polled,
+};
 use crate::crd::{CameraSession, CameraSessionSpec, CameraSessionStatus};
 use crate::desired::{self, Placement};
 use crate::ports::PortRange;
@@ -198,6 +200,7 @@ fn written(
     let inputs = StatusInputs {
         generation: Some(1),
         port: PORT,
+        gpu_resource: "nvidia.com/gpu",
         public_address,
         last_active: None,
     };
@@ -294,6 +297,12 @@ impl Snapshot {
             node: node.into(),
             address: address.map(Into::into),
         });
+        self
+    }
+
+    /// The allocator's answer to the port conflict of [`PORT`]: `port`, or none.
+    pub fn with_other_port(mut self, port: Option<u16>) -> Self {
+        self.lookups.other_port = Some(OtherPort { taken: PORT, port });
         self
     }
 

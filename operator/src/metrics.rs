@@ -1,6 +1,10 @@
 //! Prometheus metrics of the operator (prefix `p2pcamera_operator_`, seconds as the unit, no
 //! per-session labels): reconciles, reconcile errors by reason, reconcile duration, sessions by
-//! phase, and whether this replica leads.
+//! phase, sessions whose pod waits to be placed by reason (`NoFreeGpu`, `NoFreePort`,
+//! `PortConflict`, `Unschedulable`), port moves, and whether this replica leads.
+//!
+//! The session gauges are kept by counting each session's change (constant time per reconcile,
+//! whatever the number of sessions).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,7 +17,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::crd::Phase;
+use crate::crd::{CameraSessionStatus, Phase};
+use crate::status;
 use p2pcamera_api::SessionKey;
 
 /// Label of error counts.
@@ -30,6 +35,21 @@ pub struct PhaseLabels {
     pub phase: String,
 }
 
+/// Label of waiting session counts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WaitingLabels {
+    /// The session's reason, one of [`status::WAITING_REASONS`].
+    pub reason: String,
+}
+
+/// What the session gauges count of one session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Counted {
+    phase: Phase,
+    /// The waiting reason, when the session waits to be placed.
+    waiting: Option<&'static str>,
+}
+
 /// All operator metrics and their registry.
 pub struct Metrics {
     registry: Registry,
@@ -37,8 +57,10 @@ pub struct Metrics {
     errors: Family<ErrorLabels, Counter>,
     duration: Histogram,
     sessions: Family<PhaseLabels, Gauge<i64, AtomicI64>>,
+    waiting: Family<WaitingLabels, Gauge<i64, AtomicI64>>,
+    port_moves: Counter,
     leader: Gauge<i64, AtomicI64>,
-    phases: Mutex<HashMap<SessionKey, Phase>>,
+    counted: Mutex<HashMap<SessionKey, Counted>>,
 }
 
 impl Default for Metrics {
@@ -60,6 +82,18 @@ impl Default for Metrics {
         );
         let sessions = Family::<PhaseLabels, Gauge<i64, AtomicI64>>::default();
         registry.register("sessions", "CameraSessions by phase", sessions.clone());
+        let waiting = Family::<WaitingLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "sessions_waiting",
+            "CameraSessions whose pod cannot be placed, by reason",
+            waiting.clone(),
+        );
+        let port_moves = Counter::default();
+        registry.register(
+            "port_moves",
+            "Sessions moved to another port because the scheduler found theirs taken",
+            port_moves.clone(),
+        );
         let leader = Gauge::<i64, AtomicI64>::default();
         registry.register(
             "leader",
@@ -73,14 +107,23 @@ impl Default for Metrics {
                 })
                 .set(0);
         }
+        for reason in status::WAITING_REASONS {
+            waiting
+                .get_or_create(&WaitingLabels {
+                    reason: reason.into(),
+                })
+                .set(0);
+        }
         Self {
             registry,
             reconciles,
             errors,
             duration,
             sessions,
+            waiting,
+            port_moves,
             leader,
-            phases: Mutex::new(HashMap::new()),
+            counted: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -106,31 +149,56 @@ impl Metrics {
         self.leader.set(i64::from(leading));
     }
 
-    /// Records the phase of a session (`None`: the session is gone).
-    pub fn set_phase(&self, key: &SessionKey, phase: Option<Phase>) {
-        let mut phases = self.phases.lock().unwrap_or_else(|p| p.into_inner());
-        match phase {
-            Some(phase) => phases.insert(key.clone(), phase),
-            None => phases.remove(key),
+    /// Counts one session moved to another port.
+    pub fn port_moved(&self) {
+        self.port_moves.inc();
+    }
+
+    /// Records the status of a session (`None`: the session is gone).
+    pub fn set_session(&self, key: &SessionKey, status: Option<&CameraSessionStatus>) {
+        let now = status.and_then(|status| {
+            let waiting = status
+                .reason
+                .as_deref()
+                .and_then(|r| status::WAITING_REASONS.into_iter().find(|w| *w == r));
+            status.phase.map(|phase| Counted { phase, waiting })
+        });
+        let mut counted = self.counted.lock().unwrap_or_else(|p| p.into_inner());
+        let before = match now {
+            Some(now) => counted.insert(key.clone(), now),
+            None => counted.remove(key),
         };
-        self.publish_phases(&phases);
+        if before != now {
+            self.count(before, -1);
+            self.count(now, 1);
+        }
     }
 
     /// Forgets sessions for which `is_live` is false.
     pub fn retain_sessions(&self, is_live: impl Fn(&SessionKey) -> bool) {
-        let mut phases = self.phases.lock().unwrap_or_else(|p| p.into_inner());
-        phases.retain(|k, _| is_live(k));
-        self.publish_phases(&phases);
+        let mut counted = self.counted.lock().unwrap_or_else(|p| p.into_inner());
+        counted.retain(|key, session| {
+            let live = is_live(key);
+            if !live {
+                self.count(Some(*session), -1);
+            }
+            live
+        });
     }
 
-    fn publish_phases(&self, phases: &HashMap<SessionKey, Phase>) {
-        for phase in Phase::ALL {
-            let count = phases.values().filter(|p| **p == phase).count();
-            self.sessions
-                .get_or_create(&PhaseLabels {
-                    phase: phase.as_str().into(),
+    fn count(&self, session: Option<Counted>, by: i64) {
+        let Some(session) = session else { return };
+        self.sessions
+            .get_or_create(&PhaseLabels {
+                phase: session.phase.as_str().into(),
+            })
+            .inc_by(by);
+        if let Some(reason) = session.waiting {
+            self.waiting
+                .get_or_create(&WaitingLabels {
+                    reason: reason.into(),
                 })
-                .set(i64::try_from(count).unwrap_or(i64::MAX));
+                .inc_by(by);
         }
     }
 
@@ -152,11 +220,26 @@ mod tests {
         m.reconciled(0.02);
         m.failed("kube");
         m.set_leader(true);
-        m.set_phase(&SessionKey::new("a", "1"), Some(Phase::Ready));
-        m.set_phase(&SessionKey::new("a", "2"), Some(Phase::Ready));
-        m.set_phase(&SessionKey::new("a", "3"), Some(Phase::Scheduling));
-        m.set_phase(&SessionKey::new("a", "3"), Some(Phase::Ready));
-        m.set_phase(&SessionKey::new("a", "2"), None);
+        let status = |phase, reason: Option<&str>| CameraSessionStatus {
+            phase: Some(phase),
+            reason: reason.map(Into::into),
+            ..CameraSessionStatus::default()
+        };
+        let ready = status(Phase::Ready, None);
+        let no_port = status(Phase::Scheduling, Some(status::REASON_NO_FREE_PORT));
+        m.set_session(&SessionKey::new("a", "1"), Some(&ready));
+        m.set_session(&SessionKey::new("a", "2"), Some(&ready));
+        m.set_session(&SessionKey::new("a", "3"), Some(&no_port));
+        m.set_session(&SessionKey::new("a", "4"), Some(&no_port));
+        assert!(
+            m.encode()
+                .unwrap()
+                .contains(r#"p2pcamera_operator_sessions_waiting{reason="NoFreePort"} 2"#)
+        );
+        m.set_session(&SessionKey::new("a", "3"), Some(&ready));
+        m.set_session(&SessionKey::new("a", "3"), Some(&ready));
+        m.set_session(&SessionKey::new("a", "2"), None);
+        m.port_moved();
         let text = m.encode().unwrap();
         assert!(
             text.contains("p2pcamera_operator_reconciles_total 1"),
@@ -175,15 +258,31 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains(r#"p2pcamera_operator_sessions{phase="Scheduling"} 0"#),
+            text.contains(r#"p2pcamera_operator_sessions{phase="Scheduling"} 1"#),
             "{text}"
         );
         assert!(text.contains("p2pcamera_operator_leader 1"), "{text}");
-        m.retain_sessions(|_| false);
         assert!(
-            m.encode()
-                .unwrap()
-                .contains(r#"p2pcamera_operator_sessions{phase="Ready"} 0"#)
+            text.contains(r#"p2pcamera_operator_sessions_waiting{reason="NoFreePort"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"p2pcamera_operator_sessions_waiting{reason="NoFreeGpu"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("p2pcamera_operator_port_moves_total 1"),
+            "{text}"
+        );
+        m.retain_sessions(|_| false);
+        let text = m.encode().unwrap();
+        assert!(
+            text.contains(r#"p2pcamera_operator_sessions{phase="Ready"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"p2pcamera_operator_sessions_waiting{reason="NoFreePort"} 0"#),
+            "{text}"
         );
     }
 }

@@ -1,18 +1,31 @@
 //! Port allocation: one port per session, used for both signaling (TCP) and media (UDP).
 //!
-//! Ports come from a configured range and are unique across all live sessions, which implies
-//! unique per node. The allocator is in memory behind a mutex, so concurrent reconciles never
-//! hand out the same port. It is seeded when the operator becomes leader from each session's
-//! `status.udpPort` (and its pod's annotation), and every choice is recorded in both places (the
-//! pod's `p2pcamera.io/port` annotation when it is applied, the status right after), so a
-//! restarted operator rebuilds the same table.
+//! Ports are unique per node, not per cluster. The pod declares its port as a hostPort for TCP
+//! and UDP, so the scheduler's NodePorts filter never puts two pods with the same port on one
+//! node; a cluster therefore serves the range times its nodes. The operator chooses the port
+//! before the scheduler chooses the node, so it spreads them: a new session gets the port the
+//! fewest live sessions hold (ties: the first after the port handed out last, so a port just
+//! given up is the last of its kind to be handed out again).
 //!
-//! No finalizer is needed: a deleted session's port is reclaimed lazily by [`UdpPortAllocator::allocate`]
-//! (and by [`UdpPortAllocator::retain`]) once the session is gone from the operator's cache.
-//! The cursor rotates, so a just-released port is the last to be handed out again, which keeps it
-//! away from a pod that is still terminating.
+//! When the scheduler reports that it cannot place the pod because the nodes it looked at have
+//! the port taken, the session moves to another port ([`UdpPortAllocator::other_port`]): the
+//! least-used port it has not tried during this wait, at most [`MAX_PORT_MOVES`] times per wait.
+//! The bound is there because the scheduler checks ports before resources: a node that reports
+//! the port taken may have no free GPU either, so a full cluster reads the same as a port
+//! conflict, and every move costs a pod. A wait ends when the session's pod is bound
+//! ([`UdpPortAllocator::placed`]); every wait starts afresh when a bound camera pod goes away
+//! somewhere ([`UdpPortAllocator::freed`], a port came free on a node), and the sessions that
+//! were left waiting for a port are reconciled again then.
+//!
+//! The table is in memory behind one mutex, so concurrent reconciles see each other's choices at
+//! once. It is seeded when the operator becomes leader from each camera pod's `p2pcamera.io/port`
+//! annotation (the port the pod really holds), then from each session's `status.udpPort`; every
+//! choice is recorded in both places (the annotation when the pod is applied, the status right
+//! after), so a restarted operator rebuilds the same table. No finalizer is needed: a deleted
+//! session's port is given up when its deletion is seen ([`UdpPortAllocator::release`]) and by
+//! the periodic sweep ([`UdpPortAllocator::retain`]).
 
-use std::collections::{BTreeMap, HashMap, btree_map};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Mutex;
@@ -52,20 +65,9 @@ pub enum PortError {
     /// The range text is not `first-last` with `1 <= first <= last <= 65535`.
     #[error("invalid port range {0:?}: expected FIRST-LAST with 1 <= FIRST <= LAST <= 65535")]
     InvalidRange(String),
-    /// Every port of the range belongs to a live session.
-    #[error("all {0} ports of the range are in use")]
-    Exhausted(usize),
     /// The port is outside the configured range.
     #[error("port {0} is outside the configured range")]
     OutOfRange(u16),
-    /// The port already belongs to another session.
-    #[error("port {port} already belongs to {owner}")]
-    Taken {
-        /// The port asked for.
-        port: u16,
-        /// The session holding it.
-        owner: SessionKey,
-    },
 }
 
 impl FromStr for PortRange {
@@ -83,11 +85,26 @@ impl FromStr for PortRange {
     }
 }
 
+/// Most port moves of one session during one wait for the scheduler (see the module documentation).
+pub const MAX_PORT_MOVES: usize = 3;
+
+/// What the allocator knows of one session.
+#[derive(Debug)]
+struct Holding {
+    port: u16,
+    /// Ports the scheduler found taken during the current wait.
+    tried: BTreeSet<u16>,
+}
+
 #[derive(Debug)]
 struct Table {
-    by_session: HashMap<SessionKey, u16>,
-    by_port: BTreeMap<u16, SessionKey>,
+    by_session: HashMap<SessionKey, Holding>,
+    /// Live sessions per port, indexed by `port - range.first`.
+    users: Vec<u32>,
+    /// Where the search for the least-used port starts.
     cursor: u16,
+    /// Sessions whose pod waits because no port is free on the nodes that fit.
+    waiting: HashSet<SessionKey>,
 }
 
 /// Race-free port allocator for one leadership term.
@@ -97,6 +114,58 @@ pub struct UdpPortAllocator {
     table: Mutex<Table>,
 }
 
+impl Table {
+    fn users_mut(&mut self, range: PortRange, port: u16) -> &mut u32 {
+        &mut self.users[usize::from(port - range.first)]
+    }
+
+    /// Gives `key` the port `port`, giving up the one it held.
+    fn hold(&mut self, range: PortRange, key: &SessionKey, port: u16) {
+        let old = match self.by_session.get_mut(key) {
+            Some(holding) => Some(std::mem::replace(&mut holding.port, port)),
+            None => {
+                self.by_session.insert(
+                    key.clone(),
+                    Holding {
+                        port,
+                        tried: BTreeSet::new(),
+                    },
+                );
+                None
+            }
+        };
+        if let Some(old) = old {
+            *self.users_mut(range, old) -= 1;
+        }
+        *self.users_mut(range, port) += 1;
+    }
+
+    fn forget(&mut self, range: PortRange, key: &SessionKey) {
+        if let Some(holding) = self.by_session.remove(key) {
+            *self.users_mut(range, holding.port) -= 1;
+        }
+        self.waiting.remove(key);
+    }
+
+    /// The least-used port not in `skip`, searching from the cursor; `None` when all are skipped.
+    fn least_used(&mut self, range: PortRange, skip: &BTreeSet<u16>) -> Option<u16> {
+        let count = range.port_count();
+        let start = usize::from(self.cursor - range.first);
+        let best = (0..count)
+            .map(|step| (start + step) % count)
+            .filter(|&offset| !skip.contains(&port_at(range, offset)))
+            .min_by_key(|&offset| self.users[offset])?;
+        let port = port_at(range, best);
+        self.cursor = port_at(range, (best + 1) % count);
+        Some(port)
+    }
+}
+
+fn port_at(range: PortRange, offset: usize) -> u16 {
+    // `offset` < `range.port_count()`, so the sum stays within the range.
+    u16::try_from(offset).map_or(range.last, |offset| range.first + offset)
+}
+
 impl UdpPortAllocator {
     /// An empty allocator over `range`.
     pub fn new(range: PortRange) -> Self {
@@ -104,109 +173,136 @@ impl UdpPortAllocator {
             range,
             table: Mutex::new(Table {
                 by_session: HashMap::new(),
-                by_port: BTreeMap::new(),
+                users: vec![0; range.port_count()],
                 cursor: range.first,
+                waiting: HashSet::new(),
             }),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
         // A panic while holding the lock cannot leave the table half-updated: every mutation
-        // below is a pair of inserts/removes done without early returns, so the data stays valid.
+        // below updates the session and the port counts without early returns in between.
         self.table
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Records that `key` holds `port` (from its status or its pod). Succeeds when the port is
-    /// free or already held by `key`; a session that held another port gives it up.
+    /// Records that `key` holds `port` (from its pod or its status); other sessions may hold it
+    /// too (on other nodes). A session that held another port gives it up.
     pub fn claim(&self, key: &SessionKey, port: u16) -> Result<(), PortError> {
         if !self.range.contains(port) {
             return Err(PortError::OutOfRange(port));
         }
-        let mut table = self.lock();
-        match table.by_port.get(&port) {
-            Some(owner) if owner == key => Ok(()),
-            Some(owner) => Err(PortError::Taken {
-                port,
-                owner: owner.clone(),
-            }),
-            None => {
-                if let Some(old) = table.by_session.insert(key.clone(), port) {
-                    table.by_port.remove(&old);
-                }
-                table.by_port.insert(port, key.clone());
-                Ok(())
-            }
-        }
+        self.lock().hold(self.range, key, port);
+        Ok(())
     }
 
-    /// The port of `key`: the one it holds, else a free one. When the range is full, ports of
-    /// sessions for which `is_live` is false are reclaimed first.
-    pub fn allocate(
-        &self,
-        key: &SessionKey,
-        is_live: impl Fn(&SessionKey) -> bool,
-    ) -> Result<u16, PortError> {
+    /// The port of `key`: the one it holds, else `recorded` (its status) when in the range, else
+    /// the least-used port.
+    pub fn port(&self, key: &SessionKey, recorded: Option<u16>) -> u16 {
         let mut table = self.lock();
-        if let Some(&port) = table.by_session.get(key) {
-            return Ok(port);
+        if let Some(holding) = table.by_session.get(key) {
+            return holding.port;
         }
-        if table.by_port.len() >= self.range.port_count() {
-            Self::retain_locked(&mut table, |k| k == key || is_live(k));
+        let port = match recorded.filter(|p| self.range.contains(*p)) {
+            Some(port) => port,
+            None => table
+                .least_used(self.range, &BTreeSet::new())
+                .unwrap_or(self.range.first),
+        };
+        table.hold(self.range, key, port);
+        port
+    }
+
+    /// The scheduler found `taken` (the port of `key`'s pod) taken on the nodes it looked at:
+    /// moves `key` to the least-used port it has not tried during this wait and returns it, or
+    /// `None` when it tried every port or moved [`MAX_PORT_MOVES`] times already (it keeps its
+    /// port then).
+    pub fn other_port(&self, key: &SessionKey, taken: u16) -> Option<u16> {
+        let mut table = self.lock();
+        let mut tried = table
+            .by_session
+            .get_mut(key)
+            .map(|holding| std::mem::take(&mut holding.tried))
+            .unwrap_or_default();
+        tried.insert(taken);
+        let next = if tried.len() > MAX_PORT_MOVES {
+            None
+        } else {
+            table.least_used(self.range, &tried)
+        };
+        if let Some(port) = next {
+            table.hold(self.range, key, port);
         }
-        let start = table.cursor;
-        let mut port = start;
-        loop {
-            if let btree_map::Entry::Vacant(free) = table.by_port.entry(port) {
-                free.insert(key.clone());
-                table.by_session.insert(key.clone(), port);
-                table.cursor = if port == self.range.last {
-                    self.range.first
-                } else {
-                    port + 1
-                };
-                return Ok(port);
-            }
-            port = if port == self.range.last {
-                self.range.first
-            } else {
-                port + 1
-            };
-            if port == start {
-                return Err(PortError::Exhausted(self.range.port_count()));
-            }
+        if let Some(holding) = table.by_session.get_mut(key) {
+            holding.tried = tried;
         }
+        next
+    }
+
+    /// The pod of `key` is bound: its wait is over.
+    pub fn placed(&self, key: &SessionKey) {
+        let mut table = self.lock();
+        if let Some(holding) = table.by_session.get_mut(key) {
+            holding.tried.clear();
+        }
+        table.waiting.remove(key);
+    }
+
+    /// `key` waits because no port is free on the nodes that fit (it moved as far as it may).
+    pub fn waits_for_port(&self, key: &SessionKey) {
+        self.lock().waiting.insert(key.clone());
+    }
+
+    /// A bound camera pod went away, so a port came free on a node: every wait starts afresh.
+    /// Returns the sessions that were waiting for a port, to be reconciled again.
+    pub fn freed(&self) -> Vec<SessionKey> {
+        let mut table = self.lock();
+        for holding in table.by_session.values_mut() {
+            holding.tried.clear();
+        }
+        table.waiting.drain().collect()
     }
 
     /// Gives up the port of `key`, if any.
     pub fn release(&self, key: &SessionKey) {
-        let mut table = self.lock();
-        if let Some(port) = table.by_session.remove(key) {
-            table.by_port.remove(&port);
-        }
+        self.lock().forget(self.range, key);
     }
 
     /// Keeps only the sessions for which `is_live` is true.
     pub fn retain(&self, is_live: impl Fn(&SessionKey) -> bool) {
-        Self::retain_locked(&mut self.lock(), is_live);
-    }
-
-    fn retain_locked(table: &mut Table, is_live: impl Fn(&SessionKey) -> bool) {
-        table.by_session.retain(|key, _| is_live(key));
-        table.by_port.retain(|_, key| is_live(key));
+        let mut table = self.lock();
+        let dead: Vec<SessionKey> = table
+            .by_session
+            .keys()
+            .filter(|key| !is_live(key))
+            .cloned()
+            .collect();
+        for key in &dead {
+            table.forget(self.range, key);
+        }
+        table.waiting.retain(|key| is_live(key));
     }
 
     /// The port held by `key`.
     pub fn port_of(&self, key: &SessionKey) -> Option<u16> {
-        self.lock().by_session.get(key).copied()
+        self.lock().by_session.get(key).map(|holding| holding.port)
+    }
+
+    /// How many live sessions hold `port`.
+    pub fn users(&self, port: u16) -> u32 {
+        if self.range.contains(port) {
+            self.lock().users[usize::from(port - self.range.first)]
+        } else {
+            0
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashSet;
     use std::sync::Arc;
 
     fn key(n: usize) -> SessionKey {
@@ -229,96 +325,131 @@ mod tests {
     #[test]
     fn same_session_keeps_its_port() {
         let alloc = UdpPortAllocator::new(range(100, 102));
-        let p = alloc.allocate(&key(1), |_| true).unwrap();
-        assert_eq!(alloc.allocate(&key(1), |_| true), Ok(p));
+        let p = alloc.port(&key(1), None);
+        assert_eq!(alloc.port(&key(1), None), p);
+        assert_eq!(alloc.port(&key(1), Some(101)), p, "the held port wins");
         assert_eq!(alloc.port_of(&key(1)), Some(p));
     }
 
     #[test]
-    fn exhausted_when_all_live_and_reclaims_dead_sessions() {
-        let alloc = UdpPortAllocator::new(range(100, 101));
-        alloc.allocate(&key(1), |_| true).unwrap();
-        alloc.allocate(&key(2), |_| true).unwrap();
+    fn more_sessions_than_ports_share_ports_evenly() {
+        let alloc = UdpPortAllocator::new(range(100, 102));
+        let ports: Vec<u16> = (0..7).map(|n| alloc.port(&key(n), None)).collect();
+        assert_eq!(ports, [100, 101, 102, 100, 101, 102, 100]);
         assert_eq!(
-            alloc.allocate(&key(3), |_| true),
-            Err(PortError::Exhausted(2))
+            (alloc.users(100), alloc.users(101), alloc.users(102)),
+            (3, 2, 2)
         );
-        let p = alloc.allocate(&key(3), |k| *k != key(1)).unwrap();
-        assert_eq!(p, 100, "the dead session's port is reused");
-        assert_eq!(alloc.port_of(&key(1)), None);
     }
 
     #[test]
-    fn claims_respect_owners_and_range() {
+    fn recorded_ports_are_kept_even_when_shared() {
         let alloc = UdpPortAllocator::new(range(100, 110));
-        alloc.claim(&key(1), 105).unwrap();
-        assert_eq!(alloc.claim(&key(1), 105), Ok(()));
+        assert_eq!(alloc.port(&key(1), Some(105)), 105);
         assert_eq!(
-            alloc.claim(&key(2), 105),
-            Err(PortError::Taken {
-                port: 105,
-                owner: key(1)
-            })
+            alloc.port(&key(2), Some(105)),
+            105,
+            "another node may hold it"
         );
-        assert_eq!(alloc.claim(&key(2), 99), Err(PortError::OutOfRange(99)));
-        // Allocation skips claimed ports.
-        for _ in 0..10 {
-            let p = alloc
-                .allocate(
-                    &SessionKey::new("x", format!("{}", rand::random::<u32>())),
-                    |_| true,
-                )
-                .unwrap();
-            assert_ne!(p, 105);
+        assert_eq!(alloc.users(105), 2);
+        // Out of the range (the range was changed): a new port.
+        assert_eq!(alloc.port(&key(3), Some(99)), 100);
+        assert_eq!(alloc.claim(&key(4), 99), Err(PortError::OutOfRange(99)));
+        // New sessions go to the least-used ports first.
+        for n in 10..18 {
+            assert_ne!(alloc.port(&key(n), None), 105);
         }
     }
 
     #[test]
-    fn moving_a_claim_frees_the_old_port() {
+    fn moving_a_claim_gives_up_the_old_port() {
         let alloc = UdpPortAllocator::new(range(100, 101));
         alloc.claim(&key(1), 100).unwrap();
         alloc.claim(&key(1), 101).unwrap();
-        assert_eq!(alloc.allocate(&key(2), |_| true), Ok(100));
+        assert_eq!((alloc.users(100), alloc.users(101)), (0, 1));
+        assert_eq!(alloc.port(&key(2), None), 100);
     }
 
     #[test]
-    fn released_port_is_handed_out_last() {
+    fn a_given_up_port_is_the_last_of_its_kind_handed_out() {
         let alloc = UdpPortAllocator::new(range(100, 102));
-        let first = alloc.allocate(&key(1), |_| true).unwrap();
+        let first = alloc.port(&key(1), None);
         alloc.release(&key(1));
-        let next = alloc.allocate(&key(2), |_| true).unwrap();
+        assert_eq!(alloc.users(first), 0);
+        let next = alloc.port(&key(2), None);
         assert_ne!(first, next);
     }
 
     #[test]
-    fn concurrent_allocations_are_unique() {
-        let alloc = Arc::new(UdpPortAllocator::new(range(40000, 40999)));
+    fn a_conflict_moves_to_the_least_used_untried_port_a_few_times_per_wait() {
+        let alloc = UdpPortAllocator::new(range(100, 109));
+        for n in 0..10 {
+            alloc.port(&key(n), None);
+        }
+        let start = alloc.port(&key(99), None);
+        let mut seen = vec![start];
+        while let Some(next) = alloc.other_port(&key(99), *seen.last().unwrap()) {
+            assert!(!seen.contains(&next), "{next} tried twice: {seen:?}");
+            assert_eq!(alloc.port_of(&key(99)), Some(next));
+            seen.push(next);
+        }
+        assert_eq!(seen.len(), MAX_PORT_MOVES + 1, "{seen:?}");
+        assert_eq!(
+            alloc.port_of(&key(99)),
+            seen.last().copied(),
+            "keeps its port"
+        );
+        // A port freed on a node: the wait starts afresh.
+        alloc.waits_for_port(&key(99));
+        assert_eq!(alloc.freed(), [key(99)]);
+        assert_eq!(alloc.freed(), [], "reported once");
+        assert!(alloc.other_port(&key(99), *seen.last().unwrap()).is_some());
+        // Placed: a later conflict starts a new wait too.
+        alloc.placed(&key(99));
+        let now = alloc.port_of(&key(99)).unwrap();
+        assert!(alloc.other_port(&key(99), now).is_some());
+    }
+
+    #[test]
+    fn a_range_of_two_ports_allows_one_move() {
+        let alloc = UdpPortAllocator::new(range(100, 101));
+        let first = alloc.port(&key(1), None);
+        let second = alloc.other_port(&key(1), first).expect("the other port");
+        assert_ne!(first, second);
+        assert_eq!(alloc.other_port(&key(1), second), None);
+        assert_eq!(alloc.port_of(&key(1)), Some(second));
+        assert_eq!(alloc.users(first) + alloc.users(second), 1);
+    }
+
+    #[test]
+    fn concurrent_allocations_spread_evenly() {
+        let alloc = Arc::new(UdpPortAllocator::new(range(40000, 40099)));
         let threads: Vec<_> = (0..8)
             .map(|t| {
                 let alloc = alloc.clone();
                 std::thread::spawn(move || {
-                    (0..100)
-                        .map(|i| alloc.allocate(&key(t * 1000 + i), |_| true).unwrap())
-                        .collect::<Vec<_>>()
+                    for i in 0..100 {
+                        alloc.port(&key(t * 1000 + i), None);
+                    }
                 })
             })
             .collect();
-        let ports: Vec<u16> = threads
-            .into_iter()
-            .flat_map(|t| t.join().unwrap())
-            .collect();
-        let unique: HashSet<_> = ports.iter().collect();
-        assert_eq!(unique.len(), 800);
-        assert!(ports.iter().all(|p| (40000..=40999).contains(p)));
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert!((40000..=40099).all(|p| alloc.users(p) == 8));
     }
 
     #[test]
     fn retain_drops_dead_sessions() {
         let alloc = UdpPortAllocator::new(range(100, 110));
-        alloc.allocate(&key(1), |_| true).unwrap();
-        alloc.allocate(&key(2), |_| true).unwrap();
+        let p = alloc.port(&key(1), None);
+        alloc.port(&key(2), None);
+        alloc.waits_for_port(&key(1));
         alloc.retain(|k| *k == key(2));
         assert_eq!(alloc.port_of(&key(1)), None);
+        assert_eq!(alloc.users(p), 0);
         assert!(alloc.port_of(&key(2)).is_some());
+        assert_eq!(alloc.freed(), []);
     }
 }

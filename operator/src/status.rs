@@ -1,8 +1,11 @@
 //! Status from observed reality, computed without a client.
 //!
 //! Conditions (`metav1.Condition` shape; `lastTransitionTime` changes only when `status` flips):
-//! - `Scheduled`: `True` once bound; `False` with the scheduler's own reason and message when it
-//!   reports the pod unschedulable (e.g. no free GPU); `Unknown` while waiting.
+//! - `Scheduled`: `True` once bound; `Unknown` (`WaitingForScheduler`) until the scheduler says
+//!   something; `False` with the scheduler's message when it reports the pod unschedulable, and a
+//!   reason that says why ([`unschedulable_reason`]): `NoFreeGpu`, `NoFreePort`, `Unschedulable`
+//!   (anything else, e.g. no node matches the selector), or `PortConflict` while the session
+//!   moves to another port.
 //! - `PodReady`: the pod's Ready condition.
 //! - `Healthy`: `False` with reason `CrashLoopBackOff` after repeated crashes.
 //! - `Idle`: `True` with reason `IdleTimeout` when the pod was removed for lack of a camera.
@@ -12,6 +15,9 @@
 //!
 //! `phase` is derived: Idle, Failed (crash loop or rejected spec), Terminating (old pod going away), Pending (no pod
 //! yet), Scheduling (not bound), Starting (bound, not ready), Ready (ready; `endpoint` set).
+//! `reason` says why a session is not Ready: the reason of the condition that holds it back
+//! (`NoFreeGpu`, `NoFreePort`, `CrashLoopBackOff`, ...); absent once Ready. [`event`] says which
+//! changes of phase and reason are published as Kubernetes Events.
 //! `endpoint` is `https://<pod host IP>:<port>`: the address the router reaches from inside the
 //! cluster. `publicAddress` is what ICE advertises (see [`crate::config::PublicIpSource`]).
 
@@ -39,6 +45,47 @@ pub const REASON_POD_REJECTED: &str = "PodRejected";
 pub const REASON_CRASH_LOOP: &str = "CrashLoopBackOff";
 /// Reason of `Idle=True`.
 pub const REASON_IDLE_TIMEOUT: &str = "IdleTimeout";
+/// Reason of `Scheduled=False`: no node that fits has a free GPU.
+pub const REASON_NO_FREE_GPU: &str = "NoFreeGpu";
+/// Reason of `Scheduled=False`: the session's port is taken on every node that fits, and it moved
+/// as often as it may ([`crate::ports::MAX_PORT_MOVES`]).
+pub const REASON_NO_FREE_PORT: &str = "NoFreePort";
+/// Reason of `Scheduled=False`: the port is taken on the nodes that fit; moving to another port.
+pub const REASON_PORT_CONFLICT: &str = "PortConflict";
+/// Reason of `Scheduled=False`: anything else the scheduler reports (node selector, taints, ...).
+pub const REASON_UNSCHEDULABLE: &str = "Unschedulable";
+/// Reason of `Scheduled=Unknown`: the scheduler has not looked at the pod yet.
+pub const REASON_WAITING_FOR_SCHEDULER: &str = "WaitingForScheduler";
+/// The reasons of a session whose pod cannot be placed (the `reason` label of
+/// `p2pcamera_operator_sessions_waiting`).
+pub const WAITING_REASONS: [&str; 4] = [
+    REASON_NO_FREE_GPU,
+    REASON_NO_FREE_PORT,
+    REASON_PORT_CONFLICT,
+    REASON_UNSCHEDULABLE,
+];
+
+/// What the scheduler's NodePorts filter says of a node where the pod's port is taken.
+const SCHEDULER_PORTS_TAKEN: &str = "didn't have free ports for the requested pod ports";
+
+/// Whether the scheduler's unschedulable `message` counts nodes where the pod's port is taken.
+pub fn port_conflict(message: &str) -> bool {
+    message.contains(SCHEDULER_PORTS_TAKEN)
+}
+
+/// The reason constant for the scheduler's unschedulable `message`, for a pod that asks for GPUs
+/// named `gpu_resource`. The scheduler checks ports before resources, so a node it counts as
+/// having the port taken may lack a GPU too: a message that names missing GPUs at all is
+/// `NoFreeGpu`.
+pub fn unschedulable_reason(message: &str, gpu_resource: &str) -> &'static str {
+    if message.contains(&format!("Insufficient {gpu_resource}")) {
+        REASON_NO_FREE_GPU
+    } else if port_conflict(message) {
+        REASON_NO_FREE_PORT
+    } else {
+        REASON_UNSCHEDULABLE
+    }
+}
 
 /// Whether the scheduler has placed the pod.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -247,6 +294,14 @@ pub enum Situation<'a> {
     },
     /// The current pod is going away (spec change, pinning, deletion in progress).
     Replacing(&'a PodObservation),
+    /// The scheduler cannot place the pod because its port is taken on the nodes that fit: the
+    /// pod is deleted and the session moves to another port ([`StatusInputs::port`]).
+    PortMove {
+        /// The unschedulable pod.
+        pod: &'a PodObservation,
+        /// The port it asked for.
+        from: u16,
+    },
     /// The current pod is the desired one.
     Running(&'a PodObservation),
 }
@@ -258,6 +313,8 @@ pub struct StatusInputs<'a> {
     pub generation: Option<i64>,
     /// The session's port.
     pub port: u16,
+    /// The extended resource the pod asks GPUs of (names missing GPUs in the scheduler's message).
+    pub gpu_resource: &'a str,
     /// The public address of the node the pod is bound to, when known.
     pub public_address: Option<&'a str>,
     /// A new activity time from the camera pod.
@@ -327,7 +384,7 @@ pub fn next_status(
             .or_else(|| prev.last_active_time.clone()),
         ..CameraSessionStatus::default()
     };
-    let (phase, message) = match situation {
+    let (phase, reason, message) = match situation {
         Situation::Idle => {
             set(condition(
                 IDLE,
@@ -343,6 +400,7 @@ pub fn next_status(
             ));
             (
                 Phase::Idle,
+                Some(REASON_IDLE_TIMEOUT),
                 "idle: pod removed; change the spec or set annotation p2pcamera.io/wake to resume"
                     .to_string(),
             )
@@ -360,7 +418,7 @@ pub fn next_status(
                 REASON_CRASH_LOOP,
                 message.clone(),
             ));
-            (Phase::Failed, message.clone())
+            (Phase::Failed, Some(REASON_CRASH_LOOP), message.clone())
         }
         Situation::InvalidSpec { message } => {
             set(condition(
@@ -377,6 +435,7 @@ pub fn next_status(
             ));
             (
                 Phase::Failed,
+                Some(REASON_POD_REJECTED),
                 format!("the pod for this spec is invalid: {message}"),
             )
         }
@@ -394,7 +453,11 @@ pub fn next_status(
                 "the pod is being created",
             ));
             set(condition(IDLE, "False", "Active", ""));
-            (Phase::Pending, "creating the pod".to_string())
+            (
+                Phase::Pending,
+                Some("PodNotCreated"),
+                "creating the pod".to_string(),
+            )
         }
         Situation::Replacing(pod) => {
             next.pod_name = Some(pod.name.clone());
@@ -413,7 +476,29 @@ pub fn next_status(
                 "PodReplaced",
                 "the pod is being replaced",
             ));
-            (Phase::Terminating, "replacing the pod".to_string())
+            (
+                Phase::Terminating,
+                Some("PodReplaced"),
+                "replacing the pod".to_string(),
+            )
+        }
+        Situation::PortMove { pod, from } => {
+            next.pod_name = Some(pod.name.clone());
+            let scheduler = match &pod.scheduling {
+                Scheduling::Unschedulable { message, .. } => message.as_str(),
+                _ => "",
+            };
+            let message = format!(
+                "port {from} is taken on the nodes that fit; moving to port {} (scheduler: {scheduler})",
+                inputs.port
+            );
+            set(condition(
+                SCHEDULED,
+                "False",
+                REASON_PORT_CONFLICT,
+                message.clone(),
+            ));
+            (Phase::Scheduling, Some(REASON_PORT_CONFLICT), message)
         }
         Situation::Running(pod) => {
             next.pod_name = Some(pod.name.clone());
@@ -432,28 +517,28 @@ pub fn next_status(
                         pod.node_name.as_deref().unwrap_or_default()
                     ),
                 )),
-                Scheduling::Unschedulable { reason, message } => {
-                    set(condition(SCHEDULED, "False", reason, message.clone()))
-                }
+                Scheduling::Unschedulable { message, .. } => set(condition(
+                    SCHEDULED,
+                    "False",
+                    unschedulable_reason(message, inputs.gpu_resource),
+                    message.clone(),
+                )),
                 Scheduling::Waiting => set(condition(
                     SCHEDULED,
                     "Unknown",
-                    "Pending",
+                    REASON_WAITING_FOR_SCHEDULER,
                     "waiting for the scheduler",
                 )),
             }
+            let not_ready = pod
+                .waiting_reason
+                .as_deref()
+                .unwrap_or("ContainersNotReady");
             if pod.ready {
                 set(condition(POD_READY, "True", "PodReady", ""));
             } else {
                 let why = pod.message.clone().unwrap_or_default();
-                set(condition(
-                    POD_READY,
-                    "False",
-                    pod.waiting_reason
-                        .as_deref()
-                        .unwrap_or("ContainersNotReady"),
-                    why,
-                ));
+                set(condition(POD_READY, "False", not_ready, why));
             }
             if pod.scheduling == Scheduling::Bound {
                 next.public_address = inputs
@@ -468,18 +553,23 @@ pub fn next_status(
                         .as_deref()
                         .or(inputs.public_address)
                         .map(|address| endpoint(address, inputs.port));
-                    (Phase::Ready, "ready".to_string())
+                    (Phase::Ready, None, "ready".to_string())
                 }
                 (Scheduling::Bound, false) => (
                     Phase::Starting,
+                    Some(not_ready),
                     "waiting for the pod to become ready".to_string(),
                 ),
-                (Scheduling::Unschedulable { message, .. }, _) => {
-                    (Phase::Scheduling, message.clone())
-                }
-                (Scheduling::Waiting, _) => {
-                    (Phase::Scheduling, "waiting for the scheduler".to_string())
-                }
+                (Scheduling::Unschedulable { message, .. }, _) => (
+                    Phase::Scheduling,
+                    Some(unschedulable_reason(message, inputs.gpu_resource)),
+                    message.clone(),
+                ),
+                (Scheduling::Waiting, _) => (
+                    Phase::Scheduling,
+                    Some(REASON_WAITING_FOR_SCHEDULER),
+                    "waiting for the scheduler".to_string(),
+                ),
             }
         }
     };
@@ -493,9 +583,47 @@ pub fn next_status(
         );
     }
     next.phase = Some(phase);
+    next.reason = reason.map(str::to_string);
     next.message = Some(message);
     next.conditions = conditions;
     next
+}
+
+/// A Kubernetes Event about a session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionEvent {
+    /// A Warning (something a user may have to act on), else Normal.
+    pub warning: bool,
+    /// `Ready`, or the session's `reason` (`NoFreePort`, `CrashLoopBackOff`, ...).
+    pub reason: String,
+    /// The status message.
+    pub note: Option<String>,
+}
+
+/// The Event to publish when a session's status goes from `prev` to `next`, if any: one when it
+/// becomes Ready, Idle or Failed, and one when its pod starts waiting for something (a GPU, a
+/// port, a node) or moves to another port; each only when the phase or the reason changes, so a
+/// retry never publishes again. The steps on the way (Pending, WaitingForScheduler, Starting,
+/// Terminating) publish nothing: they pass in moments, and the pod's own Events (the scheduler's,
+/// the kubelet's) tell them in detail.
+pub fn event(prev: &CameraSessionStatus, next: &CameraSessionStatus) -> Option<SessionEvent> {
+    let phase = next.phase?;
+    if (prev.phase, &prev.reason) == (next.phase, &next.reason) {
+        return None;
+    }
+    let reason = next.reason.as_deref();
+    let warning = match (phase, reason) {
+        (Phase::Ready | Phase::Idle, _) => false,
+        (Phase::Failed, _) => true,
+        (Phase::Scheduling, Some(REASON_PORT_CONFLICT)) => false,
+        (Phase::Scheduling, Some(reason)) if WAITING_REASONS.contains(&reason) => true,
+        _ => return None,
+    };
+    Some(SessionEvent {
+        warning,
+        reason: reason.unwrap_or(phase.as_str()).to_string(),
+        note: next.message.clone(),
+    })
 }
 
 #[cfg(test)]
@@ -543,6 +671,7 @@ mod tests {
         StatusInputs {
             generation: Some(3),
             port: 40010,
+            gpu_resource: "nvidia.com/gpu",
             public_address: public,
             last_active: None,
         }
@@ -569,11 +698,120 @@ mod tests {
         let c = cond(&s, SCHEDULED);
         assert_eq!(
             (c.status.as_str(), c.reason.as_str(), c.message.as_str()),
-            ("False", "Unschedulable", msg)
+            ("False", REASON_NO_FREE_GPU, msg)
         );
+        assert_eq!(s.reason.as_deref(), Some(REASON_NO_FREE_GPU));
         assert_eq!(c.observed_generation, Some(3));
         assert_eq!(s.endpoint, None);
         assert_eq!(s.udp_port, Some(40010));
+    }
+
+    #[test]
+    fn the_schedulers_message_gives_the_waiting_reason() {
+        let ports = "0/3 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 2 node(s) didn't have free ports for the requested pod ports. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.";
+        let both = "0/3 nodes are available: 1 Insufficient nvidia.com/gpu, 2 node(s) didn't have free ports for the requested pod ports.";
+        let taints = "0/1 nodes are available: 1 node(s) had untolerated taint {gpu: yes}.";
+        let gpu = "nvidia.com/gpu";
+        assert!(port_conflict(ports) && port_conflict(both) && !port_conflict(taints));
+        assert_eq!(unschedulable_reason(ports, gpu), REASON_NO_FREE_PORT);
+        assert_eq!(unschedulable_reason(both, gpu), REASON_NO_FREE_GPU);
+        assert_eq!(unschedulable_reason(taints, gpu), REASON_UNSCHEDULABLE);
+        assert_eq!(
+            unschedulable_reason(both, "amd.com/gpu"),
+            REASON_NO_FREE_PORT,
+            "another GPU resource is not this pod's"
+        );
+    }
+
+    #[test]
+    fn a_port_move_says_from_where_to_where_and_why() {
+        let msg = "0/2 nodes are available: 2 node(s) didn't have free ports for the requested pod ports.";
+        let p = observe_pod(&pod(
+            None,
+            &[("PodScheduled", "False", Some("Unschedulable"), Some(msg))],
+        ));
+        let s = next_status(
+            &Default::default(),
+            &Situation::PortMove {
+                pod: &p,
+                from: 40001,
+            },
+            &inputs(None),
+            ts(100),
+        );
+        assert_eq!(
+            (s.phase, s.reason.as_deref(), s.udp_port),
+            (
+                Some(Phase::Scheduling),
+                Some(REASON_PORT_CONFLICT),
+                Some(40010)
+            )
+        );
+        let c = cond(&s, SCHEDULED);
+        assert_eq!(c.reason, REASON_PORT_CONFLICT);
+        assert!(
+            c.message.contains("port 40001")
+                && c.message.contains("port 40010")
+                && c.message.contains(msg),
+            "{}",
+            c.message
+        );
+    }
+
+    #[test]
+    fn events_for_ready_idle_failed_and_waiting_once_per_change() {
+        let status = |phase, reason: Option<&str>| CameraSessionStatus {
+            phase: Some(phase),
+            reason: reason.map(Into::into),
+            message: Some("why".into()),
+            ..CameraSessionStatus::default()
+        };
+        let none = CameraSessionStatus::default();
+        let scheduling = status(Phase::Scheduling, Some(REASON_WAITING_FOR_SCHEDULER));
+        let no_gpu = status(Phase::Scheduling, Some(REASON_NO_FREE_GPU));
+        let no_port = status(Phase::Scheduling, Some(REASON_NO_FREE_PORT));
+        let moving = status(Phase::Scheduling, Some(REASON_PORT_CONFLICT));
+        let starting = status(Phase::Starting, Some("ContainersNotReady"));
+        let ready = status(Phase::Ready, None);
+        let failed = status(Phase::Failed, Some(REASON_CRASH_LOOP));
+        let idle = status(Phase::Idle, Some(REASON_IDLE_TIMEOUT));
+        let published = |prev, next| event(prev, next).map(|e| (e.warning, e.reason));
+        // The steps on the way publish nothing.
+        assert_eq!(published(&none, &scheduling), None);
+        assert_eq!(published(&scheduling, &starting), None);
+        let replacing = status(Phase::Terminating, Some("PodReplaced"));
+        assert_eq!(published(&ready, &replacing), None);
+        assert_eq!(published(&starting, &ready), Some((false, "Ready".into())));
+        assert_eq!(published(&ready, &ready), None, "no change, no event");
+        assert_eq!(
+            published(&scheduling, &no_gpu),
+            Some((true, REASON_NO_FREE_GPU.into()))
+        );
+        assert_eq!(
+            published(&no_gpu, &no_gpu),
+            None,
+            "a retry publishes nothing"
+        );
+        assert_eq!(
+            published(&no_gpu, &moving),
+            Some((false, REASON_PORT_CONFLICT.into()))
+        );
+        assert_eq!(
+            published(&moving, &no_port),
+            Some((true, REASON_NO_FREE_PORT.into()))
+        );
+        assert_eq!(
+            published(&ready, &failed),
+            Some((true, REASON_CRASH_LOOP.into()))
+        );
+        assert_eq!(
+            published(&ready, &idle),
+            Some((false, REASON_IDLE_TIMEOUT.into()))
+        );
+        assert_eq!(
+            event(&starting, &ready).unwrap().note.as_deref(),
+            Some("why")
+        );
     }
 
     #[test]

@@ -113,6 +113,15 @@ async fn valid_sessions_are_accepted_and_defaulted() {
     )
     .await
     .unwrap();
+    api.create(
+        &PostParams::default(),
+        &session(
+            "parts",
+            json!({"filter": {"name": "body-parts", "poseModel": "full", "partsOpacity": 100, "backgroundColor": "#000000"}}),
+        ),
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -166,9 +175,39 @@ async fn filter_rules_are_enforced_by_the_api_server() {
     )
     .await;
     assert!(
-        msg.contains("backgroundColor is only for filter 'selfie-replace'"),
+        msg.contains("backgroundColor is only for filters 'selfie-replace' and 'body-parts'"),
         "{msg}"
     );
+
+    let msg = rejected(
+        &api,
+        "pose-model-on-blur",
+        json!({"filter": {"name": "selfie-blur", "poseModel": "lite"}}),
+    )
+    .await;
+    assert!(
+        msg.contains("poseModel is only for filters 'pose' and 'body-parts'"),
+        "{msg}"
+    );
+
+    let msg = rejected(
+        &api,
+        "opacity-on-pose",
+        json!({"filter": {"name": "pose", "partsOpacity": 50}}),
+    )
+    .await;
+    assert!(
+        msg.contains("partsOpacity is only for filter 'body-parts'"),
+        "{msg}"
+    );
+
+    let msg = rejected(
+        &api,
+        "huge-pose-model",
+        json!({"filter": {"name": "pose", "poseModel": "huge"}}),
+    )
+    .await;
+    assert!(msg.contains("spec.filter.poseModel"), "{msg}");
 
     let msg = rejected(
         &api,

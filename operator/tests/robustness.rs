@@ -1,5 +1,6 @@
 //! How the operator fails and stops, against the real control plane: a spec the API server
-//! refuses waits for a change, transient failures are retried with growing delays, and
+//! refuses waits for a change, transient failures (a pod beyond a quota) are retried with
+//! growing delays, and
 //! `operator run` stops within seconds of SIGTERM while hundreds of sessions are in flight,
 //! releasing its Lease.
 
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use common::{TestEnv, WAIT, condition, phase_is};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::ResourceQuota;
 use kube::api::{Api, Patch, PatchParams};
 use p2pcamera_operator::runtime::admin::AdminState;
 use p2pcamera_tests::{ManagedProcess, eventually, free_port};
@@ -110,8 +112,26 @@ async fn rejected_spec_fails_once_and_waits_for_a_change() {
 async fn transient_failures_back_off_exponentially_per_session() {
     let env = TestEnv::new("retry-backoff").await;
     env.add_node("gpu", 2, None).await;
-    // One port: the second session cannot get one until the first is gone.
-    let operator = env.start_operator("op", &["--port-range", "41000-41000"]);
+    // A quota of one pod: the API server refuses the second session's pod until the first is gone.
+    let quotas = Api::<ResourceQuota>::namespaced(env.client.clone(), &env.ns);
+    let quota = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "one-pod"},
+        "spec": {"hard": {"pods": "1"}},
+    }))
+    .unwrap();
+    quotas.create(&Default::default(), &quota).await.unwrap();
+    eventually("the quota counted", WAIT, || async {
+        let quota = quotas.get("one-pod").await.map_err(|e| e.to_string())?;
+        match quota.status.and_then(|s| s.used) {
+            Some(used) if used.contains_key("pods") => Ok(()),
+            _ => Err("no usage yet".to_owned()),
+        }
+    })
+    .await
+    .unwrap();
+    let operator = env.start_operator("op", &[]);
     env.create_session("first", json!({})).await;
     env.wait_ready("first").await;
     env.create_session("second", json!({})).await;
@@ -119,7 +139,7 @@ async fn transient_failures_back_off_exponentially_per_session() {
     let failures = |admin: &AdminState| {
         admin_metric(
             admin,
-            "p2pcamera_operator_reconcile_errors_total{reason=\"ports\"}",
+            "p2pcamera_operator_reconcile_errors_total{reason=\"kube\"}",
         )
     };
     let mut seen: Vec<Instant> = Vec::new();
@@ -146,14 +166,12 @@ async fn transient_failures_back_off_exponentially_per_session() {
         4.0,
         "retried sooner than the doubled delay"
     );
-    let second = env.sessions.get("second").await.unwrap();
-    assert_eq!(
-        second.status.and_then(|s| s.udp_port),
-        None,
-        "a port was handed out twice"
+    assert!(
+        env.pod_of("second").await.is_none(),
+        "a pod beyond the quota"
     );
 
-    // Freeing the port lets the retry succeed.
+    // Freeing the quota lets the retry succeed.
     env.delete_session("first").await;
     env.wait_ready("second").await;
     operator.stop().await;

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::{TestEnv, WAIT, condition, phase_is};
@@ -144,13 +144,7 @@ async fn session_becomes_a_ready_gpu_pod_with_its_own_port_and_token() {
     });
     assert!(mounted, "token secret not mounted into the pod");
 
-    let reasons: BTreeSet<String> = env
-        .events_of("cam")
-        .await
-        .into_iter()
-        .filter_map(|e| e.reason)
-        .collect();
-    assert!(reasons.contains("Ready"), "events: {reasons:?}");
+    env.wait_event("cam", "Normal", "Ready").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,7 +152,7 @@ async fn third_session_waits_for_a_gpu_and_starts_when_one_is_freed() {
     let env = TestEnv::new("session-gpus").await;
     env.add_node("a", 1, None).await;
     env.add_node("b", 1, None).await;
-    let _operator = env.start_operator("op-a", &[]);
+    let operator = env.start_operator("op-a", &[]);
     for name in ["one", "two", "three"] {
         env.create_session(name, json!({})).await;
     }
@@ -188,12 +182,21 @@ async fn third_session_waits_for_a_gpu_and_starts_when_one_is_freed() {
     .unwrap();
     let blocked = env.sessions.get(&waiting[0]).await.unwrap();
     let (_, reason, message) = condition(&blocked, "Scheduled").unwrap();
-    assert_eq!(reason, "Unschedulable");
+    assert_eq!(reason, "NoFreeGpu");
     assert!(
         message.contains("Insufficient nvidia.com/gpu"),
         "scheduler message not passed on: {message}"
     );
     assert_eq!(phase_is(&blocked, "Scheduling"), Ok(()));
+    assert_eq!(
+        blocked.status.as_ref().unwrap().reason.as_deref(),
+        Some("NoFreeGpu")
+    );
+    env.wait_event(&waiting[0], "Warning", "NoFreeGpu").await;
+    assert_eq!(
+        operator.metric("p2pcamera_operator_sessions_waiting{reason=\"NoFreeGpu\"}"),
+        1.0
+    );
     let nodes: BTreeSet<_> = futures::future::join_all(ready.iter().map(|n| env.sessions.get(n)))
         .await
         .into_iter()
@@ -476,13 +479,7 @@ async fn crash_looping_pod_fails_the_session_then_is_recreated_after_the_backoff
         message.contains("last exit code 1: camera-pod failed: the media UDP port 127.0.0.1:41000 is not available"),
         "{message}"
     );
-    let warnings: Vec<_> = env
-        .events_of("cam")
-        .await
-        .into_iter()
-        .filter(|e| e.type_.as_deref() == Some("Warning") && e.reason.as_deref() == Some("Failed"))
-        .collect();
-    assert!(!warnings.is_empty(), "no Warning event for the failure");
+    env.wait_event("cam", "Warning", "CrashLoopBackOff").await;
 
     // While the crashed pod terminates, the session stays Failed and gets no new pod.
     eventually("the crashed pod terminating", WAIT, || async {
@@ -530,4 +527,176 @@ async fn crash_looping_pod_fails_the_session_then_is_recreated_after_the_backoff
     );
     env.wait_ready("cam").await;
     assert_eq!(env.pod_of("cam").await.unwrap().uid(), recreated.uid());
+}
+
+/// The ports of the camera pods by node (bound pods only).
+async fn ports_by_node(env: &TestEnv) -> BTreeMap<String, Vec<i32>> {
+    let mut by_node: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+    for pod in env.pods.list(&Default::default()).await.unwrap() {
+        if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
+            by_node.entry(node).or_default().push(port_of(&pod).0);
+        }
+    }
+    by_node
+}
+
+fn assert_ports_unique_per_node(by_node: &BTreeMap<String, Vec<i32>>) {
+    for (node, ports) in by_node {
+        let unique: BTreeSet<_> = ports.iter().collect();
+        assert_eq!(
+            unique.len(),
+            ports.len(),
+            "a port twice on {node}: {ports:?}"
+        );
+    }
+}
+
+/// The sessions' ports and pod uids, once all `count` are Ready.
+async fn all_ready(env: &TestEnv, count: usize) -> BTreeMap<String, (u16, Option<String>)> {
+    let sessions = eventually("all sessions Ready", WAIT * 2, || async {
+        let list = env
+            .sessions
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let ready = list.iter().filter(|s| phase_is(s, "Ready").is_ok()).count();
+        if ready == count && list.items.len() == count {
+            Ok(list.items)
+        } else {
+            Err(format!("{ready}/{count} Ready"))
+        }
+    })
+    .await
+    .unwrap();
+    let mut ports = BTreeMap::new();
+    for session in sessions {
+        let pod = env.pod_of(&session.name_any()).await.expect("pod");
+        let port = session.status.as_ref().and_then(|s| s.udp_port).unwrap();
+        assert_eq!(port_of(&pod).0, i32::from(port), "status and pod agree");
+        ports.insert(session.name_any(), (port, pod.uid()));
+    }
+    ports
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_sessions_than_ports_share_ports_across_nodes_never_on_one() {
+    let env = TestEnv::new("session-port-share").await;
+    for node in ["a", "b", "c"] {
+        env.add_node(node, 3, None).await;
+    }
+    // 3 ports, 9 sessions: each port on three nodes.
+    let _operator = env.start_operator("op-a", &["--port-range", "41000-41002"]);
+    let names: Vec<String> = (0..9).map(|i| format!("cam-{i}")).collect();
+    futures::future::join_all(names.iter().map(|n| env.create_session(n, json!({})))).await;
+    let ports = all_ready(&env, 9).await;
+    let used: BTreeSet<u16> = ports.values().map(|(p, _)| *p).collect();
+    assert_eq!(used, BTreeSet::from([41000, 41001, 41002]), "{ports:?}");
+    let by_node = ports_by_node(&env).await;
+    assert_eq!(by_node.len(), 3, "{by_node:?}");
+    assert_ports_unique_per_node(&by_node);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_nodes_ports_taken_a_session_waits_for_a_port_until_one_is_freed() {
+    let env = TestEnv::new("session-no-port").await;
+    env.add_node("a", 3, None).await;
+    env.add_node("b", 3, None).await;
+    // 2 ports on 2 nodes: 4 sessions; GPUs are left over.
+    let operator = env.start_operator("op-a", &["--port-range", "41000-41001"]);
+    for i in 0..4 {
+        env.create_session(&format!("cam-{i}"), json!({})).await;
+    }
+    all_ready(&env, 4).await;
+    env.create_session("late", json!({})).await;
+    let waiting = env
+        .wait_session("late", "waiting for a port", |s| {
+            match s.status.as_ref().and_then(|st| st.reason.as_deref()) {
+                Some("NoFreePort") => Ok(()),
+                other => Err(format!("reason {other:?}")),
+            }
+        })
+        .await;
+    assert_eq!(phase_is(&waiting, "Scheduling"), Ok(()));
+    let (status, reason, message) = condition(&waiting, "Scheduled").unwrap();
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "NoFreePort"));
+    assert!(message.contains("free ports"), "{message}");
+    env.wait_event("late", "Warning", "NoFreePort").await;
+    assert_eq!(
+        operator.metric("p2pcamera_operator_sessions_waiting{reason=\"NoFreePort\"}"),
+        1.0
+    );
+    assert_ports_unique_per_node(&ports_by_node(&env).await);
+
+    env.delete_session("cam-2").await;
+    let ready = env.wait_ready("late").await;
+    assert!(
+        (41000..=41001).contains(&ready.status.unwrap().udp_port.unwrap()),
+        "port from the range"
+    );
+    assert_ports_unique_per_node(&ports_by_node(&env).await);
+    eventually("the waiting gauge back to 0", WAIT, || async {
+        match operator.metric("p2pcamera_operator_sessions_waiting{reason=\"NoFreePort\"}") {
+            0.0 => Ok(()),
+            n => Err(format!("{n}")),
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_the_scheduler_finds_taken_moves_the_session_to_another() {
+    let env = TestEnv::new("session-port-taken").await;
+    let node = env.add_node("gpu", 2, None).await;
+    // Another workload holds host port 41000 on the only node.
+    let squatter: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "squatter"},
+        "spec": {
+            "nodeName": node,
+            "containers": [{
+                "name": "c",
+                "image": "registry.invalid/squatter",
+                "ports": [{"containerPort": 41000, "hostPort": 41000, "protocol": "UDP"}],
+            }],
+        },
+    }))
+    .unwrap();
+    env.pods
+        .create(&Default::default(), &squatter)
+        .await
+        .unwrap();
+    let operator = env.start_operator("op-a", &["--port-range", "41000-41001"]);
+    env.create_session("cam", json!({})).await;
+    let ready = env.wait_ready("cam").await;
+    assert_eq!(ready.status.unwrap().udp_port, Some(41001));
+    env.wait_event("cam", "Normal", "PortConflict").await;
+    assert!(operator.metric("p2pcamera_operator_port_moves_total") >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_restart_keeps_every_port_and_pod() {
+    let env = TestEnv::new("session-restart").await;
+    for node in ["a", "b", "c"] {
+        env.add_node(node, 4, None).await;
+    }
+    // 3 ports on 3 nodes: room for 9 sessions.
+    let args = ["--port-range", "41000-41002"];
+    let first = env.start_operator("op-a", &args);
+    for i in 0..5 {
+        env.create_session(&format!("cam-{i}"), json!({})).await;
+    }
+    let before = all_ready(&env, 5).await;
+    first.stop().await;
+    // A new leader rebuilds the table from pods and statuses, then places more sessions.
+    let _second = env.start_operator("op-b", &args);
+    for i in 5..8 {
+        env.create_session(&format!("cam-{i}"), json!({})).await;
+    }
+    let after = all_ready(&env, 8).await;
+    for (name, kept) in &before {
+        assert_eq!(after.get(name), Some(kept), "{name} changed port or pod");
+    }
+    assert_ports_unique_per_node(&ports_by_node(&env).await);
 }

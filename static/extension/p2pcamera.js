@@ -55,11 +55,18 @@
   };
 
   /** The parameter a short filter spec such as `style:3` sets, per filter. */
-  const FILTER_PARAMETERS = { style: 'style', 'selfie-blur': 'strength', 'selfie-replace': 'color' };
+  const FILTER_PARAMETERS = {
+    style: 'style',
+    'selfie-blur': 'strength',
+    'selfie-replace': 'color',
+    pose: 'model',
+    'body-parts': 'opacity',
+  };
 
   /**
    * Parses a filter given as text: `passthrough`, `style:3`, `selfie-blur:4`,
-   * `selfie-replace:#00ff00`, or a JSON object such as `{"filter":"style","style":3}`.
+   * `selfie-replace:#00ff00`, `pose:full`, `body-parts:50` (opacity), or a JSON object such as
+   * `{"filter":"style","style":3}`.
    */
   function parseFilterSpec(spec) {
     if (spec === null || spec === undefined || spec === '') {

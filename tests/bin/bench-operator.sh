@@ -3,8 +3,11 @@
 # kwok GPU nodes, N CameraSessions, the release `operator run` binary measured from outside.
 #
 #   tests/bin/bench-operator.sh [--sessions 500] [--nodes 50] [--gpus-per-node 10] [--concurrency 16]
+#                               [--port-range 40000-40999] [--failover] [--timeout-seconds 600]
 #
-# Prints a markdown table (the "Operator" section of docs/benchmarks.md is made from it).
+# Prints progress while it waits (sessions Ready, the others by status reason), stops with that
+# breakdown after --timeout-seconds, and prints a markdown table at the end (the "Operator"
+# section of docs/benchmarks.md is made from it).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"

@@ -6,7 +6,10 @@
 // camera-pod comes from P2PCAMERA_CAMERA_POD_BIN (default: the workspace's debug build).
 
 import { describe, it } from 'node:test';
-import { cameraVideo, fallsBackWhenServerIsDown, filteredRoundTrip, reconnectsAfterServerRestart } from './scenarios.js';
+import {
+  bodyFiltersPaintThePerson, cameraVideo, fallsBackWhenServerIsDown, filteredRoundTrip, portraitVideo,
+  reconnectsAfterServerRestart,
+} from './scenarios.js';
 
 describe('p2pcamera.js with camera-pod', () => {
   it('returns the filtered remote track, switches filters, refuses a second camera, and stops', async (t) => {
@@ -15,6 +18,10 @@ describe('p2pcamera.js with camera-pod', () => {
 
   it('shows the raw camera while camera-pod restarts, then the filtered video again', async (t) => {
     await reconnectsAfterServerRestart(t, 'camera-pod', cameraVideo(t));
+  });
+
+  it('draws the pose over a person and paints her body parts', async (t) => {
+    await bodyFiltersPaintThePerson(t, portraitVideo(t));
   });
 
   it('falls back to the raw camera with a warning and an event when the server is down', async (t) => {

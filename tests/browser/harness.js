@@ -19,7 +19,7 @@ export const artifactsDir = path.join(repoRoot, 'artifacts');
 const cacheDir = process.env.P2PCAMERA_CACHE ?? path.join(os.homedir(), '.cache', 'p2pcamera');
 const targetDir = process.env.CARGO_TARGET_DIR ?? path.join(cacheDir, 'target');
 export const cameraPodBin = process.env.P2PCAMERA_CAMERA_POD_BIN ?? path.join(targetDir, 'debug', 'camera-pod');
-const venvPython = process.env.P2PCAMERA_PYTHON ?? path.join(cacheDir, 'venv', 'bin', 'python');
+export const venvPython = process.env.P2PCAMERA_PYTHON ?? path.join(cacheDir, 'venv', 'bin', 'python');
 const chromiumBin = process.env.P2PCAMERA_CHROMIUM ?? '/usr/bin/chromium';
 const onnxRuntime = path.join(cacheDir, 'onnxruntime-1.32.0', 'libonnxruntime.so.1.32.0');
 
@@ -345,6 +345,56 @@ export async function measureVideo(page, selector, referenceSelector = null) {
     }
     return result;
   }, [selector, referenceSelector]);
+}
+
+/**
+ * Measures places of a video element's picture against a reference element's, both drawn at
+ * `width` x `height`: for each place (`box`: `[x0, y0, x1, y1]` in those pixels), the mean RGB
+ * colour in both and the fraction of pixels where a channel differs by more than 40.
+ */
+export async function measurePlaces(page, selector, referenceSelector, { width, height, places }) {
+  const boxes = Object.fromEntries(Object.entries(places).map(([name, place]) => [name, place.box]));
+  return page.evaluate(([sel, refSel, size, placeBoxes]) => {
+    const video = document.querySelector(sel);
+    const reference = document.querySelector(refSel);
+    if (!video || !reference || video.readyState < 2 || reference.readyState < 2 || video.videoWidth === 0) return null;
+    const pixels = (element) => {
+      const canvas = document.createElement('canvas');
+      canvas.width = size.width;
+      canvas.height = size.height;
+      const context = canvas.getContext('2d', { willReadFrequently: true });
+      context.drawImage(element, 0, 0, size.width, size.height);
+      return context.getImageData(0, 0, size.width, size.height).data;
+    };
+    const data = pixels(video);
+    const other = pixels(reference);
+    const result = {};
+    for (const [name, [x0, y0, x1, y1]] of Object.entries(placeBoxes)) {
+      const colour = [0, 0, 0];
+      const referenceColour = [0, 0, 0];
+      let changed = 0;
+      let n = 0;
+      for (let y = y0; y < y1; y += 1) {
+        for (let x = x0; x < x1; x += 1) {
+          const i = (y * size.width + x) * 4;
+          let most = 0;
+          for (let c = 0; c < 3; c += 1) {
+            colour[c] += data[i + c];
+            referenceColour[c] += other[i + c];
+            most = Math.max(most, Math.abs(data[i + c] - other[i + c]));
+          }
+          if (most > 40) changed += 1;
+          n += 1;
+        }
+      }
+      result[name] = {
+        colour: colour.map((sum) => Math.round(sum / n)),
+        reference: referenceColour.map((sum) => Math.round(sum / n)),
+        changed: changed / n,
+      };
+    }
+    return result;
+  }, [selector, referenceSelector, { width, height }, boxes]);
 }
 
 /** Polls `measure` until `accept` holds; returns the accepted measurement or throws the last. */

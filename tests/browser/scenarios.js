@@ -2,13 +2,14 @@
 // baseline). Each scenario starts its own server and browser and cleans both up, even on failure.
 
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {
   QUADRANTS, ServerProcess, colourDistance, countFrames, eventsNamed, eventually, freePort,
-  launchBrowser, measureVideo, recordEvents, restrictIceToLoopback, returnedTrackInfo, saveArtifact,
-  staticDir, waitForEvent, writeCameraVideo,
+  launchBrowser, measurePlaces, measureVideo, recordEvents, repoRoot, restrictIceToLoopback,
+  returnedTrackInfo, saveArtifact, staticDir, venvPython, waitForEvent, writeCameraVideo,
 } from './harness.js';
 
 const CONNECT_TIMEOUT_MS = 30000;
@@ -20,6 +21,19 @@ export function cameraVideo(t) {
   writeCameraVideo(file);
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
   return file;
+}
+
+/**
+ * A fake camera that shows a person: camera-pod's test portrait as a still Y4M clip, written by
+ * tests/peers/portrait.py, with the places the tests look at (`{ file, width, height, places }`).
+ */
+export function portraitVideo(t) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'p2pcamera-portrait-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'portrait.y4m');
+  const script = path.join(repoRoot, 'tests', 'peers', 'portrait.py');
+  const layout = JSON.parse(execFileSync(venvPython, [script, file], { encoding: 'utf8' }));
+  return { file, ...layout };
 }
 
 async function startAll(t, kind, video) {
@@ -193,4 +207,50 @@ export async function fallsBackWhenServerIsDown(t, video) {
   assert.equal(returned.trackState, 'live');
   await eventually(() => measureVideo(page, '#filtered'), showsCameraPicture, { what: 'camera picture in the page' });
   await page.screenshot({ path: saveArtifact('browser-fallback.png') });
+}
+
+/** Picks a filter in the demo page's menu and waits for camera-pod's answer to that change. */
+async function pickFilter(page, label) {
+  const before = (await eventsNamed(page, 'filter')).length;
+  await page.selectOption('#filter', { label });
+  await page.waitForFunction((count) => window.__p2pcameraEvents.filter((e) => e.name === 'filter').length > count,
+    before, { timeout: 10000 });
+  const reply = (await eventsNamed(page, 'filter')).at(-1).detail;
+  assert.equal(reply.ok, true, `${label} refused: ${JSON.stringify(reply)}`);
+}
+
+/** `#rrggbb` as [r, g, b]. */
+function rgbOf(hex) {
+  return [1, 3, 5].map((i) => Number.parseInt(hex.slice(i, i + 2), 16));
+}
+
+/**
+ * The camera shows a person (the portrait): `pose` draws over her head and torso and leaves the
+ * wall beside her alone; `body-parts` paints her face in the head colour and her chest in the
+ * torso colour, at its default 70 % over the camera picture.
+ */
+export async function bodyFiltersPaintThePerson(t, portrait) {
+  const { server, browser } = await startAll(t, 'camera-pod', portrait.file);
+  const { page } = await openDemo(browser.context, server.url);
+  await pressStartAndConnect(page);
+  const measure = () => measurePlaces(page, '#filtered', '#raw', portrait);
+  await eventually(measure, (m) => m.person.changed < 0.05, { what: 'passthrough picture of the portrait' });
+
+  await pickFilter(page, 'pose (skeleton)');
+  const pose = await eventually(measure,
+    (m) => m.person.changed >= 0.03 && m.face.changed >= 0.1 && m.wall.changed <= 0.01,
+    { what: 'skeleton over her head and torso, none on the wall', timeout: 30000 });
+  assert.ok(pose.person.changed <= 0.4, `the skeleton covered ${pose.person.changed} of her head and torso`);
+  await page.screenshot({ path: saveArtifact('browser-camera-pod-pose.png') });
+
+  await pickFilter(page, 'body-parts');
+  const painted = (m, name) => {
+    const { colour, reference } = m[name];
+    const expected = rgbOf(portrait.places[name].colour).map((c, i) => 0.7 * c + 0.3 * reference[i]);
+    return colourDistance(colour, expected) <= 20;
+  };
+  await eventually(measure,
+    (m) => painted(m, 'face') && painted(m, 'chest') && m.person.changed >= 0.5 && m.wall.changed <= 0.01,
+    { what: 'head and torso colours on her face and chest, none on the wall', timeout: 30000 });
+  await page.screenshot({ path: saveArtifact('browser-camera-pod-body-parts.png') });
 }

@@ -28,6 +28,7 @@ from aiortc import (
 )
 from av import VideoFrame
 
+from portrait import PortraitSource
 from synthetic_camera import PictureSource, read_index, split_packed, unwrap_index
 
 VIDEO_CLOCK_RATE = 90000
@@ -76,15 +77,15 @@ def post_json(url: str, payload: dict, token: str | None = None, timeout: float 
 
 
 class SyntheticCameraTrack(MediaStreamTrack):
-    """A camera at a fixed frame rate; like a real camera it skips frames the
-    encoder was too slow to take, and remembers when each frame left."""
+    """A camera at a fixed frame rate that shows `source`'s pictures; like a real camera it
+    skips frames the encoder was too slow to take, and remembers when each frame left."""
 
     kind = "video"
 
-    def __init__(self, width: int, height: int, fps: int, noise: float = 0.0) -> None:
+    def __init__(self, source: PictureSource | PortraitSource, fps: int) -> None:
         super().__init__()
-        self.source = PictureSource(width, height, noise)
-        self.width, self.height, self.fps = width, height, fps
+        self.source = source
+        self.fps = fps
         self.sent_at: dict[int, float] = {}
         self.newest_sent = -1
         self.skipped = 0
@@ -132,6 +133,8 @@ class CameraClient:
     client_id: str | None = None
     keep_pictures: int = 30
     noise: float = 0.0  # standard deviation of the camera's luma noise
+    # What the camera shows: the synthetic camera (default, with `noise`) or the portrait.
+    source: PictureSource | PortraitSource | None = None
     returned: list[ReturnedFrame] = field(default_factory=list)
     # The most recent returned pictures: (full index or None, Y, U, V).
     pictures: collections.deque = field(default_factory=collections.deque)
@@ -144,7 +147,8 @@ class CameraClient:
 
     def __post_init__(self) -> None:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.camera = SyntheticCameraTrack(self.width, self.height, self.fps, self.noise)
+        source = self.source or PictureSource(self.width, self.height, self.noise)
+        self.camera = SyntheticCameraTrack(source, self.fps)
         self.channel = self.pc.createDataChannel("p2pcamera")
         self.channel.on("message", self._on_message)
         self._channel_open = asyncio.Event()

@@ -18,7 +18,7 @@ import pytest
 
 from camera_client import CameraClient, psnr
 from lossy_relay import LossyRelay, strip_candidates
-from synthetic_camera import PictureSource
+from portrait import PLACES, PortraitSource
 
 WIDTH, HEIGHT, FPS = 640, 480, 30
 FIRST_FRAME_TIMEOUT = 20.0
@@ -84,6 +84,17 @@ def message_of_type(kind: str):
         return isinstance(body, dict) and body.get("type") == kind
 
     return matches
+
+
+async def eventually(measure, accept, timeout: float = 20.0, interval: float = 0.5):
+    """Measures every `interval` seconds until `accept` holds or `timeout` passes; returns the
+    last measurement either way, for the caller to assert on."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = measure()
+        if accept(value) or asyncio.get_running_loop().time() >= deadline:
+            return value
+        await asyncio.sleep(interval)
 
 
 def mean_abs_difference(a: np.ndarray, b: np.ndarray) -> float:
@@ -194,6 +205,91 @@ def test_style_changes_the_picture(start_camera_pod):
     run(scenario())
 
 
+def yuv_of(colour: str) -> np.ndarray:
+    """A `#rrggbb` colour in BT.601 limited range, as camera-pod converts it."""
+    r, g, b = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
+    return np.array([
+        ((66 * r + 129 * g + 25 * b + 128) >> 8) + 16,
+        ((-38 * r - 74 * g + 112 * b + 128) >> 8) + 128,
+        ((112 * r - 94 * g - 18 * b + 128) >> 8) + 128,
+    ], np.float64)
+
+
+def full_resolution(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """(height, width, 3) Y, U, V, the chroma repeated to the luma's size."""
+    u, v = (plane.repeat(2, axis=0).repeat(2, axis=1) for plane in (u, v))
+    return np.stack([y, u, v], axis=-1).astype(np.int16)
+
+
+def in_place(picture: np.ndarray, source: PortraitSource, name: str) -> np.ndarray:
+    x0, y0, x1, y1 = source.box(name)
+    return picture[y0:y1, x0:x1]
+
+
+def mean_in_place(picture: np.ndarray, source: PortraitSource, name: str) -> np.ndarray:
+    """Mean Y, U, V of a place."""
+    return in_place(picture, source, name).reshape(-1, 3).mean(axis=0)
+
+
+def changed_fraction(client: CameraClient, name: str) -> float:
+    """Fraction of the pixels of a place in the newest returned picture whose luma differs from
+    the sent picture's by more than 40 or whose chroma does by more than 20 (far above codec
+    error on this still picture)."""
+    source = client.camera.source
+    got = in_place(full_resolution(*client.latest_any_picture()), source, name)
+    sent = in_place(full_resolution(*source.planes()), source, name)
+    difference = np.abs(got - sent)
+    changed = (difference[..., 0] > 40) | (difference[..., 1:].max(axis=-1) > 20)
+    return float(np.mean(changed))
+
+
+def test_pose_draws_the_skeleton_over_the_person(start_camera_pod):
+    server = start_camera_pod("pose")
+
+    async def scenario():
+        client = await connected(server.base_url, source=PortraitSource(WIDTH, HEIGHT))
+        try:
+            # The first frames find her and then track the region around her.
+            person = await eventually(lambda: changed_fraction(client, "person"), lambda f: f >= 0.03)
+            assert person >= 0.03, f"the skeleton changed only {person:.1%} of her head and torso"
+            assert person <= 0.4, f"the skeleton covered {person:.1%} of her head and torso"
+            face = changed_fraction(client, "face")
+            assert face >= 0.1, f"the face's points and lines changed only {face:.1%} of her face"
+            wall = changed_fraction(client, "wall")
+            assert wall <= 0.01, f"{wall:.1%} of the wall beside her changed"
+        finally:
+            await client.close()
+
+    run(scenario())
+
+
+def test_body_parts_colours_her_head_and_torso(start_camera_pod):
+    server = start_camera_pod("body-parts")  # 70 % over the camera picture
+
+    async def scenario():
+        client = await connected(server.base_url, source=PortraitSource(WIDTH, HEIGHT))
+        try:
+            source = client.camera.source
+            person = await eventually(lambda: changed_fraction(client, "person"), lambda f: f >= 0.5)
+            assert person >= 0.5, f"only {person:.0%} of her head and torso changed"
+            wall = changed_fraction(client, "wall")
+            assert wall <= 0.01, f"{wall:.1%} of the wall beside her changed"
+            got = full_resolution(*client.latest_any_picture())
+            sent = full_resolution(*source.planes())
+            for name in ("face", "chest"):
+                place = PLACES[name]
+                colour = mean_in_place(got, source, name)
+                expected = 0.7 * yuv_of(place.colour) + 0.3 * mean_in_place(sent, source, name)
+                assert np.abs(colour - expected).max() <= 12, (
+                    f"{name}: YUV {colour.round()} is not the {place.part} colour at 70 % "
+                    f"over the camera, {expected.round()}"
+                )
+        finally:
+            await client.close()
+
+    run(scenario())
+
+
 def test_data_channel_switches_filter_at_run_time(start_camera_pod):
     server = start_camera_pod("passthrough")
 
@@ -207,13 +303,7 @@ def test_data_channel_switches_filter_at_run_time(start_camera_pod):
             client.send(json.dumps({"filter": "style", "style": 3}))
             reply = json.loads(await client.wait_message(message_of_type("filter"), 10.0))
             assert reply.get("ok") is True, f"filter switch refused: {reply}"
-            switched_at = asyncio.get_running_loop().time()
-            difference = before
-            while asyncio.get_running_loop().time() - switched_at < 20.0:
-                await asyncio.sleep(0.5)
-                difference = picture_difference(client)
-                if difference >= 20:
-                    break
+            difference = await eventually(lambda: picture_difference(client), lambda d: d >= 20)
             assert difference >= 20, f"after switching to style the picture differs by only {difference:.1f}"
         finally:
             await client.close()

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Api;
 use kube::api::{DynamicObject, GroupVersionKind, PostParams};
+use p2pcamera_api::objects::{SECRET_TOKEN, child_name};
 use p2pcamera_tests::kubelet::{Kubelet, KubeletConfig};
 use p2pcamera_tests::pki::CertificateAuthority;
 use p2pcamera_tests::{
@@ -336,7 +337,7 @@ impl System {
     /// What the test kubelet knows of a session's camera pod: process, restarts, the last
     /// readiness probe answer and the end of its log.
     fn pod_report(&self, session: &str) -> String {
-        let pod = format!("{session}-p2pcamera");
+        let pod = child_name(session);
         match self.kubelet.container(&self.ns, &pod) {
             None => format!("camera-pod of {pod} is not running"),
             Some(c) => {
@@ -357,12 +358,12 @@ impl System {
 
     async fn token(&self, name: &str) -> String {
         let secret = Api::<Secret>::namespaced(self.client.clone(), &self.ns)
-            .get(&format!("{name}-p2pcamera"))
+            .get(&child_name(name))
             .await
             .expect("session secret");
         let token = secret
             .data
-            .and_then(|d| d.get("token").cloned())
+            .and_then(|d| d.get(SECRET_TOKEN).cloned())
             .expect("token key");
         String::from_utf8(token.0).expect("token is text")
     }
@@ -539,7 +540,7 @@ struct StartTimeline {
 
 async fn watch_start(system: &System, session: &str, applied: Instant) -> StartTimeline {
     let pods: Api<Pod> = Api::namespaced(system.client.clone(), &system.ns);
-    let pod_name = format!("{session}-p2pcamera");
+    let pod_name = child_name(session);
     let mut timeline = StartTimeline::default();
     let deadline = applied + WAIT;
     while timeline.session_ready.is_none() {
@@ -591,7 +592,7 @@ async fn apply_stream_through_the_router_then_delete_releases_everything() {
     );
     let pod = system
         .kubelet
-        .container(&system.ns, "cam-p2pcamera")
+        .container(&system.ns, &child_name("cam"))
         .expect("camera-pod runs");
 
     // aiortc, cold: the first camera on a freshly Ready pod.
@@ -671,14 +672,14 @@ async fn apply_stream_through_the_router_then_delete_releases_everything() {
     eventually("camera-pod stopped, pod and secret gone", WAIT, || async {
         if system
             .kubelet
-            .container(&system.ns, "cam-p2pcamera")
+            .container(&system.ns, &child_name("cam"))
             .is_some()
             || process_alive(pod.pid)
         {
             return Err(format!("camera-pod (pid {}) still runs", pod.pid));
         }
         if pods
-            .get_opt("cam-p2pcamera")
+            .get_opt(&child_name("cam"))
             .await
             .map_err(|e| e.to_string())?
             .is_some()
@@ -686,7 +687,7 @@ async fn apply_stream_through_the_router_then_delete_releases_everything() {
             return Err("pod still exists".into());
         }
         if secrets
-            .get_opt("cam-p2pcamera")
+            .get_opt(&child_name("cam"))
             .await
             .map_err(|e| e.to_string())?
             .is_some()
@@ -747,7 +748,7 @@ async fn camera_pod_killed_or_deleted_mid_stream_comes_back_and_the_browser_reco
 
     let before = system
         .kubelet
-        .container(&system.ns, "cam-p2pcamera")
+        .container(&system.ns, &child_name("cam"))
         .expect("camera-pod runs");
     let (_, took) = browser_rides_out(&mut browser, async {
         // SAFETY: the test kubelet started this process; SIGKILL is the crash being drilled.
@@ -759,7 +760,7 @@ async fn camera_pod_killed_or_deleted_mid_stream_comes_back_and_the_browser_reco
     .await;
     let after = system
         .kubelet
-        .container(&system.ns, "cam-p2pcamera")
+        .container(&system.ns, &child_name("cam"))
         .expect("camera-pod runs again");
     assert!(
         after.pid != before.pid && after.restarts == before.restarts + 1,
@@ -777,7 +778,7 @@ async fn camera_pod_killed_or_deleted_mid_stream_comes_back_and_the_browser_reco
     // The pod object deleted while the stream is live.
     let pods: Api<Pod> = Api::namespaced(system.client.clone(), &system.ns);
     let old_uid = pods
-        .get("cam-p2pcamera")
+        .get(&child_name("cam"))
         .await
         .expect("pod")
         .metadata
@@ -789,7 +790,7 @@ async fn camera_pod_killed_or_deleted_mid_stream_comes_back_and_the_browser_reco
             .kubectl(&[
                 "delete",
                 "pod",
-                "cam-p2pcamera",
+                &child_name("cam"),
                 "-n",
                 &system.ns,
                 "--wait=false",
@@ -799,7 +800,7 @@ async fn camera_pod_killed_or_deleted_mid_stream_comes_back_and_the_browser_reco
     })
     .await;
     let new_uid = pods
-        .get("cam-p2pcamera")
+        .get(&child_name("cam"))
         .await
         .expect("pod recreated")
         .metadata
@@ -813,7 +814,7 @@ async fn camera_pod_killed_or_deleted_mid_stream_comes_back_and_the_browser_reco
     );
     let recreated = system
         .kubelet
-        .container(&system.ns, "cam-p2pcamera")
+        .container(&system.ns, &child_name("cam"))
         .expect("camera-pod of the new pod runs");
     assert_eq!(
         (recreated.restarts, recreated.ready),

@@ -7,7 +7,7 @@ use p2pcamera_api::pod_env;
 
 use super::FilterError;
 use super::manifest::Manifest;
-use super::spec::{self, Background, CustomModel, FilterSpec, ModelSource};
+use super::spec::{self, Background, BodyParts, CustomModel, FilterSpec, ModelSource, PoseModel};
 
 /// Which ONNX Runtime execution provider runs the model.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -26,8 +26,8 @@ pub enum ExecutionProviderChoice {
 /// Filter selection and model runtime settings.
 #[derive(Clone, Debug, clap::Args)]
 pub struct FilterArgs {
-    /// Filter to start with: passthrough, selfie-blur, selfie-replace, style, custom, or a JSON
-    /// filter spec such as '{"filter":"style","style":3}'.
+    /// Filter to start with: passthrough, selfie-blur, selfie-replace, style, pose, body-parts,
+    /// custom, or a JSON filter spec such as '{"filter":"style","style":3}'.
     #[arg(long, env = pod_env::FILTER, default_value = "selfie-blur")]
     pub filter: String,
 
@@ -39,13 +39,23 @@ pub struct FilterArgs {
     #[arg(long, env = pod_env::STYLE_INDEX)]
     pub style_index: Option<u32>,
 
-    /// selfie-replace: background colour as #rrggbb (default #00ff00).
+    /// selfie-replace: background colour as #rrggbb (default #00ff00). body-parts: colour of
+    /// everything but the person (default: the camera picture stays).
     #[arg(long, env = pod_env::BACKGROUND_COLOR, conflicts_with = "background_image")]
     pub background_color: Option<String>,
 
     /// selfie-replace: background picture (PNG or JPEG).
     #[arg(long, env = pod_env::BACKGROUND_IMAGE)]
     pub background_image: Option<PathBuf>,
+
+    /// pose, body-parts: which BlazePose landmark model runs [default: lite].
+    #[arg(long, env = pod_env::POSE_MODEL, value_enum)]
+    pub pose_model: Option<PoseModel>,
+
+    /// body-parts: how strongly the part colours cover the person, per cent (0..=100)
+    /// [default: 70].
+    #[arg(long, env = pod_env::PARTS_OPACITY)]
+    pub parts_opacity: Option<u32>,
 
     /// Custom ONNX model: a file path or an https:// URL. With --sha256 and --manifest it
     /// selects the custom filter.
@@ -136,6 +146,19 @@ impl FilterArgs {
             FilterSpec::Style { style } => FilterSpec::Style {
                 style: self.style_index.map_or(Ok(style), spec::style_index)?,
             },
+            FilterSpec::Pose { model } => FilterSpec::Pose {
+                model: self.pose_model.unwrap_or(model),
+            },
+            FilterSpec::BodyParts(parts) => FilterSpec::BodyParts(BodyParts {
+                model: self.pose_model.unwrap_or(parts.model),
+                opacity: self
+                    .parts_opacity
+                    .map_or(Ok(parts.opacity), spec::parts_opacity)?,
+                background: match &self.background_color {
+                    Some(c) => Some(c.parse()?),
+                    None => parts.background,
+                },
+            }),
             other => other,
         })
     }
@@ -290,6 +313,32 @@ mod tests {
         );
         let a = parse(&["--filter", r#"{"filter":"style","style":2}"#]).unwrap();
         assert_eq!(a.initial_spec().unwrap(), FilterSpec::Style { style: 2 });
+        let a = parse(&["--filter", "pose", "--pose-model", "full"]).unwrap();
+        assert_eq!(
+            a.initial_spec().unwrap(),
+            FilterSpec::Pose {
+                model: PoseModel::Full
+            }
+        );
+        let a = parse(&[
+            "--filter",
+            "body-parts",
+            "--parts-opacity",
+            "35",
+            "--background-color",
+            "#000000",
+            "--pose-model",
+            "full",
+        ])
+        .unwrap();
+        assert_eq!(
+            a.initial_spec().unwrap(),
+            FilterSpec::BodyParts(BodyParts {
+                model: PoseModel::Full,
+                opacity: 35,
+                background: Some(Rgb { r: 0, g: 0, b: 0 }),
+            })
+        );
         let a = parse(&["--execution-provider", "cpu", "--intra-op-threads", "3"]).unwrap();
         assert_eq!(a.execution_provider, ExecutionProviderChoice::Cpu);
         assert_eq!(a.intra_op_thread_count(), 3);
@@ -317,6 +366,12 @@ mod tests {
             "--model needs --sha256 and --manifest"
         );
         assert!(parse(&["--sha256", "ab"]).is_err());
+        assert!(parse(&["--pose-model", "huge"]).is_err());
+        let err = parse(&["--filter", "body-parts", "--parts-opacity", "150"])
+            .unwrap()
+            .initial_spec()
+            .unwrap_err();
+        assert!(err.to_string().contains("opacity 150"), "{err}");
         assert!(parse(&["--intra-op-threads", "0"]).is_err());
         assert!(parse(&["--execution-provider", "tpu"]).is_err());
     }

@@ -8,7 +8,7 @@
 
 use crate::frame::{VideoFrame, chroma_size};
 
-use super::tensor::{Rgb, TensorFormat, ValueRange};
+use super::tensor::{Rgb, TensorFormat, ValueRange, View};
 
 /// One Y, U, V triple.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,16 +54,37 @@ struct Tap {
 
 /// Pixel-centre aligned bilinear tap for destination index `i` when `src_len` maps onto `dst_len`.
 fn tap(i: u32, src_len: u32, dst_len: u32) -> Tap {
-    // (i + 0.5) * src / dst - 0.5, in 24.8 fixed point.
-    let pos = ((2 * i64::from(i) + 1) * i64::from(src_len) * 128) / i64::from(dst_len) - 128;
-    let max = (i64::from(src_len) - 1) * 256;
-    let pos = pos.clamp(0, max.max(0));
-    let i0 = (pos >> 8) as u32;
-    Tap {
-        i0,
-        i1: (i0 + 1).min(src_len.saturating_sub(1)),
-        w1: (pos & 0xff) as u32,
+    let centre = (f64::from(i) + 0.5) * f64::from(src_len) / f64::from(dst_len.max(1));
+    tap_at(centre, src_len).unwrap_or(Tap {
+        i0: 0,
+        i1: 0,
+        w1: 0,
+    })
+}
+
+/// Bilinear tap at `centre` in a line of `len` pixels (pixel `i` spans `i..i + 1`); `None`
+/// when `centre` lies outside the line.
+fn tap_at(centre: f64, len: u32) -> Option<Tap> {
+    if len == 0 || !(0.0..=f64::from(len)).contains(&centre) {
+        return None;
     }
+    let pos = (centre - 0.5).clamp(0.0, f64::from(len - 1));
+    let i0 = pos.floor();
+    let w1 = ((pos - i0) * 256.0).round() as u32;
+    let i0 = i0 as u32;
+    Some(if w1 >= 256 {
+        Tap {
+            i0: (i0 + 1).min(len - 1),
+            i1: (i0 + 1).min(len - 1),
+            w1: 0,
+        }
+    } else {
+        Tap {
+            i0,
+            i1: (i0 + 1).min(len - 1),
+            w1,
+        }
+    })
 }
 
 fn fill_taps(taps: &mut Vec<Tap>, src_len: u32, dst_len: u32) {
@@ -187,28 +208,36 @@ fn sample(plane: &[u8], stride: usize, tx: Tap, ty: Tap) -> u32 {
 
 /// Writes the model's input tensor straight from an I420 frame: each tensor pixel samples Y, U and
 /// V bilinearly at its position in the frame and is converted to RGB there, so only
-/// `width * height` pixels of the tensor are ever converted.
-pub fn frame_to_tensor(frame: &VideoFrame, format: &TensorFormat, out: &mut [f32]) {
+/// `width * height` pixels of the tensor are ever converted. `view` says which part of the frame
+/// the tensor shows (see [`Fit::view`](super::tensor::Fit::view)); tensor pixels outside the
+/// frame are black.
+pub fn frame_to_tensor(frame: &VideoFrame, format: &TensorFormat, view: View, out: &mut [f32]) {
     debug_assert_eq!(out.len(), format.len());
     let (cw, ch) = chroma_size(frame.width, frame.height);
+    out.fill(to_range(0, format.range));
     if frame.width == 0 || frame.height == 0 {
-        out.fill(to_range(0, format.range));
         return;
     }
     let lut: [f32; 256] = std::array::from_fn(|v| to_range(v as u8, format.range));
-    // Column taps once per call (luma, chroma); row taps once per row.
-    let columns: Vec<(Tap, Tap)> = (0..format.width)
-        .map(|tx| {
-            (
-                tap(tx, frame.width, format.width),
-                tap(tx, cw, format.width),
-            )
-        })
+    // Luma and chroma taps of the tensor pixel centre `i` along an axis.
+    let taps = |i: u32, origin: f32, extent: f32, tensor: u32, luma: u32, chroma: u32| {
+        let at = f64::from(origin) + (f64::from(i) + 0.5) * f64::from(extent) / f64::from(tensor);
+        let chroma_at = at * f64::from(chroma) / f64::from(luma);
+        tap_at(at, luma).zip(tap_at(chroma_at, chroma))
+    };
+    // Column taps once per call; row taps once per row.
+    let columns: Vec<Option<(Tap, Tap)>> = (0..format.width)
+        .map(|tx| taps(tx, view.x, view.width, format.width, frame.width, cw))
         .collect();
     for ty in 0..format.height {
-        let ly = tap(ty, frame.height, format.height);
-        let cy = tap(ty, ch, format.height);
-        for (tx, &(lx, cx)) in (0..format.width).zip(&columns) {
+        let Some((ly, cy)) = taps(ty, view.y, view.height, format.height, frame.height, ch)
+        else {
+            continue;
+        };
+        for (tx, column) in (0..).zip(&columns) {
+            let Some((lx, cx)) = *column else {
+                continue;
+            };
             let p = Yuv {
                 y: sample(&frame.y, frame.width as usize, lx, ly) as u8,
                 u: sample(&frame.u, cw as usize, cx, cy) as u8,
@@ -220,6 +249,53 @@ pub fn frame_to_tensor(frame: &VideoFrame, format: &TensorFormat, out: &mut [f32
             out[format.index(tx, ty, 2)] = lut[rgb.b as usize];
         }
     }
+}
+
+/// Brings a plane in model space (`sw` x `sh`, showing `view` of a `frame_w` x `frame_h` frame)
+/// back into frame space: `out` covers the whole frame at about the plane's own resolution, 0
+/// where the model did not see. Returns `out`'s size.
+pub fn view_to_frame(
+    src: &[u8],
+    (sw, sh): (u32, u32),
+    view: View,
+    (frame_w, frame_h): (u32, u32),
+    out: &mut Vec<u8>,
+) -> (u32, u32) {
+    let size = |frame: u32, plane: u32, extent: f32| {
+        ((f64::from(frame) * f64::from(plane) / f64::from(extent)).round() as u32)
+            .clamp(1, frame.max(1))
+    };
+    let (ow, oh) = (
+        size(frame_w, sw, view.width),
+        size(frame_h, sh, view.height),
+    );
+    out.clear();
+    out.resize((ow * oh) as usize, 0);
+    if src.len() < (sw * sh) as usize || view.width <= 0.0 || view.height <= 0.0 {
+        return (ow, oh);
+    }
+    // Output pixel centre -> frame position -> position in the plane.
+    let taps = |i: u32, out_len: u32, frame: u32, origin: f32, extent: f32, plane: u32| {
+        let at = (f64::from(i) + 0.5) * f64::from(frame) / f64::from(out_len);
+        tap_at(
+            (at - f64::from(origin)) * f64::from(plane) / f64::from(extent),
+            plane,
+        )
+    };
+    let columns: Vec<Option<Tap>> = (0..ow)
+        .map(|x| taps(x, ow, frame_w, view.x, view.width, sw))
+        .collect();
+    for (y, row) in (0..oh).zip(out.chunks_exact_mut(ow as usize)) {
+        let Some(ty) = taps(y, oh, frame_h, view.y, view.height, sh) else {
+            continue;
+        };
+        for (o, column) in row.iter_mut().zip(&columns) {
+            if let Some(tx) = *column {
+                *o = sample(src, sw as usize, tx, ty) as u8;
+            }
+        }
+    }
+    (ow, oh)
 }
 
 /// A small I420-like picture at model resolution, with chroma kept at full (small) resolution so
@@ -275,10 +351,10 @@ pub fn small_yuv_to_frame(
 }
 
 /// Converts a probability mask (0..1) to 8-bit alpha (255 = person / keep the foreground).
-pub fn mask_to_alpha<'a>(mask: impl IntoIterator<Item = &'a f32>, out: &mut Vec<u8>) {
+pub fn mask_to_alpha(mask: impl IntoIterator<Item = f32>, out: &mut Vec<u8>) {
     out.clear();
     // `as` saturates and maps NaN to 0.
-    out.extend(mask.into_iter().map(|&p| (p * 255.0 + 0.5) as u8));
+    out.extend(mask.into_iter().map(|p| (p * 255.0 + 0.5) as u8));
 }
 
 /// Buffers reused by [`box_blur`].
@@ -497,7 +573,12 @@ pub fn cover_rgb_to_i420(rgb: &[u8], iw: u32, ih: u32, w: u32, h: u32) -> VideoF
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::filter::tensor::{ColorOrder, Layout};
+    use crate::filter::tensor::{ColorOrder, Fit, Layout};
+
+    /// The view of a stretched frame.
+    fn whole(frame: &VideoFrame, f: &TensorFormat) -> View {
+        Fit::Stretch.view(frame.width, frame.height, f.width, f.height)
+    }
 
     fn format(
         w: u32,
@@ -689,7 +770,7 @@ mod tests {
                 ] {
                     let f = format(8, 6, layout, order, range);
                     let mut t = vec![f32::NAN; f.len()];
-                    frame_to_tensor(&frame, &f, &mut t);
+                    frame_to_tensor(&frame, &f, whole(&frame, &f), &mut t);
                     for y in 0..6 {
                         for x in 0..8 {
                             assert_eq!(t[f.index(x, y, 0)], to_range(expect.r, range));
@@ -703,7 +784,7 @@ mod tests {
         // The raw positions: NHWC RGB interleaves, BGR puts blue first.
         let f = format(8, 6, Layout::Nhwc, ColorOrder::Bgr, ValueRange::ZeroTo255);
         let mut t = vec![0.0; f.len()];
-        frame_to_tensor(&frame, &f, &mut t);
+        frame_to_tensor(&frame, &f, whole(&frame, &f), &mut t);
         assert_eq!(
             &t[..3],
             &[
@@ -713,7 +794,7 @@ mod tests {
             ]
         );
         let f = format(8, 6, Layout::Nchw, ColorOrder::Rgb, ValueRange::ZeroTo255);
-        frame_to_tensor(&frame, &f, &mut t);
+        frame_to_tensor(&frame, &f, whole(&frame, &f), &mut t);
         assert_eq!(
             (t[0], t[48], t[96]),
             (
@@ -738,7 +819,7 @@ mod tests {
         }
         let f = format(16, 8, Layout::Nchw, ColorOrder::Rgb, ValueRange::ZeroToOne);
         let mut t = vec![0.0; f.len()];
-        frame_to_tensor(&frame, &f, &mut t);
+        frame_to_tensor(&frame, &f, whole(&frame, &f), &mut t);
         for y in 0..8 {
             assert!(
                 t[f.index(1, y, 0)] > 0.95 && t[f.index(1, y, 2)] < 0.05,
@@ -749,6 +830,41 @@ mod tests {
                 "right is blue"
             );
         }
+    }
+
+    #[test]
+    fn contain_pads_the_tensor_and_the_mask_comes_back_to_the_frame() {
+        let red = rgb_to_yuv(Rgb { r: 255, g: 0, b: 0 });
+        let frame = VideoFrame::filled(64, 32, red.y, red.u, red.v);
+        let f = format(16, 16, Layout::Nhwc, ColorOrder::Rgb, ValueRange::ZeroToOne);
+        let mut t = vec![f32::NAN; f.len()];
+        let view = Fit::Contain.view(64, 32, 16, 16);
+        frame_to_tensor(&frame, &f, view, &mut t);
+        // 64x32 in 16x16: rows 4..12 hold the picture, the rest is black padding.
+        for y in 0..16 {
+            let expect = if (4..12).contains(&y) { 1.0 } else { 0.0 };
+            assert!((t[f.index(8, y, 0)] - expect).abs() < 0.02, "row {y}");
+            assert!(t[f.index(8, y, 2)] < 0.02, "row {y}");
+        }
+        // A model-space plane whose value is its row: back in the frame, rows 4..12 only.
+        let plane: Vec<u8> = (0..16 * 16).map(|i| (i / 16 * 10) as u8).collect();
+        let mut out = Vec::new();
+        assert_eq!(
+            view_to_frame(&plane, (16, 16), view, (64, 32), &mut out),
+            (16, 8)
+        );
+        assert_eq!((out[0], out[16 * 8 - 1]), (40, 110));
+        // A view of the frame's left half and what lies left of it: the right half is unseen.
+        let half = View {
+            x: -32.0,
+            y: 0.0,
+            width: 64.0,
+            height: 32.0,
+        };
+        let plane = vec![200u8; 16 * 16];
+        let size = view_to_frame(&plane, (16, 16), half, (64, 32), &mut out);
+        assert_eq!(size, (16, 16));
+        assert_eq!((out[0], out[7], out[8], out[15]), (200, 200, 0, 0));
     }
 
     #[test]
@@ -883,7 +999,7 @@ mod tests {
     #[test]
     fn mask_alpha_and_show_mask() {
         let mut alpha = Vec::new();
-        mask_to_alpha(&[0.0, 1.0, 0.5, -2.0, 3.0, f32::NAN], &mut alpha);
+        mask_to_alpha([0.0, 1.0, 0.5, -2.0, 3.0, f32::NAN], &mut alpha);
         assert_eq!(alpha, [0, 255, 128, 0, 255, 0]);
         let mut frame = VideoFrame::filled(2, 1, 100, 90, 170);
         show_alpha(&mut frame, &[0, 255]);

@@ -4,10 +4,12 @@
 //! [`FilterFactory`] owns ONNX Runtime and turns a spec into a running [`Filter`], and
 //! [`FilterWorker`] owns the filter thread that runs it on the latest decoded picture and switches
 //! filters on request. The pure parts (pre/post-processing and compositing) live in [`composite`],
-//! model descriptions in [`manifest`], the pixel and tensor formats both use in [`tensor`].
+//! model descriptions in [`manifest`], keypoint decoding, smoothing and drawing in [`landmarks`],
+//! the pixel and tensor formats they use in [`tensor`].
 
 pub mod args;
 pub mod composite;
+pub mod landmarks;
 pub mod manifest;
 pub mod model;
 pub mod runtime;
@@ -20,7 +22,7 @@ use std::path::PathBuf;
 
 pub use args::{ExecutionProviderChoice, FilterArgs};
 pub use runtime::FilterFactory;
-pub use spec::{Background, CustomModel, FilterSpec, ModelSource};
+pub use spec::{Background, BodyParts, CustomModel, FilterSpec, ModelSource, PoseModel};
 pub use worker::{FilterBuilder, FilterWorker, SwitchError, WorkerError};
 
 use crate::frame::VideoFrame;
@@ -30,7 +32,7 @@ pub enum FilterError {
     #[error("inference failed: {0}")]
     Inference(String),
     #[error(
-        "unknown filter `{0}` (known: passthrough, selfie-blur, selfie-replace, style, custom)"
+        "unknown filter `{0}` (known: passthrough, selfie-blur, selfie-replace, style, pose, body-parts, custom)"
     )]
     UnknownFilter(String),
     #[error("style index {0} is out of range (0..{n})", n = manifest::STYLE_COUNT)]

@@ -2,12 +2,13 @@
 
 use std::path::Path;
 
-use ort::session::{Session, SessionInputValue};
+use ort::session::{Session, SessionInputValue, SessionOutputs};
 use ort::value::{Tensor, TensorRef};
 
 use super::composite::{self, BlurScratch, PlaneBlur, PlaneScaler, SmallYuv};
-use super::manifest::{Manifest, MaskComposite, OutputSpec};
-use super::tensor::{Layout, TensorFormat};
+use super::landmarks::{self, Landmark, PartColours, Placement, Smoother};
+use super::manifest::{LandmarkDraw, LandmarkOutput, Manifest, MaskComposite, OutputSpec};
+use super::tensor::{Layout, Rgb, TensorFormat, View};
 use super::{Filter, FilterError};
 use crate::frame::{VideoFrame, chroma_size};
 
@@ -68,6 +69,54 @@ struct Buffers {
     background: Vec<u8>,
     small: SmallYuv,
     image_scalers: [PlaneScaler; 3],
+    /// The mask as the model gave it, before it is brought back into frame space.
+    mask_model: Vec<u8>,
+    parts: PartColours,
+    /// Body-part colours at frame size: Y, U, V.
+    part_planes: [Vec<u8>; 3],
+}
+
+/// What a landmarks filter keeps between frames.
+struct Tracking {
+    /// The latest points, smoothed; meaningful while `person` is true.
+    points: Vec<Landmark>,
+    person: bool,
+    smoother: Option<Smoother>,
+    last_rtp: Option<u32>,
+    /// Where to look on the next frame (of this size), from the latest points.
+    roi: Option<((u32, u32), View)>,
+}
+
+impl Tracking {
+    /// The part of `frame` the model sees: the tracked region, else the whole frame as `fit` says.
+    fn view(&self, frame: &VideoFrame, manifest: &Manifest) -> View {
+        let size = (frame.width, frame.height);
+        match self.roi {
+            Some((for_size, view)) if for_size == size => view,
+            _ => manifest.input.fit.view(
+                frame.width,
+                frame.height,
+                manifest.input.width,
+                manifest.input.height,
+            ),
+        }
+    }
+
+    /// Records whether anyone is there and smooths the new points against the previous frames.
+    fn update(&mut self, person: bool, rtp_timestamp: u32) {
+        let dt = self
+            .last_rtp
+            .and_then(|previous| landmarks::frame_interval(previous, rtp_timestamp));
+        self.last_rtp = Some(rtp_timestamp);
+        self.person = person;
+        if let Some(smoother) = &mut self.smoother {
+            if person {
+                smoother.smooth(&mut self.points, dt);
+            } else {
+                smoother.reset();
+            }
+        }
+    }
 }
 
 /// A filter running one ONNX model.
@@ -80,6 +129,7 @@ pub struct ModelFilter {
     constants: Vec<(String, Tensor<f32>)>,
     background: Option<BackgroundImage>,
     buffers: Buffers,
+    tracking: Tracking,
 }
 
 impl ModelFilter {
@@ -109,10 +159,13 @@ impl ModelFilter {
                 "the model has inputs {model_inputs:?}; the manifest must describe every one"
             )));
         }
-        if !model_outputs.contains(&manifest.output_name()) {
+        if let Some(missing) = manifest
+            .output_names()
+            .into_iter()
+            .find(|name| !model_outputs.contains(name))
+        {
             return Err(load_error(format!(
-                "the manifest names output `{}`, the model has {model_outputs:?}",
-                manifest.output_name()
+                "the manifest names output `{missing}`, the model has {model_outputs:?}"
             )));
         }
         let constants = manifest
@@ -132,6 +185,16 @@ impl ModelFilter {
             _ => None,
         };
         let input_format = manifest.input_format();
+        let tracking = Tracking {
+            points: Vec::new(),
+            person: false,
+            smoother: match &manifest.output {
+                OutputSpec::Landmarks(l) => l.smoothing.map(Smoother::new),
+                _ => None,
+            },
+            last_rtp: None,
+            roi: None,
+        };
         Ok(ModelFilter {
             name: name.to_owned(),
             session,
@@ -141,12 +204,19 @@ impl ModelFilter {
             constants,
             background,
             buffers: Buffers::default(),
+            tracking,
         })
     }
 
     /// The manifest this filter runs.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// A landmarks model's points on the latest frame (smoothed, 0..1 of the frame), or `None`
+    /// when its presence score said nobody is there (or it is no landmarks model).
+    pub fn landmarks(&self) -> Option<&[Landmark]> {
+        self.tracking.person.then_some(&self.tracking.points[..])
     }
 }
 
@@ -160,7 +230,8 @@ impl Filter for ModelFilter {
             return Ok(());
         }
         check_frame(frame)?;
-        composite::frame_to_tensor(frame, &self.input_format, &mut self.input);
+        let view = self.tracking.view(frame, &self.manifest);
+        composite::frame_to_tensor(frame, &self.input_format, view, &mut self.input);
         let ModelFilter {
             session,
             manifest,
@@ -169,6 +240,7 @@ impl Filter for ModelFilter {
             constants,
             background,
             buffers,
+            tracking,
             ..
         } = self;
         let infer = |e: ort::Error| FilterError::Inference(e.to_string());
@@ -181,17 +253,14 @@ impl Filter for ModelFilter {
             inputs.push((name.as_str().into(), tensor.into()));
         }
         let outputs = session.run(inputs).map_err(infer)?;
-        let value = outputs.get(manifest.output_name()).ok_or_else(|| {
-            FilterError::Inference(format!("no output `{}`", manifest.output_name()))
-        })?;
-        let (shape, data) = value.try_extract_tensor::<f32>().map_err(infer)?;
         match &manifest.output {
             OutputSpec::Image {
+                name,
                 layout,
                 color_order,
                 range,
-                ..
             } => {
+                let (shape, data) = output(&outputs, name)?;
                 let layout = layout.unwrap_or(input_format.layout);
                 let (w, h, c) = image_dims(shape, layout)?;
                 if c != 3 {
@@ -210,33 +279,20 @@ impl Filter for ModelFilter {
                 composite::small_yuv_to_frame(&buffers.small, &mut buffers.image_scalers, frame);
             }
             OutputSpec::Mask {
+                name,
                 channel,
                 feather,
                 composite: how,
-                ..
             } => {
-                let (w, h, c) = image_dims(shape, input_format.layout)?;
-                if *channel >= c {
-                    return Err(FilterError::Inference(format!(
-                        "mask channel {channel} out of {c}"
-                    )));
-                }
-                let (n, c, ch) = ((w * h) as usize, c as usize, *channel as usize);
-                if data.len() < n * c {
-                    return Err(FilterError::Inference(format!(
-                        "mask output {shape:?} has {} values",
-                        data.len()
-                    )));
-                }
-                match input_format.layout {
-                    Layout::Nhwc => composite::mask_to_alpha(
-                        data.iter().skip(ch).step_by(c),
-                        &mut buffers.alpha_small,
-                    ),
-                    Layout::Nchw => {
-                        composite::mask_to_alpha(&data[ch * n..][..n], &mut buffers.alpha_small)
-                    }
-                }
+                let (shape, data) = output(&outputs, name)?;
+                let mask = MaskTensor {
+                    shape,
+                    data,
+                    layout: input_format.layout,
+                    channel: *channel,
+                    sigmoid: false,
+                };
+                let (w, h) = mask.to_alpha(view, frame, buffers)?;
                 composite::box_blur(
                     &mut buffers.alpha_small,
                     w,
@@ -247,9 +303,173 @@ impl Filter for ModelFilter {
                 );
                 composite_mask(frame, (w, h), how, background.as_mut(), buffers);
             }
+            OutputSpec::Landmarks(spec) => {
+                let (_, data) = output(&outputs, &spec.name)?;
+                let placement = Placement {
+                    input: (input_format.width, input_format.height),
+                    view,
+                    frame: (frame.width, frame.height),
+                };
+                landmarks::decode(data, spec, &placement, &mut tracking.points)
+                    .map_err(FilterError::Inference)?;
+                let person = match &spec.presence {
+                    None => true,
+                    Some(presence) => {
+                        let (_, score) = output(&outputs, &presence.name)?;
+                        let score = score.first().copied().unwrap_or(0.0);
+                        let score = if presence.sigmoid {
+                            landmarks::sigmoid(score)
+                        } else {
+                            score
+                        };
+                        score >= presence.threshold
+                    }
+                };
+                tracking.roi = landmarks::next_view(data, spec, &placement)
+                    .filter(|_| person)
+                    .map(|next| (placement.frame, next));
+                tracking.update(person, frame.rtp_timestamp);
+                draw_landmarks(
+                    frame,
+                    spec,
+                    &outputs,
+                    input_format.layout,
+                    view,
+                    tracking,
+                    buffers,
+                )?;
+            }
         }
         Ok(())
     }
+}
+
+/// The data and shape of output `name`.
+fn output<'a>(
+    outputs: &'a SessionOutputs<'_>,
+    name: &str,
+) -> Result<(&'a [i64], &'a [f32]), FilterError> {
+    let value = outputs
+        .get(name)
+        .ok_or_else(|| FilterError::Inference(format!("no output `{name}`")))?;
+    let (shape, data) = value
+        .try_extract_tensor::<f32>()
+        .map_err(|e| FilterError::Inference(format!("output `{name}`: {e}")))?;
+    Ok((shape, data))
+}
+
+/// A person-mask output as the model gave it.
+struct MaskTensor<'a> {
+    shape: &'a [i64],
+    data: &'a [f32],
+    layout: Layout,
+    channel: u32,
+    /// The values are logits.
+    sigmoid: bool,
+}
+
+impl MaskTensor<'_> {
+    /// Writes the mask as 8-bit alpha into `b.alpha_small`, brought back from the model's `view`
+    /// into frame space (0 where the model did not look), and returns its size.
+    fn to_alpha(
+        &self,
+        view: View,
+        frame: &VideoFrame,
+        b: &mut Buffers,
+    ) -> Result<(u32, u32), FilterError> {
+        let (w, h, c) = image_dims(self.shape, self.layout)?;
+        if self.channel >= c {
+            return Err(FilterError::Inference(format!(
+                "mask channel {} out of {c}",
+                self.channel
+            )));
+        }
+        let (n, c, ch) = ((w * h) as usize, c as usize, self.channel as usize);
+        if self.data.len() < n * c {
+            return Err(FilterError::Inference(format!(
+                "mask output {:?} has {} values",
+                self.shape,
+                self.data.len()
+            )));
+        }
+        let probability = |v: &f32| {
+            if self.sigmoid {
+                landmarks::sigmoid(*v)
+            } else {
+                *v
+            }
+        };
+        match self.layout {
+            Layout::Nhwc => composite::mask_to_alpha(
+                self.data.iter().skip(ch).step_by(c).map(probability),
+                &mut b.mask_model,
+            ),
+            Layout::Nchw => composite::mask_to_alpha(
+                self.data[ch * n..][..n].iter().map(probability),
+                &mut b.mask_model,
+            ),
+        }
+        Ok(composite::view_to_frame(
+            &b.mask_model,
+            (w, h),
+            view,
+            (frame.width, frame.height),
+            &mut b.alpha_small,
+        ))
+    }
+}
+
+/// Draws a landmarks model's result: the skeleton, or the body parts over the person mask.
+fn draw_landmarks(
+    frame: &mut VideoFrame,
+    spec: &LandmarkOutput,
+    outputs: &SessionOutputs<'_>,
+    layout: Layout,
+    view: View,
+    tracking: &Tracking,
+    buffers: &mut Buffers,
+) -> Result<(), FilterError> {
+    match &spec.draw {
+        LandmarkDraw::Skeleton => {
+            if tracking.person {
+                landmarks::draw_skeleton(
+                    frame,
+                    &tracking.points,
+                    &spec.skeleton,
+                    spec.visibility_threshold,
+                );
+            }
+        }
+        LandmarkDraw::Parts {
+            opacity,
+            background,
+        } => {
+            let mask = spec.mask.as_ref().ok_or_else(|| {
+                FilterError::Manifest("drawing `parts` needs a `mask` output".into())
+            })?;
+            let (shape, data) = output(outputs, &mask.name)?;
+            let mask = MaskTensor {
+                shape,
+                data,
+                layout,
+                channel: mask.channel,
+                sigmoid: mask.sigmoid,
+            };
+            let size = mask.to_alpha(view, frame, buffers)?;
+            if !tracking.person {
+                buffers.alpha_small.fill(0);
+            }
+            landmarks::paint_parts(
+                &buffers.alpha_small,
+                size,
+                &tracking.points,
+                &spec.skeleton,
+                &mut buffers.parts,
+            );
+            composite_parts(frame, size, *opacity, *background, buffers);
+        }
+    }
+    Ok(())
 }
 
 /// Refuses frames whose planes do not match their size (a decoder bug must not become a panic).
@@ -287,20 +507,27 @@ fn image_dims(shape: &[i64], layout: Layout) -> Result<(u32, u32, u32), FilterEr
     }
 }
 
-/// Upscales the small alpha to the frame's planes and combines foreground and background.
-fn composite_mask(
-    frame: &mut VideoFrame,
-    (mw, mh): (u32, u32),
-    how: &MaskComposite,
-    background: Option<&mut BackgroundImage>,
-    b: &mut Buffers,
-) {
+/// Upscales the small alpha (`mw` x `mh`) to the frame's luma and chroma sizes.
+fn upscale_alpha(frame: &VideoFrame, (mw, mh): (u32, u32), b: &mut Buffers) {
     let (w, h) = (frame.width, frame.height);
     let (cw, ch) = chroma_size(w, h);
     b.alpha_y.resize((w * h) as usize, 0);
     b.alpha_c.resize((cw * ch) as usize, 0);
     b.alpha_scalers[0].resize(&b.alpha_small, mw, mh, &mut b.alpha_y, w, h);
     b.alpha_scalers[1].resize(&b.alpha_small, mw, mh, &mut b.alpha_c, cw, ch);
+}
+
+/// Upscales the small alpha to the frame's planes and combines foreground and background.
+fn composite_mask(
+    frame: &mut VideoFrame,
+    mask_size: (u32, u32),
+    how: &MaskComposite,
+    background: Option<&mut BackgroundImage>,
+    b: &mut Buffers,
+) {
+    upscale_alpha(frame, mask_size, b);
+    let (w, h) = (frame.width, frame.height);
+    let (cw, ch) = chroma_size(w, h);
     match how {
         MaskComposite::Blur { radius_percent } => {
             let radius = (h as f32 * radius_percent / 100.0).round() as u32;
@@ -332,6 +559,42 @@ fn composite_mask(
         }
         MaskComposite::ShowMask => composite::show_alpha(frame, &b.alpha_y),
     }
+}
+
+/// Paints the body-part colours (in `b.parts`, mask-sized) over the person, `opacity` per cent,
+/// after replacing what is not the person with `background` when one is given.
+fn composite_parts(
+    frame: &mut VideoFrame,
+    (mw, mh): (u32, u32),
+    opacity: u8,
+    background: Option<Rgb>,
+    b: &mut Buffers,
+) {
+    upscale_alpha(frame, (mw, mh), b);
+    if let Some(colour) = background {
+        let c = composite::rgb_to_yuv(colour);
+        composite::blend_constant(&mut frame.y, c.y, &b.alpha_y);
+        composite::blend_constant(&mut frame.u, c.u, &b.alpha_c);
+        composite::blend_constant(&mut frame.v, c.v, &b.alpha_c);
+    }
+    let (w, h) = (frame.width, frame.height);
+    let (cw, ch) = chroma_size(w, h);
+    let [py, pu, pv] = &mut b.part_planes;
+    let [sy, su, sv] = &mut b.image_scalers;
+    py.resize((w * h) as usize, 0);
+    pu.resize((cw * ch) as usize, 0);
+    pv.resize((cw * ch) as usize, 0);
+    sy.resize(&b.parts.y, mw, mh, py, w, h);
+    su.resize(&b.parts.u, mw, mh, pu, cw, ch);
+    sv.resize(&b.parts.v, mw, mh, pv, cw, ch);
+    // From "how much person" to "how much of the picture stays".
+    let opacity = u32::from(opacity);
+    for a in b.alpha_y.iter_mut().chain(b.alpha_c.iter_mut()) {
+        *a = 255 - ((u32::from(*a) * opacity + 50) / 100) as u8;
+    }
+    composite::blend(&mut frame.y, py, &b.alpha_y);
+    composite::blend(&mut frame.u, pu, &b.alpha_c);
+    composite::blend(&mut frame.v, pv, &b.alpha_c);
 }
 
 #[cfg(test)]

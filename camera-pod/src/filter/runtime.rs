@@ -10,10 +10,10 @@ use ort::session::Session;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 
 use super::args::{ExecutionProviderChoice, FilterArgs};
-use super::manifest::{Manifest, MaskComposite};
+use super::manifest::{LandmarkDraw, Manifest, MaskComposite};
 use super::model::ModelFilter;
 use super::source::{self, ModelFetcher};
-use super::spec::{Background, FilterSpec};
+use super::spec::{Background, FilterSpec, PoseModel};
 use super::{Filter, FilterError, Passthrough};
 use crate::frame::VideoFrame;
 
@@ -190,38 +190,7 @@ impl FilterFactory {
         let started = Instant::now();
         let filter: Box<dyn Filter> = match spec {
             FilterSpec::Passthrough => Box::new(Passthrough),
-            FilterSpec::SelfieBlur { strength } => self.builtin_selfie(
-                spec,
-                MaskComposite::Blur {
-                    radius_percent: f32::from(*strength),
-                },
-            )?,
-            FilterSpec::SelfieReplace(Background::Color(c)) => {
-                self.builtin_selfie(spec, MaskComposite::Color(*c))?
-            }
-            FilterSpec::SelfieReplace(Background::Image(p)) => {
-                self.builtin_selfie(spec, MaskComposite::Image(p.clone()))?
-            }
-            FilterSpec::Style { style } => {
-                source::verify_sha256(
-                    "multistyle26 (built in)",
-                    source::STYLE_MODEL,
-                    source::STYLE_MODEL_SHA256,
-                )?;
-                Box::new(self.model_filter(
-                    spec.name(),
-                    source::STYLE_MODEL,
-                    Manifest::style(*style),
-                )?)
-            }
-            FilterSpec::Custom(custom) => {
-                let bytes = self.fetcher.load(&custom.model, &custom.sha256)?;
-                Box::new(self.model_filter(
-                    &custom.model.to_string(),
-                    &bytes,
-                    custom.manifest.clone(),
-                )?)
-            }
+            _ => Box::new(self.build_model(spec)?),
         };
         tracing::info!(
             filter = spec.name(),
@@ -232,21 +201,61 @@ impl FilterFactory {
         Ok(filter)
     }
 
-    fn builtin_selfie(
-        &self,
-        spec: &FilterSpec,
-        composite: MaskComposite,
-    ) -> Result<Box<dyn Filter>, FilterError> {
-        source::verify_sha256(
-            "selfie segmentation (built in)",
-            source::SELFIE_MODEL,
-            source::SELFIE_MODEL_SHA256,
-        )?;
-        Ok(Box::new(self.model_filter(
-            spec.name(),
-            source::SELFIE_MODEL,
-            Manifest::selfie(composite),
-        )?))
+    /// The model filter of every spec but `passthrough` (which runs no model), ready as in
+    /// [`Self::build`]; a landmarks model's filter tells its points (`ModelFilter::landmarks`).
+    pub fn build_model(&self, spec: &FilterSpec) -> Result<ModelFilter, FilterError> {
+        let selfie = || {
+            builtin(
+                "selfie segmentation (built in)",
+                source::SELFIE_MODEL,
+                source::SELFIE_MODEL_SHA256,
+            )
+        };
+        let pose = |model: PoseModel| {
+            let (label, bytes, sha256) = source::pose_model(model);
+            builtin(label, bytes, sha256)
+        };
+        let (bytes, manifest) = match spec {
+            FilterSpec::Passthrough => {
+                return Err(FilterError::InvalidSpec(
+                    "passthrough runs no model".into(),
+                ));
+            }
+            FilterSpec::SelfieBlur { strength } => (
+                selfie()?,
+                Manifest::selfie(MaskComposite::Blur {
+                    radius_percent: f32::from(*strength),
+                }),
+            ),
+            FilterSpec::SelfieReplace(Background::Color(c)) => {
+                (selfie()?, Manifest::selfie(MaskComposite::Color(*c)))
+            }
+            FilterSpec::SelfieReplace(Background::Image(p)) => (
+                selfie()?,
+                Manifest::selfie(MaskComposite::Image(p.clone())),
+            ),
+            FilterSpec::Style { style } => (
+                builtin(
+                    "multistyle26 (built in)",
+                    source::STYLE_MODEL,
+                    source::STYLE_MODEL_SHA256,
+                )?,
+                Manifest::style(*style),
+            ),
+            FilterSpec::Pose { model } => {
+                (pose(*model)?, Manifest::pose(LandmarkDraw::Skeleton)?)
+            }
+            FilterSpec::BodyParts(parts) => (pose(parts.model)?, Manifest::pose(parts.draw())?),
+            FilterSpec::Custom(custom) => {
+                let bytes = self.fetcher.load(&custom.model, &custom.sha256)?;
+                return self.model_filter(
+                    &custom.model.to_string(),
+                    &bytes,
+                    custom.manifest.clone(),
+                );
+            }
+        };
+        self.model_filter(spec.name(), bytes, manifest)
     }
 
     /// A warmed-up [`ModelFilter`]; `name` is the filter name for built-ins, the model location
@@ -273,6 +282,16 @@ impl FilterFactory {
             .map_err(|e| load_error(format!("warm-up run failed: {e}")))?;
         Ok(filter)
     }
+}
+
+/// An embedded model's bytes, checked against its sha256.
+fn builtin(
+    label: &str,
+    bytes: &'static [u8],
+    sha256: &str,
+) -> Result<&'static [u8], FilterError> {
+    source::verify_sha256(label, bytes, sha256)?;
+    Ok(bytes)
 }
 
 fn session_builder(

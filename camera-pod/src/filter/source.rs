@@ -8,7 +8,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::FilterError;
-use super::spec::ModelSource;
+use super::spec::{ModelSource, PoseModel};
 
 /// The vendored MediaPipe landscape selfie segmentation model (see `models/README.md`).
 pub const SELFIE_MODEL: &[u8] = include_bytes!("../../models/selfie_segmentation_landscape.onnx");
@@ -18,6 +18,30 @@ pub const SELFIE_MODEL_SHA256: &str =
 pub const STYLE_MODEL: &[u8] = include_bytes!("../../models/multistyle26.onnx");
 pub const STYLE_MODEL_SHA256: &str =
     "0a2a0c9436a935cd1d4279cd06e171475b06222cb37c8c8d4afc53a9a7a1885e";
+
+/// The vendored MediaPipe BlazePose landmark models (`pose`, `body-parts`).
+pub const POSE_LITE_MODEL: &[u8] = include_bytes!("../../models/pose_landmark_lite.onnx");
+pub const POSE_LITE_MODEL_SHA256: &str =
+    "cab5dfc13425e80e8156a50d9c4b7ac5b3404b170f95f2a4c162d4cd2838108c";
+pub const POSE_FULL_MODEL: &[u8] = include_bytes!("../../models/pose_landmark_full.onnx");
+pub const POSE_FULL_MODEL_SHA256: &str =
+    "411bcf803afc189c28b2424ad835bf12f6b3c4fe3eb76d088b343b4b0a3f0464";
+
+/// The embedded BlazePose model of a size: its label, bytes and sha256.
+pub fn pose_model(model: PoseModel) -> (&'static str, &'static [u8], &'static str) {
+    match model {
+        PoseModel::Lite => (
+            "pose landmark lite (built in)",
+            POSE_LITE_MODEL,
+            POSE_LITE_MODEL_SHA256,
+        ),
+        PoseModel::Full => (
+            "pose landmark full (built in)",
+            POSE_FULL_MODEL,
+            POSE_FULL_MODEL_SHA256,
+        ),
+    }
+}
 
 /// Largest model accepted from a file or a download.
 pub const MAX_MODEL_BYTES: u64 = 1 << 30;
@@ -249,6 +273,10 @@ mod tests {
     fn embedded_models_match_their_checksums() {
         verify_sha256("selfie", SELFIE_MODEL, SELFIE_MODEL_SHA256).unwrap();
         verify_sha256("style", STYLE_MODEL, STYLE_MODEL_SHA256).unwrap();
+        for model in [PoseModel::Lite, PoseModel::Full] {
+            let (label, bytes, sha256) = pose_model(model);
+            verify_sha256(label, bytes, sha256).unwrap();
+        }
     }
 
     #[test]

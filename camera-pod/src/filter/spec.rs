@@ -2,7 +2,8 @@
 //!
 //! JSON form: `{"filter":"passthrough"}`, `{"filter":"selfie-blur","strength":4}`,
 //! `{"filter":"selfie-replace","color":"#00ff00"}`, `{"filter":"selfie-replace","image":"/bg.jpg"}`,
-//! `{"filter":"style","style":3}`,
+//! `{"filter":"style","style":3}`, `{"filter":"pose","model":"full"}`,
+//! `{"filter":"body-parts","opacity":70,"color":"#000000"}`,
 //! `{"filter":"custom","model":"https://...","sha256":"<64 hex>","manifest":{...}}`.
 //! A bare name (`selfie-blur`, `style`, ...) means that filter with its defaults.
 
@@ -13,7 +14,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use super::FilterError;
-use super::manifest::{Manifest, MaskComposite, OutputSpec, STYLE_COUNT};
+use super::manifest::{LandmarkDraw, Manifest, MaskComposite, OutputSpec, STYLE_COUNT};
 use super::tensor::Rgb;
 
 /// Background blur radius of `selfie-blur` when none is given, in per cent of the picture height.
@@ -23,12 +24,17 @@ pub const MAX_BLUR_STRENGTH: u8 = 25;
 /// Background colour of `selfie-replace` when none is given.
 pub const DEFAULT_BACKGROUND: Rgb = Rgb { r: 0, g: 255, b: 0 };
 
+/// How strongly `body-parts` paints the part colours over the person when not told, per cent.
+pub const DEFAULT_PARTS_OPACITY: u8 = 70;
+
 /// The filter names accepted by `--filter` and the `filter` field.
-pub const FILTER_NAMES: [&str; 5] = [
+pub const FILTER_NAMES: [&str; 7] = [
     "passthrough",
     "selfie-blur",
     "selfie-replace",
     "style",
+    "pose",
+    "body-parts",
     "custom",
 ];
 
@@ -49,7 +55,45 @@ pub enum FilterSpec {
     Style {
         style: u8,
     },
+    /// The body's keypoints drawn as a skeleton (BlazePose).
+    Pose {
+        model: PoseModel,
+    },
+    /// The person coloured by body part (BlazePose's keypoints and person mask).
+    BodyParts(BodyParts),
     Custom(CustomModel),
+}
+
+/// Which BlazePose landmark model `pose` and `body-parts` run: `lite` (the default: about twice
+/// as fast, see docs/benchmarks.md) or `full` (steadier points).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum PoseModel {
+    #[default]
+    Lite,
+    Full,
+}
+
+/// Parameters of `body-parts`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BodyParts {
+    pub model: PoseModel,
+    /// How strongly the part colours cover the person, per cent (0..=100).
+    pub opacity: u8,
+    /// What replaces everything but the person; `None` keeps the camera picture.
+    pub background: Option<Rgb>,
+}
+
+impl BodyParts {
+    /// How the landmarks manifest draws these parameters.
+    pub fn draw(&self) -> LandmarkDraw {
+        LandmarkDraw::Parts {
+            opacity: self.opacity,
+            background: self.background,
+        }
+    }
 }
 
 /// What replaces the background in `selfie-replace`.
@@ -85,6 +129,8 @@ impl FilterSpec {
             FilterSpec::SelfieBlur { .. } => "selfie-blur",
             FilterSpec::SelfieReplace(_) => "selfie-replace",
             FilterSpec::Style { .. } => "style",
+            FilterSpec::Pose { .. } => "pose",
+            FilterSpec::BodyParts(_) => "body-parts",
             FilterSpec::Custom(_) => "custom",
         }
     }
@@ -142,6 +188,14 @@ impl FilterSpec {
                 DEFAULT_BACKGROUND,
             ))),
             "style" => Ok(FilterSpec::Style { style: 0 }),
+            "pose" => Ok(FilterSpec::Pose {
+                model: PoseModel::default(),
+            }),
+            "body-parts" => Ok(FilterSpec::BodyParts(BodyParts {
+                model: PoseModel::default(),
+                opacity: DEFAULT_PARTS_OPACITY,
+                background: None,
+            })),
             "custom" => Err(FilterError::InvalidSpec(
                 "the custom filter needs a model, its sha256 and a manifest".into(),
             )),
@@ -253,6 +307,18 @@ pub fn blur_strength(strength: u32) -> Result<u8, FilterError> {
         })
 }
 
+/// Checks a body-parts opacity.
+pub fn parts_opacity(opacity: u32) -> Result<u8, FilterError> {
+    u8::try_from(opacity)
+        .ok()
+        .filter(|o| *o <= 100)
+        .ok_or_else(|| {
+            FilterError::InvalidSpec(format!(
+                "body-parts opacity {opacity} must be within 0..=100 per cent"
+            ))
+        })
+}
+
 /// The JSON shape, before validation.
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "filter", rename_all = "kebab-case", deny_unknown_fields)]
@@ -271,6 +337,18 @@ enum SpecWire {
     Style {
         #[serde(default)]
         style: u32,
+    },
+    Pose {
+        #[serde(default)]
+        model: PoseModel,
+    },
+    BodyParts {
+        #[serde(default)]
+        model: PoseModel,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        opacity: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        color: Option<String>,
     },
     Custom {
         model: String,
@@ -303,6 +381,16 @@ impl TryFrom<SpecWire> for FilterSpec {
             SpecWire::Style { style } => FilterSpec::Style {
                 style: style_index(style)?,
             },
+            SpecWire::Pose { model } => FilterSpec::Pose { model },
+            SpecWire::BodyParts {
+                model,
+                opacity,
+                color,
+            } => FilterSpec::BodyParts(BodyParts {
+                model,
+                opacity: opacity.map_or(Ok(DEFAULT_PARTS_OPACITY), parts_opacity)?,
+                background: color.map(|c| c.parse()).transpose()?,
+            }),
             SpecWire::Custom {
                 model,
                 sha256,
@@ -336,6 +424,12 @@ impl From<FilterSpec> for SpecWire {
             },
             FilterSpec::Style { style } => SpecWire::Style {
                 style: u32::from(style),
+            },
+            FilterSpec::Pose { model } => SpecWire::Pose { model },
+            FilterSpec::BodyParts(p) => SpecWire::BodyParts {
+                model: p.model,
+                opacity: Some(u32::from(p.opacity)),
+                color: p.background.map(|c| c.to_string()),
             },
             FilterSpec::Custom(c) => SpecWire::Custom {
                 model: c.model.to_string(),
@@ -381,6 +475,22 @@ mod tests {
         assert_eq!(
             r#"{"filter":"selfie-blur","strength":9}"#.parse::<FilterSpec>().unwrap(),
             FilterSpec::SelfieBlur { strength: 9 }
+        );
+        assert_eq!(
+            r#"{"filter":"pose","model":"full"}"#.parse::<FilterSpec>().unwrap(),
+            FilterSpec::Pose {
+                model: PoseModel::Full
+            }
+        );
+        assert_eq!(
+            r##"{"filter":"body-parts","opacity":40,"color":"#000000"}"##
+                .parse::<FilterSpec>()
+                .unwrap(),
+            FilterSpec::BodyParts(BodyParts {
+                model: PoseModel::Lite,
+                opacity: 40,
+                background: Some(Rgb { r: 0, g: 0, b: 0 }),
+            })
         );
     }
 
@@ -482,6 +592,27 @@ mod tests {
             "selfie-replace".parse::<FilterSpec>().unwrap(),
             FilterSpec::SelfieReplace(Background::Color(DEFAULT_BACKGROUND))
         );
+        assert_eq!(
+            "pose".parse::<FilterSpec>().unwrap(),
+            FilterSpec::Pose {
+                model: PoseModel::Lite
+            }
+        );
+        assert_eq!(
+            "body-parts".parse::<FilterSpec>().unwrap(),
+            FilterSpec::BodyParts(BodyParts {
+                model: PoseModel::Lite,
+                opacity: DEFAULT_PARTS_OPACITY,
+                background: None,
+            })
+        );
+        for name in FILTER_NAMES {
+            let parsed = FilterSpec::with_defaults(name);
+            assert!(
+                parsed.as_ref().map_or(name == "custom", |s| s.name() == name),
+                "{name}: {parsed:?}"
+            );
+        }
         assert!(
             "custom"
                 .parse::<FilterSpec>()
@@ -504,6 +635,14 @@ mod tests {
             FilterSpec::SelfieReplace(Background::Color(Rgb { r: 1, g: 2, b: 3 })),
             FilterSpec::SelfieReplace(Background::Image("/bg.png".into())),
             FilterSpec::Style { style: 25 },
+            FilterSpec::Pose {
+                model: PoseModel::Full,
+            },
+            FilterSpec::BodyParts(BodyParts {
+                model: PoseModel::Full,
+                opacity: 0,
+                background: Some(Rgb { r: 9, g: 8, b: 7 }),
+            }),
             custom,
         ] {
             let json = spec.to_string();
@@ -538,6 +677,12 @@ mod tests {
             ),
             (r#"{"filter":"selfie-blur","strength":0}"#, "strength 0"),
             (r#"{"filter":"style","styel":2}"#, "styel"),
+            (r#"{"filter":"pose","model":"huge"}"#, "huge"),
+            (r#"{"filter":"body-parts","opacity":101}"#, "opacity 101"),
+            (
+                r#"{"filter":"body-parts","color":"black"}"#,
+                "bad colour `black`",
+            ),
             (r#"{"style":2}"#, "filter"),
             ("{not json", "invalid filter spec"),
         ];

@@ -87,6 +87,76 @@ pub enum ValueRange {
     MinusOneToOne,
 }
 
+/// How a frame fits a model input of another aspect ratio.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Fit {
+    /// Scaled to the input's size, whatever the aspect ratio.
+    #[default]
+    Stretch,
+    /// Scaled to fit inside, aspect ratio kept, centred; the rest is padded with black (what
+    /// keypoint models trained on square crops expect).
+    Contain,
+}
+
+impl Fit {
+    pub fn is_stretch(&self) -> bool {
+        *self == Fit::Stretch
+    }
+
+    /// The part of a `frame_w` x `frame_h` frame that maps onto a `w` x `h` tensor.
+    pub fn view(self, frame_w: u32, frame_h: u32, w: u32, h: u32) -> View {
+        let (fw, fh) = (frame_w as f32, frame_h as f32);
+        let whole = View {
+            x: 0.0,
+            y: 0.0,
+            width: fw,
+            height: fh,
+        };
+        if self == Fit::Stretch || frame_w == 0 || frame_h == 0 || w == 0 || h == 0 {
+            return whole;
+        }
+        View::around(fw / 2.0, fh / 2.0, fw, fh, w, h)
+    }
+}
+
+/// A rectangle in frame pixels (it may reach beyond the frame) that is stretched onto the whole
+/// model input: what the model sees. Outside the frame the input is black.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct View {
+    pub x: f32,
+    pub y: f32,
+    pub width: f32,
+    pub height: f32,
+}
+
+impl View {
+    /// The smallest view with the `w` x `h` tensor's aspect ratio that is centred on `(cx, cy)`
+    /// and holds a `min_w` x `min_h` box.
+    pub fn around(cx: f32, cy: f32, min_w: f32, min_h: f32, w: u32, h: u32) -> View {
+        let aspect = w as f32 / h.max(1) as f32;
+        let (width, height) = if min_w >= min_h * aspect {
+            (min_w, min_w / aspect)
+        } else {
+            (min_h * aspect, min_h)
+        };
+        View {
+            x: cx - width / 2.0,
+            y: cy - height / 2.0,
+            width,
+            height,
+        }
+    }
+
+    /// Frame coordinates of a point given in `w` x `h` tensor pixels.
+    pub fn to_frame(&self, (tx, ty): (f32, f32), w: u32, h: u32) -> (f32, f32) {
+        (
+            self.x + tx * self.width / w.max(1) as f32,
+            self.y + ty * self.height / h.max(1) as f32,
+        )
+    }
+}
+
 /// How a model wants its input tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TensorFormat {
@@ -156,6 +226,37 @@ mod tests {
         for bad in ["00ff00", "#00ff0", "#00ff000", "#00fg00", "", "#", "#ééé"] {
             assert!(bad.parse::<Rgb>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn contain_keeps_the_aspect_ratio_and_centres() {
+        let view = |x, y, width, height| View {
+            x,
+            y,
+            width,
+            height,
+        };
+        // 640x480 in a square input: the view is 640x640, 80 px above and below the frame.
+        assert_eq!(
+            Fit::Contain.view(640, 480, 256, 256),
+            view(0.0, -80.0, 640.0, 640.0)
+        );
+        assert_eq!(
+            Fit::Contain.view(480, 640, 256, 256),
+            view(-80.0, 0.0, 640.0, 640.0)
+        );
+        assert_eq!(
+            Fit::Contain.view(1280, 720, 256, 128),
+            view(-80.0, 0.0, 1440.0, 720.0)
+        );
+        assert_eq!(
+            Fit::Stretch.view(640, 480, 256, 256),
+            view(0.0, 0.0, 640.0, 480.0)
+        );
+        assert_eq!(Fit::Contain.view(0, 0, 256, 256), view(0.0, 0.0, 0.0, 0.0));
+        let v = Fit::Contain.view(640, 480, 256, 256);
+        assert_eq!(v.to_frame((128.0, 128.0), 256, 256), (320.0, 240.0));
+        assert_eq!(v.to_frame((0.0, 32.0), 256, 256), (0.0, 0.0));
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! What one reconcile does, decided without a client: [`decide`] turns what was observed into a
 //! [`Plan`] (what to do with the pod, the next status, the wake annotation, when to come back).
 //!
-//! Two facts a decision may hang on need I/O: the public address of a node, and a ready camera
-//! pod's activity. `decide` asks for them: it answers [`Decision::Lookup`] when it needs one that
+//! Three facts a decision may hang on need I/O or shared state: the public address of a node, a
+//! ready camera pod's activity, and another port for a session whose port is taken on the nodes
+//! that fit ([`crate::ports::UdpPortAllocator::other_port`]). `decide` asks for them: it answers [`Decision::Lookup`] when it needs one that
 //! [`Observed::lookups`] does not hold yet, and the executor (`controller/execute.rs`) puts the answer
 //! there and calls `decide` again. It asks only on the branches that use the answer, and never
-//! twice for the same fact, so one reconcile performs at most one node read and one activity poll.
+//! twice for the same fact, so one reconcile performs at most one node read, one activity poll
+//! and one port move.
 //! Applying the pod is the one action whose outcome changes the plan: when the API server refuses
 //! the pod as invalid (`422`), [`rejected`] is the plan instead.
 //!
@@ -17,6 +19,9 @@
 //! 3. Within the crash backoff while the crashed pod is going away or gone: stay Failed until the
 //!    backoff ends.
 //! 4. No pod: apply the desired one (field manager [`p2pcamera_api::objects::FIELD_MANAGER`]).
+//!    A new session's first status waits for its pod: the status written now would only say
+//!    "creating the pod", and the pod's watch event brings the next reconcile within moments
+//!    (its port is recorded on the pod, `p2pcamera.io/port`).
 //!    After a pinning replacement (phase Terminating with a node and a public address recorded)
 //!    and with `--public-ip-source node`, the new pod is pinned to that node's current public
 //!    address ([`Lookup::NodeAddress`]).
@@ -27,9 +32,15 @@
 //!    where they stay while the old pod terminates (branch 5) for the new pod to name (branch 4).
 //!    The hash depends only on the spec, the port and the pin, so an unchanged spec never
 //!    replaces a pod (no flapping).
-//! 7. A ready pod with `idleTimeout`: its activity is polled ([`Lookup::Activity`], at most every
+//! 7. The scheduler cannot place the pod because its port is taken on the nodes that fit
+//!    ([`status::port_conflict`]): the session moves to another port ([`Lookup::OtherPort`]) and
+//!    the pod is deleted, to be created again on the new port (reason `PortConflict`). When the
+//!    allocator has no other port for it, the pod stays and the session waits
+//!    ([`PortWait::Waiting`], reason `NoFreePort`, or `NoFreeGpu` when the scheduler also counts
+//!    nodes without a free GPU).
+//! 8. A ready pod with `idleTimeout`: its activity is polled ([`Lookup::Activity`], at most every
 //!    `--idle-poll-interval`); idle too long -> delete it, phase Idle (the Secret and port stay).
-//! 8. Otherwise the pod runs: status from its observation; a ready pod with `idleTimeout` is
+//! 9. Otherwise the pod runs: status from its observation; a ready pod with `idleTimeout` is
 //!    looked at again after the poll interval, any other after [`RESYNC`].
 
 use std::time::Duration;
@@ -86,6 +97,17 @@ pub struct Lookups {
     pub node_address: Option<NodeAddress>,
     /// The activity poll of the session's pod.
     pub activity: Option<Polled>,
+    /// The allocator's answer to a port conflict.
+    pub other_port: Option<OtherPort>,
+}
+
+/// Another port for a session whose port the scheduler found taken.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OtherPort {
+    /// The port found taken.
+    pub taken: u16,
+    /// The session's new port; `None` when it may not move again during this wait.
+    pub port: Option<u16>,
 }
 
 /// A node's public address, as read ([`crate::node_addresses::public_address`]).
@@ -128,6 +150,12 @@ pub enum Lookup {
         /// `https://<host IP>:<port>` of the camera pod.
         endpoint: String,
     },
+    /// Another port for the session, whose port `taken` the scheduler found taken on the nodes
+    /// that fit (answer in [`Lookups::other_port`]; the allocator moves the session as it answers).
+    OtherPort {
+        /// The session's port now.
+        taken: u16,
+    },
 }
 
 /// What [`decide`] answers.
@@ -152,6 +180,20 @@ pub struct Plan {
     pub clear_wake: bool,
     /// When to reconcile again without a trigger.
     pub then: Action,
+    /// What the plan means for the session's wait for a port.
+    pub port_wait: PortWait,
+}
+
+/// What a plan means for the session's wait for a port ([`crate::ports`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortWait {
+    /// Nothing changes.
+    Unchanged,
+    /// The pod is bound: the wait is over.
+    Over,
+    /// The port is taken on the nodes that fit and the session may not move again: it waits
+    /// until a port comes free on a node.
+    Waiting,
 }
 
 /// What happens to the session's pod.
@@ -187,6 +229,8 @@ pub enum DeleteReason {
     },
     /// No camera within the idle timeout.
     IdleTimeout,
+    /// The scheduler found the pod's port taken on the nodes that fit; the session moved.
+    PortConflict,
 }
 
 /// Decides what the reconcile of `observed` does, or which fact it needs first.
@@ -251,6 +295,7 @@ impl Observed<'_> {
         let inputs = StatusInputs {
             generation: self.session.metadata.generation,
             port: self.port,
+            gpu_resource: desired::gpu_resource(self.session, self.config),
             public_address,
             last_active,
         };
@@ -259,6 +304,7 @@ impl Observed<'_> {
             status: status::next_status(self.prev, situation, &inputs, self.now),
             clear_wake: self.wake(),
             then,
+            port_wait: PortWait::Unchanged,
         }
     }
 
@@ -340,13 +386,17 @@ impl Observed<'_> {
         };
         let desired = desired::build_pod(self.session, self.port, self.config, pin.as_ref())?;
         let apply = PodChange::Apply(Box::new(desired));
-        Ok(self.plan_for(
+        let mut plan = self.plan_for(
             apply,
             &Situation::NoPod,
             None,
             None,
             Action::requeue(RESYNC),
-        ))
+        );
+        if *prev == CameraSessionStatus::default() {
+            plan.status = CameraSessionStatus::default();
+        }
+        Ok(plan)
     }
 
     /// A live pod: replace it when it is not the desired one, delete it when idle too long, else
@@ -384,6 +434,45 @@ impl Observed<'_> {
             let delete = delete(pod, DeleteReason::Replace { pinning });
             let then = Action::requeue(REPLACING_RECHECK);
             return Ok(self.plan_for(delete, &Situation::Replacing(obs), pin_address, None, then));
+        }
+        if let Scheduling::Unschedulable { message, .. } = &obs.scheduling
+            && status::port_conflict(message)
+        {
+            return match &self.lookups.other_port {
+                Some(OtherPort {
+                    taken,
+                    port: Some(to),
+                }) if *taken == port => {
+                    let moved = Observed {
+                        port: *to,
+                        ..self.clone()
+                    };
+                    let situation = Situation::PortMove {
+                        pod: obs,
+                        from: port,
+                    };
+                    let delete = delete(pod, DeleteReason::PortConflict);
+                    Ok(moved.plan_for(
+                        delete,
+                        &situation,
+                        None,
+                        None,
+                        Action::requeue(REPLACING_RECHECK),
+                    ))
+                }
+                Some(OtherPort { taken, port: None }) if *taken == port => {
+                    let mut plan = self.plan_for(
+                        PodChange::Keep,
+                        &Situation::Running(obs),
+                        None,
+                        None,
+                        Action::await_change(),
+                    );
+                    plan.port_wait = PortWait::Waiting;
+                    Ok(plan)
+                }
+                _ => Err(Unfinished::Lookup(Lookup::OtherPort { taken: port })),
+            };
         }
         let timeout = session
             .spec
@@ -436,13 +525,17 @@ impl Observed<'_> {
                 Action::requeue(RESYNC),
             )
         };
-        Ok(self.plan_for(
+        let mut plan = self.plan_for(
             change,
             &situation,
             public_address.as_deref(),
             last_active,
             then,
-        ))
+        );
+        if bound_node.is_some() {
+            plan.port_wait = PortWait::Over;
+        }
+        Ok(plan)
     }
 }
 
@@ -518,11 +611,20 @@ mod tests {
             &desired::build_pod(&session(json!({})), PORT, &config(), None).unwrap()
         );
         assert_eq!(pod.spec.as_ref().unwrap().node_name, None, "not pinned");
+        assert_eq!(
+            plan.status,
+            CameraSessionStatus::default(),
+            "the first status waits for the pod"
+        );
+        assert_eq!(plan.then, Action::requeue(RESYNC));
+        assert!(!plan.clear_wake);
+        // A session that had a pod before (deleted by someone) says it gets a new one.
+        let ready = CameraSessionStatus::ready_since(ts(900));
+        let plan = Snapshot::new(session(json!({}))).with_prev(ready).plan();
+        assert!(matches!(plan.pod, PodChange::Apply(_)));
         assert_eq!(plan.status.phase, Some(Phase::Pending));
         assert_eq!(plan.status.udp_port, Some(PORT));
         assert_eq!(plan.status.observed_generation, Some(1));
-        assert_eq!(plan.then, Action::requeue(RESYNC));
-        assert!(!plan.clear_wake);
     }
 
     #[test]
@@ -860,7 +962,97 @@ mod tests {
         assert_eq!(deleted(&plan), DeleteReason::Replace { pinning: false });
     }
 
-    // Branch 8: running.
+    // Branch 7: the port is taken on the nodes that fit.
+
+    const PORTS_TAKEN: &str = "0/3 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 2 node(s) didn't have free ports for the requested pod ports.";
+
+    #[test]
+    fn a_port_taken_on_the_nodes_that_fit_moves_the_session_to_another_port() {
+        let pod = camera_pod(&session(json!({})), None).unschedulable(PORTS_TAKEN);
+        let snapshot = Snapshot::new(session(json!({}))).with_pod(pod);
+        assert_eq!(
+            snapshot.decide(),
+            Decision::Lookup(Lookup::OtherPort { taken: PORT })
+        );
+        let plan = snapshot.with_other_port(Some(PORT + 7)).plan();
+        assert_eq!(deleted(&plan), DeleteReason::PortConflict);
+        assert_eq!(plan.then, Action::requeue(REPLACING_RECHECK));
+        assert_eq!(plan.port_wait, PortWait::Unchanged);
+        assert_eq!(
+            (
+                plan.status.phase,
+                plan.status.reason.as_deref(),
+                plan.status.udp_port
+            ),
+            (
+                Some(Phase::Scheduling),
+                Some(status::REASON_PORT_CONFLICT),
+                Some(PORT + 7)
+            ),
+            "the new port is recorded at once"
+        );
+        // The pod on the new port comes once the old one is gone.
+        let moved = Snapshot::new(session(json!({}))).with_prev(plan.status.clone());
+        let next = moved.plan();
+        assert!(matches!(next.pod, PodChange::Apply(_)));
+    }
+
+    #[test]
+    fn with_no_other_port_to_try_the_session_waits_and_says_why() {
+        let pod = camera_pod(&session(json!({})), None).unschedulable(PORTS_TAKEN);
+        let plan = Snapshot::new(session(json!({})))
+            .with_pod(pod)
+            .with_other_port(None)
+            .plan();
+        assert_eq!(plan.pod, PodChange::Keep);
+        assert_eq!(plan.port_wait, PortWait::Waiting);
+        assert_eq!(
+            plan.then,
+            Action::await_change(),
+            "a freed port triggers it"
+        );
+        assert_eq!(
+            (plan.status.phase, plan.status.reason.as_deref()),
+            (Some(Phase::Scheduling), Some(status::REASON_NO_FREE_PORT))
+        );
+        let scheduled = condition(&plan.status, status::SCHEDULED);
+        assert_eq!(
+            (scheduled.status.as_str(), scheduled.message.as_str()),
+            ("False", PORTS_TAKEN)
+        );
+        // Nodes without a free GPU counted too: the GPU is the reason given.
+        let both = "0/3 nodes are available: 1 Insufficient nvidia.com/gpu, 2 node(s) didn't have free ports for the requested pod ports.";
+        let pod = camera_pod(&session(json!({})), None).unschedulable(both);
+        let plan = Snapshot::new(session(json!({})))
+            .with_pod(pod)
+            .with_other_port(None)
+            .plan();
+        assert_eq!(
+            plan.status.reason.as_deref(),
+            Some(status::REASON_NO_FREE_GPU)
+        );
+        assert_eq!(plan.port_wait, PortWait::Waiting);
+    }
+
+    #[test]
+    fn a_bound_pod_ends_the_wait_for_a_port() {
+        let pod = camera_pod(&session(json!({})), None).bound(NODE, HOST_IP);
+        let plan = Snapshot::new(session(json!({})))
+            .with_pod(pod)
+            .with_node_address(NODE, Some(HOST_IP))
+            .plan();
+        assert_eq!(plan.port_wait, PortWait::Over);
+        let pod = camera_pod(&session(json!({})), None)
+            .unschedulable("0/2 nodes are available: 2 Insufficient nvidia.com/gpu.");
+        let plan = Snapshot::new(session(json!({}))).with_pod(pod).plan();
+        assert_eq!(plan.port_wait, PortWait::Unchanged);
+        assert_eq!(
+            plan.status.reason.as_deref(),
+            Some(status::REASON_NO_FREE_GPU)
+        );
+    }
+
+    // Branch 9: running.
 
     #[test]
     fn a_pod_not_yet_bound_is_reported_without_lookups() {
@@ -1019,6 +1211,7 @@ mod tests {
             Some(camera_pod(&s(), None).bound(NODE, HOST_IP).ready()),
             Some(camera_pod(&s(), None).bound(NODE, HOST_IP).terminating()),
             Some(camera_pod(&s(), None).bound(NODE, HOST_IP).restarted(9)),
+            Some(camera_pod(&s(), None).unschedulable(PORTS_TAKEN)),
         ];
         let statuses = [
             CameraSessionStatus::default(),
@@ -1042,14 +1235,26 @@ mod tests {
                                     snapshot.with_node_address(node, Some(PUBLIC_IP))
                                 }
                                 Lookup::Activity { .. } => snapshot.with_activity(Polled::NoAnswer),
+                                Lookup::OtherPort { .. } => {
+                                    snapshot.with_other_port(Some(PORT + 1))
+                                }
                             };
                             asked.push(lookup);
                         }
                     }
                 };
                 assert!(asked.len() <= 2, "{asked:?}");
-                assert_eq!(plan.status.udp_port, Some(PORT));
-                assert!(plan.status.phase.is_some());
+                if *prev == CameraSessionStatus::default() && pod.is_none() {
+                    assert_eq!(
+                        plan.status, *prev,
+                        "a new session's first status waits for its pod"
+                    );
+                } else {
+                    let moved = asked.iter().any(|l| matches!(l, Lookup::OtherPort { .. }));
+                    let port = if moved { PORT + 1 } else { PORT };
+                    assert_eq!(plan.status.udp_port, Some(port));
+                    assert!(plan.status.phase.is_some());
+                }
             }
         }
     }

@@ -16,11 +16,12 @@ use p2pcamera_api::objects::{
 };
 
 use super::decide::{
-    self, Activity, Decision, Lookup, Lookups, NodeAddress, Observed, Plan, PodChange, Polled,
+    self, Activity, Decision, Lookup, Lookups, NodeAddress, Observed, OtherPort, Plan, PodChange,
+    Polled, PortWait,
 };
 use super::{Context, Error};
 use crate::activity;
-use crate::crd::{CameraSession, CameraSessionStatus, Phase};
+use crate::crd::{CameraSession, CameraSessionStatus};
 use crate::desired;
 use crate::status;
 
@@ -31,7 +32,7 @@ pub(super) async fn reconcile(session: &CameraSession, ctx: &Context) -> Result<
     let key = SessionKey::new(&ns, &name);
     if session.metadata.deletion_timestamp.is_some() {
         ctx.allocator.release(&key);
-        ctx.metrics.set_phase(&key, None);
+        ctx.metrics.set_session(&key, None);
         return Ok(Action::await_change());
     }
     ctx.caches_ready().await?;
@@ -40,7 +41,7 @@ pub(super) async fn reconcile(session: &CameraSession, ctx: &Context) -> Result<
         session.metadata.resource_version.as_deref(),
         session.status.as_ref(),
     );
-    let port = ctx.port(&key, prev.udp_port)?;
+    let port = ctx.allocator.port(&key, prev.udp_port);
     let secret = ensure_secret(ctx, session, &name, &ns).await?;
     let pod = ctx
         .pods
@@ -66,8 +67,26 @@ pub(super) async fn reconcile(session: &CameraSession, ctx: &Context) -> Result<
                 observed.lookups.activity =
                     Some(poll_activity(ctx, &key, &endpoint, &secret).await);
             }
+            Decision::Lookup(Lookup::OtherPort { taken }) => {
+                let port = ctx.allocator.other_port(&key, taken);
+                match port {
+                    Some(to) => {
+                        tracing::info!(namespace = %ns, name = %name, from = taken, to, "port taken on the nodes that fit; moving the session to another port");
+                        ctx.metrics.port_moved();
+                    }
+                    None => {
+                        tracing::info!(namespace = %ns, name = %name, port = taken, "port taken on the nodes that fit and no other port to try; waiting");
+                    }
+                }
+                observed.lookups.other_port = Some(OtherPort { taken, port });
+            }
         }
     };
+    match plan.port_wait {
+        PortWait::Unchanged => {}
+        PortWait::Over => ctx.allocator.placed(&key),
+        PortWait::Waiting => ctx.allocator.waits_for_port(&key),
+    }
     let plan = change_pod(ctx, &key, &observed, plan).await?;
 
     let sessions: Api<CameraSession> = Api::namespaced(ctx.client.clone(), &ns);
@@ -87,10 +106,10 @@ pub(super) async fn reconcile(session: &CameraSession, ctx: &Context) -> Result<
             .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
     }
-    if plan.status.phase != prev.phase {
-        publish_event(ctx, session, &plan.status).await;
+    if let Some(event) = status::event(&prev, &plan.status) {
+        publish_event(ctx, session, event).await;
     }
-    ctx.metrics.set_phase(&key, plan.status.phase);
+    ctx.metrics.set_session(&key, Some(&plan.status));
     Ok(plan.then)
 }
 
@@ -212,17 +231,17 @@ async fn write_status(
         .await?)
 }
 
-/// A Kubernetes Event for the session's new phase (a Warning for Failed).
-async fn publish_event(ctx: &Context, session: &CameraSession, status: &CameraSessionStatus) {
-    let Some(phase) = status.phase else { return };
+/// Publishes `event` about the session. The recorder turns a repeat of the same reason within
+/// a few minutes into a series on the first Event (one PATCH that counts it) instead of a new one.
+async fn publish_event(ctx: &Context, session: &CameraSession, event: status::SessionEvent) {
     let event = Event {
-        type_: if phase == Phase::Failed {
+        type_: if event.warning {
             EventType::Warning
         } else {
             EventType::Normal
         },
-        reason: phase.as_str().to_string(),
-        note: status.message.clone(),
+        reason: event.reason,
+        note: event.note,
         action: "Reconcile".to_string(),
         secondary: None,
     };

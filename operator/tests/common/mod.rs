@@ -173,6 +173,32 @@ impl TestEnv {
             .expect("pod lookup")
     }
 
+    /// Waits for an Event of `type_` and `reason` about the named session.
+    pub async fn wait_event(&self, session: &str, type_: &str, reason: &str) -> Event {
+        eventually(
+            &format!("{type_} event {reason} for {session}"),
+            WAIT,
+            || async {
+                let events = self.events_of(session).await;
+                events
+                    .iter()
+                    .find(|e| {
+                        e.type_.as_deref() == Some(type_) && e.reason.as_deref() == Some(reason)
+                    })
+                    .cloned()
+                    .ok_or_else(|| {
+                        let seen: Vec<_> = events
+                            .iter()
+                            .map(|e| (e.type_.clone(), e.reason.clone()))
+                            .collect();
+                        format!("events {seen:?}")
+                    })
+            },
+        )
+        .await
+        .expect("the event is published")
+    }
+
     /// Events whose regarding/involved object is the named session.
     pub async fn events_of(&self, session: &str) -> Vec<Event> {
         let events = Api::<Event>::namespaced(self.client.clone(), &self.ns);
@@ -193,6 +219,20 @@ pub struct OperatorHandle {
 }
 
 impl OperatorHandle {
+    /// The value of one metric series (name with labels, exactly as exposed); 0 when absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        let text = self.admin.metrics.encode().expect("metrics encode");
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(series)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    }
+
     /// Graceful shutdown: stops reconciling and releases the Lease.
     pub async fn stop(mut self) {
         self.shutdown.cancel();

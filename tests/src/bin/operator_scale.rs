@@ -1,7 +1,10 @@
 //! Operator scale benchmark: N CameraSessions across kwok GPU nodes on a fresh control plane.
 //! Measures the time until every session is Ready, API server requests per session (from the
-//! API server's own `apiserver_request_total`), and the operator's peak RSS and CPU time.
-//! Prints a markdown report. Run through `tests/bin/bench-operator.sh`.
+//! API server's own `apiserver_request_total`), and the operator's peak RSS and CPU time; with
+//! `--failover`, how long a standby replica takes to lead and place a new session after the
+//! leader stops, and that no session changed its port or pod meanwhile. While it waits it prints
+//! progress, and the sessions not Ready by their `status.reason`; it stops with that breakdown
+//! after `--timeout-seconds`. Prints a markdown report. Run through `tests/bin/bench-operator.sh`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,8 +14,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use futures::stream::{self, StreamExt};
-use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, ListParams, PostParams};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::ResourceExt;
+use kube::api::{Api, DynamicObject, ListParams, PostParams};
+use p2pcamera_api::objects::LABEL_SESSION;
 use p2pcamera_tests::{ControlPlane, GpuNode, ManagedProcess, eventually};
 use serde_json::json;
 
@@ -44,17 +49,131 @@ struct Args {
     /// Give up after this many seconds without all sessions Ready.
     #[arg(long, env = "P2PCAMERA_BENCH_TIMEOUT_SECONDS", default_value_t = 600)]
     timeout_seconds: u64,
+    /// The operator's port range (fewer ports than sessions: ports are shared across nodes).
+    #[arg(
+        long,
+        env = "P2PCAMERA_BENCH_PORT_RANGE",
+        default_value = "40000-40999"
+    )]
+    port_range: String,
+    /// Also run a standby replica and measure a leader failover once all sessions are Ready.
+    #[arg(long, env = "P2PCAMERA_BENCH_FAILOVER")]
+    failover: bool,
+}
+
+/// One `operator run` process of the benchmark.
+struct Replica {
+    process: ManagedProcess,
+    admin: String,
+}
+
+impl Replica {
+    fn spawn(args: &Args, plane: &ControlPlane, ns: &str, identity: &str) -> anyhow::Result<Self> {
+        let admin_port = p2pcamera_tests::free_port()?;
+        let mut command = Command::new(&args.operator);
+        command
+            .args(["run", "--namespace", ns, "--lease-namespace", ns])
+            .args(["--identity", identity])
+            .args(["--metrics-listen", &format!("127.0.0.1:{admin_port}")])
+            .args(["--port-range", &args.port_range])
+            .args(["--camera-pod-image", "registry.invalid/camera-pod:bench"])
+            .env("KUBECONFIG", plane.kubeconfig_path())
+            .env("RUST_LOG", "warn");
+        let log = plane.dir().join(format!("operator-{identity}.log"));
+        Ok(Self {
+            process: ManagedProcess::spawn(identity, command, &log)?,
+            admin: format!("http://127.0.0.1:{admin_port}"),
+        })
+    }
+
+    async fn metric(&self, series: &str) -> f64 {
+        get(&format!("{}/metrics", self.admin))
+            .await
+            .ok()
+            .and_then(|text| {
+                text.lines().find_map(|l| {
+                    l.strip_prefix(series)?
+                        .strip_prefix(' ')?
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                })
+            })
+            .unwrap_or(f64::NAN)
+    }
+
+    async fn leading(&self) -> bool {
+        self.metric("p2pcamera_operator_leader").await == 1.0
+    }
+}
+
+/// Sessions by readiness: how many are Ready, and the others counted by `status.reason`
+/// (`no status` when the operator wrote none yet).
+fn readiness(sessions: &[DynamicObject]) -> (usize, BTreeMap<String, usize>) {
+    let mut ready = 0;
+    let mut waiting = BTreeMap::new();
+    for session in sessions {
+        let status = |field: &str| {
+            session
+                .data
+                .pointer(&format!("/status/{field}"))
+                .and_then(|v| v.as_str())
+        };
+        if status("phase") == Some("Ready") {
+            ready += 1;
+        } else {
+            let why = match (status("phase"), status("reason")) {
+                (None, _) => "no status".to_owned(),
+                (Some(phase), None) => phase.to_owned(),
+                (Some(phase), Some(reason)) => format!("{phase}/{reason}"),
+            };
+            *waiting.entry(why).or_insert(0) += 1;
+        }
+    }
+    (ready, waiting)
+}
+
+/// Each session's port and pod uid.
+async fn placements(
+    sessions: &Api<DynamicObject>,
+    pods: &Api<Pod>,
+) -> anyhow::Result<BTreeMap<String, (Option<u64>, Option<String>)>> {
+    let ports: BTreeMap<String, Option<u64>> = sessions
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .map(|s| {
+            let port = s.data.pointer("/status/udpPort").and_then(|p| p.as_u64());
+            (s.name_any(), port)
+        })
+        .collect();
+    let uids: BTreeMap<String, String> = pods
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|p| Some((p.labels().get(LABEL_SESSION)?.clone(), p.uid()?)))
+        .collect();
+    Ok(ports
+        .into_iter()
+        .map(|(name, port)| {
+            let uid = uids.get(&name).cloned();
+            (name, (port, uid))
+        })
+        .collect())
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if (args.nodes as u64) * u64::from(args.gpus_per_node) < args.sessions as u64 {
+    // The failover places one more session.
+    let placed = args.sessions + usize::from(args.failover);
+    if (args.nodes as u64) * u64::from(args.gpus_per_node) < placed as u64 {
         bail!(
-            "{} nodes x {} GPUs cannot hold {} sessions",
+            "{} nodes x {} GPUs cannot hold {placed} sessions",
             args.nodes,
             args.gpus_per_node,
-            args.sessions
         );
     }
     let plane = ControlPlane::start().await?;
@@ -85,42 +204,25 @@ async fn main() -> anyhow::Result<()> {
 
     let ns = plane.namespace("bench").await?;
 
-    let admin_port = p2pcamera_tests::free_port()?;
-    let admin = format!("http://127.0.0.1:{admin_port}");
-    let mut command = Command::new(&args.operator);
-    command
-        .args([
-            "run",
-            "--namespace",
-            &ns,
-            "--lease-namespace",
-            &ns,
-            "--identity",
-            "bench",
-        ])
-        .args([
-            "--metrics-listen",
-            &format!("127.0.0.1:{admin_port}"),
-            "--port-range",
-            "40000-40999",
-        ])
-        .args(["--camera-pod-image", "registry.invalid/camera-pod:bench"])
-        .env("KUBECONFIG", plane.kubeconfig_path())
-        .env("RUST_LOG", "warn");
-    let operator = ManagedProcess::spawn("operator", command, &plane.dir().join("operator.log"))?;
+    let leader = Replica::spawn(&args, &plane, &ns, "bench")?;
     eventually("operator leading", Duration::from_secs(60), || async {
-        let text = get(&format!("{admin}/metrics")).await?;
-        if text.lines().any(|l| l == "p2pcamera_operator_leader 1") {
+        if leader.leading().await {
             Ok(())
         } else {
-            Err("not leading".into())
+            Err("not leading".to_owned())
         }
     })
     .await?;
+    let standby = if args.failover {
+        Some(Replica::spawn(&args, &plane, &ns, "bench-standby")?)
+    } else {
+        None
+    };
+    let operator = &leader.process;
     let cpu_before = cpu_seconds(operator.pid())?;
     let requests_before = request_counts(&plane).await?;
 
-    let sessions = Api::<kube::api::DynamicObject>::namespaced_with(
+    let sessions = Api::<DynamicObject>::namespaced_with(
         client.clone(),
         &ns,
         &kube::api::ApiResource::from_gvk_with_plural(
@@ -158,39 +260,40 @@ async fn main() -> anyhow::Result<()> {
 
     let mut peak_rss_samples = 0u64;
     let deadline = Instant::now() + Duration::from_secs(args.timeout_seconds);
+    // A list of 10,000 sessions is itself work for the API server: poll less often at scale.
+    let poll = Duration::from_millis((args.sessions as u64 / 4).clamp(250, 2000));
+    let mut progress_at = Instant::now();
     loop {
         let list = sessions.list(&ListParams::default()).await?;
-        let ready = list
-            .items
-            .iter()
-            .filter(|s| s.data.pointer("/status/phase").and_then(|p| p.as_str()) == Some("Ready"))
-            .count();
+        let (ready, waiting) = readiness(&list.items);
         peak_rss_samples = peak_rss_samples.max(rss_kib(operator.pid(), "VmRSS")?);
         if ready == args.sessions {
             break;
         }
         if Instant::now() > deadline {
             bail!(
-                "only {ready}/{} sessions Ready after {}s; operator log: {}",
+                "only {ready}/{} sessions Ready {}s after the last create; not Ready by reason: {waiting:?}; operator log: {}",
                 args.sessions,
                 args.timeout_seconds,
                 operator.log_path().display()
             );
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        if progress_at.elapsed() >= Duration::from_secs(5) {
+            eprintln!(
+                "[bench] {:.0}s after the last create: {ready}/{} Ready; not Ready by reason: {waiting:?}",
+                last_create.elapsed().as_secs_f64(),
+                args.sessions
+            );
+            progress_at = Instant::now();
+        }
+        tokio::time::sleep(poll).await;
     }
     let all_ready = Instant::now();
     let cpu_used = cpu_seconds(operator.pid())? - cpu_before;
     let peak_rss = rss_kib(operator.pid(), "VmHWM")?;
     let requests_after = request_counts(&plane).await?;
-    let metrics = get(&format!("{admin}/metrics"))
-        .await
-        .map_err(anyhow::Error::msg)?;
-    let reconciles = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("p2pcamera_operator_reconciles_total "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or(f64::NAN);
+    let reconciles = leader.metric("p2pcamera_operator_reconciles_total").await;
+    let port_moves = leader.metric("p2pcamera_operator_port_moves_total").await;
 
     let n = args.sessions as f64;
     let mut diff: Vec<(String, f64)> = requests_after
@@ -237,6 +340,8 @@ async fn main() -> anyhow::Result<()> {
         "| operator reconciles per session | {:.1} |",
         reconciles / n
     );
+    println!("| port range | {} |", args.port_range);
+    println!("| port moves (scheduler found the port taken) | {port_moves} |");
     println!(
         "| API requests per session, all clients | {:.1} |",
         total / n
@@ -253,7 +358,83 @@ async fn main() -> anyhow::Result<()> {
         let (resource, verb) = key.split_once(' ').unwrap_or((key.as_str(), ""));
         println!("| {resource} | {verb} | {:.2} |", d / n);
     }
-    operator.stop();
+    if let Some(standby) = &standby {
+        failover(&client, &ns, &sessions, &leader, standby).await?;
+    }
+    leader.process.stop();
+    if let Some(standby) = standby {
+        standby.process.stop();
+    }
+    Ok(())
+}
+
+/// Stops the leader (SIGTERM: it releases its Lease), then measures until the standby leads and
+/// until a session created at that moment is Ready, and checks that no session changed its port
+/// or pod.
+async fn failover(
+    client: &kube::Client,
+    ns: &str,
+    sessions: &Api<DynamicObject>,
+    leader: &Replica,
+    standby: &Replica,
+) -> anyhow::Result<()> {
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    let before = placements(sessions, &pods).await?;
+    let stopped = Instant::now();
+    leader.process.stop();
+    let object = serde_json::from_value(json!({
+        "apiVersion": "p2pcamera.io/v1alpha1",
+        "kind": "CameraSession",
+        "metadata": {"name": "after-failover"},
+        "spec": {"filter": {"name": "selfie-blur"}},
+    }))?;
+    sessions.create(&PostParams::default(), &object).await?;
+    eventually("standby leading", Duration::from_secs(60), || async {
+        if standby.leading().await {
+            Ok(())
+        } else {
+            Err("not leading".to_owned())
+        }
+    })
+    .await?;
+    let leading = stopped.elapsed();
+    eventually(
+        "a new session Ready after the failover",
+        Duration::from_secs(120),
+        || async {
+            let session = sessions
+                .get("after-failover")
+                .await
+                .map_err(|e| e.to_string())?;
+            match session
+                .data
+                .pointer("/status/phase")
+                .and_then(|p| p.as_str())
+            {
+                Some("Ready") => Ok(()),
+                other => Err(format!("phase {other:?}")),
+            }
+        },
+    )
+    .await?;
+    let resumed = stopped.elapsed();
+    let after = placements(sessions, &pods).await?;
+    let changed = before
+        .iter()
+        .filter(|(name, placed)| after.get(*name) != Some(*placed))
+        .count();
+    println!();
+    println!("| leader failover (SIGTERM to the leader) | value |");
+    println!("|---|---|");
+    println!("| standby leading after | {:.1} s |", leading.as_secs_f64());
+    println!(
+        "| a session created at the SIGTERM Ready after | {:.1} s |",
+        resumed.as_secs_f64()
+    );
+    println!(
+        "| sessions whose port or pod changed | {changed} of {} |",
+        before.len()
+    );
     Ok(())
 }
 
