@@ -231,16 +231,14 @@ def mean_in_place(picture: np.ndarray, source: PortraitSource, name: str) -> np.
     return in_place(picture, source, name).reshape(-1, 3).mean(axis=0)
 
 
-def changed_fraction(client: CameraClient, name: str) -> float:
-    """Fraction of the pixels of a place in the newest returned picture whose luma differs from
-    the sent picture's by more than 40 or whose chroma does by more than 20 (far above codec
-    error on this still picture)."""
+def changed_fractions(client: CameraClient) -> dict[str, float]:
+    """For each place of the portrait, the fraction of its pixels in the newest returned picture
+    whose luma differs from the sent picture's by more than 40 or whose chroma does by more than
+    20 (far above codec error on this still picture)."""
     source = client.camera.source
-    got = in_place(full_resolution(*client.latest_any_picture()), source, name)
-    sent = in_place(full_resolution(*source.planes()), source, name)
-    difference = np.abs(got - sent)
+    difference = np.abs(full_resolution(*client.latest_any_picture()) - full_resolution(*source.planes()))
     changed = (difference[..., 0] > 40) | (difference[..., 1:].max(axis=-1) > 20)
-    return float(np.mean(changed))
+    return {name: float(np.mean(in_place(changed, source, name))) for name in PLACES}
 
 
 def test_pose_draws_the_skeleton_over_the_person(start_camera_pod):
@@ -250,12 +248,14 @@ def test_pose_draws_the_skeleton_over_the_person(start_camera_pod):
         client = await connected(server.base_url, source=PortraitSource(WIDTH, HEIGHT))
         try:
             # The first frames find her and then track the region around her.
-            person = await eventually(lambda: changed_fraction(client, "person"), lambda f: f >= 0.03)
+            changed = await eventually(
+                lambda: changed_fractions(client),
+                lambda f: 0.03 <= f["person"] <= 0.4 and f["face"] >= 0.1 and f["wall"] <= 0.01,
+            )
+            person, face, wall = changed["person"], changed["face"], changed["wall"]
             assert person >= 0.03, f"the skeleton changed only {person:.1%} of her head and torso"
             assert person <= 0.4, f"the skeleton covered {person:.1%} of her head and torso"
-            face = changed_fraction(client, "face")
             assert face >= 0.1, f"the face's points and lines changed only {face:.1%} of her face"
-            wall = changed_fraction(client, "wall")
             assert wall <= 0.01, f"{wall:.1%} of the wall beside her changed"
         finally:
             await client.close()
@@ -270,9 +270,11 @@ def test_body_parts_colours_her_head_and_torso(start_camera_pod):
         client = await connected(server.base_url, source=PortraitSource(WIDTH, HEIGHT))
         try:
             source = client.camera.source
-            person = await eventually(lambda: changed_fraction(client, "person"), lambda f: f >= 0.5)
+            changed = await eventually(
+                lambda: changed_fractions(client), lambda f: f["person"] >= 0.5 and f["wall"] <= 0.01
+            )
+            person, wall = changed["person"], changed["wall"]
             assert person >= 0.5, f"only {person:.0%} of her head and torso changed"
-            wall = changed_fraction(client, "wall")
             assert wall <= 0.01, f"{wall:.1%} of the wall beside her changed"
             got = full_resolution(*client.latest_any_picture())
             sent = full_resolution(*source.planes())
