@@ -18,7 +18,7 @@ use camera_pod::filter::{
 };
 use camera_pod::frame::VideoFrame;
 use clap::Parser;
-use image::{imageops, Rgb, RgbImage};
+use image::{Rgb, RgbImage, imageops};
 
 #[derive(Parser)]
 #[command(about = "Per-frame times of camera-pod's built-in filters")]

@@ -772,9 +772,12 @@ fn hf_energy_in(plane: &[u8], w: usize, region: &[Region], want: Region) -> u64 
 /// The public-domain portrait (scikit-image's `astronaut.png`, see tests/data/README.md) as an
 /// I420 frame of its own size, 512x512.
 fn portrait() -> VideoFrame {
-    let img = image::open(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/astronaut.png"))
-        .expect("the portrait is vendored")
-        .to_rgb8();
+    let img = image::open(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/astronaut.png"
+    ))
+    .expect("the portrait is vendored")
+    .to_rgb8();
     let (w, h) = img.dimensions();
     camera_pod::filter::composite::cover_rgb_to_i420(img.as_raw(), w, h, w, h)
 }
@@ -791,7 +794,10 @@ fn on_portrait(filter: &mut dyn Filter, frames: u32) -> VideoFrame {
     frame
 }
 
-const POSE_LITE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/pose_landmark_lite.onnx");
+const POSE_LITE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/models/pose_landmark_lite.onnx"
+);
 const POSE_LITE_SHA256: &str = "cab5dfc13425e80e8156a50d9c4b7ac5b3404b170f95f2a4c162d4cd2838108c";
 const POSE_MANIFEST: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -852,7 +858,12 @@ fn pose_landmarks_land_on_the_portrait() {
             torso.u,
             torso.v
         );
-        let changed = drawn.y.iter().zip(&original.y).filter(|(a, b)| a != b).count();
+        let changed = drawn
+            .y
+            .iter()
+            .zip(&original.y)
+            .filter(|(a, b)| a != b)
+            .count();
         assert!(
             changed > 2000 && changed < 512 * 512 / 5,
             "{model}: the skeleton changed {changed} pixels"
@@ -886,7 +897,10 @@ fn part_colours() -> Vec<(&'static str, Rgb)> {
 
 /// The part whose colour is nearest to the frame's pixel at (x, y).
 fn part_at(frame: &VideoFrame, x: u32, y: u32) -> &'static str {
-    let (l, c) = ((y * frame.width + x) as usize, (y / 2 * frame.chroma_width() + x / 2) as usize);
+    let (l, c) = (
+        (y * frame.width + x) as usize,
+        (y / 2 * frame.chroma_width() + x / 2) as usize,
+    );
     let (py, pu, pv) = (frame.y[l], frame.u[c], frame.v[c]);
     part_colours()
         .into_iter()
@@ -966,7 +980,14 @@ fn the_pose_manifest_runs_as_a_custom_model_and_bad_ones_are_refused() {
     let spec = |manifest: &str| {
         args(
             dir.path(),
-            &["--model", POSE_LITE, "--sha256", POSE_LITE_SHA256, "--manifest", manifest],
+            &[
+                "--model",
+                POSE_LITE,
+                "--sha256",
+                POSE_LITE_SHA256,
+                "--manifest",
+                manifest,
+            ],
         )
         .initial_spec()
     };
@@ -996,7 +1017,11 @@ fn the_pose_manifest_runs_as_a_custom_model_and_bad_ones_are_refused() {
             text.replace(r##""#ff3d00""##, "orange"),
             "bad colour `orange`",
         ),
-        ("x.yaml", text.replace("  x: 0\n", "  x: 7\n"), "x is value 7"),
+        (
+            "x.yaml",
+            text.replace("  x: 0\n", "  x: 7\n"),
+            "x is value 7",
+        ),
     ] {
         let err = spec(&write(name, bad)).unwrap_err();
         assert!(matches!(err, FilterError::Manifest(_)), "{name}: {err}");

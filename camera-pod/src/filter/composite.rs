@@ -230,8 +230,7 @@ pub fn frame_to_tensor(frame: &VideoFrame, format: &TensorFormat, view: View, ou
         .map(|tx| taps(tx, view.x, view.width, format.width, frame.width, cw))
         .collect();
     for ty in 0..format.height {
-        let Some((ly, cy)) = taps(ty, view.y, view.height, format.height, frame.height, ch)
-        else {
+        let Some((ly, cy)) = taps(ty, view.y, view.height, format.height, frame.height, ch) else {
             continue;
         };
         for (tx, column) in (0..).zip(&columns) {

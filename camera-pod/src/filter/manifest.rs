@@ -473,7 +473,11 @@ impl LandmarkOutput {
                 self.values_per_point
             ));
         }
-        for (what, index) in [("x", Some(self.x)), ("y", Some(self.y)), ("visibility", self.visibility)] {
+        for (what, index) in [
+            ("x", Some(self.x)),
+            ("y", Some(self.y)),
+            ("visibility", self.visibility),
+        ] {
             if let Some(i) = index.filter(|&i| i >= self.values_per_point) {
                 return Err(format!(
                     "{what} is value {i} of each point, but a point has {} values (0..{})",
@@ -681,7 +685,10 @@ output:
         let OutputSpec::Landmarks(l) = &m.output else {
             panic!("{:?}", m.output)
         };
-        assert_eq!((l.count, l.values_per_point, l.visibility), (33, 5, Some(3)));
+        assert_eq!(
+            (l.count, l.values_per_point, l.visibility),
+            (33, 5, Some(3))
+        );
         assert_eq!(
             l.roi,
             Some(RoiSpec {
@@ -731,7 +738,10 @@ output:
         use serde_json::json;
         let cases = [
             (with("/output/x", json!(5)), "x is value 5 of each point"),
-            (with("/output/visibility", json!(9)), "visibility is value 9"),
+            (
+                with("/output/visibility", json!(9)),
+                "visibility is value 9",
+            ),
             (with("/output/y", json!(0)), "x and y are both value 0"),
             (with("/output/count", json!(0)), "landmarks count 0"),
             (with("/output/valuesPerPoint", json!(1)), "valuesPerPoint 1"),
@@ -761,14 +771,15 @@ output:
                 "parts opacity 101",
             ),
             (
-                with("/output/mask", serde_json::Value::Null).replace(
-                    r#""draw":"skeleton""#,
-                    r#""draw":{"parts":{"opacity":50}}"#,
-                ),
+                with("/output/mask", serde_json::Value::Null)
+                    .replace(r#""draw":"skeleton""#, r#""draw":{"parts":{"opacity":50}}"#),
                 "drawing `parts` needs a `mask` output",
             ),
             (with("/output/space", json!("metres")), "metres"),
-            (with("/output/roi/edge", json!(33)), "roi needs two different points"),
+            (
+                with("/output/roi/edge", json!(33)),
+                "roi needs two different points",
+            ),
             (with("/output/roi/scale", json!(0)), "roi needs"),
             (with("/output/name", serde_json::Value::Null), "name"),
             (with("/output/points", json!(3)), "points"),

@@ -217,9 +217,7 @@ impl FilterFactory {
         };
         let (bytes, manifest) = match spec {
             FilterSpec::Passthrough => {
-                return Err(FilterError::InvalidSpec(
-                    "passthrough runs no model".into(),
-                ));
+                return Err(FilterError::InvalidSpec("passthrough runs no model".into()));
             }
             FilterSpec::SelfieBlur { strength } => (
                 selfie()?,
@@ -230,10 +228,9 @@ impl FilterFactory {
             FilterSpec::SelfieReplace(Background::Color(c)) => {
                 (selfie()?, Manifest::selfie(MaskComposite::Color(*c)))
             }
-            FilterSpec::SelfieReplace(Background::Image(p)) => (
-                selfie()?,
-                Manifest::selfie(MaskComposite::Image(p.clone())),
-            ),
+            FilterSpec::SelfieReplace(Background::Image(p)) => {
+                (selfie()?, Manifest::selfie(MaskComposite::Image(p.clone())))
+            }
             FilterSpec::Style { style } => (
                 builtin(
                     "multistyle26 (built in)",
@@ -242,9 +239,7 @@ impl FilterFactory {
                 )?,
                 Manifest::style(*style),
             ),
-            FilterSpec::Pose { model } => {
-                (pose(*model)?, Manifest::pose(LandmarkDraw::Skeleton)?)
-            }
+            FilterSpec::Pose { model } => (pose(*model)?, Manifest::pose(LandmarkDraw::Skeleton)?),
             FilterSpec::BodyParts(parts) => (pose(parts.model)?, Manifest::pose(parts.draw())?),
             FilterSpec::Custom(custom) => {
                 let bytes = self.fetcher.load(&custom.model, &custom.sha256)?;
@@ -285,11 +280,7 @@ impl FilterFactory {
 }
 
 /// An embedded model's bytes, checked against its sha256.
-fn builtin(
-    label: &str,
-    bytes: &'static [u8],
-    sha256: &str,
-) -> Result<&'static [u8], FilterError> {
+fn builtin(label: &str, bytes: &'static [u8], sha256: &str) -> Result<&'static [u8], FilterError> {
     source::verify_sha256(label, bytes, sha256)?;
     Ok(bytes)
 }

@@ -66,9 +66,7 @@ pub enum FilterSpec {
 
 /// Which BlazePose landmark model `pose` and `body-parts` run: `lite` (the default: about twice
 /// as fast, see docs/benchmarks.md) or `full` (steadier points).
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum PoseModel {
     #[default]
@@ -609,7 +607,9 @@ mod tests {
         for name in FILTER_NAMES {
             let parsed = FilterSpec::with_defaults(name);
             assert!(
-                parsed.as_ref().map_or(name == "custom", |s| s.name() == name),
+                parsed
+                    .as_ref()
+                    .map_or(name == "custom", |s| s.name() == name),
                 "{name}: {parsed:?}"
             );
         }
