@@ -15,8 +15,9 @@
 //! One reconcile of a session (`controller/execute.rs`) reads, decides, then acts:
 //! 1. Gather: the status this operator knows ([`crate::status_memo`]: the one it wrote last until
 //!    the cache shows it, so a reconcile right after a write never acts on the older status); the
-//!    port (the one the allocator holds for it, else `status.udpPort`, else the least-used one,
-//!    [`crate::ports`]); the Secret
+//!    pod it applied moments ago that the cache does not show yet ([`crate::applied_pods`], so the
+//!    same pod is not applied twice); the port (the one the allocator holds for it, else
+//!    `status.udpPort`, else the least-used one, [`crate::ports`]); the Secret
 //!    `<session>-p2pcamera` (created once, by plain create, so a race never overwrites a token);
 //!    the pod `<session>-p2pcamera` from the cache.
 //! 2. Decide ([`decide`], pure): idle, crash loop and its backoff, create (pinned after a pinning
@@ -67,6 +68,7 @@ use p2pcamera_api::objects::{ANNOTATION_PORT, LABEL_SESSION, MANAGED_BY, managed
 use tokio::sync::{OnceCell, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::applied_pods::AppliedPods;
 use crate::caches;
 use crate::config::Config;
 use crate::crd::CameraSession;
@@ -127,6 +129,7 @@ struct Context {
     nodes: NodeAddressCache,
     retries: RetryBackoff<SessionKey>,
     statuses: StatusMemo,
+    applied_pods: AppliedPods,
     seeded: OnceCell<()>,
     last_poll: std::sync::Mutex<HashMap<SessionKey, Instant>>,
 }
@@ -338,6 +341,7 @@ async fn run_controller(
         nodes: NodeAddressCache::new(NODE_ADDRESS_TTL),
         retries: RetryBackoff::default(),
         statuses: StatusMemo::default(),
+        applied_pods: AppliedPods::default(),
         seeded: OnceCell::new(),
         last_poll: Default::default(),
     });
@@ -365,7 +369,7 @@ async fn run_controller(
     Ok(())
 }
 
-/// Forgets deleted sessions in the allocator, retry counts and metrics, and stale node
+/// Forgets deleted sessions in the allocator, retry counts, memos and metrics, and stale node
 /// addresses, every few seconds.
 async fn sweep(ctx: Arc<Context>) {
     // A cache that is not filled yet would make every session look deleted.
@@ -378,6 +382,7 @@ async fn sweep(ctx: Arc<Context>) {
         ctx.allocator.retain(|k| ctx.is_live(k));
         ctx.retries.retain(|k| ctx.is_live(k));
         ctx.statuses.retain(|k| ctx.is_live(k));
+        ctx.applied_pods.retain(|k| ctx.is_live(k));
         ctx.metrics.retain_sessions(|k| ctx.is_live(k));
         ctx.nodes.expire(Instant::now());
     }

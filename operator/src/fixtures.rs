@@ -114,6 +114,8 @@ pub trait PodFixture {
     fn failed(self, message: &str) -> Self;
     /// Being deleted.
     fn terminating(self) -> Self;
+    /// Created at `at`.
+    fn created(self, at: Timestamp) -> Self;
 }
 
 fn with_condition(
@@ -188,6 +190,11 @@ impl PodFixture for Pod {
         self.metadata.deletion_timestamp = Some(Time(ts(1)));
         self
     }
+
+    fn created(mut self, at: Timestamp) -> Self {
+        self.metadata.creation_timestamp = Some(Time(at));
+        self
+    }
 }
 
 /// The status the operator writes for the fixture session in `situation` at `at`, starting from
@@ -254,6 +261,7 @@ pub struct Snapshot {
     pub config: Config,
     pub prev: CameraSessionStatus,
     pub pod: Option<Pod>,
+    pub applied_pod: Option<String>,
     pub now: Timestamp,
     pub lookups: Lookups,
 }
@@ -266,6 +274,7 @@ impl Snapshot {
             config: config(),
             prev: CameraSessionStatus::default(),
             pod: None,
+            applied_pod: None,
             now: ts(1000),
             lookups: Lookups::default(),
         }
@@ -283,6 +292,12 @@ impl Snapshot {
 
     pub fn with_pod(mut self, pod: Pod) -> Self {
         self.pod = Some(pod);
+        self
+    }
+
+    /// The operator applied a pod with `hash` moments ago; the cache does not show it yet.
+    pub fn with_applied_pod(mut self, hash: &str) -> Self {
+        self.applied_pod = Some(hash.into());
         self
     }
 
@@ -320,6 +335,7 @@ impl Snapshot {
             prev: &self.prev,
             port: PORT,
             pod: self.pod.as_ref(),
+            applied_pod: self.applied_pod.as_deref(),
             now: self.now,
             lookups: self.lookups.clone(),
         }

@@ -9,15 +9,17 @@
 //!   turns what was observed into conditions and a phase, [`controller::decide`] decides what a
 //!   reconcile does ([`controller::decide::Plan`]), [`ports`] allocates ports.
 //! - The controller: [`controller`] runs the reconciles while this replica leads, reading from
-//!   the watch caches ([`caches`]) and executing the plans; [`status_memo`] bridges the lag
-//!   between its status writes and its cache, [`node_addresses`] remembers nodes' public
-//!   addresses, [`activity`] polls camera pods for a connected camera, [`metrics`] counts.
+//!   the watch caches ([`caches`]) and executing the plans; [`status_memo`] and [`applied_pods`]
+//!   bridge the lag between its own writes (status, pods) and its cache, [`node_addresses`]
+//!   remembers nodes' public addresses, [`activity`] polls camera pods for a connected camera,
+//!   [`metrics`] counts.
 //! - Runtime plumbing, nothing session-specific: [`runtime`] (Lease election, watch and retry
 //!   back-off, shutdown signal, admin server, logging).
 //! - The other services of the binary: [`router`] and [`acme`].
 
 pub mod acme;
 pub mod activity;
+pub mod applied_pods;
 pub mod caches;
 pub mod config;
 pub mod controller;

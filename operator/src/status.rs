@@ -589,6 +589,43 @@ pub fn next_status(
     next
 }
 
+/// How long a new pod's normal progress (waiting for the scheduler, then for its container) may
+/// stay out of a status that says nothing yet or that the pod is being created ([`settling`]).
+pub const STATUS_SETTLE: Duration = Duration::from_secs(10);
+
+/// The reasons of a bound pod that starts normally (no image pull or container error).
+const STARTING_NORMALLY: [&str; 3] = ["ContainerCreating", "PodInitializing", "ContainersNotReady"];
+
+/// Whether `status` is a step on the way to Ready that needs nobody's attention: waiting for the
+/// scheduler, or bound and starting normally.
+pub fn passing(status: &CameraSessionStatus) -> bool {
+    match (status.phase, status.reason.as_deref()) {
+        (Some(Phase::Scheduling), Some(reason)) => reason == REASON_WAITING_FOR_SCHEDULER,
+        (Some(Phase::Starting), Some(reason)) => STARTING_NORMALLY.contains(&reason),
+        _ => false,
+    }
+}
+
+/// How much longer the status `prev` stays instead of `next`, or `None` when `next` is written
+/// now. A new pod usually passes the scheduler and starts within seconds, and writing each step
+/// would cost a request per step and session; so while the session has no status yet or says its
+/// pod is being created (`Pending`), a [`passing`] step is written only once the pod, created at
+/// `pod_created`, is [`STATUS_SETTLE`] old. Ready, and anything that needs attention (no free
+/// GPU or port, an image that cannot be pulled, a crash), is written at once.
+pub fn settling(
+    prev: &CameraSessionStatus,
+    next: &CameraSessionStatus,
+    pod_created: Option<Timestamp>,
+    now: Timestamp,
+) -> Option<Duration> {
+    if !matches!(prev.phase, None | Some(Phase::Pending)) || !passing(next) {
+        return None;
+    }
+    let age = now.duration_since(pod_created?).as_secs_f64().max(0.0);
+    let left = STATUS_SETTLE.as_secs_f64() - age;
+    (left > 0.0).then(|| Duration::from_secs_f64(left))
+}
+
 /// A Kubernetes Event about a session.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionEvent {
@@ -601,11 +638,13 @@ pub struct SessionEvent {
 }
 
 /// The Event to publish when a session's status goes from `prev` to `next`, if any: one when it
-/// becomes Ready, Idle or Failed, and one when its pod starts waiting for something (a GPU, a
-/// port, a node) or moves to another port; each only when the phase or the reason changes, so a
-/// retry never publishes again. The steps on the way (Pending, WaitingForScheduler, Starting,
-/// Terminating) publish nothing: they pass in moments, and the pod's own Events (the scheduler's,
-/// the kubelet's) tell them in detail.
+/// becomes Idle (the operator removed its pod) or Failed, and one when its pod starts waiting for
+/// something (a GPU, a port, a node) or moves to another port; each only when the phase or the
+/// reason changes, so a retry never publishes again. The normal course publishes nothing: the
+/// steps on the way (Pending, WaitingForScheduler, Starting, Terminating) pass in moments and the
+/// pod's own Events (the scheduler's, the kubelet's) tell them in detail, and becoming Ready is
+/// recorded in the status (`phase`, the `PodReady` condition's `lastTransitionTime`), as a
+/// Deployment records its pods becoming ready without an Event.
 pub fn event(prev: &CameraSessionStatus, next: &CameraSessionStatus) -> Option<SessionEvent> {
     let phase = next.phase?;
     if (prev.phase, &prev.reason) == (next.phase, &next.reason) {
@@ -613,7 +652,7 @@ pub fn event(prev: &CameraSessionStatus, next: &CameraSessionStatus) -> Option<S
     }
     let reason = next.reason.as_deref();
     let warning = match (phase, reason) {
-        (Phase::Ready | Phase::Idle, _) => false,
+        (Phase::Idle, _) => false,
         (Phase::Failed, _) => true,
         (Phase::Scheduling, Some(REASON_PORT_CONFLICT)) => false,
         (Phase::Scheduling, Some(reason)) if WAITING_REASONS.contains(&reason) => true,
@@ -759,7 +798,7 @@ mod tests {
     }
 
     #[test]
-    fn events_for_ready_idle_failed_and_waiting_once_per_change() {
+    fn events_for_idle_failed_and_waiting_once_per_change_none_for_ready() {
         let status = |phase, reason: Option<&str>| CameraSessionStatus {
             phase: Some(phase),
             reason: reason.map(Into::into),
@@ -781,7 +820,7 @@ mod tests {
         assert_eq!(published(&scheduling, &starting), None);
         let replacing = status(Phase::Terminating, Some("PodReplaced"));
         assert_eq!(published(&ready, &replacing), None);
-        assert_eq!(published(&starting, &ready), Some((false, "Ready".into())));
+        assert_eq!(published(&starting, &ready), None, "the status records it");
         assert_eq!(published(&ready, &ready), None, "no change, no event");
         assert_eq!(
             published(&scheduling, &no_gpu),
@@ -809,8 +848,59 @@ mod tests {
             Some((false, REASON_IDLE_TIMEOUT.into()))
         );
         assert_eq!(
-            event(&starting, &ready).unwrap().note.as_deref(),
+            event(&scheduling, &no_gpu).unwrap().note.as_deref(),
             Some("why")
+        );
+    }
+
+    #[test]
+    fn a_new_pods_normal_progress_waits_to_be_written_until_it_settles() {
+        let status = |phase, reason: Option<&str>| CameraSessionStatus {
+            phase: Some(phase),
+            reason: reason.map(Into::into),
+            ..CameraSessionStatus::default()
+        };
+        let none = CameraSessionStatus::default();
+        let pending = status(Phase::Pending, Some("PodNotCreated"));
+        let scheduling = status(Phase::Scheduling, Some(REASON_WAITING_FOR_SCHEDULER));
+        let starting = status(Phase::Starting, Some("ContainerCreating"));
+        let pull_error = status(Phase::Starting, Some("ImagePullBackOff"));
+        let no_gpu = status(Phase::Scheduling, Some(REASON_NO_FREE_GPU));
+        let ready = status(Phase::Ready, None);
+        let created = ts(100);
+        let settle = STATUS_SETTLE.as_secs() as i64;
+        for prev in [&none, &pending] {
+            for next in [&scheduling, &starting] {
+                assert_eq!(
+                    settling(prev, next, Some(created), ts(104)),
+                    Some(STATUS_SETTLE - Duration::from_secs(4)),
+                    "{prev:?} -> {next:?}"
+                );
+                assert_eq!(
+                    settling(prev, next, Some(created), ts(100 + settle)),
+                    None,
+                    "settled"
+                );
+            }
+            for next in [&pull_error, &no_gpu, &ready] {
+                assert_eq!(
+                    settling(prev, next, Some(created), ts(101)),
+                    None,
+                    "{next:?}"
+                );
+            }
+        }
+        // Once the session said where its pod stands, every change is written.
+        assert_eq!(settling(&no_gpu, &starting, Some(created), ts(101)), None);
+        assert_eq!(settling(&ready, &scheduling, Some(created), ts(101)), None);
+        assert_eq!(
+            settling(&scheduling, &starting, Some(created), ts(101)),
+            None
+        );
+        assert_eq!(
+            settling(&none, &scheduling, None, ts(101)),
+            None,
+            "age unknown"
         );
     }
 

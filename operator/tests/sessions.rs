@@ -143,8 +143,6 @@ async fn session_becomes_a_ready_gpu_pod_with_its_own_port_and_token() {
         v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some(child_name("cam").as_str())
     });
     assert!(mounted, "token secret not mounted into the pod");
-
-    env.wait_event("cam", "Normal", "Ready").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,7 +18,9 @@
 //!    the crash backoff.
 //! 3. Within the crash backoff while the crashed pod is going away or gone: stay Failed until the
 //!    backoff ends.
-//! 4. No pod: apply the desired one (field manager [`p2pcamera_api::objects::FIELD_MANAGER`]).
+//! 4. No pod: apply the desired one (field manager [`p2pcamera_api::objects::FIELD_MANAGER`]),
+//!    unless this operator applied the same pod moments ago and its cache does not show it yet
+//!    ([`Observed::applied_pod`]; then look again when that memory ends, if no pod event came).
 //!    A new session's first status waits for its pod: the status written now would only say
 //!    "creating the pod", and the pod's watch event brings the next reconcile within moments
 //!    (its port is recorded on the pod, `p2pcamera.io/port`).
@@ -41,7 +43,11 @@
 //! 8. A ready pod with `idleTimeout`: its activity is polled ([`Lookup::Activity`], at most every
 //!    `--idle-poll-interval`); idle too long -> delete it, phase Idle (the Secret and port stay).
 //! 9. Otherwise the pod runs: status from its observation; a ready pod with `idleTimeout` is
-//!    looked at again after the poll interval, any other after [`RESYNC`].
+//!    looked at again after the poll interval, any other after [`RESYNC`]. A new pod's normal
+//!    progress (waiting for the scheduler, starting) is not written over a status that says
+//!    nothing yet or `Pending` until the pod is [`status::STATUS_SETTLE`] old
+//!    ([`status::settling`]; looked at again then): most sessions go from no status to Ready in
+//!    one write.
 
 use std::time::Duration;
 
@@ -50,6 +56,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 
+use crate::applied_pods::APPLIED_POD_MEMORY;
 use crate::config::{Config, PublicIpSource, parse_duration};
 use crate::crd::{CameraSession, CameraSessionStatus, Phase};
 use crate::desired::{self, BuildError, Placement};
@@ -84,6 +91,9 @@ pub struct Observed<'a> {
     pub port: u16,
     /// The session's pod, as cached.
     pub pod: Option<&'a Pod>,
+    /// The `p2pcamera.io/pod-hash` of the pod this operator applied for the session moments ago
+    /// and the cache does not show yet ([`crate::applied_pods`]).
+    pub applied_pod: Option<&'a str>,
     /// The time of the reconcile.
     pub now: Timestamp,
     /// The answers to the lookups [`decide`] asked for so far.
@@ -385,14 +395,13 @@ impl Observed<'_> {
             None => None,
         };
         let desired = desired::build_pod(self.session, self.port, self.config, pin.as_ref())?;
-        let apply = PodChange::Apply(Box::new(desired));
-        let mut plan = self.plan_for(
-            apply,
-            &Situation::NoPod,
-            None,
-            None,
-            Action::requeue(RESYNC),
-        );
+        let (change, then) = if self.applied_pod.is_some() && self.applied_pod == pod_hash(&desired)
+        {
+            (PodChange::Keep, Action::requeue(APPLIED_POD_MEMORY))
+        } else {
+            (PodChange::Apply(Box::new(desired)), Action::requeue(RESYNC))
+        };
+        let mut plan = self.plan_for(change, &Situation::NoPod, None, None, then);
         if *prev == CameraSessionStatus::default() {
             plan.status = CameraSessionStatus::default();
         }
@@ -424,11 +433,10 @@ impl Observed<'_> {
             }
         });
         let wanted = desired::build_pod(session, port, config, placement.as_ref())?;
-        let current_hash = desired::pod_annotation(pod, ANNOTATION_POD_HASH);
-        if current_hash != desired::pod_annotation(&wanted, ANNOTATION_POD_HASH) {
+        let current_hash = pod_hash(pod);
+        if current_hash != pod_hash(&wanted) {
             let unpinned = desired::build_pod(session, port, config, None)?;
-            let pinning = placement.is_some()
-                && current_hash == desired::pod_annotation(&unpinned, ANNOTATION_POD_HASH);
+            let pinning = placement.is_some() && current_hash == pod_hash(&unpinned);
             // Only a pinning replacement records the node's address, for the next pod.
             let pin_address = public_address.as_deref().filter(|_| pinning);
             let delete = delete(pod, DeleteReason::Replace { pinning });
@@ -535,8 +543,18 @@ impl Observed<'_> {
         if bound_node.is_some() {
             plan.port_wait = PortWait::Over;
         }
+        let created = pod.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        if let Some(left) = status::settling(self.prev, &plan.status, created, self.now) {
+            plan.status = self.prev.clone();
+            plan.then = Action::requeue(left);
+        }
         Ok(plan)
     }
+}
+
+/// The pod's `p2pcamera.io/pod-hash`.
+pub fn pod_hash(pod: &Pod) -> Option<&str> {
+    desired::pod_annotation(pod, ANNOTATION_POD_HASH)
 }
 
 fn delete(pod: &Pod, reason: DeleteReason) -> PodChange {
@@ -625,6 +643,25 @@ mod tests {
         assert_eq!(plan.status.phase, Some(Phase::Pending));
         assert_eq!(plan.status.udp_port, Some(PORT));
         assert_eq!(plan.status.observed_generation, Some(1));
+    }
+
+    #[test]
+    fn a_pod_applied_moments_ago_is_not_applied_again_before_the_cache_shows_it() {
+        let new = Snapshot::new(session(json!({})));
+        let first = new.plan();
+        let hash = pod_hash(applied(&first)).unwrap().to_owned();
+        let again = new.clone().with_applied_pod(&hash).plan();
+        assert_eq!(again.pod, PodChange::Keep);
+        assert_eq!(again.status, first.status);
+        assert_eq!(
+            again.then,
+            Action::requeue(APPLIED_POD_MEMORY),
+            "looks again"
+        );
+        // A pod that is not the one applied (the spec changed meanwhile) is applied.
+        let changed = Snapshot::new(session(json!({"filter": {"name": "passthrough"}})))
+            .with_applied_pod(&hash);
+        assert!(matches!(changed.plan().pod, PodChange::Apply(_)));
     }
 
     #[test]
@@ -1068,6 +1105,40 @@ mod tests {
             plan.status.message.as_deref(),
             Some("0/2 nodes are available: 2 Insufficient nvidia.com/gpu.")
         );
+    }
+
+    #[test]
+    fn a_new_pods_normal_progress_is_written_only_once_it_takes_a_while() {
+        let new = || camera_pod(&session(json!({})), None).created(ts(1000));
+        let waiting = Snapshot::new(session(json!({})))
+            .with_pod(new())
+            .at(ts(1003));
+        let plan = waiting.plan();
+        assert_eq!(plan.status, CameraSessionStatus::default(), "nothing yet");
+        assert_eq!(
+            plan.then,
+            Action::requeue(status::STATUS_SETTLE - Duration::from_secs(3))
+        );
+        let starting = Snapshot::new(session(json!({})))
+            .with_pod(new().bound(NODE, HOST_IP))
+            .with_node_address(NODE, Some(HOST_IP))
+            .at(ts(1003));
+        assert_eq!(starting.plan().status, CameraSessionStatus::default());
+        assert_eq!(starting.plan().port_wait, PortWait::Over);
+        // Taking a while: where the pod stands is written.
+        let late = waiting.at(ts(1000) + status::STATUS_SETTLE);
+        assert_eq!(late.plan().status.phase, Some(Phase::Scheduling));
+        // Ready and waiting for a GPU are written at once.
+        let ready = starting
+            .clone()
+            .with_pod(new().bound(NODE, HOST_IP).ready());
+        assert_eq!(ready.plan().status.phase, Some(Phase::Ready));
+        let no_gpu = Snapshot::new(session(json!({})))
+            .with_pod(
+                new().unschedulable("0/2 nodes are available: 2 Insufficient nvidia.com/gpu."),
+            )
+            .at(ts(1001));
+        assert_eq!(no_gpu.plan().status.phase, Some(Phase::Scheduling));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! out its [`Plan`]. Every branch is in [`decide`]; what is left here is I/O in a fixed order.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::jiff::Timestamp;
@@ -46,6 +47,7 @@ pub(super) async fn reconcile(session: &CameraSession, ctx: &Context) -> Result<
     let pod = ctx
         .pods
         .get(&ObjectRef::new(&child_name(&name)).within(&ns));
+    let applied_pod = ctx.applied_pods.unseen(&key, pod.is_some(), Instant::now());
     tracing::debug!(namespace = %ns, name = %name, pod = ?pod.as_deref().map(status::observe_pod), "reconciling session");
     let mut observed = Observed {
         session,
@@ -53,6 +55,7 @@ pub(super) async fn reconcile(session: &CameraSession, ctx: &Context) -> Result<
         prev: &prev,
         port,
         pod: pod.as_deref(),
+        applied_pod: applied_pod.as_deref(),
         now: Timestamp::now(),
         lookups: Lookups::default(),
     };
@@ -148,7 +151,12 @@ async fn change_pod(
                 .patch(&pod.name_any(), &params, &Patch::Apply(pod.as_ref()))
                 .await
             {
-                Ok(_) => Ok(plan),
+                Ok(_) => {
+                    if let Some(hash) = decide::pod_hash(pod) {
+                        ctx.applied_pods.applied(key, hash, Instant::now());
+                    }
+                    Ok(plan)
+                }
                 Err(kube::Error::Api(status)) if status.code == 422 => {
                     tracing::warn!(namespace = %key.namespace, name = %key.name, message = %status.message, "pod rejected as invalid; waiting for a spec change");
                     Ok(decide::rejected(observed, status.message))
