@@ -353,6 +353,52 @@ async fn filter_switches_over_http_may_not_name_pod_files() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_filter_parameters_out_of_range_are_refused_before_anything_is_built() {
+    let built = Arc::new(std::sync::Mutex::new(Vec::<FilterSpec>::new()));
+    let builder: FilterBuilder = {
+        let built = built.clone();
+        Box::new(
+            move |spec: &FilterSpec| -> Result<Box<dyn Filter>, FilterError> {
+                built.lock().unwrap().push(spec.clone());
+                Ok(Box::new(Passthrough))
+            },
+        )
+    };
+    let state = state_with(None, builder).await;
+    for (spec, names) in [
+        (r#"{"filter":"pose","model":"huge"}"#, "huge"),
+        (r#"{"filter":"body-parts","opacity":101}"#, "101"),
+        (r#"{"filter":"body-parts","opacity":-1}"#, "opacity -1"),
+        (r#"{"filter":"body-parts","color":"black"}"#, "black"),
+    ] {
+        let reply = call(
+            &state,
+            post("/filter", None, "application/json", spec.to_owned()),
+        )
+        .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{spec}: {}",
+            reply.json
+        );
+        assert_eq!(
+            reply.json["error"]["code"], "invalid_filter",
+            "{}",
+            reply.json
+        );
+        let message = reply.json["error"]["message"].as_str().unwrap();
+        assert!(message.contains(names), "{spec}: {message}");
+    }
+    assert_eq!(
+        built.lock().unwrap().len(),
+        1,
+        "only the initial filter was built"
+    );
+    assert_healthy(&state).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_camera_is_refused_but_the_same_client_replaces_itself() {
     common::install_crypto();
     // On the one UDP port a pod has: the replaced connection must give it up for the new one.

@@ -153,7 +153,7 @@ impl FilterArgs {
                 model: self.pose_model.unwrap_or(parts.model),
                 opacity: self
                     .parts_opacity
-                    .map_or(Ok(parts.opacity), spec::parts_opacity)?,
+                    .map_or(Ok(parts.opacity), |o| spec::parts_opacity(i64::from(o)))?,
                 background: match &self.background_color {
                     Some(c) => Some(c.parse()?),
                     None => parts.background,

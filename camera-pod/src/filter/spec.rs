@@ -305,8 +305,8 @@ pub fn blur_strength(strength: u32) -> Result<u8, FilterError> {
         })
 }
 
-/// Checks a body-parts opacity.
-pub fn parts_opacity(opacity: u32) -> Result<u8, FilterError> {
+/// Checks a body-parts opacity (signed, so a negative one from JSON gets this message too).
+pub fn parts_opacity(opacity: i64) -> Result<u8, FilterError> {
     u8::try_from(opacity)
         .ok()
         .filter(|o| *o <= 100)
@@ -344,7 +344,7 @@ enum SpecWire {
         #[serde(default)]
         model: PoseModel,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        opacity: Option<u32>,
+        opacity: Option<i64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         color: Option<String>,
     },
@@ -426,7 +426,7 @@ impl From<FilterSpec> for SpecWire {
             FilterSpec::Pose { model } => SpecWire::Pose { model },
             FilterSpec::BodyParts(p) => SpecWire::BodyParts {
                 model: p.model,
-                opacity: Some(u32::from(p.opacity)),
+                opacity: Some(i64::from(p.opacity)),
                 color: p.background.map(|c| c.to_string()),
             },
             FilterSpec::Custom(c) => SpecWire::Custom {
