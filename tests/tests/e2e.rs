@@ -975,10 +975,11 @@ async fn api_server_restart_loses_no_session_and_operator_and_router_recover() {
     // The operator's watches are back as soon as the router's: the restarted API server's 410
     // for their old resource versions makes them list again at once, with no back-off added.
     // With that, the pod appears 0.05 to 0.17 s after the apply; a watch waiting out its
-    // back-off took 3.5 to 17 s. 2 s leaves room for a loaded machine and none for a back-off.
+    // back-off took 3.5 to 17 s. One fresh-clone run on the loaded 2-core machine took 2.46 s, so
+    // the bound is 3 s: below every back-off run measured, above what load alone has shown.
     let pod_created = second_start.pod_created.expect("the new session got a pod");
     assert!(
-        pod_created < 2.0,
+        pod_created < 3.0,
         "the operator created the new session's pod {pod_created:.2}s after it was applied: its watches were late"
     );
     let token = system.token("second").await;
