@@ -50,11 +50,16 @@ pub enum ErrorCode {
     PodUnreachable,
     /// The camera pod did not answer in time (router).
     PodTimeout,
+    /// The model URL or digest is not on the administrator's allow-list.
+    ModelNotAllowed,
+    /// The session's recorded pod endpoint is not one the router may call (not
+    /// `https://<node address>:<port in range>`); the router makes no request (router).
+    EndpointRejected,
 }
 
 impl ErrorCode {
     /// Every code, for exhaustive tests and documentation.
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::BadBody,
         ErrorCode::UnsupportedContentType,
         ErrorCode::InvalidJson,
@@ -76,6 +81,8 @@ impl ErrorCode {
         ErrorCode::Internal,
         ErrorCode::PodUnreachable,
         ErrorCode::PodTimeout,
+        ErrorCode::ModelNotAllowed,
+        ErrorCode::EndpointRejected,
     ];
 
     /// The wire name, e.g. `"camera_busy"`.
@@ -102,6 +109,8 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::PodUnreachable => "pod_unreachable",
             ErrorCode::PodTimeout => "pod_timeout",
+            ErrorCode::ModelNotAllowed => "model_not_allowed",
+            ErrorCode::EndpointRejected => "endpoint_rejected",
         }
     }
 
@@ -116,14 +125,14 @@ impl ErrorCode {
             | ErrorCode::NoVideo
             | ErrorCode::InvalidSession => 400,
             ErrorCode::MissingToken => 401,
-            ErrorCode::WrongToken => 403,
+            ErrorCode::WrongToken | ErrorCode::ModelNotAllowed => 403,
             ErrorCode::SessionNotFound => 404,
             ErrorCode::CameraBusy => 409,
             ErrorCode::TooLarge => 413,
             ErrorCode::UnsupportedCodec | ErrorCode::InvalidFilter => 422,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
-            ErrorCode::PodUnreachable => 502,
+            ErrorCode::PodUnreachable | ErrorCode::EndpointRejected => 502,
             ErrorCode::NotReady | ErrorCode::MediaPortUnavailable | ErrorCode::SessionNotReady => {
                 503
             }
@@ -166,7 +175,9 @@ impl ErrorCode {
             | ErrorCode::SessionNotFound
             | ErrorCode::RateLimited
             | ErrorCode::Internal
-            | ErrorCode::PodUnreachable => ErrorCode::PodUnreachable,
+            | ErrorCode::PodUnreachable
+            | ErrorCode::EndpointRejected
+            | ErrorCode::ModelNotAllowed => ErrorCode::PodUnreachable,
         }
     }
 }

@@ -226,7 +226,9 @@ mod tests {
             // The router's credential, the pod's insides or a code no pod answers: the pod is
             // broken from the browser's view, and nothing in its message is the browser's business.
             InvalidSession | MissingToken | WrongToken | SessionNotFound | RateLimited
-            | Internal | PodUnreachable => (502, PodUnreachable, Routers, None),
+            | Internal | PodUnreachable | EndpointRejected | ModelNotAllowed => {
+                (502, PodUnreachable, Routers, None)
+            }
         }
     }
 
