@@ -21,6 +21,7 @@ pub mod pebble;
 pub mod pki;
 mod ports;
 mod process;
+pub mod properties;
 mod wait;
 
 use std::path::PathBuf;
