@@ -51,7 +51,9 @@ build:
 
 ## Regenerates crds/ from the Rust types.
 crd:
-	cargo run --quiet --bin operator -- crd > crds/camerasessions.p2pcamera.io.yaml
+	cargo run --quiet --bin operator -- crd --kind camera-session > crds/camerasessions.p2pcamera.io.yaml
+	cargo run --quiet --bin operator -- crd --kind camera-class > crds/cameraclasses.p2pcamera.io.yaml
+	cp crds/*.yaml charts/p2pcamera/crds/
 
 bench: prereqs-test
 	bench/run.sh

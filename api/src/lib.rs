@@ -4,6 +4,7 @@
 //!   reply, `/status`) and their size limits.
 //! - [`error`]: the error body and the one [`error::ErrorCode`] enum both servers answer with,
 //!   each code with its HTTP status, and what the router makes of a code a pod answered.
+//! - [`model_policy`]: which models may be loaded by URL (the administrator's allow-list).
 //! - [`pod_env`]: the environment variables that configure camera-pod (the operator sets them).
 //! - [`objects`]: labels, annotations, Secret keys and object names the operator writes and the
 //!   router reads.
@@ -12,6 +13,7 @@
 //! No Kubernetes, HTTP-framework or WebRTC dependency: both binaries and the tests use it.
 
 pub mod error;
+pub mod model_policy;
 pub mod objects;
 pub mod pod_env;
 pub mod session;
@@ -20,4 +22,5 @@ pub mod shutdown;
 pub mod wire;
 
 pub use error::{ErrorBody, ErrorCode};
+pub use model_policy::ModelPolicy;
 pub use session::SessionKey;

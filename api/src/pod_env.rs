@@ -36,3 +36,21 @@ pub const ONNXRUNTIME_LIB: &str = "P2PCAMERA_ONNXRUNTIME_LIB";
 pub const EXECUTION_PROVIDER: &str = "P2PCAMERA_EXECUTION_PROVIDER";
 pub const INTRA_OP_THREADS: &str = "P2PCAMERA_INTRA_OP_THREADS";
 pub const DEDICATED_MACHINE: &str = "P2PCAMERA_DEDICATED_MACHINE";
+pub const MODEL_ALLOWED_HOSTS: &str = "P2PCAMERA_MODEL_ALLOWED_HOSTS";
+pub const MODEL_ALLOWED_DIGESTS: &str = "P2PCAMERA_MODEL_ALLOWED_DIGESTS";
+pub const MODEL_MAX_BYTES: &str = "P2PCAMERA_MODEL_MAX_BYTES";
+pub const MODEL_DOWNLOAD_TIMEOUT: &str = "P2PCAMERA_MODEL_DOWNLOAD_TIMEOUT";
+/// Largest decoded camera picture, width in pixels.
+pub const MAX_DECODE_WIDTH: &str = "P2PCAMERA_MAX_DECODE_WIDTH";
+/// Largest decoded camera picture, height in pixels.
+pub const MAX_DECODE_HEIGHT: &str = "P2PCAMERA_MAX_DECODE_HEIGHT";
+/// Separate plain-HTTP listener of `/metrics`.
+pub const METRICS_LISTEN: &str = "P2PCAMERA_METRICS_LISTEN";
+/// Most seconds from the answer until the camera's peer connection is connected.
+pub const CONNECT_DEADLINE: &str = "P2PCAMERA_CONNECT_DEADLINE";
+/// Serve without a bearer token although listening off loopback (loud warnings).
+pub const INSECURE_NO_TOKEN: &str = "P2PCAMERA_INSECURE_NO_TOKEN";
+/// Seconds an HTTP client has to send a request's headers, and again its body.
+pub const REQUEST_TIMEOUT: &str = "P2PCAMERA_REQUEST_TIMEOUT";
+/// Most HTTP connections served at once, per listener.
+pub const MAX_CONNECTIONS: &str = "P2PCAMERA_MAX_CONNECTIONS";

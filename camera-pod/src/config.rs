@@ -5,11 +5,12 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use p2pcamera_api::pod_env;
 
-use crate::codec::CodecKind;
+use crate::codec::{CodecKind, DecodeSizeCap};
 use crate::media::limits::{BitrateBounds, PictureLimits};
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +27,22 @@ pub enum ConfigError {
     EmptyTokenFile(PathBuf),
     #[error("--min-bitrate ({min}) must not exceed --max-bitrate ({max})")]
     BitrateBounds { min: u32, max: u32 },
+    #[error(
+        "camera-pod listens on {0}, not a loopback address, without a bearer token: give it --token or \
+         --token-file, or --insecure-no-token to let anyone who reaches the port connect a camera"
+    )]
+    TokenRequired(SocketAddr),
+}
+
+/// How the signaling server is protected, given its address and the token flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenPolicy {
+    /// Every offer, filter change and status request must carry the token.
+    Token,
+    /// No token on a loopback address: only this machine can reach the server (laptop demo).
+    LoopbackWithoutToken,
+    /// No token off loopback, because `--insecure-no-token` says so: warned about loudly.
+    InsecureWithoutToken,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -133,6 +150,57 @@ pub struct Args {
     #[arg(long, env = pod_env::TERMINATION_LOG, default_value = "/dev/termination-log")]
     pub termination_log: PathBuf,
 
+    /// Serve without a bearer token although --listen is not a loopback address: anyone who can
+    /// reach the port may connect a camera. Logged as a warning at start and on every offer.
+    #[arg(long, env = pod_env::INSECURE_NO_TOKEN)]
+    pub insecure_no_token: bool,
+
+    /// Address of a plain-HTTP listener that serves /metrics only. When set, /metrics is served
+    /// there and not on --listen; when unset, --listen serves /metrics only if it is a loopback
+    /// address.
+    #[arg(long, env = pod_env::METRICS_LISTEN)]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Seconds an HTTP client has to send a request's headers, and again its body (and a TLS
+    /// client its handshake); a client still sending after that is disconnected.
+    #[arg(long, env = pod_env::REQUEST_TIMEOUT, default_value = "10", value_parser = parse_seconds)]
+    pub request_timeout: Duration,
+
+    /// Most HTTP connections served at once, per listener; further connections are closed at
+    /// once (counted in p2pcamera_pod_http_connections_refused_total).
+    #[arg(
+        long,
+        env = pod_env::MAX_CONNECTIONS,
+        default_value_t = 256,
+        value_parser = clap::value_parser!(u32).range(1..=65_536)
+    )]
+    pub max_connections: u32,
+
+    /// Seconds from the answer until the camera's peer connection must be connected (ICE and
+    /// DTLS); a peer that is not by then is closed and the camera is free for the next offer.
+    #[arg(long, env = pod_env::CONNECT_DEADLINE, default_value = "10", value_parser = parse_seconds)]
+    pub connect_deadline: Duration,
+
+    /// Widest camera picture decoded; larger pictures are dropped undecoded (counted in
+    /// p2pcamera_pod_frames_over_max_decode_size_total). A portrait picture is checked against
+    /// the limits turned by 90 degrees.
+    #[arg(
+        long,
+        env = pod_env::MAX_DECODE_WIDTH,
+        default_value_t = DecodeSizeCap::DEFAULT.width,
+        value_parser = clap::value_parser!(u32).range(2..=i64::from(DecodeSizeCap::LARGEST.width))
+    )]
+    pub max_decode_width: u32,
+
+    /// Tallest camera picture decoded (see --max-decode-width).
+    #[arg(
+        long,
+        env = pod_env::MAX_DECODE_HEIGHT,
+        default_value_t = DecodeSizeCap::DEFAULT.height,
+        value_parser = clap::value_parser!(u32).range(2..=i64::from(DecodeSizeCap::LARGEST.height))
+    )]
+    pub max_decode_height: u32,
+
     #[command(flatten)]
     pub filter: crate::filter::FilterArgs,
 }
@@ -149,7 +217,36 @@ impl Args {
                 max: self.max_bitrate,
             });
         }
+        self.token_policy(self.listen)?;
         Ok(())
+    }
+
+    /// How a server listening on `listen` is protected: a token is required off loopback unless
+    /// `--insecure-no-token` is given.
+    pub fn token_policy(&self, listen: SocketAddr) -> Result<TokenPolicy, ConfigError> {
+        if self.token.is_some() || self.token_file.is_some() {
+            Ok(TokenPolicy::Token)
+        } else if listen.ip().is_loopback() {
+            Ok(TokenPolicy::LoopbackWithoutToken)
+        } else if self.insecure_no_token {
+            Ok(TokenPolicy::InsecureWithoutToken)
+        } else {
+            Err(ConfigError::TokenRequired(listen))
+        }
+    }
+
+    /// Whether the signaling server on `listen` serves /metrics: only without --metrics-listen,
+    /// and only on a loopback address.
+    pub fn metrics_on_signaling_listener(&self, listen: SocketAddr) -> bool {
+        self.metrics_listen.is_none() && listen.ip().is_loopback()
+    }
+
+    /// The largest camera picture decoded: --max-decode-width x --max-decode-height.
+    pub fn decode_size_cap(&self) -> DecodeSizeCap {
+        DecodeSizeCap {
+            width: self.max_decode_width,
+            height: self.max_decode_height,
+        }
     }
 
     /// The configured bearer token, from --token or --token-file.
@@ -195,6 +292,20 @@ impl Args {
             start: self.start_bitrate.clamp(self.min_bitrate, self.max_bitrate),
         }
     }
+}
+
+/// A positive number of seconds (fractions allowed), at most an hour.
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if !(seconds > 0.0 && seconds <= 3600.0) {
+        return Err(format!(
+            "{seconds} s is out of range: give more than 0 and at most 3600"
+        ));
+    }
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 /// A codec name as `--codecs` takes it (case does not matter).
@@ -318,6 +429,87 @@ mod tests {
         assert!(parse(&["--max-fps", "0"]).is_err());
         assert!(parse(&["--max-width", "1"]).is_err());
         assert!(parse(&["--max-height", "-5"]).is_err());
+    }
+
+    #[test]
+    fn a_token_is_required_off_loopback_unless_insecure_is_asked_for() {
+        let args = parse(&["--listen", "0.0.0.0:7860"]).unwrap();
+        let err = args.validate().unwrap_err();
+        assert!(matches!(err, ConfigError::TokenRequired(_)), "{err}");
+        assert!(
+            err.to_string().contains("--insecure-no-token"),
+            "the error names the way out: {err}"
+        );
+        let pod_ip: SocketAddr = "10.1.2.3:7860".parse().unwrap();
+        assert!(matches!(
+            args.token_policy(pod_ip),
+            Err(ConfigError::TokenRequired(addr)) if addr == pod_ip
+        ));
+        let with_token = parse(&["--listen", "0.0.0.0:7860", "--token", "t"]).unwrap();
+        with_token.validate().unwrap();
+        assert_eq!(with_token.token_policy(pod_ip).unwrap(), TokenPolicy::Token);
+        let with_file = parse(&["--listen", "[::]:7860", "--token-file", "/t"]).unwrap();
+        with_file.validate().unwrap();
+        let insecure = parse(&["--listen", "0.0.0.0:7860", "--insecure-no-token"]).unwrap();
+        insecure.validate().unwrap();
+        assert_eq!(
+            insecure.token_policy(pod_ip).unwrap(),
+            TokenPolicy::InsecureWithoutToken
+        );
+        let laptop = parse(&[]).unwrap();
+        laptop.validate().unwrap();
+        assert_eq!(
+            laptop.token_policy("[::1]:7860".parse().unwrap()).unwrap(),
+            TokenPolicy::LoopbackWithoutToken
+        );
+    }
+
+    #[test]
+    fn metrics_leave_the_signaling_listener_off_loopback_or_with_their_own() {
+        let loopback: SocketAddr = "127.0.0.1:7860".parse().unwrap();
+        let pod_ip: SocketAddr = "10.1.2.3:7860".parse().unwrap();
+        let defaults = parse(&[]).unwrap();
+        assert!(defaults.metrics_on_signaling_listener(loopback));
+        assert!(!defaults.metrics_on_signaling_listener(pod_ip));
+        let separate = parse(&["--metrics-listen", "0.0.0.0:9090"]).unwrap();
+        assert_eq!(
+            separate.metrics_listen,
+            Some("0.0.0.0:9090".parse().unwrap())
+        );
+        assert!(!separate.metrics_on_signaling_listener(loopback));
+        assert!(!separate.metrics_on_signaling_listener(pod_ip));
+        assert!(parse(&["--metrics-listen", "9090"]).is_err());
+    }
+
+    #[test]
+    fn decode_cap_defaults_to_1080p_and_allows_up_to_4k() {
+        let defaults = parse(&[]).unwrap();
+        assert_eq!(defaults.decode_size_cap(), DecodeSizeCap::DEFAULT);
+        assert_eq!(
+            (DecodeSizeCap::DEFAULT.width, DecodeSizeCap::DEFAULT.height),
+            (1920, 1080)
+        );
+        // What the operator writes from a session's class: decimal integers.
+        let args = parse(&["--max-decode-width", "3840", "--max-decode-height", "2160"]).unwrap();
+        assert_eq!(args.decode_size_cap(), DecodeSizeCap::LARGEST);
+        assert!(parse(&["--max-decode-width", "3841"]).is_err());
+        assert!(parse(&["--max-decode-height", "2161"]).is_err());
+        assert!(parse(&["--max-decode-width", "0"]).is_err());
+    }
+
+    #[test]
+    fn deadlines_and_connection_caps_have_safe_defaults_and_bounds() {
+        let defaults = parse(&[]).unwrap();
+        assert_eq!(defaults.connect_deadline, Duration::from_secs(10));
+        assert_eq!(defaults.request_timeout, Duration::from_secs(10));
+        assert_eq!(defaults.max_connections, 256);
+        let args = parse(&["--connect-deadline", "0.5", "--request-timeout", "2"]).unwrap();
+        assert_eq!(args.connect_deadline, Duration::from_millis(500));
+        assert_eq!(args.request_timeout, Duration::from_secs(2));
+        for bad in ["0", "-1", "nan", "inf", "3601", "ten"] {
+            assert!(parse(&["--connect-deadline", bad]).is_err(), "{bad}");
+        }
+        assert!(parse(&["--max-connections", "0"]).is_err());
     }
 
     #[test]

@@ -41,6 +41,18 @@ pub struct Metrics {
     pub rtp_packets_recovered: Counter,
     /// Camera RTP packets given up on after the reorder wait.
     pub rtp_packets_lost: Counter,
+    /// Camera frames dropped while reassembled from RTP because they grew past the 4 MiB cap.
+    pub frames_over_assembly_cap: Counter,
+    /// Camera frames dropped undecoded because their picture is larger than the decode cap.
+    pub frames_over_max_decode_size: Counter,
+    /// Peer connections closed because they were not connected within --connect-deadline.
+    pub peer_connect_timeouts: Counter,
+    /// Data channels beyond a peer's first one, closed unserved.
+    pub data_channels_refused: Counter,
+    /// HTTP connections closed at once because --max-connections were open.
+    pub http_connections_refused: Counter,
+    /// HTTP requests whose body did not arrive within --request-timeout (connection closed).
+    pub http_request_timeouts: Counter,
     pub decode_seconds: Histogram,
     pub model_seconds: Histogram,
     pub encode_seconds: Histogram,
@@ -67,6 +79,12 @@ impl Default for Metrics {
             frames_over_max_fps: Counter::default(),
             rtp_packets_recovered: Counter::default(),
             rtp_packets_lost: Counter::default(),
+            frames_over_assembly_cap: Counter::default(),
+            frames_over_max_decode_size: Counter::default(),
+            peer_connect_timeouts: Counter::default(),
+            data_channels_refused: Counter::default(),
+            http_connections_refused: Counter::default(),
+            http_request_timeouts: Counter::default(),
             decode_seconds: Histogram::new(duration_buckets()),
             model_seconds: Histogram::new(duration_buckets()),
             encode_seconds: Histogram::new(duration_buckets()),
@@ -104,6 +122,36 @@ impl Default for Metrics {
             "rtp_packets_lost",
             "Camera RTP packets given up on after the reorder wait",
             metrics.rtp_packets_lost.clone(),
+        );
+        registry.register(
+            "frames_over_assembly_cap",
+            "Camera frames dropped while reassembled from RTP because they grew past 4 MiB",
+            metrics.frames_over_assembly_cap.clone(),
+        );
+        registry.register(
+            "frames_over_max_decode_size",
+            "Camera frames dropped undecoded because their picture is larger than --max-decode-width x --max-decode-height",
+            metrics.frames_over_max_decode_size.clone(),
+        );
+        registry.register(
+            "peer_connect_timeouts",
+            "Peer connections closed because they were not connected within --connect-deadline",
+            metrics.peer_connect_timeouts.clone(),
+        );
+        registry.register(
+            "data_channels_refused",
+            "Data channels beyond a peer connection's first one, closed unserved",
+            metrics.data_channels_refused.clone(),
+        );
+        registry.register(
+            "http_connections_refused",
+            "HTTP connections closed at once because --max-connections were open",
+            metrics.http_connections_refused.clone(),
+        );
+        registry.register(
+            "http_request_timeouts",
+            "HTTP requests whose body did not arrive within --request-timeout; their connection was closed",
+            metrics.http_request_timeouts.clone(),
         );
         registry.register(
             "decode_duration_seconds",

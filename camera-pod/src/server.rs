@@ -1,15 +1,37 @@
 //! Wires the pieces of a camera pod together and serves until told to stop.
+//!
+//! Every HTTP listener (signaling, and `--metrics-listen`) serves at most `--max-connections`
+//! connections at once (further ones are closed at once) and gives a client `--request-timeout`
+//! for its TLS handshake, then again for each request's headers; the signaling routes give a
+//! request's body the same time (see `signaling`).
 
 use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
-use crate::config::Args;
+use axum_server::accept::{Accept, DefaultAcceptor};
+use futures::future::BoxFuture;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::config::{Args, TokenPolicy};
 use crate::filter::runtime::ExecutionProvider;
 use crate::filter::{FilterBuilder, FilterFactory, FilterSpec, FilterWorker, WorkerError};
 use crate::media::{Camera, MediaConfig};
 use crate::metrics::Metrics;
 use crate::signaling::tls::ServerIdentity;
-use crate::signaling::{self, AppState, Readiness};
+use crate::signaling::{self, AppState, ListenerPolicy, Readiness};
+
+/// Most HTTP/2 streams (requests) one connection may have open at once.
+const HTTP2_MAX_STREAMS: u32 = 32;
+/// Largest HTTP/2 header block accepted.
+const HTTP2_MAX_HEADER_BYTES: u32 = 16 * 1024;
+/// How long a stopping server waits for open connections.
+const GRACEFUL_SHUTDOWN: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -90,18 +112,40 @@ pub async fn serve_filter(
     listener: std::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    let local = listener.local_addr().map_err(ServerError::Serve)?;
+    let token_policy = args.token_policy(local)?;
+    if token_policy == TokenPolicy::InsecureWithoutToken {
+        tracing::warn!(
+            address = %local,
+            "INSECURE: serving without a bearer token off loopback (--insecure-no-token): anyone who reaches this port can connect a camera and change the filter"
+        );
+    }
     let token = args.load_token()?;
     let metrics = Arc::new(Metrics::default());
-    let state = AppState::warming(token, metrics.clone(), filter.spec.to_string());
+    let mut state = AppState::warming(token, metrics.clone(), filter.spec.to_string());
+    state.policy = ListenerPolicy {
+        metrics: args.metrics_on_signaling_listener(local),
+        insecure_no_token: token_policy == TokenPolicy::InsecureWithoutToken,
+        request_timeout: args.request_timeout,
+    };
     let media = MediaConfig {
         udp_addr: args.udp_addr(),
         public_ip: args.public_ip,
         bitrate: args.bitrate_bounds(),
         codecs: args.codecs.clone(),
         limits: args.picture_limits(),
+        decode_cap: args.decode_size_cap(),
+        connect_deadline: args.connect_deadline,
     };
     crate::media::check_udp_port(media.udp_addr)?;
-    let local = listener.local_addr().map_err(ServerError::Serve)?;
+    let limits = HttpLimits {
+        request_timeout: args.request_timeout,
+        max_connections: args.max_connections as usize,
+    };
+    let metrics_server = match args.metrics_listen {
+        Some(addr) => Some(MetricsServer::start(addr, limits, metrics.clone())?),
+        None => None,
+    };
     let handle = axum_server::Handle::<std::net::SocketAddr>::new();
     let gpu_missing = missing_gpu(args.require_gpu, &filter.execution_provider);
     let warm_up = tokio::spawn(warm_up_then_serve(
@@ -115,7 +159,7 @@ pub async fn serve_filter(
     let app = signaling::app(state).into_make_service();
     let served = if args.plain_http {
         tracing::info!(address = %local, "serving plain HTTP");
-        match axum_server::from_tcp(listener) {
+        match limited_server(listener, limits, metrics.clone()) {
             Ok(server) => server.handle(handle).serve(app).await,
             Err(error) => Err(error),
         }
@@ -130,11 +174,24 @@ pub async fn serve_filter(
         };
         let config = axum_server::tls_rustls::RustlsConfig::from_config(identity.server_config()?);
         tracing::info!(address = %local, "serving HTTPS");
-        match axum_server::tls_rustls::from_tcp_rustls(listener, config) {
-            Ok(server) => server.handle(handle).serve(app).await,
+        match limited_server(listener, limits, metrics.clone()) {
+            Ok(server) => {
+                server
+                    .map(|limit| {
+                        axum_server::tls_rustls::RustlsAcceptor::new(config)
+                            .handshake_timeout(limits.request_timeout)
+                            .acceptor(limit)
+                    })
+                    .handle(handle)
+                    .serve(app)
+                    .await
+            }
             Err(error) => Err(error),
         }
     };
+    if let Some(metrics_server) = metrics_server {
+        metrics_server.stop().await;
+    }
     if let Err(error) = served {
         warm_up.abort();
         return Err(ServerError::Serve(error));
@@ -176,7 +233,7 @@ async fn warm_up_then_serve(
         tracing::error!(execution_provider = %filter.execution_provider, %reason, "NOT READY: no GPU; this pod will stay unready");
         state.set_unready(reason);
         shutdown.await;
-        handle.graceful_shutdown(Some(std::time::Duration::from_secs(2)));
+        handle.graceful_shutdown(Some(GRACEFUL_SHUTDOWN));
         return Ok(None);
     }
     let mut shutdown = std::pin::pin!(shutdown);
@@ -185,7 +242,7 @@ async fn warm_up_then_serve(
         started = FilterWorker::start(filter.builder, filter.spec, state.metrics.clone()) => started,
         () = &mut shutdown => {
             tracing::info!("shut down while warming up");
-            handle.graceful_shutdown(Some(std::time::Duration::from_secs(2)));
+            handle.graceful_shutdown(Some(GRACEFUL_SHUTDOWN));
             return Ok(None);
         }
     };
@@ -207,8 +264,164 @@ async fn warm_up_then_serve(
     tracing::info!(filter = %worker.current(), "ready");
     shutdown.await;
     camera.close().await;
-    handle.graceful_shutdown(Some(std::time::Duration::from_secs(2)));
+    handle.graceful_shutdown(Some(GRACEFUL_SHUTDOWN));
     Ok(Some(worker))
+}
+
+/// Connection and timing limits of an HTTP listener (`--max-connections`, `--request-timeout`).
+#[derive(Clone, Copy, Debug)]
+struct HttpLimits {
+    request_timeout: Duration,
+    max_connections: usize,
+}
+
+/// A plain-HTTP server on `listener` with `limits` applied; TLS wraps its acceptor.
+fn limited_server(
+    listener: std::net::TcpListener,
+    limits: HttpLimits,
+    metrics: Arc<Metrics>,
+) -> io::Result<axum_server::Server<SocketAddr, ConnectionLimit<DefaultAcceptor>>> {
+    let mut server = axum_server::from_tcp(listener)?
+        .first_request_timeout(limits.request_timeout)
+        .acceptor(ConnectionLimit {
+            inner: DefaultAcceptor::new(),
+            permits: Arc::new(Semaphore::new(limits.max_connections)),
+            metrics,
+        });
+    let builder = server.http_builder();
+    builder.http1().header_read_timeout(limits.request_timeout);
+    builder
+        .http2()
+        .max_concurrent_streams(HTTP2_MAX_STREAMS)
+        .max_header_list_size(HTTP2_MAX_HEADER_BYTES);
+    Ok(server)
+}
+
+/// The `--metrics-listen` server: plain HTTP, `/metrics` only.
+struct MetricsServer {
+    handle: axum_server::Handle<SocketAddr>,
+    task: tokio::task::JoinHandle<io::Result<()>>,
+}
+
+impl MetricsServer {
+    fn start(
+        addr: SocketAddr,
+        limits: HttpLimits,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ServerError> {
+        let bind = |source| ServerError::Bind { addr, source };
+        let listener = std::net::TcpListener::bind(addr).map_err(bind)?;
+        let server = limited_server(listener, limits, metrics.clone()).map_err(bind)?;
+        let handle = axum_server::Handle::new();
+        let app = signaling::metrics_app(metrics).into_make_service();
+        tracing::info!(address = %addr, "serving /metrics over plain HTTP");
+        let task = tokio::spawn(server.handle(handle.clone()).serve(app));
+        Ok(MetricsServer { handle, task })
+    }
+
+    async fn stop(mut self) {
+        self.handle.graceful_shutdown(Some(GRACEFUL_SHUTDOWN));
+        match (&mut self.task).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "the /metrics listener failed"),
+            Err(error) => tracing::warn!(%error, "the /metrics listener task failed"),
+        }
+    }
+}
+
+impl Drop for MetricsServer {
+    /// A server that stops on an error stops its `/metrics` listener too.
+    fn drop(&mut self) {
+        self.handle.shutdown();
+    }
+}
+
+/// An acceptor that serves at most as many connections at once as it has permits; a connection
+/// beyond them is closed at once (counted in `http_connections_refused`).
+#[derive(Clone)]
+struct ConnectionLimit<A> {
+    inner: A,
+    permits: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+}
+
+impl<A, I, S> Accept<I, S> for ConnectionLimit<A>
+where
+    A: Accept<I, S>,
+    A::Future: Send + 'static,
+    A::Stream: Send + 'static,
+    A::Service: Send + 'static,
+{
+    type Stream = CountedConnection<A::Stream>;
+    type Service = A::Service;
+    type Future = BoxFuture<'static, io::Result<(Self::Stream, Self::Service)>>;
+
+    fn accept(&self, stream: I, service: S) -> Self::Future {
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            self.metrics.http_connections_refused.inc();
+            tracing::debug!("HTTP connection limit reached; closing a new connection");
+            return Box::pin(std::future::ready(Err(io::Error::other(
+                "HTTP connection limit reached",
+            ))));
+        };
+        let accepted = self.inner.accept(stream, service);
+        Box::pin(async move {
+            let (stream, service) = accepted.await?;
+            Ok((
+                CountedConnection {
+                    stream,
+                    _permit: permit,
+                },
+                service,
+            ))
+        })
+    }
+}
+
+/// A connection holding one of its listener's permits until it closes.
+struct CountedConnection<S> {
+    stream: S,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for CountedConnection<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for CountedConnection<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
 }
 
 #[cfg(test)]

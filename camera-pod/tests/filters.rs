@@ -3,9 +3,9 @@
 //! Needs libonnxruntime: run `camera-pod/scripts/fetch-onnxruntime.sh` first. The library is
 //! found through P2PCAMERA_ONNXRUNTIME_LIB, ORT_DYLIB_PATH or the script's cache path.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use camera_pod::filter::composite::rgb_to_yuv;
 use camera_pod::filter::runtime::{ExecutionProvider, provider_candidates};
@@ -16,6 +16,7 @@ use camera_pod::filter::{
 };
 use camera_pod::frame::VideoFrame;
 use clap::Parser;
+use common::model_server::{ModelRoute, ModelServer};
 use p2pcamera_api::pod_env;
 
 const SQUARE_SELFIE: &str = concat!(
@@ -490,90 +491,23 @@ fn blurred_person_frame(
     (original, frame, region)
 }
 
-/// A one-route HTTPS server on 127.0.0.1 with a self-signed certificate, counting requests.
-struct ModelServer {
-    url: String,
-    ca_file: PathBuf,
-    hits: Arc<AtomicUsize>,
-    handle: axum_server::Handle<std::net::SocketAddr>,
-    _runtime: tokio::runtime::Runtime,
-}
-
-impl ModelServer {
-    fn start(dir: &Path, body: Vec<u8>) -> ModelServer {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let cert = rcgen::generate_simple_self_signed(vec![
-            "127.0.0.1".to_owned(),
-            "localhost".to_owned(),
-        ])
-        .unwrap();
-        let ca_file = dir.join("ca.pem");
-        std::fs::write(&ca_file, cert.cert.pem()).unwrap();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let hits = Arc::new(AtomicUsize::new(0));
-        let handle = axum_server::Handle::new();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let counter = hits.clone();
-        let app = axum::Router::new().route(
-            "/models/seg.onnx",
-            axum::routing::get(move || {
-                let body = body.clone();
-                counter.fetch_add(1, Ordering::SeqCst);
-                async move { body }
-            }),
-        );
-        let server_handle = handle.clone();
-        let (cert_pem, key_pem) = (
-            cert.cert.pem().into_bytes(),
-            cert.signing_key.serialize_pem().into_bytes(),
-        );
-        runtime.spawn(async move {
-            let config = axum_server::tls_rustls::RustlsConfig::from_pem(cert_pem, key_pem)
-                .await
-                .unwrap();
-            axum_server::from_tcp_rustls(listener, config)
-                .unwrap()
-                .handle(server_handle)
-                .serve(app.into_make_service())
-                .await
-                .unwrap();
-        });
-        ModelServer {
-            url: format!("https://127.0.0.1:{port}/models/seg.onnx"),
-            ca_file,
-            hits,
-            handle,
-            _runtime: runtime,
-        }
-    }
-}
-
-impl Drop for ModelServer {
-    fn drop(&mut self) {
-        self.handle.shutdown();
-    }
-}
-
 #[test]
 fn https_model_is_downloaded_once_and_cached() {
     let dir = tempfile::tempdir().unwrap();
     let bytes = std::fs::read(SQUARE_SELFIE).unwrap();
-    let server = ModelServer::start(dir.path(), bytes.clone());
+    let server = ModelServer::start(dir.path(), vec![ModelRoute::new("/models/seg.onnx", bytes)]);
+    let url = server.url("/models/seg.onnx");
     let cache = dir.path().join("cache");
     let flags = |sha: &str, ca: bool| {
         let mut extra = vec![
             "--model",
-            &server.url,
+            &url,
             "--sha256",
             sha,
             "--manifest",
             SHOW_MASK_MANIFEST,
+            "--model-allowed-hosts",
+            &server.host,
         ];
         if ca {
             extra.extend(["--model-ca-file", server.ca_file.to_str().unwrap()]);
@@ -592,7 +526,7 @@ fn https_model_is_downloaded_once_and_cached() {
         .expect("untrusted")
         .to_string();
     assert!(
-        err.contains("cannot download model") && err.contains(&server.url),
+        err.contains("cannot download model") && err.contains(&url),
         "{err}"
     );
 
@@ -610,14 +544,14 @@ fn https_model_is_downloaded_once_and_cached() {
         "{err}"
     );
     assert!(!cache.join(format!("{wrong}.onnx")).exists());
-    let hits_before = server.hits.load(Ordering::SeqCst);
+    let hits_before = server.hits("/models/seg.onnx");
 
     // The right checksum: downloaded once, then served from the cache.
     let a = flags(SQUARE_SELFIE_SHA256, true);
     let factory = FilterFactory::new(&a).unwrap();
     let spec = a.initial_spec().unwrap();
     let mut first = factory.build(&spec).unwrap();
-    assert_eq!(server.hits.load(Ordering::SeqCst), hits_before + 1);
+    assert_eq!(server.hits("/models/seg.onnx"), hits_before + 1);
     let cached = cache.join(format!("{SQUARE_SELFIE_SHA256}.onnx"));
     assert_eq!(
         sha256_hex(&std::fs::read(&cached).unwrap()),
@@ -625,7 +559,7 @@ fn https_model_is_downloaded_once_and_cached() {
     );
     let mut second = FilterFactory::new(&a).unwrap().build(&spec).unwrap();
     assert_eq!(
-        server.hits.load(Ordering::SeqCst),
+        server.hits("/models/seg.onnx"),
         hits_before + 1,
         "second build used the cache"
     );
@@ -637,7 +571,7 @@ fn https_model_is_downloaded_once_and_cached() {
     // A corrupted cache entry is replaced by a fresh download.
     std::fs::write(&cached, b"garbage").unwrap();
     factory.build(&spec).unwrap();
-    assert_eq!(server.hits.load(Ordering::SeqCst), hits_before + 2);
+    assert_eq!(server.hits("/models/seg.onnx"), hits_before + 2);
 }
 
 /// Where a pixel of [`person_frame`] lies, with a margin around the outline left out.

@@ -70,6 +70,8 @@ async fn state_with_udp(
         },
         codecs: vec![CodecKind::Vp8, CodecKind::H264],
         limits: Default::default(),
+        decode_cap: Default::default(),
+        connect_deadline: std::time::Duration::from_secs(10),
     };
     let camera = Arc::new(Camera::new(media, worker, metrics.clone()));
     let state = AppState::warming(token.map(str::to_owned), metrics, "passthrough");

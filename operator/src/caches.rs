@@ -92,7 +92,14 @@ mod tests {
             node: "gpu-1".into(),
             address: "203.0.113.9".into(),
         };
-        let mut pod = desired::build_pod(&session, 40001, &config, Some(&placement)).unwrap();
+        let mut pod = desired::build_pod(
+            &session,
+            &crate::class_fit::ResolvedClass::built_in(),
+            40001,
+            &config,
+            Some(&placement),
+        )
+        .unwrap();
         pod.metadata.managed_fields = Some(managed());
         pod.status = Some(PodStatus {
             host_ip: Some("10.0.0.5".into()),

@@ -106,6 +106,11 @@ pub struct Config {
     /// Interval between activity polls of a ready camera pod with an idle timeout (at least 1s).
     #[arg(long, env = "P2PCAMERA_IDLE_POLL_INTERVAL", default_value = "15s", value_parser = parse_duration)]
     pub idle_poll_interval: Duration,
+    /// Camera pods serve /metrics on their own port, the session's port plus this offset
+    /// (declared as a hostPort, so the scheduler keeps it free); 0: no metrics listener. Keep
+    /// these ports closed to the internet (docs/operations.md).
+    #[arg(long, env = "P2PCAMERA_CAMERA_POD_METRICS_PORT_OFFSET", default_value_t = 1000)]
+    pub camera_pod_metrics_port_offset: u16,
 }
 
 /// Tolerations list (a named type so clap does not treat it as a repeated flag).

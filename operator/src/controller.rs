@@ -71,7 +71,7 @@ use tokio_util::sync::CancellationToken;
 use crate::applied_pods::AppliedPods;
 use crate::caches;
 use crate::config::Config;
-use crate::crd::CameraSession;
+use crate::crd::{CameraClass, CameraSession};
 use crate::desired::{self, BuildError};
 use crate::metrics::Metrics;
 use crate::node_addresses::{self, NODE_ADDRESS_TTL, NodeAddressCache};
@@ -124,6 +124,7 @@ struct Context {
     metrics: Arc<Metrics>,
     recorder: Recorder,
     sessions: Store<CameraSession>,
+    classes: Store<CameraClass>,
     pods: Store<Pod>,
     secrets: Store<Secret>,
     nodes: NodeAddressCache,
@@ -147,6 +148,7 @@ impl Context {
         self.seeded
             .get_or_try_init(|| async {
                 self.sessions.wait_until_ready().await?;
+                self.classes.wait_until_ready().await?;
                 self.pods.wait_until_ready().await?;
                 self.secrets.wait_until_ready().await?;
                 seed_allocator(&self.allocator, &self.sessions.state(), &self.pods.state());
@@ -267,6 +269,7 @@ async fn run_controller(
     let stopping = CancellationToken::new();
     let managed = watcher::Config::default().labels(&managed_selector());
     let (sessions, session_writer) = reflector::store();
+    let (classes, class_writer) = reflector::store();
     let (pods, pod_writer) = reflector::store();
     let (secrets, secret_writer) = reflector::store();
     let allocator = Arc::new(UdpPortAllocator::new(config.port_range));
@@ -314,11 +317,22 @@ async fn run_controller(
         .modify(caches::trim_secret)
         .reflect(secret_writer)
         .touched_objects();
+    let class_events = watch_with_backoff(
+        Api::<CameraClass>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .modify(|class| class.managed_fields_mut().clear())
+    .reflect(class_writer)
+    .touched_objects();
     tracing::info!("leading: reconciling camera sessions");
 
     let controller = Controller::for_stream(session_events, sessions.clone())
         .owns_stream(pod_events)
         .owns_stream(secret_events)
+        .watches_stream(class_events, {
+            let sessions = sessions.clone();
+            move |class| sessions_of_class(&sessions, &class.name_any())
+        })
         .reconcile_on(waiting_for_port)
         .with_config(controller::Config::default().concurrency(MAX_CONCURRENT_RECONCILES))
         .graceful_shutdown_on(stopping.clone().cancelled_owned());
@@ -336,6 +350,7 @@ async fn run_controller(
         metrics,
         recorder,
         sessions,
+        classes,
         pods,
         secrets,
         nodes: NodeAddressCache::new(NODE_ADDRESS_TTL),
@@ -367,6 +382,17 @@ async fn run_controller(
     }
     sweeper.abort();
     Ok(())
+}
+
+/// The sessions a change of class `name` may concern: those that name it, and those that name
+/// no class (the class may have become, or stopped being, the default).
+fn sessions_of_class(sessions: &Store<CameraSession>, name: &str) -> Vec<ObjectRef<CameraSession>> {
+    sessions
+        .state()
+        .iter()
+        .filter(|s| s.spec.class_name.as_deref().is_none_or(|n| n == name))
+        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .collect()
 }
 
 /// Forgets deleted sessions in the allocator, retry counts, memos and metrics, and stale node

@@ -45,8 +45,16 @@ use p2pcamera_api::objects::{
 };
 use p2pcamera_api::pod_env;
 
+use crate::class_fit::{EffectiveVideo, ResolvedClass};
 use crate::config::Config;
-use crate::crd::{CameraSession, FilterName};
+use crate::crd::{CameraSession, CameraSessionSpec, FilterName};
+
+/// Memory limit (and request) of a camera container when its class sets none.
+pub const DEFAULT_MEMORY_LIMIT: &str = "8Gi";
+/// Ephemeral-storage limit of a camera container when its class sets none.
+pub const DEFAULT_EPHEMERAL_STORAGE_LIMIT: &str = "4Gi";
+/// `sizeLimit` of a pod's model cache when its class sets none.
+pub const DEFAULT_MODEL_CACHE_LIMIT: &str = "2Gi";
 
 /// Errors building the desired objects.
 #[derive(Debug, thiserror::Error)]
@@ -186,15 +194,22 @@ fn env(name: &str, value: impl Into<String>) -> EnvVar {
 /// `P2PCAMERA_TLS_KEY`, and `P2PCAMERA_REQUIRE_GPU=true` when `require_gpu`.
 pub fn camera_pod_env(
     session: &CameraSession,
+    class: &ResolvedClass,
     port: u16,
     placement: Option<&Placement>,
-    require_gpu: bool,
+    config: &Config,
 ) -> Vec<EnvVar> {
     let spec = &session.spec;
     let mut vars = vec![
         env(pod_env::LISTEN, format!("0.0.0.0:{port}")),
         env(pod_env::UDP_PORT, port.to_string()),
     ];
+    if let Some(metrics_port) = metrics_port(port, config) {
+        vars.push(env(
+            pod_env::METRICS_LISTEN,
+            format!("0.0.0.0:{metrics_port}"),
+        ));
+    }
     vars.push(match placement {
         Some(p) => env(pod_env::PUBLIC_IP, p.address.clone()),
         None => EnvVar {
@@ -230,20 +245,26 @@ pub fn camera_pod_env(
             format!("{MANIFEST_MOUNT_DIR}/manifest.json"),
         ));
     }
-    if let Some(video) = &spec.video {
-        for (name, value) in [
-            (pod_env::MAX_WIDTH, video.max_width),
-            (pod_env::MAX_HEIGHT, video.max_height),
-            (pod_env::MAX_FPS, video.max_fps),
-        ] {
-            if let Some(value) = value {
-                vars.push(env(name, value.to_string()));
-            }
+    let models = class.model_policy();
+    if !models.is_empty() {
+        vars.push(env(pod_env::MODEL_ALLOWED_HOSTS, models.hosts_list()));
+        vars.push(env(pod_env::MODEL_ALLOWED_DIGESTS, models.digests_list()));
+    }
+    let video = EffectiveVideo::of(spec, class);
+    for (name, value) in [
+        (pod_env::MAX_WIDTH, video.max_width),
+        (pod_env::MAX_HEIGHT, video.max_height),
+        (pod_env::MAX_FPS, video.max_fps),
+        (pod_env::MAX_DECODE_WIDTH, Some(video.max_decode.0)),
+        (pod_env::MAX_DECODE_HEIGHT, Some(video.max_decode.1)),
+    ] {
+        if let Some(value) = value {
+            vars.push(env(name, value.to_string()));
         }
-        if !video.codecs.is_empty() {
-            let codecs: Vec<_> = video.codecs.iter().map(|c| c.as_str()).collect();
-            vars.push(env(pod_env::CODECS, codecs.join(",")));
-        }
+    }
+    if !video.codecs.is_empty() {
+        let codecs: Vec<_> = video.codecs.iter().map(|c| c.as_str()).collect();
+        vars.push(env(pod_env::CODECS, codecs.join(",")));
     }
     vars.push(env(
         pod_env::TOKEN_FILE,
@@ -257,7 +278,7 @@ pub fn camera_pod_env(
         pod_env::TLS_KEY,
         format!("{SECRET_MOUNT_DIR}/{SECRET_TLS_KEY}"),
     ));
-    if require_gpu {
+    if config.camera_pod_require_gpu {
         vars.push(env(pod_env::REQUIRE_GPU, "true"));
     }
     vars.push(env("XDG_CACHE_HOME", "/var/cache/p2pcamera"));
@@ -278,7 +299,7 @@ fn http_probe(path: &str, port: u16, period: i32, failures: i32) -> Probe {
     }
 }
 
-fn volumes(session_name: &str, with_manifest: bool) -> Vec<Volume> {
+fn volumes(session_name: &str, cache_limit: Quantity, with_manifest: bool) -> Vec<Volume> {
     let mut volumes = vec![
         Volume {
             name: "p2pcamera".to_string(),
@@ -301,7 +322,10 @@ fn volumes(session_name: &str, with_manifest: bool) -> Vec<Volume> {
         },
         Volume {
             name: "cache".to_string(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: None,
+                size_limit: Some(cache_limit),
+            }),
             ..Volume::default()
         },
     ];
@@ -335,9 +359,9 @@ fn merged_tolerations(defaults: &[Toleration], extra: &[Toleration]) -> Vec<Tole
     all
 }
 
-/// The extended resource the pod of `session` asks GPUs of: the session's, else the default.
-pub fn gpu_resource<'a>(session: &'a CameraSession, config: &'a Config) -> &'a str {
-    session
+/// The extended resource pods of `class` ask GPUs of: the class's, else the operator's default.
+pub fn gpu_resource<'a>(class: &'a ResolvedClass, config: &'a Config) -> &'a str {
+    class
         .spec
         .gpu
         .resource_name
@@ -345,22 +369,50 @@ pub fn gpu_resource<'a>(session: &'a CameraSession, config: &'a Config) -> &'a s
         .unwrap_or(&config.gpu_resource_name)
 }
 
-/// The camera Pod of `session` on `port`, with the hash annotation set.
+/// The port of the pod's separate `/metrics` listener: the session's port plus
+/// `--camera-pod-metrics-port-offset`; `None` when the offset is 0 (no metrics listener).
+pub fn metrics_port(port: u16, config: &Config) -> Option<u16> {
+    (config.camera_pod_metrics_port_offset != 0)
+        .then(|| port.checked_add(config.camera_pod_metrics_port_offset))
+        .flatten()
+}
+
+/// The camera Pod of `session`, in `class`, on `port`, with the hash annotation set.
 pub fn build_pod(
     session: &CameraSession,
+    class: &ResolvedClass,
     port: u16,
     config: &Config,
     placement: Option<&Placement>,
 ) -> Result<Pod, BuildError> {
     let (name, _) = name_and_namespace(session)?;
     let spec = &session.spec;
-    let gpus = BTreeMap::from([(
-        gpu_resource(session, config).to_string(),
-        Quantity(spec.gpu.count.to_string()),
-    )]);
+    let limits = &class.spec.resources;
+    let memory = limits
+        .memory
+        .clone()
+        .unwrap_or_else(|| Quantity(DEFAULT_MEMORY_LIMIT.into()));
+    let container_limits = BTreeMap::from([
+        (
+            gpu_resource(class, config).to_string(),
+            Quantity(class.spec.gpu.count.unwrap_or(1).to_string()),
+        ),
+        ("memory".to_string(), memory.clone()),
+        (
+            "ephemeral-storage".to_string(),
+            limits
+                .ephemeral_storage
+                .clone()
+                .unwrap_or_else(|| Quantity(DEFAULT_EPHEMERAL_STORAGE_LIMIT.into())),
+        ),
+    ]);
+    let cache_limit = limits
+        .model_cache
+        .clone()
+        .unwrap_or_else(|| Quantity(DEFAULT_MODEL_CACHE_LIMIT.into()));
     let mut node_selector = config.gpu_node_selector.clone();
-    node_selector.extend(spec.node_selector.clone());
-    let tolerations = merged_tolerations(&config.gpu_tolerations.0, &spec.tolerations);
+    node_selector.extend(class.spec.node_selector.clone());
+    let tolerations = merged_tolerations(&config.gpu_tolerations.0, &class.spec.tolerations);
     let manifest = spec
         .filter
         .model
@@ -369,30 +421,29 @@ pub fn build_pod(
     let container = Container {
         name: CONTAINER.to_string(),
         image: Some(
-            spec.image
+            class
+                .spec
+                .image
                 .clone()
                 .unwrap_or_else(|| config.camera_pod_image.clone()),
         ),
-        env: Some(camera_pod_env(
-            session,
-            port,
-            placement,
-            config.camera_pod_require_gpu,
-        )),
+        env: Some(camera_pod_env(session, class, port, placement, config)),
         ports: Some(
-            [("signaling", "TCP"), ("media", "UDP")]
+            [("signaling", port, "TCP"), ("media", port, "UDP")]
                 .into_iter()
-                .map(|(port_name, protocol)| ContainerPort {
+                .chain(metrics_port(port, config).map(|m| ("metrics", m, "TCP")))
+                .map(|(port_name, number, protocol)| ContainerPort {
                     name: Some(port_name.to_string()),
-                    container_port: i32::from(port),
-                    host_port: Some(i32::from(port)),
+                    container_port: i32::from(number),
+                    host_port: Some(i32::from(number)),
                     protocol: Some(protocol.to_string()),
                     host_ip: None,
                 })
                 .collect(),
         ),
         resources: Some(ResourceRequirements {
-            limits: Some(gpus),
+            limits: Some(container_limits),
+            requests: Some(BTreeMap::from([("memory".to_string(), memory)])),
             ..ResourceRequirements::default()
         }),
         readiness_probe: Some(http_probe("/readyz", port, 2, 1)),
@@ -455,7 +506,7 @@ pub fn build_pod(
             }),
             ..PodSecurityContext::default()
         }),
-        volumes: Some(volumes(name, manifest.is_some())),
+        volumes: Some(volumes(name, cache_limit, manifest.is_some())),
         ..PodSpec::default()
     };
     let mut annotations = BTreeMap::from([(ANNOTATION_PORT.to_string(), port.to_string())]);
@@ -468,7 +519,7 @@ pub fn build_pod(
     if let Some(p) = placement {
         annotations.insert(ANNOTATION_PUBLIC_ADDRESS.to_string(), p.address.clone());
     }
-    let hash = pod_hash(&pod_spec, &annotations)?;
+    let hash = pod_hash(spec, class, &annotations)?;
     annotations.insert(ANNOTATION_POD_HASH.to_string(), hash);
     let mut metadata = child_meta(session)?;
     metadata.annotations = Some(annotations);
@@ -479,12 +530,18 @@ pub fn build_pod(
     })
 }
 
+/// The pod hash: of the session's spec, its class's name and the pod's annotations (port, pin,
+/// manifest). Not of the class's contents nor of the operator's flags: a running pod keeps what it
+/// was created with when an administrator edits its class (changes apply to the session's next
+/// pod), so an edit never restarts every camera of a class at once.
 fn pod_hash(
-    spec: &PodSpec,
+    spec: &CameraSessionSpec,
+    class: &ResolvedClass,
     annotations: &BTreeMap<String, String>,
 ) -> Result<String, serde_json::Error> {
     let mut hasher = Sha256::new();
     hasher.update(serde_json::to_vec(spec)?);
+    hasher.update(serde_json::to_vec(&class.name)?);
     hasher.update(serde_json::to_vec(annotations)?);
     Ok(hex::encode(&hasher.finalize()[..8]))
 }
@@ -513,6 +570,14 @@ mod tests {
     use super::*;
     use crate::fixtures::{config, session};
 
+    /// Class `gpu-class` with `spec` (JSON, as an administrator writes it).
+    fn class(spec: serde_json::Value) -> ResolvedClass {
+        ResolvedClass {
+            name: Some("gpu-class".into()),
+            spec: serde_json::from_value(spec).expect("a valid class spec"),
+        }
+    }
+
     fn env_value<'a>(pod: &'a Pod, name: &str) -> Option<&'a EnvVar> {
         pod.spec.as_ref().unwrap().containers[0]
             .env
@@ -524,8 +589,12 @@ mod tests {
 
     #[test]
     fn pod_has_gpu_host_network_port_owner_and_secret_mount() {
-        let s = session(serde_json::json!({"gpu": {"count": 2}, "nodeSelector": {"zone": "a"}}));
-        let pod = build_pod(&s, 40007, &config(), None).unwrap();
+        let s = session(serde_json::json!({}));
+        let class = class(serde_json::json!({
+            "gpu": {"count": 2}, "nodeSelector": {"zone": "a"},
+            "resources": {"memory": "6Gi", "modelCache": "1Gi"}
+        }));
+        let pod = build_pod(&s, &class, 40007, &config(), None).unwrap();
         assert_eq!(pod.metadata.name.as_deref(), Some("cam1-p2pcamera"));
         assert_eq!(pod.metadata.namespace.as_deref(), Some("team"));
         let owner = &pod.metadata.owner_references.as_ref().unwrap()[0];
@@ -552,16 +621,54 @@ mod tests {
             c.resources.as_ref().unwrap().limits.as_ref().unwrap()["nvidia.com/gpu"],
             Quantity("2".into())
         );
-        let ports = c.ports.as_ref().unwrap();
-        assert_eq!(ports.len(), 2);
-        for p in ports {
-            assert_eq!((p.container_port, p.host_port), (40007, Some(40007)));
-        }
-        let protocols: Vec<_> = ports
+        let limits = c.resources.as_ref().unwrap().limits.as_ref().unwrap();
+        assert_eq!(limits["memory"], Quantity("6Gi".into()));
+        assert_eq!(
+            limits["ephemeral-storage"],
+            Quantity(DEFAULT_EPHEMERAL_STORAGE_LIMIT.into())
+        );
+        let cache = spec.volumes.as_ref().unwrap()[1]
+            .empty_dir
+            .as_ref()
+            .unwrap();
+        assert_eq!(cache.size_limit, Some(Quantity("1Gi".into())));
+        let ports: Vec<_> = c
+            .ports
+            .as_ref()
+            .unwrap()
             .iter()
-            .map(|p| p.protocol.as_deref().unwrap())
+            .map(|p| {
+                (
+                    p.name.as_deref().unwrap(),
+                    p.container_port,
+                    p.host_port,
+                    p.protocol.as_deref().unwrap(),
+                )
+            })
             .collect();
-        assert_eq!(protocols, ["TCP", "UDP"]);
+        assert_eq!(
+            ports,
+            [
+                ("signaling", 40007, Some(40007), "TCP"),
+                ("media", 40007, Some(40007), "UDP"),
+                ("metrics", 41007, Some(41007), "TCP"),
+            ]
+        );
+        assert_eq!(
+            env_value(&pod, pod_env::METRICS_LISTEN)
+                .unwrap()
+                .value
+                .as_deref(),
+            Some("0.0.0.0:41007")
+        );
+        assert_eq!(
+            env_value(&pod, pod_env::MAX_DECODE_WIDTH)
+                .unwrap()
+                .value
+                .as_deref(),
+            Some("1920")
+        );
+        assert!(env_value(&pod, pod_env::MODEL_ALLOWED_HOSTS).is_none());
         let probe = c
             .readiness_probe
             .as_ref()
@@ -621,21 +728,32 @@ mod tests {
             camera_pod_require_gpu: false,
             ..config()
         };
-        let pod = build_pod(&session(serde_json::json!({})), 40007, &cpu, None).unwrap();
+        let pod = build_pod(
+            &session(serde_json::json!({})),
+            &ResolvedClass::built_in(),
+            40007,
+            &cpu,
+            None,
+        )
+        .unwrap();
         assert!(env_value(&pod, pod_env::REQUIRE_GPU).is_none());
     }
 
     #[test]
-    fn session_resource_name_overrides_default() {
-        let s = session(serde_json::json!({"gpu": {"resourceName": "amd.com/gpu"}}));
-        let pod = build_pod(&s, 40000, &config(), None).unwrap();
+    fn class_resource_name_overrides_default() {
+        let s = session(serde_json::json!({}));
+        let class = class(serde_json::json!({"gpu": {"resourceName": "amd.com/gpu"}}));
+        let pod = build_pod(&s, &class, 40000, &config(), None).unwrap();
         let limits = pod.spec.unwrap().containers[0]
             .resources
             .clone()
             .unwrap()
             .limits
             .unwrap();
-        assert_eq!(limits.keys().collect::<Vec<_>>(), ["amd.com/gpu"]);
+        assert_eq!(
+            limits.keys().collect::<Vec<_>>(),
+            ["amd.com/gpu", "ephemeral-storage", "memory"]
+        );
         assert_eq!(limits["amd.com/gpu"], Quantity("1".into()));
     }
 
@@ -645,7 +763,18 @@ mod tests {
             "url": "https://models.example/m.onnx", "sha256": "ab".repeat(32),
             "manifest": {"input": "x", "layout": "NCHW", "width": 256, "height": 256, "output": "mask", "composite": "blur"}
         }}, "video": {"maxFps": 24, "codecs": ["H264", "VP8"]}}));
-        let pod = build_pod(&s, 40001, &config(), None).unwrap();
+        let class = class(serde_json::json!({
+            "allowedFilters": ["custom"],
+            "models": {"allowedHosts": ["models.example"]}
+        }));
+        let pod = build_pod(&s, &class, 40001, &config(), None).unwrap();
+        assert_eq!(
+            env_value(&pod, pod_env::MODEL_ALLOWED_HOSTS)
+                .unwrap()
+                .value
+                .as_deref(),
+            Some("models.example")
+        );
         let manifest: serde_json::Value =
             serde_json::from_str(pod_annotation(&pod, ANNOTATION_MANIFEST).unwrap()).unwrap();
         assert_eq!(manifest["layout"], "NCHW");
@@ -681,7 +810,7 @@ mod tests {
         let a = session(serde_json::json!({}));
         let hash = |s: &CameraSession, port, placement| {
             pod_annotation(
-                &build_pod(s, port, &config(), placement).unwrap(),
+                &build_pod(s, &ResolvedClass::built_in(), port, &config(), placement).unwrap(),
                 ANNOTATION_POD_HASH,
             )
             .unwrap()
@@ -699,13 +828,30 @@ mod tests {
     }
 
     #[test]
+    fn editing_a_class_does_not_replace_its_running_pods() {
+        let s = session(serde_json::json!({}));
+        let hash = |class: &ResolvedClass| {
+            let pod = build_pod(&s, class, 40000, &config(), None).unwrap();
+            pod_annotation(&pod, ANNOTATION_POD_HASH)
+                .unwrap()
+                .to_string()
+        };
+        let before = class(serde_json::json!({"image": "camera-pod:1"}));
+        let edited =
+            class(serde_json::json!({"image": "camera-pod:2", "resources": {"memory": "1Gi"}}));
+        assert_eq!(hash(&before), hash(&edited));
+        // Moving the session to another class is a change of the session: a new pod.
+        assert_ne!(hash(&before), hash(&ResolvedClass::built_in()));
+    }
+
+    #[test]
     fn pinned_pod_advertises_explicit_address_and_round_trips() {
         let s = session(serde_json::json!({}));
         let pin = Placement {
             node: "gpu-1".into(),
             address: "203.0.113.5".into(),
         };
-        let pod = build_pod(&s, 40000, &config(), Some(&pin)).unwrap();
+        let pod = build_pod(&s, &ResolvedClass::built_in(), 40000, &config(), Some(&pin)).unwrap();
         assert_eq!(
             env_value(&pod, pod_env::PUBLIC_IP)
                 .unwrap()
@@ -719,7 +865,9 @@ mod tests {
         );
         assert_eq!(pinned_placement(&pod), Some(pin));
         assert_eq!(
-            pinned_placement(&build_pod(&s, 40000, &config(), None).unwrap()),
+            pinned_placement(
+                &build_pod(&s, &ResolvedClass::built_in(), 40000, &config(), None).unwrap()
+            ),
             None
         );
     }
@@ -754,7 +902,7 @@ mod tests {
         let mut s = session(serde_json::json!({}));
         s.metadata.namespace = None;
         assert!(matches!(
-            build_pod(&s, 1, &config(), None),
+            build_pod(&s, &ResolvedClass::built_in(), 1, &config(), None),
             Err(BuildError::MissingMetadata("namespace"))
         ));
     }

@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use p2pcamera_api::objects::ANNOTATION_WAKE;
 
+use crate::class_fit::{NotAccepted, ResolvedClass};
 use crate::config::{Config, PublicIpSource, Tolerations};
 use crate::controller::decide::{
     self, Decision, Lookups, NodeAddress, Observed, OtherPort, Plan, Polled,
@@ -61,6 +62,7 @@ pub fn config() -> Config {
         crash_restart_limit: 5,
         crash_backoff: Duration::from_secs(60),
         idle_poll_interval: Duration::from_secs(15),
+        camera_pod_metrics_port_offset: 1000,
     }
 }
 
@@ -94,7 +96,14 @@ impl CameraSession {
 /// The pod the operator creates for `session` on [`PORT`] (pinned to `placement`, if any), as
 /// the API server holds it before the scheduler looked at it: uid `pod-uid-1`, empty status.
 pub fn camera_pod(session: &CameraSession, placement: Option<&Placement>) -> Pod {
-    let mut pod = desired::build_pod(session, PORT, &config(), placement).expect("the desired pod");
+    let mut pod = desired::build_pod(
+        session,
+        &ResolvedClass::built_in(),
+        PORT,
+        &config(),
+        placement,
+    )
+    .expect("the desired pod");
     pod.metadata.uid = Some("pod-uid-1".into());
     pod.status = Some(PodStatus::default());
     pod
@@ -258,6 +267,7 @@ impl CameraSessionStatus {
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     pub session: CameraSession,
+    pub class: Result<ResolvedClass, NotAccepted>,
     pub config: Config,
     pub prev: CameraSessionStatus,
     pub pod: Option<Pod>,
@@ -271,6 +281,7 @@ impl Snapshot {
     pub fn new(session: CameraSession) -> Self {
         Self {
             session,
+            class: Ok(ResolvedClass::built_in()),
             config: config(),
             prev: CameraSessionStatus::default(),
             pod: None,
@@ -282,6 +293,12 @@ impl Snapshot {
 
     pub fn with_config(mut self, config: Config) -> Self {
         self.config = config;
+        self
+    }
+
+    /// The session does not fit its class.
+    pub fn not_accepted(mut self, misfit: NotAccepted) -> Self {
+        self.class = Err(misfit);
         self
     }
 
@@ -331,6 +348,7 @@ impl Snapshot {
     pub fn observed(&self) -> Observed<'_> {
         Observed {
             session: &self.session,
+            class: &self.class,
             config: &self.config,
             prev: &self.prev,
             port: PORT,

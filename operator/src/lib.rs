@@ -2,10 +2,11 @@
 //! (the HTTPS front door that forwards offers to camera pods) and the ACME client.
 //!
 //! Layout, from the resource to the process:
-//! - The resource: [`crd`] (the `CameraSession` types, the CRD) and [`config`] (the flags of
-//!   `operator run`). Names shared with the router and camera-pod (labels, annotations, Secret
+//! - The resources: [`crd`] (the `CameraSession` and `CameraClass` types, the CRDs) and
+//!   [`config`] (the flags of `operator run`). Names shared with the router and camera-pod (labels, annotations, Secret
 //!   keys, env vars, [`p2pcamera_api::SessionKey`]) come from the `p2pcamera-api` crate.
-//! - The pure core, no client: [`desired`] builds the Pod and Secret of a session, [`status`]
+//! - The pure core, no client: [`class_fit`] picks a session's class and holds the session to
+//!   it, [`desired`] builds the Pod and Secret of a session, [`status`]
 //!   turns what was observed into conditions and a phase, [`controller::decide`] decides what a
 //!   reconcile does ([`controller::decide::Plan`]), [`ports`] allocates ports.
 //! - The controller: [`controller`] runs the reconciles while this replica leads, reading from
@@ -21,6 +22,7 @@ pub mod acme;
 pub mod activity;
 pub mod applied_pods;
 pub mod caches;
+pub mod class_fit;
 pub mod config;
 pub mod controller;
 pub mod crd;

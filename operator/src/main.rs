@@ -37,15 +37,34 @@ enum Command {
     },
     /// Run the router: the HTTPS front door that forwards offers to camera pods.
     Router(router::RouterArgs),
-    /// Print the CameraSession CRD as YAML.
-    Crd,
+    /// Print a CRD as YAML.
+    Crd {
+        /// Which resource's CRD.
+        #[arg(long, value_enum, default_value_t = CrdKind::CameraSession)]
+        kind: CrdKind,
+    },
+}
+
+/// The custom resources p2pcamera defines.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum CrdKind {
+    /// `camerasessions.p2pcamera.io`.
+    CameraSession,
+    /// `cameraclasses.p2pcamera.io`.
+    CameraClass,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crd => print!("{}", crd::crd_yaml()?),
+        Command::Crd { kind } => print!(
+            "{}",
+            match kind {
+                CrdKind::CameraSession => crd::crd_yaml()?,
+                CrdKind::CameraClass => crd::class_crd_yaml()?,
+            }
+        ),
         Command::Run {
             config,
             metrics_listen,

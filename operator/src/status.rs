@@ -9,6 +9,9 @@
 //! - `PodReady`: the pod's Ready condition.
 //! - `Healthy`: `False` with reason `CrashLoopBackOff` after repeated crashes.
 //! - `Idle`: `True` with reason `IdleTimeout` when the pod was removed for lack of a camera.
+//! - `Accepted`: `False` with the misfit's reason (`ClassNotFound`, `FilterNotAllowed`,
+//!   `MovedToClass`, ...) when the session does not fit its CameraClass; back to `True` once it
+//!   does (absent until the first misfit).
 //! - `SpecValid`: `False` with reason `PodRejected` and the API server's message when the pod made
 //!   from the spec is refused as invalid; back to `True` once a pod is accepted (absent until the
 //!   first rejection).
@@ -39,6 +42,12 @@ pub const HEALTHY: &str = "Healthy";
 pub const IDLE: &str = "Idle";
 /// Condition type: the pod made from the spec is accepted by the API server.
 pub const SPEC_VALID: &str = "SpecValid";
+/// Condition type: the session fits its CameraClass. `False` (reasons from
+/// [`crate::class_fit::NotAccepted::reason`]) when it does not; back to `True` once it does
+/// (absent until the first misfit).
+pub const ACCEPTED: &str = "Accepted";
+/// Reason of `Accepted=True`.
+pub const REASON_ACCEPTED: &str = "Accepted";
 /// Reason of `SpecValid=False`.
 pub const REASON_POD_REJECTED: &str = "PodRejected";
 /// Reason of `Healthy=False`.
@@ -287,6 +296,13 @@ pub enum Situation<'a> {
     },
     /// No pod yet (about to be created).
     NoPod,
+    /// The session does not fit its CameraClass: nothing is created.
+    NotAccepted {
+        /// The `Accepted=False` reason ([`crate::class_fit::NotAccepted::reason`]).
+        reason: &'static str,
+        /// What does not fit.
+        message: String,
+    },
     /// The API server refused the pod made from the spec as invalid.
     InvalidSpec {
         /// The API server's message.
@@ -419,6 +435,15 @@ pub fn next_status(
                 message.clone(),
             ));
             (Phase::Failed, Some(REASON_CRASH_LOOP), message.clone())
+        }
+        Situation::NotAccepted { reason, message } => {
+            set(condition(ACCEPTED, "False", reason, message.clone()));
+            set(condition(POD_READY, "False", reason, message.clone()));
+            (
+                Phase::Failed,
+                Some(*reason),
+                format!("not accepted: {message}"),
+            )
         }
         Situation::InvalidSpec { message } => {
             set(condition(
@@ -578,6 +603,20 @@ pub fn next_status(
         set_condition(
             &mut conditions,
             condition(SPEC_VALID, "True", "PodAccepted", ""),
+            inputs.generation,
+            now,
+        );
+    }
+    let misfit = matches!(situation, Situation::NotAccepted { .. });
+    if !misfit && conditions.iter().any(|c| c.type_ == ACCEPTED) {
+        set_condition(
+            &mut conditions,
+            condition(
+                ACCEPTED,
+                "True",
+                REASON_ACCEPTED,
+                "the session fits its class",
+            ),
             inputs.generation,
             now,
         );

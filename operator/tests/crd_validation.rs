@@ -3,9 +3,10 @@
 
 use std::path::Path;
 
-use kube::api::{Api, ApiResource, DynamicObject, PostParams};
+use kube::ResourceExt;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, PostParams};
 use kube::core::GroupVersionKind;
-use p2pcamera_operator::crd::{CRD_FILE, CameraSession};
+use p2pcamera_operator::crd::{CRD_DIR, CameraClass, CameraSession, FilterName};
 use p2pcamera_tests::ControlPlane;
 use serde_json::{Value, json};
 
@@ -13,7 +14,7 @@ async fn plane() -> &'static ControlPlane {
     let plane = ControlPlane::shared().await.expect("control plane");
     let crd = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
-        .join(CRD_FILE);
+        .join(CRD_DIR);
     plane
         .apply_crds(&crd)
         .await
@@ -78,7 +79,8 @@ async fn valid_sessions_are_accepted_and_defaulted() {
         .unwrap();
     let typed: CameraSession =
         serde_json::from_value(serde_json::to_value(&minimal).unwrap()).unwrap();
-    assert_eq!(typed.spec.gpu.count, 1);
+    assert_eq!(typed.spec.gpu, None);
+    assert_eq!(typed.spec.filter.name, FilterName::SelfieBlur);
 
     let full = json!({
         "filter": custom_model(json!({
@@ -86,10 +88,7 @@ async fn valid_sessions_are_accepted_and_defaulted() {
             "colorOrder": "BGR", "valueRange": {"min": -1.0, "max": 1.0}, "output": "mask", "composite": "replace",
         })),
         "video": {"maxWidth": 1280, "maxHeight": 720, "maxFps": 30, "codecs": ["H264", "VP8"]},
-        "gpu": {"count": 2, "resourceName": "amd.com/gpu"},
-        "nodeSelector": {"pool": "gpu"},
-        "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
-        "image": "registry.example/camera-pod:1",
+        "className": "gpu.large",
         "idleTimeout": "1h30m",
     });
     api.create(&PostParams::default(), &session("complete", full))
@@ -308,6 +307,37 @@ async fn video_gpu_and_session_rules_are_enforced_by_the_api_server() {
             "spec.gpu.resourceName",
         ),
         ("empty-image", json!({"image": ""}), "spec.image"),
+        // What moved to CameraClass is refused on new sessions, with where it went.
+        (
+            "own-image",
+            json!({"image": "registry.example/miner:1"}),
+            "spec.image moved to CameraClass",
+        ),
+        (
+            "cpu-resource",
+            json!({"gpu": {"resourceName": "cpu"}}),
+            "spec.gpu moved to CameraClass",
+        ),
+        (
+            "two-gpus",
+            json!({"gpu": {"count": 2}}),
+            "spec.gpu moved to CameraClass",
+        ),
+        (
+            "control-plane",
+            json!({"nodeSelector": {"node-role.kubernetes.io/control-plane": ""}}),
+            "spec.nodeSelector moved to CameraClass",
+        ),
+        (
+            "tolerate-all",
+            json!({"tolerations": [{"operator": "Exists"}]}),
+            "spec.tolerations moved to CameraClass",
+        ),
+        (
+            "bad-class",
+            json!({"className": "Not_A_Name"}),
+            "spec.className",
+        ),
         (
             "words-timeout",
             json!({"idleTimeout": "5 minutes"}),
@@ -334,4 +364,105 @@ async fn video_gpu_and_session_rules_are_enforced_by_the_api_server() {
     api.create(&PostParams::default(), &session(&"b".repeat(53), json!({})))
         .await
         .unwrap();
+}
+
+/// A CameraClass named `name` (cluster-scoped) with `spec`.
+fn class(name: &str, spec: Value) -> DynamicObject {
+    serde_json::from_value(json!({
+        "apiVersion": "p2pcamera.io/v1alpha1",
+        "kind": "CameraClass",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn camera_class_fields_are_checked_by_the_api_server() {
+    let plane = plane().await;
+    let gvk = GroupVersionKind::gvk("p2pcamera.io", "v1alpha1", "CameraClass");
+    let resource = ApiResource::from_gvk_with_plural(&gvk, "cameraclasses");
+    let classes: Api<DynamicObject> = Api::all_with(plane.client().unwrap(), &resource);
+    let prefix = plane.namespace("crd-class").await.unwrap();
+    let full = json!({
+        "image": "registry.example/camera-pod:1",
+        "gpu": {"resourceName": "nvidia.com/gpu", "count": 2},
+        "nodeSelector": {"pool": "gpu"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "resources": {"memory": "6Gi", "ephemeralStorage": "3Gi", "modelCache": "1Gi"},
+        "allowedFilters": ["selfie-blur", "custom"],
+        "models": {"allowedHosts": ["models.example", "cdn.example:8443"], "allowedDigests": ["a".repeat(64)]},
+        "video": {"maxWidth": 1280, "maxHeight": 720, "maxFps": 30, "codecs": ["VP8"], "maxDecodeWidth": 3840, "maxDecodeHeight": 2160},
+    });
+    let created = classes
+        .create(
+            &PostParams::default(),
+            &class(&format!("{prefix}-full"), full),
+        )
+        .await
+        .unwrap();
+    let created: CameraClass =
+        serde_json::from_value(serde_json::to_value(&created).unwrap()).unwrap();
+    assert_eq!(created.spec.gpu.count, Some(2));
+    assert_eq!(
+        created.spec.allowed_filters,
+        [FilterName::SelfieBlur, FilterName::Custom]
+    );
+    classes
+        .delete(&created.name_any(), &DeleteParams::default())
+        .await
+        .unwrap();
+
+    let cases = [
+        ("no-gpu", json!({"gpu": {"count": 0}}), "spec.gpu.count"),
+        (
+            "sepia",
+            json!({"allowedFilters": ["sepia"]}),
+            "spec.allowedFilters",
+        ),
+        (
+            "twice",
+            json!({"allowedFilters": ["pose", "pose"]}),
+            "spec.allowedFilters",
+        ),
+        (
+            "scheme-host",
+            json!({"models": {"allowedHosts": ["https://models.example"]}}),
+            "spec.models.allowedHosts",
+        ),
+        (
+            "short-digest",
+            json!({"models": {"allowedDigests": ["abc"]}}),
+            "spec.models.allowedDigests",
+        ),
+        (
+            "8k-decode",
+            json!({"video": {"maxDecodeWidth": 7680}}),
+            "spec.video.maxDecodeWidth",
+        ),
+        (
+            "bad-memory",
+            json!({"resources": {"memory": "lots"}}),
+            "spec.resources.memory",
+        ),
+    ];
+    for (suffix, spec, expected) in cases {
+        let name = format!("{prefix}-{suffix}");
+        match classes
+            .create(&PostParams::default(), &class(&name, spec))
+            .await
+        {
+            Ok(_) => {
+                let _ = classes.delete(&name, &DeleteParams::default()).await;
+                panic!("{suffix}: accepted, want {expected}");
+            }
+            Err(kube::Error::Api(status)) => assert!(
+                status.code == 422 && status.message.contains(expected),
+                "{suffix}: expected 422 with {expected:?}, got {} {}",
+                status.code,
+                status.message
+            ),
+            Err(other) => panic!("{suffix}: {other}"),
+        }
+    }
 }

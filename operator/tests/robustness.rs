@@ -13,7 +13,8 @@ use common::{TestEnv, WAIT, condition, phase_is};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ResourceQuota;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use p2pcamera_operator::crd::CameraClass;
 use p2pcamera_operator::runtime::admin::AdminState;
 use p2pcamera_tests::{ManagedProcess, eventually, free_port};
 use serde_json::json;
@@ -40,8 +41,21 @@ async fn rejected_spec_fails_once_and_waits_for_a_change() {
     let env = TestEnv::new("spec-rejected").await;
     env.add_node("gpu", 1, None).await;
     let operator = env.start_operator("op", &[]);
-    // The schema allows any node selector; the API server refuses a pod whose selector key is no label.
-    env.create_session("bad", json!({"nodeSelector": {"not a label!": "x"}}))
+    // The class schema allows any node selector; the API server refuses a pod whose selector key
+    // is no label.
+    let classes: Api<CameraClass> = Api::all(env.client.clone());
+    let class_name = format!("{}-bad-selector", env.ns);
+    let class: CameraClass = serde_json::from_value(json!({
+        "apiVersion": "p2pcamera.io/v1alpha1", "kind": "CameraClass",
+        "metadata": {"name": class_name},
+        "spec": {"nodeSelector": {"not a label!": "x"}},
+    }))
+    .unwrap();
+    classes
+        .create(&PostParams::default(), &class)
+        .await
+        .unwrap();
+    env.create_session("bad", json!({"className": class_name}))
         .await;
     let session = env
         .wait_session("bad", "SpecValid=False", |s| {
@@ -91,13 +105,17 @@ async fn rejected_spec_fails_once_and_waits_for_a_change() {
         "a rejected spec counted as an error: {errors}"
     );
 
-    // Fixing the spec brings the session up and flips the condition back.
+    // Fixing the spec (out of the broken class) brings the session up and flips the condition back.
     env.sessions
         .patch(
             "bad",
             &PatchParams::default(),
-            &Patch::Merge(&json!({"spec": {"nodeSelector": null}})),
+            &Patch::Merge(&json!({"spec": {"className": null}})),
         )
+        .await
+        .unwrap();
+    classes
+        .delete(&class_name, &DeleteParams::default())
         .await
         .unwrap();
     let ready = env.wait_ready("bad").await;

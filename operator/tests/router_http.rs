@@ -1,77 +1,133 @@
 //! The router over real HTTPS, with sessions and Secrets in a real API server and a stand-in
 //! camera pod (HTTPS with its own self-signed certificate) on loopback: every error code a
-//! browser can get, the happy path through both offer forms, and the status endpoint.
+//! browser can get, the happy path through both offer forms, the status endpoint, and the
+//! bounds on what clients, pods and the cluster can make the router do.
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
 use p2pcamera_api::{ErrorBody, ErrorCode};
 use p2pcamera_operator::crd::CRD_FILE;
-use p2pcamera_operator::router::sessions::camera_session_resource;
+use p2pcamera_operator::router::sessions::{camera_session_resource, session_secret_cache};
+use p2pcamera_operator::router::watch::WatchHealth;
 use p2pcamera_operator::router::{self, Listeners, RouterArgs};
 use p2pcamera_tests::{ControlPlane, eventually};
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 const OFFER: &str = r#"{"sdp":"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n","type":"offer","client":"c1"}"#;
 
-/// A stand-in camera pod: checks the bearer token, answers `{"sdp","type":"answer"}`, or the
-/// error set in `refusal` (with its code's status, as camera-pod does), or answers after `delay`.
+/// What the stand-in pod answers to an authorized offer.
+#[derive(Debug, Clone)]
+enum Behaviour {
+    /// `{"sdp": "answer-to:<offer sdp>", "type": "answer", "clean": <no router-only fields>}`.
+    Answer,
+    /// The error, with its code's status, as camera-pod does.
+    Refuse(ErrorBody),
+    /// A 200 whose body never ends (1 GiB), with or without a `Content-Length` saying so.
+    Endless { with_length: bool },
+}
+
+/// A stand-in camera pod: checks the bearer token and answers as its [`Behaviour`] says, after
+/// `delay`. It counts the offers it receives and the bytes of endless bodies it produced.
 struct StandIn {
     address: SocketAddr,
     cert_pem: String,
-    refusal: Arc<Mutex<Option<ErrorBody>>>,
+    behaviour: Arc<Mutex<Behaviour>>,
+    offers: Arc<AtomicUsize>,
+    produced: Arc<AtomicUsize>,
 }
 
 impl StandIn {
     /// From now on the pod refuses every offer with `code` and `message` (`None`: answers).
     fn refuse(&self, refusal: Option<(ErrorCode, &str)>) {
-        *self.refusal.lock().unwrap_or_else(|e| e.into_inner()) =
-            refusal.map(|(code, message)| ErrorBody::new(code, message));
+        self.behave(match refusal {
+            Some((code, message)) => Behaviour::Refuse(ErrorBody::new(code, message)),
+            None => Behaviour::Answer,
+        });
+    }
+
+    fn behave(&self, behaviour: Behaviour) {
+        *self.behaviour.lock().unwrap_or_else(|e| e.into_inner()) = behaviour;
+    }
+
+    fn offers(&self) -> usize {
+        self.offers.load(Ordering::SeqCst)
     }
 }
 
 /// How camera-pod answers an error: the code's status and the contract's body.
-fn refused(error: ErrorBody) -> (StatusCode, axum::Json<Value>) {
+fn refused(error: ErrorBody) -> Response {
     let status =
         StatusCode::from_u16(error.error.code.http_status()).unwrap_or_else(|e| panic!("{e}"));
     (
         status,
         axum::Json(serde_json::to_value(error).unwrap_or_else(|e| panic!("{e}"))),
     )
+        .into_response()
+}
+
+const ENDLESS: usize = 1 << 30;
+
+fn endless(with_length: bool, produced: Arc<AtomicUsize>) -> Response {
+    let chunk = Bytes::from(vec![b' '; 64 * 1024]);
+    let chunks = futures::stream::iter(0..ENDLESS / chunk.len()).map(move |_| {
+        produced.fetch_add(chunk.len(), Ordering::SeqCst);
+        Ok::<_, std::io::Error>(chunk.clone())
+    });
+    let mut response = Response::new(Body::from_stream(chunks));
+    if with_length {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, ENDLESS.into());
+    }
+    response
 }
 
 async fn stand_in(token: &'static str, delay: Duration) -> StandIn {
     let cert = rcgen::generate_simple_self_signed(vec!["camera-pod".into()])
         .unwrap_or_else(|e| panic!("{e}"));
     let cert_pem = cert.cert.pem();
-    let refusal = Arc::new(Mutex::new(None::<ErrorBody>));
-    let current = refusal.clone();
+    let behaviour = Arc::new(Mutex::new(Behaviour::Answer));
+    let offers = Arc::new(AtomicUsize::new(0));
+    let produced = Arc::new(AtomicUsize::new(0));
+    let (current, offer_count, produced_count) =
+        (behaviour.clone(), offers.clone(), produced.clone());
     let app = Router::new().route(
         "/offer",
         post(move |headers: HeaderMap, body: String| {
-            let current = current.clone();
+            let (current, produced) = (current.clone(), produced_count.clone());
+            offer_count.fetch_add(1, Ordering::SeqCst);
             async move {
                 tokio::time::sleep(delay).await;
                 let expected = format!("Bearer {token}");
                 if headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
                     return refused(ErrorBody::new(ErrorCode::WrongToken, "wrong bearer token"));
                 }
-                if let Some(error) = current.lock().unwrap_or_else(|e| e.into_inner()).clone() {
-                    return refused(error);
+                let behaviour = current.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                match behaviour {
+                    Behaviour::Refuse(error) => refused(error),
+                    Behaviour::Endless { with_length } => endless(with_length, produced),
+                    Behaviour::Answer => {
+                        let offer: Value = serde_json::from_str(&body).unwrap_or_default();
+                        // The pod sees the original /offer shape: no router-only fields.
+                        let clean = offer.get("session").is_none() && offer["type"] == "offer";
+                        axum::Json(json!({"sdp": format!("answer-to:{}", offer["sdp"].as_str().unwrap_or("")), "type": "answer", "clean": clean})).into_response()
+                    }
                 }
-                let offer: Value = serde_json::from_str(&body).unwrap_or_default();
-                // The pod sees the original /offer shape: no router-only fields.
-                let clean = offer.get("session").is_none() && offer["type"] == "offer";
-                (StatusCode::OK, axum::Json(json!({"sdp": format!("answer-to:{}", offer["sdp"].as_str().unwrap_or("")), "type": "answer", "clean": clean})))
             }
         }),
     );
@@ -88,7 +144,9 @@ async fn stand_in(token: &'static str, delay: Duration) -> StandIn {
     StandIn {
         address,
         cert_pem,
-        refusal,
+        behaviour,
+        offers,
+        produced,
     }
 }
 
@@ -96,6 +154,8 @@ struct Env {
     client: kube::Client,
     namespace: String,
     https: SocketAddr,
+    metrics: SocketAddr,
+    router_cert_pem: String,
     http: reqwest::Client,
     shutdown: CancellationToken,
 }
@@ -150,6 +210,40 @@ impl Env {
         format!("https://router.p2pcamera.test:{}{path}", self.https.port())
     }
 
+    /// The router's metrics, from its metrics listener.
+    async fn metrics(&self) -> String {
+        self.http
+            .get(format!("http://{}/metrics", self.metrics))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .text()
+            .await
+            .unwrap_or_default()
+    }
+
+    /// A TLS connection to the router's HTTPS port, speaking HTTP/1.1 by hand.
+    async fn tls_connection(&self) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut self.router_cert_pem.as_bytes()) {
+            roots
+                .add(cert.unwrap_or_else(|e| panic!("{e}")))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(self.https)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let name = rustls::pki_types::ServerName::try_from("router.p2pcamera.test")
+            .unwrap_or_else(|e| panic!("{e}"));
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
     async fn offer(
         &self,
         path: &str,
@@ -199,7 +293,11 @@ impl Env {
 }
 
 async fn env(prefix: &str, session_burst: u32, client_burst: u32) -> Env {
-    env_behind(prefix, session_burst, client_burst, &[]).await
+    env_with(prefix, |args| {
+        args.session_burst = session_burst;
+        args.client_burst = client_burst;
+    })
+    .await
 }
 
 /// A router whose `--trusted-proxies` are `trusted_proxies`.
@@ -209,6 +307,20 @@ async fn env_behind(
     client_burst: u32,
     trusted_proxies: &[&str],
 ) -> Env {
+    env_with(prefix, |args| {
+        args.session_burst = session_burst;
+        args.client_burst = client_burst;
+        args.trusted_proxies = trusted_proxies
+            .iter()
+            .map(|net| net.parse().unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+    })
+    .await
+}
+
+/// A router for a fresh namespace, with the test defaults changed by `configure`. The port range
+/// covers the ports stand-in pods get from the system.
+async fn env_with(prefix: &str, configure: impl FnOnce(&mut RouterArgs)) -> Env {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let plane = ControlPlane::shared()
         .await
@@ -240,9 +352,11 @@ async fn env_behind(
         .await
         .unwrap_or_else(|e| panic!("{e}"));
 
-    let args = RouterArgs {
-        listen: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
-        http_listen: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+    let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"));
+    let mut args = RouterArgs {
+        listen: loopback,
+        http_listen: loopback,
+        metrics_listen: loopback,
         namespace: namespace.clone(),
         tls_secret: "router-tls".into(),
         challenge_config_map: router::DEFAULT_CHALLENGE_CONFIG_MAP.into(),
@@ -250,19 +364,25 @@ async fn env_behind(
         session_secret_selector:
             "app.kubernetes.io/managed-by=p2pcamera-operator,p2pcamera.io/session".into(),
         allowed_origins: vec!["https://meet.example".into()],
-        forward_timeout: 1.0,
+        port_range: "1024-65535".parse().unwrap_or_else(|e| panic!("{e}")),
+        forward_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(15),
+        header_timeout: Duration::from_secs(10),
+        max_connections: 4096,
         session_rate: 0.01,
-        session_burst,
+        session_burst: 100,
         client_rate: 0.01,
-        client_burst,
-        trusted_proxies: trusted_proxies
-            .iter()
-            .map(|net| net.parse().unwrap_or_else(|e| panic!("{e}")))
-            .collect(),
+        client_burst: 1000,
+        trusted_proxies: Vec::new(),
     };
+    configure(&mut args);
     let listeners = Listeners::bind(&args).unwrap_or_else(|e| panic!("{e}"));
     let https = listeners
         .https
+        .local_addr()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let metrics = listeners
+        .metrics
         .local_addr()
         .unwrap_or_else(|e| panic!("{e}"));
     let shutdown = CancellationToken::new();
@@ -286,6 +406,8 @@ async fn env_behind(
         client,
         namespace,
         https,
+        metrics,
+        router_cert_pem: cert.cert.pem(),
         http,
         shutdown,
     };
@@ -476,16 +598,15 @@ async fn forwards_offers_and_maps_every_pod_outcome() {
         (StatusCode::BAD_GATEWAY, "pod_unreachable")
     );
 
-    // Metrics count the outcomes.
-    let metrics = env
+    // Metrics count the outcomes, on the metrics listener only.
+    let public = env
         .http
         .get(env.url("/metrics"))
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .text()
-        .await
-        .unwrap_or_default();
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(public.status(), reqwest::StatusCode::NOT_FOUND);
+    let metrics = env.metrics().await;
     assert!(
         metrics.contains(r#"p2pcamera_router_offers_total{result="answered"} 2"#),
         "{metrics}"
@@ -530,11 +651,12 @@ async fn client_errors_limits_and_not_ready_sessions() {
         (status, code(&body)),
         (StatusCode::UNAUTHORIZED, "missing_token")
     );
-    let (status, _, body) = env.offer(&path, Some("tok-w"), OFFER).await;
+    let (status, _, wrong_token) = env.offer(&path, Some("tok-w"), OFFER).await;
     assert_eq!(
-        (status, code(&body)),
+        (status, code(&wrong_token)),
         (StatusCode::FORBIDDEN, "wrong_token")
     );
+    // A session that does not exist answers exactly as a wrong token does.
     let (status, _, body) = env
         .offer(
             &format!("/v1/sessions/{ns}/nobody/offer"),
@@ -542,10 +664,28 @@ async fn client_errors_limits_and_not_ready_sessions() {
             OFFER,
         )
         .await;
+    assert_eq!((status, &body), (StatusCode::FORBIDDEN, &wrong_token));
+    let (status, _, body) = env
+        .offer(&format!("/v1/sessions/{ns}/nobody/offer"), None, OFFER)
+        .await;
     assert_eq!(
         (status, code(&body)),
-        (StatusCode::NOT_FOUND, "session_not_found")
+        (StatusCode::UNAUTHORIZED, "missing_token")
     );
+    for (name, token) in [("nobody", "tok-b"), ("cam", "tok-w")] {
+        let response = env
+            .http
+            .get(env.url(&format!("/v1/sessions/{ns}/{name}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(response.status(), reqwest::StatusCode::FORBIDDEN);
+        assert_eq!(
+            response.json::<Value>().await.ok(),
+            Some(wrong_token.clone())
+        );
+    }
     let big = json!({"sdp": "a".repeat(70 * 1024), "type": "offer"}).to_string();
     let (status, _, body) = env.offer(&path, Some("tok-b"), big).await;
     assert_eq!(
@@ -589,7 +729,9 @@ async fn client_errors_limits_and_not_ready_sessions() {
             (StatusCode::TOO_MANY_REQUESTS, true)
         ]
     );
-    // Becoming ready is picked up from the watch: the waiting session now routes.
+    // Becoming ready is picked up from the watch. Its endpoint is plain HTTP: refused, and the
+    // pod never sees the offer.
+    let offers_before = pod.offers();
     let sessions: Api<DynamicObject> =
         Api::namespaced_with(env.client.clone(), &ns, &camera_session_resource());
     sessions
@@ -597,7 +739,7 @@ async fn client_errors_limits_and_not_ready_sessions() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     eventually(
-        "the session routes once Ready",
+        "the Ready session's endpoint is checked",
         Duration::from_secs(10),
         || {
             let request = env
@@ -607,17 +749,119 @@ async fn client_errors_limits_and_not_ready_sessions() {
                 .body(OFFER);
             async move {
                 let response = request.send().await.map_err(|e| e.to_string())?;
-                // The stand-in speaks HTTPS only: a plain-HTTP endpoint reaches it and fails as 502.
-                if response.status() == reqwest::StatusCode::BAD_GATEWAY {
+                let status = response.status();
+                let body: Value = response.json().await.unwrap_or_default();
+                if status == reqwest::StatusCode::BAD_GATEWAY && code(&body) == "endpoint_rejected"
+                {
                     Ok(())
                 } else {
-                    Err(response.status().to_string())
+                    Err(format!("{status} {body}"))
                 }
             }
         },
     )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pod.offers(), offers_before);
+    let metrics = env.metrics().await;
+    let series =
+        format!(r#"p2pcamera_router_endpoint_rejections_total{{namespace="{ns}",name="waiting"}}"#);
+    assert!(metrics.contains(&series), "{metrics}");
+}
+
+/// A session status that names a port other than its `udpPort`, or a Ready session whose
+/// Secret has no certificate to pin: nothing is sent to the pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_sends_nothing_to_endpoints_it_cannot_check_or_pin() {
+    let env = env("router-pin", 100, 1000).await;
+    let ns = env.namespace.clone();
+    let pod = stand_in("tok-p", Duration::ZERO).await;
+    let port = pod.address.port();
+    env.session(
+        "moved",
+        json!({"phase": "Ready", "endpoint": format!("https://127.0.0.1:{port}"), "udpPort": port.wrapping_add(1)}),
+        "tok-p",
+        Some(&pod.cert_pem),
+    )
+    .await;
+    env.session(
+        "unpinned",
+        json!({"phase": "Ready", "endpoint": format!("https://127.0.0.1:{port}"), "udpPort": port}),
+        "tok-p",
+        None,
+    )
+    .await;
+    env.session(
+        "good",
+        json!({"phase": "Ready", "endpoint": format!("https://127.0.0.1:{port}/"), "udpPort": port}),
+        "tok-p",
+        Some(&pod.cert_pem),
+    )
+    .await;
+    for name in ["moved", "unpinned", "good"] {
+        until_known(&env, name, "tok-p").await;
+    }
+    let offer = |name: &str| format!("/v1/sessions/{ns}/{name}/offer");
+    let (status, _, body) = env.offer(&offer("moved"), Some("tok-p"), OFFER).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_GATEWAY, "endpoint_rejected")
+    );
+    let (status, retry, body) = env.offer(&offer("unpinned"), Some("tok-p"), OFFER).await;
+    assert_eq!(
+        (status, retry.as_deref(), code(&body)),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("2"),
+            "session_not_ready"
+        )
+    );
+    assert_eq!(pod.offers(), 0);
+    let (status, _, body) = env.offer(&offer("good"), Some("tok-p"), OFFER).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(pod.offers(), 1);
+}
+
+/// A pod answering an endless body (with or without a `Content-Length` admitting it) gets a clear
+/// 502; the router stops reading at the limit instead of buffering the body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_pod_answers_are_refused_at_the_limit() {
+    let env = env_with("router-huge", |args| {
+        args.forward_timeout = Duration::from_secs(20);
+    })
+    .await;
+    let pod = stand_in("tok-h", Duration::ZERO).await;
+    env.session(
+        "huge",
+        ready(format!("https://127.0.0.1:{}", pod.address.port())),
+        "tok-h",
+        Some(&pod.cert_pem),
+    )
+    .await;
+    until_known(&env, "huge", "tok-h").await;
+    let path = format!("/v1/sessions/{}/huge/offer", env.namespace);
+    for with_length in [true, false] {
+        pod.behave(Behaviour::Endless { with_length });
+        pod.produced.store(0, Ordering::SeqCst);
+        let started = Instant::now();
+        let (status, _, body) = env.offer(&path, Some("tok-h"), OFFER).await;
+        assert_eq!(
+            (status, code(&body), body["error"]["message"].as_str()),
+            (
+                StatusCode::BAD_GATEWAY,
+                "pod_unreachable",
+                Some("camera pod answer is too large")
+            ),
+            "with_length {with_length}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
+        // Whatever the pod managed to write into socket buffers, nowhere near the whole body.
+        let produced = pod.produced.load(Ordering::SeqCst);
+        assert!(
+            produced < 64 << 20,
+            "the pod wrote {produced} of its {ENDLESS} bytes"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -632,8 +876,8 @@ async fn per_client_address_limit() {
     assert_eq!(
         statuses,
         vec![
-            StatusCode::NOT_FOUND,
-            StatusCode::NOT_FOUND,
+            StatusCode::FORBIDDEN,
+            StatusCode::FORBIDDEN,
             StatusCode::TOO_MANY_REQUESTS
         ]
     );
@@ -654,15 +898,28 @@ async fn behind_a_trusted_proxy_the_limit_counts_the_forwarded_client() {
     assert_eq!(
         first,
         vec![
-            StatusCode::NOT_FOUND,
-            StatusCode::NOT_FOUND,
+            StatusCode::FORBIDDEN,
+            StatusCode::FORBIDDEN,
             StatusCode::TOO_MANY_REQUESTS
         ]
     );
-    // Another client behind the same proxy has its own budget.
+    // Another client behind the same proxy has its own budget...
     assert_eq!(
         env.offer_from(&path, "198.51.100.8", OFFER).await.0,
-        StatusCode::NOT_FOUND
+        StatusCode::FORBIDDEN
+    );
+    // ...but not another address in an IPv6 client's /64.
+    assert_eq!(
+        env.offer_from(&path, "2001:db8:7:7::1", OFFER).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        env.offer_from(&path, "2001:db8:7:7::1", OFFER).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        env.offer_from(&path, "2001:db8:7:7:abcd::2", OFFER).await.0,
+        StatusCode::TOO_MANY_REQUESTS
     );
     // A client that forges an earlier hop is still counted by the address the proxy saw.
     assert_eq!(
@@ -800,4 +1057,304 @@ async fn bench_forwarding_overhead() {
         "router adds {:?} at p50",
         r50.saturating_sub(d50)
     );
+}
+
+/// The router's cache of session Secrets, filled from a real API server, holds the token and the
+/// pod's certificate and nothing else: not the pod's private key in `tls.key`, nor the copy of
+/// it `kubectl apply` leaves in an annotation, nor managed fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_secret_cache_holds_no_private_key() {
+    let plane = ControlPlane::shared()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let namespace = plane
+        .namespace("router-keys")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let client = plane.client().unwrap_or_else(|e| panic!("{e}"));
+    let pod = rcgen::generate_simple_self_signed(vec!["camera-pod".into()])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let key_pem = pod.signing_key.serialize_pem();
+    let key_der = pod.signing_key.serialize_der();
+    let data = json!({"token": "tok-k", "tls.crt": pod.cert.pem(), "tls.key": key_pem});
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "cam-p2pcamera", "labels": {
+            "app.kubernetes.io/managed-by": "p2pcamera-operator", "p2pcamera.io/session": "cam"},
+            "annotations": {"kubectl.kubernetes.io/last-applied-configuration":
+                json!({"stringData": data}).to_string()}},
+        "stringData": data,
+    }))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let store = session_secret_cache(
+        secrets,
+        "app.kubernetes.io/managed-by=p2pcamera-operator,p2pcamera.io/session",
+        Arc::new(WatchHealth::new("session-secrets")),
+    );
+    let cached = eventually("the Secret in the cache", Duration::from_secs(30), || {
+        let state = store.state();
+        async move {
+            state
+                .first()
+                .map(|secret| (**secret).clone())
+                .ok_or_else(|| "empty".to_owned())
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(store.state().len(), 1);
+    let keys: Vec<&str> = cached
+        .data
+        .iter()
+        .flat_map(|data| data.keys().map(String::as_str))
+        .collect();
+    assert_eq!(keys, ["tls.crt", "token"]);
+    assert_eq!(cached.metadata.name.as_deref(), Some("cam-p2pcamera"));
+    assert_eq!(cached.metadata.annotations, None);
+    assert_eq!(cached.metadata.managed_fields, None);
+    assert_eq!(cached.string_data, None);
+    // No trace of the key in any form anywhere in the cached object.
+    let everything = format!(
+        "{} {cached:?}",
+        serde_json::to_string(&cached).unwrap_or_default()
+    );
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(key_pem.as_bytes());
+    for trace in [
+        "PRIVATE KEY",
+        &key_pem[40..80],
+        &encoded[..40],
+        &base64::engine::general_purpose::STANDARD.encode(&key_der)[..40],
+    ] {
+        assert!(!everything.contains(trace), "the cache holds {trace:?}");
+    }
+    let raw: Vec<u8> = cached
+        .data
+        .iter()
+        .flat_map(|data| data.values().flat_map(|v| v.0.clone()))
+        .collect();
+    assert!(!raw.windows(32).any(|w| key_der.windows(32).any(|k| k == w)));
+}
+
+/// Reads from a raw connection until the router closes it; the time that took.
+async fn until_closed<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    limit: Duration,
+) -> Duration {
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at((started + limit).into(), stream.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return started.elapsed(),
+            Ok(Ok(_)) => continue,
+            Err(_) => panic!("the router kept the connection open for {limit:?}"),
+        }
+    }
+}
+
+/// Slow-loris clients (a silent TCP connection, headers trickled a line at a time, a body that
+/// stops) are cut off after the header and request timeouts, and other browsers are served
+/// meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off_while_others_are_served() {
+    let env = env_with("router-slow", |args| {
+        args.header_timeout = Duration::from_secs(2);
+        args.request_timeout = Duration::from_secs(3);
+    })
+    .await;
+    let ns = env.namespace.clone();
+    let pod = stand_in("tok-s", Duration::ZERO).await;
+    env.session(
+        "cam",
+        ready(format!("https://127.0.0.1:{}", pod.address.port())),
+        "tok-s",
+        Some(&pod.cert_pem),
+    )
+    .await;
+    until_known(&env, "cam", "tok-s").await;
+    let path = format!("/v1/sessions/{ns}/cam/offer");
+
+    let silent = {
+        let mut tcp = tokio::net::TcpStream::connect(env.https)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        tokio::spawn(async move { until_closed(&mut tcp, Duration::from_secs(20)).await })
+    };
+    let trickling = {
+        let mut tls = env.tls_connection().await;
+        tokio::spawn(async move {
+            let started = Instant::now();
+            tls.write_all(b"POST /offer HTTP/1.1\r\nHost: router.p2pcamera.test\r\n")
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let mut buf = [0u8; 4096];
+            for line in 0.. {
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "still open after {line} lines"
+                );
+                if tls
+                    .write_all(format!("X-Slow-{line}: a\r\n").as_bytes())
+                    .await
+                    .is_err()
+                {
+                    return started.elapsed();
+                }
+                let _ = tls.flush().await;
+                let read = tokio::time::timeout(Duration::from_millis(300), tls.read(&mut buf));
+                if let Ok(Ok(0) | Err(_)) = read.await {
+                    return started.elapsed();
+                }
+            }
+            unreachable!()
+        })
+    };
+    let stalled_body = {
+        let mut tls = env.tls_connection().await;
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: router.p2pcamera.test\r\nAuthorization: Bearer tok-s\r\n\
+             Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"sdp\""
+        );
+        tokio::spawn(async move {
+            let started = Instant::now();
+            tls.write_all(request.as_bytes())
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let mut answer = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(20), async {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = tls.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    answer.extend_from_slice(&buf[..n]);
+                    if answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"}}") {
+                        break;
+                    }
+                }
+            })
+            .await;
+            (
+                started.elapsed(),
+                String::from_utf8_lossy(&answer).into_owned(),
+            )
+        })
+    };
+
+    // Meanwhile, browsers are answered at once.
+    let served_from = Instant::now();
+    for _ in 0..3 {
+        let (status, _, body) = env
+            .offer(
+                &format!("/v1/sessions/{ns}/cam/offer"),
+                Some("tok-s"),
+                OFFER,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let served_in = served_from.elapsed();
+
+    let silent = silent.await.unwrap_or_else(|e| panic!("{e}"));
+    let trickling = trickling.await.unwrap_or_else(|e| panic!("{e}"));
+    let (stalled, answer) = stalled_body.await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        served_in < Duration::from_secs(2),
+        "offers took {served_in:?}"
+    );
+    for (what, took) in [("silent", silent), ("trickling", trickling)] {
+        assert!(
+            (Duration::from_millis(1500)..Duration::from_secs(8)).contains(&took),
+            "{what} connection closed after {took:?}"
+        );
+    }
+    assert!(
+        (Duration::from_millis(2500)..Duration::from_secs(9)).contains(&stalled),
+        "stalled body answered after {stalled:?}"
+    );
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains(r#""code":"bad_body""#), "{answer}");
+    assert!(
+        answer.contains("the request body did not arrive within 3 s"),
+        "{answer}"
+    );
+}
+
+/// At most `--max-connections` connections are open at once: one more is closed at once (and
+/// counted), and a place that comes free is taken again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_are_refused() {
+    let env = env_with("router-conns", |args| {
+        args.max_connections = 3;
+        args.header_timeout = Duration::from_secs(5);
+    })
+    .await;
+    // The readiness polling's kept-alive connection is closed by the header timeout.
+    eventually("no connection open", Duration::from_secs(20), || async {
+        let metrics = env.metrics().await;
+        if metrics.contains("p2pcamera_router_connections_open 0") {
+            Ok(())
+        } else {
+            Err(metrics)
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut holders = Vec::new();
+    for _ in 0..3 {
+        holders.push(
+            tokio::net::TcpStream::connect(env.https)
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+    }
+    eventually("three connections open", Duration::from_secs(5), || async {
+        let metrics = env.metrics().await;
+        if metrics.contains("p2pcamera_router_connections_open 3") {
+            Ok(())
+        } else {
+            Err(metrics)
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let fresh = || {
+        reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(env.router_cert_pem.as_bytes())
+                    .unwrap_or_else(|e| panic!("{e}")),
+            )
+            .resolve("router.p2pcamera.test", env.https)
+            .pool_max_idle_per_host(0)
+            .no_proxy()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let refused = fresh().get(env.url("/healthz")).send().await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert!(
+        env.metrics()
+            .await
+            .contains("p2pcamera_router_connections_refused_total 1")
+    );
+    holders.pop();
+    eventually("a freed place is taken", Duration::from_secs(5), || {
+        let request = fresh().get(env.url("/healthz"));
+        async move {
+            let response = request.send().await.map_err(|e| e.to_string())?;
+            response
+                .status()
+                .is_success()
+                .then_some(())
+                .ok_or_else(|| response.status().to_string())
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
 }

@@ -263,7 +263,7 @@ async fn spec_change_replaces_the_pod_once_and_unchanged_spec_never_does() {
         "pod replaced without a spec change"
     );
 
-    let patch = json!({"spec": {"filter": {"name": "style", "styleIndex": 7}, "image": "registry.invalid/camera-pod:v2"}});
+    let patch = json!({"spec": {"filter": {"name": "style", "styleIndex": 7}}});
     let updated = env
         .sessions
         .patch("cam", &PatchParams::default(), &Patch::Merge(&patch))
@@ -286,7 +286,7 @@ async fn spec_change_replaces_the_pod_once_and_unchanged_spec_never_does() {
     let container = &after.spec.as_ref().unwrap().containers[0];
     assert_eq!(
         container.image.as_deref(),
-        Some("registry.invalid/camera-pod:v2")
+        Some("registry.invalid/camera-pod:test")
     );
     assert!(
         format!("{:?}", container.env).contains("style"),

@@ -66,6 +66,7 @@ impl GpuNode {
         let resources = json!({
             "cpu": "32",
             "memory": "256Gi",
+            "ephemeral-storage": "1Ti",
             "pods": "110",
             GPU_RESOURCE: self.gpus.to_string(),
         });

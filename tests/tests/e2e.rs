@@ -125,7 +125,7 @@ impl System {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let plane = ControlPlane::shared().await.expect("control plane");
         plane
-            .apply_crds(&repo_root().join("crds/camerasessions.p2pcamera.io.yaml"))
+            .apply_crds(&repo_root().join("crds"))
             .await
             .expect("CRD applies");
         let ns = plane.namespace(prefix).await.expect("namespace");

@@ -126,13 +126,18 @@ fn read(path: impl AsRef<Path>) -> String {
 // The chart on its own
 
 #[tokio::test]
-async fn chart_crd_is_the_generated_crd() {
-    let generated = read("crds/camerasessions.p2pcamera.io.yaml");
-    let chart = read("charts/p2pcamera/crds/camerasessions.p2pcamera.io.yaml");
-    assert!(
-        chart == generated,
-        "charts/p2pcamera/crds/ differs from crds/: copy crds/camerasessions.p2pcamera.io.yaml into the chart"
-    );
+async fn chart_crds_are_the_generated_crds() {
+    for file in [
+        "camerasessions.p2pcamera.io.yaml",
+        "cameraclasses.p2pcamera.io.yaml",
+    ] {
+        let generated = read(format!("crds/{file}"));
+        let chart = read(format!("charts/p2pcamera/crds/{file}"));
+        assert!(
+            chart == generated,
+            "charts/p2pcamera/crds/{file} differs from crds/: run `make crd`"
+        );
+    }
 }
 
 #[tokio::test]
@@ -400,12 +405,9 @@ async fn rendered_chart_passes_server_side_dry_run() {
 }
 
 #[tokio::test]
-async fn examples_are_valid_camera_sessions() {
+async fn examples_are_valid_camera_sessions_and_classes() {
     let plane = ControlPlane::shared().await.unwrap();
-    plane
-        .apply_crds(&repo_root().join("crds/camerasessions.p2pcamera.io.yaml"))
-        .await
-        .unwrap();
+    plane.apply_crds(&repo_root().join("crds")).await.unwrap();
     let ns = plane.namespace("helm-examples").await.unwrap();
     let dir = repo_root().join("examples");
     let mut seen = 0;
@@ -427,7 +429,10 @@ async fn examples_are_valid_camera_sessions() {
             ])
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert!(out.contains("camerasession.p2pcamera.io/"), "{out}");
+        assert!(
+            out.contains("camerasession.p2pcamera.io/") || out.contains("cameraclass.p2pcamera.io/"),
+            "{out}"
+        );
         seen += 1;
     }
     assert!(seen >= 3, "only {seen} examples");

@@ -13,6 +13,9 @@
 //! even sides up to 3840x2160 and writes constrained baseline with SPS and PPS in front of every
 //! IDR, for packetization-mode=1. Rate control spends the bitrate over the pictures' actual
 //! spacing, so a slower filter gets larger pictures rather than a thinner stream.
+//!
+//! [`CappedDecoder`] wraps a decoder and refuses pictures larger than `--max-decode-width` x
+//! `--max-decode-height` before decoding them (`size_cap`).
 
 use crate::frame::VideoFrame;
 
@@ -21,7 +24,10 @@ mod clock;
 mod conformance;
 mod h264;
 mod planes;
+mod size_cap;
 mod vp8;
+
+pub use size_cap::{CappedDecoder, DecodeSizeCap, announced_size};
 
 /// Codecs camera-pod negotiates, in no particular order (the offerer's order wins).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -36,6 +42,18 @@ pub enum CodecError {
     Decode { codec: CodecKind, message: String },
     #[error("{codec:?} encoder: {message}")]
     Encode { codec: CodecKind, message: String },
+    /// The frame's picture is larger than the decode cap; it was not decoded.
+    #[error(
+        "{codec:?} picture {width}x{height} is larger than allowed ({max_width}x{max_height} in either orientation, \
+         --max-decode-width/--max-decode-height)"
+    )]
+    TooLarge {
+        codec: CodecKind,
+        width: u32,
+        height: u32,
+        max_width: u32,
+        max_height: u32,
+    },
 }
 
 /// Turns one complete encoded frame (as reassembled from RTP) into a picture.

@@ -1,12 +1,14 @@
 //! Filter and ONNX Runtime flags; the binary flattens [`FilterArgs`] into its own `Args`.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::ValueEnum;
-use p2pcamera_api::pod_env;
+use p2pcamera_api::{ModelPolicy, pod_env};
 
 use super::FilterError;
 use super::manifest::Manifest;
+use super::source::{self, DownloadRules};
 use super::spec::{self, Background, BodyParts, CustomModel, FilterSpec, ModelSource, PoseModel};
 
 /// Which ONNX Runtime execution provider runs the model.
@@ -77,6 +79,45 @@ pub struct FilterArgs {
     /// Extra PEM CA certificates to trust when downloading models (on top of the system's).
     #[arg(long, env = pod_env::MODEL_CA_FILE)]
     pub model_ca_file: Option<PathBuf>,
+
+    /// Hosts models may be downloaded from, comma-separated: `host` (the https port, 443) or
+    /// `host:port`, each matched exactly (no wildcards). A model by URL is allowed when its host is
+    /// listed here or its sha256 in --model-allowed-digests; with both lists empty (the default)
+    /// no model is downloaded. The --model given at start-up must be allowed too.
+    #[arg(
+        long,
+        env = pod_env::MODEL_ALLOWED_HOSTS,
+        value_delimiter = ',',
+        value_parser = allowed_host
+    )]
+    pub model_allowed_hosts: Vec<String>,
+
+    /// sha256 digests (hex) of models that may be downloaded from any https URL, comma-separated.
+    #[arg(
+        long,
+        env = pod_env::MODEL_ALLOWED_DIGESTS,
+        value_delimiter = ',',
+        value_parser = allowed_digest
+    )]
+    pub model_allowed_digests: Vec<String>,
+
+    /// Largest model, in bytes, read from a file or downloaded; a download is stopped past it.
+    #[arg(
+        long,
+        env = pod_env::MODEL_MAX_BYTES,
+        default_value_t = source::DEFAULT_MODEL_MAX_BYTES,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub model_max_bytes: u64,
+
+    /// Longest a model download may take, connecting included, in seconds (`90` or `90s`).
+    #[arg(
+        long,
+        env = pod_env::MODEL_DOWNLOAD_TIMEOUT,
+        default_value = "60s",
+        value_parser = seconds
+    )]
+    pub model_download_timeout: Duration,
 
     /// ONNX Runtime shared library [default: $ORT_DYLIB_PATH, else
     /// ~/.cache/p2pcamera/onnxruntime-1.32.0/libonnxruntime.so.1.32.0, as fetched by
@@ -178,6 +219,16 @@ impl FilterArgs {
         resolve_model_cache(self.model_cache_dir.clone(), home_cache())
     }
 
+    /// What may be downloaded, and how much: the allow-list, --model-max-bytes and
+    /// --model-download-timeout.
+    pub fn download_rules(&self) -> DownloadRules {
+        DownloadRules {
+            policy: ModelPolicy::new(&self.model_allowed_hosts, &self.model_allowed_digests),
+            max_bytes: self.model_max_bytes,
+            timeout: self.model_download_timeout,
+        }
+    }
+
     /// Intra-op threads: --intra-op-threads, else see [`default_intra_op_threads`].
     pub fn intra_op_thread_count(&self) -> usize {
         match self.intra_op_threads {
@@ -189,6 +240,77 @@ impl FilterArgs {
                 default_intra_op_threads(cores, dedicated)
             }
         }
+    }
+}
+
+/// A `--model-allowed-hosts` entry: a host name or IP address (IPv6 in brackets), optionally
+/// with `:port`; lower-cased. An empty entry (as in `a.example,`) is kept and ignored.
+fn allowed_host(entry: &str) -> Result<String, String> {
+    let entry = entry.trim().to_ascii_lowercase();
+    if entry.is_empty() {
+        return Ok(entry);
+    }
+    let refuse = |why: &str| Err(format!("allowed host `{entry}`: {why}"));
+    if entry.contains("://") {
+        return refuse("give the host name alone, without a scheme");
+    }
+    if let Some(c) = entry
+        .chars()
+        .find(|c| matches!(c, '/' | '?' | '#' | '@' | '*' | '\\') || c.is_whitespace())
+    {
+        return refuse(&format!(
+            "`{c}` is not allowed: give `host` or `host:port`, matched exactly"
+        ));
+    }
+    let (host, port) = if let Some(rest) = entry.strip_prefix('[') {
+        let Some((address, after)) = rest.split_once(']') else {
+            return refuse("an IPv6 address needs its closing `]`");
+        };
+        if address.parse::<std::net::Ipv6Addr>().is_err() {
+            return refuse("not an IPv6 address");
+        }
+        match after {
+            "" => (rest, None),
+            port => match port.strip_prefix(':') {
+                Some(port) => (rest, Some(port)),
+                None => return refuse("expected `:port` after the IPv6 address"),
+            },
+        }
+    } else {
+        match entry.split_once(':') {
+            Some((_, port)) if port.contains(':') => {
+                return refuse("put an IPv6 address in brackets: [::1]:8443");
+            }
+            Some((host, port)) => (host, Some(port)),
+            None => (entry.as_str(), None),
+        }
+    };
+    if host.is_empty() {
+        return refuse("the host is empty");
+    }
+    if port.is_some_and(|p| p.parse::<u16>().map_or(true, |p| p == 0)) {
+        return refuse("the port must be a number from 1 to 65535");
+    }
+    Ok(entry.clone())
+}
+
+/// A `--model-allowed-digests` entry: a sha256 in hex, lower-cased; an empty entry is ignored.
+fn allowed_digest(entry: &str) -> Result<String, String> {
+    if entry.trim().is_empty() {
+        return Ok(String::new());
+    }
+    spec::normalize_sha256(entry).map_err(|e| e.to_string())
+}
+
+/// Whole seconds, as `60` or `60s`; at least one.
+fn seconds(text: &str) -> Result<Duration, String> {
+    let digits = text.trim();
+    let digits = digits.strip_suffix('s').unwrap_or(digits);
+    match digits.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(Duration::from_secs(n)),
+        _ => Err(format!(
+            "`{text}` is not a number of seconds (at least 1), such as 60 or 60s"
+        )),
     }
 }
 
@@ -431,6 +553,89 @@ mod tests {
                 .to_string()
                 .contains("/missing.yaml")
         );
+    }
+
+    #[test]
+    fn the_allow_list_is_empty_unless_given() {
+        let rules = parse(&[]).unwrap().download_rules();
+        assert!(rules.policy.is_empty());
+        assert_eq!(rules.max_bytes, 256 << 20);
+        assert_eq!(rules.timeout, Duration::from_secs(60));
+        let (listed, other) = ("AB".repeat(32), "cd".repeat(32));
+        let a = parse(&[
+            "--model-allowed-hosts",
+            "Models.Example,127.0.0.1:8443,[::1]:9000,",
+            "--model-allowed-digests",
+            &listed,
+            "--model-max-bytes",
+            "1000",
+            "--model-download-timeout",
+            "5s",
+        ])
+        .unwrap();
+        assert_eq!(
+            a.model_allowed_hosts,
+            ["models.example", "127.0.0.1:8443", "[::1]:9000", ""]
+        );
+        let rules = a.download_rules();
+        for url in [
+            "https://models.example/m.onnx",
+            "https://127.0.0.1:8443/m.onnx",
+            "https://[::1]:9000/m.onnx",
+        ] {
+            assert!(rules.policy.allows(url, &other), "{url}");
+        }
+        assert!(
+            rules
+                .policy
+                .allows("https://elsewhere.example/m.onnx", &listed.to_lowercase())
+        );
+        assert!(
+            !rules
+                .policy
+                .allows("https://elsewhere.example/m.onnx", &other)
+        );
+        assert!(!rules.policy.allows("https://127.0.0.1/m.onnx", &other));
+        assert_eq!(
+            (rules.max_bytes, rules.timeout),
+            (1000, Duration::from_secs(5))
+        );
+        assert_eq!(
+            parse(&["--model-download-timeout", "90"])
+                .unwrap()
+                .model_download_timeout,
+            Duration::from_secs(90)
+        );
+    }
+
+    #[test]
+    fn allow_list_entries_that_are_not_exact_hosts_are_refused() {
+        for bad in [
+            "https://models.example",
+            "models.example/models",
+            "*.models.example",
+            "user@models.example",
+            "models.example:0",
+            "models.example:https",
+            "models.example:",
+            "::1",
+            "[::1",
+            "[models.example]:443",
+            "[::1]8443",
+            ":443",
+            "models .example",
+        ] {
+            let err = parse(&["--model-allowed-hosts", bad]).err();
+            assert!(err.is_some(), "{bad} accepted");
+        }
+        assert!(parse(&["--model-allowed-digests", "abc"]).is_err());
+        for bad in ["0", "1m", "-5", "s"] {
+            assert!(
+                parse(&["--model-download-timeout", bad]).is_err(),
+                "{bad} accepted"
+            );
+        }
+        assert!(parse(&["--model-max-bytes", "0"]).is_err());
     }
 
     #[test]

@@ -397,6 +397,12 @@ impl Manifest {
                     c.name, c.shape
                 ));
             }
+            if c.values.iter().any(|v| !v.is_finite()) {
+                return bad(format!(
+                    "constant input `{}` has a value beyond the range of a 32-bit float",
+                    c.name
+                ));
+            }
             let n = c.shape.iter().try_fold(1i64, |acc, &d| acc.checked_mul(d));
             if n != Some(c.values.len() as i64) {
                 return bad(format!(
@@ -661,6 +667,10 @@ output:
             (
                 r#"{"input":{"name":"x","layout":"NHWC","width":8,"height":8},"constantInputs":[{"name":"w","shape":[3],"values":[1]}],"output":{"kind":"image","name":"y"}}"#,
                 "but 1 values",
+            ),
+            (
+                r#"{"input":{"name":"x","layout":"NHWC","width":8,"height":8},"constantInputs":[{"name":"w","shape":[1],"values":[1e39]}],"output":{"kind":"image","name":"y"}}"#,
+                "beyond the range of a 32-bit float",
             ),
             (
                 r#"{"input":{"name":"x","layout":"NHWC","width":8,"height":8},"output":{"kind":"mask","name":"y","composite":{"blur":{"radiusPercent":90}}}}"#,

@@ -2,8 +2,9 @@
 //!
 //! [`FilterSpec`] says which filter (parsed from flags, the data channel or HTTP),
 //! [`FilterFactory`] owns ONNX Runtime and turns a spec into a running [`Filter`], and
-//! [`FilterWorker`] owns the filter thread that runs it on the latest decoded picture and switches
-//! filters on request. The pure parts (pre/post-processing and compositing) live in [`composite`],
+//! [`FilterWorker`] owns the filter thread that runs it on the latest decoded picture and the
+//! build thread that prepares the filters switched to. Models by URL come through [`source`], only
+//! from the administrator's allow-list. The pure parts (pre/post-processing and compositing) live in [`composite`],
 //! model descriptions in [`manifest`], keypoint decoding, smoothing and drawing in [`landmarks`],
 //! the pixel and tensor formats they use in [`tensor`].
 
@@ -18,10 +19,12 @@ pub mod spec;
 pub mod tensor;
 pub mod worker;
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 
 pub use args::{ExecutionProviderChoice, FilterArgs};
 pub use runtime::FilterFactory;
+pub use source::{DownloadError, DownloadRules};
 pub use spec::{Background, BodyParts, CustomModel, FilterSpec, ModelSource, PoseModel};
 pub use worker::{FilterBuilder, FilterWorker, SwitchError, WorkerError};
 
@@ -65,8 +68,16 @@ pub enum FilterError {
         expected: String,
         actual: String,
     },
-    #[error("cannot download model {url}: {reason}")]
-    Download { url: String, reason: String },
+    #[error("cannot download model {url}: {source}")]
+    Download {
+        url: String,
+        #[source]
+        source: source::DownloadError,
+    },
+    #[error(
+        "model {url} (sha256 {sha256}) is not allowed on this camera: neither its host is in --model-allowed-hosts nor its sha256 in --model-allowed-digests"
+    )]
+    ModelNotAllowed { url: String, sha256: String },
     #[error("cannot load model {model}: {reason}")]
     ModelLoad { model: String, reason: String },
     #[error(
@@ -75,6 +86,24 @@ pub enum FilterError {
     LocalFilesRefused(String),
     #[error("cannot load background image {path}: {reason}")]
     BackgroundImage { path: PathBuf, reason: String },
+}
+
+/// What a remote caller is told when a model by URL is not on the allow-list.
+pub const MODEL_NOT_ALLOWED_MESSAGE: &str = "this model is not allowed on this camera";
+/// What a remote caller is told when an allowed model could not be downloaded.
+pub const MODEL_DOWNLOAD_FAILED_MESSAGE: &str = "the model could not be downloaded, or it did not match its sha256; the camera pod's log says why";
+
+impl FilterError {
+    /// What a remote caller (data channel, `POST /filter`) is told. A refused or failed model by
+    /// URL says nothing about the URL's server, the network or the body (which would make the pod
+    /// a scanner of its network); the log has the detail.
+    pub fn client_message(&self) -> Cow<'_, str> {
+        match self {
+            FilterError::ModelNotAllowed { .. } => MODEL_NOT_ALLOWED_MESSAGE.into(),
+            FilterError::Download { .. } => MODEL_DOWNLOAD_FAILED_MESSAGE.into(),
+            other => other.to_string().into(),
+        }
+    }
 }
 
 /// A video filter. Owned by the filter thread; `apply` runs once per picture that reaches it.

@@ -114,7 +114,11 @@ impl FilterFactory {
         let library = args.onnxruntime_path();
         let environment = environment(&library)?;
         let intra_op_threads = args.intra_op_thread_count();
-        let fetcher = ModelFetcher::new(args.model_cache_path(), args.model_ca_file.as_deref())?;
+        let fetcher = ModelFetcher::new(
+            args.model_cache_path(),
+            args.model_ca_file.as_deref(),
+            args.download_rules(),
+        )?;
         let explicit_gpu = matches!(
             args.execution_provider,
             ExecutionProviderChoice::Cuda | ExecutionProviderChoice::Tensorrt

@@ -155,8 +155,8 @@ impl FilterSpec {
 
     /// A spec sent by a remote caller (data channel, `POST /filter`): parsed like any other, and
     /// refused when building it would read files on the pod (see [`Self::uses_local_files`]).
-    /// Custom models by https URL stay allowed: their sha256 is required and they download into
-    /// the model cache.
+    /// Custom models by https URL pass here: their sha256 is required, and the model fetcher
+    /// downloads them only when the administrator's allow-list allows them.
     pub fn from_remote(text: &str) -> Result<FilterSpec, FilterError> {
         let spec: FilterSpec = text.parse()?;
         if spec.uses_local_files() {
@@ -254,6 +254,11 @@ impl ModelSource {
             ));
         }
         if s.starts_with("https://") {
+            if let Err(error) = reqwest::Url::parse(s) {
+                return Err(FilterError::InvalidSpec(format!(
+                    "model URL `{s}` is not a valid URL: {error}"
+                )));
+            }
             return Ok(ModelSource::Url(s.to_owned()));
         }
         if let Some((scheme, _)) = s.split_once("://") {
@@ -721,5 +726,270 @@ mod tests {
                 .to_string()
                 .contains("not 64 hex digits")
         );
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// Names the parser knows (filters, fields, enum values), so that mutations reach its checks.
+    const WORDS: &[&str] = &[
+        "filter",
+        "passthrough",
+        "selfie-blur",
+        "selfie-replace",
+        "style",
+        "pose",
+        "body-parts",
+        "custom",
+        "strength",
+        "color",
+        "image",
+        "model",
+        "opacity",
+        "sha256",
+        "manifest",
+        "full",
+        "lite",
+        "input",
+        "output",
+        "constantInputs",
+        "name",
+        "layout",
+        "NHWC",
+        "NCHW",
+        "width",
+        "height",
+        "colorOrder",
+        "range",
+        "fit",
+        "contain",
+        "kind",
+        "mask",
+        "landmarks",
+        "channel",
+        "feather",
+        "composite",
+        "blur",
+        "radiusPercent",
+        "showMask",
+        "shape",
+        "values",
+        "count",
+        "valuesPerPoint",
+        "x",
+        "y",
+        "visibility",
+        "space",
+        "normalized",
+        "presence",
+        "threshold",
+        "roi",
+        "center",
+        "edge",
+        "scale",
+        "smoothing",
+        "skeleton",
+        "draw",
+        "parts",
+        "#00ff00",
+        "https://models.example/m.onnx",
+        "/etc/passwd",
+    ];
+
+    /// Valid bodies of every kind, the custom models' (with the most to check) three times as
+    /// often: where the mutations start.
+    fn valid_body() -> impl Strategy<Value = Value> {
+        let bodies = valid_bodies();
+        let (custom, simple): (Vec<_>, Vec<_>) =
+            bodies.into_iter().partition(|b| b["filter"] == "custom");
+        prop_oneof![
+            1 => prop::sample::select(simple),
+            3 => prop::sample::select(custom),
+        ]
+    }
+
+    fn valid_bodies() -> Vec<Value> {
+        let custom = |manifest: Manifest| {
+            json!({
+                "filter": "custom",
+                "model": "https://models.example/m.onnx",
+                "sha256": "ab".repeat(32),
+                "manifest": manifest,
+            })
+        };
+        let parts = BodyParts {
+            model: PoseModel::Full,
+            opacity: 40,
+            background: None,
+        };
+        vec![
+            json!({"filter": "passthrough"}),
+            json!({"filter": "selfie-blur", "strength": 9}),
+            json!({"filter": "selfie-replace", "color": "#123456"}),
+            json!({"filter": "style", "style": 3}),
+            json!({"filter": "pose", "model": "full"}),
+            json!({"filter": "body-parts", "opacity": 40, "color": "#000000"}),
+            custom(Manifest::selfie(MaskComposite::Blur {
+                radius_percent: 4.0,
+            })),
+            custom(Manifest::style(3)),
+            custom(Manifest::pose(LandmarkDraw::Skeleton).unwrap()),
+            custom(Manifest::pose(parts.draw()).unwrap()),
+        ]
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(WORDS).prop_map(str::to_owned),
+            "\\PC{0,8}",
+        ]
+    }
+
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            1 => Just(Value::Null),
+            1 => any::<bool>().prop_map(Value::Bool),
+            1 => any::<i64>().prop_map(Value::from),
+            2 => (0u64..300).prop_map(Value::from),
+            2 => any::<f64>().prop_filter_map("JSON has no NaN or infinity", |f| {
+                serde_json::Number::from_f64(f).map(Value::Number)
+            }),
+            // Past f32's range, and past u32's.
+            1 => prop::sample::select(&[1e39, -1e300, 3.5e38, 4294967296.0, -0.0][..])
+                .prop_map(Value::from),
+            2 => key().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((key(), inner), 0..4)
+                    .prop_map(|fields| Value::Object(fields.into_iter().collect())),
+            ]
+        })
+    }
+
+    #[derive(Clone, Debug)]
+    enum Mutation {
+        Replace(Value),
+        /// Replaces a leaf (the path's first step picks which), however deep, when it has the new
+        /// value's type (a number by a number, a string by a string): the body keeps its shape.
+        ReplaceLeaf(Value),
+        Remove,
+        Insert(String, Value),
+    }
+
+    fn mutation() -> impl Strategy<Value = Mutation> {
+        prop_oneof![
+            1 => any_json().prop_map(Mutation::Replace),
+            6 => any_json().prop_map(Mutation::ReplaceLeaf),
+            1 => Just(Mutation::Remove),
+            1 => (key(), any_json()).prop_map(|(k, v)| Mutation::Insert(k, v)),
+        ]
+    }
+
+    /// Every leaf of `value` (numbers, strings, ...), depth first.
+    fn leaves(value: &mut Value) -> Vec<&mut Value> {
+        match value {
+            Value::Object(map) => map.values_mut().flat_map(leaves).collect(),
+            Value::Array(items) => items.iter_mut().flat_map(leaves).collect(),
+            leaf => vec![leaf],
+        }
+    }
+
+    /// Applies `mutation` to the part of `value` that `path` leads to (each step picks a child,
+    /// modulo their number; the walk stops early at a leaf).
+    fn mutate(value: &mut Value, path: &[usize], mutation: Mutation) {
+        let mutation = match mutation {
+            Mutation::ReplaceLeaf(new) => {
+                let mut leaves = leaves(value);
+                let count = leaves.len();
+                let choice = path.first().copied().unwrap_or_default() % count.max(1);
+                if let Some(old) = leaves.get_mut(choice)
+                    && std::mem::discriminant(&**old) == std::mem::discriminant(&new)
+                {
+                    **old = new;
+                }
+                return;
+            }
+            other => other,
+        };
+        let children = match value {
+            Value::Object(map) => map.len(),
+            Value::Array(items) => items.len(),
+            _ => 0,
+        };
+        match (path.split_first(), mutation) {
+            (Some((&step, rest)), mutation) if children > 0 => {
+                let index = step % children;
+                let last = rest.is_empty();
+                match value {
+                    Value::Object(map) if last && matches!(mutation, Mutation::Remove) => {
+                        let name = map.keys().nth(index).cloned().unwrap_or_default();
+                        map.remove(&name);
+                    }
+                    Value::Array(items) if last && matches!(mutation, Mutation::Remove) => {
+                        items.remove(index);
+                    }
+                    Value::Object(map) => {
+                        if let Some(child) = map.values_mut().nth(index) {
+                            mutate(child, rest, mutation);
+                        }
+                    }
+                    Value::Array(items) => mutate(&mut items[index], rest, mutation),
+                    _ => {}
+                }
+            }
+            (_, Mutation::Insert(name, new)) => match value {
+                Value::Object(map) => {
+                    map.insert(name, new);
+                }
+                Value::Array(items) => items.push(new),
+                other => *other = new,
+            },
+            (_, Mutation::Replace(new) | Mutation::ReplaceLeaf(new)) => *value = new,
+            (_, Mutation::Remove) => *value = Value::Null,
+        }
+    }
+
+    /// Filter-switch bodies: valid ones changed in one to three places, arbitrary JSON, and
+    /// arbitrary text.
+    fn bodies() -> impl Strategy<Value = String> {
+        let mutated = (
+            valid_body(),
+            prop::collection::vec(
+                (prop::collection::vec(any::<usize>(), 0..6), mutation()),
+                1..4,
+            ),
+        )
+            .prop_map(|(mut body, mutations)| {
+                for (path, mutation) in mutations {
+                    mutate(&mut body, &path, mutation);
+                }
+                body.to_string()
+            });
+        prop_oneof![
+            6 => mutated,
+            2 => any_json().prop_map(|v| v.to_string()),
+            1 => "\\PC{0,64}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(p2pcamera_tests::properties::config())]
+
+        /// Whatever the network sends, parsing a filter switch does not panic, and a spec it
+        /// accepts prints as JSON that parses back to the same spec.
+        #[test]
+        fn filter_switch_bodies_parse_without_panicking(body in bodies()) {
+            if let Ok(spec) = FilterSpec::from_remote(&body) {
+                let printed = spec.to_string();
+                prop_assert_eq!(FilterSpec::from_remote(&printed).ok(), Some(spec), "{}", printed);
+            }
+        }
     }
 }

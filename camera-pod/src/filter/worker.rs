@@ -1,10 +1,19 @@
-//! The filter thread: owns the one `Box<dyn Filter>`, runs it on the latest decoded frame, and
-//! switches filters on request by building the new one on this thread (the old one stays in
-//! place when building fails).
+//! The filter thread and the build thread.
+//!
+//! The filter thread owns the one running `Box<dyn Filter>` and runs it on the latest decoded
+//! frame. The build thread owns the [`FilterBuilder`] and builds the filters switched to (a model
+//! download, its session and warm-up included) while the filter thread goes on with the current
+//! one; a built filter is handed over between two frames. When building fails the current filter
+//! stays.
+//!
+//! Switch requests wait in a one-slot queue: behind the build in progress at most one request is
+//! pending, and a newer one replaces it (the replaced requester is told it was superseded). A
+//! build that finishes while a newer request is pending is dropped the same way, so of a burst of
+//! switches only the newest takes effect. One build runs at a time, so one download.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -15,7 +24,8 @@ use crate::frame::VideoFrame;
 use crate::mailbox::{LatestFrame, Put};
 use crate::metrics::Metrics;
 
-/// Builds a filter from its spec. Runs on the filter thread, so it may load and warm up a model.
+/// Builds a filter from its spec. Runs on the build thread, so it may download, load and warm up
+/// a model while the filter thread keeps running the current filter.
 pub type FilterBuilder = Box<dyn FnMut(&FilterSpec) -> Result<Box<dyn Filter>, FilterError> + Send>;
 
 /// Live counters of the pipeline of one peer, read by the data channel's stats messages.
@@ -35,9 +45,17 @@ pub struct FilterJob {
     pub stats: Arc<PipelineStats>,
 }
 
+type SwitchReply = oneshot::Sender<Result<String, SwitchError>>;
+
 struct SwitchRequest {
     spec: FilterSpec,
-    reply: oneshot::Sender<Result<String, FilterError>>,
+    reply: SwitchReply,
+}
+
+/// A built filter on its way to the filter thread, which answers the request once it runs it.
+struct Installation {
+    filter: Box<dyn Filter>,
+    reply: SwitchReply,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,62 +68,140 @@ pub enum WorkerError {
     Spawn(#[source] std::io::Error),
 }
 
-/// Why a filter switch did not happen; the current filter stays in either case.
+/// Why a filter switch did not happen; the current filter stays in every case. The message is
+/// what the remote caller that asked for the switch is told.
 #[derive(Debug, thiserror::Error)]
 pub enum SwitchError {
-    /// The spec was refused, or the filter it describes could not be built.
-    #[error(transparent)]
+    /// The spec was refused, or the filter it describes could not be built (see
+    /// [`FilterError::client_message`] for what the caller is told).
+    #[error("{}", .0.client_message())]
     Filter(#[from] FilterError),
+    /// A newer switch request replaced this one before it took effect.
+    #[error("superseded: a newer filter switch replaced this one before it took effect")]
+    Superseded,
     #[error("the filter thread stopped")]
     Stopped,
 }
 
-/// Handle to the filter thread.
+/// The switch request waiting for the build thread: at most one, the newest.
+#[derive(Default)]
+struct PendingSwitch {
+    slot: Mutex<PendingSlot>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct PendingSlot {
+    request: Option<SwitchRequest>,
+    closed: bool,
+}
+
+impl PendingSwitch {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PendingSlot> {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `request`, answering the one it replaces as superseded; gives it back once closed.
+    fn push(&self, request: SwitchRequest) -> Result<(), SwitchRequest> {
+        let mut slot = self.lock();
+        if slot.closed {
+            return Err(request);
+        }
+        if let Some(replaced) = slot.request.replace(request) {
+            tracing::info!(
+                filter = replaced.spec.name(),
+                "filter switch superseded by a newer one before it started"
+            );
+            let _ = replaced.reply.send(Err(SwitchError::Superseded));
+        }
+        drop(slot);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Waits for the next request; `None` once closed (a request still waiting is dropped, and
+    /// its requester told the thread stopped).
+    fn next(&self) -> Option<SwitchRequest> {
+        let slot = self.lock();
+        let mut slot = self
+            .wake
+            .wait_while(slot, |s| s.request.is_none() && !s.closed)
+            .unwrap_or_else(|e| e.into_inner());
+        if slot.closed {
+            return None;
+        }
+        slot.request.take()
+    }
+
+    fn is_waiting(&self) -> bool {
+        self.lock().request.is_some()
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.wake.notify_all();
+    }
+}
+
+/// Handle to the filter thread and the build thread.
 pub struct FilterWorker {
     input: Arc<LatestFrame<FilterJob>>,
-    requests: Mutex<mpsc::Sender<SwitchRequest>>,
+    pending: Arc<PendingSwitch>,
     current: Arc<Mutex<String>>,
     metrics: Arc<Metrics>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl FilterWorker {
-    /// Starts the thread and builds the initial filter on it; returns once it is ready.
+    /// Starts the build thread, builds the initial filter on it, then starts the filter thread;
+    /// returns once the initial filter is ready.
     pub async fn start(
         mut builder: FilterBuilder,
         initial: FilterSpec,
         metrics: Arc<Metrics>,
     ) -> Result<Self, WorkerError> {
         let input = Arc::new(LatestFrame::<FilterJob>::new());
-        let current = Arc::new(Mutex::new(String::new()));
-        let (requests, request_rx) = mpsc::channel::<SwitchRequest>();
+        let pending = Arc::new(PendingSwitch::default());
+        // One built filter at a time waits for the filter thread.
+        let (installs, installed) = mpsc::sync_channel::<Installation>(1);
         let (ready_tx, ready_rx) = oneshot::channel();
+        {
+            let pending = pending.clone();
+            // Not joined on stop: a build in progress (a download, up to its timeout) finishes
+            // on its own and its filter is dropped.
+            std::thread::Builder::new()
+                .name("filter-build".into())
+                .spawn(move || {
+                    let filter = builder(&initial);
+                    let built = filter.is_ok();
+                    if ready_tx.send(filter).is_ok() && built {
+                        build_switches(builder, &pending, &installs);
+                    }
+                })
+                .map_err(WorkerError::Spawn)?;
+        }
+        let filter = match ready_rx.await {
+            Ok(Ok(filter)) => filter,
+            Ok(Err(error)) => return Err(WorkerError::InitialFilter(error)),
+            Err(_) => return Err(WorkerError::Stopped),
+        };
+        let current = Arc::new(Mutex::new(filter.name().to_owned()));
         let thread = {
             let (input, current, metrics) = (input.clone(), current.clone(), metrics.clone());
             std::thread::Builder::new()
                 .name("filter".into())
-                .spawn(move || {
-                    let filter = match builder(&initial) {
-                        Ok(filter) => filter,
-                        Err(error) => {
-                            let _ = ready_tx.send(Err(error));
-                            return;
-                        }
-                    };
-                    *current.lock().unwrap_or_else(|e| e.into_inner()) = filter.name().to_owned();
-                    let _ = ready_tx.send(Ok(()));
-                    run(filter, builder, &input, &request_rx, &current, &metrics);
-                })
-                .map_err(WorkerError::Spawn)?
+                .spawn(move || run(filter, &input, &installed, &current, &metrics))
         };
-        match ready_rx.await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => return Err(WorkerError::InitialFilter(error)),
-            Err(_) => return Err(WorkerError::Stopped),
-        }
+        let thread = match thread {
+            Ok(thread) => thread,
+            Err(error) => {
+                pending.close();
+                return Err(WorkerError::Spawn(error));
+            }
+        };
         Ok(FilterWorker {
             input,
-            requests: Mutex::new(requests),
+            pending,
             current,
             metrics,
             thread: Mutex::new(Some(thread)),
@@ -129,23 +225,20 @@ impl FilterWorker {
             .clone()
     }
 
-    /// Switches to the filter `spec` describes and returns its name; on error the current filter
-    /// stays.
+    /// Switches to the filter `spec` describes and returns its name once frames run through it;
+    /// on error the current filter stays. Frames keep flowing through the current filter while
+    /// the new one is built. A newer switch before this one takes effect supersedes it.
     pub async fn switch(&self, spec: FilterSpec) -> Result<String, SwitchError> {
         let (reply, reply_rx) = oneshot::channel();
-        self.requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .send(SwitchRequest { spec, reply })
+        self.pending
+            .push(SwitchRequest { spec, reply })
             .map_err(|_| SwitchError::Stopped)?;
-        reply_rx
-            .await
-            .map_err(|_| SwitchError::Stopped)?
-            .map_err(SwitchError::Filter)
+        reply_rx.await.map_err(|_| SwitchError::Stopped)?
     }
 
-    /// Stops the thread after the frame in progress.
+    /// Stops the filter thread after the frame in progress; refuses further switches.
     pub fn stop(&self) {
+        self.pending.close();
         self.input.close();
         if let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = thread.join();
@@ -159,30 +252,67 @@ impl Drop for FilterWorker {
     }
 }
 
+/// The build thread's loop: builds each request taken from `pending` and hands the filter to the
+/// filter thread, unless a newer request came meanwhile.
+fn build_switches(
+    mut builder: FilterBuilder,
+    pending: &PendingSwitch,
+    installs: &mpsc::SyncSender<Installation>,
+) {
+    while let Some(request) = pending.next() {
+        if request.reply.is_closed() {
+            tracing::debug!(
+                filter = request.spec.name(),
+                "filter switch abandoned by its requester; not building it"
+            );
+            continue;
+        }
+        let started = Instant::now();
+        match builder(&request.spec) {
+            Err(error) => {
+                tracing::warn!(%error, filter = request.spec.name(), "filter switch failed; keeping the current filter");
+                let _ = request.reply.send(Err(SwitchError::Filter(error)));
+            }
+            Ok(_) if pending.is_waiting() => {
+                tracing::info!(
+                    filter = request.spec.name(),
+                    "filter built, but a newer switch is waiting; dropping it"
+                );
+                let _ = request.reply.send(Err(SwitchError::Superseded));
+            }
+            Ok(filter) => {
+                tracing::debug!(
+                    filter = filter.name(),
+                    elapsed_s = started.elapsed().as_secs_f64(),
+                    "filter built; handing it to the filter thread"
+                );
+                let installation = Installation {
+                    filter,
+                    reply: request.reply,
+                };
+                if installs.send(installation).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The filter thread's loop: installs built filters between frames, runs the current one.
 fn run(
     mut filter: Box<dyn Filter>,
-    mut builder: FilterBuilder,
     input: &LatestFrame<FilterJob>,
-    requests: &mpsc::Receiver<SwitchRequest>,
+    installed: &mpsc::Receiver<Installation>,
     current: &Mutex<String>,
     metrics: &Metrics,
 ) {
     loop {
-        while let Ok(request) = requests.try_recv() {
-            let result = match builder(&request.spec) {
-                Ok(new) => {
-                    filter = new;
-                    let name = filter.name().to_owned();
-                    *current.lock().unwrap_or_else(|e| e.into_inner()) = name.clone();
-                    tracing::info!(filter = %name, "filter switched");
-                    Ok(name)
-                }
-                Err(error) => {
-                    tracing::warn!(%error, filter = %filter.name(), "filter switch failed; keeping the current filter");
-                    Err(error)
-                }
-            };
-            let _ = request.reply.send(result);
+        if let Ok(installation) = installed.try_recv() {
+            filter = installation.filter;
+            let name = filter.name().to_owned();
+            *current.lock().unwrap_or_else(|e| e.into_inner()) = name.clone();
+            tracing::info!(filter = %name, "filter switched");
+            let _ = installation.reply.send(Ok(name));
         }
         let Some(mut job) = input.take_timeout(Duration::from_millis(50)) else {
             if input.is_closed() {
@@ -256,7 +386,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn switching_builds_on_the_thread_and_keeps_old_filter_on_error() {
+    async fn switching_builds_the_new_filter_and_keeps_the_old_one_on_error() {
         let worker = FilterWorker::start(
             builder(),
             FilterSpec::Passthrough,
@@ -319,6 +449,136 @@ mod tests {
             "order kept: {received:?}"
         );
         worker.stop();
+    }
+
+    /// Output frames (their luma) that arrive for frames submitted every 10 ms for `span`.
+    fn run_frames(
+        worker: &FilterWorker,
+        span: Duration,
+        output: &Arc<LatestFrame<VideoFrame>>,
+        stats: &Arc<PipelineStats>,
+    ) -> Vec<u8> {
+        let started = Instant::now();
+        let mut lumas = Vec::new();
+        let mut ts = 0;
+        while started.elapsed() < span {
+            ts += 1;
+            worker.submit(job(ts, output, stats));
+            if let Some(frame) = output.take_timeout(Duration::from_millis(10)) {
+                lumas.push(frame.y[0]);
+            }
+        }
+        lumas
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn frames_keep_flowing_through_the_old_filter_while_the_new_one_is_built() {
+        let slow_build: FilterBuilder = Box::new(
+            |spec: &FilterSpec| -> Result<Box<dyn Filter>, FilterError> {
+                if *spec == PAINT {
+                    std::thread::sleep(Duration::from_millis(800));
+                    Ok(Box::new(Paint(200, Duration::ZERO)))
+                } else {
+                    Ok(Box::new(Passthrough))
+                }
+            },
+        );
+        let worker = Arc::new(
+            FilterWorker::start(
+                slow_build,
+                FilterSpec::Passthrough,
+                Arc::new(Metrics::default()),
+            )
+            .await
+            .unwrap(),
+        );
+        let switching = tokio::spawn({
+            let worker = worker.clone();
+            async move { worker.switch(PAINT).await }
+        });
+        let (output, stats) = (
+            Arc::new(LatestFrame::new()),
+            Arc::new(PipelineStats::default()),
+        );
+        let during = tokio::task::block_in_place(|| {
+            run_frames(&worker, Duration::from_millis(400), &output, &stats)
+        });
+        assert!(
+            during.len() >= 10 && during.iter().all(|&y| y == 50),
+            "frames during the build went through passthrough: {during:?}"
+        );
+        assert!(!switching.is_finished());
+        assert_eq!(switching.await.unwrap().unwrap(), "paint");
+        let after = tokio::task::block_in_place(|| {
+            run_frames(&worker, Duration::from_millis(100), &output, &stats)
+        });
+        assert!(
+            !after.is_empty() && after.iter().all(|&y| y == 200),
+            "{after:?}"
+        );
+        worker.stop();
+    }
+
+    #[tokio::test]
+    async fn of_a_burst_of_switches_only_the_newest_takes_effect() {
+        let (started_tx, started) = mpsc::channel::<u8>();
+        // Style n paints luma 100 + n, slowly.
+        let builder: FilterBuilder = Box::new(
+            move |spec: &FilterSpec| -> Result<Box<dyn Filter>, FilterError> {
+                match spec {
+                    FilterSpec::Style { style } => {
+                        let _ = started_tx.send(*style);
+                        std::thread::sleep(Duration::from_millis(300));
+                        Ok(Box::new(Paint(100 + style, Duration::ZERO)))
+                    }
+                    _ => Ok(Box::new(Passthrough)),
+                }
+            },
+        );
+        let worker = FilterWorker::start(
+            builder,
+            FilterSpec::Passthrough,
+            Arc::new(Metrics::default()),
+        )
+        .await
+        .unwrap();
+        let style = |style| FilterSpec::Style { style };
+        // Each request is queued by the time its first poll returns.
+        let mut first = Box::pin(worker.switch(style(1)));
+        assert!(futures::poll!(&mut first).is_pending());
+        assert_eq!(started.recv_timeout(Duration::from_secs(5)).unwrap(), 1);
+        let mut second = Box::pin(worker.switch(style(2)));
+        assert!(futures::poll!(&mut second).is_pending());
+        let mut third = Box::pin(worker.switch(style(3)));
+        assert!(futures::poll!(&mut third).is_pending());
+        let newest = worker.switch(style(4));
+        let (first, second, third, newest) = tokio::join!(first, second, third, newest);
+        for (which, result) in [("second", second), ("third", third), ("first", first)] {
+            assert!(
+                matches!(result, Err(SwitchError::Superseded)),
+                "{which}: {result:?}"
+            );
+        }
+        assert_eq!(newest.unwrap(), "paint");
+        assert_eq!(
+            started.try_iter().collect::<Vec<_>>(),
+            [4],
+            "the superseded requests that had not started were never built"
+        );
+        let (output, stats) = (
+            Arc::new(LatestFrame::new()),
+            Arc::new(PipelineStats::default()),
+        );
+        worker.submit(job(1, &output, &stats));
+        let frame = output.take_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(frame.y[0], 104);
+        let superseded = SwitchError::Superseded.to_string();
+        assert!(superseded.contains("superseded"), "{superseded}");
+        worker.stop();
+        assert!(matches!(
+            worker.switch(style(5)).await,
+            Err(SwitchError::Stopped)
+        ));
     }
 
     #[tokio::test]

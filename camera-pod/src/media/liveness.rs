@@ -7,6 +7,9 @@
 //! responses; once that has lasted [`DISCONNECTED_GRACE`], the camera is free too, long before
 //! ICE would declare the connection `failed`. A `disconnected` that recovers within the grace
 //! (a brief network hiccup) keeps the camera.
+//!
+//! A connection must first get connected (ICE and DTLS) within `--connect-deadline` of the
+//! answer: an offer whose client never starts ICE holds the camera that long and no longer.
 
 use std::time::{Duration, Instant};
 
@@ -20,6 +23,10 @@ pub struct Liveness {
     state: RTCPeerConnectionState,
     disconnected_since: Option<Instant>,
     closed_by_remote: bool,
+    /// When the connection must be connected by, once answered.
+    connect_by: Option<Instant>,
+    /// Whether it ever was connected.
+    connected: bool,
 }
 
 impl Default for Liveness {
@@ -28,11 +35,23 @@ impl Default for Liveness {
             state: RTCPeerConnectionState::New,
             disconnected_since: None,
             closed_by_remote: false,
+            connect_by: None,
+            connected: false,
         }
     }
 }
 
 impl Liveness {
+    /// The offer was answered: the connection must be connected by `deadline`.
+    pub fn expect_connection_by(&mut self, deadline: Instant) {
+        self.connect_by = Some(deadline);
+    }
+
+    /// Whether the connection ever got connected.
+    pub fn has_connected(&self) -> bool {
+        self.connected
+    }
+
     /// A connection state change reported at `now`. `closed` is final.
     pub fn on_state(&mut self, state: RTCPeerConnectionState, now: Instant) {
         if self.state() == RTCPeerConnectionState::Closed {
@@ -43,6 +62,7 @@ impl Liveness {
             (RTCPeerConnectionState::Disconnected, None) => Some(now),
             _ => None,
         };
+        self.connected |= state == RTCPeerConnectionState::Connected;
         self.state = state;
     }
 
@@ -62,6 +82,9 @@ impl Liveness {
 
     /// Whether the connection still holds the camera at `now`.
     pub fn holds_camera(&self, now: Instant) -> bool {
+        if !self.connected && self.connect_by.is_some_and(|deadline| now >= deadline) {
+            return false;
+        }
         match self.state() {
             RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => false,
             RTCPeerConnectionState::Disconnected => self
@@ -112,6 +135,33 @@ mod tests {
         assert!(!liveness.holds_camera(now));
         liveness.on_state(Connected, now);
         assert!(!liveness.holds_camera(now), "closed stays closed");
+    }
+
+    #[test]
+    fn a_connection_must_connect_by_its_deadline_to_keep_the_camera() {
+        let answered = Instant::now();
+        let deadline = answered + Duration::from_secs(10);
+        let mut never = Liveness::default();
+        never.expect_connection_by(deadline);
+        assert!(never.holds_camera(answered));
+        never.on_state(Connecting, answered + Duration::from_secs(1));
+        assert!(never.holds_camera(deadline - Duration::from_millis(1)));
+        assert!(
+            !never.holds_camera(deadline),
+            "still connecting at the deadline"
+        );
+        assert!(!never.has_connected());
+
+        let mut connected = Liveness::default();
+        connected.expect_connection_by(deadline);
+        connected.on_state(Connecting, answered);
+        connected.on_state(Connected, answered + Duration::from_secs(2));
+        assert!(connected.has_connected());
+        assert!(connected.holds_camera(deadline + Duration::from_secs(3600)));
+        // A connection that once connected is judged by the disconnect grace, not the deadline.
+        let later = deadline + Duration::from_secs(60);
+        connected.on_state(Disconnected, later);
+        assert!(connected.holds_camera(later + DISCONNECTED_GRACE / 2));
     }
 
     #[test]

@@ -18,11 +18,12 @@ mod peer;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use p2pcamera_api::wire::CameraStatus;
 use webrtc::peer_connection::RTCPeerConnectionState;
 
-use crate::codec::CodecKind;
+use crate::codec::{CodecKind, DecodeSizeCap};
 use crate::filter::{FilterSpec, FilterWorker, SwitchError};
 use crate::metrics::Metrics;
 use limits::{BitrateBounds, PictureLimits};
@@ -41,6 +42,10 @@ pub struct MediaConfig {
     pub codecs: Vec<CodecKind>,
     /// Largest picture and frame rate the filter gets (`--max-width`, `--max-height`, `--max-fps`).
     pub limits: PictureLimits,
+    /// Largest camera picture decoded at all (`--max-decode-width`, `--max-decode-height`).
+    pub decode_cap: DecodeSizeCap,
+    /// How long after the answer the peer connection must be connected (`--connect-deadline`).
+    pub connect_deadline: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,13 +117,14 @@ impl Camera {
     }
 
     /// Answers an offer (all ICE candidates included). Refused with `Busy` while another client's
-    /// camera is live; the same `client` id replaces its own earlier connection.
+    /// camera is live; the same `client` id replaces its own earlier connection. A connection not
+    /// connected within the connect deadline is closed and no longer holds the camera.
     pub async fn answer(
         &self,
         offer_sdp: String,
         client: Option<String>,
     ) -> Result<String, MediaError> {
-        let codecs = sdp::supported_video_codecs(&offer_sdp, &self.config.codecs)?;
+        let codecs = sdp::check_offer(&offer_sdp, &self.config.codecs)?;
         let mut live = self.live.lock().await;
         if let Some(current) = live.as_ref() {
             let same_client = client.is_some() && current.client == client;

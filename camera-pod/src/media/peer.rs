@@ -1,9 +1,9 @@
 //! One peer connection: building it, answering its offer, and the tasks that move its RTP,
 //! RTCP and data channel messages.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -107,6 +107,8 @@ struct PeerShared {
     controls: Arc<Controls>,
     worker: Arc<FilterWorker>,
     metrics: Arc<Metrics>,
+    /// Set once the first data channel is being served; later ones are closed unserved.
+    data_channel_taken: AtomicBool,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -178,8 +180,52 @@ impl PeerConnectionEventHandler for PeerHandler {
             .spawn(receive_video(self.0.clone(), track, keyframe_rx));
     }
 
+    /// Serves the first data channel only: its close frees the camera. Later ones are closed
+    /// at once, and their closing frees nothing.
     async fn on_data_channel(&self, channel: Arc<dyn DataChannel>) {
+        if self.0.data_channel_taken.swap(true, Ordering::Relaxed) {
+            self.0.metrics.data_channels_refused.inc();
+            tracing::warn!(
+                channel_id = ?channel.id(),
+                "the peer opened another data channel; only its first one is served, closing this one"
+            );
+            // Not awaited here: closing talks to the driver that is calling this handler.
+            self.0.spawn(async move {
+                if let Err(error) = channel.close().await {
+                    tracing::debug!(%error, "closing a refused data channel");
+                }
+            });
+            return;
+        }
         self.0.spawn(serve_data_channel(self.0.clone(), channel));
+    }
+}
+
+/// Closes the connection when it is not connected `deadline` after the answer: a client that
+/// never starts ICE (or whose DTLS never completes) holds the camera no longer than that.
+async fn enforce_connect_deadline(
+    shared: Arc<PeerShared>,
+    pc: Weak<dyn PeerConnection>,
+    deadline: Duration,
+) {
+    tokio::time::sleep(deadline).await;
+    if shared.liveness().has_connected() || shared.controls.stop.load(Ordering::Relaxed) {
+        return;
+    }
+    tracing::warn!(
+        deadline_seconds = deadline.as_secs_f64(),
+        "the peer did not connect within --connect-deadline; closing it, the camera is free"
+    );
+    shared.metrics.peer_connect_timeouts.inc();
+    shared
+        .liveness()
+        .on_state(RTCPeerConnectionState::Closed, Instant::now());
+    shared.metrics.set_peer_state("closed");
+    shared.controls.stop();
+    if let Some(pc) = pc.upgrade()
+        && let Err(error) = pc.close().await
+    {
+        tracing::debug!(%error, "closing a peer that did not connect");
     }
 }
 
@@ -249,6 +295,11 @@ fn assemble(
         match assembler.push(&packet.header, &packet.payload) {
             Assembly::Pending => {}
             Assembly::NeedKeyframe => need_keyframe = true,
+            Assembly::Oversized => {
+                shared.metrics.frames_over_assembly_cap.inc();
+                tracing::debug!("a camera frame grew past the reassembly cap; dropped");
+                need_keyframe = true;
+            }
             Assembly::Frame(frame) => match shared.frames.try_send(frame) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => {
@@ -366,6 +417,7 @@ impl LivePeer {
             controls: controls.clone(),
             worker: setup.worker.clone(),
             metrics: setup.metrics.clone(),
+            data_channel_taken: AtomicBool::new(false),
             tasks: Mutex::default(),
         });
         setup.metrics.set_peer_state("new");
@@ -399,6 +451,7 @@ impl LivePeer {
                     controls: controls.clone(),
                     keyframe_requests,
                     limits: setup.config.limits,
+                    decode_cap: setup.config.decode_cap,
                 };
                 let encode = EncodeStage {
                     codec: setup.codec,
@@ -415,6 +468,15 @@ impl LivePeer {
                     track,
                     controls,
                     setup.config.bitrate,
+                ));
+                let deadline = setup.config.connect_deadline;
+                peer.shared
+                    .liveness()
+                    .expect_connection_by(Instant::now() + deadline);
+                peer.shared.spawn(enforce_connect_deadline(
+                    peer.shared.clone(),
+                    Arc::downgrade(&peer.pc),
+                    deadline,
                 ));
                 tracing::info!(codec = ?setup.codec, payload_type, "answered an offer");
                 Ok((peer, answer))

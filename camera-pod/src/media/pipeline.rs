@@ -13,13 +13,15 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 
 use super::limits::{Downscaler, FrameRateLimiter, PictureLimits, fit_within};
 use super::rtp::{AssembledFrame, RtpPacketizer};
-use crate::codec::{self, CodecKind};
+use crate::codec::{self, CappedDecoder, CodecError, CodecKind, DecodeSizeCap, Decoder};
 use crate::filter::worker::{FilterJob, FilterWorker, PipelineStats};
 use crate::frame::VideoFrame;
 use crate::mailbox::LatestFrame;
 use crate::metrics::Metrics;
 
 const POLL: Duration = Duration::from_millis(100);
+/// At most one warning about camera pictures over the decode cap per this interval.
+const TOO_LARGE_WARN_INTERVAL: Duration = Duration::from_secs(10);
 
 pub fn unix_now() -> u64 {
     SystemTime::now()
@@ -69,6 +71,8 @@ pub struct DecodeStage {
     pub keyframe_requests: UnboundedSender<()>,
     /// Pictures beyond these are scaled down or dropped before the filter.
     pub limits: PictureLimits,
+    /// Pictures beyond this are not decoded at all.
+    pub decode_cap: DecodeSizeCap,
 }
 
 impl DecodeStage {
@@ -80,12 +84,13 @@ impl DecodeStage {
 
     fn run(self) {
         let mut decoder = match codec::new_decoder(self.codec) {
-            Ok(decoder) => decoder,
+            Ok(decoder) => CappedDecoder::new(decoder, self.codec, self.decode_cap),
             Err(error) => {
                 tracing::error!(%error, "cannot create the decoder");
                 return;
             }
         };
+        let mut last_too_large_warning: Option<Instant> = None;
         let mut rate_limiter = self.limits.max_fps.map(FrameRateLimiter::new);
         let mut downscaler = Downscaler::default();
         let mut scaled_from = (0, 0);
@@ -142,6 +147,15 @@ impl DecodeStage {
                     });
                 }
                 Ok(None) => {}
+                Err(error @ CodecError::TooLarge { .. }) => {
+                    // Not a loss: a key frame would be as large, so none is asked for.
+                    self.metrics.frames_over_max_decode_size.inc();
+                    if last_too_large_warning.is_none_or(|t| t.elapsed() >= TOO_LARGE_WARN_INTERVAL)
+                    {
+                        last_too_large_warning = Some(Instant::now());
+                        tracing::warn!(%error, "dropping camera frames larger than the decode cap");
+                    }
+                }
                 Err(error) => {
                     tracing::debug!(%error, "decoding failed; asking for a key frame");
                     let _ = self.keyframe_requests.send(());

@@ -13,6 +13,11 @@ use crate::codec::CodecKind;
 /// RTP payload bytes per packet (leaves room for headers, SRTP and extensions under 1280).
 pub const RTP_PAYLOAD_MTU: usize = 1188;
 
+/// Most bytes one frame may hold while it is reassembled: a 4K key frame at the highest default
+/// bitrate is well under 1 MiB. A frame growing past this (packets that keep one timestamp and
+/// never carry the marker bit) is dropped and the stream restarts at the next key frame.
+pub const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
+
 /// One encoded frame reassembled from RTP.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AssembledFrame {
@@ -30,6 +35,9 @@ pub enum Assembly {
     Frame(AssembledFrame),
     /// Packets were lost; frames are dropped until a key frame arrives, so ask for one.
     NeedKeyframe,
+    /// The frame grew past its cap ([`MAX_FRAME_BYTES`]): it is dropped (the rest of its packets are
+    /// ignored) and frames are dropped until a key frame arrives. Reported once per frame.
+    Oversized,
 }
 
 enum Depacketizers {
@@ -56,28 +64,56 @@ impl Depacketizers {
 /// Reassembles frames from in-order RTP packets (put in order, resent ones included, by
 /// [`super::reorder::ReorderBuffer`]). A sequence gap breaks the frame it falls in and every
 /// frame after it until the next key frame (the decoder's references are gone); packets older
-/// than the last one taken are ignored.
+/// than the last one taken are ignored. A frame holds at most [`MAX_FRAME_BYTES`].
 pub struct FrameAssembler {
     codec: CodecKind,
+    max_frame_bytes: usize,
     depacketizer: Depacketizers,
     next_seq: Option<u16>,
     timestamp: Option<u32>,
     data: Vec<u8>,
+    /// Payload bytes the depacketizer took without giving anything back yet (the fragments of
+    /// an H264 NAL unit it buffers until the last one): at most what it holds.
+    pending: usize,
     broken: bool,
+    /// The frame in progress went over the cap; its remaining packets are ignored.
+    oversized: bool,
     awaiting_keyframe: bool,
 }
 
 impl FrameAssembler {
     pub fn new(codec: CodecKind) -> Self {
+        FrameAssembler::with_max_frame_bytes(codec, MAX_FRAME_BYTES)
+    }
+
+    /// An assembler whose frames hold at most `max_frame_bytes` (property tests use small caps
+    /// to reach them often).
+    pub fn with_max_frame_bytes(codec: CodecKind, max_frame_bytes: usize) -> Self {
         FrameAssembler {
             codec,
+            max_frame_bytes,
             depacketizer: Depacketizers::new(codec),
             next_seq: None,
             timestamp: None,
             data: Vec::new(),
+            pending: 0,
             broken: false,
+            oversized: false,
             awaiting_keyframe: true,
         }
+    }
+
+    /// Bytes held for the frame in progress: what is assembled, plus what the depacketizer
+    /// buffers. Never more than the cap ([`MAX_FRAME_BYTES`] unless set otherwise).
+    pub fn held_bytes(&self) -> usize {
+        self.data.len() + self.pending
+    }
+
+    /// Forgets the frame in progress and its memory.
+    fn discard_frame(&mut self) {
+        self.data = Vec::new();
+        self.pending = 0;
+        self.depacketizer = Depacketizers::new(self.codec);
     }
 
     /// Drops frames until the next key frame (the decoder lost its references).
@@ -103,14 +139,32 @@ impl FrameAssembler {
             // A new frame starts; whatever was collected for the previous one is incomplete.
             self.timestamp = Some(header.timestamp);
             self.data.clear();
+            self.pending = 0;
+            self.oversized = false;
             self.depacketizer = Depacketizers::new(self.codec);
             self.broken = !self.depacketizer.get().is_partition_head(payload);
         }
+        if self.oversized {
+            // The rest of a frame already dropped for its size.
+            if header.marker {
+                self.timestamp = None;
+            }
+            return Assembly::Pending;
+        }
         if payload.is_empty() {
             // Padding-only packet.
+        } else if self.held_bytes() + payload.len() > self.max_frame_bytes {
+            return self.drop_oversized(header.marker);
         } else {
             match self.depacketizer.get().depacketize(payload) {
-                Ok(bytes) => self.data.extend_from_slice(&bytes),
+                Ok(bytes) if bytes.is_empty() => self.pending += payload.len(),
+                Ok(bytes) if self.data.len() + bytes.len() > self.max_frame_bytes => {
+                    return self.drop_oversized(header.marker);
+                }
+                Ok(bytes) => {
+                    self.pending = 0;
+                    self.data.extend_from_slice(&bytes);
+                }
                 Err(_) => self.broken = true,
             }
         }
@@ -124,6 +178,7 @@ impl FrameAssembler {
         let data = std::mem::take(&mut self.data);
         let complete = !self.broken && !data.is_empty();
         self.timestamp = None;
+        self.pending = 0;
         self.broken = false;
         if !complete {
             self.awaiting_keyframe = true;
@@ -139,6 +194,18 @@ impl FrameAssembler {
             rtp_timestamp: header.timestamp,
             keyframe,
         })
+    }
+
+    /// Drops the frame in progress for its size; frames after it need a key frame first.
+    fn drop_oversized(&mut self, last_packet: bool) -> Assembly {
+        self.discard_frame();
+        self.awaiting_keyframe = true;
+        if last_packet {
+            self.timestamp = None;
+        } else {
+            self.oversized = true;
+        }
+        Assembly::Oversized
     }
 }
 
@@ -325,6 +392,90 @@ mod tests {
             .collect();
         assert_eq!(frames_out, vec![0, 9000]);
         assert!(out.contains(&Assembly::NeedKeyframe));
+    }
+
+    /// Packets of one timestamp that never end a frame: `payload(i)` for packet `i`.
+    fn endless_frame(
+        assembler: &mut FrameAssembler,
+        packets: usize,
+        payload: impl Fn(usize) -> Vec<u8>,
+    ) -> Vec<Assembly> {
+        let mut outcomes = Vec::new();
+        for i in 0..packets {
+            let header = Header {
+                sequence_number: i as u16,
+                timestamp: 7,
+                marker: false,
+                ..Default::default()
+            };
+            let outcome = assembler.push(&header, &Bytes::from(payload(i)));
+            assert!(
+                assembler.held_bytes() <= MAX_FRAME_BYTES,
+                "{} bytes held after packet {i}",
+                assembler.held_bytes()
+            );
+            if outcome != Assembly::Pending {
+                outcomes.push(outcome);
+            }
+        }
+        outcomes
+    }
+
+    /// Packet `i` of 1000-byte packets of a VP8 key frame (the first one starts the frame).
+    fn vp8_payload(i: usize) -> Vec<u8> {
+        let mut payload = vec![0; 1000];
+        payload[0] = if i == 0 { 0x10 } else { 0x00 };
+        payload[1] = 0x10;
+        payload
+    }
+
+    /// Enough 1000-byte packets to go over the cap.
+    fn packets_over_the_cap() -> usize {
+        MAX_FRAME_BYTES / 1000 + 100
+    }
+
+    #[test]
+    fn a_frame_that_never_ends_is_dropped_at_the_cap_and_the_next_key_frame_is_awaited() {
+        let packets = packets_over_the_cap();
+        // VP8: the first packet starts a partition, the rest continue it.
+        let mut vp8 = FrameAssembler::new(CodecKind::Vp8);
+        let outcomes = endless_frame(&mut vp8, packets, vp8_payload);
+        assert_eq!(outcomes, [Assembly::Oversized], "reported once");
+        assert_eq!(vp8.held_bytes(), 0, "the dropped frame's memory is freed");
+        // H264: one FU-A NAL unit whose end never comes (the depacketizer buffers it).
+        let mut h264 = FrameAssembler::new(CodecKind::H264);
+        let outcomes = endless_frame(&mut h264, packets, |i| {
+            let mut payload = vec![0x7c, if i == 0 { 0x85 } else { 0x05 }];
+            payload.resize(1000, 0xab);
+            payload
+        });
+        assert_eq!(outcomes, [Assembly::Oversized]);
+        assert_eq!(h264.held_bytes(), 0);
+
+        // Between whole frames: the endless one is dropped, then delta frames until a key frame.
+        let mut packets = round_trip(CodecKind::Vp8, &[(vp8_frame(true, 100), 0)]);
+        packets.extend((0..packets_over_the_cap()).map(|i| Packet {
+            header: Header {
+                timestamp: 3000,
+                ..Default::default()
+            },
+            payload: vp8_payload(i).into(),
+        }));
+        packets.extend(round_trip(
+            CodecKind::Vp8,
+            &[(vp8_frame(false, 100), 6000), (vp8_frame(true, 100), 9000)],
+        ));
+        for (seq, packet) in packets.iter_mut().enumerate() {
+            packet.header.sequence_number = seq as u16;
+        }
+        let mut vp8 = FrameAssembler::new(CodecKind::Vp8);
+        let out = feed(&mut vp8, &packets);
+        assert!(
+            matches!(&out[..], [Assembly::Frame(a), Assembly::Oversized, Assembly::NeedKeyframe, Assembly::Frame(b)]
+                if a.rtp_timestamp == 0 && b.rtp_timestamp == 9000),
+            "{:?}",
+            out.iter().map(std::mem::discriminant).collect::<Vec<_>>()
+        );
     }
 
     #[test]

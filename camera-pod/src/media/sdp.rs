@@ -1,8 +1,11 @@
-//! Checks on an offer before any WebRTC state is built: that it parses, has a video m-line, and
-//! which of its video codecs camera-pod can handle and this pod accepts (`--codecs`), in the
-//! offerer's order of preference.
+//! Checks on an offer before any WebRTC state is built: that it parses, names few enough ICE
+//! candidates and only unicast ones (the pod sends connectivity checks to every address an offer
+//! names), has a video m-line, and which of its video codecs camera-pod can handle and this pod
+//! accepts (`--codecs`), in the offerer's order of preference.
 
+use std::collections::HashSet;
 use std::io::Cursor;
+use std::net::IpAddr;
 
 use rtc::sdp::description::session::SessionDescription;
 
@@ -13,10 +16,22 @@ use crate::codec::CodecKind;
 pub const H264_FMTP: &str =
     "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
 
+/// Most distinct ICE candidates an offer may name. A browser offers a few per network interface
+/// (host, server-reflexive, relay; UDP and TCP), repeated in each bundled m-line.
+pub const MAX_REMOTE_CANDIDATES: usize = 16;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SdpError {
     #[error("the SDP does not parse: {0}")]
     Unparsable(String),
+    #[error(
+        "the offer names {count} distinct ICE candidates; at most {MAX_REMOTE_CANDIDATES} are accepted"
+    )]
+    TooManyCandidates { count: usize },
+    #[error(
+        "the offer's ICE candidate address {address} is not a unicast address (multicast, broadcast or unspecified)"
+    )]
+    NonUnicastCandidate { address: IpAddr },
     #[error("the offer has no video m-line")]
     NoVideo,
     #[error("the offer's video codecs ({offered}) are not supported; offer {accepted}")]
@@ -28,14 +43,65 @@ pub enum SdpError {
     },
 }
 
-/// Video codecs of the first active video m-line that camera-pod supports and `accepted` lists,
-/// in the order the offerer prefers them (never empty). The order of `accepted` does not matter.
-pub fn supported_video_codecs(
-    sdp: &str,
-    accepted: &[CodecKind],
-) -> Result<Vec<CodecKind>, SdpError> {
+/// Checks an offer (see the module documentation) and returns the video codecs of its first
+/// active video m-line that camera-pod supports and `accepted` lists, in the order the offerer
+/// prefers them (never empty). The order of `accepted` does not matter.
+pub fn check_offer(sdp: &str, accepted: &[CodecKind]) -> Result<Vec<CodecKind>, SdpError> {
     let description = SessionDescription::unmarshal(&mut Cursor::new(sdp.as_bytes()))
         .map_err(|e| SdpError::Unparsable(e.to_string()))?;
+    check_candidates(&description)?;
+    supported_video_codecs(&description, accepted)
+}
+
+/// At most [`MAX_REMOTE_CANDIDATES`] distinct candidates (transport, address and port), none at
+/// a multicast, broadcast or unspecified IP address. Host names (mDNS `.local` candidates) are
+/// counted but not judged.
+fn check_candidates(description: &SessionDescription) -> Result<(), SdpError> {
+    let session = description.attributes.iter();
+    let media = description
+        .media_descriptions
+        .iter()
+        .flat_map(|m| m.attributes.iter());
+    let mut distinct = HashSet::new();
+    for value in session
+        .chain(media)
+        .filter(|a| a.key == "candidate")
+        .filter_map(|a| a.value.as_deref())
+    {
+        // foundation component transport priority address port typ type ...
+        let fields: Vec<&str> = value.split_ascii_whitespace().collect();
+        let destination = match fields[..] {
+            [_, _, transport, _, address, port, ..] => {
+                if let Ok(ip) = address.parse::<IpAddr>()
+                    && !is_unicast(ip)
+                {
+                    return Err(SdpError::NonUnicastCandidate { address: ip });
+                }
+                format!("{} {address} {port}", transport.to_ascii_lowercase())
+            }
+            _ => value.to_owned(),
+        };
+        distinct.insert(destination);
+        if distinct.len() > MAX_REMOTE_CANDIDATES {
+            let count = distinct.len();
+            return Err(SdpError::TooManyCandidates { count });
+        }
+    }
+    Ok(())
+}
+
+/// Whether `ip` names one host: not multicast, not the IPv4 broadcast address, not unspecified.
+fn is_unicast(ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    !ip.is_multicast() && !ip.is_unspecified() && ip != IpAddr::from(std::net::Ipv4Addr::BROADCAST)
+}
+
+/// Video codecs of the first active video m-line that camera-pod supports and `accepted` lists,
+/// in the order the offerer prefers them (never empty).
+fn supported_video_codecs(
+    description: &SessionDescription,
+    accepted: &[CodecKind],
+) -> Result<Vec<CodecKind>, SdpError> {
     let video = description
         .media_descriptions
         .iter()
@@ -170,7 +236,7 @@ mod tests {
             ],
         ));
         assert_eq!(
-            supported_video_codecs(&sdp, BOTH).unwrap(),
+            check_offer(&sdp, BOTH).unwrap(),
             vec![CodecKind::H264, CodecKind::Vp8]
         );
         let sdp = offer(&video(
@@ -182,7 +248,7 @@ mod tests {
             ],
         ));
         assert_eq!(
-            supported_video_codecs(&sdp, BOTH).unwrap(),
+            check_offer(&sdp, BOTH).unwrap(),
             vec![CodecKind::Vp8, CodecKind::H264]
         );
     }
@@ -197,10 +263,10 @@ mod tests {
                 "fmtp:102 packetization-mode=1;profile-level-id=42e01f",
             ],
         ));
-        let h264_only = supported_video_codecs(&sdp, &[CodecKind::H264]).unwrap();
+        let h264_only = check_offer(&sdp, &[CodecKind::H264]).unwrap();
         assert_eq!(h264_only, vec![CodecKind::H264]);
         // The pod's list says what is allowed, not in which order: the offerer's order wins.
-        let pod_prefers_h264 = supported_video_codecs(&sdp, &[CodecKind::H264, CodecKind::Vp8]);
+        let pod_prefers_h264 = check_offer(&sdp, &[CodecKind::H264, CodecKind::Vp8]);
         assert_eq!(
             pod_prefers_h264.unwrap(),
             vec![CodecKind::Vp8, CodecKind::H264]
@@ -210,7 +276,7 @@ mod tests {
             "96 97",
             &["rtpmap:96 VP8/90000", "rtpmap:97 rtx/90000"],
         ));
-        let err = supported_video_codecs(&vp8_only, &[CodecKind::H264]).unwrap_err();
+        let err = check_offer(&vp8_only, &[CodecKind::H264]).unwrap_err();
         assert_eq!(
             err,
             SdpError::UnsupportedCodecs {
@@ -233,10 +299,7 @@ mod tests {
                 "rtpmap:96 VP8/90000",
             ],
         ));
-        assert_eq!(
-            supported_video_codecs(&sdp, BOTH).unwrap(),
-            vec![CodecKind::Vp8]
-        );
+        assert_eq!(check_offer(&sdp, BOTH).unwrap(), vec![CodecKind::Vp8]);
     }
 
     #[test]
@@ -245,7 +308,7 @@ mod tests {
             "98 45",
             &["rtpmap:98 VP9/90000", "rtpmap:45 AV1/90000"],
         ));
-        let err = supported_video_codecs(&sdp, BOTH).unwrap_err();
+        let err = check_offer(&sdp, BOTH).unwrap_err();
         assert!(
             matches!(&err, SdpError::UnsupportedCodecs { offered, .. } if offered.contains("VP9") && offered.contains("AV1")),
             "{err}"
@@ -256,26 +319,97 @@ mod tests {
     fn audio_only_or_rejected_video_has_no_video() {
         let audio =
             "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:111 opus/48000/2\r\n";
-        assert_eq!(
-            supported_video_codecs(&offer(audio), BOTH),
-            Err(SdpError::NoVideo)
-        );
+        assert_eq!(check_offer(&offer(audio), BOTH), Err(SdpError::NoVideo));
         let rejected =
             "m=video 0 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:96 VP8/90000\r\n";
-        assert_eq!(
-            supported_video_codecs(&offer(rejected), BOTH),
-            Err(SdpError::NoVideo)
+        assert_eq!(check_offer(&offer(rejected), BOTH), Err(SdpError::NoVideo));
+    }
+
+    /// A VP8 offer naming these candidates (`address port`), each as a UDP host candidate, in
+    /// its video m-line and again in a bundled data channel m-line, as browsers write them.
+    fn offer_with_candidates(candidates: &[String]) -> String {
+        let lines: Vec<String> = candidates
+            .iter()
+            .enumerate()
+            .map(|(i, destination)| {
+                format!("candidate:{i} 1 udp 2122260223 {destination} typ host")
+            })
+            .collect();
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let mut video_attrs = vec!["rtpmap:96 VP8/90000"];
+        video_attrs.extend(&lines);
+        let mut sdp = offer(&video("96", &video_attrs));
+        sdp.push_str(
+            "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\n",
         );
+        for line in &lines {
+            sdp.push_str(&format!("a={line}\r\n"));
+        }
+        sdp
+    }
+
+    fn destinations(count: usize) -> Vec<String> {
+        (0..count)
+            .map(|i| format!("192.0.2.{} {}", i % 250 + 1, 50_000 + i))
+            .collect()
+    }
+
+    #[test]
+    fn at_most_sixteen_distinct_candidates_are_accepted() {
+        let most = offer_with_candidates(&destinations(MAX_REMOTE_CANDIDATES));
+        assert_eq!(check_offer(&most, BOTH).unwrap(), vec![CodecKind::Vp8]);
+        let too_many = offer_with_candidates(&destinations(MAX_REMOTE_CANDIDATES + 1));
+        let err = check_offer(&too_many, BOTH).unwrap_err();
+        assert_eq!(
+            err,
+            SdpError::TooManyCandidates {
+                count: MAX_REMOTE_CANDIDATES + 1
+            }
+        );
+        assert!(err.to_string().contains("at most 16"), "{err}");
+        // Repeating one candidate does not make it more destinations.
+        let repeated = offer_with_candidates(&vec!["192.0.2.1 50000".to_owned(); 40]);
+        assert!(check_offer(&repeated, BOTH).is_ok());
+    }
+
+    #[test]
+    fn candidates_must_name_unicast_addresses() {
+        for address in [
+            "224.0.0.251",
+            "255.255.255.255",
+            "0.0.0.0",
+            "ff02::1",
+            "::",
+            "::ffff:239.1.1.1",
+        ] {
+            let sdp =
+                offer_with_candidates(&["192.0.2.1 50000".to_owned(), format!("{address} 50001")]);
+            let err = check_offer(&sdp, BOTH).unwrap_err();
+            assert!(
+                matches!(err, SdpError::NonUnicastCandidate { .. }),
+                "{address}: {err}"
+            );
+        }
+        for fine in [
+            "10.1.2.3",
+            "127.0.0.1",
+            "2001:db8::1",
+            "fe80::1",
+            "4b1f7c3e-0c1d.local",
+        ] {
+            let sdp = offer_with_candidates(&[format!("{fine} 50000")]);
+            assert!(check_offer(&sdp, BOTH).is_ok(), "{fine}");
+        }
     }
 
     #[test]
     fn garbage_is_unparsable() {
         assert!(matches!(
-            supported_video_codecs("hello", BOTH),
+            check_offer("hello", BOTH),
             Err(SdpError::Unparsable(_))
         ));
         assert!(matches!(
-            supported_video_codecs("", BOTH),
+            check_offer("", BOTH),
             Err(SdpError::Unparsable(_))
         ));
     }

@@ -9,7 +9,7 @@ use axum::http::header::RETRY_AFTER;
 use axum::response::{IntoResponse, Response};
 use p2pcamera_api::{ErrorBody, ErrorCode};
 
-use crate::filter::SwitchError;
+use crate::filter::{FilterError, SwitchError};
 use crate::media::{MediaError, SdpError};
 
 /// Seconds a client waits before retrying a request refused with a retryable code.
@@ -58,7 +58,11 @@ impl ApiError {
             ApiError::TooLarge(_) => ErrorCode::TooLarge,
             ApiError::NotReady(_) => ErrorCode::NotReady,
             ApiError::Media(error) => match error {
-                MediaError::Sdp(SdpError::Unparsable(_)) => ErrorCode::InvalidSdp,
+                MediaError::Sdp(
+                    SdpError::Unparsable(_)
+                    | SdpError::TooManyCandidates { .. }
+                    | SdpError::NonUnicastCandidate { .. },
+                ) => ErrorCode::InvalidSdp,
                 MediaError::Sdp(SdpError::NoVideo) => ErrorCode::NoVideo,
                 MediaError::Sdp(SdpError::UnsupportedCodecs { .. }) => ErrorCode::UnsupportedCodec,
                 MediaError::Busy => ErrorCode::CameraBusy,
@@ -68,7 +72,12 @@ impl ApiError {
                 | MediaError::NoSendCodec
                 | MediaError::Threads(_) => ErrorCode::Internal,
             },
-            ApiError::FilterSwitch(SwitchError::Filter(_)) => ErrorCode::InvalidFilter,
+            ApiError::FilterSwitch(SwitchError::Filter(FilterError::ModelNotAllowed {
+                ..
+            })) => ErrorCode::ModelNotAllowed,
+            ApiError::FilterSwitch(SwitchError::Filter(_) | SwitchError::Superseded) => {
+                ErrorCode::InvalidFilter
+            }
             ApiError::FilterSwitch(SwitchError::Stopped) => ErrorCode::Internal,
         }
     }
@@ -109,6 +118,7 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::filter::DownloadError;
     use axum::body::to_bytes;
 
     async fn render(error: ApiError) -> (StatusCode, Option<String>, ErrorBody) {
@@ -147,6 +157,55 @@ mod tests {
             (status, body.error.code),
             (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidFilter)
         );
+    }
+
+    #[tokio::test]
+    async fn refused_and_failed_model_downloads_say_nothing_about_the_server() {
+        let url = "https://10.0.0.7:8443/internal/m.onnx";
+        let sha256 = "ab".repeat(32);
+        let refused = SwitchError::Filter(FilterError::ModelNotAllowed {
+            url: url.into(),
+            sha256: sha256.clone(),
+        });
+        let (status, _, body) = render(refused.into()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            body,
+            ErrorBody::new(
+                ErrorCode::ModelNotAllowed,
+                "this model is not allowed on this camera"
+            )
+        );
+        let actual = "cd".repeat(32);
+        for source in [
+            DownloadError::Status(reqwest::StatusCode::NOT_FOUND),
+            DownloadError::ChecksumMismatch {
+                expected: sha256.clone(),
+                actual: actual.clone(),
+            },
+            DownloadError::TooLarge { limit: 1000 },
+        ] {
+            let failed = SwitchError::Filter(FilterError::Download {
+                url: url.into(),
+                source,
+            });
+            let (status, _, body) = render(failed.into()).await;
+            assert_eq!(
+                (status, body.error.code),
+                (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidFilter)
+            );
+            let message = &body.error.message;
+            for secret in [url, "404", &actual, "1000"] {
+                assert!(!message.contains(secret), "{message}");
+            }
+            assert!(message.contains("could not be downloaded"), "{message}");
+        }
+        let (status, _, body) = render(SwitchError::Superseded.into()).await;
+        assert_eq!(
+            (status, body.error.code),
+            (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidFilter)
+        );
+        assert!(body.error.message.contains("superseded"), "{body:?}");
     }
 
     #[tokio::test]

@@ -7,21 +7,30 @@
 //! `not_ready` with `Retry-After: 1`. `AppState::set_ready` ends the warm-up.
 //! `AppState::set_unready` ends it for good (a GPU was required and none works): `/readyz` stays
 //! 503 `{"status":"unready","reason":...}` and the other endpoints say why.
+//!
+//! A request's body must arrive within the listener's request timeout: a body still arriving
+//! after that fails to read (400 `bad_body`) and its connection is closed after the answer.
+//! `/metrics` is served here only when the [`ListenerPolicy`] says so; [`metrics_app`] serves it
+//! on a listener of its own.
 
 pub mod auth;
 pub mod error;
 pub mod tls;
 
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
-use axum::body::Bytes;
+use axum::body::{Body, BodyDataStream, Bytes, HttpBody};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, FromRef, Request, State};
 use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use axum_server::ConnectionShutdown;
+use futures::StreamExt;
 use p2pcamera_api::wire::{
     CameraStatus, FilterReply, OfferRequest, REQUEST_BODY_LIMIT, SessionDescription, TYPE_OFFER,
 };
@@ -53,12 +62,43 @@ enum Phase {
     Unready { reason: String },
 }
 
+/// What the signaling listener serves and how it guards itself, decided by `server` from the
+/// flags and the listener's address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenerPolicy {
+    /// Serve `/metrics` here too (no `--metrics-listen`, and a loopback listener).
+    pub metrics: bool,
+    /// No token although the listener is off loopback (`--insecure-no-token`): every offer is
+    /// warned about.
+    pub insecure_no_token: bool,
+    /// How long a request's body may take to arrive (`--request-timeout`).
+    pub request_timeout: Duration,
+}
+
+impl Default for ListenerPolicy {
+    /// A loopback listener: `/metrics` served, 10 s per request body.
+    fn default() -> Self {
+        ListenerPolicy {
+            metrics: true,
+            insecure_no_token: false,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
 pub struct AppState {
     pub token: Option<Arc<str>>,
     pub metrics: Arc<Metrics>,
+    pub policy: ListenerPolicy,
     phase: Arc<RwLock<Phase>>,
+}
+
+impl FromRef<AppState> for Arc<Metrics> {
+    fn from_ref(state: &AppState) -> Self {
+        state.metrics.clone()
+    }
 }
 
 impl AppState {
@@ -71,6 +111,7 @@ impl AppState {
         AppState {
             token: token.map(Arc::from),
             metrics,
+            policy: ListenerPolicy::default(),
             phase: Arc::new(RwLock::new(Phase::Warming {
                 filter: filter.into(),
             })),
@@ -105,18 +146,89 @@ impl AppState {
     }
 }
 
+/// The signaling listener's routes (with `/metrics` when `state.policy` says so).
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/", get(index))
         .route("/p2pcamera.js", get(script))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/offer", post(offer))
         .route("/filter", post(filter))
-        .route("/status", get(status))
+        .route("/status", get(status));
+    let router = if state.policy.metrics {
+        router.route("/metrics", get(metrics))
+    } else {
+        router
+    };
+    router
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limit_body_time,
+        ))
         .layer(DefaultBodyLimit::max(REQUEST_BODY_LIMIT))
         .with_state(state)
+}
+
+/// The `--metrics-listen` listener's routes: `/metrics` only.
+pub fn metrics_app(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(self::metrics))
+        .with_state(metrics)
+}
+
+/// Why a request body stopped being read.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {} s (--request-timeout)", .0.as_secs_f64())]
+struct BodyTimeout(Duration);
+
+/// A request body on its way in, with the time it has left.
+struct ArrivingBody {
+    chunks: BodyDataStream,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+    connection: Option<ConnectionShutdown>,
+    metrics: Arc<Metrics>,
+}
+
+/// Gives a request's body `--request-timeout` to arrive. Reading it fails after that (the
+/// handler answers 400 `bad_body`) and the connection closes once the answer is sent, so a
+/// client trickling a body holds a connection no longer than the timeout.
+async fn limit_body_time(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let connection = request.extensions().get::<ConnectionShutdown>().cloned();
+    let timeout = state.policy.request_timeout;
+    let request = request.map(|body| {
+        if body.is_end_stream() {
+            return body;
+        }
+        let arriving = ArrivingBody {
+            chunks: body.into_data_stream(),
+            deadline: tokio::time::Instant::now() + timeout,
+            timeout,
+            connection,
+            metrics: state.metrics.clone(),
+        };
+        Body::from_stream(futures::stream::unfold(
+            Some(arriving),
+            |arriving| async move {
+                let mut arriving = arriving?;
+                match tokio::time::timeout_at(arriving.deadline, arriving.chunks.next()).await {
+                    Ok(Some(chunk)) => Some((chunk, Some(arriving))),
+                    Ok(None) => None,
+                    Err(_) => {
+                        arriving.metrics.http_request_timeouts.inc();
+                        if let Some(connection) = &arriving.connection {
+                            connection.graceful_shutdown();
+                        }
+                        let error = BodyTimeout(arriving.timeout);
+                        tracing::debug!(%error, "closing a slow client's connection");
+                        Some((Err(axum::Error::new(error)), None))
+                    }
+                }
+            },
+        ))
+    });
+    next.run(request).await
 }
 
 async fn index() -> Html<&'static str> {
@@ -157,13 +269,13 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(metrics): State<Arc<Metrics>>) -> Response {
     (
         [(
             CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.encode(),
+        metrics.encode(),
     )
         .into_response()
 }
@@ -215,6 +327,11 @@ async fn answer_offer(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<String, ApiError> {
+    if state.policy.insecure_no_token {
+        tracing::warn!(
+            "INSECURE: answering an offer without a bearer token on a listener off loopback (--insecure-no-token)"
+        );
+    }
     auth::check_bearer(state.token.as_deref(), headers)?;
     let request: OfferRequest = json_body(headers, body)?;
     if request.kind != TYPE_OFFER {

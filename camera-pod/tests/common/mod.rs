@@ -3,6 +3,10 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of this module.
 
+pub mod model_server;
+pub mod raw_http;
+mod rtp_flood;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

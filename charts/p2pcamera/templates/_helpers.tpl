@@ -90,6 +90,27 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- if gt (atoi (index $range 0)) (atoi (index $range 1)) }}
 {{- fail (printf "cameraPod.portRange %s: the first port is larger than the last" .Values.cameraPod.portRange) }}
 {{- end }}
+{{- $offset := int .Values.cameraPod.metricsPortOffset }}
+{{- if and $offset (le $offset (sub (atoi (index $range 1)) (atoi (index $range 0)))) }}
+{{- fail (printf "cameraPod.metricsPortOffset %d must be larger than the width of cameraPod.portRange %s (metrics ports would land on session ports), or 0" $offset .Values.cameraPod.portRange) }}
+{{- end }}
+{{- if and .Values.watchAllNamespaces (or .Values.operator.watchNamespace .Values.router.sessionNamespace) }}
+{{- fail "watchAllNamespaces serves every namespace: leave operator.watchNamespace and router.sessionNamespace empty" }}
+{{- end }}
+{{- end }}
+
+{{/* The namespace whose sessions the operator serves; empty with watchAllNamespaces. */}}
+{{- define "p2pcamera.operator.sessionNamespace" -}}
+{{- if not .Values.watchAllNamespaces }}
+{{- default .Release.Namespace .Values.operator.watchNamespace }}
+{{- end }}
+{{- end }}
+
+{{/* The namespace whose sessions the router serves; empty with watchAllNamespaces. */}}
+{{- define "p2pcamera.router.sessionNamespace" -}}
+{{- if not .Values.watchAllNamespaces }}
+{{- default (include "p2pcamera.operator.sessionNamespace" .) .Values.router.sessionNamespace }}
+{{- end }}
 {{- end }}
 
 {{/* Preferred spreading of a component's replicas over nodes: pass (list $ "component"). */}}

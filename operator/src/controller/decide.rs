@@ -12,6 +12,9 @@
 //! the pod as invalid (`422`), [`rejected`] is the plan instead.
 //!
 //! The branches, first match wins:
+//! 0. The session does not fit its CameraClass ([`crate::class_fit`]): no pod (a live one is
+//!    deleted), phase Failed with `Accepted=False` and the misfit's reason; wait for a change of
+//!    the session or of a class.
 //! 1. Idle (phase Idle, spec unchanged, no `p2pcamera.io/wake` annotation): no pod (a left-over
 //!    one is deleted); wait for a change.
 //! 2. A live pod crash-loops ([`status::crash_loop`]): delete it, phase Failed, come back after
@@ -57,6 +60,7 @@ use kube::ResourceExt;
 use kube::runtime::controller::Action;
 
 use crate::applied_pods::APPLIED_POD_MEMORY;
+use crate::class_fit::{NotAccepted, ResolvedClass};
 use crate::config::{Config, PublicIpSource, parse_duration};
 use crate::crd::{CameraSession, CameraSessionStatus, Phase};
 use crate::desired::{self, BuildError, Placement};
@@ -82,6 +86,8 @@ pub fn idle_poll_interval(config: &Config) -> Duration {
 pub struct Observed<'a> {
     /// The session, as cached.
     pub session: &'a CameraSession,
+    /// Its CameraClass, or why it does not fit one ([`crate::class_fit`]).
+    pub class: &'a Result<ResolvedClass, NotAccepted>,
     /// The operator's configuration.
     pub config: &'a Config,
     /// The session's status as this operator knows it (the cached one, or the one it wrote last
@@ -239,6 +245,8 @@ pub enum DeleteReason {
     },
     /// No camera within the idle timeout.
     IdleTimeout,
+    /// The session does not fit its CameraClass (any more).
+    NotAccepted,
     /// The scheduler found the pod's port taken on the nodes that fit; the session moved.
     PortConflict,
 }
@@ -305,7 +313,10 @@ impl Observed<'_> {
         let inputs = StatusInputs {
             generation: self.session.metadata.generation,
             port: self.port,
-            gpu_resource: desired::gpu_resource(self.session, self.config),
+            gpu_resource: match self.class {
+                Ok(class) => desired::gpu_resource(class, self.config),
+                Err(_) => &self.config.gpu_resource_name,
+            },
             public_address,
             last_active,
         };
@@ -320,6 +331,22 @@ impl Observed<'_> {
 
     fn plan(&self) -> Result<Plan, Unfinished> {
         let (prev, config) = (self.prev, self.config);
+        let class = match self.class {
+            Ok(class) => class,
+            Err(misfit) => {
+                let delete = self
+                    .pod
+                    .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+                    .map_or(PodChange::Keep, |pod| {
+                        delete(pod, DeleteReason::NotAccepted)
+                    });
+                let situation = Situation::NotAccepted {
+                    reason: misfit.reason(),
+                    message: misfit.to_string(),
+                };
+                return Ok(self.plan_for(delete, &situation, None, None, Action::await_change()));
+            }
+        };
         let stays_idle = !self.wake()
             && prev.phase == Some(Phase::Idle)
             && prev.observed_generation == self.session.metadata.generation;
@@ -363,7 +390,7 @@ impl Observed<'_> {
             ));
         }
         match (live, &observation) {
-            (_, None) => self.create(),
+            (_, None) => self.create(class),
             (None, Some(obs)) => Ok(self.plan_for(
                 PodChange::Keep,
                 &Situation::Replacing(obs),
@@ -371,12 +398,12 @@ impl Observed<'_> {
                 None,
                 Action::requeue(REPLACING_RECHECK),
             )),
-            (Some((pod, obs)), _) => self.running(pod, obs),
+            (Some((pod, obs)), _) => self.running(class, pod, obs),
         }
     }
 
     /// No pod: apply the desired one, pinned when a pinning replacement left a node in status.
-    fn create(&self) -> Result<Plan, Unfinished> {
+    fn create(&self, class: &ResolvedClass) -> Result<Plan, Unfinished> {
         let prev = self.prev;
         let pin_node = match (
             self.config.public_ip_source,
@@ -394,7 +421,8 @@ impl Observed<'_> {
             }),
             None => None,
         };
-        let desired = desired::build_pod(self.session, self.port, self.config, pin.as_ref())?;
+        let desired =
+            desired::build_pod(self.session, class, self.port, self.config, pin.as_ref())?;
         let (change, then) = if self.applied_pod.is_some() && self.applied_pod == pod_hash(&desired)
         {
             (PodChange::Keep, Action::requeue(APPLIED_POD_MEMORY))
@@ -410,7 +438,12 @@ impl Observed<'_> {
 
     /// A live pod: replace it when it is not the desired one, delete it when idle too long, else
     /// report it.
-    fn running(&self, pod: &Pod, obs: &PodObservation) -> Result<Plan, Unfinished> {
+    fn running(
+        &self,
+        class: &ResolvedClass,
+        pod: &Pod,
+        obs: &PodObservation,
+    ) -> Result<Plan, Unfinished> {
         let (session, config, port) = (self.session, self.config, self.port);
         let bound_node = obs
             .node_name
@@ -432,10 +465,10 @@ impl Observed<'_> {
                 _ => None,
             }
         });
-        let wanted = desired::build_pod(session, port, config, placement.as_ref())?;
+        let wanted = desired::build_pod(session, class, port, config, placement.as_ref())?;
         let current_hash = pod_hash(pod);
         if current_hash != pod_hash(&wanted) {
-            let unpinned = desired::build_pod(session, port, config, None)?;
+            let unpinned = desired::build_pod(session, class, port, config, None)?;
             let pinning = placement.is_some() && current_hash == pod_hash(&unpinned);
             // Only a pinning replacement records the node's address, for the next pod.
             let pin_address = public_address.as_deref().filter(|_| pinning);
@@ -618,6 +651,38 @@ mod tests {
         })
     }
 
+    // Branch 0: the session does not fit its class.
+
+    #[test]
+    fn a_session_that_does_not_fit_its_class_gets_no_pod_and_loses_a_running_one() {
+        let misfit = NotAccepted::FilterNotAllowed {
+            class: "blur-only".into(),
+            filter: "style",
+        };
+        let new = Snapshot::new(session(json!({}))).not_accepted(misfit.clone());
+        let plan = new.plan();
+        assert_eq!(plan.pod, PodChange::Keep, "nothing is created");
+        assert_eq!(plan.status.phase, Some(Phase::Failed));
+        assert_eq!(plan.status.reason.as_deref(), Some("FilterNotAllowed"));
+        let accepted = condition(&plan.status, status::ACCEPTED);
+        assert_eq!(
+            (accepted.status.as_str(), accepted.message.as_str()),
+            ("False", misfit.to_string().as_str())
+        );
+        assert_eq!(plan.then, Action::await_change());
+        let pod = camera_pod(&session(json!({})), None)
+            .bound(NODE, HOST_IP)
+            .ready();
+        let running = new.with_pod(pod).plan();
+        assert_eq!(deleted(&running), DeleteReason::NotAccepted);
+        // Fitting again: Accepted turns True and the pod comes back.
+        let fits = Snapshot::new(session(json!({})))
+            .with_prev(plan.status.clone())
+            .plan();
+        assert!(matches!(fits.pod, PodChange::Apply(_)));
+        assert_eq!(condition(&fits.status, status::ACCEPTED).status, "True");
+    }
+
     // Branch 4: no pod.
 
     #[test]
@@ -626,7 +691,14 @@ mod tests {
         let pod = applied(&plan);
         assert_eq!(
             pod,
-            &desired::build_pod(&session(json!({})), PORT, &config(), None).unwrap()
+            &desired::build_pod(
+                &session(json!({})),
+                &ResolvedClass::built_in(),
+                PORT,
+                &config(),
+                None,
+            )
+            .unwrap()
         );
         assert_eq!(pod.spec.as_ref().unwrap().node_name, None, "not pinned");
         assert_eq!(

@@ -22,6 +22,7 @@ use super::decide::{
 };
 use super::{Context, Error};
 use crate::activity;
+use crate::class_fit;
 use crate::crd::{CameraSession, CameraSessionStatus};
 use crate::desired;
 use crate::status;
@@ -48,9 +49,14 @@ pub(super) async fn reconcile(session: &CameraSession, ctx: &Context) -> Result<
         .pods
         .get(&ObjectRef::new(&child_name(&name)).within(&ns));
     let applied_pod = ctx.applied_pods.unseen(&key, pod.is_some(), Instant::now());
+    let class = class_fit::resolve(&session.spec, &ctx.classes.state()).and_then(|class| {
+        class_fit::check(&session.spec, &class)?;
+        Ok(class)
+    });
     tracing::debug!(namespace = %ns, name = %name, pod = ?pod.as_deref().map(status::observe_pod), "reconciling session");
     let mut observed = Observed {
         session,
+        class: &class,
         config: &ctx.config,
         prev: &prev,
         port,

@@ -1,8 +1,9 @@
-//! The HTTPS app browsers talk to: offers, session status, the script, health and metrics.
+//! The HTTPS app browsers talk to: offers, session status, the script and health. (Metrics
+//! have their own listener: [`super::metrics::app`].)
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -19,10 +20,11 @@ use super::client_address::{X_FORWARDED_FOR, client_address};
 use super::error::ApiError;
 use super::forward::PodClients;
 use super::metrics::Metrics;
-use super::ratelimit::KeyedLimiter;
+use super::ratelimit::{ClientKey, KeyedLimiter};
 use super::sessions::{self, PublicStatus, SessionCache};
 use super::tls::SwappableCertificate;
 use super::watch::WatchHealth;
+use crate::ports::PortRange;
 
 const SCRIPT: &str = include_str!("../../../static/p2pcamera.js");
 
@@ -54,19 +56,29 @@ pub struct RouterState {
     pub sessions: SessionCache,
     pub pods: PodClients,
     pub per_session: KeyedLimiter<SessionKey>,
-    pub per_client: KeyedLimiter<IpAddr>,
+    pub per_client: KeyedLimiter<ClientKey>,
     /// Proxies whose `X-Forwarded-For` names the client ([`client_address`]).
     pub trusted_proxies: Vec<IpNet>,
     pub metrics: Arc<Metrics>,
     pub readiness: Readiness,
     /// Origins allowed to call the router from a page (CORS). Never `*`.
     pub allowed_origins: Vec<HeaderValue>,
+    /// Ports camera pods listen on: a session endpoint outside them is refused.
+    pub port_range: PortRange,
+    /// How long an offer may take from its headers to its answer: reading the body and
+    /// forwarding it both end by then.
+    pub request_timeout: Duration,
 }
 
 type AppState = Arc<RouterState>;
 
-fn parse_offer(body: &[u8]) -> Result<OfferRequest, ApiError> {
-    let offer: OfferRequest =
+/// Reads an offer body: the offer as the pod gets it (without the router's `session` field) and
+/// the session it is for (`path_key` from the URL, else the body's `session` field).
+fn parse_offer(
+    body: &[u8],
+    path_key: Option<SessionKey>,
+) -> Result<(OfferRequest, SessionKey), ApiError> {
+    let mut offer: OfferRequest =
         serde_json::from_slice(body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
     if offer.kind != TYPE_OFFER {
         return Err(ApiError::NotAnOffer);
@@ -74,7 +86,14 @@ fn parse_offer(body: &[u8]) -> Result<OfferRequest, ApiError> {
     if offer.sdp.trim().is_empty() {
         return Err(ApiError::EmptySdp);
     }
-    Ok(offer)
+    let session = offer.session.take();
+    let key = match path_key {
+        Some(key) => key,
+        None => session
+            .ok_or(ApiError::MissingSession)?
+            .parse::<SessionKey>()?,
+    };
+    Ok((offer, key))
 }
 
 fn content_length(headers: &HeaderMap) -> Option<usize> {
@@ -101,12 +120,21 @@ fn is_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
 /// gets the JSON error instead of a connection reset mid-upload.
 const DRAIN_LIMIT: usize = 1024 * 1024;
 
-async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+/// Reads the request body, which must be complete by `deadline` (`timeout` after the request
+/// began).
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<Bytes, ApiError> {
     if content_length(headers).is_some_and(|length| length > DRAIN_LIMIT) {
         return Err(ApiError::TooLarge);
     }
-    let bytes = axum::body::to_bytes(body, DRAIN_LIMIT)
+    let read = axum::body::to_bytes(body, DRAIN_LIMIT);
+    let bytes = tokio::time::timeout_at(deadline.into(), read)
         .await
+        .map_err(|_| ApiError::BodyTimeout(timeout))?
         .map_err(|error| {
             let inner = error.into_inner();
             if is_length_limit(inner.as_ref()) {
@@ -134,6 +162,7 @@ async fn offer(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Bytes, ApiError> {
+    let deadline = Instant::now() + state.request_timeout;
     let forwarded_for = headers
         .get_all(X_FORWARDED_FOR)
         .iter()
@@ -141,22 +170,13 @@ async fn offer(
     let client = client_address(peer, forwarded_for, &state.trusted_proxies);
     state
         .per_client
-        .check(&client, Instant::now())
+        .check(&ClientKey::from(client), Instant::now())
         .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
-    let body = read_body(headers, body).await?;
-    let mut offer = parse_offer(&body)?;
-    // The pod gets the original `/offer` shape, without the router's `session` field.
-    let session = offer.session.take();
-    let key = match path_key {
-        Some(key) => key,
-        None => session
-            .ok_or(ApiError::MissingSession)?
-            .parse::<SessionKey>()?,
-    };
+    let body = read_body(headers, body, deadline, state.request_timeout).await?;
+    let (offer, key) = parse_offer(&body, path_key)?;
     let status = state.sessions.status(&key);
     let credentials = state.sessions.credentials(&key);
     let (status, credentials) = sessions::authorize(
-        &key,
         status.as_ref(),
         credentials.as_ref(),
         authorization(headers),
@@ -165,9 +185,20 @@ async fn offer(
         .per_session
         .check(&key, Instant::now())
         .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
-    let target = sessions::resolve(status, credentials)?;
+    let target = sessions::resolve(status, credentials, state.port_range).inspect_err(|error| {
+        if let ApiError::EndpointRejected(reason) = error {
+            state.metrics.endpoint_rejected(&key);
+            tracing::warn!(
+                namespace = %key.namespace,
+                name = %key.name,
+                endpoint = ?status.endpoint,
+                %reason,
+                "session endpoint refused; offer not forwarded"
+            );
+        }
+    })?;
     let started = Instant::now();
-    let answer = state.pods.forward(&target, &offer).await;
+    let answer = state.pods.forward(&target, &offer, deadline).await;
     let elapsed = started.elapsed();
     state
         .metrics
@@ -230,7 +261,6 @@ async fn session_status(
     let status = state.sessions.status(&key);
     let credentials = state.sessions.credentials(&key);
     let (status, _) = sessions::authorize(
-        &key,
         status.as_ref(),
         credentials.as_ref(),
         authorization(&headers),
@@ -262,20 +292,6 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
-    match state.metrics.encode() {
-        Ok(text) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
-}
-
 fn cors(origins: &[HeaderValue]) -> CorsLayer {
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins.iter().cloned()))
@@ -297,7 +313,6 @@ pub fn app(state: AppState) -> Router {
         .route("/p2pcamera.js", get(script))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .layer(cors)
         .with_state(state)
 }
@@ -308,15 +323,20 @@ mod tests {
     use crate::router::ratelimit::Rate;
     use axum::extract::connect_info::MockConnectInfo;
     use axum::http::Request;
+    use futures::StreamExt;
     use http_body_util::BodyExt;
     use k8s_openapi::ByteString;
     use k8s_openapi::api::core::v1::Secret;
     use kube::api::DynamicObject;
     use kube::runtime::{reflector, watcher};
-    use std::time::Duration;
     use tower::ServiceExt;
 
     const OFFER: &str = r#"{"sdp":"v=0\r\n","type":"offer"}"#;
+
+    const PORTS: PortRange = PortRange {
+        first: 40000,
+        last: 40999,
+    };
 
     struct Fixture {
         sessions: reflector::store::Writer<DynamicObject>,
@@ -325,6 +345,16 @@ mod tests {
 
     impl Fixture {
         fn session(&mut self, name: &str, status: serde_json::Value, token: Option<&str>) {
+            self.session_with_certificate(name, status, token, None);
+        }
+
+        fn session_with_certificate(
+            &mut self,
+            name: &str,
+            status: serde_json::Value,
+            token: Option<&str>,
+            certificate: Option<&str>,
+        ) {
             let mut object =
                 DynamicObject::new(name, &sessions::camera_session_resource()).within("ns");
             object.data = serde_json::json!({ "status": status });
@@ -334,8 +364,14 @@ mod tests {
                 let mut secret = Secret::default();
                 secret.metadata.name = Some(p2pcamera_api::objects::child_name(name));
                 secret.metadata.namespace = Some("ns".into());
-                secret.data =
-                    Some([("token".to_owned(), ByteString(token.as_bytes().to_vec()))].into());
+                let mut data = std::collections::BTreeMap::from([(
+                    "token".to_owned(),
+                    ByteString(token.into()),
+                )]);
+                if let Some(pem) = certificate {
+                    data.insert("tls.crt".into(), ByteString(pem.into()));
+                }
+                secret.data = Some(data);
                 self.secrets
                     .apply_watcher_event(&watcher::Event::Apply(secret));
             }
@@ -343,11 +379,19 @@ mod tests {
     }
 
     fn router(session_burst: u32, client_burst: u32) -> (Fixture, Arc<RouterState>) {
+        router_timing_out_after(session_burst, client_burst, Duration::from_secs(5))
+    }
+
+    fn router_timing_out_after(
+        session_burst: u32,
+        client_burst: u32,
+        request_timeout: Duration,
+    ) -> (Fixture, Arc<RouterState>) {
         let sessions = reflector::store::Writer::new(sessions::camera_session_resource());
         let (secret_store, secrets) = reflector::store::<Secret>();
         let state = Arc::new(RouterState {
             sessions: SessionCache::new(sessions.as_reader(), secret_store),
-            pods: PodClients::new(Duration::from_millis(500)).unwrap_or_else(|e| panic!("{e}")),
+            pods: PodClients::new(Duration::from_millis(500)),
             per_session: KeyedLimiter::new(Rate {
                 per_second: 0.001,
                 burst: session_burst,
@@ -366,6 +410,8 @@ mod tests {
                 ],
             ),
             allowed_origins: vec![HeaderValue::from_static("https://meet.example")],
+            port_range: PORTS,
+            request_timeout,
         });
         (Fixture { sessions, secrets }, state)
     }
@@ -406,7 +452,7 @@ mod tests {
         let (mut fixture, state) = router(10, 100);
         fixture.session(
             "ready",
-            serde_json::json!({"phase": "Ready", "endpoint": "http://127.0.0.1:9"}),
+            serde_json::json!({"phase": "Ready", "endpoint": "https://127.0.0.1:40009"}),
             Some("tok"),
         );
         fixture.session(
@@ -421,19 +467,10 @@ mod tests {
             (status, code(&body)),
             (StatusCode::UNAUTHORIZED, "missing_token")
         );
-        let (status, _, body) = call(&state, post(path, Some("wrong"), OFFER)).await;
+        let (status, _, wrong_token) = call(&state, post(path, Some("wrong"), OFFER)).await;
         assert_eq!(
-            (status, code(&body)),
+            (status, code(&wrong_token)),
             (StatusCode::FORBIDDEN, "wrong_token")
-        );
-        let (status, _, body) = call(
-            &state,
-            post("/v1/sessions/ns/nope/offer", Some("tok"), OFFER),
-        )
-        .await;
-        assert_eq!(
-            (status, code(&body)),
-            (StatusCode::NOT_FOUND, "session_not_found")
         );
         let (status, headers, body) = call(
             &state,
@@ -455,21 +492,177 @@ mod tests {
                 .as_str()
                 .is_some_and(|m| m.contains("no free GPU"))
         );
+        // Ready, but the Secret has no certificate to pin: not ready, and nothing is sent.
+        let (status, _, body) = call(&state, post(path, Some("tok"), OFFER)).await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::SERVICE_UNAVAILABLE, "session_not_ready"),
+            "{body}"
+        );
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("certificate not published")),
+            "{body}"
+        );
 
-        let status_request = |token: &str| {
-            Request::get("/v1/sessions/ns/waiting")
-                .header(header::AUTHORIZATION, format!("Bearer {token}"))
-                .body(Body::empty())
-                .unwrap_or_default()
+        let status_request = |name: &str, token: Option<&str>| {
+            let mut request = Request::get(format!("/v1/sessions/ns/{name}"));
+            if let Some(token) = token {
+                request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+            }
+            request.body(Body::empty()).unwrap_or_default()
         };
-        let (status, _, body) = call(&state, status_request("tok2")).await;
+        let (status, _, body) = call(&state, status_request("waiting", Some("tok2"))).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(
             body,
             serde_json::json!({"phase": "Scheduling", "ready": false, "reason": "Unschedulable", "message": "no free GPU"})
         );
-        let (status, _, _) = call(&state, status_request("tok")).await;
+        let (status, _, body) = call(&state, status_request("waiting", Some("tok"))).await;
+        assert_eq!(body, wrong_token);
         assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+
+    /// A caller without the token learns nothing about which sessions exist: a session that does
+    /// not exist answers exactly as a wrong token does, with a token or without, for offers and
+    /// for the status.
+    #[tokio::test]
+    async fn unknown_sessions_answer_as_wrong_tokens_do() {
+        let (mut fixture, state) = router(100, 100);
+        fixture.session("cam", serde_json::json!({"phase": "Pending"}), Some("tok"));
+        // A session whose Secret the router has not seen (yet) is no different.
+        fixture.session("fresh", serde_json::json!({"phase": "Pending"}), None);
+        let get = |name: &str, token: Option<&str>| {
+            let mut request = Request::get(format!("/v1/sessions/ns/{name}"));
+            if let Some(token) = token {
+                request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+            }
+            request.body(Body::empty()).unwrap_or_default()
+        };
+        for token in [None, Some("guess")] {
+            let offer = |name: &str| post(&format!("/v1/sessions/ns/{name}/offer"), token, OFFER);
+            let (status, _, existing) = call(&state, offer("cam")).await;
+            for other in ["nope", "fresh"] {
+                let (other_status, _, body) = call(&state, offer(other)).await;
+                assert_eq!(
+                    (other_status, &body),
+                    (status, &existing),
+                    "{other} {token:?}"
+                );
+                let legacy = serde_json::json!({"sdp": "v=0", "type": "offer", "session": format!("ns/{other}")});
+                let (other_status, _, body) =
+                    call(&state, post("/offer", token, legacy.to_string())).await;
+                assert_eq!(
+                    (other_status, &body),
+                    (status, &existing),
+                    "{other} {token:?}"
+                );
+            }
+            let expected = match token {
+                None => (StatusCode::UNAUTHORIZED, "missing_token"),
+                Some(_) => (StatusCode::FORBIDDEN, "wrong_token"),
+            };
+            assert_eq!((status, code(&existing)), expected);
+
+            let (status, _, existing) = call(&state, get("cam", token)).await;
+            for other in ["nope", "fresh"] {
+                let (other_status, _, body) = call(&state, get(other, token)).await;
+                assert_eq!(
+                    (other_status, &body),
+                    (status, &existing),
+                    "{other} {token:?}"
+                );
+            }
+            assert_eq!((status, code(&existing)), expected);
+        }
+        let (_, _, body) = call(&state, post("/v1/sessions/ns/nope/offer", Some("x"), OFFER)).await;
+        assert_eq!(
+            body["error"]["message"],
+            "the token does not grant access to this session"
+        );
+    }
+
+    /// An endpoint that fails the checks is never contacted: 502 `endpoint_rejected` with the
+    /// router's generic message, and a metric naming the session.
+    #[tokio::test]
+    async fn rejected_endpoints_are_not_contacted_and_counted_per_session() {
+        let (mut fixture, state) = router(100, 100);
+        // A listener in the port range that would see any connection attempt.
+        let trap = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let trap_port = trap.local_addr().map(|a| a.port()).unwrap_or_default();
+        for (name, endpoint) in [
+            ("plain", format!("http://127.0.0.1:{trap_port}")),
+            ("named", "https://localhost:40001".to_owned()),
+            ("path", "https://127.0.0.1:40001/admin?x=1".to_owned()),
+            ("user", "https://a@127.0.0.1:40001".to_owned()),
+            ("port", format!("https://127.0.0.1:{trap_port}")),
+        ] {
+            fixture.session_with_certificate(
+                name,
+                serde_json::json!({"phase": "Ready", "endpoint": endpoint, "udpPort": 40001}),
+                Some("tok"),
+                Some("PEM"),
+            );
+            let (status, _, body) = call(
+                &state,
+                post(&format!("/v1/sessions/ns/{name}/offer"), Some("tok"), OFFER),
+            )
+            .await;
+            assert_eq!(
+                (status, code(&body)),
+                (StatusCode::BAD_GATEWAY, "endpoint_rejected"),
+                "{endpoint}"
+            );
+            assert_eq!(
+                body["error"]["message"],
+                "the router does not connect to this session's camera pod address"
+            );
+        }
+        let accepted = tokio::time::timeout(Duration::from_millis(100), trap.accept()).await;
+        assert!(
+            accepted.is_err(),
+            "the router connected to a rejected endpoint"
+        );
+        let text = state.metrics.encode().unwrap_or_default();
+        for name in ["plain", "named", "path", "user", "port"] {
+            assert!(
+                text.contains(&format!(
+                    r#"p2pcamera_router_endpoint_rejections_total{{namespace="ns",name="{name}"}} 1"#
+                )),
+                "{text}"
+            );
+        }
+        assert!(
+            text.contains(r#"p2pcamera_router_offers_total{result="endpoint_rejected"} 5"#),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_that_does_not_arrive_in_time_is_a_bad_body() {
+        let (mut fixture, state) = router_timing_out_after(100, 100, Duration::from_millis(300));
+        fixture.session("cam", serde_json::json!({"phase": "Pending"}), Some("tok"));
+        let trickle = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"{"))])
+            .chain(futures::stream::pending());
+        let started = Instant::now();
+        let (status, _, body) = call(
+            &state,
+            post(
+                "/v1/sessions/ns/cam/offer",
+                Some("tok"),
+                Body::from_stream(trickle),
+            ),
+        )
+        .await;
+        assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "bad_body"));
+        assert_eq!(
+            body["error"]["message"],
+            "the request body did not arrive within 0.3 s"
+        );
+        assert!(started.elapsed() < Duration::from_secs(3));
     }
 
     #[tokio::test]
@@ -477,7 +670,7 @@ mod tests {
         let (mut fixture, state) = router(100, 100);
         fixture.session(
             "cam",
-            serde_json::json!({"phase": "Ready", "endpoint": "http://127.0.0.1:9"}),
+            serde_json::json!({"phase": "Ready", "endpoint": "https://127.0.0.1:40009"}),
             Some("tok"),
         );
         let path = "/v1/sessions/ns/cam/offer";
@@ -656,8 +849,19 @@ mod tests {
         )
         .await;
         call(&state, post("/v1/sessions/ns/cam/offer", None, OFFER)).await;
-        let (_, _, body) = call(&state, get("/metrics")).await;
-        let text = body.as_str().unwrap_or_default();
+        // Metrics are not on the public port, only on the metrics listener's app.
+        assert_eq!(call(&state, get("/metrics")).await.0, StatusCode::NOT_FOUND);
+        let Ok(response) = super::super::metrics::app(state.metrics.clone())
+            .oneshot(get("/metrics"))
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
         assert!(
             text.contains(r#"p2pcamera_router_offers_total{result="session_not_ready"} 1"#),
             "{text}"
@@ -670,5 +874,109 @@ mod tests {
             text.contains("p2pcamera_router_forward_duration_seconds_bucket"),
             "{text}"
         );
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Any JSON value, with numbers beyond every integer type and nesting a few levels deep.
+        fn json_value() -> impl Strategy<Value = String> {
+            let leaf = prop_oneof![
+                Just("null".to_owned()),
+                any::<bool>().prop_map(|b| b.to_string()),
+                any::<i64>().prop_map(|n| n.to_string()),
+                any::<f64>().prop_map(|n| n.to_string()),
+                "-?[0-9]{20,60}(\\.[0-9]{1,20})?([eE][+-]?[0-9]{1,8})?",
+                any::<String>().prop_map(|text| serde_json::Value::String(text).to_string()),
+                Just(r#""offer""#.to_owned()),
+                Just(r#""v=0\r\n""#.to_owned()),
+                Just(r#""ns/cam""#.to_owned()),
+            ];
+            leaf.prop_recursive(4, 32, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6)
+                        .prop_map(|items| format!("[{}]", items.join(","))),
+                    prop::collection::vec(("[a-z]{0,8}", inner), 0..6).prop_map(|fields| {
+                        let fields: Vec<String> = fields
+                            .into_iter()
+                            .map(|(key, value)| format!("{key:?}:{value}"))
+                            .collect();
+                        format!("{{{}}}", fields.join(","))
+                    }),
+                ]
+            })
+        }
+
+        /// An offer-shaped object whose fields may be missing, repeated, of any type or extra.
+        fn offer_like() -> impl Strategy<Value = String> {
+            let field = prop_oneof![
+                Just("sdp"),
+                Just("type"),
+                Just("client"),
+                Just("session"),
+                Just("extra")
+            ];
+            prop::collection::vec((field, json_value()), 0..6).prop_map(|fields| {
+                let fields: Vec<String> = fields
+                    .into_iter()
+                    .map(|(key, value)| format!("{key:?}:{value}"))
+                    .collect();
+                format!("{{{}}}", fields.join(","))
+            })
+        }
+
+        /// Arrays or objects nested far past serde_json's recursion limit, within the body limit.
+        fn deeply_nested() -> impl Strategy<Value = String> {
+            (1usize..20_000, any::<bool>(), any::<bool>()).prop_map(|(depth, arrays, closed)| {
+                let (open, close) = if arrays {
+                    ("[", "]")
+                } else {
+                    (r#"{"sdp":"#, "}")
+                };
+                let mut text = open.repeat(depth);
+                text.push('1');
+                if closed {
+                    text.push_str(&close.repeat(depth));
+                }
+                text
+            })
+        }
+
+        fn body() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..512),
+                json_value().prop_map(String::into_bytes),
+                offer_like().prop_map(String::into_bytes),
+                deeply_nested().prop_map(String::into_bytes),
+            ]
+            .prop_filter("within the body limit", |body| {
+                body.len() <= REQUEST_BODY_LIMIT
+            })
+        }
+
+        proptest! {
+            #![proptest_config(p2pcamera_tests::properties::config())]
+
+            /// Whatever body arrives, parsing it never panics: it is a well-formed offer for a
+            /// session, or a 4xx error.
+            #[test]
+            fn any_offer_body_is_an_offer_or_a_client_error(
+                body in body(),
+                from_path in any::<bool>(),
+            ) {
+                let path_key = from_path.then(|| SessionKey::new("ns", "cam"));
+                match parse_offer(&body, path_key) {
+                    Ok((offer, _)) => {
+                        prop_assert_eq!(offer.kind.as_str(), TYPE_OFFER);
+                        prop_assert!(!offer.sdp.trim().is_empty());
+                        prop_assert!(offer.session.is_none());
+                    }
+                    Err(error) => {
+                        prop_assert!(error.status().is_client_error(), "{error:?}");
+                    }
+                }
+            }
+        }
     }
 }

@@ -7,8 +7,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use p2pcamera_api::session::SessionKeyError;
 use p2pcamera_api::wire::REQUEST_BODY_LIMIT;
-use p2pcamera_api::{ErrorBody, ErrorCode, SessionKey};
+use p2pcamera_api::{ErrorBody, ErrorCode};
 
+use super::pod_endpoint::EndpointError;
 use super::sessions::NOT_READY_RETRY;
 
 /// An error answered to the client. 4xx are the client's doing and are not logged;
@@ -17,6 +18,8 @@ use super::sessions::NOT_READY_RETRY;
 pub enum ApiError {
     #[error("unreadable request body")]
     BadBody,
+    #[error("the request body did not arrive within {} s", .0.as_secs_f64())]
+    BodyTimeout(Duration),
     #[error("invalid offer JSON: {0}")]
     InvalidJson(String),
     #[error("type must be \"offer\"")]
@@ -29,10 +32,9 @@ pub enum ApiError {
     InvalidSession(#[from] SessionKeyError),
     #[error("missing bearer token")]
     MissingToken,
-    #[error("token does not match the session")]
+    /// Also the answer for a session that does not exist: the two are not told apart.
+    #[error("the token does not grant access to this session")]
     WrongToken,
-    #[error("unknown session {0}")]
-    UnknownSession(SessionKey),
     #[error("request body is larger than {limit} bytes", limit = REQUEST_BODY_LIMIT)]
     TooLarge,
     #[error("rate limited")]
@@ -47,6 +49,9 @@ pub enum ApiError {
     },
     #[error("camera pod did not answer in time")]
     PodTimeout,
+    /// The session's `status.endpoint` is not one the router connects to; why is logged, not told.
+    #[error("the router does not connect to this session's camera pod address")]
+    EndpointRejected(EndpointError),
     /// The camera pod refused the offer: `code` is what the browser gets for the pod's code
     /// ([`ErrorCode::forwarded`]), `message` the pod's.
     #[error("{message}")]
@@ -57,19 +62,19 @@ impl ApiError {
     /// The contract's code, also the `result` label of the offers metric.
     pub fn code(&self) -> ErrorCode {
         match self {
-            ApiError::BadBody => ErrorCode::BadBody,
+            ApiError::BadBody | ApiError::BodyTimeout(_) => ErrorCode::BadBody,
             ApiError::InvalidJson(_) => ErrorCode::InvalidJson,
             ApiError::NotAnOffer => ErrorCode::NotAnOffer,
             ApiError::EmptySdp => ErrorCode::InvalidSdp,
             ApiError::MissingSession | ApiError::InvalidSession(_) => ErrorCode::InvalidSession,
             ApiError::MissingToken => ErrorCode::MissingToken,
             ApiError::WrongToken => ErrorCode::WrongToken,
-            ApiError::UnknownSession(_) => ErrorCode::SessionNotFound,
             ApiError::TooLarge => ErrorCode::TooLarge,
             ApiError::RateLimited { .. } => ErrorCode::RateLimited,
             ApiError::PodUnreachable(_) => ErrorCode::PodUnreachable,
             ApiError::NotReady { .. } => ErrorCode::SessionNotReady,
             ApiError::PodTimeout => ErrorCode::PodTimeout,
+            ApiError::EndpointRejected(_) => ErrorCode::EndpointRejected,
             ApiError::Pod { code, .. } => *code,
         }
     }
@@ -129,15 +134,32 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn renders_the_contract_body_with_code_and_message() {
-        let (status, retry, body) =
-            render(ApiError::UnknownSession(SessionKey::new("ns", "cam"))).await;
-        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, retry, body) = render(ApiError::WrongToken).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
         assert_eq!(retry, None);
         assert_eq!(
             body,
             Some(ErrorBody::new(
-                ErrorCode::SessionNotFound,
-                "unknown session ns/cam"
+                ErrorCode::WrongToken,
+                "the token does not grant access to this session"
+            ))
+        );
+        let (status, _, body) = render(ApiError::EndpointRejected(EndpointError::NotHttps)).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            body,
+            Some(ErrorBody::new(
+                ErrorCode::EndpointRejected,
+                "the router does not connect to this session's camera pod address"
+            ))
+        );
+        let (status, _, body) = render(ApiError::BodyTimeout(Duration::from_secs(15))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            body,
+            Some(ErrorBody::new(
+                ErrorCode::BadBody,
+                "the request body did not arrive within 15 s"
             ))
         );
         let (status, _, body) = render(ApiError::EmptySdp).await;
@@ -178,7 +200,9 @@ pub(crate) mod tests {
 
     #[test]
     fn every_variant_has_its_codes_status_and_retries_exactly_when_retryable() {
-        let key_error = "cam".parse::<SessionKey>().expect_err("not namespace/name");
+        let key_error = "cam"
+            .parse::<p2pcamera_api::SessionKey>()
+            .expect_err("not namespace/name");
         let second = Duration::from_secs(1);
         let mut errors = vec![
             ApiError::BadBody,
@@ -189,7 +213,8 @@ pub(crate) mod tests {
             ApiError::InvalidSession(key_error),
             ApiError::MissingToken,
             ApiError::WrongToken,
-            ApiError::UnknownSession(SessionKey::new("ns", "cam")),
+            ApiError::BodyTimeout(second),
+            ApiError::EndpointRejected(EndpointError::UserInfo),
             ApiError::TooLarge,
             ApiError::RateLimited {
                 retry_after: second,

@@ -1,10 +1,11 @@
 //! Forwarding an offer to a camera pod: one HTTPS client per pinned pod certificate (the pod's
-//! self-signed certificate is the only one accepted from it), and the mapping of the pod's
-//! answer to what the browser gets.
+//! self-signed certificate is the only one accepted from it; there is no client without a pin),
+//! and the mapping of the pod's answer to what the browser gets. The answer is read up to
+//! [`ANSWER_BODY_LIMIT`], whatever the pod claims its length is.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use p2pcamera_api::wire::{ANSWER_BODY_LIMIT, OfferRequest};
@@ -30,7 +31,6 @@ pub enum ClientError {
 /// certificate so a rotated certificate gets a fresh client.
 pub struct PodClients {
     timeout: Duration,
-    plain: reqwest::Client,
     pinned: Mutex<HashMap<[u8; 32], reqwest::Client>>,
 }
 
@@ -38,22 +38,11 @@ pub struct PodClients {
 const MAX_PINNED_CLIENTS: usize = 1024;
 
 impl PodClients {
-    pub fn new(timeout: Duration) -> Result<Self, ClientError> {
-        // Plain-HTTP endpoints only: with no trusted roots, HTTPS through this client always fails.
-        let no_trust = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
-        let plain = Self::builder(timeout)
-            .use_preconfigured_tls(no_trust)
-            .build()?;
-        Ok(Self {
+    pub fn new(timeout: Duration) -> Self {
+        Self {
             timeout,
-            plain,
             pinned: Mutex::new(HashMap::new()),
-        })
+        }
     }
 
     fn builder(timeout: Duration) -> reqwest::ClientBuilder {
@@ -86,22 +75,30 @@ impl PodClients {
         Ok(client)
     }
 
-    /// Sends the offer to `<endpoint>/offer` with the session's token and returns the pod's
-    /// answer body unchanged.
-    pub async fn forward(&self, target: &Target, offer: &OfferRequest) -> Result<Bytes, ApiError> {
-        let client = match &target.pod_certificate {
-            Some(pem) if target.endpoint.starts_with("https://") => {
-                self.client_for(pem).map_err(|error| {
-                    tracing::warn!(%error, "cannot build a client for the pod certificate");
-                    ApiError::PodUnreachable("camera pod certificate is unusable".into())
-                })?
-            }
-            _ => self.plain.clone(),
-        };
+    /// Sends the offer to `https://<address>/offer` with the session's token and returns the
+    /// pod's answer body unchanged. The answer must be complete within the forward timeout and
+    /// before `deadline` (the end of the browser's request).
+    pub async fn forward(
+        &self,
+        target: &Target,
+        offer: &OfferRequest,
+        deadline: Instant,
+    ) -> Result<Bytes, ApiError> {
+        let client = self.client_for(&target.pod_certificate).map_err(|error| {
+            tracing::warn!(%error, "cannot build a client for the pod certificate");
+            ApiError::PodUnreachable("camera pod certificate is unusable".into())
+        })?;
+        let timeout = self
+            .timeout
+            .min(deadline.saturating_duration_since(Instant::now()));
+        if timeout.is_zero() {
+            return Err(ApiError::PodTimeout);
+        }
         let mut authorization = b"Bearer ".to_vec();
         authorization.extend_from_slice(&target.token);
         let response = client
-            .post(format!("{}/offer", target.endpoint))
+            .post(format!("https://{}/offer", target.address))
+            .timeout(timeout)
             .header(reqwest::header::AUTHORIZATION, authorization)
             .json(offer)
             .send()
@@ -366,9 +363,7 @@ mod tests {
 
     #[test]
     fn a_pinned_client_is_reused_and_bad_pem_is_rejected() {
-        let Ok(clients) = PodClients::new(Duration::from_secs(1)) else {
-            panic!("client")
-        };
+        let clients = PodClients::new(Duration::from_secs(1));
         assert!(matches!(
             clients.client_for(b"not a pem"),
             Err(ClientError::Certificate(ActivityError::NoCertificate))

@@ -1,14 +1,17 @@
 //! The router: the HTTPS front door browsers talk to. It routes each WebRTC offer to its
 //! session's camera pod, using watch-backed caches of CameraSessions and their Secrets, and
-//! answers ACME HTTP-01 challenges on a plain HTTP port.
+//! answers ACME HTTP-01 challenges on a plain HTTP port. Its metrics are on a third, internal
+//! address.
 
 pub mod app;
 pub mod auth;
 pub mod challenge;
 pub mod client_address;
+pub mod connections;
 pub mod error;
 pub mod forward;
 pub mod metrics;
+pub mod pod_endpoint;
 pub mod ratelimit;
 pub mod sessions;
 pub mod tls;
@@ -19,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::HeaderValue;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Client;
 use kube::api::{Api, DynamicObject};
@@ -26,12 +30,14 @@ use kube::runtime::{reflector, watcher};
 use tokio_util::sync::CancellationToken;
 
 use self::app::{Readiness, RouterState};
+use self::connections::{ConnectionLimit, bounded_server};
 use self::forward::PodClients;
 use self::metrics::Metrics;
 use self::ratelimit::{KeyedLimiter, Rate};
 use self::sessions::SessionCache;
 use self::tls::SwappableCertificate;
 use self::watch::WatchHealth;
+use crate::ports::PortRange;
 
 /// Name of the ConfigMap the operator's ACME client publishes HTTP-01 answers in.
 pub const DEFAULT_CHALLENGE_CONFIG_MAP: &str = "p2pcamera-acme-challenges";
@@ -76,9 +82,31 @@ pub struct RouterArgs {
     /// Page origins allowed to call the router (CORS), comma separated, e.g. `https://meet.example`.
     #[arg(long, env = "P2PCAMERA_ROUTER_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+    /// Plain HTTP address of `/metrics` (inside the cluster only; not on the public ports).
+    #[arg(
+        long,
+        env = "P2PCAMERA_ROUTER_METRICS_LISTEN",
+        default_value = "0.0.0.0:9090"
+    )]
+    pub metrics_listen: SocketAddr,
+    /// Ports camera pods use, `FIRST-LAST` (the operator's `--port-range`): the router connects
+    /// to no session endpoint outside them.
+    #[arg(long, env = "P2PCAMERA_PORT_RANGE", default_value = "40000-40999")]
+    pub port_range: PortRange,
     /// Seconds to wait for a camera pod's answer before answering 504.
-    #[arg(long, env = "P2PCAMERA_ROUTER_FORWARD_TIMEOUT", default_value_t = 10.0)]
-    pub forward_timeout: f64,
+    #[arg(long, env = "P2PCAMERA_ROUTER_FORWARD_TIMEOUT", default_value = "10", value_parser = parse_seconds)]
+    pub forward_timeout: Duration,
+    /// Seconds an offer may take from its headers to its answer: a body not received by then is
+    /// 400 `bad_body`, a pod answer not received by then 504 `pod_timeout`.
+    #[arg(long, env = "P2PCAMERA_ROUTER_REQUEST_TIMEOUT", default_value = "15", value_parser = parse_seconds)]
+    pub request_timeout: Duration,
+    /// Seconds a client has for its TLS handshake and for each request's headers (also the
+    /// longest a kept-alive connection waits for its next request).
+    #[arg(long, env = "P2PCAMERA_ROUTER_HEADER_TIMEOUT", default_value = "10", value_parser = parse_seconds)]
+    pub header_timeout: Duration,
+    /// Connections open at once on the HTTPS and HTTP ports together; more are closed at once.
+    #[arg(long, env = "P2PCAMERA_ROUTER_MAX_CONNECTIONS", default_value_t = connections::DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
     /// Sustained offers per second accepted for one session.
     #[arg(long, env = "P2PCAMERA_ROUTER_SESSION_RATE", default_value_t = 1.0)]
     pub session_rate: f64,
@@ -107,18 +135,25 @@ pub enum RouterError {
     },
     #[error("invalid allowed origin {0:?}")]
     Origin(String),
-    #[error("invalid forward timeout {0}")]
-    Timeout(f64),
-    #[error("pod client: {0}")]
-    PodClient(#[from] forward::ClientError),
     #[error("serving: {0}")]
     Serve(#[source] std::io::Error),
 }
 
-/// The router's two sockets, bound before serving so callers (and tests) learn the addresses.
+/// A number of seconds from the command line: positive and finite, fractions allowed.
+pub fn parse_seconds(text: &str) -> Result<Duration, String> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
+        .filter(|duration| !duration.is_zero())
+        .ok_or_else(|| format!("{text:?} is not a positive number of seconds"))
+}
+
+/// The router's three sockets, bound before serving so callers (and tests) learn the addresses.
 pub struct Listeners {
     pub https: TcpListener,
     pub http: TcpListener,
+    pub metrics: TcpListener,
 }
 
 impl Listeners {
@@ -134,6 +169,7 @@ impl Listeners {
         Ok(Self {
             https: bind(args.listen)?,
             http: bind(args.http_listen)?,
+            metrics: bind(args.metrics_listen)?,
         })
     }
 }
@@ -160,9 +196,6 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), RouterError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    if !(args.forward_timeout.is_finite() && args.forward_timeout > 0.0) {
-        return Err(RouterError::Timeout(args.forward_timeout));
-    }
     let origins = allowed_origins(&args.allowed_origins)?;
     let metrics = Arc::new(Metrics::new());
     let certificate = Arc::new(SwappableCertificate::default());
@@ -182,22 +215,9 @@ pub async fn serve(
         Some(namespace) => Api::namespaced(client.clone(), namespace),
         None => Api::all(client.clone()),
     };
-    let session_writer = reflector::store::Writer::new(resource.clone());
-    let session_store = session_writer.as_reader();
-    tokio::spawn(watch::reflect(
-        session_api,
-        watcher::Config::default(),
-        session_writer,
-        sessions_health,
-    ));
-    let (secret_store, secret_writer) = reflector::store::<Secret>();
-    let secret_config = watcher::Config::default().labels(&args.session_secret_selector);
-    tokio::spawn(watch::reflect(
-        secret_api,
-        secret_config,
-        secret_writer,
-        secrets_health,
-    ));
+    let session_store = sessions::session_cache(session_api, sessions_health);
+    let secret_store =
+        sessions::session_secret_cache(secret_api, &args.session_secret_selector, secrets_health);
     // Challenge answers matter only while an order is pending: not part of readiness.
     let (challenge_store, challenge_writer) = reflector::store::<ConfigMap>();
     let challenge_api: Api<ConfigMap> = Api::namespaced(client.clone(), &args.namespace);
@@ -209,6 +229,7 @@ pub async fn serve(
         challenge_config,
         challenge_writer,
         challenge_health,
+        watch::drop_bookkeeping::<ConfigMap>,
     ));
     tokio::spawn({
         let (client, namespace, name) = (
@@ -222,7 +243,7 @@ pub async fn serve(
 
     let state = Arc::new(RouterState {
         sessions: SessionCache::new(session_store, secret_store),
-        pods: PodClients::new(Duration::from_secs_f64(args.forward_timeout))?,
+        pods: PodClients::new(args.forward_timeout),
         per_session: KeyedLimiter::new(Rate {
             per_second: args.session_rate,
             burst: args.session_burst,
@@ -232,27 +253,36 @@ pub async fn serve(
             burst: args.client_burst,
         }),
         trusted_proxies: args.trusted_proxies,
-        metrics,
+        metrics: metrics.clone(),
         readiness,
         allowed_origins: origins,
+        port_range: args.port_range,
+        request_timeout: args.request_timeout,
     });
     let https_address = listeners.https.local_addr().ok();
     let http_address = listeners.http.local_addr().ok();
-    tracing::info!(https = ?https_address, http = ?http_address, "router listening");
+    let metrics_address = listeners.metrics.local_addr().ok();
+    tracing::info!(https = ?https_address, http = ?http_address, metrics = ?metrics_address, "router listening");
 
+    // One limit for both public ports; the TLS handshake counts against the header timeout.
+    let limit = ConnectionLimit::new(args.max_connections, metrics.clone());
+    let tls = RustlsAcceptor::new(RustlsConfig::from_config(tls::server_config(certificate)))
+        .handshake_timeout(args.header_timeout)
+        .acceptor(limit.clone());
     let handle = axum_server::Handle::new();
-    let https = axum_server::from_tcp_rustls(
-        listeners.https,
-        axum_server::tls_rustls::RustlsConfig::from_config(tls::server_config(certificate)),
-    )
-    .map_err(RouterError::Serve)?
-    .handle(handle.clone())
-    .serve(app::app(state).into_make_service_with_connect_info::<SocketAddr>());
-    let http_listener =
-        tokio::net::TcpListener::from_std(listeners.http).map_err(RouterError::Serve)?;
+    let https = bounded_server(listeners.https, tls, args.header_timeout)
+        .map_err(RouterError::Serve)?
+        .handle(handle.clone())
+        .serve(app::app(state).into_make_service_with_connect_info::<SocketAddr>());
     let challenges =
         challenge::Challenges::new(challenge_store, &args.namespace, &args.challenge_config_map);
-    let http = axum::serve(http_listener, challenge::app(challenges))
+    let http = bounded_server(listeners.http, limit, args.header_timeout)
+        .map_err(RouterError::Serve)?
+        .handle(handle.clone())
+        .serve(challenge::app(challenges).into_make_service());
+    let metrics_listener =
+        tokio::net::TcpListener::from_std(listeners.metrics).map_err(RouterError::Serve)?;
+    let metrics_server = axum::serve(metrics_listener, metrics::app(metrics))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     tokio::spawn({
         let shutdown = shutdown.clone();
@@ -261,9 +291,10 @@ pub async fn serve(
             handle.graceful_shutdown(Some(Duration::from_secs(10)));
         }
     });
-    let (https, http) = tokio::join!(https, http);
+    let (https, http, metrics_server) = tokio::join!(https, http, metrics_server);
     https.map_err(RouterError::Serve)?;
     http.map_err(RouterError::Serve)?;
+    metrics_server.map_err(RouterError::Serve)?;
     Ok(())
 }
 
@@ -295,5 +326,42 @@ mod tests {
             panic!("valid")
         };
         assert_eq!(origins, vec![HeaderValue::from_static("https://a.example")]);
+    }
+
+    #[test]
+    fn seconds_must_be_positive_and_finite() {
+        assert_eq!(parse_seconds("15"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_seconds(" 0.5 "), Ok(Duration::from_millis(500)));
+        for bad in ["0", "-1", "NaN", "inf", "1e30", "", "ten"] {
+            assert!(parse_seconds(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[derive(clap::Parser)]
+    struct Command {
+        #[command(flatten)]
+        router: RouterArgs,
+    }
+
+    #[test]
+    fn defaults_bound_the_router_and_keep_metrics_off_the_public_ports() {
+        use clap::Parser;
+        let Ok(Command { router }) = Command::try_parse_from(["router"]) else {
+            panic!("defaults parse")
+        };
+        assert_eq!(
+            router.port_range,
+            PortRange {
+                first: 40000,
+                last: 40999
+            }
+        );
+        assert_eq!(router.request_timeout, Duration::from_secs(15));
+        assert_eq!(router.header_timeout, Duration::from_secs(10));
+        assert_eq!(router.max_connections, 4096);
+        assert_eq!(router.metrics_listen, "0.0.0.0:9090".parse().unwrap());
+        assert_ne!(router.metrics_listen.port(), router.listen.port());
+        assert!(Command::try_parse_from(["router", "--max-connections", "0"]).is_err());
+        assert!(Command::try_parse_from(["router", "--port-range", "2-1"]).is_err());
     }
 }

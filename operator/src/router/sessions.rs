@@ -1,12 +1,14 @@
 //! What the router knows about a session (from the watch-backed caches) and the pure decision
 //! of where an offer goes.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ObjectMeta};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher;
 use serde::{Deserialize, Serialize};
 
 use p2pcamera_api::SessionKey;
@@ -16,6 +18,9 @@ use p2pcamera_api::objects::{
 
 use super::auth;
 use super::error::ApiError;
+use super::pod_endpoint;
+use super::watch::{self, WatchHealth};
+use crate::ports::PortRange;
 
 /// Group, version and kind of the custom resource the router routes to.
 pub fn camera_session_resource() -> ApiResource {
@@ -33,6 +38,9 @@ pub struct SessionStatus {
     pub phase: Option<String>,
     #[serde(default)]
     pub endpoint: Option<String>,
+    /// The session's port; when set, the endpoint's port must be this one.
+    #[serde(default)]
+    pub udp_port: Option<i64>,
     #[serde(default)]
     pub conditions: Vec<Condition>,
 }
@@ -112,20 +120,20 @@ impl SessionCredentials {
 /// Where an authorized offer goes and with which credential.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Target {
-    /// Base URL, e.g. `https://10.0.0.7:31000`.
-    pub endpoint: String,
+    /// The camera pod's signaling address, from a checked `status.endpoint`.
+    pub address: SocketAddr,
     pub token: Vec<u8>,
-    pub pod_certificate: Option<Vec<u8>>,
+    /// PEM of the only certificate accepted from the pod.
+    pub pod_certificate: Vec<u8>,
 }
 
 /// How long a browser should wait before asking again while a session is on its way.
 pub const NOT_READY_RETRY: Duration = Duration::from_secs(2);
 
+/// The endpoint of a session in a phase that takes offers (not yet checked: see [`resolve`]).
 fn routable_endpoint(status: &SessionStatus) -> Option<&str> {
     let routable_phase = matches!(status.phase(), "Ready" | "Idle");
-    let endpoint = status.endpoint.as_deref()?.trim_end_matches('/');
-    let valid = endpoint.starts_with("https://") || endpoint.starts_with("http://");
-    (routable_phase && valid).then_some(endpoint)
+    status.endpoint.as_deref().filter(|_| routable_phase)
 }
 
 fn not_ready(status: &SessionStatus, fallback: &str) -> ApiError {
@@ -140,41 +148,110 @@ fn not_ready(status: &SessionStatus, fallback: &str) -> ApiError {
     }
 }
 
-/// Looks a session up and checks the caller's token; the status (and the credentials to reach
-/// its pod) are only revealed to a caller holding the token.
+/// Checks the caller's token against the session's; the status (and the credentials to reach
+/// its pod) are only revealed to a caller holding the token. A session that does not exist, or
+/// whose Secret the router does not have, gets the same answer as a wrong token, so a caller
+/// without the token cannot tell which sessions exist.
 pub fn authorize<'a, 'c>(
-    key: &SessionKey,
     status: Option<&'a SessionStatus>,
     credentials: Option<&'c SessionCredentials>,
     authorization: Option<&str>,
 ) -> Result<(&'a SessionStatus, &'c SessionCredentials), ApiError> {
-    auth::bearer_token(authorization)?;
-    let status = status.ok_or_else(|| ApiError::UnknownSession(key.clone()))?;
-    let credentials =
-        credentials.ok_or_else(|| not_ready(status, "session credentials not created yet"))?;
-    auth::authorize(authorization, &credentials.token)?;
-    Ok((status, credentials))
+    auth::authorize(authorization, credentials.map(|c| c.token.as_slice()))?;
+    match (status, credentials) {
+        (Some(status), Some(credentials)) => Ok((status, credentials)),
+        // A Secret left behind by a deleted session.
+        _ => Err(ApiError::WrongToken),
+    }
 }
 
-/// Decides where an authorized offer goes: the session must be Ready (or Idle) with an endpoint,
-/// and an HTTPS endpoint needs the pod's certificate to pin.
+/// Decides where an authorized offer goes: the session must be Ready (or Idle) with an endpoint
+/// that passes [`pod_endpoint::check`], and the pod's certificate must be there to pin (the
+/// router has no client that would talk to a pod without one).
 pub fn resolve(
     status: &SessionStatus,
     credentials: &SessionCredentials,
+    ports: PortRange,
 ) -> Result<Target, ApiError> {
     let endpoint = routable_endpoint(status)
         .ok_or_else(|| not_ready(status, "camera pod is not ready yet"))?;
-    if endpoint.starts_with("https://") && credentials.pod_certificate.is_none() {
-        return Err(not_ready(
-            status,
-            "camera pod certificate not published yet",
-        ));
-    }
+    let address = pod_endpoint::check(endpoint, status.udp_port, ports)
+        .map_err(ApiError::EndpointRejected)?;
+    let pod_certificate = credentials
+        .pod_certificate
+        .clone()
+        .ok_or_else(|| not_ready(status, "camera pod certificate not published yet"))?;
     Ok(Target {
-        endpoint: endpoint.to_owned(),
+        address,
         token: credentials.token.clone(),
-        pod_certificate: credentials.pod_certificate.clone(),
+        pod_certificate,
     })
+}
+
+/// What the router keeps of a session Secret: its name and namespace (the cache key), the token
+/// and the pod's certificate. Everything else (the pod's private key, labels, annotations,
+/// managed fields) is dropped before the object reaches the cache.
+pub fn strip_session_secret(secret: &mut Secret) {
+    let kept = ObjectMeta {
+        name: secret.metadata.name.take(),
+        namespace: secret.metadata.namespace.take(),
+        ..ObjectMeta::default()
+    };
+    let data = secret.data.take().map(|mut data| {
+        data.retain(|key, _| key == SECRET_TOKEN || key == SECRET_TLS_CERT);
+        data
+    });
+    *secret = Secret {
+        metadata: kept,
+        data,
+        ..Secret::default()
+    };
+}
+
+/// What the router keeps of a CameraSession: its name, namespace and status.
+pub fn strip_session(object: &mut DynamicObject) {
+    object.metadata = ObjectMeta {
+        name: object.metadata.name.take(),
+        namespace: object.metadata.namespace.take(),
+        ..ObjectMeta::default()
+    };
+    let status = object.data.get_mut("status").map(serde_json::Value::take);
+    object.data = match status {
+        Some(status) => serde_json::json!({ "status": status }),
+        None => serde_json::Value::Null,
+    };
+}
+
+/// Starts the watch-backed cache of the CameraSessions `api` sees.
+pub fn session_cache(api: Api<DynamicObject>, health: Arc<WatchHealth>) -> Store<DynamicObject> {
+    let writer = reflector::store::Writer::new(camera_session_resource());
+    let store = writer.as_reader();
+    tokio::spawn(watch::reflect(
+        api,
+        watcher::Config::default(),
+        writer,
+        health,
+        strip_session,
+    ));
+    store
+}
+
+/// Starts the watch-backed cache of the session Secrets `api` sees that match `selector`,
+/// holding only what [`strip_session_secret`] keeps.
+pub fn session_secret_cache(
+    api: Api<Secret>,
+    selector: &str,
+    health: Arc<WatchHealth>,
+) -> Store<Secret> {
+    let (store, writer) = reflector::store::<Secret>();
+    tokio::spawn(watch::reflect(
+        api,
+        watcher::Config::default().labels(selector),
+        writer,
+        health,
+        strip_session_secret,
+    ));
+    store
 }
 
 /// The watch-backed caches of CameraSessions and their Secrets.
@@ -214,14 +291,16 @@ impl SessionCache {
 mod tests {
     use super::*;
 
-    fn key() -> SessionKey {
-        SessionKey::new("ns", "cam")
-    }
+    const PORTS: PortRange = PortRange {
+        first: 31000,
+        last: 31999,
+    };
 
     fn status(phase: &str, endpoint: Option<&str>) -> SessionStatus {
         SessionStatus {
             phase: Some(phase.into()),
             endpoint: endpoint.map(Into::into),
+            udp_port: None,
             conditions: vec![],
         }
     }
@@ -234,51 +313,81 @@ mod tests {
     }
 
     #[test]
-    fn authorization_order_is_token_presence_then_session_then_token_value() {
+    fn only_the_right_token_for_an_existing_session_is_authorized() {
         let ready = status("Ready", Some("https://10.0.0.1:31000"));
-        assert_eq!(
-            authorize(&key(), None, None, None),
-            Err(ApiError::MissingToken)
-        );
-        assert_eq!(
-            authorize(&key(), None, None, Some("Bearer tok")),
-            Err(ApiError::UnknownSession(key()))
-        );
         let credentials = creds(true);
+        for (status, credentials) in [
+            (None, None),
+            (Some(&ready), None),
+            (None, Some(&credentials)),
+            (Some(&ready), Some(&credentials)),
+        ] {
+            assert_eq!(
+                authorize(status, credentials, None),
+                Err(ApiError::MissingToken)
+            );
+            assert_eq!(
+                authorize(status, credentials, Some("Bearer nope")),
+                Err(ApiError::WrongToken)
+            );
+        }
+        // The right token of a session the router does not (or no longer) know is no key either.
         assert_eq!(
-            authorize(
-                &key(),
-                Some(&ready),
-                Some(&credentials),
-                Some("Bearer nope")
-            ),
+            authorize(None, Some(&credentials), Some("Bearer tok")),
             Err(ApiError::WrongToken)
         );
         assert_eq!(
-            authorize(&key(), Some(&ready), Some(&credentials), Some("Bearer tok")),
+            authorize(Some(&ready), Some(&credentials), Some("Bearer tok")),
             Ok((&ready, &credentials))
         );
-        assert!(matches!(
-            authorize(&key(), Some(&ready), None, Some("Bearer tok")),
-            Err(ApiError::NotReady { .. })
-        ));
     }
 
     #[test]
-    fn ready_session_resolves_to_its_endpoint_with_the_pinned_certificate() {
-        let target = resolve(
-            &status("Ready", Some("https://10.0.0.1:31000/")),
-            &creds(true),
-        );
+    fn ready_session_resolves_to_its_checked_address_with_the_pinned_certificate() {
+        let mut ready = status("Ready", Some("https://10.0.0.1:31000/"));
+        ready.udp_port = Some(31000);
         assert_eq!(
-            target,
+            resolve(&ready, &creds(true), PORTS),
             Ok(Target {
-                endpoint: "https://10.0.0.1:31000".into(),
+                address: "10.0.0.1:31000".parse().unwrap(),
                 token: b"tok".to_vec(),
-                pod_certificate: Some(b"PEM".to_vec()),
+                pod_certificate: b"PEM".to_vec(),
             })
         );
-        assert!(resolve(&status("Idle", Some("http://127.0.0.1:9")), &creds(false)).is_ok());
+        assert!(
+            resolve(
+                &status("Idle", Some("https://[fd00::1]:31001")),
+                &creds(true),
+                PORTS
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn endpoints_failing_the_checks_are_rejected_not_reported_as_not_ready() {
+        for endpoint in [
+            "http://127.0.0.1:31000",
+            "https://pod.example:31000",
+            "https://10.0.0.1:443",
+            "https://10.0.0.1:31000/x",
+        ] {
+            assert!(
+                matches!(
+                    resolve(&status("Ready", Some(endpoint)), &creds(true), PORTS),
+                    Err(ApiError::EndpointRejected(_))
+                ),
+                "{endpoint}"
+            );
+        }
+        let mut moved = status("Ready", Some("https://10.0.0.1:31000"));
+        moved.udp_port = Some(31001);
+        assert!(matches!(
+            resolve(&moved, &creds(true), PORTS),
+            Err(ApiError::EndpointRejected(
+                pod_endpoint::EndpointError::PortMismatch { .. }
+            ))
+        ));
     }
 
     #[test]
@@ -302,7 +411,7 @@ mod tests {
             phase,
             detail,
             retry_after,
-        }) = resolve(&scheduling, &creds(true))
+        }) = resolve(&scheduling, &creds(true), PORTS)
         else {
             panic!("expected NotReady");
         };
@@ -317,18 +426,22 @@ mod tests {
         assert_eq!(public.reason.as_deref(), Some("Unschedulable"));
 
         for (phase, endpoint) in [
-            ("Starting", Some("https://a:1")),
+            ("Starting", Some("https://10.0.0.1:31000")),
+            ("Starting", Some("ftp://a")),
             ("Ready", None),
-            ("Ready", Some("ftp://a")),
         ] {
             assert!(matches!(
-                resolve(&status(phase, endpoint), &creds(true)),
+                resolve(&status(phase, endpoint), &creds(true), PORTS),
                 Err(ApiError::NotReady { .. })
             ));
         }
-        // HTTPS without a certificate to pin is never forwarded.
+        // Without a certificate to pin nothing is forwarded.
         assert!(matches!(
-            resolve(&status("Ready", Some("https://a:1")), &creds(false)),
+            resolve(
+                &status("Ready", Some("https://10.0.0.1:31000")),
+                &creds(false),
+                PORTS
+            ),
             Err(ApiError::NotReady { .. })
         ));
     }
@@ -336,12 +449,53 @@ mod tests {
     #[test]
     fn status_is_read_from_the_dynamic_object() {
         let mut object = DynamicObject::new("cam", &camera_session_resource()).within("ns");
-        object.data = serde_json::json!({"status": {"phase": "Ready", "endpoint": "https://x:1", "podName": "p"}});
-        assert_eq!(
-            SessionStatus::of(&object),
-            status("Ready", Some("https://x:1"))
-        );
+        object.data = serde_json::json!({"status": {"phase": "Ready", "endpoint": "https://x:1", "podName": "p", "udpPort": 1}});
+        let mut expected = status("Ready", Some("https://x:1"));
+        expected.udp_port = Some(1);
+        assert_eq!(SessionStatus::of(&object), expected);
         object.data = serde_json::json!({"spec": {}});
         assert_eq!(SessionStatus::of(&object), SessionStatus::default());
+    }
+
+    #[test]
+    fn stripping_keeps_only_what_the_router_reads() {
+        let mut secret: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "cam-p2pcamera", "namespace": "ns", "labels": {"a": "b"},
+                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{\"tls.key\": \"...\"}"},
+                "managedFields": [{"manager": "operator", "operation": "Apply"}]
+            },
+            "type": "Opaque",
+            "data": {"token": "dG9r", "tls.crt": "UEVN", "tls.key": "S0VZ", "other": "eA=="},
+            "stringData": {"tls.key": "KEY"}
+        }))
+        .unwrap();
+        strip_session_secret(&mut secret);
+        let mut expected: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "cam-p2pcamera", "namespace": "ns"},
+            "data": {"token": "dG9r", "tls.crt": "UEVN"}
+        }))
+        .unwrap();
+        assert_eq!(secret, expected);
+        assert_eq!(
+            SessionCredentials::of(&secret).map(|c| c.token),
+            Some(b"tok".to_vec())
+        );
+        // A Secret without data stays without.
+        expected.data = None;
+        let mut empty = expected.clone();
+        strip_session_secret(&mut empty);
+        assert_eq!(empty, expected);
+
+        let mut object = DynamicObject::new("cam", &camera_session_resource()).within("ns");
+        object.metadata.annotations = Some([("a".to_owned(), "b".to_owned())].into());
+        object.data = serde_json::json!({"spec": {"image": "x"}, "status": {"phase": "Ready"}});
+        strip_session(&mut object);
+        assert_eq!(object.metadata.annotations, None);
+        assert_eq!(
+            object.data,
+            serde_json::json!({"status": {"phase": "Ready"}})
+        );
+        assert_eq!(SessionStatus::of(&object).phase.as_deref(), Some("Ready"));
     }
 }

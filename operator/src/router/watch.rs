@@ -7,6 +7,10 @@
 //! list completed and no error came since. [`WatchHealth`] records that, and the router's `/readyz`
 //! answers 503 while a routing cache is not synced (the readiness probe's failure threshold decides
 //! how long a broken watch is tolerated before the router leaves its Service).
+//!
+//! Each cache keeps only what the router reads of its objects: [`reflect`] passes every object
+//! through a stripping function before it reaches the store (for session Secrets, that drops the
+//! pod's private key).
 
 use std::fmt::Debug;
 use std::hash::Hash;
@@ -18,7 +22,7 @@ use kube::Resource;
 use kube::api::Api;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::utils::Backoff;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use serde::de::DeserializeOwned;
 
 use crate::runtime::watch_backoff::{BACKOFF_MAX, WatchBackoff};
@@ -88,20 +92,30 @@ impl WatchHealth {
     }
 }
 
+/// Drops what no cache of the router reads from any object: annotations (`kubectl apply` copies
+/// the whole object into one) and managed fields.
+pub fn drop_bookkeeping<K: Resource>(object: &mut K) {
+    let metadata = object.meta_mut();
+    metadata.annotations = None;
+    metadata.managed_fields = None;
+}
+
 /// Keeps `writer`'s store in step with the objects `api` and `config` select, forever: lists,
-/// watches, and after any error waits for the back-off and lists again.
+/// watches, and after any error waits for the back-off and lists again. Every object is passed
+/// through `strip` before it is stored.
 pub async fn reflect<K>(
     api: Api<K>,
     config: watcher::Config,
     mut writer: Writer<K>,
     health: std::sync::Arc<WatchHealth>,
+    strip: fn(&mut K),
 ) where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Eq + Hash + Clone,
 {
     let mut backoff = WatchBackoff::default();
     loop {
-        let mut events = watcher(api.clone(), config.clone()).boxed();
+        let mut events = watcher(api.clone(), config.clone()).modify(strip).boxed();
         let error = loop {
             match events.next().await {
                 Some(Ok(event)) => {

@@ -14,7 +14,7 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use p2pcamera_api::objects::child_name;
 use p2pcamera_operator::config::Config;
 use p2pcamera_operator::controller;
-use p2pcamera_operator::crd::{CRD_FILE, CameraSession};
+use p2pcamera_operator::crd::{CRD_DIR, CameraSession};
 use p2pcamera_operator::runtime::admin::AdminState;
 use p2pcamera_tests::{ControlPlane, GpuNode, eventually};
 use serde_json::{Value, json};
@@ -47,7 +47,7 @@ impl TestEnv {
         let plane = ControlPlane::shared().await.expect("control plane");
         let crd = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("..")
-            .join(CRD_FILE);
+            .join(CRD_DIR);
         plane.apply_crds(&crd).await.expect("CRD applies");
         let ns = plane.namespace(name).await.expect("namespace");
         let client = plane.client().expect("client");

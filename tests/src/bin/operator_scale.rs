@@ -27,12 +27,8 @@ struct Args {
     /// The operator binary to measure.
     #[arg(long, env = "P2PCAMERA_BENCH_OPERATOR")]
     operator: PathBuf,
-    /// The CRD manifest.
-    #[arg(
-        long,
-        env = "P2PCAMERA_BENCH_CRD",
-        default_value = "crds/camerasessions.p2pcamera.io.yaml"
-    )]
+    /// The CRD manifests (a file or a folder).
+    #[arg(long, env = "P2PCAMERA_BENCH_CRD", default_value = "crds")]
     crd: PathBuf,
     /// CameraSessions to create.
     #[arg(long, env = "P2PCAMERA_BENCH_SESSIONS", default_value_t = 500)]

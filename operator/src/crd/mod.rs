@@ -31,6 +31,15 @@ use serde::{Deserialize, Serialize};
 pub const GROUP: &str = "p2pcamera.io";
 /// Path of the committed CRD file, relative to the repository root.
 pub const CRD_FILE: &str = "crds/camerasessions.p2pcamera.io.yaml";
+/// The folder of every committed CRD file, relative to the repository root.
+pub const CRD_DIR: &str = "crds";
+
+mod class;
+
+pub use class::{
+    AllowedHost, CLASS_CRD_FILE, CameraClass, CameraClassSpec, ClassGpu, ClassResources,
+    ClassVideo, Digest, ModelAllowList,
+};
 
 /// Desired state of one camera session: which filter runs, within which video limits, on which GPU.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -44,6 +53,7 @@ pub const CRD_FILE: &str = "crds/camerasessions.p2pcamera.io.yaml";
     derive = "PartialEq",
     doc = "A live AI video filter for one browser camera, running on one GPU pod.",
     validation = Rule::new("size(self.metadata.name) <= 53").message("name must be at most 53 characters (it names the pod and its labels)"),
+    printcolumn(name = "Class", type_ = "string", json_path = ".spec.className"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.reason"),
     printcolumn(name = "Node", type_ = "string", json_path = ".status.nodeName"),
@@ -52,30 +62,43 @@ pub const CRD_FILE: &str = "crds/camerasessions.p2pcamera.io.yaml";
 )]
 #[serde(rename_all = "camelCase")]
 pub struct CameraSessionSpec {
+    /// The CameraClass the session runs in; the default class (annotation
+    /// `p2pcamera.io/is-default-class: "true"`) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub class_name: Option<String>,
     /// The filter applied to the camera. Defaults to `selfie-blur`.
     #[serde(default)]
     pub filter: FilterSpec,
-    /// Limits for the returned video.
+    /// Limits for the returned video, within the class's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub video: Option<VideoSpec>,
-    /// GPUs for the pod.
-    #[serde(default)]
-    pub gpu: GpuSpec,
-    /// Extra node labels the pod must match (added to the operator's defaults).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub node_selector: BTreeMap<String, String>,
-    /// Extra tolerations for the pod (added to the operator's defaults).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tolerations: Vec<Toleration>,
-    /// camera-pod image; the operator's default when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1))]
-    pub image: Option<String>,
     /// Delete the pod after this long without a connected camera, e.g. `30s`, `15m`, `1h30m`.
     /// Absent: never idle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]{1,6}(h|m|s))+$"))]
     pub idle_timeout: Option<String>,
+    /// Deprecated: moved to CameraClass (`spec.gpu`). Refused on new sessions; a session that
+    /// still carries a count other than 1 or a resource name is not accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("!has(self.resourceName) && self.count == 1").message("spec.gpu moved to CameraClass: remove it and name a class that provides the GPUs (docs/operations.md, Migrating to CameraClass)"))]
+    pub gpu: Option<GpuSpec>,
+    /// Deprecated: moved to CameraClass (`spec.nodeSelector`). Refused on new sessions.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new("size(self) == 0").message("spec.nodeSelector moved to CameraClass: remove it and name a class (docs/operations.md, Migrating to CameraClass)"))]
+    pub node_selector: BTreeMap<String, String>,
+    /// Deprecated: moved to CameraClass (`spec.tolerations`). Refused on new sessions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("size(self) == 0").message("spec.tolerations moved to CameraClass: remove it and name a class (docs/operations.md, Migrating to CameraClass)"))]
+    pub tolerations: Vec<Toleration>,
+    /// Deprecated: moved to CameraClass (`spec.image`). Refused on new sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    #[x_kube(validation = Rule::new("size(self) == 0").message("spec.image moved to CameraClass: remove it and name a class (docs/operations.md, Migrating to CameraClass)"))]
+    pub image: Option<String>,
 }
 
 /// Which filter runs on the camera.
@@ -286,7 +309,7 @@ pub enum CompositeMode {
 }
 
 /// Video limits for the returned track.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct VideoSpec {
     /// Largest width in pixels.
@@ -329,7 +352,7 @@ impl Codec {
     }
 }
 
-/// GPUs requested by the pod.
+/// GPUs requested by the pod (deprecated in a session: see [`CameraClassSpec::gpu`]).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct GpuSpec {
@@ -444,9 +467,14 @@ pub struct CameraSessionStatus {
     pub message: Option<String>,
 }
 
-/// The CRD as YAML, exactly as committed in [`CRD_FILE`].
+/// The CameraSession CRD as YAML, exactly as committed in [`CRD_FILE`].
 pub fn crd_yaml() -> Result<String, serde_saphyr::SerializeError> {
     serde_saphyr::to_string(&CameraSession::crd())
+}
+
+/// The CameraClass CRD as YAML, exactly as committed in [`CLASS_CRD_FILE`].
+pub fn class_crd_yaml() -> Result<String, serde_saphyr::SerializeError> {
+    serde_saphyr::to_string(&CameraClass::crd())
 }
 
 #[cfg(test)]
@@ -454,17 +482,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn committed_crd_matches_types() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join(CRD_FILE);
-        let committed = std::fs::read_to_string(&path).unwrap_or_default();
-        let generated = crd_yaml().expect("CRD serializes");
-        assert!(
-            committed == generated,
-            "{CRD_FILE} is out of date; regenerate it with: \
-             cargo run --bin operator -- crd > {CRD_FILE}"
+    fn committed_crds_match_types() {
+        for (file, generated) in [
+            (CRD_FILE, crd_yaml().expect("CRD serializes")),
+            (CLASS_CRD_FILE, class_crd_yaml().expect("CRD serializes")),
+        ] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join(file);
+            let committed = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                committed == generated,
+                "{file} is out of date; regenerate it with: make crd"
+            );
+        }
+    }
+
+    #[test]
+    fn class_crd_is_cluster_scoped() {
+        let crd = CameraClass::crd();
+        assert_eq!(
+            crd.metadata.name.as_deref(),
+            Some("cameraclasses.p2pcamera.io")
         );
+        assert_eq!(crd.spec.scope, "Cluster");
     }
 
     #[test]
@@ -491,7 +532,10 @@ mod tests {
             .flatten()
             .map(|c| c.name.as_str())
             .collect();
-        assert_eq!(columns, ["Phase", "Reason", "Node", "Endpoint", "Age"]);
+        assert_eq!(
+            columns,
+            ["Class", "Phase", "Reason", "Node", "Endpoint", "Age"]
+        );
     }
 
     #[test]
@@ -505,17 +549,19 @@ mod tests {
             "a mask output requires composite",
             "^[0-9a-f]{64}$",
             "x-kubernetes-list-map-keys",
+            "spec.image moved to CameraClass",
+            "spec.gpu moved to CameraClass",
         ] {
             assert!(yaml.contains(needle), "CRD lacks {needle}");
         }
     }
 
     #[test]
-    fn minimal_spec_defaults_to_selfie_blur_on_one_gpu() {
+    fn minimal_spec_defaults_to_selfie_blur_in_the_default_class() {
         let spec: CameraSessionSpec = serde_json::from_str("{}").unwrap();
         assert_eq!(spec.filter.name, FilterName::SelfieBlur);
-        assert_eq!(spec.gpu.count, 1);
-        assert_eq!(spec.gpu.resource_name, None);
+        assert_eq!(spec.class_name, None);
+        assert_eq!(spec.gpu, None);
     }
 
     #[test]

@@ -1,0 +1,173 @@
+//! The `CameraClass` custom resource (cluster-scoped, short name `camclass`): what a cluster
+//! administrator lets camera users run, in the manner of StorageClass and IngressClass.
+//!
+//! A class holds everything that decides where and with what rights a camera pod runs (image, GPU
+//! resource and count, node selector, tolerations, memory and disk limits) and the ceilings of what
+//! a session may ask for (filters, models by URL, video limits). A `CameraSession` names its class
+//! in `spec.className`; without one it gets the class annotated
+//! `p2pcamera.io/is-default-class: "true"`. The operator checks every session against its class
+//! ([`crate::class_fit`]) and creates nothing for a session that does not fit.
+//!
+//! The generated YAML lives in `crds/cameraclasses.p2pcamera.io.yaml` (`operator crd --kind
+//! camera-class`).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Toleration;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Codec, FilterName};
+
+/// Path of the committed CameraClass CRD file, relative to the repository root.
+pub const CLASS_CRD_FILE: &str = "crds/cameraclasses.p2pcamera.io.yaml";
+
+/// What camera pods of this class run with, and what sessions of the class may ask for.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "p2pcamera.io",
+    version = "v1alpha1",
+    kind = "CameraClass",
+    shortname = "camclass",
+    derive = "PartialEq",
+    doc = "What camera pods of a class run with (image, GPUs, nodes, limits) and what its sessions may ask for; written by cluster administrators.",
+    printcolumn(name = "Image", type_ = "string", json_path = ".spec.image"),
+    printcolumn(name = "GPU", type_ = "string", json_path = ".spec.gpu.resourceName"),
+    printcolumn(
+        name = "Default",
+        type_ = "string",
+        json_path = ".metadata.annotations.p2pcamera\\.io/is-default-class"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct CameraClassSpec {
+    /// camera-pod image of the class's pods; the operator's `--camera-pod-image` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub image: Option<String>,
+    /// GPUs of each pod.
+    #[serde(default)]
+    pub gpu: ClassGpu,
+    /// Node labels the pods must match (added to the operator's `--gpu-node-selector`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerations of the pods (added to the operator's `--gpu-tolerations`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Memory and disk limits of each pod.
+    #[serde(default)]
+    pub resources: ClassResources,
+    /// Filters sessions of the class may run. Absent or empty: every built-in filter but `custom`
+    /// (a custom model must be allowed here by name and by `models`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub allowed_filters: Vec<FilterName>,
+    /// Which models a session (in its spec) or a browser (switching filters) may load by URL.
+    /// Empty: none.
+    #[serde(default)]
+    pub models: ModelAllowList,
+    /// Video ceilings and defaults of the class's sessions.
+    #[serde(default)]
+    pub video: ClassVideo,
+}
+
+/// GPUs of each pod of a class.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClassGpu {
+    /// Extended resource name; the operator's `--gpu-resource-name` (`nvidia.com/gpu`) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub resource_name: Option<String>,
+    /// GPUs per pod; 1 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 8))]
+    pub count: Option<u32>,
+}
+
+/// Memory and disk limits of each pod of a class (Kubernetes quantities, e.g. `8Gi`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClassResources {
+    /// Memory limit (and request) of the camera container; `8Gi` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("isQuantity(string(self))").message("must be a Kubernetes quantity, e.g. 8Gi"))]
+    pub memory: Option<Quantity>,
+    /// Ephemeral-storage limit of the camera container; `4Gi` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("isQuantity(string(self))").message("must be a Kubernetes quantity, e.g. 8Gi"))]
+    pub ephemeral_storage: Option<Quantity>,
+    /// `sizeLimit` of the pod's model cache volume; `2Gi` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("isQuantity(string(self))").message("must be a Kubernetes quantity, e.g. 8Gi"))]
+    pub model_cache: Option<Quantity>,
+}
+
+/// Models that may be loaded by URL: a URL is allowed when its host is in `allowedHosts` or its
+/// sha256 is in `allowedDigests`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelAllowList {
+    /// Host names (optionally `host:port`) models may be downloaded from, matched exactly.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub allowed_hosts: Vec<AllowedHost>,
+    /// SHA-256 digests of model files that may be loaded from any https URL.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub allowed_digests: Vec<Digest>,
+}
+
+/// A host name, optionally with `:port`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct AllowedHost(
+    #[schemars(regex(pattern = r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?(:[0-9]{1,5})?$"))] pub String,
+);
+
+/// A SHA-256 digest, 64 lowercase hex digits.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Digest(#[schemars(regex(pattern = r"^[0-9a-f]{64}$"))] pub String);
+
+/// Video ceilings of a class: a session may ask for less, never more; what a session leaves out,
+/// it gets from here.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClassVideo {
+    /// Largest returned width in pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 160, max = 3840))]
+    pub max_width: Option<u32>,
+    /// Largest returned height in pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 120, max = 2160))]
+    pub max_height: Option<u32>,
+    /// Largest frame rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 60))]
+    pub max_fps: Option<u32>,
+    /// Codecs sessions may use; both when absent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 2))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub codecs: Vec<Codec>,
+    /// Largest camera picture the pod decodes, width; 1920 when absent (up to 3840).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 160, max = 3840))]
+    pub max_decode_width: Option<u32>,
+    /// Largest camera picture the pod decodes, height; 1080 when absent (up to 2160).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 120, max = 2160))]
+    pub max_decode_height: Option<u32>,
+}
