@@ -181,9 +181,9 @@ pub struct Args {
     #[arg(long, env = pod_env::CONNECT_DEADLINE, default_value = "10", value_parser = parse_seconds)]
     pub connect_deadline: Duration,
 
-    /// Widest camera picture decoded; larger pictures are dropped undecoded (counted in
-    /// p2pcamera_pod_frames_over_max_decode_size_total). A portrait picture is checked against
-    /// the limits turned by 90 degrees.
+    /// Widest camera picture decoded (at most 3840); larger pictures are dropped undecoded
+    /// (counted in p2pcamera_pod_frames_over_max_decode_size_total). A portrait picture is
+    /// checked against the limits turned by 90 degrees.
     #[arg(
         long,
         env = pod_env::MAX_DECODE_WIDTH,
@@ -192,7 +192,7 @@ pub struct Args {
     )]
     pub max_decode_width: u32,
 
-    /// Tallest camera picture decoded (see --max-decode-width).
+    /// Tallest camera picture decoded (at most 2160; see --max-decode-width).
     #[arg(
         long,
         env = pod_env::MAX_DECODE_HEIGHT,
@@ -295,7 +295,7 @@ impl Args {
 }
 
 /// A positive number of seconds (fractions allowed), at most an hour.
-fn parse_seconds(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_seconds(text: &str) -> Result<Duration, String> {
     let seconds: f64 = text
         .trim()
         .parse()

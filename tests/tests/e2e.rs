@@ -101,6 +101,8 @@ struct System {
     operator: ManagedProcess,
     router: Option<ManagedProcess>,
     router_port: u16,
+    /// The sessions' ports, which the router also checks endpoints against.
+    port_range: String,
     page_origin: String,
     kubeconfig: PathBuf,
     ca_file: PathBuf,
@@ -223,6 +225,7 @@ impl System {
             operator,
             router: None,
             router_port: free_port().unwrap(),
+            port_range: port_range.to_string(),
             page_origin: format!("http://127.0.0.1:{}", free_port().unwrap()),
             kubeconfig,
             ca_file,
@@ -276,6 +279,11 @@ impl System {
                 "router-tls",
             ])
             .args(["--allowed-origins", &self.page_origin])
+            .args(["--port-range", &self.port_range])
+            .args([
+                "--metrics-listen",
+                &format!("127.0.0.1:{}", free_port().unwrap()),
+            ])
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info");
         let started = std::time::SystemTime::now()

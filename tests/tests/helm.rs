@@ -335,11 +335,11 @@ async fn service_monitors_scrape_both_components_when_enabled() {
     )
     .await;
     assert_eq!(on.matches("kind: ServiceMonitor").count(), 2, "{on}");
+    assert_eq!(on.matches("kind: PodMonitor").count(), 1, "{on}");
     assert!(on.contains("release: prom"));
-    assert!(
-        on.contains("port: metrics") && on.contains("scheme: https"),
-        "{on}"
-    );
+    // Every component is scraped on its own plain-HTTP metrics port, never on a public one.
+    assert_eq!(on.matches("- port: metrics").count(), 3, "{on}");
+    assert!(!on.contains("scheme: https"), "{on}");
 }
 
 /// Server-side dry run of the rendered chart for several value sets: the real API server checks
@@ -430,7 +430,8 @@ async fn examples_are_valid_camera_sessions_and_classes() {
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(
-            out.contains("camerasession.p2pcamera.io/") || out.contains("cameraclass.p2pcamera.io/"),
+            out.contains("camerasession.p2pcamera.io/")
+                || out.contains("cameraclass.p2pcamera.io/"),
             "{out}"
         );
         seen += 1;
@@ -440,6 +441,91 @@ async fn examples_are_valid_camera_sessions_and_classes() {
 
 // ---------------------------------------------------------------------------------------------
 // A real install, and the components running with the rights it grants
+
+/// With the chart installed (its default class `standard` and its admission policy), sessions in
+/// namespace `ns` are refused at apply time when their class does not allow them, and admitted
+/// when it does.
+async fn admission_policy_refuses_what_the_class_does_not_allow(plane: &ControlPlane, ns: &str) {
+    let class = json!({
+        "apiVersion": "p2pcamera.io/v1alpha1", "kind": "CameraClass",
+        "metadata": {"name": "helm-blur-only"},
+        "spec": {"allowedFilters": ["selfie-blur"], "video": {"maxFps": 15, "codecs": ["VP8"]}},
+    });
+    plane
+        .kubectl_with_input(&["apply", "-f", "-"], &class.to_string())
+        .await
+        .unwrap();
+    let dry_run = |name: &str, spec: Value| {
+        let session = json!({
+            "apiVersion": "p2pcamera.io/v1alpha1", "kind": "CameraSession",
+            "metadata": {"name": name, "namespace": ns}, "spec": spec,
+        });
+        async move {
+            plane
+                .kubectl_with_input(
+                    &["apply", "--dry-run=server", "-f", "-"],
+                    &session.to_string(),
+                )
+                .await
+                .map_err(|e| e.to_string())
+        }
+    };
+    let custom = json!({"name": "custom", "model": {
+        "url": "https://models.example/m.onnx", "sha256": "a".repeat(64),
+        "manifest": {"input": "x", "layout": "NCHW", "width": 8, "height": 8, "output": "image"},
+    }});
+    let cases = [
+        (
+            "styled",
+            json!({"className": "helm-blur-only", "filter": {"name": "style", "styleIndex": 1}}),
+            "CameraClass helm-blur-only does not allow filter style",
+        ),
+        (
+            "fast",
+            json!({"className": "helm-blur-only", "video": {"maxFps": 30}}),
+            "spec.video is above the limits of CameraClass helm-blur-only",
+        ),
+        (
+            "h264",
+            json!({"className": "helm-blur-only", "video": {"codecs": ["H264"]}}),
+            "does not allow the codecs",
+        ),
+        // No className: the chart's default class, which allows no custom model.
+        (
+            "custom",
+            json!({"filter": custom}),
+            "CameraClass standard does not allow filter custom",
+        ),
+    ];
+    // A new policy takes a moment to be enforced.
+    eventually("the admission policy enforces classes", WAIT, || async {
+        for (name, spec, expected) in &cases {
+            match dry_run(name, spec.clone()).await {
+                Err(message) if message.contains(expected) => {}
+                other => return Err(format!("{name}: want {expected:?}, got {other:?}")),
+            }
+        }
+        Ok(())
+    })
+    .await
+    .unwrap();
+    dry_run(
+        "fits",
+        json!({"className": "helm-blur-only", "video": {"maxFps": 10, "codecs": ["VP8"]}}),
+    )
+    .await
+    .expect("a session that fits its class is admitted");
+    dry_run(
+        "plain",
+        json!({"filter": {"name": "style", "styleIndex": 3}}),
+    )
+    .await
+    .expect("the default class allows every built-in filter");
+    plane
+        .kubectl(&["delete", "cameraclass", "helm-blur-only"])
+        .await
+        .unwrap();
+}
 
 fn service_account_user(namespace: &str, name: &str) -> (String, Vec<String>) {
     (
@@ -608,7 +694,6 @@ async fn installed_chart_runs_operator_and_router_with_least_rights() {
     let plane = ControlPlane::shared().await.unwrap();
     let client = plane.client().unwrap();
     let ns = plane.namespace("helm-install").await.unwrap();
-    let sessions_ns = plane.namespace("helm-sessions").await.unwrap();
     let other_ns = plane.namespace("helm-other").await.unwrap();
     let chart = chart_dir();
     let kubeconfig = plane.kubeconfig_path().to_str().unwrap().to_owned();
@@ -650,17 +735,33 @@ async fn installed_chart_runs_operator_and_router_with_least_rights() {
     for object in [
         "clusterrole/cams-p2pcamera-operator-sessions",
         "clusterrole/cams-p2pcamera-operator-nodes",
-        "clusterrolebinding/cams-p2pcamera-operator-sessions",
+        "clusterrole/cams-p2pcamera-operator-classes",
         "clusterrolebinding/cams-p2pcamera-operator-nodes",
+        "clusterrolebinding/cams-p2pcamera-operator-classes",
         "clusterrole/cams-p2pcamera-router-sessions",
-        "clusterrolebinding/cams-p2pcamera-router-sessions",
+        "cameraclass/standard",
+        "validatingadmissionpolicy/cams-p2pcamera-camera-class",
+        "validatingadmissionpolicybinding/cams-p2pcamera-camera-class",
     ] {
         plane
             .kubectl(&["get", object])
             .await
             .unwrap_or_else(|e| panic!("{object}: {e}"));
     }
+    // By default nothing grants pod or Secret rights cluster-wide: the session rights are bound in
+    // the release namespace only.
     for object in [
+        "clusterrolebinding/cams-p2pcamera-operator-sessions",
+        "clusterrolebinding/cams-p2pcamera-router-sessions",
+    ] {
+        assert!(
+            plane.kubectl(&["get", object]).await.is_err(),
+            "{object} exists: the default install must not be cluster-wide"
+        );
+    }
+    for object in [
+        "rolebinding/cams-p2pcamera-operator-sessions",
+        "rolebinding/cams-p2pcamera-router-sessions",
         "role/cams-p2pcamera-operator",
         "rolebinding/cams-p2pcamera-operator",
         "role/cams-p2pcamera-router",
@@ -680,25 +781,29 @@ async fn installed_chart_runs_operator_and_router_with_least_rights() {
     // What each ServiceAccount may and may not do.
     let operator = service_account_user(&ns, "cams-p2pcamera-operator");
     let g = "p2pcamera.io";
-    let s = sessions_ns.as_str();
+    // Sessions live in the release namespace (the default); `o` is any other namespace.
+    let s = ns.as_str();
+    let o = other_ns.as_str();
     assert_access(
         &client,
         "operator",
         &operator,
         &[
-            access("watch", g, "camerasessions", "", ""),
+            access("watch", g, "camerasessions", s, ""),
             access("list", g, "camerasessions", s, ""),
+            access("list", g, "cameraclasses", "", ""),
+            access("watch", g, "cameraclasses", "", ""),
             access("patch", g, "camerasessions", s, "demo"),
             access("patch", g, "camerasessions/status", s, "demo"),
             access("update", g, "camerasessions/finalizers", s, "demo"),
-            access("list", "", "pods", "", ""),
+            access("list", "", "pods", s, ""),
             access("watch", "", "pods", s, ""),
             access("create", "", "pods", s, ""),
             access("patch", "", "pods", s, "demo-p2pcamera"),
             access("delete", "", "pods", s, "demo-p2pcamera"),
             access("create", "", "secrets", s, ""),
             access("get", "", "secrets", s, "demo-p2pcamera"),
-            access("watch", "", "secrets", "", ""),
+            access("watch", "", "secrets", s, ""),
             access("create", "events.k8s.io", "events", s, ""),
             access("patch", "events.k8s.io", "events", s, "x"),
             access("get", "", "nodes", "", "gpu-1"),
@@ -719,6 +824,18 @@ async fn installed_chart_runs_operator_and_router_with_least_rights() {
             ),
         ],
         &[
+            // Nothing outside the sessions namespace: no pods, no Secrets, no sessions.
+            access("list", "", "secrets", "", ""),
+            access("watch", "", "secrets", "", ""),
+            access("get", "", "secrets", o, "anything"),
+            access("list", "", "secrets", o, ""),
+            access("create", "", "pods", o, ""),
+            access("delete", "", "pods", o, "x"),
+            access("list", "", "pods", "", ""),
+            access("watch", g, "camerasessions", "", ""),
+            access("patch", g, "camerasessions/status", o, "demo"),
+            access("create", g, "cameraclasses", "", ""),
+            access("patch", g, "cameraclasses", "", "standard"),
             access("create", g, "camerasessions", s, ""),
             access("delete", g, "camerasessions", s, "demo"),
             access("update", g, "camerasessions", s, "demo"),
@@ -759,10 +876,16 @@ async fn installed_chart_runs_operator_and_router_with_least_rights() {
     // The router only reads: sessions and their Secrets (list and watch, what its caches do),
     // its TLS Secret and the challenge ConfigMap by name. It writes nothing, reads no Secret one
     // by one, and has no way to more rights. Where session Secrets may be listed (every
-    // namespace unless router.sessionNamespace is set) is the chart's choice, asserted by
+    // namespace; every one only with watchAllNamespaces) is the chart's choice, asserted by
     // what the router needs in the sessions namespace and by it running below.
     let router = service_account_user(&ns, "cams-p2pcamera-router");
     let mut router_may_not = vec![
+        access("list", "", "secrets", "", ""),
+        access("watch", "", "secrets", "", ""),
+        access("list", "", "secrets", o, ""),
+        access("watch", g, "camerasessions", "", ""),
+        access("list", g, "camerasessions", o, ""),
+        access("list", g, "cameraclasses", "", ""),
         access("get", g, "camerasessions", s, "demo"),
         access("create", g, "camerasessions", s, ""),
         access("patch", g, "camerasessions", s, "demo"),
@@ -885,6 +1008,7 @@ async fn installed_chart_runs_operator_and_router_with_least_rights() {
         .add_gpu_node("helm-gpu-1", 1, "127.0.0.7".parse().unwrap())
         .await
         .unwrap();
+    admission_policy_refuses_what_the_class_does_not_allow(plane, s).await;
     let example = repo_root().join("examples/camerasession.yaml");
     plane
         .kubectl(&["apply", "-n", s, "-f", example.to_str().unwrap()])
@@ -1007,7 +1131,18 @@ async fn installed_chart_runs_operator_and_router_with_least_rights() {
         )),
         "{env:?}"
     );
-    env.retain(|(k, _)| k != "P2PCAMERA_ROUTER_LISTEN" && k != "P2PCAMERA_ROUTER_HTTP_LISTEN");
+    env.retain(|(k, _)| {
+        ![
+            "P2PCAMERA_ROUTER_LISTEN",
+            "P2PCAMERA_ROUTER_HTTP_LISTEN",
+            "P2PCAMERA_ROUTER_METRICS_LISTEN",
+        ]
+        .contains(&k.as_str())
+    });
+    env.push((
+        "P2PCAMERA_ROUTER_METRICS_LISTEN".into(),
+        format!("127.0.0.1:{}", free_port().unwrap()),
+    ));
     env.push((
         "P2PCAMERA_ROUTER_LISTEN".into(),
         format!("127.0.0.1:{https_port}"),
@@ -1091,6 +1226,9 @@ async fn acme_rights_cover_only_the_named_objects() {
         "--kubeconfig",
         &kubeconfig,
         "--skip-crds",
+        // One default class per cluster: the other install's.
+        "--set",
+        "defaultClass.create=false",
         "--set",
         "router.hosts={camera.example.com}",
         "--set",
@@ -1332,6 +1470,7 @@ async fn configuration_reference_covers_every_flag_and_value() {
         "model",
         "manifest",
         "styleIndex",
+        "className",
         "gpu",
         "idleTimeout",
         "image",
@@ -1349,6 +1488,24 @@ async fn configuration_reference_covers_every_flag_and_value() {
         );
         if !doc.contains(&format!("`{field}`")) && !doc.contains(&format!(".{field}`")) {
             missing.push(format!("CRD field {field}"));
+        }
+    }
+    let class_crd = read("crds/cameraclasses.p2pcamera.io.yaml");
+    for field in [
+        "allowedFilters",
+        "allowedHosts",
+        "allowedDigests",
+        "ephemeralStorage",
+        "modelCache",
+        "maxDecodeWidth",
+        "maxDecodeHeight",
+    ] {
+        assert!(
+            class_crd.contains(&format!("{field}:")),
+            "CameraClass CRD has no {field}: update this list"
+        );
+        if !doc.contains(&format!("`{field}`")) && !doc.contains(&format!(".{field}`")) {
+            missing.push(format!("CameraClass field {field}"));
         }
     }
     assert!(

@@ -370,7 +370,7 @@ mod tests {
         bits += &ue(44);
         bits += "1";
         bits += "1"; // direct_8x8, then stop bit padding
-        while bits.len() % 8 != 0 {
+        while !bits.len().is_multiple_of(8) {
             bits.push('0');
         }
         let mut au = vec![0, 0, 0, 1, 0x67];

@@ -295,7 +295,7 @@ impl ModelFetcher {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
-        models.sort_by(|a, b| b.0.cmp(&a.0));
+        models.sort_by_key(|(modified, _)| std::cmp::Reverse(*modified));
         for (_, path) in models.into_iter().skip(CACHED_MODELS) {
             tracing::info!(path = %path.display(), kept = CACHED_MODELS, "removing the least recently used model from the cache");
             let _ = std::fs::remove_file(path);

@@ -17,6 +17,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use p2pcamera_api::ErrorCode;
 use tokio::sync::oneshot;
 
 use super::{Filter, FilterError, FilterSpec};
@@ -83,6 +84,17 @@ pub enum SwitchError {
     Stopped,
 }
 
+impl SwitchError {
+    /// The contract's code for this refusal, over HTTP and on the data channel.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            SwitchError::Filter(FilterError::ModelNotAllowed { .. }) => ErrorCode::ModelNotAllowed,
+            SwitchError::Filter(_) | SwitchError::Superseded => ErrorCode::InvalidFilter,
+            SwitchError::Stopped => ErrorCode::Internal,
+        }
+    }
+}
+
 /// The switch request waiting for the build thread: at most one, the newest.
 #[derive(Default)]
 struct PendingSwitch {
@@ -101,11 +113,12 @@ impl PendingSwitch {
         self.slot.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues `request`, answering the one it replaces as superseded; gives it back once closed.
-    fn push(&self, request: SwitchRequest) -> Result<(), SwitchRequest> {
+    /// Queues `request`, answering the one it replaces as superseded. Once closed the request is
+    /// dropped, and its requester hears that the thread stopped.
+    fn push(&self, request: SwitchRequest) {
         let mut slot = self.lock();
         if slot.closed {
-            return Err(request);
+            return;
         }
         if let Some(replaced) = slot.request.replace(request) {
             tracing::info!(
@@ -116,7 +129,6 @@ impl PendingSwitch {
         }
         drop(slot);
         self.wake.notify_one();
-        Ok(())
     }
 
     /// Waits for the next request; `None` once closed (a request still waiting is dropped, and
@@ -230,9 +242,7 @@ impl FilterWorker {
     /// the new one is built. A newer switch before this one takes effect supersedes it.
     pub async fn switch(&self, spec: FilterSpec) -> Result<String, SwitchError> {
         let (reply, reply_rx) = oneshot::channel();
-        self.pending
-            .push(SwitchRequest { spec, reply })
-            .map_err(|_| SwitchError::Stopped)?;
+        self.pending.push(SwitchRequest { spec, reply });
         reply_rx.await.map_err(|_| SwitchError::Stopped)?
     }
 

@@ -9,7 +9,7 @@ use axum::http::header::RETRY_AFTER;
 use axum::response::{IntoResponse, Response};
 use p2pcamera_api::{ErrorBody, ErrorCode};
 
-use crate::filter::{FilterError, SwitchError};
+use crate::filter::SwitchError;
 use crate::media::{MediaError, SdpError};
 
 /// Seconds a client waits before retrying a request refused with a retryable code.
@@ -72,13 +72,7 @@ impl ApiError {
                 | MediaError::NoSendCodec
                 | MediaError::Threads(_) => ErrorCode::Internal,
             },
-            ApiError::FilterSwitch(SwitchError::Filter(FilterError::ModelNotAllowed {
-                ..
-            })) => ErrorCode::ModelNotAllowed,
-            ApiError::FilterSwitch(SwitchError::Filter(_) | SwitchError::Superseded) => {
-                ErrorCode::InvalidFilter
-            }
-            ApiError::FilterSwitch(SwitchError::Stopped) => ErrorCode::Internal,
+            ApiError::FilterSwitch(error) => error.code(),
         }
     }
 
@@ -118,7 +112,7 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::filter::DownloadError;
+    use crate::filter::{DownloadError, FilterError};
     use axum::body::to_bytes;
 
     async fn render(error: ApiError) -> (StatusCode, Option<String>, ErrorBody) {
