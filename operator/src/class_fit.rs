@@ -251,6 +251,9 @@ impl EffectiveVideo {
 }
 
 #[cfg(test)]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::crd::{AllowedHost, ClassVideo, Digest, GpuSpec, ModelAllowList, VideoSpec};
