@@ -109,7 +109,11 @@ pub struct Config {
     /// Camera pods serve /metrics on their own port, the session's port plus this offset
     /// (declared as a hostPort, so the scheduler keeps it free); 0: no metrics listener. Keep
     /// these ports closed to the internet (docs/operations.md).
-    #[arg(long, env = "P2PCAMERA_CAMERA_POD_METRICS_PORT_OFFSET", default_value_t = 1000)]
+    #[arg(
+        long,
+        env = "P2PCAMERA_CAMERA_POD_METRICS_PORT_OFFSET",
+        default_value_t = 1000
+    )]
     pub camera_pod_metrics_port_offset: u16,
 }
 
@@ -117,7 +121,40 @@ pub struct Config {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Tolerations(pub Vec<Toleration>);
 
+/// Flags that parse but do not fit together.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "--camera-pod-metrics-port-offset {offset} puts metrics ports on session ports: it must be 0 or larger than the width of --port-range {first}-{last}"
+    )]
+    MetricsPortsOverlap { offset: u16, first: u16, last: u16 },
+    #[error(
+        "--camera-pod-metrics-port-offset {offset} puts the metrics port of --port-range's last port {last} beyond 65535"
+    )]
+    MetricsPortsBeyondRange { offset: u16, last: u16 },
+}
+
 impl Config {
+    /// Checks the flags that depend on each other.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let (offset, PortRange { first, last }) =
+            (self.camera_pod_metrics_port_offset, self.port_range);
+        if offset == 0 {
+            return Ok(());
+        }
+        if offset <= last - first {
+            return Err(ConfigError::MetricsPortsOverlap {
+                offset,
+                first,
+                last,
+            });
+        }
+        if last.checked_add(offset).is_none() {
+            return Err(ConfigError::MetricsPortsBeyondRange { offset, last });
+        }
+        Ok(())
+    }
+
     /// The Lease identity: the configured one, else `HOSTNAME`, else a random one.
     pub fn identity(&self) -> String {
         self.identity
@@ -180,6 +217,32 @@ mod tests {
     struct Wrapper {
         #[command(flatten)]
         config: Config,
+    }
+
+    #[test]
+    fn metrics_ports_must_stay_off_session_ports() {
+        let config = |offset, first, last| Config {
+            camera_pod_metrics_port_offset: offset,
+            port_range: PortRange { first, last },
+            ..crate::fixtures::config()
+        };
+        assert_eq!(config(1000, 40000, 40999).validate(), Ok(()));
+        assert_eq!(config(0, 40000, 40999).validate(), Ok(()));
+        assert_eq!(
+            config(999, 40000, 40999).validate(),
+            Err(ConfigError::MetricsPortsOverlap {
+                offset: 999,
+                first: 40000,
+                last: 40999
+            })
+        );
+        assert_eq!(
+            config(30000, 40000, 40999).validate(),
+            Err(ConfigError::MetricsPortsBeyondRange {
+                offset: 30000,
+                last: 40999
+            })
+        );
     }
 
     #[test]

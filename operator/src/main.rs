@@ -71,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
             acme,
         } => {
             telemetry::init(cli.log_format, "info");
+            config.validate()?;
             let _ = rustls::crypto::ring::default_provider().install_default();
             let client = kube::Client::try_default().await?;
             let shutdown = shutdown::on_signal();

@@ -25,6 +25,8 @@ use super::{Codec, FilterName};
 pub const CLASS_CRD_FILE: &str = "crds/cameraclasses.p2pcamera.io.yaml";
 
 /// What camera pods of this class run with, and what sessions of the class may ask for.
+// Clippy reads the repeated `type_ = "string"` of the printer columns as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "p2pcamera.io",
