@@ -63,7 +63,8 @@ pub struct FilterReply {
     /// The filter now running, as its spec (`selfie-blur`, `{"filter":"style","style":3}`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
-    /// On a refusal: [`ErrorCode::InvalidFilter`].
+    /// On a refusal: why, as the same code `POST /filter` answers with (`invalid_filter`,
+    /// `model_not_allowed`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<ErrorCode>,
     /// Why the switch was refused.
@@ -82,12 +83,12 @@ impl FilterReply {
         }
     }
 
-    pub fn refused(error: impl Into<String>) -> Self {
+    pub fn refused(code: ErrorCode, error: impl Into<String>) -> Self {
         Self {
             kind: "filter".to_owned(),
             ok: false,
             filter: None,
-            code: Some(ErrorCode::InvalidFilter),
+            code: Some(code),
             error: Some(error.into()),
         }
     }
@@ -141,7 +142,11 @@ mod tests {
             Some(serde_json::json!({"type": "filter", "ok": true, "filter": "style"}))
         );
         assert_eq!(
-            serde_json::to_value(FilterReply::refused("unknown filter")).ok(),
+            serde_json::to_value(FilterReply::refused(
+                ErrorCode::InvalidFilter,
+                "unknown filter"
+            ))
+            .ok(),
             Some(
                 serde_json::json!({"type": "filter", "ok": false, "code": "invalid_filter", "error": "unknown filter"})
             )

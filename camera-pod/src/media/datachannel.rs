@@ -38,7 +38,7 @@ pub fn pong(rest: &str) -> String {
 pub fn filter_reply(result: &Result<String, SwitchError>) -> String {
     let reply = match result {
         Ok(name) => FilterReply::switched(name),
-        Err(error) => FilterReply::refused(error.to_string()),
+        Err(error) => FilterReply::refused(error.code(), error.to_string()),
     };
     serde_json::to_string(&reply).unwrap_or_default()
 }
@@ -115,6 +115,21 @@ mod tests {
         assert_eq!(parse("[1,2]"), ClientMessage::Unknown);
         assert_eq!(parse("{nope"), ClientMessage::Unknown);
         assert_eq!(parse("hello"), ClientMessage::Unknown);
+    }
+
+    #[test]
+    fn a_model_off_the_allow_list_gets_its_own_code_and_the_generic_message() {
+        let refused = Err(SwitchError::Filter(FilterError::ModelNotAllowed {
+            url: "https://internal.example/secret.onnx".into(),
+            sha256: "ab".repeat(32),
+        }));
+        let reply: serde_json::Value = serde_json::from_str(&filter_reply(&refused)).unwrap();
+        assert_eq!(reply["code"], "model_not_allowed");
+        assert_eq!(
+            reply["error"],
+            crate::filter::MODEL_NOT_ALLOWED_MESSAGE,
+            "nothing about the URL goes back"
+        );
     }
 
     #[test]

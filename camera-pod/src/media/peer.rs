@@ -360,7 +360,22 @@ async fn serve_data_channel(shared: Arc<PeerShared>, channel: Arc<dyn DataChanne
                     let text = String::from_utf8_lossy(&message.data).into_owned();
                     let reply = match datachannel::parse(&text) {
                         ClientMessage::Ping(rest) => datachannel::pong(rest),
-                        ClientMessage::SwitchFilter(spec) => datachannel::filter_reply(&super::switch_from_network(&shared.worker, spec).await),
+                        // A switch may wait for a model download: it answers from its own task,
+                        // so pings, stats, a newer switch (which supersedes this one) and the
+                        // channel's close are served meanwhile.
+                        ClientMessage::SwitchFilter(spec) => {
+                            let (worker, channel) = (shared.worker.clone(), channel.clone());
+                            let spec = spec.to_owned();
+                            tokio::spawn(async move {
+                                let reply = datachannel::filter_reply(
+                                    &super::switch_from_network(&worker, &spec).await,
+                                );
+                                if let Err(error) = channel.send_text(&reply).await {
+                                    tracing::debug!(%error, "cannot answer a filter switch on the data channel");
+                                }
+                            });
+                            continue;
+                        }
                         ClientMessage::Unknown => datachannel::unknown_reply(),
                     };
                     if let Err(error) = channel.send_text(&reply).await {
