@@ -189,7 +189,7 @@ pub fn check(spec: &CameraSessionSpec, class: &ResolvedClass) -> Result<(), NotA
     let Some(video) = &spec.video else {
         return Ok(());
     };
-    let ceilings = &class.spec.video;
+    let ceilings = &class.spec.video.limits;
     for (field, asked, limit) in [
         ("maxWidth", video.max_width, ceilings.max_width),
         ("maxHeight", video.max_height, ceilings.max_height),
@@ -232,7 +232,7 @@ impl EffectiveVideo {
     /// The limits of a session with `spec` in `class` (which it fits).
     pub fn of(spec: &CameraSessionSpec, class: &ResolvedClass) -> Self {
         let session = spec.video.clone().unwrap_or_default();
-        let ceilings = &class.spec.video;
+        let (ceilings, decode) = (&class.spec.video.limits, &class.spec.video);
         Self {
             max_width: session.max_width.or(ceilings.max_width),
             max_height: session.max_height.or(ceilings.max_height),
@@ -243,8 +243,8 @@ impl EffectiveVideo {
                 session.codecs
             },
             max_decode: (
-                ceilings.max_decode_width.unwrap_or(DEFAULT_MAX_DECODE.0),
-                ceilings.max_decode_height.unwrap_or(DEFAULT_MAX_DECODE.1),
+                decode.max_decode_width.unwrap_or(DEFAULT_MAX_DECODE.0),
+                decode.max_decode_height.unwrap_or(DEFAULT_MAX_DECODE.1),
             ),
         }
     }
@@ -420,10 +420,12 @@ mod tests {
             name: Some("hd".into()),
             spec: CameraClassSpec {
                 video: ClassVideo {
-                    max_width: Some(1280),
-                    max_height: Some(720),
-                    max_fps: Some(30),
-                    codecs: vec![Codec::Vp8],
+                    limits: VideoSpec {
+                        max_width: Some(1280),
+                        max_height: Some(720),
+                        max_fps: Some(30),
+                        codecs: vec![Codec::Vp8],
+                    },
                     max_decode_width: Some(3840),
                     max_decode_height: None,
                 },

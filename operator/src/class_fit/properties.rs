@@ -143,7 +143,7 @@ proptest! {
             .expect("a pod builds for any parsed spec");
         if fits {
             let video = EffectiveVideo::of(&parsed, &class);
-            let ceilings = &class.spec.video;
+            let ceilings = &class.spec.video.limits;
             for (name, limit) in [
                 (pod_env::MAX_WIDTH, ceilings.max_width),
                 (pod_env::MAX_HEIGHT, ceilings.max_height),

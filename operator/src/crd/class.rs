@@ -19,7 +19,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Codec, FilterName};
+use super::{FilterName, VideoSpec};
 
 /// Path of the committed CameraClass CRD file, relative to the repository root.
 pub const CLASS_CRD_FILE: &str = "crds/cameraclasses.p2pcamera.io.yaml";
@@ -147,23 +147,10 @@ pub struct Digest(#[schemars(regex(pattern = r"^[0-9a-f]{64}$"))] pub String);
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ClassVideo {
-    /// Largest returned width in pixels.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 160, max = 3840))]
-    pub max_width: Option<u32>,
-    /// Largest returned height in pixels.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 120, max = 2160))]
-    pub max_height: Option<u32>,
-    /// Largest frame rate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 60))]
-    pub max_fps: Option<u32>,
-    /// Codecs sessions may use; both when absent.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 2))]
-    #[x_kube(merge_strategy = ListMerge::Set)]
-    pub codecs: Vec<Codec>,
+    /// Largest returned width, height and frame rate, and the codecs sessions may use (both when
+    /// absent): the same fields as a session's `video`.
+    #[serde(flatten)]
+    pub limits: VideoSpec,
     /// Largest camera picture the pod decodes, width; 1920 when absent (up to 3840).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 160, max = 3840))]
