@@ -374,6 +374,7 @@ async fn env_with(prefix: &str, configure: impl FnOnce(&mut RouterArgs)) -> Env 
         client_rate: 0.01,
         client_burst: 1000,
         trusted_proxies: Vec::new(),
+        turn: Default::default(),
     };
     configure(&mut args);
     let listeners = Listeners::bind(&args).unwrap_or_else(|e| panic!("{e}"));
@@ -1057,6 +1058,88 @@ async fn bench_forwarding_overhead() {
         "router adds {:?} at p50",
         r50.saturating_sub(d50)
     );
+
+    // At scale (bench/router/run.sh's second argument): the same offers with that many more
+    // sessions, each with its Secret, in the router's caches.
+    let extra: usize = std::env::var("P2PCAMERA_BENCH_SESSIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if extra == 0 {
+        return;
+    }
+    let rss_before = resident_kib();
+    let filled = Instant::now();
+    futures::stream::iter(0..extra)
+        .for_each_concurrent(32, |i| {
+            let (env, cert) = (&env, &pod.cert_pem);
+            async move {
+                env.session(
+                    &format!("fill-{i}"),
+                    ready(format!("https://127.0.0.1:{}", 40000 + i % 1000)),
+                    &format!("tok-fill-{i}"),
+                    Some(cert),
+                )
+                .await;
+            }
+        })
+        .await;
+    let last = extra - 1;
+    let known = Instant::now();
+    eventually(
+        "every filler session in the router's cache",
+        Duration::from_secs(300),
+        || {
+            let request = env
+                .http
+                .get(env.url(&format!("/v1/sessions/{}/fill-{last}", env.namespace)))
+                .bearer_auth(format!("tok-fill-{last}"));
+            async move {
+                let response = request.send().await.map_err(|e| e.to_string())?;
+                match response.status() {
+                    reqwest::StatusCode::OK => Ok(()),
+                    other => Err(other.to_string()),
+                }
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let caught_up = known.elapsed();
+    let rss_after = resident_kib();
+    let scaled_times = timed_offers(&env.http, &routed_url, "tok-bench", count).await;
+    let scaled_rate = offers_per_second(&env.http, &routed_url, "tok-bench", count, 8).await;
+    println!(
+        "| through router, {} sessions cached | {count} | {:.2} | {:.2} | {scaled_rate:.0} |",
+        extra + 1,
+        ms(percentile(&scaled_times, 0.5)),
+        ms(percentile(&scaled_times, 0.99))
+    );
+    println!();
+    println!(
+        "| sessions created | creating took | cache caught up after the last create | resident memory added (router and test client, one process) |"
+    );
+    println!("|---|---|---|---|");
+    println!(
+        "| {extra} | {:.1} s | {:.1} s | {:.1} MiB ({:.1} KiB per session) |",
+        (known - filled).as_secs_f64(),
+        caught_up.as_secs_f64(),
+        rss_after.saturating_sub(rss_before) as f64 / 1024.0,
+        rss_after.saturating_sub(rss_before) as f64 / extra as f64
+    );
+}
+
+/// This process's resident memory in KiB (`VmRSS` of /proc/self/status).
+fn resident_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// The router's cache of session Secrets, filled from a real API server, holds the token and the
