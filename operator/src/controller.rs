@@ -70,6 +70,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::applied_pods::AppliedPods;
 use crate::caches;
+use crate::class_fit;
 use crate::config::Config;
 use crate::crd::{CameraClass, CameraSession};
 use crate::desired::{self, BuildError};
@@ -330,8 +331,11 @@ async fn run_controller(
         .owns_stream(pod_events)
         .owns_stream(secret_events)
         .watches_stream(class_events, {
-            let sessions = sessions.clone();
-            move |class| sessions_of_class(&sessions, &class.name_any())
+            let (sessions, defaults) = (sessions.clone(), DefaultClasses::default());
+            move |class| {
+                let default_changed = defaults.seen(&class);
+                sessions_of_class(&sessions, &class.name_any(), default_changed)
+            }
         })
         .reconcile_on(waiting_for_port)
         .with_config(controller::Config::default().concurrency(MAX_CONCURRENT_RECONCILES))
@@ -384,15 +388,44 @@ async fn run_controller(
     Ok(())
 }
 
-/// The sessions a change of class `name` may concern: those that name it, and those that name
-/// no class (the class may have become, or stopped being, the default).
-fn sessions_of_class(sessions: &Store<CameraSession>, name: &str) -> Vec<ObjectRef<CameraSession>> {
+/// The sessions a change of class `name` may concern: those that name it, and, when the change
+/// may have made it or unmade it the default (`default_changed`), those that name no class.
+fn sessions_of_class(
+    sessions: &Store<CameraSession>,
+    name: &str,
+    default_changed: bool,
+) -> Vec<ObjectRef<CameraSession>> {
     sessions
         .state()
         .iter()
-        .filter(|s| s.spec.class_name.as_deref().is_none_or(|n| n == name))
+        .filter(|s| match s.spec.class_name.as_deref() {
+            Some(named) => named == name,
+            None => default_changed,
+        })
         .map(|s| ObjectRef::from_obj(s.as_ref()))
         .collect()
+}
+
+/// The classes last seen marked as the default, to tell which class events concern the
+/// sessions that name no class.
+#[derive(Clone, Default)]
+struct DefaultClasses(Arc<std::sync::Mutex<std::collections::HashSet<String>>>);
+
+impl DefaultClasses {
+    /// Records `class` (as an event shows it) and answers whether it is, or was until now, the
+    /// default. A deleted class shows its last state, so deleting the default counts.
+    fn seen(&self, class: &CameraClass) -> bool {
+        let name = class.name_any();
+        let is_default =
+            class_fit::is_default(class) && class.metadata.deletion_timestamp.is_none();
+        let mut defaults = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let was_default = if is_default {
+            !defaults.insert(name)
+        } else {
+            defaults.remove(&name)
+        };
+        is_default || was_default
+    }
 }
 
 /// Forgets deleted sessions in the allocator, retry counts, memos and metrics, and stale node
@@ -467,4 +500,42 @@ async fn reconcile(session: Arc<CameraSession>, ctx: Arc<Context>) -> Result<Act
         ctx.retries.succeeded(&session_key(&session));
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::CameraClassSpec;
+    use p2pcamera_api::objects::ANNOTATION_DEFAULT_CLASS;
+
+    fn class(name: &str, default: bool) -> CameraClass {
+        let mut class = CameraClass::new(name, CameraClassSpec::default());
+        if default {
+            class
+                .annotations_mut()
+                .insert(ANNOTATION_DEFAULT_CLASS.into(), "true".into());
+        }
+        class
+    }
+
+    #[test]
+    fn only_events_that_touch_the_default_concern_sessions_without_a_class() {
+        let defaults = DefaultClasses::default();
+        assert!(!defaults.seen(&class("other", false)), "never the default");
+        assert!(
+            defaults.seen(&class("standard", true)),
+            "became the default"
+        );
+        assert!(defaults.seen(&class("standard", true)), "is the default");
+        assert!(defaults.seen(&class("standard", false)), "stopped being it");
+        assert!(!defaults.seen(&class("standard", false)), "still not it");
+        let mut deleting = class("standard", true);
+        assert!(defaults.seen(&deleting));
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
+        assert!(defaults.seen(&deleting), "the default going away");
+        assert!(!defaults.seen(&class("standard", false)));
+    }
 }
