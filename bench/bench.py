@@ -11,6 +11,14 @@ Then a long run with the style model checks that latency stays flat, and the
 built-in filters are timed alone, without WebRTC (per-frame time against
 selfie-blur's budget: camera-pod/benches/filter_timings.rs).
 
+First frames: each server is connected --connects times in a row (640x480,
+passthrough), timing the offer to the first returned frame; for camera-pod also
+where that time went on the pod (p2pcamera_pod_connect_stage_seconds from its
+/metrics: answer sent, ICE connected, DTLS connected, first RTP in, first
+filtered frame out, each since the pod received the offer). --before-bin adds
+rows for another camera-pod binary (e.g. a build of the previous commit), so a
+change is measured before and after in one run.
+
 Prints a markdown report (and writes it to --output).
 """
 
@@ -24,7 +32,10 @@ import os
 import platform
 import subprocess
 import sys
+import re
+import statistics
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,6 +124,60 @@ async def drive(server: ServerProcess, width: int, height: int, fps: int, warmup
     return client, first_frame_s, start, end, cpu_seconds, after.peak_rss_bytes, client_cpu_seconds
 
 
+# The stages camera-pod reports in p2pcamera_pod_connect_stage_seconds, in order.
+CONNECT_STAGES = ["answer_sent", "ice_connected", "dtls_connected", "first_rtp_in", "first_frame_out"]
+
+
+@dataclass
+class ConnectRuns:
+    """Consecutive connections to one server: offer to first returned frame, and for
+    camera-pod the seconds since its offer at which each connection reached each stage."""
+
+    server: str
+    first_frames: list[float]
+    stages: dict[str, list[float]]
+
+
+def connect_stage_sums(server: ServerProcess) -> dict[str, float]:
+    """camera-pod's summed seconds per connection stage (empty for a server without them)."""
+    try:
+        with urllib.request.urlopen(server.base_url + "/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return {}
+    pattern = re.compile(r'^p2pcamera_pod_connect_stage_seconds_sum\{stage="([a-z_]+)"\} (\S+)$', re.M)
+    return {stage: float(value) for stage, value in pattern.findall(text)}
+
+
+async def connect_once(server: ServerProcess, args: argparse.Namespace) -> float:
+    """One connection at 640x480 (the same client id each time, so it replaces the previous
+    one at once); seconds from the offer to the first returned frame."""
+    client = CameraClient(server.base_url, 640, 480, args.fps, args.codec, keep_pictures=1,
+                          noise=args.noise, client_id="bench-first-frame")
+    reply = await client.connect()
+    if reply.status != 200:
+        raise RuntimeError(f"{server.name} refused the offer: {reply.status} {reply.body}")
+    try:
+        return await client.wait_first_frame(30.0)
+    finally:
+        await client.close()
+
+
+def run_connects(server: ServerProcess, label: str, args: argparse.Namespace) -> ConnectRuns:
+    print(f"# {label} first frames ({args.connects} connections) ...", file=sys.stderr, flush=True)
+    runs = ConnectRuns(label, [], {stage: [] for stage in CONNECT_STAGES})
+    with server.start():
+        for _ in range(args.connects):
+            before = connect_stage_sums(server)
+            runs.first_frames.append(asyncio.run(connect_once(server, args)))
+            after = connect_stage_sums(server)
+            for stage in CONNECT_STAGES:
+                if stage in after:
+                    runs.stages[stage].append(after[stage] - before.get(stage, 0.0))
+            time.sleep(0.2)
+    return runs
+
+
 def run_one(server: ServerProcess, label: str, filter_name: str, width: int, height: int,
             args: argparse.Namespace) -> RunResult:
     print(f"# {label} {filter_name} {width}x{height} ...", file=sys.stderr, flush=True)
@@ -167,8 +232,28 @@ def filter_timings(args: argparse.Namespace) -> str:
     return subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.PIPE, text=True).stdout.strip()
 
 
+def connects_table(runs: list[ConnectRuns]) -> list[str]:
+    """Median offer-to-first-frame per server, and where camera-pod's time went."""
+    lines = [
+        "",
+        "First frame, 640x480 passthrough, consecutive connections: offer (client) to the first "
+        "returned frame, and each camera-pod stage in ms since the pod received the offer (medians).",
+        "",
+        "| server | connections | first frame p50 ms | min-max ms | " + " | ".join(CONNECT_STAGES) + " |",
+        "|---|---|---|---|" + "---|" * len(CONNECT_STAGES),
+    ]
+    for r in runs:
+        stages = [ms(statistics.median(r.stages[s])) if r.stages[s] else "n/a" for s in CONNECT_STAGES]
+        lines.append(
+            f"| {r.server} | {len(r.first_frames)} | {ms(statistics.median(r.first_frames))} | "
+            f"{ms(min(r.first_frames))}-{ms(max(r.first_frames))} | " + " | ".join(stages) + " |"
+        )
+    return lines
+
+
 def report(results: list[RunResult], style: tuple[RunResult, list[Window]] | None,
-           args: argparse.Namespace, load_at_start: str, provenance: str, timings: str | None) -> str:
+           connects: list[ConnectRuns], args: argparse.Namespace, load_at_start: str,
+           provenance: str, timings: str | None) -> str:
     lines = [
         provenance,
         f"Python {platform.python_version()}; 1-minute load average {load_at_start} at start, {load_average()} at the end.",
@@ -199,7 +284,9 @@ def report(results: list[RunResult], style: tuple[RunResult, list[Window]] | Non
                 f"p50 latency {percentile(pod.window.latencies, 0.5) / percentile(base.window.latencies, 0.5):.2f}x, "
                 f"peak RSS {pod.peak_rss_mib / base.peak_rss_mib:.2f}x"
             )
-    lines += ["", "| target | measured | met |", "|---|---|---|"] + target_rows(results, style)
+    if connects:
+        lines += connects_table(connects)
+    lines += ["", "| target | measured | met |", "|---|---|---|"] + target_rows(results, style, connects)
     if style is not None:
         whole, windows = style
         step = args.style_seconds / len(windows)
@@ -227,10 +314,21 @@ def report(results: list[RunResult], style: tuple[RunResult, list[Window]] | Non
 FLAT_P99_GROWTH = 1.25
 
 
-def target_rows(results: list[RunResult], style: tuple[RunResult, list[Window]] | None) -> list[str]:
+# Offer to the first filtered frame on loopback, at most (issue 14).
+FIRST_FRAME_TARGET_S = 0.1
+
+
+def target_rows(results: list[RunResult], style: tuple[RunResult, list[Window]] | None,
+                connects: list[ConnectRuns]) -> list[str]:
     """The issue's targets, each as a markdown table row with what was measured."""
     by = {(r.server, r.filter, r.width): r for r in results}
     rows = []
+    pod_connects = next((r for r in connects if r.server == "camera-pod"), None)
+    if pod_connects:
+        p50 = statistics.median(pod_connects.first_frames)
+        rows.append(f"| offer to first filtered frame < {ms(FIRST_FRAME_TARGET_S)} ms on loopback (aiortc) | "
+                    f"p50 {ms(p50)} ms over {len(pod_connects.first_frames)} connections | "
+                    f"{'yes' if p50 < FIRST_FRAME_TARGET_S else 'no'} |")
     base, pod = by.get(("baseline", "passthrough", 640)), by.get(("camera-pod", "passthrough", 640))
     if base and pod:
         cpu_ratio = pod.cpu_percent / base.cpu_percent if base.cpu_percent else float("inf")
@@ -271,6 +369,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "frame stamp readable, others repaint it")
     parser.add_argument("--timing-runs", type=int, default=20,
                         help="timed runs per filter and size of the filter timings; 0 skips them")
+    parser.add_argument("--connects", type=int, default=10,
+                        help="consecutive connections per server for the first-frame table; 0 skips it")
+    parser.add_argument("--before-bin", type=Path,
+                        help="another camera-pod binary (e.g. the previous commit's) measured as "
+                        "'camera-pod before' in the same run")
     parser.add_argument("--profile", default=os.environ.get("P2PCAMERA_PROFILE", "release"))
     parser.add_argument("--output", type=Path, help="also write the markdown report here")
     return parser.parse_args(argv)
@@ -280,17 +383,31 @@ def main() -> None:
     args = parse_args()
     load_at_start = load_average()
     origin = provenance(args.profile)
+    pods = [("camera-pod before", args.before_bin)] if args.before_bin else []
+    pods.append(("camera-pod", None))
+
+    def pod(filter_name: str, binary: Path | None) -> ServerProcess:
+        server = camera_pod(filter_name, args.profile)
+        if binary is not None:
+            server.argv[0] = str(binary)
+        return server
+
     results: list[RunResult] = []
     for size in args.sizes.split(","):
         width, height = (int(x) for x in size.split("x"))
         if not args.no_baseline:
             results.append(run_one(baseline_server(), "baseline", "passthrough", width, height, args))
         for filter_name in args.filters.split(","):
-            server = camera_pod(filter_name, args.profile)
-            results.append(run_one(server, "camera-pod", filter_name, width, height, args))
+            for label, binary in pods:
+                results.append(run_one(pod(filter_name, binary), label, filter_name, width, height, args))
+    connects: list[ConnectRuns] = []
+    if args.connects > 0:
+        if not args.no_baseline:
+            connects.append(run_connects(baseline_server(), "baseline", args))
+        connects += [run_connects(pod("passthrough", binary), label, args) for label, binary in pods]
     style = run_style(args) if args.style_seconds > 0 else None
     timings = filter_timings(args) if args.timing_runs > 0 else None
-    text = report(results, style, args, load_at_start, origin, timings)
+    text = report(results, style, connects, args, load_at_start, origin, timings)
     print(text)
     if args.output:
         args.output.write_text(text)

@@ -19,8 +19,18 @@
  * established connection fails, the raw camera is shown while a new offer is tried with bounded
  * backoff (`p2pcamera:reconnecting`, then `p2pcamera:connected`).
  *
+ * In the router form (data-session) it first asks the router for ICE servers
+ * (`GET /v1/sessions/<ns>/<name>/ice-servers`: TURN relays with a short-lived credential for the
+ * session) and gives them, after any from configure({iceServers}), to the peer connection, so a
+ * network that blocks UDP still connects through the relay over TCP or TLS. A router without the
+ * route (404) or camera-pod directly: no ICE servers, as before. The answer is reused while at
+ * least half its lifetime (`ttl`) remains. Which way the connection took is `P2PCamera.path` and
+ * the `path` of every `p2pcamera:stats` event: `{local, remote, protocol}` with the candidate
+ * types (host, srflx, prflx, relay) and the protocol this browser's packets travel on (udp, or
+ * for a relay the transport to the TURN server: udp, tcp or tls).
+ *
  * API (window.P2PCamera): configure(options), setFilter(spec), stop(), isFiltered(track),
- * state, cameraStream, peerConnection, clientId, config. Events on window: p2pcamera:connecting,
+ * state, path, cameraStream, peerConnection, clientId, config. Events on window: p2pcamera:connecting,
  * p2pcamera:connected, p2pcamera:fallback, p2pcamera:waiting, p2pcamera:reconnecting,
  * p2pcamera:stats, p2pcamera:filter, p2pcamera:stopped.
  */
@@ -184,6 +194,77 @@
     }
   }
 
+  /** The router's last ICE servers answer: { key (endpoint, session, token), servers, freshUntil }. */
+  let routerIceServers = null;
+
+  /**
+   * The ICE servers the router hands out for the session (router form only): TURN URLs with a
+   * credential. 404 (a router without the route) and an empty list are remembered for the page;
+   * a credential is reused while at least half its `ttl` remains. Any other failure gives no
+   * servers now: the offer that follows reports what is wrong.
+   */
+  async function fetchIceServers(signal) {
+    if (!config.session) {
+      return [];
+    }
+    const url = `${trimSlash(config.endpoint)}${sessionPath()}/ice-servers`;
+    const key = `${url} ${config.token}`;
+    if (routerIceServers?.key === key && performance.now() < routerIceServers.freshUntil) {
+      return routerIceServers.servers;
+    }
+    let servers = [];
+    let freshForMs = 0;
+    try {
+      const response = await fetch(url, { headers: authHeaders(), signal });
+      if (response.ok) {
+        const body = await response.json();
+        servers = Array.isArray(body?.iceServers) ? body.iceServers : [];
+        const ttl = Number(body?.ttl);
+        freshForMs = servers.length === 0 ? Infinity : (Number.isFinite(ttl) && ttl > 0 ? ttl * 500 : 0);
+      } else if (response.status === 404) {
+        freshForMs = Infinity;
+      }
+    } catch {
+      if (signal.aborted) throw signal.reason;
+    }
+    routerIceServers = { key, servers, freshUntil: performance.now() + freshForMs };
+    return servers;
+  }
+
+  /**
+   * The candidate pair ICE selected, from the connection's stats: local and remote candidate
+   * type and the protocol this browser's packets travel on (for a relay candidate, the transport
+   * to the TURN server). Null while none is selected.
+   */
+  async function selectedPath(pc) {
+    const stats = await pc.getStats();
+    let pair = null;
+    stats.forEach((report) => {
+      if (report.type === 'transport' && report.selectedCandidatePairId) {
+        pair = stats.get(report.selectedCandidatePairId) ?? pair;
+      }
+    });
+    if (!pair) {
+      // Browsers without transport stats (Firefox) flag the pair itself.
+      stats.forEach((report) => {
+        if (report.type === 'candidate-pair' && (report.selected || (report.nominated && report.state === 'succeeded'))) {
+          pair ??= report;
+        }
+      });
+    }
+    const local = pair && stats.get(pair.localCandidateId);
+    const remote = pair && stats.get(pair.remoteCandidateId);
+    if (!local || !remote) {
+      return null;
+    }
+    const relayed = local.candidateType === 'relay';
+    return {
+      local: local.candidateType,
+      remote: remote.candidateType,
+      protocol: relayed && local.relayProtocol ? local.relayProtocol : local.protocol,
+    };
+  }
+
   function sleep(ms, signal) {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(resolve, ms);
@@ -310,6 +391,7 @@
       this.abort = new AbortController();
       this.pendingFilterReplies = [];
       this.lastRttMs = null;
+      this.path = null;
       this.timers = new Set();
     }
 
@@ -354,9 +436,11 @@
     async connect() {
       const timeout = AbortSignal.timeout(config.connectTimeoutMs);
       const signal = AbortSignal.any([timeout, this.abort.signal]);
-      const pc = new RTCPeerConnection({ iceServers: config.iceServers });
-      this.pc = pc;
+      let pc = null;
       try {
+        const iceServers = [...config.iceServers, ...(await fetchIceServers(signal))];
+        pc = new RTCPeerConnection({ iceServers });
+        this.pc = pc;
         const transceiver = pc.addTransceiver(this.cameraTrack, {
           direction: 'sendrecv',
           streams: [new MediaStream([this.cameraTrack])],
@@ -378,10 +462,11 @@
         ]);
         await waitForFirstFrame(track, signal);
         this.watch(pc, track);
+        this.refreshPath();
         return track;
       } catch (error) {
-        if (this.pc === pc) this.closeConnection();
-        else pc.close();
+        if (pc && this.pc === pc) this.closeConnection();
+        else pc?.close();
         if (timeout.aborted && !(error instanceof ConnectError)) {
           throw new ConnectError('timeout', `no filtered video within ${config.connectTimeoutMs} ms`, { retryable: false });
         }
@@ -424,10 +509,24 @@
         return;
       }
       if (message?.type === 'stats') {
-        emit('stats', { ...message, rtt_ms: this.lastRttMs });
+        this.refreshPath().then(() => emit('stats', { ...message, rtt_ms: this.lastRttMs, path: this.path }));
       } else if (message?.type === 'filter') {
         this.pendingFilterReplies.shift()?.(message);
         emit('filter', message);
+      }
+    }
+
+    /** Reads the selected candidate pair of the current connection into `path`. Never rejects. */
+    async refreshPath() {
+      const pc = this.pc;
+      if (!pc) {
+        return;
+      }
+      try {
+        const path = await selectedPath(pc);
+        if (this.pc === pc) this.path = path;
+      } catch {
+        // The connection closed meanwhile: its path no longer matters.
       }
     }
 
@@ -542,6 +641,7 @@
       const pc = this.pc;
       this.pc = null;
       this.channel = null;
+      this.path = null;
       if (pc && pc.connectionState !== 'closed') pc.close();
     }
 
@@ -618,6 +718,14 @@
     },
     get state() {
       return activeSession ? activeSession.state : 'idle';
+    },
+    /**
+     * How the current connection reaches the server: `{local, remote, protocol}`, e.g.
+     * `{local: 'relay', remote: 'host', protocol: 'tcp'}` through a TURN relay over TCP; null
+     * while not connected.
+     */
+    get path() {
+      return activeSession ? activeSession.path : null;
     },
     /** The raw camera video of the current session (for a side-by-side view). */
     get cameraStream() {

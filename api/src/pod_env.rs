@@ -54,3 +54,5 @@ pub const INSECURE_NO_TOKEN: &str = "P2PCAMERA_INSECURE_NO_TOKEN";
 pub const REQUEST_TIMEOUT: &str = "P2PCAMERA_REQUEST_TIMEOUT";
 /// Most HTTP connections served at once, per listener.
 pub const MAX_CONNECTIONS: &str = "P2PCAMERA_MAX_CONNECTIONS";
+/// Seconds a connected camera may send no media before a new offer takes the camera over.
+pub const TAKEOVER_AFTER: &str = "P2PCAMERA_TAKEOVER_AFTER";

@@ -181,6 +181,12 @@ pub struct Args {
     #[arg(long, env = pod_env::CONNECT_DEADLINE, default_value = "10", value_parser = parse_seconds)]
     pub connect_deadline: Duration,
 
+    /// Seconds a connected camera may send no media (no RTP) and still keep the camera against
+    /// a new offer: a browser that slept or lost its network is taken over by the next offer
+    /// after this, not after ICE gives up. A camera that is sending keeps it (`camera_busy`).
+    #[arg(long, env = pod_env::TAKEOVER_AFTER, default_value = "1", value_parser = parse_seconds)]
+    pub takeover_after: Duration,
+
     /// Widest camera picture decoded (at most 3840); larger pictures are dropped undecoded
     /// (counted in p2pcamera_pod_frames_over_max_decode_size_total). A portrait picture is
     /// checked against the limits turned by 90 degrees.
@@ -503,6 +509,12 @@ mod tests {
         assert_eq!(defaults.connect_deadline, Duration::from_secs(10));
         assert_eq!(defaults.request_timeout, Duration::from_secs(10));
         assert_eq!(defaults.max_connections, 256);
+        assert_eq!(defaults.takeover_after, Duration::from_secs(1));
+        assert_eq!(
+            parse(&["--takeover-after", "2.5"]).unwrap().takeover_after,
+            Duration::from_millis(2500)
+        );
+        assert!(parse(&["--takeover-after", "0"]).is_err());
         let args = parse(&["--connect-deadline", "0.5", "--request-timeout", "2"]).unwrap();
         assert_eq!(args.connect_deadline, Duration::from_millis(500));
         assert_eq!(args.request_timeout, Duration::from_secs(2));

@@ -9,6 +9,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::media::timeline::ConnectStage;
+
 /// Peer connection states, as exported by the `peer_connection_state` gauge family.
 pub const PEER_STATES: [&str; 6] = [
     "new",
@@ -28,6 +30,14 @@ pub struct ResultLabel {
 pub struct StateLabel {
     pub state: String,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabel {
+    pub stage: &'static str,
+}
+
+/// Histograms of seconds since an offer, one per connection stage.
+type StageHistograms = Family<StageLabel, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
     registry: Registry,
@@ -49,6 +59,9 @@ pub struct Metrics {
     pub peer_connect_timeouts: Counter,
     /// Data channels beyond a peer's first one, closed unserved.
     pub data_channels_refused: Counter,
+    /// Live peers whose camera a new offer took over because they had sent no media for
+    /// --takeover-after.
+    pub peer_takeovers: Counter,
     /// HTTP connections closed at once because --max-connections were open.
     pub http_connections_refused: Counter,
     /// HTTP requests whose body did not arrive within --request-timeout (connection closed).
@@ -56,6 +69,12 @@ pub struct Metrics {
     pub decode_seconds: Histogram,
     pub model_seconds: Histogram,
     pub encode_seconds: Histogram,
+    /// The pod's own latency per frame: first RTP packet of a camera frame in to the last RTP
+    /// packet of its filtered frame out (see `media::latency`).
+    pub frame_latency_seconds: Histogram,
+    /// Seconds from receiving an offer until its connection reached each stage
+    /// (see `media::timeline`).
+    connect_stage_seconds: StageHistograms,
     /// Bitrate the video encoder aims at now (bits per second), following the receiver's REMB.
     pub encoder_target_bitrate: Gauge,
     pub peer_connection_state: Family<StateLabel, Gauge>,
@@ -67,6 +86,13 @@ fn duration_buckets() -> impl Iterator<Item = f64> {
         0.001, 0.0025, 0.005, 0.01, 0.02, 0.033, 0.05, 0.1, 0.25, 0.5, 1.0,
     ]
     .into_iter()
+}
+
+/// From a fast loopback connection (milliseconds) to one that takes the whole connect deadline.
+fn connect_stage_histogram() -> Histogram {
+    Histogram::new([
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
 }
 
 impl Default for Metrics {
@@ -83,11 +109,14 @@ impl Default for Metrics {
             frames_over_max_decode_size: Counter::default(),
             peer_connect_timeouts: Counter::default(),
             data_channels_refused: Counter::default(),
+            peer_takeovers: Counter::default(),
             http_connections_refused: Counter::default(),
             http_request_timeouts: Counter::default(),
             decode_seconds: Histogram::new(duration_buckets()),
             model_seconds: Histogram::new(duration_buckets()),
             encode_seconds: Histogram::new(duration_buckets()),
+            frame_latency_seconds: Histogram::new(duration_buckets()),
+            connect_stage_seconds: Family::new_with_constructor(connect_stage_histogram),
             encoder_target_bitrate: Gauge::default(),
             peer_connection_state: Family::default(),
             offers: Family::default(),
@@ -144,6 +173,11 @@ impl Default for Metrics {
             metrics.data_channels_refused.clone(),
         );
         registry.register(
+            "peer_takeovers",
+            "Live peer connections whose camera a new offer took over because they had sent no media for --takeover-after",
+            metrics.peer_takeovers.clone(),
+        );
+        registry.register(
             "http_connections_refused",
             "HTTP connections closed at once because --max-connections were open",
             metrics.http_connections_refused.clone(),
@@ -169,6 +203,16 @@ impl Default for Metrics {
             metrics.encode_seconds.clone(),
         );
         registry.register(
+            "frame_latency_seconds",
+            "Seconds from the first RTP packet of a camera frame in to the last RTP packet of its filtered frame out",
+            metrics.frame_latency_seconds.clone(),
+        );
+        registry.register(
+            "connect_stage_seconds",
+            "Seconds from receiving an offer until its connection reached a stage: answer_sent, ice_connected, dtls_connected, first_rtp_in, first_frame_out",
+            metrics.connect_stage_seconds.clone(),
+        );
+        registry.register(
             "encoder_target_bitrate_bits_per_second",
             "Bitrate the video encoder aims at, within the configured bounds",
             metrics.encoder_target_bitrate.clone(),
@@ -191,6 +235,12 @@ impl Default for Metrics {
                 })
                 .set(0);
         }
+        // Every stage is exported (count 0) before the first connection reaches it.
+        for stage in ConnectStage::ALL {
+            drop(metrics.connect_stage_seconds.get_or_create(&StageLabel {
+                stage: stage.as_str(),
+            }));
+        }
         Metrics {
             registry,
             ..metrics
@@ -209,6 +259,15 @@ impl Metrics {
                 })
                 .set(value);
         }
+    }
+
+    /// A connection reached `stage` `since_offer` after its offer was received.
+    pub fn observe_connect_stage(&self, stage: ConnectStage, since_offer: std::time::Duration) {
+        self.connect_stage_seconds
+            .get_or_create(&StageLabel {
+                stage: stage.as_str(),
+            })
+            .observe(since_offer.as_secs_f64());
     }
 
     pub fn count_offer(&self, result: &str) {

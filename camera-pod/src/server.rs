@@ -136,6 +136,7 @@ pub async fn serve_filter(
         limits: args.picture_limits(),
         decode_cap: args.decode_size_cap(),
         connect_deadline: args.connect_deadline,
+        takeover_after: args.takeover_after,
     };
     crate::media::check_udp_port(media.udp_addr)?;
     let limits = HttpLimits {

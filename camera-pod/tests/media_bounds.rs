@@ -1,7 +1,8 @@
 //! What a client cannot make camera-pod hold, against a real server and real WebRTC peers: a
 //! frame that never ends, pictures over the decode cap, a second data channel, an offer that
-//! never connects, an offer naming many ICE candidates; and the HTTP server's limits (slow
-//! clients, connection cap, /metrics on its own listener, a token off loopback).
+//! never connects, a connected camera that stopped sending (taken over by the next offer, while
+//! one that sends keeps the camera), an offer naming many ICE candidates; and the HTTP server's
+//! limits (slow clients, connection cap, /metrics on its own listener, a token off loopback).
 
 mod common;
 
@@ -140,15 +141,19 @@ async fn a_second_data_channel_is_closed_and_closing_it_leaves_the_camera_busy()
     drop(second);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    // The camera is still this peer's: another client is refused, and the session goes on.
+    // The camera is still this peer's while it sends: another client is refused, and the
+    // session goes on.
     let mut other = TestPeer::new(CodecKind::Vp8).await;
-    let response = post_offer(&server.base, &other.offer().await, Some("other"), None).await;
+    let other_offer = other.offer().await;
+    let (back, response) = tokio::join!(frames_back(&peer, 0, 45), async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        post_offer(&server.base, &other_offer, Some("other"), None).await
+    });
     assert_eq!(response.status(), 409);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "camera_busy", "{body}");
-    ping(&mut peer, "2").await;
-    let back = frames_back(&peer, 0, 45).await;
     assert!(back >= 20, "only {back} of 45 frames came back");
+    ping(&mut peer, "2").await;
     assert_eq!(
         metric(&server, "p2pcamera_pod_data_channels_refused_total").await,
         1.0
@@ -224,24 +229,108 @@ async fn offers_that_never_connect_hold_the_camera_only_until_the_connect_deadli
     real.accept(answer).await;
     real.wait_connected().await;
 
-    // A client that connects keeps the camera past the deadline, and its video flows.
-    tokio::time::sleep(deadline + Duration::from_millis(500)).await;
+    // A client that connects keeps the camera past the deadline while its video flows.
     let mut intruder = TestPeer::new(CodecKind::Vp8).await;
-    let response = post_offer(
-        &server.base,
-        &intruder.offer().await,
-        Some("intruder"),
-        None,
-    )
-    .await;
+    let intruder_offer = intruder.offer().await;
+    let (back, response) = tokio::join!(frames_back(&real, 0, 60), async {
+        tokio::time::sleep(deadline + Duration::from_millis(500)).await;
+        post_offer(&server.base, &intruder_offer, Some("intruder"), None).await
+    });
     assert_eq!(response.status(), 409, "a connected camera is kept");
-    assert!(frames_back(&real, 0, 30).await >= 10);
+    assert!(back >= 20, "only {back} of 60 frames came back");
     assert_eq!(
         metric(&server, "p2pcamera_pod_peer_connect_timeouts_total").await,
         2.0
     );
 
     for peer in [silent, also_silent, real, intruder] {
+        peer.close().await;
+    }
+    server.stop().await;
+}
+
+/// `--takeover-after`'s default.
+const TAKEOVER_AFTER: Duration = Duration::from_secs(1);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_that_stops_sending_is_taken_over_by_the_next_offer_after_a_second() {
+    let server = TestServer::start(&[]).await;
+    let mut gone = TestPeer::new(CodecKind::Vp8).await;
+    connect(&server, &mut gone, "gone").await;
+    let mut back = TestPeer::new(CodecKind::Vp8).await;
+    let back_offer = back.offer().await;
+    // Its video flows, then stops as if the laptop slept; ICE and DTLS stay up.
+    gone.send_pattern(0, 30).await;
+    let stopped = Instant::now();
+    let response = post_offer(&server.base, &back_offer, Some("back"), None).await;
+    assert_eq!(
+        response.status(),
+        409,
+        "taken over {:?} after its last frame",
+        stopped.elapsed()
+    );
+
+    let (_, answer) = until_answered(&server, &back_offer, "back").await;
+    let silent = stopped.elapsed();
+    assert!(
+        silent >= TAKEOVER_AFTER - Duration::from_millis(50),
+        "taken over after only {silent:?} without media"
+    );
+    assert!(
+        silent <= TAKEOVER_AFTER + Duration::from_millis(700),
+        "a silent camera held on for {silent:?}"
+    );
+    back.accept(answer).await;
+    back.wait_connected().await;
+    let returned = frames_back(&back, 0, 30).await;
+    assert!(
+        returned >= 20,
+        "only {returned} of 30 frames came back to the new client"
+    );
+    assert_eq!(
+        metric(&server, "p2pcamera_pod_peer_takeovers_total").await,
+        1.0
+    );
+    // The pod closed the silent connection.
+    let closed = tokio::time::timeout(
+        Duration::from_secs(5),
+        gone.connected.wait_for(|connected| !connected),
+    )
+    .await
+    .is_ok();
+    assert!(closed, "the taken-over connection is still connected");
+
+    for peer in [gone, back] {
+        peer.close().await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_that_keeps_sending_keeps_it_against_every_new_offer() {
+    let server = TestServer::start(&[]).await;
+    let mut live = TestPeer::new(CodecKind::Vp8).await;
+    connect(&server, &mut live, "live").await;
+    let mut other = TestPeer::new(CodecKind::Vp8).await;
+    let other_offer = other.offer().await;
+    // A second live tab offers every 250 ms for 2.5 s, well past the takeover time.
+    let (returned, statuses) = tokio::join!(frames_back(&live, 0, 90), async {
+        let mut statuses = Vec::new();
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let response = post_offer(&server.base, &other_offer, Some("other"), None).await;
+            statuses.push(response.status().as_u16());
+        }
+        statuses
+    });
+    assert_eq!(statuses, [409; 10], "a sending camera was taken over");
+    assert!(returned >= 60, "only {returned} of 90 frames came back");
+    assert_eq!(
+        metric(&server, "p2pcamera_pod_peer_takeovers_total").await,
+        0.0
+    );
+
+    for peer in [live, other] {
         peer.close().await;
     }
     server.stop().await;

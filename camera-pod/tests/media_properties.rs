@@ -11,6 +11,7 @@ mod properties {
     use camera_pod::codec::{CodecKind, announced_size};
     use camera_pod::media::datachannel::{self, ClientMessage, Reading, Stats};
     use camera_pod::media::feedback::{RtcpToApplication, is_sender_feedback};
+    use camera_pod::media::latency::LatencyTotals;
     use camera_pod::media::rtp::{Assembly, FrameAssembler};
     use camera_pod::media::sdp::{MAX_REMOTE_CANDIDATES, SdpError, check_offer};
     use proptest::prelude::*;
@@ -254,14 +255,19 @@ mod properties {
 
         #[test]
         fn stats_from_any_counter_readings_are_json(
-            readings in prop::array::uniform2((any::<f64>(), any::<u64>(), any::<u64>())),
+            readings in prop::array::uniform2((any::<f64>(), any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>())),
             model_micros in any::<u64>(),
             dropped in any::<u64>(),
             filter in "\\PC{0,30}",
         ) {
-            let [(s0, in0, out0), (s1, in1, out1)] = readings;
-            let reading = |seconds, frames_in, frames_out| Reading { seconds, frames_in, frames_out };
-            let stats = Stats::between(reading(s0, in0, out0), reading(s1, in1, out1), model_micros, dropped, filter);
+            let [(s0, in0, out0, us0, n0), (s1, in1, out1, us1, n1)] = readings;
+            let reading = |seconds, frames_in, frames_out, micros, frames| Reading {
+                seconds,
+                frames_in,
+                frames_out,
+                latency: LatencyTotals { micros, frames },
+            };
+            let stats = Stats::between(reading(s0, in0, out0, us0, n0), reading(s1, in1, out1, us1, n1), model_micros, dropped, filter);
             let json: serde_json::Value = serde_json::from_str(&stats.to_json()).unwrap();
             prop_assert!(json["type"] == "stats", "{json}");
         }

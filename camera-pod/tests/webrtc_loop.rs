@@ -1,6 +1,7 @@
 //! A real camera-pod (passthrough) and an in-process WebRTC peer: frames sent as VP8 or H264
-//! come back as the same pictures, with the same RTP timestamps; the data channel answers pings
-//! and reports stats; the session's limits (picture size, frame rate, codecs) hold.
+//! come back as the same pictures, with the same RTP timestamps, and the pod times each one;
+//! the data channel answers pings and reports stats; the session's limits (picture size, frame
+//! rate, codecs) hold.
 
 mod common;
 
@@ -88,6 +89,19 @@ async fn loop_back(codec: CodecKind) {
         "{frames_out} frames out, {} received: {metrics}",
         received.len()
     );
+    // Each of them was timed from its camera frame's first packet to its own last packet.
+    let timed = metric_value(&metrics, "p2pcamera_pod_frame_latency_seconds_count").unwrap();
+    let total = metric_value(&metrics, "p2pcamera_pod_frame_latency_seconds_sum").unwrap();
+    assert!(
+        timed >= received.len() as f64 && timed <= frames_out,
+        "{timed} frames timed, {} received: {metrics}",
+        received.len()
+    );
+    let mean = total / timed;
+    assert!(
+        mean > 0.0 && mean < 0.5,
+        "{codec:?}: {mean} s per frame in the pod"
+    );
 
     peer.close().await;
     server.stop().await;
@@ -139,12 +153,20 @@ async fn data_channel_answers_pings_switches_filters_and_sends_stats() {
         peer
     });
     let mut peer = sender.await.unwrap();
-    let stats = peer.next_message(|m| m.contains("\"stats\"")).await;
+    // The stats of a second in which frames went through the pod.
+    let stats = peer
+        .next_message(|m| m.contains("\"stats\"") && !m.contains("\"pod_latency_ms\":null"))
+        .await;
     let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
     for key in ["input_fps", "output_fps", "model_ms", "dropped_frames"] {
         assert!(stats[key].is_number(), "{key} in {stats}");
     }
     assert_eq!(stats["filter"], "passthrough");
+    let pod_latency_ms = stats["pod_latency_ms"].as_f64().unwrap();
+    assert!(
+        pod_latency_ms > 0.0 && pod_latency_ms < 500.0,
+        "the pod took {pod_latency_ms} ms per frame: {stats}"
+    );
 
     peer.channel
         .send_text(r#"{"filter":"no-such-filter"}"#)

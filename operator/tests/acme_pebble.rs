@@ -61,6 +61,7 @@ fn router_args(namespace: &str) -> RouterArgs {
         client_rate: 100.0,
         client_burst: 100,
         trusted_proxies: vec![],
+        turn: Default::default(),
     }
 }
 

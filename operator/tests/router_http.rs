@@ -20,6 +20,7 @@ use kube::Api;
 use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
 use p2pcamera_api::{ErrorBody, ErrorCode};
 use p2pcamera_operator::crd::CRD_FILE;
+use p2pcamera_operator::router::ice::TurnArgs;
 use p2pcamera_operator::router::sessions::{camera_session_resource, session_secret_cache};
 use p2pcamera_operator::router::watch::WatchHealth;
 use p2pcamera_operator::router::{self, Listeners, RouterArgs};
@@ -1440,4 +1441,75 @@ async fn connections_beyond_the_limit_are_refused() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// `--turn-urls` and `--turn-secret-file` reach the browser as `/ice-servers`: TURN URLs with a
+/// credential for the session (HMAC of its username with the file's secret), only for the
+/// session's own token, answered as offers are otherwise, and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_servers_carry_turn_credentials_from_the_flags() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let secret_file = dir.path().join("turn-secret");
+    std::fs::write(&secret_file, "shared-with-coturn\n").unwrap_or_else(|e| panic!("{e}"));
+    let urls = vec![
+        "turn:turn.p2pcamera.test:3478?transport=udp".to_owned(),
+        "turns:turn.p2pcamera.test:443?transport=tcp".to_owned(),
+    ];
+    let env = env_with("router-ice", |args| {
+        args.turn = TurnArgs {
+            urls: urls.clone(),
+            secret_file: Some(secret_file.clone()),
+            credential_lifetime: Duration::from_secs(900),
+        };
+    })
+    .await;
+    env.session("cam", json!({"phase": "Pending"}), "t", None)
+        .await;
+    env.session("other", json!({"phase": "Pending"}), "t2", None)
+        .await;
+    until_known(&env, "cam", "t").await;
+    until_known(&env, "other", "t2").await;
+    let get = |name: &str, token: Option<&str>| {
+        let mut request = env.http.get(env.url(&format!(
+            "/v1/sessions/{}/{name}/ice-servers",
+            env.namespace
+        )));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        Env::outcome(request)
+    };
+    let (status, _, body) = get("cam", None).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (StatusCode::UNAUTHORIZED, &json!("missing_token"))
+    );
+    // Another session's token gets nothing, and neither does a guess at a session.
+    for (name, token) in [("cam", "t2"), ("none", "t")] {
+        let (status, _, body) = get(name, Some(token)).await;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (StatusCode::FORBIDDEN, &json!("wrong_token")),
+            "{name} {token}"
+        );
+    }
+    let (status, _, body) = get("cam", Some("t")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["ttl"], 900);
+    let server = &body["iceServers"][0];
+    assert_eq!(server["urls"], json!(urls));
+    let username = server["username"].as_str().unwrap_or_default();
+    assert!(
+        username.ends_with(&format!(":{}/cam", env.namespace)),
+        "{username}"
+    );
+    assert_eq!(
+        server["credential"],
+        p2pcamera_operator::router::ice::rest_credential(b"shared-with-coturn", username)
+    );
+    let metrics = env.metrics().await;
+    assert!(
+        metrics.contains("p2pcamera_router_turn_credentials_issued_total 1\n"),
+        "{metrics}"
+    );
 }

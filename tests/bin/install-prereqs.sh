@@ -15,7 +15,8 @@ need_apt=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 for p in pkg-config libvpx-dev nasm; do have_pkg "$p" || need_apt+=("$p"); done
 if [ "$mode" = test ]; then
-  for p in chromium; do have_pkg "$p" || need_apt+=("$p"); done
+  # coturn: the TURN relay of the relay tests; nftables: their network namespace's firewall.
+  for p in chromium coturn nftables; do have_pkg "$p" || need_apt+=("$p"); done
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"

@@ -7,13 +7,17 @@
 
 import { describe, it } from 'node:test';
 import {
-  bodyFiltersPaintThePerson, cameraVideo, fallsBackWhenServerIsDown, filteredRoundTrip, portraitVideo,
-  reconnectsAfterServerRestart,
+  bodyFiltersPaintThePerson, cameraVideo, fallsBackWhenServerIsDown, filteredRoundTrip, keepsThePodsFilter,
+  portraitVideo, reconnectsAfterServerRestart,
 } from './scenarios.js';
 
 describe('p2pcamera.js with camera-pod', () => {
   it('returns the filtered remote track, switches filters, refuses a second camera, and stops', async (t) => {
     await filteredRoundTrip(t, 'camera-pod', cameraVideo(t), { greenReplace: true });
+  });
+
+  it("shows and keeps the pod's filter until another is picked", async (t) => {
+    await keepsThePodsFilter(t, cameraVideo(t));
   });
 
   it('shows the raw camera while camera-pod restarts, then the filtered video again', async (t) => {

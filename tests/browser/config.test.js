@@ -1,11 +1,12 @@
 // p2pcamera.js configuration against the real aiortc baseline server started with a token:
 // script-tag attributes (router URL form, token, filter), waiting while the pod is not ready,
-// and refusals for a wrong or missing token.
+// the router's ICE servers and the reported connection path, and refusals for a wrong or
+// missing token.
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
-  ServerProcess, launchBrowser, loopbackCandidatesOnly, recordEvents, restrictIceToLoopback, waitForEvent,
+  ServerProcess, freePort, launchBrowser, loopbackCandidatesOnly, recordEvents, restrictIceToLoopback, waitForEvent,
 } from './harness.js';
 import { cameraVideo } from './scenarios.js';
 
@@ -74,6 +75,61 @@ describe('p2pcamera.js configuration', () => {
     // data-filter="style:3" went over the data channel; the baseline has only passthrough and says so.
     const reply = await waitForEvent(tab, 'filter', 10000);
     assert.equal(reply.ok, false);
+  });
+
+  it('asks the router for ICE servers, uses them, and reports the path the connection took', async (t) => {
+    const { server, browser } = await startServerAndBrowser(t);
+    // A TURN server nobody listens on: gathering gives up on it at once, and the camera still
+    // connects directly (a host pair over UDP) as ICE prefers it anyway.
+    const turn = { urls: [`turn:127.0.0.1:${await freePort()}?transport=tcp`], username: '1900000000:cameras/alice', credential: 'c3VwZXI=' };
+    const requests = [];
+    const forwardOffer = async (route) => {
+      requests.push('offer');
+      const offer = JSON.parse(route.request().postData());
+      offer.sdp = loopbackCandidatesOnly(offer.sdp);
+      const response = await route.fetch({ url: `${server.url}/offer`, postData: JSON.stringify(offer) });
+      const answer = await response.json();
+      if (typeof answer.sdp === 'string') answer.sdp = loopbackCandidatesOnly(answer.sdp);
+      return route.fulfill({ response, json: answer });
+    };
+    const page = `<!doctype html><script src="/p2pcamera.js" data-endpoint="${server.url}"
+      data-session="cameras/alice" data-token="${TOKEN}"></script>`;
+    await browser.context.route(`${server.url}/ice-page`, (route) => route.fulfill({ body: page, contentType: 'text/html' }));
+    const tab = await browser.context.newPage();
+    await recordEvents(tab);
+    await tab.goto(`${server.url}/ice-page`);
+    // bob's router predates the route: the real server answers 404. One page, so that bob's
+    // offer (same client id) replaces alice's connection on the one-camera server.
+    for (const [name, iceServers] of [['alice', { iceServers: [turn], ttl: 600 }], ['bob', null]]) {
+      const session = `${server.url}/v1/sessions/cameras/${name}`;
+      if (iceServers) {
+        await browser.context.route(`${session}/ice-servers`, async (route) => {
+          requests.push(`ice-servers ${await route.request().headerValue('authorization')}`);
+          return route.fulfill({ json: iceServers });
+        });
+      }
+      await browser.context.route(`${session}/offer`, forwardOffer);
+      requests.length = 0;
+      await tab.evaluate(async (value) => {
+        window.__p2pcameraEvents.length = 0;
+        P2PCamera.configure({ session: value });
+        window.__stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
+      }, `cameras/${name}`);
+      await waitForEvent(tab, 'connected', 30000);
+      const used = await tab.evaluate(() => P2PCamera.peerConnection.getConfiguration().iceServers
+        .map(({ urls, username, credential }) => ({ urls, username, credential })));
+      if (iceServers) {
+        assert.deepEqual(requests, [`ice-servers Bearer ${TOKEN}`, 'offer']);
+        assert.deepEqual(used, [turn]);
+      } else {
+        assert.deepEqual(requests, ['offer']);
+        assert.deepEqual(used, []);
+      }
+      const stats = await waitForEvent(tab, 'stats', 10000);
+      const direct = { local: 'host', remote: 'host', protocol: 'udp' };
+      assert.deepEqual(stats.path, direct, `stats event: ${JSON.stringify(stats)}`);
+      assert.deepEqual(await tab.evaluate(() => P2PCamera.path), direct);
+    }
   });
 
   it('falls back with the status and code when the token is wrong or missing', async (t) => {

@@ -73,14 +73,17 @@ function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-/** The commands that start each kind of server on 127.0.0.1:port with the passthrough filter. */
+/**
+ * The commands that start each kind of server on 127.0.0.1:port; camera-pod starts with `filter`
+ * (the baseline only has passthrough).
+ */
 export const serverKinds = {
-  'camera-pod': (port) => {
+  'camera-pod': (port, filter) => {
     if (!fs.existsSync(cameraPodBin)) {
       throw new Error(`camera-pod binary not found at ${cameraPodBin}: build it with ` +
         '`cargo build --workspace --all-targets` or set P2PCAMERA_CAMERA_POD_BIN');
     }
-    return [cameraPodBin, ['--listen', `127.0.0.1:${port}`, '--filter', 'passthrough', '--plain-http']];
+    return [cameraPodBin, ['--listen', `127.0.0.1:${port}`, '--filter', filter, '--plain-http']];
   },
   baseline: (port) => [venvPython, [path.join(repoRoot, 'tests', 'baseline', 'server.py'), '--listen', `127.0.0.1:${port}`]],
 };
@@ -90,23 +93,24 @@ export const serverKinds = {
  * grace period; it is safe to call twice.
  */
 export class ServerProcess {
-  constructor(kind, port, extraArgs) {
+  constructor(kind, port, { extraArgs, filter }) {
     this.kind = kind;
     this.port = port;
     this.extraArgs = extraArgs;
+    this.filter = filter;
     this.url = `http://127.0.0.1:${port}`;
     this.output = '';
     this.child = null;
   }
 
-  static async start(kind, { extraArgs = [] } = {}) {
-    const server = new ServerProcess(kind, await freePort(), extraArgs);
+  static async start(kind, { extraArgs = [], filter = 'passthrough' } = {}) {
+    const server = new ServerProcess(kind, await freePort(), { extraArgs, filter });
     await server.spawn();
     return server;
   }
 
   async spawn() {
-    const [command, args] = serverKinds[this.kind](this.port);
+    const [command, args] = serverKinds[this.kind](this.port, this.filter);
     const child = spawn(command, [...args, ...this.extraArgs], { cwd: repoRoot, env: serverEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
     this.exited = once(child, 'exit');

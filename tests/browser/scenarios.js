@@ -36,8 +36,8 @@ export function portraitVideo(t) {
   return { file, ...layout };
 }
 
-async function startAll(t, kind, video) {
-  const server = await ServerProcess.start(kind);
+async function startAll(t, kind, video, { filter } = {}) {
+  const server = await ServerProcess.start(kind, { filter });
   t.after(() => server.stop());
   const browser = await launchBrowser(video);
   t.after(() => browser.close());
@@ -207,6 +207,42 @@ export async function fallsBackWhenServerIsDown(t, video) {
   assert.equal(returned.trackState, 'live');
   await eventually(() => measureVideo(page, '#filtered'), showsCameraPicture, { what: 'camera picture in the page' });
   await page.screenshot({ path: saveArtifact('browser-fallback.png') });
+}
+
+/** The label of the option the demo page's filter menu shows. */
+function shownFilter(page) {
+  return page.$eval('#filter', (select) => select.selectedOptions[0]?.textContent ?? '');
+}
+
+/**
+ * camera-pod starts with a filter (selfie-replace, green): the demo page's menu shows it before
+ * Start, Start keeps it (the picture is green and the page sends no filter change), the menu
+ * still shows it once the stats arrive, and a filter picked in the menu replaces it and stays.
+ */
+export async function keepsThePodsFilter(t, video) {
+  const { server, browser } = await startAll(t, 'camera-pod', video, { filter: '{"filter":"selfie-replace","color":"#00ff00"}' });
+  await eventually(async () => (await fetch(`${server.url}/readyz`)).status, (status) => status === 200,
+    { what: 'camera-pod ready', timeout: 30000 });
+  const { page } = await openDemo(browser.context, server.url);
+  await eventually(() => shownFilter(page), (label) => label.includes('selfie-replace'),
+    { what: "the pod's filter in the menu before Start" });
+
+  await pressStartAndConnect(page);
+  await assertRawCameraPicture(page);
+  await eventually(() => measureVideo(page, '#filtered'), (m) => m.greenFraction > 0.4,
+    { what: "the pod's green background in the filtered picture", timeout: 30000 });
+  const stats = await waitForEvent(page, 'stats', 5000);
+  assert.equal(stats.filter, 'selfie-replace');
+  assert.ok((await shownFilter(page)).includes('selfie-replace'), `the menu shows ${await shownFilter(page)}`);
+  assert.equal((await eventsNamed(page, 'filter')).length, 0, 'Start sent a filter change');
+  await page.screenshot({ path: saveArtifact('browser-camera-pod-keeps-filter.png') });
+
+  await pickFilter(page, 'passthrough');
+  await matchesRaw(page);
+  const before = (await eventsNamed(page, 'stats')).length;
+  await page.waitForFunction((count) => window.__p2pcameraEvents.filter((e) => e.name === 'stats').length > count,
+    before, { timeout: 5000 });
+  assert.equal(await shownFilter(page), 'passthrough');
 }
 
 /** Picks a filter in the demo page's menu and waits for camera-pod's answer to that change. */

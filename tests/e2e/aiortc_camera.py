@@ -7,14 +7,16 @@ stdout, one JSON object per line:
 - `{"event": "connected", ...}` once the first frame came back, with timings
   (seconds, monotonic): `offer_s` (offer made to answer received), `ice_s`
   (answer to ICE connected), `first_frame_s` (answer to first returned frame),
-  and `green` (saturated-green fraction of that frame's chroma);
+  `green` (saturated-green fraction of that frame's chroma) and `path` (the selected
+  candidate pair: `{"local": "host"|"relay"|..., "remote": ..., "protocol": "udp"|"tcp"|"tls"}`);
 - `{"event": "error", "status": ..., "body": ...}` when the offer was refused;
 - on the command `window <seconds>` from stdin: `{"event": "window", "frames": N,
   "distinct": D, "green": G, "state": ...}` for the frames that came back during
   that many seconds (distinct = distinct stamped frame indices);
 - on `close` (or end of stdin): closes the connection and exits.
 
-The router's certificate is trusted through SSL_CERT_FILE.
+`--ice-servers` takes the JSON a router's `/ice-servers` answers (TURN URLs and credential).
+The router's (and a `turns:` server's) certificate is trusted through SSL_CERT_FILE.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "peers"))
 
 import numpy as np  # noqa: E402
 
-from camera_client import CameraClient  # noqa: E402
+from camera_client import CameraClient, ice_servers_from_json  # noqa: E402
 
 
 def green_fraction(u: np.ndarray, v: np.ndarray) -> float:
@@ -53,9 +55,11 @@ async def main() -> int:
     parser.add_argument("--token", required=True)
     parser.add_argument("--codec", default="VP8", choices=["VP8", "H264"])
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the first frame")
+    parser.add_argument("--ice-servers", default='{"iceServers": []}', help="an /ice-servers answer (JSON)")
     args = parser.parse_args()
 
-    client = CameraClient(args.session_url, 640, 480, 30, codec=args.codec, token=args.token)
+    client = CameraClient(args.session_url, 640, 480, 30, codec=args.codec, token=args.token,
+                          ice_servers=ice_servers_from_json(args.ice_servers))
     connected_at: list[float] = []
 
     @client.pc.on("connectionstatechange")
@@ -83,6 +87,7 @@ async def main() -> int:
         ice_s=(connected_at[0] - answered) if connected_at else None,
         first_frame_s=first - answered,
         green=latest_green(client),
+        path=client.selected_path(),
         width=client.returned[0].width,
         height=client.returned[0].height,
     )

@@ -1,11 +1,14 @@
 // Headless Chromium with p2pcamera.js loaded from the router, for the Rust end-to-end tests.
 //
 //   node tests/e2e/browser.mjs --router https://127.0.0.1:R --session ns/name --token T \
-//        --page-origin http://127.0.0.1:P [--artifact name]
+//        --page-origin http://127.0.0.1:P [--artifact name] [--ice-servers JSON]
 //
 // A page at --page-origin (served by this script) loads <router>/p2pcamera.js with data-endpoint/data-session/data-token and calls
-// getUserMedia. Reports one JSON object per line on stdout:
-//   {"event":"connected", connect_ms, green, filtered, receiver}   the filtered track is shown
+// getUserMedia; `--session ""` talks to a camera-pod directly, and `--ice-servers` (a router's
+// `/ice-servers` answer) goes to P2PCamera.configure({iceServers}) first. Reports one JSON object
+// per line on stdout:
+//   {"event":"connected", connect_ms, green, filtered, receiver, path}   the filtered track is shown
+//                                                                  (path: P2PCamera.path)
 //   {"event":"armed"}                                              after stdin says `loss`
 //   {"event":"reconnected", raw_between, reconnect_ms, green}      after that loss
 //   {"event":"error", message}
@@ -40,6 +43,7 @@ const { values: opts } = parseArgs({
     token: { type: 'string' },
     'page-origin': { type: 'string' },
     artifact: { type: 'string', default: 'e2e-browser' },
+    'ice-servers': { type: 'string' },
   },
 });
 
@@ -55,6 +59,7 @@ function pageHtml() {
 <script src="${attr(opts.router)}/p2pcamera.js" data-endpoint="${attr(opts.router)}"
   data-session="${attr(opts.session)}" data-token="${attr(opts.token)}"></script>
 <script>
+  ${opts['ice-servers'] ? `P2PCamera.configure({ iceServers: ${JSON.stringify(JSON.parse(opts['ice-servers']).iceServers)} });` : ''}
   window.started = (async () => {
     const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: false });
     document.getElementById('filtered').srcObject = stream;
@@ -110,9 +115,12 @@ try {
   await waitForEvent(page, 'connected', CONNECT_TIMEOUT_MS);
   const first = await connectedGreen(page);
   const info = await returnedTrackInfo(page);
+  const connectionPath = await eventually(() => page.evaluate(() => P2PCamera.path), (p) => p !== null,
+    { what: 'the selected candidate pair (P2PCamera.path)', timeout: 10000 });
   emit({
     event: 'connected', connect_ms: Date.now() - started, green: first.greenFraction,
     filtered: info.filtered, receiver: info.isReceiverTrack, camera_track: info.isCameraTrack,
+    path: connectionPath,
   });
   await page.screenshot({ path: saveArtifact(`${opts.artifact}-connected.png`) });
 

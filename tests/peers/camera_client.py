@@ -2,7 +2,8 @@
 camera server (`POST /offer`, the aiortc sample's wire format) and records the
 filtered frames that come back, with the frame index read from each picture.
 
-Only loopback host candidates are gathered and no STUN server is used.
+Only loopback host candidates are gathered and no STUN server is used; a TURN server
+given in `ice_servers` adds a relayed candidate.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import aioice.ice
 import numpy as np
 from aiortc import (
     RTCConfiguration,
+    RTCIceServer,
     RTCPeerConnection,
     RTCRtpSender,
     RTCSessionDescription,
@@ -144,9 +146,12 @@ class CameraClient:
     # the media through a relay).
     offer_sdp: Callable[[str], str] | None = None
     answer_sdp: Callable[[str], Awaitable[str]] | None = None
+    # `RTCIceServer`s, e.g. from the router's `/ice-servers` (see ice_servers_from_json). aioice
+    # uses the first TURN URL it supports.
+    ice_servers: list[RTCIceServer] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=self.ice_servers))
         source = self.source or PictureSource(self.width, self.height, self.noise)
         self.camera = SyntheticCameraTrack(source, self.fps)
         self.channel = self.pc.createDataChannel("p2pcamera")
@@ -254,6 +259,26 @@ class CameraClient:
         """The newest returned picture whatever its stamp, as (y, u, v)."""
         return self.pictures[-1][1:] if self.pictures else None
 
+    def selected_path(self) -> dict | None:
+        """The candidate pair ICE selected, as p2pcamera.js reports it: the local and remote
+        candidate types (host, srflx, prflx, relay) and the protocol this client's packets
+        travel on (udp; for a relayed candidate the transport to the TURN server: udp, tcp or
+        tls). None before a pair is selected."""
+        for transceiver in self.pc.getTransceivers():
+            transport = transceiver.receiver.transport
+            if transport is None:
+                continue
+            connection = transport.transport._connection
+            pair = connection._nominated.get(1)
+            if pair is None:
+                continue
+            local = pair.local_candidate
+            protocol = local.transport.lower()
+            if local.type == "relay":
+                protocol = "tls" if connection.turn_ssl else connection.turn_transport
+            return {"local": local.type, "remote": pair.remote_candidate.type, "protocol": protocol}
+        return None
+
     async def close(self) -> None:
         await self.pc.close()
         if self._reader is not None:
@@ -262,6 +287,15 @@ class CameraClient:
                 await self._reader
             except asyncio.CancelledError:
                 pass
+
+
+def ice_servers_from_json(text: str) -> list[RTCIceServer]:
+    """The `RTCIceServer`s of an `/ice-servers` answer: `{"iceServers": [{"urls", "username",
+    "credential"}], "ttl": ...}`."""
+    return [
+        RTCIceServer(urls=server["urls"], username=server.get("username"), credential=server.get("credential"))
+        for server in json.loads(text)["iceServers"]
+    ]
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -6,6 +6,8 @@
 //!   `tests/bin/install-test-binaries.sh`.
 //! - [`ManagedProcess`]: any long-running child (the operator binary, Pebble, ...) that must not
 //!   outlive the tests.
+//! - [`turn::TurnServer`]: coturn, the TURN relay, checking TURN REST credentials; and
+//!   [`netns::NetworkNamespace`]: a network namespace with a firewall of the test's own (root).
 //!
 //! Each test binary starts one plane on first use ([`ControlPlane::shared`], about 10 s) and each
 //! test takes its own namespace ([`ControlPlane::namespace`]). Environment: `P2PCAMERA_CACHE`
@@ -16,12 +18,14 @@ pub mod binaries;
 mod control_plane;
 mod kubeconfig;
 pub mod kubelet;
+pub mod netns;
 mod nodes;
 pub mod pebble;
 pub mod pki;
 mod ports;
 mod process;
 pub mod properties;
+pub mod turn;
 mod wait;
 
 use std::path::PathBuf;

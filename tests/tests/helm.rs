@@ -374,6 +374,8 @@ async fn rendered_chart_passes_server_side_dry_run() {
             "router.service.type=ClusterIP",
             "router.tls.existingSecret=my-cert",
             "router.hosts={camera.example.com}",
+            "turn.external.urls={turns:turn.example.com:443?transport=tcp}",
+            "turn.external.existingSecret=coturn",
         ],
         vec![
             "router.service.loadBalancerSourceRanges={10.0.0.0/8}",

@@ -1,11 +1,13 @@
 //! The data channel protocol: `ping<x>` is answered `pong<x>`; a JSON filter spec switches the
 //! filter and is answered `{"type":"filter","ok":...}` (a failure carries `"code":"invalid_filter"`
 //! and the reason; specs naming files on the pod are refused); once a second the pod sends
-//! `{"type":"stats",...}`.
+//! `{"type":"stats",...}`, with `pod_latency_ms`, the mean of the pod's own latency per frame
+//! over that second (see `latency`; null when no frame was sent).
 
 use p2pcamera_api::wire::FilterReply;
 use serde::Serialize;
 
+use super::latency::LatencyTotals;
 use crate::filter::SwitchError;
 
 /// What a text message from the client asks for.
@@ -58,6 +60,7 @@ pub struct Stats {
     pub output_fps: f64,
     pub model_ms: f64,
     pub dropped_frames: u64,
+    pub pod_latency_ms: Option<f64>,
     pub filter: String,
 }
 
@@ -67,6 +70,7 @@ pub struct Reading {
     pub seconds: f64,
     pub frames_in: u64,
     pub frames_out: u64,
+    pub latency: LatencyTotals,
 }
 
 impl Stats {
@@ -85,6 +89,7 @@ impl Stats {
             output_fps: rate(earlier.frames_out, now.frames_out),
             model_ms: (model_micros as f64 / 100.0).round() / 10.0,
             dropped_frames,
+            pod_latency_ms: now.latency.mean_ms_since(earlier.latency),
             filter,
         }
     }
@@ -164,17 +169,27 @@ mod tests {
             seconds: 10.0,
             frames_in: 100,
             frames_out: 90,
+            latency: LatencyTotals {
+                micros: 1_000_000,
+                frames: 90,
+            },
         };
         let b = Reading {
             seconds: 12.0,
             frames_in: 160,
             frames_out: 120,
+            latency: LatencyTotals {
+                micros: 1_000_000 + 30 * 15_250,
+                frames: 120,
+            },
         };
         let stats = Stats::between(a, b, 12_345, 7, "passthrough".into());
         let json: serde_json::Value = serde_json::from_str(&stats.to_json()).unwrap();
         assert_eq!(
             json,
-            serde_json::json!({"type":"stats","input_fps":30.0,"output_fps":15.0,"model_ms":12.3,"dropped_frames":7,"filter":"passthrough"})
+            serde_json::json!({"type":"stats","input_fps":30.0,"output_fps":15.0,"model_ms":12.3,"dropped_frames":7,"pod_latency_ms":15.3,"filter":"passthrough"})
         );
+        let idle = Stats::between(b, b, 0, 7, "passthrough".into());
+        assert_eq!(idle.pod_latency_ms, None, "no frame sent, no latency");
     }
 }

@@ -10,6 +10,12 @@
 //!
 //! A connection must first get connected (ICE and DTLS) within `--connect-deadline` of the
 //! answer: an offer whose client never starts ICE holds the camera that long and no longer.
+//!
+//! A browser that sleeps or loses its network still looks connected for those seconds. So a
+//! connected peer that has sent no camera RTP for `--takeover-after` (since it connected or its
+//! last packet) keeps the camera only until a new offer comes: that offer takes it over
+//! ([`Hold::Silent`]). A peer that is sending media keeps the camera against any newcomer, so
+//! two live tabs do not take it from each other: the second gets `camera_busy`.
 
 use std::time::{Duration, Instant};
 
@@ -25,8 +31,22 @@ pub struct Liveness {
     closed_by_remote: bool,
     /// When the connection must be connected by, once answered.
     connect_by: Option<Instant>,
-    /// Whether it ever was connected.
-    connected: bool,
+    /// When it first got connected.
+    connected_at: Option<Instant>,
+    /// When the last RTP packet of the camera arrived.
+    last_media: Option<Instant>,
+}
+
+/// How a connection holds the camera against a new offer from another client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// It does not hold the camera any more (closed, failed, gone, or never connected in time).
+    Released,
+    /// It holds the camera: connecting within its deadline, or connected and sending media.
+    Active,
+    /// Connected, but it has sent no media for this long, at least `--takeover-after`: a new
+    /// offer takes the camera over.
+    Silent(Duration),
 }
 
 impl Default for Liveness {
@@ -36,7 +56,8 @@ impl Default for Liveness {
             disconnected_since: None,
             closed_by_remote: false,
             connect_by: None,
-            connected: false,
+            connected_at: None,
+            last_media: None,
         }
     }
 }
@@ -49,7 +70,7 @@ impl Liveness {
 
     /// Whether the connection ever got connected.
     pub fn has_connected(&self) -> bool {
-        self.connected
+        self.connected_at.is_some()
     }
 
     /// A connection state change reported at `now`. `closed` is final.
@@ -62,8 +83,15 @@ impl Liveness {
             (RTCPeerConnectionState::Disconnected, None) => Some(now),
             _ => None,
         };
-        self.connected |= state == RTCPeerConnectionState::Connected;
+        if state == RTCPeerConnectionState::Connected && self.connected_at.is_none() {
+            self.connected_at = Some(now);
+        }
         self.state = state;
+    }
+
+    /// An RTP packet of the camera arrived at `now`.
+    pub fn on_media(&mut self, now: Instant) {
+        self.last_media = Some(now);
     }
 
     /// The remote closed the connection (its data channel closed under us).
@@ -82,7 +110,7 @@ impl Liveness {
 
     /// Whether the connection still holds the camera at `now`.
     pub fn holds_camera(&self, now: Instant) -> bool {
-        if !self.connected && self.connect_by.is_some_and(|deadline| now >= deadline) {
+        if !self.has_connected() && self.connect_by.is_some_and(|deadline| now >= deadline) {
             return false;
         }
         match self.state() {
@@ -91,6 +119,26 @@ impl Liveness {
                 .disconnected_since
                 .is_none_or(|since| now.saturating_duration_since(since) < DISCONNECTED_GRACE),
             _ => true,
+        }
+    }
+
+    /// How the connection holds the camera at `now` against a new offer, with `takeover_after`
+    /// as the longest media silence of a connected peer that keeps it.
+    pub fn hold(&self, now: Instant, takeover_after: Duration) -> Hold {
+        if !self.holds_camera(now) {
+            return Hold::Released;
+        }
+        let Some(connected_at) = self.connected_at else {
+            return Hold::Active;
+        };
+        let silent = now.saturating_duration_since(
+            self.last_media
+                .map_or(connected_at, |last| last.max(connected_at)),
+        );
+        if silent >= takeover_after {
+            Hold::Silent(silent)
+        } else {
+            Hold::Active
         }
     }
 }
@@ -182,5 +230,73 @@ mod tests {
         liveness.on_state(Disconnected, later);
         assert!(liveness.holds_camera(later + DISCONNECTED_GRACE / 2));
         assert!(!liveness.holds_camera(later + DISCONNECTED_GRACE));
+    }
+
+    const TAKEOVER: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn a_connected_peer_silent_for_the_takeover_time_yields_to_a_new_offer() {
+        let start = Instant::now();
+        let mut liveness = Liveness::default();
+        liveness.expect_connection_by(start + Duration::from_secs(10));
+        // Connecting: judged by its connect deadline, not by media.
+        assert_eq!(
+            liveness.hold(start + Duration::from_secs(5), TAKEOVER),
+            Hold::Active
+        );
+        liveness.on_state(Connected, start);
+        assert_eq!(liveness.hold(start + TAKEOVER / 2, TAKEOVER), Hold::Active);
+        // Connected without ever sending media: silent since it connected.
+        assert_eq!(
+            liveness.hold(start + TAKEOVER, TAKEOVER),
+            Hold::Silent(TAKEOVER)
+        );
+        // Media keeps the camera; silence after the last packet yields it.
+        let sent = start + Duration::from_secs(3);
+        liveness.on_media(sent);
+        assert_eq!(liveness.hold(sent + TAKEOVER / 2, TAKEOVER), Hold::Active);
+        assert_eq!(
+            liveness.hold(sent + Duration::from_millis(1500), TAKEOVER),
+            Hold::Silent(Duration::from_millis(1500))
+        );
+        // A peer that no longer holds the camera at all is released, silent or not.
+        liveness.on_state(Failed, sent);
+        assert_eq!(liveness.hold(sent + TAKEOVER * 2, TAKEOVER), Hold::Released);
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(p2pcamera_tests::properties::config())]
+
+            /// Two live tabs do not flap: a connected peer whose packets are never further apart
+            /// than the takeover time holds the camera against every new offer, and yields it
+            /// once it has been silent that long.
+            #[test]
+            fn a_peer_sending_media_is_never_taken_over(
+                gaps_ms in proptest::collection::vec(0u64..1000, 1..50),
+                probe in 0.0f64..1.0,
+                silence_ms in 1000u64..60_000,
+            ) {
+                let start = Instant::now();
+                let mut liveness = Liveness::default();
+                liveness.expect_connection_by(start + Duration::from_secs(10));
+                liveness.on_state(Connected, start);
+                let mut at = start;
+                for gap in gaps_ms {
+                    let next = at + Duration::from_millis(gap);
+                    // Any moment before the next packet: the camera is the peer's.
+                    let between = at + Duration::from_millis(gap).mul_f64(probe);
+                    prop_assert_eq!(liveness.hold(between, TAKEOVER), Hold::Active);
+                    liveness.on_media(next);
+                    at = next;
+                }
+                let silence = Duration::from_millis(silence_ms);
+                prop_assert_eq!(liveness.hold(at + silence, TAKEOVER), Hold::Silent(silence));
+            }
+        }
     }
 }

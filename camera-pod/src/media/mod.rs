@@ -6,19 +6,21 @@
 
 pub mod datachannel;
 pub mod feedback;
+pub mod latency;
 pub mod limits;
 pub mod liveness;
 pub mod pipeline;
 pub mod reorder;
 pub mod rtp;
 pub mod sdp;
+pub mod timeline;
 
 mod peer;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use p2pcamera_api::wire::CameraStatus;
 use webrtc::peer_connection::RTCPeerConnectionState;
@@ -27,6 +29,7 @@ use crate::codec::{CodecKind, DecodeSizeCap};
 use crate::filter::{FilterSpec, FilterWorker, SwitchError};
 use crate::metrics::Metrics;
 use limits::{BitrateBounds, PictureLimits};
+use liveness::Hold;
 use peer::LivePeer;
 pub use sdp::SdpError;
 
@@ -46,6 +49,9 @@ pub struct MediaConfig {
     pub decode_cap: DecodeSizeCap,
     /// How long after the answer the peer connection must be connected (`--connect-deadline`).
     pub connect_deadline: Duration,
+    /// How long a connected peer may send no media before a new offer takes the camera over
+    /// (`--takeover-after`).
+    pub takeover_after: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,20 +122,31 @@ impl Camera {
         }
     }
 
-    /// Answers an offer (all ICE candidates included). Refused with `Busy` while another client's
-    /// camera is live; the same `client` id replaces its own earlier connection. A connection not
-    /// connected within the connect deadline is closed and no longer holds the camera.
+    /// Answers an offer (all ICE candidates included), received at `offer_received`. Refused
+    /// with `Busy` while another client's camera is live and sending media; one that has sent
+    /// none for the takeover time is replaced (see `liveness`), and so is the same `client` id's
+    /// own earlier connection. A connection not connected within the connect deadline is closed
+    /// and no longer holds the camera.
     pub async fn answer(
         &self,
         offer_sdp: String,
         client: Option<String>,
+        offer_received: Instant,
     ) -> Result<String, MediaError> {
         let codecs = sdp::check_offer(&offer_sdp, &self.config.codecs)?;
         let mut live = self.live.lock().await;
         if let Some(current) = live.as_ref() {
             let same_client = client.is_some() && current.client == client;
-            if current.is_live() && !same_client {
-                return Err(MediaError::Busy);
+            match current.hold(self.config.takeover_after) {
+                Hold::Active if !same_client => return Err(MediaError::Busy),
+                Hold::Silent(silent) if !same_client => {
+                    tracing::info!(
+                        silent_seconds = silent.as_secs_f64(),
+                        "taking the camera over from a peer that has sent no media for --takeover-after"
+                    );
+                    self.metrics.peer_takeovers.inc();
+                }
+                _ => {}
             }
         }
         if let Some(previous) = live.take() {
@@ -145,6 +162,7 @@ impl Camera {
             worker: self.worker.clone(),
             metrics: self.metrics.clone(),
             last_active: self.last_active.clone(),
+            offer_received,
         })
         .await?;
         self.last_active

@@ -8,6 +8,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
@@ -23,18 +24,20 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCIceCandidateType, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
-    Registry, SettingEngineBuilder,
+    RTCIceCandidateType, RTCIceConnectionState, RTCIceGatheringState, RTCPeerConnectionState,
+    RTCSessionDescription, Registry, SettingEngineBuilder,
 };
 
 use super::datachannel::{self, ClientMessage, Reading, Stats};
 use super::feedback;
+use super::latency::FrameLatency;
 use super::limits::BitrateBounds;
-use super::liveness::Liveness;
+use super::liveness::{Hold, Liveness};
 use super::pipeline::{Controls, DecodeStage, EncodeStage};
 use super::reorder::{REORDER_CAPACITY, REORDER_WAIT, ReorderBuffer};
 use super::rtp::{AssembledFrame, Assembly, FrameAssembler, RtpPacketizer};
 use super::sdp::H264_FMTP;
+use super::timeline::{ConnectStage, ConnectTimeline};
 use super::{MediaConfig, MediaError};
 use crate::codec::CodecKind;
 use crate::filter::worker::{FilterWorker, PipelineStats};
@@ -57,6 +60,8 @@ pub(super) struct PeerSetup {
     pub worker: Arc<FilterWorker>,
     pub metrics: Arc<Metrics>,
     pub last_active: Arc<AtomicU64>,
+    /// When the offer was received; the connection's stages are timed from then.
+    pub offer_received: Instant,
 }
 
 fn rtp_codec(codec: CodecKind) -> RTCRtpCodec {
@@ -107,6 +112,8 @@ struct PeerShared {
     controls: Arc<Controls>,
     worker: Arc<FilterWorker>,
     metrics: Arc<Metrics>,
+    timeline: Arc<ConnectTimeline>,
+    latency: Arc<FrameLatency>,
     /// Set once the first data channel is being served; later ones are closed unserved.
     data_channel_taken: AtomicBool,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -146,8 +153,17 @@ impl PeerConnectionEventHandler for PeerHandler {
         }
     }
 
+    async fn on_ice_connection_state_change(&self, state: RTCIceConnectionState) {
+        if state == RTCIceConnectionState::Connected {
+            self.0.timeline.reach(ConnectStage::IceConnected);
+        }
+    }
+
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         tracing::info!(%state, "peer connection state");
+        if state == RTCPeerConnectionState::Connected {
+            self.0.timeline.reach(ConnectStage::DtlsConnected);
+        }
         let seen = {
             let mut liveness = self.0.liveness();
             liveness.on_state(state, Instant::now());
@@ -246,7 +262,11 @@ async fn receive_video(
             event = track.poll() => match event {
                 None | Some(TrackRemoteEvent::OnEnded) => break,
                 Some(TrackRemoteEvent::OnRtpPacket(packet)) => {
-                    (reorder.push(packet.header.sequence_number, packet, Instant::now()), false)
+                    let now = Instant::now();
+                    shared.timeline.reach(ConnectStage::FirstRtpIn);
+                    shared.liveness().on_media(now);
+                    shared.latency.packet_arrived(packet.header.timestamp, now);
+                    (reorder.push(packet.header.sequence_number, packet, now), false)
                 }
                 Some(_) => continue,
             },
@@ -342,6 +362,7 @@ async fn serve_data_channel(shared: Arc<PeerShared>, channel: Arc<dyn DataChanne
         seconds: start.elapsed().as_secs_f64(),
         frames_in: shared.stats.frames_in.load(Ordering::Relaxed),
         frames_out: shared.stats.frames_out.load(Ordering::Relaxed),
+        latency: shared.latency.totals(),
     };
     let start = Instant::now();
     let mut previous = reading(&shared, start);
@@ -411,7 +432,13 @@ pub(super) struct LivePeer {
 impl LivePeer {
     pub async fn connect(setup: PeerSetup) -> Result<(LivePeer, String), MediaError> {
         let (engine, registry) = media_engine(&setup.config.codecs)?;
-        let mut settings = SettingEngineBuilder::new();
+        // The pod answers as the DTLS server (`a=setup:passive`): the client sends the first
+        // flight and every reply goes out as its datagram is read. As DTLS client (webrtc-rs's
+        // default for an answer), the ClientHello that ICE's connection queues is sent only at
+        // the agent's next timer tick, the ICE check interval of 200 ms later: that wait was
+        // most of an offer's time to its first frame on loopback.
+        let mut settings =
+            SettingEngineBuilder::new().with_answering_dtls_role(RTCDtlsRole::Server);
         if let Some(ip) = setup.config.public_ip {
             settings = settings.with_nat_1to1_ips(vec![ip.to_string()], RTCIceCandidateType::Host);
         }
@@ -421,6 +448,10 @@ impl LivePeer {
         let controls = Arc::new(Controls::new(
             setup.config.bitrate.start,
             setup.last_active.clone(),
+        ));
+        let timeline = Arc::new(ConnectTimeline::new(
+            setup.offer_received,
+            setup.metrics.clone(),
         ));
         let shared = Arc::new(PeerShared {
             codec: setup.codec,
@@ -432,6 +463,8 @@ impl LivePeer {
             controls: controls.clone(),
             worker: setup.worker.clone(),
             metrics: setup.metrics.clone(),
+            timeline: timeline.clone(),
+            latency: Arc::default(),
             data_channel_taken: AtomicBool::new(false),
             tasks: Mutex::default(),
         });
@@ -476,6 +509,8 @@ impl LivePeer {
                     stats: peer.shared.stats.clone(),
                     metrics: setup.metrics.clone(),
                     controls: controls.clone(),
+                    timeline: timeline.clone(),
+                    latency: peer.shared.latency.clone(),
                 };
                 peer.threads.push(decode.spawn()?);
                 peer.threads.push(encode.spawn()?);
@@ -494,6 +529,7 @@ impl LivePeer {
                     deadline,
                 ));
                 tracing::info!(codec = ?setup.codec, payload_type, "answered an offer");
+                timeline.reach(ConnectStage::AnswerSent);
                 Ok((peer, answer))
             }
             Err(error) => {
@@ -567,9 +603,9 @@ impl LivePeer {
         self.shared.liveness().state()
     }
 
-    /// Whether this connection still holds the camera (see `liveness`).
-    pub fn is_live(&self) -> bool {
-        self.shared.liveness().holds_camera(Instant::now())
+    /// How this connection holds the camera against a new offer now (see `liveness`).
+    pub fn hold(&self, takeover_after: Duration) -> Hold {
+        self.shared.liveness().hold(Instant::now(), takeover_after)
     }
 
     /// Closes the connection, stops its tasks and waits for its threads.

@@ -11,8 +11,10 @@ use tokio::sync::mpsc::UnboundedSender;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 
+use super::latency::FrameLatency;
 use super::limits::{Downscaler, FrameRateLimiter, PictureLimits, fit_within};
 use super::rtp::{AssembledFrame, RtpPacketizer};
+use super::timeline::{ConnectStage, ConnectTimeline};
 use crate::codec::{self, CappedDecoder, CodecError, CodecKind, DecodeSizeCap, Decoder};
 use crate::filter::worker::{FilterJob, FilterWorker, PipelineStats};
 use crate::frame::VideoFrame;
@@ -42,10 +44,12 @@ pub struct Controls {
 }
 
 impl Controls {
+    /// The first filtered frame is a key frame, asked for explicitly: the client shows nothing
+    /// until it has one.
     pub fn new(start_bitrate: u32, last_active: Arc<AtomicU64>) -> Self {
         Controls {
             stop: AtomicBool::new(false),
-            force_keyframe: AtomicBool::new(false),
+            force_keyframe: AtomicBool::new(true),
             bitrate_bps: AtomicU32::new(start_bitrate),
             last_active,
             filtered: Arc::new(LatestFrame::new()),
@@ -174,6 +178,8 @@ pub struct EncodeStage {
     pub stats: Arc<PipelineStats>,
     pub metrics: Arc<Metrics>,
     pub controls: Arc<Controls>,
+    pub timeline: Arc<ConnectTimeline>,
+    pub latency: Arc<FrameLatency>,
 }
 
 impl EncodeStage {
@@ -222,13 +228,26 @@ impl EncodeStage {
                 .observe(started.elapsed().as_secs_f64());
             // Sending blocks while the transport is busy: this thread holds at most one frame,
             // and newer filtered frames replace older ones in the mailbox meanwhile.
+            let mut sent = true;
             for packet in self
                 .packetizer
                 .packetize(&encoded.data, encoded.rtp_timestamp)
             {
                 if let Err(error) = self.runtime.block_on(self.track.write_rtp(packet)) {
                     tracing::debug!(%error, "cannot send RTP yet");
+                    sent = false;
                     break;
+                }
+            }
+            if sent {
+                self.timeline.reach(ConnectStage::FirstFrameOut);
+                if let Some(latency) = self
+                    .latency
+                    .frame_sent(encoded.rtp_timestamp, Instant::now())
+                {
+                    self.metrics
+                        .frame_latency_seconds
+                        .observe(latency.as_secs_f64());
                 }
             }
             self.stats.frames_out.fetch_add(1, Ordering::Relaxed);

@@ -327,6 +327,7 @@ async fn answer_offer(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<String, ApiError> {
+    let received = std::time::Instant::now();
     if state.policy.insecure_no_token {
         tracing::warn!(
             "INSECURE: answering an offer without a bearer token on a listener off loopback (--insecure-no-token)"
@@ -338,7 +339,10 @@ async fn answer_offer(
         return Err(ApiError::NotAnOffer(request.kind));
     }
     tracing::debug!(sdp = %request.sdp, client = ?request.client, "offer received");
-    Ok(state.camera()?.answer(request.sdp, request.client).await?)
+    Ok(state
+        .camera()?
+        .answer(request.sdp, request.client, received)
+        .await?)
 }
 
 async fn filter(

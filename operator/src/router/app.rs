@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -19,6 +19,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use super::client_address::{X_FORWARDED_FOR, client_address};
 use super::error::ApiError;
 use super::forward::PodClients;
+use super::ice::{IceServers, TurnConfig};
 use super::metrics::Metrics;
 use super::ratelimit::{ClientKey, KeyedLimiter};
 use super::sessions::{self, PublicStatus, SessionCache};
@@ -68,6 +69,8 @@ pub struct RouterState {
     /// How long an offer may take from its headers to its answer: reading the body and
     /// forwarding it both end by then.
     pub request_timeout: Duration,
+    /// TURN servers and their shared secret; `None`: `/ice-servers` answers an empty list.
+    pub turn: Option<TurnConfig>,
 }
 
 type AppState = Arc<RouterState>;
@@ -268,6 +271,31 @@ async fn session_status(
     Ok(axum::Json(PublicStatus::from(status)))
 }
 
+/// The ICE servers (TURN, with a credential for this session) a browser should use for its
+/// next offer. Authorized exactly as offers are; never cached by the browser or a proxy.
+async fn session_ice_servers(
+    State(state): State<AppState>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = SessionKey { namespace, name };
+    let status = state.sessions.status(&key);
+    let credentials = state.sessions.credentials(&key);
+    sessions::authorize(
+        status.as_ref(),
+        credentials.as_ref(),
+        authorization(&headers),
+    )?;
+    let servers = match &state.turn {
+        Some(turn) => {
+            state.metrics.turn_credentials_issued.inc();
+            turn.ice_servers(&key, SystemTime::now())
+        }
+        None => IceServers::default(),
+    };
+    Ok(([(header::CACHE_CONTROL, "no-store")], axum::Json(servers)).into_response())
+}
+
 async fn script() -> Response {
     (
         [
@@ -310,6 +338,10 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/sessions/{namespace}/{name}/offer", post(session_offer))
         .route("/offer", post(legacy_offer))
         .route("/v1/sessions/{namespace}/{name}", get(session_status))
+        .route(
+            "/v1/sessions/{namespace}/{name}/ice-servers",
+            get(session_ice_servers),
+        )
         .route("/p2pcamera.js", get(script))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -387,6 +419,15 @@ mod tests {
         client_burst: u32,
         request_timeout: Duration,
     ) -> (Fixture, Arc<RouterState>) {
+        router_with(session_burst, client_burst, request_timeout, None)
+    }
+
+    fn router_with(
+        session_burst: u32,
+        client_burst: u32,
+        request_timeout: Duration,
+        turn: Option<TurnConfig>,
+    ) -> (Fixture, Arc<RouterState>) {
         let sessions = reflector::store::Writer::new(sessions::camera_session_resource());
         let (secret_store, secrets) = reflector::store::<Secret>();
         let state = Arc::new(RouterState {
@@ -412,6 +453,7 @@ mod tests {
             allowed_origins: vec![HeaderValue::from_static("https://meet.example")],
             port_range: PORTS,
             request_timeout,
+            turn,
         });
         (Fixture { sessions, secrets }, state)
     }
@@ -580,6 +622,89 @@ mod tests {
         assert_eq!(
             body["error"]["message"],
             "the token does not grant access to this session"
+        );
+    }
+
+    /// `/ice-servers` answers missing, wrong, other sessions' and unknown sessions' tokens
+    /// exactly as an offer does, and the right token a credential for that session only.
+    #[tokio::test]
+    async fn ice_servers_are_authorized_as_offers_are() {
+        let secret = b"north".to_vec();
+        let turn = TurnConfig::new(
+            vec!["turn:127.0.0.1:3478?transport=tcp".into()],
+            secret.clone(),
+            Duration::from_secs(600),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let (mut fixture, state) = router_with(100, 100, Duration::from_secs(5), Some(turn));
+        fixture.session("cam", serde_json::json!({"phase": "Pending"}), Some("tok"));
+        fixture.session("other", serde_json::json!({"phase": "Ready"}), Some("tok2"));
+        fixture.session("fresh", serde_json::json!({"phase": "Pending"}), None);
+        let ice = |name: &str, token: Option<&str>| {
+            let mut request = Request::get(format!("/v1/sessions/ns/{name}/ice-servers"));
+            if let Some(token) = token {
+                request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+            }
+            request.body(Body::empty()).unwrap_or_default()
+        };
+        for token in [None, Some("guess"), Some("tok2")] {
+            let (offer_status, _, offer_body) =
+                call(&state, post("/v1/sessions/ns/cam/offer", token, OFFER)).await;
+            for name in ["cam", "nope", "fresh"] {
+                let (status, _, body) = call(&state, ice(name, token)).await;
+                assert_eq!(
+                    (status, &body),
+                    (offer_status, &offer_body),
+                    "{name} {token:?}"
+                );
+            }
+        }
+        let before = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let (status, headers, body) = call(&state, ice("cam", Some("tok"))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            headers
+                .get(header::CACHE_CONTROL)
+                .and_then(|v| v.to_str().ok()),
+            Some("no-store")
+        );
+        assert_eq!(body["ttl"], 600);
+        let server = &body["iceServers"][0];
+        assert_eq!(
+            server["urls"],
+            serde_json::json!(["turn:127.0.0.1:3478?transport=tcp"])
+        );
+        let username = server["username"].as_str().unwrap_or_default();
+        let (expiry, session) = username.split_once(':').unwrap_or_default();
+        assert_eq!(session, "ns/cam");
+        let expiry: u64 = expiry.parse().unwrap_or_default();
+        assert!(
+            (before + 600..=before + 602).contains(&expiry),
+            "{expiry} {before}"
+        );
+        assert_eq!(
+            server["credential"],
+            super::super::ice::rest_credential(&secret, username)
+        );
+        let text = state.metrics.encode().unwrap_or_default();
+        assert!(
+            text.contains("p2pcamera_router_turn_credentials_issued_total 1\n"),
+            "{text}"
+        );
+
+        // Without TURN servers the route answers an empty list (the browser connects directly).
+        let (mut fixture, state) = router(100, 100);
+        fixture.session("cam", serde_json::json!({"phase": "Pending"}), Some("tok"));
+        let (status, _, body) = call(&state, ice("cam", Some("tok"))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, serde_json::json!({"iceServers": [], "ttl": 0}));
+        let text = state.metrics.encode().unwrap_or_default();
+        assert!(
+            text.contains("p2pcamera_router_turn_credentials_issued_total 0\n"),
+            "{text}"
         );
     }
 

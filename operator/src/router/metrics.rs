@@ -39,6 +39,8 @@ pub struct Metrics {
     pub endpoint_rejections: Family<SessionLabels, Counter>,
     pub connections_open: Gauge,
     pub connections_refused: Counter,
+    /// TURN credentials handed out by `/ice-servers`.
+    pub turn_credentials_issued: Counter,
 }
 
 impl Metrics {
@@ -83,6 +85,12 @@ impl Metrics {
             "Connections closed at once because --max-connections were open",
             connections_refused.clone(),
         );
+        let turn_credentials_issued = Counter::default();
+        registry.register(
+            "turn_credentials_issued",
+            "TURN credentials handed to browsers by the ice-servers route",
+            turn_credentials_issued.clone(),
+        );
         Self {
             registry,
             offers,
@@ -92,6 +100,7 @@ impl Metrics {
             endpoint_rejections,
             connections_open,
             connections_refused,
+            turn_credentials_issued,
         }
     }
 

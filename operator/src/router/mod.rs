@@ -10,6 +10,7 @@ pub mod client_address;
 pub mod connections;
 pub mod error;
 pub mod forward;
+pub mod ice;
 pub mod metrics;
 pub mod pod_endpoint;
 pub mod ratelimit;
@@ -32,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use self::app::{Readiness, RouterState};
 use self::connections::{ConnectionLimit, bounded_server};
 use self::forward::PodClients;
+use self::ice::{TurnArgs, TurnConfig, TurnConfigError};
 use self::metrics::Metrics;
 use self::ratelimit::{KeyedLimiter, Rate};
 use self::sessions::SessionCache;
@@ -124,6 +126,8 @@ pub struct RouterArgs {
     /// `X-Forwarded-For` header (the rightmost address not in these networks).
     #[arg(long, env = "P2PCAMERA_ROUTER_TRUSTED_PROXIES", value_delimiter = ',', value_parser = client_address::parse_network)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    #[command(flatten)]
+    pub turn: TurnArgs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +141,8 @@ pub enum RouterError {
     Origin(String),
     #[error("serving: {0}")]
     Serve(#[source] std::io::Error),
+    #[error(transparent)]
+    Turn(#[from] TurnConfigError),
 }
 
 /// A number of seconds from the command line: positive and finite, fractions allowed.
@@ -197,6 +203,15 @@ pub async fn serve(
 ) -> Result<(), RouterError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let origins = allowed_origins(&args.allowed_origins)?;
+    let turn = TurnConfig::from_args(&args.turn)?;
+    match &turn {
+        Some(turn) => {
+            tracing::info!(urls = ?turn.urls(), lifetime = ?args.turn.credential_lifetime, "TURN credentials for browsers")
+        }
+        None => {
+            tracing::info!("no TURN servers configured: browsers connect to camera pods directly")
+        }
+    }
     let metrics = Arc::new(Metrics::new());
     let certificate = Arc::new(SwappableCertificate::default());
     let sessions_health = Arc::new(WatchHealth::new("camerasessions"));
@@ -258,6 +273,7 @@ pub async fn serve(
         allowed_origins: origins,
         port_range: args.port_range,
         request_timeout: args.request_timeout,
+        turn,
     });
     let https_address = listeners.https.local_addr().ok();
     let http_address = listeners.http.local_addr().ok();
@@ -363,5 +379,23 @@ mod tests {
         assert_ne!(router.metrics_listen.port(), router.listen.port());
         assert!(Command::try_parse_from(["router", "--max-connections", "0"]).is_err());
         assert!(Command::try_parse_from(["router", "--port-range", "2-1"]).is_err());
+        assert!(router.turn.urls.is_empty() && router.turn.secret_file.is_none());
+        assert_eq!(router.turn.credential_lifetime, Duration::from_secs(3600));
+        let Ok(Command { router }) = Command::try_parse_from([
+            "router",
+            "--turn-urls",
+            "turn:t.example:3478?transport=udp,turns:t.example:443",
+            "--turn-secret-file",
+            "/etc/turn/secret",
+            "--turn-credential-lifetime",
+            "600",
+        ]) else {
+            panic!("TURN flags parse")
+        };
+        assert_eq!(
+            router.turn.urls,
+            ["turn:t.example:3478?transport=udp", "turns:t.example:443"]
+        );
+        assert_eq!(router.turn.credential_lifetime, Duration::from_secs(600));
     }
 }
