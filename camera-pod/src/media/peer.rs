@@ -433,10 +433,10 @@ impl LivePeer {
     pub async fn connect(setup: PeerSetup) -> Result<(LivePeer, String), MediaError> {
         let (engine, registry) = media_engine(&setup.config.codecs)?;
         // The pod answers as the DTLS server (`a=setup:passive`): the client sends the first
-        // flight and every reply goes out as its datagram is read. As DTLS client (webrtc-rs's
-        // default for an answer), the ClientHello that ICE's connection queues is sent only at
-        // the agent's next timer tick, the ICE check interval of 200 ms later: that wait was
-        // most of an offer's time to its first frame on loopback.
+        // flight and every reply goes out as its datagram is read. As DTLS client (webrtc-rs
+        // 0.21's default for an answer), the ClientHello queued when ICE connects is sent only
+        // at the driver's next timer tick, the ICE check interval of 200 ms later: that wait was
+        // most of an offer's time to its first frame on loopback (docs/benchmarks.md).
         let mut settings =
             SettingEngineBuilder::new().with_answering_dtls_role(RTCDtlsRole::Server);
         if let Some(ip) = setup.config.public_ip {
