@@ -44,8 +44,8 @@ impl NetworkNamespace {
             .map(|program| format!("`{program}` (util-linux) is not available"))
     }
 
-    /// Makes a namespace whose logs and files go in `dir`, with its loopback up and a route for
-    /// multicast on it.
+    /// Makes a namespace whose logs and files go in `dir`, with only its loopback up (no
+    /// multicast route, as on a locked-down host).
     pub fn create(dir: &Path) -> Result<Self, Error> {
         let mut command = Command::new("unshare");
         command.args(["--net", "--", "sleep", "infinity"]);
@@ -74,10 +74,8 @@ impl NetworkNamespace {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        namespace.run("ip", &["link", "set", "lo", "up", "multicast", "on"])?;
-        // A host has a route for multicast (its default route); webrtc-rs joins the mDNS group
-        // for every peer connection, and without a route that fails (ENODEV).
-        namespace.run("ip", &["route", "add", "224.0.0.0/4", "dev", "lo"])?;
+        // Only loopback, no multicast route: camera-pod must not need one (it does no mDNS).
+        namespace.run("ip", &["link", "set", "lo", "up"])?;
         Ok(namespace)
     }
 

@@ -437,8 +437,13 @@ impl LivePeer {
         // 0.21's default for an answer), the ClientHello queued when ICE connects is sent only
         // at the driver's next timer tick, the ICE check interval of 200 ms later: that wait was
         // most of an offer's time to its first frame on loopback (docs/benchmarks.md).
-        let mut settings =
-            SettingEngineBuilder::new().with_answering_dtls_role(RTCDtlsRole::Server);
+        //
+        // No mDNS: a browser's `.local` host names are on its own network and cannot be resolved
+        // from a cloud node, and joining the mDNS group fails on hosts without a multicast route
+        // (every offer then failed with `No such device`).
+        let mut settings = SettingEngineBuilder::new()
+            .with_answering_dtls_role(RTCDtlsRole::Server)
+            .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled);
         if let Some(ip) = setup.config.public_ip {
             settings = settings.with_nat_1to1_ips(vec![ip.to_string()], RTCIceCandidateType::Host);
         }
