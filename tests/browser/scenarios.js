@@ -101,6 +101,14 @@ export async function filteredRoundTrip(t, kind, video, { greenReplace }) {
   const stats = await waitForEvent(page, 'stats', 5000);
   assert.equal(typeof stats, 'object');
   assert.ok(await page.locator('#stats dt').count() > 0, 'the demo page shows no stats');
+  // Which way the media goes: on loopback, directly between host candidates.
+  const shownPath = await eventually(
+    () => page.evaluate(() => [...document.querySelectorAll('#stats dt')]
+      .find((term) => term.textContent === 'path')?.nextElementSibling?.textContent ?? null),
+    (text) => text !== null,
+    { what: 'the connection path on the demo page' },
+  );
+  assert.equal(shownPath, 'direct (host/udp)');
   await page.screenshot({ path: saveArtifact(`browser-${kind}-passthrough.png`) });
 
   if (greenReplace) {
