@@ -32,6 +32,12 @@ pub struct StateLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PathLabel {
+    /// `direct`, or `relay` when either side's candidate is a TURN relay.
+    pub path: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StageLabel {
     pub stage: &'static str,
 }
@@ -79,6 +85,8 @@ pub struct Metrics {
     pub encoder_target_bitrate: Gauge,
     pub peer_connection_state: Family<StateLabel, Gauge>,
     pub offers: Family<ResultLabel, Counter>,
+    /// Connected peers by the way the media reaches the pod.
+    pub connections: Family<PathLabel, Counter>,
 }
 
 fn duration_buckets() -> impl Iterator<Item = f64> {
@@ -120,6 +128,7 @@ impl Default for Metrics {
             encoder_target_bitrate: Gauge::default(),
             peer_connection_state: Family::default(),
             offers: Family::default(),
+            connections: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -227,6 +236,11 @@ impl Default for Metrics {
             "WebRTC offers handled, by result",
             metrics.offers.clone(),
         );
+        registry.register(
+            "connections",
+            "Connected peers by the way the media reaches the pod: direct, or relay (through a TURN server)",
+            metrics.connections.clone(),
+        );
         for state in PEER_STATES {
             metrics
                 .peer_connection_state
@@ -268,6 +282,11 @@ impl Metrics {
                 stage: stage.as_str(),
             })
             .observe(since_offer.as_secs_f64());
+    }
+
+    /// A peer connected over `path` (`direct` or `relay`).
+    pub fn count_connection(&self, path: &'static str) {
+        self.connections.get_or_create(&PathLabel { path }).inc();
     }
 
     pub fn count_offer(&self, result: &str) {

@@ -81,6 +81,12 @@ async fn loop_back(codec: CodecKind) {
         metrics.contains("p2pcamera_pod_peer_connection_state{state=\"connected\"} 1"),
         "{metrics}"
     );
+    // Loopback host candidates on both sides: a direct connection.
+    assert_eq!(
+        metric_value(&metrics, "p2pcamera_pod_connections_total{path=\"direct\"}"),
+        Some(1.0),
+        "{metrics}"
+    );
     // Every frame the peer got back was encoded and sent by the pod.
     let frames_out = metric_value(&metrics, "p2pcamera_pod_frames_out_total")
         .unwrap_or_else(|| panic!("no p2pcamera_pod_frames_out_total: {metrics}"));

@@ -116,6 +116,8 @@ struct PeerShared {
     latency: Arc<FrameLatency>,
     /// Set once the first data channel is being served; later ones are closed unserved.
     data_channel_taken: AtomicBool,
+    /// The peer connection, once built (to read its selected candidate pair when connected).
+    pc: std::sync::OnceLock<Weak<dyn PeerConnection>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -163,6 +165,9 @@ impl PeerConnectionEventHandler for PeerHandler {
         tracing::info!(%state, "peer connection state");
         if state == RTCPeerConnectionState::Connected {
             self.0.timeline.reach(ConnectStage::DtlsConnected);
+            if let Some(pc) = self.0.pc.get().and_then(Weak::upgrade) {
+                self.0.spawn(record_path(pc, self.0.metrics.clone()));
+            }
         }
         let seen = {
             let mut liveness = self.0.liveness();
@@ -219,6 +224,37 @@ impl PeerConnectionEventHandler for PeerHandler {
 
 /// Closes the connection when it is not connected `deadline` after the answer: a client that
 /// never starts ICE (or whose DTLS never completes) holds the camera no longer than that.
+/// The way the media of a connection goes: `relay` when either side's candidate of the selected
+/// pair is a TURN relay (the browser's, when it could not reach the pod directly), else `direct`.
+fn media_path(local: RTCIceCandidateType, remote: RTCIceCandidateType) -> &'static str {
+    if local == RTCIceCandidateType::Relay || remote == RTCIceCandidateType::Relay {
+        "relay"
+    } else {
+        "direct"
+    }
+}
+
+/// Counts and logs the way the connected peer's media goes, from its selected candidate pair.
+async fn record_path(pc: Arc<dyn PeerConnection>, metrics: Arc<Metrics>) {
+    let Some(sender) = pc.get_senders().await.into_iter().next() else {
+        return;
+    };
+    let pair = match sender.transport().await {
+        Ok(Some(dtls)) => dtls.ice_transport().get_selected_candidate_pair().await,
+        Ok(None) => return,
+        Err(error) => Err(error),
+    };
+    match pair {
+        Ok(Some(pair)) => {
+            let path = media_path(pair.local().typ, pair.remote().typ);
+            tracing::info!(path, remote = %pair.remote().typ, "peer connected");
+            metrics.count_connection(path);
+        }
+        Ok(None) => {}
+        Err(error) => tracing::debug!(%error, "cannot read the selected candidate pair"),
+    }
+}
+
 async fn enforce_connect_deadline(
     shared: Arc<PeerShared>,
     pc: Weak<dyn PeerConnection>,
@@ -471,6 +507,7 @@ impl LivePeer {
             timeline: timeline.clone(),
             latency: Arc::default(),
             data_channel_taken: AtomicBool::new(false),
+            pc: std::sync::OnceLock::new(),
             tasks: Mutex::default(),
         });
         setup.metrics.set_peer_state("new");
@@ -484,6 +521,7 @@ impl LivePeer {
                 .build()
                 .await?,
         );
+        let _ = shared.pc.set(Arc::downgrade(&pc));
         let mut peer = LivePeer {
             client: setup.client,
             pc,
@@ -639,5 +677,20 @@ impl LivePeer {
             }
         })
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relay_on_either_side_is_a_relayed_connection() {
+        use RTCIceCandidateType::{Host, Prflx, Relay, Srflx};
+        assert_eq!(media_path(Host, Host), "direct");
+        assert_eq!(media_path(Host, Srflx), "direct");
+        assert_eq!(media_path(Host, Prflx), "direct");
+        assert_eq!(media_path(Host, Relay), "relay");
+        assert_eq!(media_path(Relay, Host), "relay");
     }
 }
