@@ -37,11 +37,6 @@ impl ModelPolicy {
         }
     }
 
-    /// A policy from the comma-separated forms of the two environment variables.
-    pub fn from_lists(hosts: &str, digests: &str) -> Self {
-        Self::new(hosts.split(','), digests.split(','))
-    }
-
     /// The host entries, comma-separated (the environment variable's value).
     pub fn hosts_list(&self) -> String {
         self.hosts.join(",")
@@ -106,11 +101,16 @@ fn split_port(authority: &str) -> (&str, Option<u16>) {
 mod tests {
     use super::*;
 
+    /// A policy from the comma-separated forms of the two environment variables.
+    fn from_lists(hosts: &str, digests: &str) -> ModelPolicy {
+        ModelPolicy::new(hosts.split(','), digests.split(','))
+    }
+
     const DIGEST: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
     #[test]
     fn an_empty_policy_allows_nothing() {
-        let policy = ModelPolicy::from_lists("", " , ");
+        let policy = from_lists("", " , ");
         assert!(policy.is_empty());
         assert!(!policy.allows("https://models.example/m.onnx", DIGEST));
     }
@@ -124,7 +124,7 @@ mod tests {
 
     #[test]
     fn hosts_match_exactly_with_the_default_port() {
-        let policy = ModelPolicy::from_lists("Models.Example, cdn.example:8443", "");
+        let policy = from_lists("Models.Example, cdn.example:8443", "");
         assert!(policy.allows("https://models.example/a/m.onnx?x=1", DIGEST));
         assert!(policy.allows("HTTPS://MODELS.EXAMPLE:443/m.onnx", DIGEST));
         assert!(policy.allows("https://cdn.example:8443/m.onnx", DIGEST));
@@ -146,16 +146,16 @@ mod tests {
 
     #[test]
     fn ipv6_hosts_keep_their_brackets() {
-        let policy = ModelPolicy::from_lists("[::1]:8443", "");
+        let policy = from_lists("[::1]:8443", "");
         assert!(policy.allows("https://[::1]:8443/m.onnx", DIGEST));
         assert!(!policy.allows("https://[::1]/m.onnx", DIGEST));
     }
 
     #[test]
     fn lists_round_trip() {
-        let policy = ModelPolicy::from_lists("a.example,b.example:8443", DIGEST);
+        let policy = from_lists("a.example,b.example:8443", DIGEST);
         assert_eq!(
-            ModelPolicy::from_lists(&policy.hosts_list(), &policy.digests_list()),
+            from_lists(&policy.hosts_list(), &policy.digests_list()),
             policy
         );
     }

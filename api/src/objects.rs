@@ -9,8 +9,6 @@ pub const VERSION: &str = "v1alpha1";
 pub const SESSION_KIND: &str = "CameraSession";
 /// Plural (URL) name of the session resource.
 pub const SESSION_PLURAL: &str = "camerasessions";
-/// Kind of the class resource.
-pub const CLASS_KIND: &str = "CameraClass";
 /// CameraClass annotation: `"true"` marks the class of sessions that name none.
 pub const ANNOTATION_DEFAULT_CLASS: &str = "p2pcamera.io/is-default-class";
 

@@ -16,6 +16,10 @@ pub const ANSWER_BODY_LIMIT: usize = 64 * 1024;
 /// Largest `/status` body the operator reads from a camera pod.
 pub const STATUS_BODY_LIMIT: usize = 16 * 1024;
 
+/// Largest camera picture (width, height) camera-pod decodes when not told otherwise
+/// (`P2PCAMERA_MAX_DECODE_WIDTH` / `_HEIGHT`; the operator passes a CameraClass's, else this).
+pub const DEFAULT_MAX_DECODE: (u32, u32) = (1920, 1080);
+
 /// `"type"` of an offer.
 pub const TYPE_OFFER: &str = "offer";
 /// `"type"` of an answer.

@@ -20,9 +20,7 @@ use kube::ResourceExt;
 use crate::crd::{CameraClass, CameraClassSpec, CameraSessionSpec, Codec, FilterName};
 use p2pcamera_api::ModelPolicy;
 use p2pcamera_api::objects::ANNOTATION_DEFAULT_CLASS;
-
-/// Largest decoded camera picture when the class sets none.
-pub const DEFAULT_MAX_DECODE: (u32, u32) = (1920, 1080);
+use p2pcamera_api::wire::DEFAULT_MAX_DECODE;
 
 /// The class a session runs in.
 #[derive(Clone, Debug, PartialEq)]

@@ -22,8 +22,8 @@ pub struct DecodeSizeCap {
 impl DecodeSizeCap {
     /// Full HD: what a pod decodes unless its session's class allows more.
     pub const DEFAULT: DecodeSizeCap = DecodeSizeCap {
-        width: 1920,
-        height: 1080,
+        width: p2pcamera_api::wire::DEFAULT_MAX_DECODE.0,
+        height: p2pcamera_api::wire::DEFAULT_MAX_DECODE.1,
     };
     /// 4K UHD: the most a class may allow.
     pub const LARGEST: DecodeSizeCap = DecodeSizeCap {
