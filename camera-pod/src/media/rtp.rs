@@ -155,6 +155,10 @@ impl FrameAssembler {
             // Padding-only packet.
         } else if self.held_bytes() + payload.len() > self.max_frame_bytes {
             return self.drop_oversized(header.marker);
+        } else if self.codec == CodecKind::H264 && !stap_a_is_well_formed(payload) {
+            // rtc-rtp's H264 depacketizer indexes past the end of a STAP-A whose last length
+            // field is cut short (a panic on network input): such a packet never reaches it.
+            self.broken = true;
         } else {
             match self.depacketizer.get().depacketize(payload) {
                 Ok(bytes) if bytes.is_empty() => self.pending += payload.len(),
@@ -210,6 +214,27 @@ impl FrameAssembler {
 }
 
 /// Whether an encoded frame (VP8 bitstream, or H264 Annex B) can be decoded on its own.
+/// Whether an H264 payload that is a STAP-A (NAL type 24) holds whole `length, NAL unit` pairs;
+/// any other payload passes.
+fn stap_a_is_well_formed(payload: &[u8]) -> bool {
+    const STAP_A: u8 = 24;
+    if payload.first().map(|header| header & 0x1f) != Some(STAP_A) {
+        return true;
+    }
+    let mut rest = &payload[1..];
+    while !rest.is_empty() {
+        let [high, low, units @ ..] = rest else {
+            return false;
+        };
+        let size = usize::from(u16::from_be_bytes([*high, *low]));
+        let Some(after) = units.get(size..) else {
+            return false;
+        };
+        rest = after;
+    }
+    true
+}
+
 pub fn is_keyframe(codec: CodecKind, data: &[u8]) -> bool {
     match codec {
         // VP8 frame tag: bit 0 of the first byte is 0 for a key frame.
@@ -361,6 +386,24 @@ mod tests {
         );
         assert!(first.data.ends_with(&idr[idr.len() - 100..]));
         assert!(second.data.ends_with(&delta[1..]));
+    }
+
+    #[test]
+    fn malformed_stap_a_packets_are_dropped_before_the_depacketizer() {
+        // A STAP-A whose second length field is cut to one byte (rtc-rtp 0.21 panics on it).
+        assert!(!stap_a_is_well_formed(&[24, 0, 1, 0x65, 0]));
+        assert!(!stap_a_is_well_formed(&[24, 0, 5, 0x65]));
+        assert!(stap_a_is_well_formed(&[24, 0, 1, 0x67, 0, 1, 0x68]));
+        assert!(stap_a_is_well_formed(&[0x65, 1, 2]));
+        let mut assembler = FrameAssembler::new(CodecKind::H264);
+        let header = Header {
+            marker: true,
+            sequence_number: 1,
+            timestamp: 90,
+            ..Header::default()
+        };
+        let outcome = assembler.push(&header, &Bytes::from_static(&[24, 0, 1, 0x65, 0]));
+        assert!(matches!(outcome, Assembly::NeedKeyframe), "{outcome:?}");
     }
 
     #[test]
