@@ -55,11 +55,15 @@ pub enum ErrorCode {
     /// The session's recorded pod endpoint is not one the router may call (not
     /// `https://<node address>:<port in range>`); the router makes no request (router).
     EndpointRejected,
+    /// The camera pod is a warm-pool pod that no session has claimed yet: it serves no camera.
+    NotClaimed,
+    /// The warm-pool pod is already claimed by another session.
+    AlreadyClaimed,
 }
 
 impl ErrorCode {
     /// Every code, for exhaustive tests and documentation.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::BadBody,
         ErrorCode::UnsupportedContentType,
         ErrorCode::InvalidJson,
@@ -83,6 +87,8 @@ impl ErrorCode {
         ErrorCode::PodTimeout,
         ErrorCode::ModelNotAllowed,
         ErrorCode::EndpointRejected,
+        ErrorCode::NotClaimed,
+        ErrorCode::AlreadyClaimed,
     ];
 
     /// The wire name, e.g. `"camera_busy"`.
@@ -111,6 +117,8 @@ impl ErrorCode {
             ErrorCode::PodTimeout => "pod_timeout",
             ErrorCode::ModelNotAllowed => "model_not_allowed",
             ErrorCode::EndpointRejected => "endpoint_rejected",
+            ErrorCode::NotClaimed => "not_claimed",
+            ErrorCode::AlreadyClaimed => "already_claimed",
         }
     }
 
@@ -127,15 +135,16 @@ impl ErrorCode {
             ErrorCode::MissingToken => 401,
             ErrorCode::WrongToken | ErrorCode::ModelNotAllowed => 403,
             ErrorCode::SessionNotFound => 404,
-            ErrorCode::CameraBusy => 409,
+            ErrorCode::CameraBusy | ErrorCode::AlreadyClaimed => 409,
             ErrorCode::TooLarge => 413,
             ErrorCode::UnsupportedCodec | ErrorCode::InvalidFilter => 422,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
             ErrorCode::PodUnreachable | ErrorCode::EndpointRejected => 502,
-            ErrorCode::NotReady | ErrorCode::MediaPortUnavailable | ErrorCode::SessionNotReady => {
-                503
-            }
+            ErrorCode::NotReady
+            | ErrorCode::MediaPortUnavailable
+            | ErrorCode::SessionNotReady
+            | ErrorCode::NotClaimed => 503,
             ErrorCode::PodTimeout => 504,
         }
     }
@@ -165,9 +174,10 @@ impl ErrorCode {
             | ErrorCode::TooLarge
             | ErrorCode::UnsupportedCodec
             | ErrorCode::InvalidFilter => self,
-            ErrorCode::NotReady | ErrorCode::MediaPortUnavailable | ErrorCode::SessionNotReady => {
-                ErrorCode::SessionNotReady
-            }
+            ErrorCode::NotReady
+            | ErrorCode::MediaPortUnavailable
+            | ErrorCode::SessionNotReady
+            | ErrorCode::NotClaimed => ErrorCode::SessionNotReady,
             ErrorCode::PodTimeout => ErrorCode::PodTimeout,
             ErrorCode::InvalidSession
             | ErrorCode::MissingToken
@@ -178,6 +188,9 @@ impl ErrorCode {
             | ErrorCode::PodUnreachable
             | ErrorCode::EndpointRejected
             | ErrorCode::ModelNotAllowed => ErrorCode::PodUnreachable,
+            // Only the operator claims pods; from a browser's view a pod serving another session
+            // is a busy camera.
+            ErrorCode::AlreadyClaimed => ErrorCode::CameraBusy,
         }
     }
 }

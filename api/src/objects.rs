@@ -21,6 +21,11 @@ pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// Label on a session's Pod and Secret: the session's name.
 pub const LABEL_SESSION: &str = "p2pcamera.io/session";
 
+/// Label on a warm-pool pod and its Secret: the CameraClass whose pool it belongs to. A pool pod
+/// without [`LABEL_SESSION`] is idle; claiming adds [`LABEL_SESSION`] (the pod never goes back).
+pub const LABEL_POOL: &str = "p2pcamera.io/pool";
+/// Pod annotation on a claimed warm-pool pod: `namespace/name` of the session that claimed it.
+pub const ANNOTATION_CLAIMED_BY: &str = "p2pcamera.io/claimed-by";
 /// Pod annotation: the session's media UDP port.
 pub const ANNOTATION_PORT: &str = "p2pcamera.io/port";
 /// Pod annotation: hash of what the pod was built from (a change replaces the pod).
@@ -38,6 +43,9 @@ pub const SECRET_TOKEN: &str = "token";
 pub const SECRET_TLS_CERT: &str = "tls.crt";
 /// Session Secret key: camera-pod's private key.
 pub const SECRET_TLS_KEY: &str = "tls.key";
+/// Warm-pool pod Secret key: the token the operator claims the pod with (only the operator and
+/// the pod hold it). The pool pod's Secret also has its own `tls.crt` / `tls.key`.
+pub const SECRET_CLAIM_TOKEN: &str = "claim-token";
 
 /// Name of the camera container in the session's pod.
 pub const CONTAINER: &str = "camera-pod";

@@ -56,3 +56,7 @@ pub const REQUEST_TIMEOUT: &str = "P2PCAMERA_REQUEST_TIMEOUT";
 pub const MAX_CONNECTIONS: &str = "P2PCAMERA_MAX_CONNECTIONS";
 /// Seconds a connected camera may send no media before a new offer takes the camera over.
 pub const TAKEOVER_AFTER: &str = "P2PCAMERA_TAKEOVER_AFTER";
+/// File holding the claim token of a warm-pool pod. When set, camera-pod starts unclaimed: it
+/// warms its filter up, reports ready, serves no camera, and waits for `POST /claim` with this
+/// token to hand it a session ([`crate::wire::ClaimRequest`]).
+pub const CLAIM_TOKEN_FILE: &str = "P2PCAMERA_CLAIM_TOKEN_FILE";

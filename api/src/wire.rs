@@ -98,6 +98,69 @@ impl FilterReply {
     }
 }
 
+/// Path of a warm-pool pod's claim endpoint.
+pub const CLAIM_PATH: &str = "/claim";
+
+/// `POST /claim` on a warm-pool camera pod (`Authorization: Bearer <claim token>`, over HTTPS
+/// pinned to the pool pod's own certificate): hands the pod its session. From the answer on the
+/// pod serves the session's certificate, accepts only the session's token, runs `filter` within
+/// the video limits, and never takes another session. Claiming again with the same `session` and
+/// `token` answers as the first time (the operator may repeat a claim it is unsure of); any other
+/// claim of a claimed pod is 409 `already_claimed`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimRequest {
+    /// `namespace/name` of the claiming session.
+    pub session: String,
+    /// The session's bearer token (what the router sends with offers).
+    pub token: String,
+    /// The session's certificate (PEM) the pod serves from now on; the router pins it.
+    pub tls_cert: String,
+    /// Its private key (PEM).
+    pub tls_key: String,
+    /// The filter to run, in camera-pod's filter-spec form (a name or the JSON of `POST /filter`).
+    pub filter: String,
+    /// Largest returned width, height and frame rate; the pod's defaults when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_height: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_fps: Option<u32>,
+    /// Codec preference (`vp8`, `h264`); empty: the pod's default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub codecs: Vec<String>,
+    /// The address ICE advertises (the node's public address); the pod's start-up value when
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_ip: Option<String>,
+}
+
+impl std::fmt::Debug for ClaimRequest {
+    /// Leaves the token and the private key out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClaimRequest")
+            .field("session", &self.session)
+            .field("filter", &self.filter)
+            .field("max_width", &self.max_width)
+            .field("max_height", &self.max_height)
+            .field("max_fps", &self.max_fps)
+            .field("codecs", &self.codecs)
+            .field("public_ip", &self.public_ip)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A warm-pool pod's answer to an accepted claim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimReply {
+    /// `namespace/name` of the session the pod now serves.
+    pub session: String,
+    /// The filter the pod runs (or is switching to) for the session, as its spec.
+    pub filter: String,
+    /// The claim's filter is the one the pod warmed up: the first frame is filtered at once.
+    pub warm_filter: bool,
+}
+
 /// What camera-pod's `GET /status` reports (the operator polls it for idle timeouts).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CameraStatus {

@@ -20,7 +20,8 @@ use kube::ResourceExt;
 
 use crate::crd::CameraSession;
 use p2pcamera_api::objects::{
-    ANNOTATION_POD_HASH, ANNOTATION_PORT, ANNOTATION_PUBLIC_ADDRESS, SECRET_TLS_CERT, SECRET_TOKEN,
+    ANNOTATION_CLAIMED_BY, ANNOTATION_POD_HASH, ANNOTATION_PORT, ANNOTATION_PUBLIC_ADDRESS,
+    SECRET_CLAIM_TOKEN, SECRET_TLS_CERT, SECRET_TOKEN,
 };
 
 /// Annotation `kubectl apply` stores a full copy of the object in.
@@ -33,8 +34,8 @@ pub fn trim_session(session: &mut CameraSession) {
 }
 
 /// Trims a camera pod for the cache: keeps metadata (without `managedFields` and with only the
-/// operator's port, hash and public-address annotations), the node name of the spec, and the
-/// status.
+/// operator's port, hash, public-address and claimed-by annotations), the node name of the spec,
+/// and the status.
 pub fn trim_pod(pod: &mut Pod) {
     pod.managed_fields_mut().clear();
     pod.annotations_mut().retain(|key, _| {
@@ -42,6 +43,7 @@ pub fn trim_pod(pod: &mut Pod) {
             ANNOTATION_PORT,
             ANNOTATION_POD_HASH,
             ANNOTATION_PUBLIC_ADDRESS,
+            ANNOTATION_CLAIMED_BY,
         ]
         .contains(&key.as_str())
     });
@@ -57,12 +59,15 @@ pub fn trim_pod(pod: &mut Pod) {
     }
 }
 
-/// Trims a session Secret for the cache: drops `managedFields` and every key but the token and
-/// the pod's certificate (the operator never needs the private key).
+/// Trims a session or warm-pool Secret for the cache: drops `managedFields` and every key but the
+/// token (a pool pod's claim token) and the pod's certificate (a session's private key is read
+/// from the API server only when a warm pod is claimed for it).
 pub fn trim_secret(secret: &mut Secret) {
     secret.managed_fields_mut().clear();
     if let Some(data) = secret.data.as_mut() {
-        data.retain(|key, _| key == SECRET_TOKEN || key == SECRET_TLS_CERT);
+        data.retain(|key, _| {
+            key == SECRET_TOKEN || key == SECRET_TLS_CERT || key == SECRET_CLAIM_TOKEN
+        });
     }
     secret.string_data = None;
 }

@@ -230,7 +230,7 @@ impl EffectiveVideo {
     /// The limits of a session with `spec` in `class` (which it fits).
     pub fn of(spec: &CameraSessionSpec, class: &ResolvedClass) -> Self {
         let session = spec.video.clone().unwrap_or_default();
-        let (ceilings, decode) = (&class.spec.video.limits, &class.spec.video);
+        let ceilings = &class.spec.video.limits;
         Self {
             max_width: session.max_width.or(ceilings.max_width),
             max_height: session.max_height.or(ceilings.max_height),
@@ -240,11 +240,18 @@ impl EffectiveVideo {
             } else {
                 session.codecs
             },
-            max_decode: (
-                decode.max_decode_width.unwrap_or(DEFAULT_MAX_DECODE.0),
-                decode.max_decode_height.unwrap_or(DEFAULT_MAX_DECODE.1),
-            ),
+            max_decode: Self::decode_cap(class),
         }
+    }
+
+    /// Largest decoded camera picture of every pod of `class`: the class's, else
+    /// [`DEFAULT_MAX_DECODE`].
+    pub fn decode_cap(class: &ResolvedClass) -> (u32, u32) {
+        let video = &class.spec.video;
+        (
+            video.max_decode_width.unwrap_or(DEFAULT_MAX_DECODE.0),
+            video.max_decode_height.unwrap_or(DEFAULT_MAX_DECODE.1),
+        )
     }
 }
 

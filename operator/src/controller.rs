@@ -46,6 +46,7 @@
 //! owner reference, and the port is given up in the allocator when the deletion is seen (and by
 //! a periodic sweep).
 
+mod claim;
 pub mod decide;
 mod execute;
 
@@ -64,8 +65,10 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use p2pcamera_api::SessionKey;
-use p2pcamera_api::objects::{ANNOTATION_PORT, LABEL_SESSION, MANAGED_BY, managed_selector};
-use tokio::sync::{OnceCell, watch};
+use p2pcamera_api::objects::{
+    ANNOTATION_PORT, LABEL_POOL, LABEL_SESSION, MANAGED_BY, managed_selector,
+};
+use tokio::sync::{Notify, OnceCell, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::applied_pods::AppliedPods;
@@ -76,6 +79,8 @@ use crate::crd::{CameraClass, CameraSession};
 use crate::desired::{self, BuildError};
 use crate::metrics::Metrics;
 use crate::node_addresses::{self, NODE_ADDRESS_TTL, NodeAddressCache};
+use crate::pool::claim as pool_claim;
+use crate::pool::{self, ClaimedPods, PoolKeeper};
 use crate::ports::UdpPortAllocator;
 use crate::runtime::admin::AdminState;
 use crate::runtime::lease::LeaderElector;
@@ -132,15 +137,25 @@ struct Context {
     retries: RetryBackoff<SessionKey>,
     statuses: StatusMemo,
     applied_pods: AppliedPods,
+    claimed: Arc<ClaimedPods>,
+    claiming: claim::Claiming,
     seeded: OnceCell<()>,
     last_poll: std::sync::Mutex<HashMap<SessionKey, Instant>>,
 }
 
 impl Context {
+    /// Whether the session `key` exists; for a pool pod's allocator key, whether the pod does.
     fn is_live(&self, key: &SessionKey) -> bool {
-        self.sessions
-            .get(&ObjectRef::new(&key.name).within(&key.namespace))
-            .is_some()
+        match pool_claim::pool_pod_of(key) {
+            Some(pod) => self
+                .pods
+                .get(&ObjectRef::new(pod).within(&key.namespace))
+                .is_some(),
+            None => self
+                .sessions
+                .get(&ObjectRef::new(&key.name).within(&key.namespace))
+                .is_some(),
+        }
     }
 
     /// Waits until every cache holds its first full list, then seeds the port allocator from
@@ -275,6 +290,8 @@ async fn run_controller(
     let (secrets, secret_writer) = reflector::store();
     let allocator = Arc::new(UdpPortAllocator::new(config.port_range));
     let (port_freed, waiting_for_port) = futures::channel::mpsc::unbounded();
+    let pool_wake = Arc::new(Notify::new());
+    let claimed = Arc::new(ClaimedPods::default());
     let session_events = watch_with_backoff(
         namespaced::<CameraSession>(&client, ns),
         watcher::Config::default(),
@@ -294,8 +311,21 @@ async fn run_controller(
         .modify(caches::trim_pod)
         .reflect(pod_writer)
         .inspect_ok({
-            let allocator = allocator.clone();
+            let (allocator, claimed, pool_wake) =
+                (allocator.clone(), claimed.clone(), pool_wake.clone());
             move |event| {
+                match event {
+                    watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => {
+                        claimed.seen(pod);
+                    }
+                    watcher::Event::Delete(pod) => claimed.gone(pod),
+                    _ => {}
+                }
+                if let watcher::Event::Apply(pod) | watcher::Event::Delete(pod) = event
+                    && pod.labels().contains_key(LABEL_POOL)
+                {
+                    pool_wake.notify_one();
+                }
                 let bound = |pod: &Pod| {
                     pod.spec
                         .as_ref()
@@ -324,6 +354,10 @@ async fn run_controller(
     )
     .modify(|class| class.managed_fields_mut().clear())
     .reflect(class_writer)
+    .inspect_ok({
+        let pool_wake = pool_wake.clone();
+        move |_| pool_wake.notify_one()
+    })
     .touched_objects();
     tracing::info!("leading: reconciling camera sessions");
 
@@ -347,6 +381,16 @@ async fn run_controller(
             instance: Some(identity.to_string()),
         },
     );
+    let keeper = Arc::new(PoolKeeper::new(
+        client.clone(),
+        config.clone(),
+        classes.clone(),
+        pods.clone(),
+        sessions.clone(),
+        allocator.clone(),
+        metrics.clone(),
+        pool_wake,
+    ));
     let ctx = Arc::new(Context {
         allocator,
         client,
@@ -361,10 +405,13 @@ async fn run_controller(
         retries: RetryBackoff::default(),
         statuses: StatusMemo::default(),
         applied_pods: AppliedPods::default(),
+        claimed,
+        claiming: claim::Claiming::default(),
         seeded: OnceCell::new(),
         last_poll: Default::default(),
     });
     let sweeper = tokio::spawn(sweep(ctx.clone()));
+    let pools = tokio::spawn(pool::run(keeper));
     let mut running = std::pin::pin!(controller.run(reconcile, error_policy, ctx).for_each(
         |result| async move {
             if let Err(error) = result {
@@ -385,6 +432,7 @@ async fn run_controller(
         }
     }
     sweeper.abort();
+    pools.abort();
     Ok(())
 }
 
@@ -442,13 +490,15 @@ async fn sweep(ctx: Arc<Context>) {
         ctx.retries.retain(|k| ctx.is_live(k));
         ctx.statuses.retain(|k| ctx.is_live(k));
         ctx.applied_pods.retain(|k| ctx.is_live(k));
+        ctx.claimed.retain(|k| ctx.is_live(k));
         ctx.metrics.retain_sessions(|k| ctx.is_live(k));
         ctx.nodes.expire(Instant::now());
     }
 }
 
 /// Claims the ports the camera pods hold (their annotation; a terminating pod's port is on its
-/// way out), then the ports recorded in the status of the sessions without such a pod.
+/// way out; an idle pool pod's under its pool key), then the ports recorded in the status of the
+/// sessions without such a pod.
 fn seed_allocator(
     allocator: &UdpPortAllocator,
     sessions: &[Arc<CameraSession>],
@@ -458,10 +508,15 @@ fn seed_allocator(
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
     {
-        let Some(session) = pod.labels().get(LABEL_SESSION) else {
-            continue;
+        let namespace = pod.namespace().unwrap_or_default();
+        let key = match (
+            pod.labels().get(LABEL_SESSION),
+            pod.labels().get(LABEL_POOL),
+        ) {
+            (Some(session), _) => SessionKey::new(namespace, session),
+            (None, Some(_)) => pool_claim::pool_key(&namespace, &pod.name_any()),
+            (None, None) => continue,
         };
-        let key = SessionKey::new(pod.namespace().unwrap_or_default(), session);
         let port = desired::pod_annotation(pod, ANNOTATION_PORT).and_then(|p| p.parse().ok());
         if let Some(port) = port
             && let Err(error) = allocator.claim(&key, port)

@@ -35,19 +35,20 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::Resource;
+use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
 use p2pcamera_api::objects::{
-    ANNOTATION_MANIFEST, ANNOTATION_POD_HASH, ANNOTATION_PORT, ANNOTATION_PUBLIC_ADDRESS,
-    CONTAINER, LABEL_MANAGED_BY, LABEL_SESSION, MANAGED_BY, MANIFEST_MOUNT_DIR, SECRET_MOUNT_DIR,
-    SECRET_TLS_CERT, SECRET_TLS_KEY, SECRET_TOKEN, child_name,
+    ANNOTATION_CLAIMED_BY, ANNOTATION_MANIFEST, ANNOTATION_POD_HASH, ANNOTATION_PORT,
+    ANNOTATION_PUBLIC_ADDRESS, CONTAINER, LABEL_MANAGED_BY, LABEL_POOL, LABEL_SESSION, MANAGED_BY,
+    MANIFEST_MOUNT_DIR, SECRET_CLAIM_TOKEN, SECRET_MOUNT_DIR, SECRET_TLS_CERT, SECRET_TLS_KEY,
+    SECRET_TOKEN, child_name,
 };
 use p2pcamera_api::pod_env;
 
 use crate::class_fit::{EffectiveVideo, ResolvedClass};
 use crate::config::Config;
-use crate::crd::{CameraSession, CameraSessionSpec, FilterName};
+use crate::crd::{CameraClass, CameraSession, CameraSessionSpec, FilterName, WarmPool};
 
 /// Memory limit (and request) of a camera container when its class sets none.
 pub const DEFAULT_MEMORY_LIMIT: &str = "8Gi";
@@ -184,22 +185,17 @@ fn env(name: &str, value: impl Into<String>) -> EnvVar {
     }
 }
 
-/// The environment that configures camera-pod.
-///
-/// `P2PCAMERA_LISTEN=0.0.0.0:<port>`, `P2PCAMERA_UDP_PORT=<port>`, `P2PCAMERA_PUBLIC_IP` (downward
-/// API `status.hostIP`, or the pinned address), `P2PCAMERA_FILTER`, `P2PCAMERA_STYLE_INDEX`,
-/// `P2PCAMERA_BACKGROUND_COLOR`, `P2PCAMERA_MODEL` + `P2PCAMERA_SHA256` + `P2PCAMERA_MANIFEST`
-/// (a file path), `P2PCAMERA_MAX_WIDTH`, `P2PCAMERA_MAX_HEIGHT`, `P2PCAMERA_MAX_FPS`,
-/// `P2PCAMERA_CODECS` (comma-separated preference), `P2PCAMERA_TOKEN_FILE`, `P2PCAMERA_TLS_CERT`,
-/// `P2PCAMERA_TLS_KEY`, and `P2PCAMERA_REQUIRE_GPU=true` when `require_gpu`.
-pub fn camera_pod_env(
-    session: &CameraSession,
+/// The environment every camera pod of `class` starts with, session or pool alike:
+/// `P2PCAMERA_LISTEN=0.0.0.0:<port>`, `P2PCAMERA_UDP_PORT=<port>`, `P2PCAMERA_METRICS_LISTEN`,
+/// `P2PCAMERA_PUBLIC_IP` (downward API `status.hostIP`, or the pinned address), the class's model
+/// allow-list and decode cap, `P2PCAMERA_TLS_CERT` / `P2PCAMERA_TLS_KEY` (files of the mounted
+/// Secret), `P2PCAMERA_REQUIRE_GPU=true` with `--camera-pod-require-gpu`, and `XDG_CACHE_HOME`.
+fn base_env(
     class: &ResolvedClass,
     port: u16,
     placement: Option<&Placement>,
     config: &Config,
 ) -> Vec<EnvVar> {
-    let spec = &session.spec;
     let mut vars = vec![
         env(pod_env::LISTEN, format!("0.0.0.0:{port}")),
         env(pod_env::UDP_PORT, port.to_string()),
@@ -224,6 +220,43 @@ pub fn camera_pod_env(
             }),
         },
     });
+    let models = class.model_policy();
+    if !models.is_empty() {
+        vars.push(env(pod_env::MODEL_ALLOWED_HOSTS, models.hosts_list()));
+        vars.push(env(pod_env::MODEL_ALLOWED_DIGESTS, models.digests_list()));
+    }
+    let decode = EffectiveVideo::decode_cap(class);
+    vars.push(env(pod_env::MAX_DECODE_WIDTH, decode.0.to_string()));
+    vars.push(env(pod_env::MAX_DECODE_HEIGHT, decode.1.to_string()));
+    vars.push(env(
+        pod_env::TLS_CERT,
+        format!("{SECRET_MOUNT_DIR}/{SECRET_TLS_CERT}"),
+    ));
+    vars.push(env(
+        pod_env::TLS_KEY,
+        format!("{SECRET_MOUNT_DIR}/{SECRET_TLS_KEY}"),
+    ));
+    if config.camera_pod_require_gpu {
+        vars.push(env(pod_env::REQUIRE_GPU, "true"));
+    }
+    vars.push(env("XDG_CACHE_HOME", "/var/cache/p2pcamera"));
+    vars
+}
+
+/// The environment that configures the camera pod of `session`: [`base_env`], then the filter
+/// (`P2PCAMERA_FILTER`, `P2PCAMERA_STYLE_INDEX`, `P2PCAMERA_BACKGROUND_COLOR`,
+/// `P2PCAMERA_POSE_MODEL`, `P2PCAMERA_PARTS_OPACITY`, `P2PCAMERA_MODEL` + `P2PCAMERA_SHA256` +
+/// `P2PCAMERA_MANIFEST` (a file path)), the video limits (`P2PCAMERA_MAX_WIDTH`, `_HEIGHT`,
+/// `_FPS`, `P2PCAMERA_CODECS` as a comma-separated preference) and `P2PCAMERA_TOKEN_FILE`.
+pub fn camera_pod_env(
+    session: &CameraSession,
+    class: &ResolvedClass,
+    port: u16,
+    placement: Option<&Placement>,
+    config: &Config,
+) -> Vec<EnvVar> {
+    let spec = &session.spec;
+    let mut vars = base_env(class, port, placement, config);
     vars.push(env(pod_env::FILTER, spec.filter.name.as_str()));
     if let Some(index) = spec.filter.style_index {
         vars.push(env(pod_env::STYLE_INDEX, index.to_string()));
@@ -245,18 +278,11 @@ pub fn camera_pod_env(
             format!("{MANIFEST_MOUNT_DIR}/manifest.json"),
         ));
     }
-    let models = class.model_policy();
-    if !models.is_empty() {
-        vars.push(env(pod_env::MODEL_ALLOWED_HOSTS, models.hosts_list()));
-        vars.push(env(pod_env::MODEL_ALLOWED_DIGESTS, models.digests_list()));
-    }
     let video = EffectiveVideo::of(spec, class);
     for (name, value) in [
         (pod_env::MAX_WIDTH, video.max_width),
         (pod_env::MAX_HEIGHT, video.max_height),
         (pod_env::MAX_FPS, video.max_fps),
-        (pod_env::MAX_DECODE_WIDTH, Some(video.max_decode.0)),
-        (pod_env::MAX_DECODE_HEIGHT, Some(video.max_decode.1)),
     ] {
         if let Some(value) = value {
             vars.push(env(name, value.to_string()));
@@ -270,18 +296,23 @@ pub fn camera_pod_env(
         pod_env::TOKEN_FILE,
         format!("{SECRET_MOUNT_DIR}/{SECRET_TOKEN}"),
     ));
+    vars
+}
+
+/// The environment of a warm-pool pod of `class`: [`base_env`], the pool's filter with its
+/// defaults, and `P2PCAMERA_CLAIM_TOKEN_FILE` (it starts unclaimed, with no session token).
+pub fn pool_pod_env(
+    class: &ResolvedClass,
+    pool: &WarmPool,
+    port: u16,
+    config: &Config,
+) -> Vec<EnvVar> {
+    let mut vars = base_env(class, port, None, config);
+    vars.push(env(pod_env::FILTER, pool.filter().as_str()));
     vars.push(env(
-        pod_env::TLS_CERT,
-        format!("{SECRET_MOUNT_DIR}/{SECRET_TLS_CERT}"),
+        pod_env::CLAIM_TOKEN_FILE,
+        format!("{SECRET_MOUNT_DIR}/{SECRET_CLAIM_TOKEN}"),
     ));
-    vars.push(env(
-        pod_env::TLS_KEY,
-        format!("{SECRET_MOUNT_DIR}/{SECRET_TLS_KEY}"),
-    ));
-    if config.camera_pod_require_gpu {
-        vars.push(env(pod_env::REQUIRE_GPU, "true"));
-    }
-    vars.push(env("XDG_CACHE_HOME", "/var/cache/p2pcamera"));
     vars
 }
 
@@ -299,15 +330,27 @@ fn http_probe(path: &str, port: u16, period: i32, failures: i32) -> Probe {
     }
 }
 
-fn volumes(session_name: &str, cache_limit: Quantity, with_manifest: bool) -> Vec<Volume> {
+/// The keys of the Secret a camera pod mounts: the session's token, or a pool pod's claim token,
+/// and the pod's certificate and key.
+fn secret_keys(pool: bool) -> [&'static str; 3] {
+    let token = if pool {
+        SECRET_CLAIM_TOKEN
+    } else {
+        SECRET_TOKEN
+    };
+    [token, SECRET_TLS_CERT, SECRET_TLS_KEY]
+}
+
+fn volumes(secret: &MountedSecret, cache_limit: Quantity, with_manifest: bool) -> Vec<Volume> {
     let mut volumes = vec![
         Volume {
             name: "p2pcamera".to_string(),
             secret: Some(SecretVolumeSource {
-                secret_name: Some(child_name(session_name)),
+                secret_name: Some(secret.name.clone()),
                 default_mode: Some(0o440),
                 items: Some(
-                    [SECRET_TOKEN, SECRET_TLS_CERT, SECRET_TLS_KEY]
+                    secret
+                        .keys
                         .into_iter()
                         .map(|key| KeyToPath {
                             key: key.to_string(),
@@ -377,16 +420,25 @@ pub fn metrics_port(port: u16, config: &Config) -> Option<u16> {
         .flatten()
 }
 
-/// The camera Pod of `session`, in `class`, on `port`, with the hash annotation set.
-pub fn build_pod(
-    session: &CameraSession,
+/// The Secret a camera pod mounts at [`SECRET_MOUNT_DIR`], and which of its keys.
+struct MountedSecret {
+    name: String,
+    keys: [&'static str; 3],
+}
+
+/// The spec of a camera pod of `class` on `port` (session or pool alike): one container with
+/// `env`, its GPUs and limits, host network, the port as containerPort = hostPort, probes, the
+/// mounted `secret` (and the manifest volume when `with_manifest`), locked-down security
+/// context, the class's node placement, or `node` when pinned.
+fn camera_pod_spec(
     class: &ResolvedClass,
-    port: u16,
     config: &Config,
-    placement: Option<&Placement>,
-) -> Result<Pod, BuildError> {
-    let (name, _) = name_and_namespace(session)?;
-    let spec = &session.spec;
+    port: u16,
+    node: Option<String>,
+    env: Vec<EnvVar>,
+    secret: &MountedSecret,
+    with_manifest: bool,
+) -> PodSpec {
     let limits = &class.spec.resources;
     let memory = limits
         .memory
@@ -413,11 +465,6 @@ pub fn build_pod(
     let mut node_selector = config.gpu_node_selector.clone();
     node_selector.extend(class.spec.node_selector.clone());
     let tolerations = merged_tolerations(&config.gpu_tolerations.0, &class.spec.tolerations);
-    let manifest = spec
-        .filter
-        .model
-        .as_ref()
-        .filter(|_| spec.filter.name == FilterName::Custom);
     let container = Container {
         name: CONTAINER.to_string(),
         image: Some(
@@ -427,7 +474,7 @@ pub fn build_pod(
                 .clone()
                 .unwrap_or_else(|| config.camera_pod_image.clone()),
         ),
-        env: Some(camera_pod_env(session, class, port, placement, config)),
+        env: Some(env),
         ports: Some(
             [("signaling", port, "TCP"), ("media", port, "UDP")]
                 .into_iter()
@@ -465,7 +512,7 @@ pub fn build_pod(
                 },
             ]
             .into_iter()
-            .chain(manifest.is_some().then(|| VolumeMount {
+            .chain(with_manifest.then(|| VolumeMount {
                 name: "manifest".to_string(),
                 mount_path: MANIFEST_MOUNT_DIR.to_string(),
                 read_only: Some(true),
@@ -484,7 +531,7 @@ pub fn build_pod(
         }),
         ..Container::default()
     };
-    let pod_spec = PodSpec {
+    PodSpec {
         containers: vec![container],
         host_network: Some(true),
         dns_policy: Some("ClusterFirstWithHostNet".to_string()),
@@ -494,7 +541,7 @@ pub fn build_pod(
         termination_grace_period_seconds: Some(10),
         node_selector: (!node_selector.is_empty()).then_some(node_selector),
         tolerations: (!tolerations.is_empty()).then_some(tolerations),
-        node_name: placement.map(|p| p.node.clone()),
+        node_name: node,
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
             run_as_user: Some(65532),
@@ -506,9 +553,39 @@ pub fn build_pod(
             }),
             ..PodSecurityContext::default()
         }),
-        volumes: Some(volumes(name, cache_limit, manifest.is_some())),
+        volumes: Some(volumes(secret, cache_limit, with_manifest)),
         ..PodSpec::default()
+    }
+}
+
+/// The camera Pod of `session`, in `class`, on `port`, with the hash annotation set.
+pub fn build_pod(
+    session: &CameraSession,
+    class: &ResolvedClass,
+    port: u16,
+    config: &Config,
+    placement: Option<&Placement>,
+) -> Result<Pod, BuildError> {
+    let (name, _) = name_and_namespace(session)?;
+    let spec = &session.spec;
+    let manifest = spec
+        .filter
+        .model
+        .as_ref()
+        .filter(|_| spec.filter.name == FilterName::Custom);
+    let secret = MountedSecret {
+        name: child_name(name),
+        keys: secret_keys(false),
     };
+    let pod_spec = camera_pod_spec(
+        class,
+        config,
+        port,
+        placement.map(|p| p.node.clone()),
+        camera_pod_env(session, class, port, placement, config),
+        &secret,
+        manifest.is_some(),
+    );
     let mut annotations = BTreeMap::from([(ANNOTATION_PORT.to_string(), port.to_string())]);
     if let Some(model) = manifest {
         annotations.insert(
@@ -544,6 +621,113 @@ fn pod_hash(
     hasher.update(serde_json::to_vec(&class.name)?);
     hasher.update(serde_json::to_vec(annotations)?);
     Ok(hex::encode(&hasher.finalize()[..8]))
+}
+
+/// The hash a claimed warm-pool pod carries: of the session's spec, its class's name, the port and
+/// the claiming session, so a later change of the spec replaces the pod as it would a session's
+/// own pod, while the pod's start-up (the pool's, not the session's) never does.
+pub fn claimed_pod_hash(
+    session: &CameraSession,
+    class: &ResolvedClass,
+    port: u16,
+) -> Result<String, BuildError> {
+    let (name, namespace) = name_and_namespace(session)?;
+    let annotations = BTreeMap::from([
+        (ANNOTATION_PORT.to_string(), port.to_string()),
+        (
+            ANNOTATION_CLAIMED_BY.to_string(),
+            format!("{namespace}/{name}"),
+        ),
+    ]);
+    Ok(pod_hash(&session.spec, class, &annotations)?)
+}
+
+/// The labels of a warm-pool pod of class `class` named `pod` (and of its Secret).
+pub fn pool_labels(class: &str, pod: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_string(),
+            "camera-pod".to_string(),
+        ),
+        ("app.kubernetes.io/instance".to_string(), pod.to_string()),
+        (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
+        (LABEL_POOL.to_string(), class.to_string()),
+    ])
+}
+
+/// A warm-pool pod of `class` named `name` in `namespace` on `port`, owned by the class (so
+/// deleting the class removes its idle pods): no session, no token, the pool's filter warmed up,
+/// a claim token and its own certificate from the Secret of the same name
+/// ([`build_pool_secret`]).
+pub fn build_pool_pod(
+    class: &CameraClass,
+    resolved: &ResolvedClass,
+    pool: &WarmPool,
+    namespace: &str,
+    name: &str,
+    port: u16,
+    config: &Config,
+) -> Pod {
+    let secret = MountedSecret {
+        name: name.to_string(),
+        keys: secret_keys(true),
+    };
+    let spec = camera_pod_spec(
+        resolved,
+        config,
+        port,
+        None,
+        pool_pod_env(resolved, pool, port, config),
+        &secret,
+        false,
+    );
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(namespace.to_string()),
+            labels: Some(pool_labels(&class.name_any(), name)),
+            annotations: Some(BTreeMap::from([(
+                ANNOTATION_PORT.to_string(),
+                port.to_string(),
+            )])),
+            owner_references: class.controller_owner_ref(&()).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(spec),
+        status: None,
+    }
+}
+
+/// The Secret of warm-pool pod `pod` (created right after it, owned by it): the claim token only
+/// the operator and the pod know, and the pod's own certificate, which the operator pins when it
+/// claims the pod.
+pub fn build_pool_secret(pod: &Pod, class: &str, material: &SecretMaterial) -> Secret {
+    let name = pod.name_any();
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: pod.metadata.namespace.clone(),
+            labels: Some(pool_labels(class, &name)),
+            owner_references: pod.controller_owner_ref(&()).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        type_: Some("Opaque".to_string()),
+        data: Some(BTreeMap::from([
+            (
+                SECRET_CLAIM_TOKEN.to_string(),
+                ByteString(material.token.clone().into_bytes()),
+            ),
+            (
+                SECRET_TLS_CERT.to_string(),
+                ByteString(material.cert_pem.clone().into_bytes()),
+            ),
+            (
+                SECRET_TLS_KEY.to_string(),
+                ByteString(material.key_pem.clone().into_bytes()),
+            ),
+        ])),
+        ..Secret::default()
+    }
 }
 
 /// The value of annotation `key` on `pod`.

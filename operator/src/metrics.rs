@@ -1,7 +1,8 @@
 //! Prometheus metrics of the operator (prefix `p2pcamera_operator_`, seconds as the unit, no
 //! per-session labels): reconciles, reconcile errors by reason, reconcile duration, sessions by
 //! phase, sessions whose pod waits to be placed by reason (`NoFreeGpu`, `NoFreePort`,
-//! `PortConflict`, `Unschedulable`), port moves, and whether this replica leads.
+//! `PortConflict`, `Unschedulable`), port moves, whether this replica leads, and the warm pools
+//! (claims by class and result, claim duration, pool pods by class and state).
 //!
 //! The session gauges are kept by counting each session's change (constant time per reconcile,
 //! whatever the number of sessions).
@@ -42,6 +43,25 @@ pub struct WaitingLabels {
     pub reason: String,
 }
 
+/// Labels of warm-pool claim counts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClaimLabels {
+    /// The CameraClass.
+    pub class: String,
+    /// `claimed`, or why the session started cold: `empty` (no idle warm pod), `failed` (the
+    /// claim did not go through).
+    pub result: String,
+}
+
+/// Labels of warm-pool pod counts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    /// The CameraClass.
+    pub class: String,
+    /// `idle` (warm), `starting` or `claimed`.
+    pub state: String,
+}
+
 /// What the session gauges count of one session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Counted {
@@ -60,6 +80,9 @@ pub struct Metrics {
     waiting: Family<WaitingLabels, Gauge<i64, AtomicI64>>,
     port_moves: Counter,
     leader: Gauge<i64, AtomicI64>,
+    warm_claims: Family<ClaimLabels, Counter>,
+    warm_claim_duration: Histogram,
+    warm_pool_pods: Family<PoolLabels, Gauge<i64, AtomicI64>>,
     counted: Mutex<HashMap<SessionKey, Counted>>,
 }
 
@@ -100,6 +123,24 @@ impl Default for Metrics {
             "1 while this replica holds the leader Lease",
             leader.clone(),
         );
+        let warm_claims = Family::<ClaimLabels, Counter>::default();
+        registry.register(
+            "warm_claims",
+            "New sessions of classes with a warm pool, by result: claimed a warm pod, or started cold (empty, failed)",
+            warm_claims.clone(),
+        );
+        let warm_claim_duration = Histogram::new(exponential_buckets(0.002, 2.0, 12));
+        registry.register(
+            "warm_claim_duration_seconds",
+            "Time to claim a warm pod: the claim write and the pod accepting its session",
+            warm_claim_duration.clone(),
+        );
+        let warm_pool_pods = Family::<PoolLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "warm_pool_pods",
+            "Warm-pool pods by class and state (idle, starting, claimed)",
+            warm_pool_pods.clone(),
+        );
         for phase in Phase::ALL {
             sessions
                 .get_or_create(&PhaseLabels {
@@ -123,12 +164,41 @@ impl Default for Metrics {
             waiting,
             port_moves,
             leader,
+            warm_claims,
+            warm_claim_duration,
+            warm_pool_pods,
             counted: Mutex::new(HashMap::new()),
         }
     }
 }
 
 impl Metrics {
+    /// Counts a new session of a class with a warm pool: `result` is `claimed`, `empty` or
+    /// `failed`; a successful claim's duration is observed.
+    pub fn warm_claim(&self, class: &str, result: &str, seconds: Option<f64>) {
+        self.warm_claims
+            .get_or_create(&ClaimLabels {
+                class: class.into(),
+                result: result.into(),
+            })
+            .inc();
+        if let Some(seconds) = seconds {
+            self.warm_claim_duration.observe(seconds);
+        }
+    }
+
+    /// Sets the pod counts of the warm pool of `class`.
+    pub fn set_warm_pool(&self, class: &str, idle: u32, starting: u32, claimed: u32) {
+        for (state, value) in [("idle", idle), ("starting", starting), ("claimed", claimed)] {
+            self.warm_pool_pods
+                .get_or_create(&PoolLabels {
+                    class: class.into(),
+                    state: state.into(),
+                })
+                .set(i64::from(value));
+        }
+    }
+
     /// Counts one reconciliation that took `seconds`.
     pub fn reconciled(&self, seconds: f64) {
         self.reconciles.inc();

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Api;
 use kube::api::{DynamicObject, GroupVersionKind, PostParams};
-use p2pcamera_api::objects::{SECRET_TOKEN, child_name};
+use p2pcamera_api::objects::{LABEL_POOL, LABEL_SESSION, SECRET_TOKEN, child_name};
 use p2pcamera_tests::kubelet::{Kubelet, KubeletConfig};
 use p2pcamera_tests::pki::CertificateAuthority;
 use p2pcamera_tests::{
@@ -83,6 +83,13 @@ fn workspace_binary(name: &str) -> PathBuf {
         dir
     });
     copies.join(name)
+}
+
+fn class_resource() -> kube::api::ApiResource {
+    kube::api::ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("p2pcamera.io", "v1alpha1", "CameraClass"),
+        "cameraclasses",
+    )
 }
 
 fn session_resource() -> kube::api::ApiResource {
@@ -307,15 +314,80 @@ impl System {
 
     /// `kubectl apply`s a selfie-replace (green) session, as a user would.
     async fn apply_session(&self, name: &str) {
-        let manifest = json!({
+        self.apply_session_of(name, json!({})).await;
+    }
+
+    /// `kubectl apply`s a selfie-replace (green) session with `spec` merged in (e.g. its class).
+    async fn apply_session_of(&self, name: &str, spec: Value) {
+        let mut manifest = json!({
             "apiVersion": "p2pcamera.io/v1alpha1", "kind": "CameraSession",
             "metadata": {"name": name, "namespace": self.ns},
             "spec": {"filter": {"name": "selfie-replace", "backgroundColor": "#00ff00"}},
         });
+        if let (Some(target), Some(extra)) = (manifest["spec"].as_object_mut(), spec.as_object()) {
+            target.extend(extra.clone());
+        }
         self.plane
             .kubectl_with_input(&["apply", "-f", "-"], &manifest.to_string())
             .await
             .expect("kubectl apply");
+    }
+
+    /// `kubectl apply`s CameraClass `<namespace>-<suffix>` (cluster-scoped, so named after the
+    /// test's namespace) with `spec`; returns its name.
+    async fn apply_class(&self, suffix: &str, spec: Value) -> String {
+        let name = format!("{}-{suffix}", self.ns);
+        let manifest = json!({
+            "apiVersion": "p2pcamera.io/v1alpha1", "kind": "CameraClass",
+            "metadata": {"name": name}, "spec": spec,
+        });
+        self.plane
+            .kubectl_with_input(&["apply", "-f", "-"], &manifest.to_string())
+            .await
+            .expect("kubectl apply class");
+        name
+    }
+
+    /// `status.warmPool` of class `name`, once it has one.
+    async fn pool_status(&self, name: &str) -> Result<Value, String> {
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &class_resource());
+        let class = api.get(name).await.map_err(|e| e.to_string())?;
+        match class.data.get("status").map(|s| &s["warmPool"]) {
+            Some(pool) if pool.is_object() => Ok(pool.clone()),
+            _ => Err("no status.warmPool yet".into()),
+        }
+    }
+
+    /// Waits until the pool of class `name` satisfies `check`; returns its status.
+    async fn wait_pool(&self, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        eventually(
+            &format!("class {name}: {what} ({})", self.logs()),
+            WAIT,
+            || async {
+                let pool = self.pool_status(name).await?;
+                if check(&pool) {
+                    Ok(pool)
+                } else {
+                    Err(pool.to_string())
+                }
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Names of the idle (unclaimed) pool pods of class `class`.
+    async fn idle_pool_pods(&self, class: &str) -> Vec<String> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns);
+        let selector = format!("{LABEL_POOL}={class},!{LABEL_SESSION}");
+        pods.list(&kube::api::ListParams::default().labels(&selector))
+            .await
+            .expect("listing pool pods")
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter_map(|p| p.metadata.name)
+            .collect()
     }
 
     async fn session_status(&self, name: &str) -> Result<Value, String> {
@@ -1040,5 +1112,301 @@ async fn api_server_restart_loses_no_session_and_operator_and_router_recover() {
         "{after}"
     );
     peer.close().await;
+    system.shutdown().await;
+}
+
+/// The `WarmStart` condition of a session's status: (status, reason).
+fn warm_start(status: &Value) -> Option<(String, String)> {
+    status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "WarmStart")
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or_default().to_string(),
+                c["reason"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_pod_is_claimed_serves_filtered_video_at_once_and_is_never_reused() {
+    let _serial = SERIAL.lock().await;
+    let system = System::start("e2e-warm", "15040-15059", 4).await;
+    // The pool warms up the sessions' own filter (selfie-replace, green).
+    let class = system
+        .apply_class(
+            "warm",
+            json!({"warmPool": {"minIdle": 2, "filter": "selfie-replace"}}),
+        )
+        .await;
+    system
+        .wait_pool(&class, "2 warm idle pods", |p| p["idle"] == 2)
+        .await;
+    let warm_pods = system.idle_pool_pods(&class).await;
+    assert_eq!(warm_pods.len(), 2, "{warm_pods:?}");
+
+    // Warm: the session claims an idle pod and is Ready without starting one.
+    let applied = Instant::now();
+    system
+        .apply_session_of("warm-a", json!({"className": class}))
+        .await;
+    let status = system.wait_ready("warm-a").await;
+    let ready_after = applied.elapsed().as_secs_f64();
+    let pod = status["podName"].as_str().expect("podName").to_string();
+    assert!(
+        warm_pods.contains(&pod),
+        "{pod} is not a pool pod: {status}"
+    );
+    assert_eq!(
+        warm_start(&status),
+        Some(("True".into(), "WarmPodClaimed".into())),
+        "{status}"
+    );
+    let mut aiortc = system.aiortc("warm-a").await;
+    let first = aiortc.expect("connected", WAIT).await;
+    assert!(
+        number(&first, "green") >= MIN_GREEN,
+        "not filtered: {first}"
+    );
+    let window = aiortc.window(2).await;
+    assert!(number(&window, "green") >= MIN_GREEN, "{window}");
+    aiortc.close().await;
+    let warm_first_frame =
+        ready_after + number(&first, "offer_s") + number(&first, "first_frame_s");
+
+    // The second warm pod serves Chromium with p2pcamera.js.
+    system
+        .apply_session_of("warm-b", json!({"className": class}))
+        .await;
+    let status_b = system.wait_ready("warm-b").await;
+    assert_ne!(
+        status_b["podName"], status["podName"],
+        "one pod, two sessions"
+    );
+    assert_eq!(
+        warm_start(&status_b).map(|w| w.0),
+        Some("True".to_string()),
+        "{status_b}"
+    );
+    let mut browser = system.browser("warm-b", "e2e-warm-browser").await;
+    let shown = browser.expect("connected", WAIT).await;
+    assert_eq!(shown["filtered"], json!(true), "{shown}");
+    assert!(number(&shown, "green") >= 0.5, "{shown}");
+    browser.close().await;
+
+    // The pool refills behind the claims with new pods.
+    system
+        .wait_pool(&class, "refilled to 2 idle, 2 claimed", |p| {
+            p["idle"] == 2 && p["claimed"] == 2
+        })
+        .await;
+    let refilled = system.idle_pool_pods(&class).await;
+    assert!(
+        refilled.iter().all(|p| !warm_pods.contains(p)),
+        "claimed pods returned to the pool: {refilled:?} {warm_pods:?}"
+    );
+
+    // Deleting a session deletes its claimed pod: it never returns to the pool.
+    system
+        .plane
+        .kubectl(&[
+            "delete",
+            "camerasession",
+            "warm-a",
+            "-n",
+            &system.ns,
+            "--wait=false",
+        ])
+        .await
+        .expect("kubectl delete");
+    let pods: Api<Pod> = Api::namespaced(system.client.clone(), &system.ns);
+    eventually("the claimed pod is gone", WAIT, || async {
+        match pods.get_opt(&pod).await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(_) => Err(format!("{pod} still exists")),
+        }
+    })
+    .await
+    .expect("claimed pod deleted with its session");
+    assert!(!system.idle_pool_pods(&class).await.contains(&pod));
+
+    // minIdle 0: the pool runs no pods, and a new session starts cold, saying why.
+    system
+        .apply_class(
+            "warm",
+            json!({"warmPool": {"minIdle": 0, "filter": "selfie-replace"}}),
+        )
+        .await;
+    system
+        .wait_pool(&class, "no idle pods", |p| {
+            p["idle"] == 0 && p["starting"] == 0
+        })
+        .await;
+    eventually("no idle pool pods", WAIT, || async {
+        let idle = system.idle_pool_pods(&class).await;
+        if idle.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{idle:?}"))
+        }
+    })
+    .await
+    .expect("minIdle 0 runs no pods");
+    let applied = Instant::now();
+    system
+        .apply_session_of("cold", json!({"className": class}))
+        .await;
+    let cold = system.wait_ready("cold").await;
+    let cold_ready_after = applied.elapsed().as_secs_f64();
+    assert_eq!(cold["podName"], json!(child_name("cold")), "{cold}");
+    assert_eq!(
+        warm_start(&cold),
+        Some(("False".into(), "WarmPoolEmpty".into())),
+        "{cold}"
+    );
+    let mut aiortc = system.aiortc("cold").await;
+    let first_cold = aiortc.expect("connected", WAIT).await;
+    assert!(number(&first_cold, "green") >= MIN_GREEN, "{first_cold}");
+    aiortc.close().await;
+    let cold_first_frame =
+        cold_ready_after + number(&first_cold, "offer_s") + number(&first_cold, "first_frame_s");
+    eprintln!(
+        "[e2e] warm pool: apply to Ready {ready_after:.3} s, apply to first filtered frame {warm_first_frame:.3} s (warm); \
+         cold (pool empty): apply to Ready {cold_ready_after:.3} s, to first filtered frame {cold_first_frame:.3} s"
+    );
+    system.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_sessions_at_once_against_a_pool_of_ten_never_share_a_pod() {
+    let _serial = SERIAL.lock().await;
+    // 20 GPUs: the pool's 10, then 10 cold starts; 30 sessions wait for a GPU.
+    let system = System::start("e2e-race", "15100-15159", 20).await;
+    let class = system
+        .apply_class(
+            "race",
+            json!({"warmPool": {"minIdle": 10, "filter": "passthrough"}, "allowedFilters": ["passthrough"]}),
+        )
+        .await;
+    system
+        .wait_pool(&class, "10 warm idle pods", |p| p["idle"] == 10)
+        .await;
+    let sessions: Api<DynamicObject> =
+        Api::namespaced_with(system.client.clone(), &system.ns, &session_resource());
+    let names: Vec<String> = (0..50).map(|i| format!("s{i:02}")).collect();
+    futures::future::join_all(names.iter().map(|name| {
+        let sessions = sessions.clone();
+        let object: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "p2pcamera.io/v1alpha1", "kind": "CameraSession",
+            "metadata": {"name": name},
+            "spec": {"className": class, "filter": {"name": "passthrough"}},
+        }))
+        .expect("session object");
+        async move {
+            sessions
+                .create(&PostParams::default(), &object)
+                .await
+                .expect("session created")
+        }
+    }))
+    .await;
+
+    let settled = eventually(
+        &format!(
+            "20 sessions Ready, 30 waiting for a GPU ({})",
+            system.logs()
+        ),
+        Duration::from_secs(240),
+        || async {
+            let list = sessions
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let statuses: Vec<Value> = list
+                .items
+                .iter()
+                .map(|s| s.data.get("status").cloned().unwrap_or(Value::Null))
+                .collect();
+            let ready = statuses.iter().filter(|s| s["phase"] == "Ready").count();
+            let no_gpu = statuses
+                .iter()
+                .filter(|s| s["reason"] == "NoFreeGpu")
+                .count();
+            if ready == 20 && no_gpu == 30 {
+                Ok(list.items)
+            } else {
+                Err(format!("{ready} Ready, {no_gpu} NoFreeGpu"))
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    let mut claimed_pods = std::collections::HashSet::new();
+    let mut warm = 0;
+    for session in &settled {
+        let status = &session.data["status"];
+        let name = session.metadata.name.clone().unwrap_or_default();
+        match warm_start(status) {
+            Some((s, reason)) if s == "True" => {
+                assert_eq!(reason, "WarmPodClaimed");
+                let pod = status["podName"].as_str().expect("podName").to_string();
+                assert!(pod.contains("-warm-"), "{name}: {pod}");
+                assert!(claimed_pods.insert(pod.clone()), "{pod} claimed twice");
+                warm += 1;
+            }
+            Some((_, reason)) => assert_eq!(reason, "WarmPoolEmpty", "{name}: {status}"),
+            None => panic!("{name} has no WarmStart condition: {status}"),
+        }
+    }
+    assert_eq!(warm, 10, "every warm pod claimed exactly once");
+    let pods: Api<Pod> = Api::namespaced(system.client.clone(), &system.ns);
+    for pod in &claimed_pods {
+        let pod = pods.get(pod).await.expect("claimed pod");
+        let owners = pod.metadata.owner_references.unwrap_or_default();
+        assert_eq!(owners.len(), 1, "{owners:?}");
+        assert_eq!(owners[0].kind, "CameraSession");
+        assert_eq!(
+            pod.metadata.labels.unwrap_or_default().get(LABEL_SESSION),
+            Some(&owners[0].name)
+        );
+    }
+    let pool = system
+        .wait_pool(
+            &class,
+            "10 claimed, yielding to the waiting sessions",
+            |p| p["claimed"] == 10 && p["idle"] == 0,
+        )
+        .await;
+    assert!(
+        pool["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("wait for a GPU"),
+        "{pool}"
+    );
+
+    // The sessions that did not get a warm pod go away: the pool refills to 10 on the freed GPUs.
+    let cold: Vec<String> = settled
+        .iter()
+        .filter(|s| warm_start(&s.data["status"]).is_some_and(|w| w.0 == "False"))
+        .filter_map(|s| s.metadata.name.clone())
+        .collect();
+    futures::future::join_all(cold.iter().map(|name| {
+        let sessions = sessions.clone();
+        async move { sessions.delete(name, &Default::default()).await }
+    }))
+    .await;
+    system
+        .wait_pool(&class, "refilled to 10 idle next to 10 claimed", |p| {
+            p["idle"] == 10 && p["claimed"] == 10
+        })
+        .await;
+    let idle = system.idle_pool_pods(&class).await;
+    assert!(
+        idle.iter().all(|p| !claimed_pods.contains(p)),
+        "a claimed pod is idle again: {idle:?}"
+    );
     system.shutdown().await;
 }

@@ -795,6 +795,8 @@ async fn installed_chart_runs_operator_and_router_with_least_rights() {
             access("list", g, "camerasessions", s, ""),
             access("list", g, "cameraclasses", "", ""),
             access("watch", g, "cameraclasses", "", ""),
+            access("patch", g, "cameraclasses/status", "", "standard"),
+            access("update", g, "cameraclasses/finalizers", "", "standard"),
             access("patch", g, "camerasessions", s, "demo"),
             access("patch", g, "camerasessions/status", s, "demo"),
             access("update", g, "camerasessions/finalizers", s, "demo"),

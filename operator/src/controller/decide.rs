@@ -21,7 +21,14 @@
 //!    the crash backoff.
 //! 3. Within the crash backoff while the crashed pod is going away or gone: stay Failed until the
 //!    backoff ends.
-//! 4. No pod: apply the desired one (field manager [`p2pcamera_api::objects::FIELD_MANAGER`]),
+//! 4. No pod, and the session's class has a warm pool it may claim from
+//!    ([`claim::pool_for`]; not after a pinning replacement): claim an idle warm pod
+//!    ([`Lookup::WarmPod`], answered by the executor, which claims as it answers). A claimed pod
+//!    is reported like a running one (usually Ready at once) with `WarmStart=True`; when none
+//!    could be claimed, the session goes on as below with `WarmStart=False` and the reason
+//!    (`WarmPoolEmpty`, `WarmClaimFailed`), written in its first status.
+//!
+//!    No pod: apply the desired one (field manager [`p2pcamera_api::objects::FIELD_MANAGER`]),
 //!    unless this operator applied the same pod moments ago and its cache does not show it yet
 //!    ([`Observed::applied_pod`]; then look again when that memory ends, if no pod event came).
 //!    A new session's first status waits for its pod: the status written now would only say
@@ -31,7 +38,9 @@
 //!    and with `--public-ip-source node`, the new pod is pinned to that node's current public
 //!    address ([`Lookup::NodeAddress`]).
 //! 5. The pod is terminating: phase Terminating until it is gone.
-//! 6. A live pod whose `p2pcamera.io/pod-hash` differs from the desired pod's (spec or port
+//! 6. A claimed warm pod whose hash differs from [`desired::claimed_pod_hash`] (the spec or port
+//!    changed): delete it (a claimed pod is never pinned: it got its address with its session).
+//!    A live pod whose `p2pcamera.io/pod-hash` differs from the desired pod's (spec or port
 //!    changed, or the node's public address differs from the pod's host IP and the pod is not
 //!    pinned yet): delete it; a pinning replacement records the node and address in status,
 //!    where they stay while the old pod terminates (branch 5) for the new pod to name (branch 4).
@@ -55,6 +64,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
@@ -64,6 +74,7 @@ use crate::class_fit::{NotAccepted, ResolvedClass};
 use crate::config::{Config, PublicIpSource, parse_duration};
 use crate::crd::{CameraSession, CameraSessionStatus, Phase};
 use crate::desired::{self, BuildError, Placement};
+use crate::pool::claim::{self, PoolTarget};
 use crate::status::{self, PodObservation, Scheduling, Situation, StatusInputs};
 use p2pcamera_api::objects::{ANNOTATION_POD_HASH, ANNOTATION_WAKE};
 
@@ -109,12 +120,36 @@ pub struct Observed<'a> {
 /// Answers to the [`Lookup`]s of one reconcile.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Lookups {
+    /// The outcome of claiming a warm-pool pod.
+    pub warm_claim: Option<WarmClaim>,
     /// The public address of a node.
     pub node_address: Option<NodeAddress>,
     /// The activity poll of the session's pod.
     pub activity: Option<Polled>,
     /// The allocator's answer to a port conflict.
     pub other_port: Option<OtherPort>,
+}
+
+/// What claiming a warm-pool pod for the session gave ([`crate::pool::claim`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum WarmClaim {
+    /// The session claimed this pod (as the claim write returned it) and the pod accepted the
+    /// session; the session's port is the pod's.
+    Claimed {
+        /// The claimed pod.
+        pod: Box<Pod>,
+        /// Its port.
+        port: u16,
+        /// The pod had warmed up the session's own filter.
+        warm_filter: bool,
+    },
+    /// No pod was claimed; the session starts its own.
+    Missed {
+        /// `WarmStart=False` reason.
+        reason: &'static str,
+        /// What happened.
+        message: String,
+    },
 }
 
 /// Another port for a session whose port the scheduler found taken.
@@ -171,6 +206,12 @@ pub enum Lookup {
     OtherPort {
         /// The session's port now.
         taken: u16,
+    },
+    /// Claim an idle warm pod of `pool` for the session, which has no pod (answer in
+    /// [`Lookups::warm_claim`]; the executor claims as it answers).
+    WarmPod {
+        /// The pool.
+        pool: PoolTarget,
     },
 }
 
@@ -414,6 +455,46 @@ impl Observed<'_> {
             (PublicIpSource::Node, Some(Phase::Terminating), Some(node), Some(_)) => Some(node),
             _ => None,
         };
+        let warm = match pin_node {
+            None => claim::pool_for(self.session, class, self.config),
+            Some(_) => None,
+        };
+        let missed = match (warm, &self.lookups.warm_claim) {
+            (None, _) => None,
+            (Some(pool), None) => return Err(Unfinished::Lookup(Lookup::WarmPod { pool })),
+            (
+                Some(_),
+                Some(WarmClaim::Claimed {
+                    pod,
+                    port,
+                    warm_filter,
+                }),
+            ) => {
+                let claimed = Observed {
+                    pod: Some(pod),
+                    port: *port,
+                    ..self.clone()
+                };
+                let obs = status::observe_pod(pod);
+                let mut plan = claimed.running(class, pod, &obs)?;
+                let message = if *warm_filter {
+                    format!("claimed warm pod {}", obs.name)
+                } else {
+                    format!(
+                        "claimed warm pod {}; it loads the session's filter (the pool warms another)",
+                        obs.name
+                    )
+                };
+                self.set_warm_start(
+                    &mut plan.status,
+                    true,
+                    claim::REASON_WARM_POD_CLAIMED,
+                    message,
+                );
+                return Ok(plan);
+            }
+            (Some(_), Some(WarmClaim::Missed { reason, message })) => Some((*reason, message)),
+        };
         let pin = match pin_node {
             Some(node) => self.node_address(node)?.map(|address| Placement {
                 node: node.clone(),
@@ -430,10 +511,41 @@ impl Observed<'_> {
             (PodChange::Apply(Box::new(desired)), Action::requeue(RESYNC))
         };
         let mut plan = self.plan_for(change, &Situation::NoPod, None, None, then);
-        if *prev == CameraSessionStatus::default() {
-            plan.status = CameraSessionStatus::default();
+        match missed {
+            // A cold start of a class with a pool says why, in the first status.
+            Some((reason, message)) => {
+                self.set_warm_start(&mut plan.status, false, reason, message.clone());
+            }
+            None if *prev == CameraSessionStatus::default() => {
+                plan.status = CameraSessionStatus::default();
+            }
+            None => {}
         }
         Ok(plan)
+    }
+
+    /// Sets the `WarmStart` condition of a session of a class with a warm pool.
+    fn set_warm_start(
+        &self,
+        status: &mut CameraSessionStatus,
+        claimed: bool,
+        reason: &str,
+        message: String,
+    ) {
+        let condition = Condition {
+            type_: claim::WARM_START.to_string(),
+            status: if claimed { "True" } else { "False" }.to_string(),
+            reason: reason.to_string(),
+            message,
+            observed_generation: None,
+            last_transition_time: Time(self.now),
+        };
+        status::set_condition(
+            &mut status.conditions,
+            condition,
+            self.session.metadata.generation,
+            self.now,
+        );
     }
 
     /// A live pod: replace it when it is not the desired one, delete it when idle too long, else
@@ -454,6 +566,16 @@ impl Observed<'_> {
             (Some(_), PublicIpSource::Host) => obs.host_ip.clone(),
             (Some(node), PublicIpSource::Node) => self.node_address(node)?,
         };
+        if claim::is_claimed(pod) {
+            // A claimed pool pod got the node's public address with its session, so it is never
+            // pinned; only a change of the spec (or port) replaces it.
+            if pod_hash(pod) != Some(desired::claimed_pod_hash(session, class, port)?.as_str()) {
+                let delete = delete(pod, DeleteReason::Replace { pinning: false });
+                let then = Action::requeue(REPLACING_RECHECK);
+                return Ok(self.plan_for(delete, &Situation::Replacing(obs), None, None, then));
+            }
+            return self.report(pod, obs, bound_node, public_address);
+        }
         let placement = desired::pinned_placement(pod).or_else(|| {
             match (bound_node, &public_address, &obs.host_ip) {
                 (Some(node), Some(address), Some(host_ip)) if address != host_ip => {
@@ -476,6 +598,19 @@ impl Observed<'_> {
             let then = Action::requeue(REPLACING_RECHECK);
             return Ok(self.plan_for(delete, &Situation::Replacing(obs), pin_address, None, then));
         }
+        self.report(pod, obs, bound_node, public_address)
+    }
+
+    /// The running pod is the desired one: move it when the scheduler finds its port taken,
+    /// delete it when idle too long, else report it.
+    fn report(
+        &self,
+        pod: &Pod,
+        obs: &PodObservation,
+        bound_node: Option<&str>,
+        public_address: Option<String>,
+    ) -> Result<Plan, Unfinished> {
+        let (session, config, port) = (self.session, self.config, self.port);
         if let Scheduling::Unschedulable { message, .. } = &obs.scheduling
             && status::port_conflict(message)
         {
@@ -1381,6 +1516,9 @@ mod tests {
                                 Lookup::OtherPort { .. } => {
                                     snapshot.with_other_port(Some(PORT + 1))
                                 }
+                                Lookup::WarmPod { .. } => {
+                                    panic!("the built-in class has no warm pool: {lookup:?}")
+                                }
                             };
                             asked.push(lookup);
                         }
@@ -1400,5 +1538,125 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A class `gpu` with a warm pool, the operator serving namespace `team`.
+    fn pooled(snapshot: Snapshot) -> Snapshot {
+        let mut config = config();
+        config.namespace = Some("team".into());
+        let mut snapshot = snapshot.with_config(config);
+        snapshot.class = Ok(ResolvedClass {
+            name: Some("gpu".into()),
+            spec: serde_json::from_value(json!({"warmPool": {"minIdle": 2}})).unwrap(),
+        });
+        snapshot
+    }
+
+    /// Pool pod `gpu-warm-a` on `port`, bound and warm, as the claim write returns it.
+    fn claimed_pool_pod(snapshot: &Snapshot, port: u16) -> Pod {
+        let Ok(class) = &snapshot.class else {
+            panic!("a class")
+        };
+        let hash = desired::claimed_pod_hash(&snapshot.session, class, port).unwrap();
+        let mut pod = camera_pod(&snapshot.session, None)
+            .bound(NODE, HOST_IP)
+            .ready();
+        pod.metadata.name = Some("gpu-warm-a".into());
+        pod.metadata.annotations = Some(
+            [
+                (ANNOTATION_POD_HASH.to_string(), hash),
+                (
+                    p2pcamera_api::objects::ANNOTATION_CLAIMED_BY.to_string(),
+                    "team/cam1".to_string(),
+                ),
+            ]
+            .into(),
+        );
+        pod
+    }
+
+    #[test]
+    fn a_new_session_of_a_pooled_class_claims_a_warm_pod_first() {
+        let snapshot = pooled(Snapshot::new(session(json!({}))));
+        assert_eq!(
+            snapshot.decide(),
+            Decision::Lookup(Lookup::WarmPod {
+                pool: PoolTarget {
+                    class: "gpu".into(),
+                    namespace: "team".into()
+                }
+            })
+        );
+        // Not after a pinning replacement, and not for a session in another namespace.
+        let pinning = pooled(Snapshot::new(session(json!({}))))
+            .with_prev(CameraSessionStatus::pinning(NODE, PUBLIC_IP));
+        assert!(!matches!(
+            pinning.decide(),
+            Decision::Lookup(Lookup::WarmPod { .. })
+        ));
+        let mut elsewhere = pooled(Snapshot::new(session(json!({}))));
+        elsewhere.config.namespace = Some("other".into());
+        assert!(matches!(elsewhere.plan().pod, PodChange::Apply(_)));
+    }
+
+    #[test]
+    fn a_claimed_warm_pod_makes_the_session_ready_on_its_port() {
+        let mut snapshot = pooled(Snapshot::new(session(json!({}))));
+        let pod = claimed_pool_pod(&snapshot, 40123);
+        snapshot.lookups.warm_claim = Some(WarmClaim::Claimed {
+            pod: Box::new(pod),
+            port: 40123,
+            warm_filter: true,
+        });
+        // The node's public address is looked up for the status, as for any running pod.
+        let plan = snapshot.with_node_address(NODE, Some(PUBLIC_IP)).plan();
+        assert_eq!(plan.pod, PodChange::Keep);
+        assert_eq!(plan.status.phase, Some(Phase::Ready));
+        assert_eq!(plan.status.pod_name.as_deref(), Some("gpu-warm-a"));
+        assert_eq!(plan.status.udp_port, Some(40123));
+        assert_eq!(plan.status.public_address.as_deref(), Some(PUBLIC_IP));
+        let warm = condition(&plan.status, claim::WARM_START);
+        assert_eq!(
+            (warm.status.as_str(), warm.reason.as_str()),
+            ("True", claim::REASON_WARM_POD_CLAIMED)
+        );
+    }
+
+    #[test]
+    fn an_empty_pool_starts_the_session_cold_and_says_so_at_once() {
+        let mut snapshot = pooled(Snapshot::new(session(json!({}))));
+        snapshot.lookups.warm_claim = Some(WarmClaim::Missed {
+            reason: claim::REASON_WARM_POOL_EMPTY,
+            message: "no idle warm pod".into(),
+        });
+        let plan = snapshot.plan();
+        assert!(matches!(plan.pod, PodChange::Apply(_)));
+        let warm = condition(&plan.status, claim::WARM_START);
+        assert_eq!(
+            (warm.status.as_str(), warm.reason.as_str()),
+            ("False", claim::REASON_WARM_POOL_EMPTY)
+        );
+    }
+
+    #[test]
+    fn a_claimed_pod_is_never_pinned_and_is_replaced_only_when_the_spec_changes() {
+        let snapshot = pooled(Snapshot::new(session(json!({}))));
+        let pod = claimed_pool_pod(&snapshot, PORT);
+        // HOST_IP differs from the node's PUBLIC_IP: a session's own pod would be pinned.
+        let running = snapshot
+            .clone()
+            .with_prev(CameraSessionStatus::ready_since(ts(900)))
+            .with_pod(pod.clone())
+            .with_node_address(NODE, Some(PUBLIC_IP));
+        assert_eq!(running.plan().pod, PodChange::Keep);
+        let mut changed = running.clone();
+        changed.session = session(json!({"filter": {"name": "passthrough"}})).changed();
+        assert!(matches!(
+            changed.plan().pod,
+            PodChange::Delete {
+                reason: DeleteReason::Replace { pinning: false },
+                ..
+            }
+        ));
     }
 }

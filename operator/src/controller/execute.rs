@@ -20,7 +20,7 @@ use super::decide::{
     self, Activity, Decision, Lookup, Lookups, NodeAddress, Observed, OtherPort, Plan, PodChange,
     Polled, PortWait,
 };
-use super::{Context, Error};
+use super::{Context, Error, claim};
 use crate::activity;
 use crate::class_fit;
 use crate::crd::{CameraSession, CameraSessionStatus};
@@ -47,7 +47,8 @@ pub(super) async fn reconcile(session: &CameraSession, ctx: &Context) -> Result<
     let secret = ensure_secret(ctx, session, &name, &ns).await?;
     let pod = ctx
         .pods
-        .get(&ObjectRef::new(&child_name(&name)).within(&ns));
+        .get(&ObjectRef::new(&child_name(&name)).within(&ns))
+        .or_else(|| ctx.claimed.pod_of(&key, &ctx.pods));
     let applied_pod = ctx.applied_pods.unseen(&key, pod.is_some(), Instant::now());
     let class = class_fit::resolve(&session.spec, &ctx.classes.state()).and_then(|class| {
         class_fit::check(&session.spec, &class)?;
@@ -75,6 +76,19 @@ pub(super) async fn reconcile(session: &CameraSession, ctx: &Context) -> Result<
             Decision::Lookup(Lookup::Activity { endpoint }) => {
                 observed.lookups.activity =
                     Some(poll_activity(ctx, &key, &endpoint, &secret).await);
+            }
+            Decision::Lookup(Lookup::WarmPod { pool }) => {
+                let claim = match &class {
+                    Ok(class) => {
+                        claim::claim_warm_pod(ctx, session, &key, class, &pool, &secret).await?
+                    }
+                    // decide asks only for a session that fits its class.
+                    Err(_) => decide::WarmClaim::Missed {
+                        reason: crate::pool::claim::REASON_WARM_POOL_EMPTY,
+                        message: String::new(),
+                    },
+                };
+                observed.lookups.warm_claim = Some(claim);
             }
             Decision::Lookup(Lookup::OtherPort { taken }) => {
                 let port = ctx.allocator.other_port(&key, taken);

@@ -34,6 +34,7 @@ pub const CLASS_CRD_FILE: &str = "crds/cameraclasses.p2pcamera.io.yaml";
     kind = "CameraClass",
     shortname = "camclass",
     derive = "PartialEq",
+    status = "CameraClassStatus",
     doc = "What camera pods of a class run with (image, GPUs, nodes, limits) and what its sessions may ask for; written by cluster administrators.",
     printcolumn(name = "Image", type_ = "string", json_path = ".spec.image"),
     printcolumn(name = "GPU", type_ = "string", json_path = ".spec.gpu.resourceName"),
@@ -42,6 +43,7 @@ pub const CLASS_CRD_FILE: &str = "crds/cameraclasses.p2pcamera.io.yaml";
         type_ = "string",
         json_path = ".metadata.annotations.p2pcamera\\.io/is-default-class"
     ),
+    printcolumn(name = "Idle", type_ = "integer", json_path = ".status.warmPool.idle"),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -79,6 +81,79 @@ pub struct CameraClassSpec {
     /// Video ceilings and defaults of the class's sessions.
     #[serde(default)]
     pub video: ClassVideo,
+    /// Idle camera pods kept running, warmed up, for new sessions of the class to claim. Absent:
+    /// none (every session starts its own pod).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_pool: Option<WarmPool>,
+}
+
+/// The warm pool of a class: camera pods started ahead of their sessions (image pulled, process
+/// running, filter model loaded and warmed up with one inference), each claimed by one new session
+/// and never reused after it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.maxIdle) || self.maxIdle >= self.minIdle").message("warmPool.maxIdle must be at least minIdle"),
+    validation = Rule::new("!has(self.filter) || self.filter != 'custom'").message("warmPool.filter must be a built-in filter: a custom model is loaded per session")
+)]
+pub struct WarmPool {
+    /// Idle pods kept ready (starting ones count); 0 runs none, the cost-saving default.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 1000))]
+    pub min_idle: u32,
+    /// Most idle pods; idle pods above it are deleted. `minIdle` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub max_idle: Option<u32>,
+    /// The filter idle pods warm up (a session that asks for another one switches at claim and
+    /// waits for its model to load); `selfie-blur` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<FilterName>,
+    /// Namespace of the pool's pods: only sessions in it claim them. The operator's namespace
+    /// when it serves one; required when it serves every namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub namespace: Option<String>,
+}
+
+impl WarmPool {
+    /// Most idle pods: `maxIdle`, else `minIdle`.
+    pub fn max_idle(&self) -> u32 {
+        self.max_idle.unwrap_or(self.min_idle).max(self.min_idle)
+    }
+
+    /// The filter idle pods run.
+    pub fn filter(&self) -> FilterName {
+        self.filter.unwrap_or(FilterName::SelfieBlur)
+    }
+}
+
+/// What the operator observes of a class.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CameraClassStatus {
+    /// The warm pool's pods, when the class has a pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_pool: Option<WarmPoolStatus>,
+}
+
+/// Counts of a warm pool's pods, and why it is short when it is.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WarmPoolStatus {
+    /// Warm and ready to be claimed.
+    pub idle: u32,
+    /// Created, not ready yet (scheduling, pulling, warming up).
+    pub starting: u32,
+    /// Claimed by a session and still running (they never return to the pool).
+    pub claimed: u32,
+    /// Why the pool holds fewer idle pods than `minIdle`, e.g. the scheduler's reason; absent
+    /// when it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// GPUs of each pod of a class.

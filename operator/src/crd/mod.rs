@@ -37,8 +37,8 @@ pub const CRD_DIR: &str = "crds";
 mod class;
 
 pub use class::{
-    AllowedHost, CLASS_CRD_FILE, CameraClass, CameraClassSpec, ClassGpu, ClassResources,
-    ClassVideo, Digest, ModelAllowList,
+    AllowedHost, CLASS_CRD_FILE, CameraClass, CameraClassSpec, CameraClassStatus, ClassGpu,
+    ClassResources, ClassVideo, Digest, ModelAllowList, WarmPool, WarmPoolStatus,
 };
 
 /// Desired state of one camera session: which filter runs, within which video limits, on which GPU.

@@ -212,11 +212,11 @@ mod tests {
             NotAnOffer => (400, NotAnOffer, Pods, None),
             InvalidSdp => (400, InvalidSdp, Pods, None),
             NoVideo => (400, NoVideo, Pods, None),
-            CameraBusy => (409, CameraBusy, Pods, None),
+            CameraBusy | AlreadyClaimed => (409, CameraBusy, Pods, None),
             TooLarge => (413, TooLarge, Pods, None),
             UnsupportedCodec => (422, UnsupportedCodec, Pods, None),
             InvalidFilter => (422, InvalidFilter, Pods, None),
-            NotReady | MediaPortUnavailable | SessionNotReady => {
+            NotReady | MediaPortUnavailable | SessionNotReady | NotClaimed => {
                 (503, SessionNotReady, Pods, Some("2"))
             }
             PodTimeout => (504, PodTimeout, Pods, None),
