@@ -393,6 +393,7 @@ async fn camera_class_fields_are_checked_by_the_api_server() {
         "allowedFilters": ["selfie-blur", "custom"],
         "models": {"allowedHosts": ["models.example", "cdn.example:8443"], "allowedDigests": ["a".repeat(64)]},
         "video": {"maxWidth": 1280, "maxHeight": 720, "maxFps": 30, "codecs": ["VP8"], "maxDecodeWidth": 3840, "maxDecodeHeight": 2160},
+        "warmPool": {"minIdle": 2, "maxIdle": 4, "filter": "style", "namespace": "cameras"},
     });
     let created = classes
         .create(
@@ -407,6 +408,11 @@ async fn camera_class_fields_are_checked_by_the_api_server() {
     assert_eq!(
         created.spec.allowed_filters,
         [FilterName::SelfieBlur, FilterName::Custom]
+    );
+    let pool = created.spec.warm_pool.as_ref().expect("warmPool kept");
+    assert_eq!(
+        (pool.min_idle, pool.max_idle(), pool.filter()),
+        (2, 4, FilterName::Style)
     );
     classes
         .delete(&created.name_any(), &DeleteParams::default())
@@ -444,6 +450,21 @@ async fn camera_class_fields_are_checked_by_the_api_server() {
             "bad-memory",
             json!({"resources": {"memory": "lots"}}),
             "spec.resources.memory",
+        ),
+        (
+            "pool-upside-down",
+            json!({"warmPool": {"minIdle": 3, "maxIdle": 1}}),
+            "maxIdle must be at least minIdle",
+        ),
+        (
+            "pool-custom",
+            json!({"warmPool": {"minIdle": 1, "filter": "custom"}}),
+            "warmPool.filter must be a built-in filter",
+        ),
+        (
+            "pool-negative",
+            json!({"warmPool": {"minIdle": -1}}),
+            "spec.warmPool.minIdle",
         ),
     ];
     for (suffix, spec, expected) in cases {

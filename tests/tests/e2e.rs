@@ -1137,7 +1137,7 @@ async fn a_warm_pod_is_claimed_serves_filtered_video_at_once_and_is_never_reused
     let class = system
         .apply_class(
             "warm",
-            json!({"warmPool": {"minIdle": 2, "filter": "selfie-replace"}}),
+            json!({"warmPool": {"minIdle": 2, "filter": "selfie-replace", "namespace": system.ns}}),
         )
         .await;
     system
@@ -1275,6 +1275,11 @@ async fn a_warm_pod_is_claimed_serves_filtered_video_at_once_and_is_never_reused
         "[e2e] warm pool: apply to Ready {ready_after:.3} s, apply to first filtered frame {warm_first_frame:.3} s (warm); \
          cold (pool empty): apply to Ready {cold_ready_after:.3} s, to first filtered frame {cold_first_frame:.3} s"
     );
+    system
+        .plane
+        .kubectl(&["delete", "cameraclass", &class, "--wait=false"])
+        .await
+        .expect("kubectl delete class");
     system.shutdown().await;
 }
 
@@ -1286,7 +1291,10 @@ async fn fifty_sessions_at_once_against_a_pool_of_ten_never_share_a_pod() {
     let class = system
         .apply_class(
             "race",
-            json!({"warmPool": {"minIdle": 10, "filter": "passthrough"}, "allowedFilters": ["passthrough"]}),
+            json!({
+                "warmPool": {"minIdle": 10, "filter": "passthrough", "namespace": system.ns},
+                "allowedFilters": ["passthrough"]
+            }),
         )
         .await;
     system
@@ -1408,5 +1416,10 @@ async fn fifty_sessions_at_once_against_a_pool_of_ten_never_share_a_pod() {
         idle.iter().all(|p| !claimed_pods.contains(p)),
         "a claimed pod is idle again: {idle:?}"
     );
+    system
+        .plane
+        .kubectl(&["delete", "cameraclass", &class, "--wait=false"])
+        .await
+        .expect("kubectl delete class");
     system.shutdown().await;
 }

@@ -162,20 +162,23 @@ async fn claim_pod(
     };
     // The pod is the session's from here on, whatever happens next.
     ctx.claimed.claimed(key, claimed.clone());
-    if let Err(error) = ctx.allocator.claim(key, port) {
-        tracing::warn!(session = %key, %error, "claimed pod's port not reusable");
-    }
-    ctx.allocator
-        .release(&claim::pool_key(&key.namespace, &name));
     match hand_over(ctx, session, key, class, &claimed, port, secret).await {
-        Ok(warm_filter) => Ok(Attempt::Claimed(WarmClaim::Claimed {
-            pod: Box::new(claimed),
-            port,
-            warm_filter,
-        })),
+        Ok(warm_filter) => {
+            // The session takes the pod's port over; a failed claim leaves it its own.
+            if let Err(error) = ctx.allocator.claim(key, port) {
+                tracing::warn!(session = %key, %error, "claimed pod's port not reusable");
+            }
+            ctx.allocator
+                .release(&claim::pool_key(&key.namespace, &name));
+            Ok(Attempt::Claimed(WarmClaim::Claimed {
+                pod: Box::new(claimed),
+                port,
+                warm_filter,
+            }))
+        }
         Err(message) => {
             tracing::warn!(namespace = %key.namespace, name = %key.name, pod = %name, %message, "the claimed pod did not accept its session; deleting it");
-            ctx.claimed.forget(key);
+            ctx.claimed.refused(key);
             let params = DeleteParams::default();
             if let Err(error) = api.delete(&name, &params).await {
                 tracing::warn!(pod = %name, %error, "deleting the claimed pod failed");

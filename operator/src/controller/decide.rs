@@ -455,9 +455,11 @@ impl Observed<'_> {
             (PublicIpSource::Node, Some(Phase::Terminating), Some(node), Some(_)) => Some(node),
             _ => None,
         };
-        let warm = match pin_node {
-            None => claim::pool_for(self.session, class, self.config),
-            Some(_) => None,
+        // Not after a pinning replacement, nor while the session's own pod, applied moments
+        // ago, is not in the cache yet.
+        let warm = match (pin_node, self.applied_pod) {
+            (None, None) => claim::pool_for(self.session, class, self.config),
+            _ => None,
         };
         let missed = match (warm, &self.lookups.warm_claim) {
             (None, _) => None,
@@ -470,9 +472,14 @@ impl Observed<'_> {
                     warm_filter,
                 }),
             ) => {
+                // The pod's activity dates from its start in the pool, before the session
+                // existed: the idle clock starts with the claim (PodReady in the next status).
+                let mut lookups = self.lookups.clone();
+                lookups.activity = Some(Polled::NoAnswer);
                 let claimed = Observed {
                     pod: Some(pod),
                     port: *port,
+                    lookups,
                     ..self.clone()
                 };
                 let obs = status::observe_pod(pod);
@@ -1620,6 +1627,20 @@ mod tests {
             (warm.status.as_str(), warm.reason.as_str()),
             ("True", claim::REASON_WARM_POD_CLAIMED)
         );
+    }
+
+    #[test]
+    fn a_claim_never_reads_the_pools_idle_time_as_the_sessions() {
+        let mut snapshot = pooled(Snapshot::new(session(json!({"idleTimeout": "1m"}))));
+        let pod = claimed_pool_pod(&snapshot, 40123);
+        snapshot.lookups.warm_claim = Some(WarmClaim::Claimed {
+            pod: Box::new(pod),
+            port: 40123,
+            warm_filter: true,
+        });
+        let plan = snapshot.with_node_address(NODE, Some(PUBLIC_IP)).plan();
+        assert_eq!(plan.pod, PodChange::Keep, "no activity poll, no idle deletion");
+        assert_eq!(plan.status.phase, Some(Phase::Ready));
     }
 
     #[test]

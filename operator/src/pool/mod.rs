@@ -2,7 +2,9 @@
 //! one new session and never reused.
 //!
 //! A class with `spec.warmPool` gets pods named `<class>-warm-<random>` in the pool's namespace
-//! ([`claim::pool_namespace`]): owned by the class, labelled `p2pcamera.io/pool=<class>`, each with
+//! ([`claim::pool_namespace`]), kept by the operator that serves that namespace (an operator
+//! serving one namespace leaves pools of other namespaces alone; with several operators in a
+//! cluster, each class with a pool names its namespace): owned by the class, labelled `p2pcamera.io/pool=<class>`, each with
 //! a Secret of its own (owned by the pod) holding a claim token and the pod's certificate. They
 //! run camera-pod unclaimed (`P2PCAMERA_CLAIM_TOKEN_FILE`): process started, the pool's filter
 //! built and warmed up, Ready, but no session token and no camera.
@@ -62,7 +64,15 @@ pub enum PoolError {
 /// for the cached one (which still looks idle).
 #[derive(Debug, Default)]
 pub struct ClaimedPods {
-    by_session: Mutex<HashMap<SessionKey, Claimed>>,
+    by_session: Mutex<Claims>,
+}
+
+#[derive(Debug, Default)]
+struct Claims {
+    by_session: HashMap<SessionKey, Claimed>,
+    /// Pods whose hand-over failed (being deleted): never a session's pod again, whatever event
+    /// still shows them claimed.
+    refused: std::collections::HashSet<(String, String)>,
 }
 
 #[derive(Debug)]
@@ -73,13 +83,13 @@ struct Claimed {
 }
 
 impl ClaimedPods {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionKey, Claimed>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Claims> {
         self.by_session.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Records that `key` claimed `pod` (the claim write's answer).
     pub fn claimed(&self, key: &SessionKey, pod: Pod) {
-        self.lock().insert(
+        self.lock().by_session.insert(
             key.clone(),
             Claimed {
                 pod: pod.name_any(),
@@ -98,10 +108,16 @@ impl ClaimedPods {
         };
         let key = SessionKey::new(pod.namespace().unwrap_or_default(), session);
         let mut claims = self.lock();
-        match claims.get_mut(&key) {
+        if claims
+            .refused
+            .contains(&(key.namespace.clone(), pod.name_any()))
+        {
+            return;
+        }
+        match claims.by_session.get_mut(&key) {
             Some(claimed) if claimed.pod == pod.name_any() => claimed.written = None,
             _ => {
-                claims.insert(
+                claims.by_session.insert(
                     key,
                     Claimed {
                         pod: pod.name_any(),
@@ -112,23 +128,29 @@ impl ClaimedPods {
         }
     }
 
-    /// Forgets the claim of `key` (its hand-over failed and the pod is being deleted).
-    pub fn forget(&self, key: &SessionKey) {
-        self.lock().remove(key);
+    /// Forgets the claim of `key`: the hand-over of its pod failed and the pod is being deleted.
+    pub fn refused(&self, key: &SessionKey) {
+        let mut claims = self.lock();
+        if let Some(claimed) = claims.by_session.remove(key) {
+            claims.refused.insert((key.namespace.clone(), claimed.pod));
+        }
     }
 
     /// Forgets a deleted pod.
     pub fn gone(&self, pod: &Pod) {
         let name = pod.name_any();
         let namespace = pod.namespace().unwrap_or_default();
-        self.lock()
+        let mut claims = self.lock();
+        claims
+            .by_session
             .retain(|key, claimed| !(key.namespace == namespace && claimed.pod == name));
+        claims.refused.remove(&(namespace, name));
     }
 
     /// The pod `key` claimed, as cached once the cache shows the claim, else as written.
     pub fn pod_of(&self, key: &SessionKey, pods: &Store<Pod>) -> Option<Arc<Pod>> {
         let claims = self.lock();
-        let claimed = claims.get(key)?;
+        let claimed = claims.by_session.get(key)?;
         let cached = pods.get(&ObjectRef::new(&claimed.pod).within(&key.namespace));
         match (&claimed.written, cached) {
             (_, Some(cached)) if cached.labels().contains_key(LABEL_SESSION) => Some(cached),
@@ -139,7 +161,7 @@ impl ClaimedPods {
 
     /// Keeps only the sessions for which `is_live` is true.
     pub fn retain(&self, is_live: impl Fn(&SessionKey) -> bool) {
-        self.lock().retain(|key, _| is_live(key));
+        self.lock().by_session.retain(|key, _| is_live(key));
     }
 }
 
@@ -163,6 +185,30 @@ pub struct PoolKeeper {
     pub wake: Arc<Notify>,
     /// The status last written per class.
     written: Mutex<HashMap<String, WarmPoolStatus>>,
+    /// Pods created and deleted that the cache does not show so yet, per class.
+    expected: Mutex<HashMap<String, Expected>>,
+}
+
+/// How long a creation or deletion the cache does not show yet is assumed to be on its way.
+const EXPECTATION_TTL: Duration = Duration::from_secs(30);
+
+/// A pool's pods created or deleted moments ago, so that a pass over a lagging cache neither
+/// creates them again nor counts them as still there.
+#[derive(Debug, Default)]
+struct Expected {
+    created: HashMap<String, std::time::Instant>,
+    deleted: HashMap<String, std::time::Instant>,
+}
+
+impl Expected {
+    /// Forgets what the cache (`cached`: name -> being deleted) shows, and what is too old.
+    fn settle(&mut self, cached: &HashMap<String, bool>, now: std::time::Instant) {
+        self.created
+            .retain(|name, at| !cached.contains_key(name) && now - *at < EXPECTATION_TTL);
+        self.deleted.retain(|name, at| {
+            cached.get(name).is_some_and(|deleting| !deleting) && now - *at < EXPECTATION_TTL
+        });
+    }
 }
 
 impl PoolKeeper {
@@ -188,6 +234,7 @@ impl PoolKeeper {
             metrics,
             wake,
             written: Mutex::new(HashMap::new()),
+            expected: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -237,29 +284,61 @@ fn sessions_waiting_for_gpu(keeper: &PoolKeeper, class: &str) -> u32 {
 /// Brings the pool of `class` to its size and writes its status.
 async fn keep(keeper: &PoolKeeper, class: &CameraClass) -> Result<(), PoolError> {
     let name = class.name_any();
-    let Some(pool) = class.spec.warm_pool.as_ref() else {
-        return Ok(());
-    };
+    // A class whose pool was removed keeps none (its idle pods are deleted).
+    let configured = class.spec.warm_pool.is_some();
+    let pool = class.spec.warm_pool.clone().unwrap_or_default();
+    let pool = &pool;
     let Some(namespace) = claim::pool_namespace(pool, &keeper.config).map(str::to_string) else {
+        if !configured {
+            return Ok(());
+        }
         let status = WarmPoolStatus {
             message: Some("set spec.warmPool.namespace: the operator serves every namespace, so the pool has none".into()),
             ..WarmPoolStatus::default()
         };
         return write_status(keeper, &name, status).await;
     };
-    if let Some(served) = keeper.config.namespace.as_deref()
-        && served != namespace
+    if keeper
+        .config
+        .namespace
+        .as_deref()
+        .is_some_and(|served| served != namespace)
     {
-        let status = WarmPoolStatus {
-            message: Some(format!(
-                "spec.warmPool.namespace {namespace} is not the namespace the operator serves ({served})"
-            )),
-            ..WarmPoolStatus::default()
-        };
-        return write_status(keeper, &name, status).await;
+        // Another operator's pool (one that serves that namespace keeps it and its status).
+        return Ok(());
     }
     let pods = keeper.pods.state();
-    let observed = plan::observe(pods.iter().map(AsRef::as_ref), &name, &namespace);
+    let mut observed = plan::observe(
+        pods.iter().map(AsRef::as_ref),
+        &name,
+        &namespace,
+        keeper.config.crash_restart_limit,
+    );
+    {
+        let cached: HashMap<String, bool> = pods
+            .iter()
+            .filter(|p| plan::in_pool(p, &name, &namespace))
+            .map(|p| (p.name_any(), p.metadata.deletion_timestamp.is_some()))
+            .collect();
+        let mut expected = keeper.expected.lock().unwrap_or_else(|p| p.into_inner());
+        let expected = expected.entry(name.clone()).or_default();
+        expected.settle(&cached, std::time::Instant::now());
+        observed
+            .idle
+            .retain(|p| !expected.deleted.contains_key(&p.name));
+        observed
+            .idle
+            .extend(expected.created.keys().map(|pod| plan::IdlePod {
+                name: pod.clone(),
+                ready: false,
+                unschedulable: None,
+                created: None,
+                broken: false,
+            }));
+    }
+    if !configured && observed == plan::PoolObservation::default() {
+        return Ok(());
+    }
     let waiting = sessions_waiting_for_gpu(keeper, &name);
     let plan = plan::plan(pool, &observed, waiting);
     let resolved = ResolvedClass {
@@ -275,7 +354,16 @@ async fn keep(keeper: &PoolKeeper, class: &CameraClass) -> Result<(), PoolError>
         }
     }
     for pod in &plan.delete {
-        delete_pool_pod(keeper, &namespace, pod).await?;
+        if delete_pool_pod(keeper, &namespace, pod).await? {
+            keeper
+                .expected
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(name.clone())
+                .or_default()
+                .deleted
+                .insert(pod.clone(), std::time::Instant::now());
+        }
     }
     keeper
         .metrics
@@ -334,17 +422,27 @@ async fn create_pool_pod(
     Api::<Secret>::namespaced(keeper.client.clone(), namespace)
         .create(&params, &secret)
         .await?;
+    keeper
+        .expected
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(class.name_any())
+        .or_default()
+        .created
+        .insert(name.clone(), std::time::Instant::now());
     tracing::info!(class = %class.name_any(), pod = %name, port, "created a warm pod");
     Ok(())
 }
 
+/// Deletes idle pool pod `name` unless it changed meanwhile (e.g. claimed); answers whether it
+/// is on its way out.
 async fn delete_pool_pod(
     keeper: &PoolKeeper,
     namespace: &str,
     name: &str,
-) -> Result<(), PoolError> {
+) -> Result<bool, PoolError> {
     let Some(pod) = keeper.pods.get(&ObjectRef::new(name).within(namespace)) else {
-        return Ok(());
+        return Ok(false);
     };
     let params = DeleteParams {
         preconditions: Some(Preconditions {
@@ -361,9 +459,10 @@ async fn delete_pool_pod(
         Ok(_) => {
             tracing::info!(pod = %name, "deleted a warm pod the pool does not need");
             keeper.allocator.release(&claim::pool_key(namespace, name));
-            Ok(())
+            Ok(true)
         }
-        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
         Err(error) => Err(error.into()),
     }
 }

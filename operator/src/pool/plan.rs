@@ -9,7 +9,8 @@
 //! - else fewer idle pods than `minIdle`: create the difference; more than `maxIdle`: delete the
 //!   surplus, starting ones first, then the newest;
 //! - a pool pod the scheduler cannot place says why in `status.warmPool.message`, and no further
-//!   pod is created while one waits (they would wait for the same reason).
+//!   pod is created while one waits (they would wait for the same reason);
+//! - a pool pod that crash-loops or failed is deleted and does not count (a new one replaces it).
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
@@ -30,6 +31,8 @@ pub struct IdlePod {
     pub unschedulable: Option<String>,
     /// When it was created.
     pub created: Option<Timestamp>,
+    /// It crash-loops or failed: it will never be warm (deleted and replaced).
+    pub broken: bool,
 }
 
 /// The pods of one pool.
@@ -58,11 +61,13 @@ pub fn in_pool(pod: &Pod, class: &str, namespace: &str) -> bool {
         && pod.labels().get(LABEL_POOL).map(String::as_str) == Some(class)
 }
 
-/// Sorts the pods of the pool of `class` in `namespace` (pods of other pools are skipped).
+/// Sorts the pods of the pool of `class` in `namespace` (pods of other pools are skipped); a pod
+/// whose container restarted `restart_limit` times in a crash loop, or that failed, is broken.
 pub fn observe<'a>(
     pods: impl IntoIterator<Item = &'a Pod>,
     class: &str,
     namespace: &str,
+    restart_limit: i32,
 ) -> PoolObservation {
     let mut observed = PoolObservation::default();
     for pod in pods {
@@ -74,7 +79,9 @@ pub fn observe<'a>(
             continue;
         }
         let seen = status::observe_pod(pod);
+        let broken = status::crash_loop(&seen, restart_limit).is_some();
         observed.idle.push(IdlePod {
+            broken,
             name: seen.name,
             ready: seen.ready,
             unschedulable: match seen.scheduling {
@@ -170,7 +177,22 @@ mod tests {
             ready,
             unschedulable: None,
             created: Timestamp::from_second(created).ok(),
+            broken: false,
         }
+    }
+
+    #[test]
+    fn a_broken_pod_is_replaced() {
+        let mut crashing = idle("crashing", false, 1);
+        crashing.broken = true;
+        let p = plan(
+            &pool(2, None),
+            &observed(vec![crashing, idle("ok", true, 2)], 0),
+            0,
+        );
+        assert_eq!(p.delete, vec!["crashing".to_string()]);
+        assert_eq!(p.create, 1, "the broken pod does not count");
+        assert_eq!((p.status.idle, p.status.starting), (1, 0));
     }
 
     fn observed(idle: Vec<IdlePod>, claimed: u32) -> PoolObservation {
