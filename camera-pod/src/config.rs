@@ -4,7 +4,8 @@
 //! operator configures camera pods through the environment.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -17,14 +18,16 @@ use crate::media::limits::{BitrateBounds, PictureLimits};
 pub enum ConfigError {
     #[error("--plain-http is only allowed on a loopback address, not {0}; use TLS (the default)")]
     PlainHttpNotLoopback(SocketAddr),
-    #[error("reading the token file {path}: {source}")]
+    /// A token file (`--token-file`, `--claim-token-file`) could not be read.
+    #[error("reading {flag} {path}: {source}")]
     TokenFile {
+        flag: &'static str,
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("the token file {0} is empty")]
-    EmptyTokenFile(PathBuf),
+    #[error("{flag} {path} is empty: the file must hold the token")]
+    EmptyTokenFile { flag: &'static str, path: PathBuf },
     #[error("--min-bitrate ({min}) must not exceed --max-bitrate ({max})")]
     BitrateBounds { min: u32, max: u32 },
     #[error(
@@ -43,6 +46,10 @@ pub enum TokenPolicy {
     LoopbackWithoutToken,
     /// No token off loopback, because `--insecure-no-token` says so: warned about loudly.
     InsecureWithoutToken,
+    /// A warm-pool pod (`--claim-token-file`), on any address: until it is claimed it serves
+    /// no camera and only `POST /claim` with the claim token changes it; from the claim on,
+    /// every offer, filter change and status request must carry the session's token.
+    ClaimToken,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -85,6 +92,17 @@ pub struct Args {
     #[arg(long, env = pod_env::TOKEN_FILE)]
     pub token_file: Option<PathBuf>,
 
+    /// File holding the claim token of a warm-pool pod (surrounding white space ignored). With
+    /// it the pod starts unclaimed: it warms --filter up, reports ready ("warm"), serves no
+    /// camera (503 not_claimed), and waits for POST /claim with this token to hand it its
+    /// session: certificate, bearer token, filter and video limits.
+    #[arg(
+        long,
+        env = pod_env::CLAIM_TOKEN_FILE,
+        conflicts_with_all = ["token", "token_file"]
+    )]
+    pub claim_token_file: Option<PathBuf>,
+
     /// Local address WebRTC media binds to. Defaults to the IP of --listen (a wildcard
     /// address binds every interface except loopback).
     #[arg(long, env = pod_env::UDP_BIND)]
@@ -112,17 +130,29 @@ pub struct Args {
 
     /// Largest picture width the filter works on: wider pictures are scaled down first, keeping
     /// their aspect ratio (even sides) [default: no limit].
-    #[arg(long, env = pod_env::MAX_WIDTH, value_parser = clap::value_parser!(u32).range(2..))]
+    #[arg(
+        long,
+        env = pod_env::MAX_WIDTH,
+        value_parser = clap::value_parser!(u32).range(i64::from(PictureLimits::MIN_SIDE)..)
+    )]
     pub max_width: Option<u32>,
 
     /// Largest picture height the filter works on: taller pictures are scaled down first, keeping
     /// their aspect ratio (even sides) [default: no limit].
-    #[arg(long, env = pod_env::MAX_HEIGHT, value_parser = clap::value_parser!(u32).range(2..))]
+    #[arg(
+        long,
+        env = pod_env::MAX_HEIGHT,
+        value_parser = clap::value_parser!(u32).range(i64::from(PictureLimits::MIN_SIDE)..)
+    )]
     pub max_height: Option<u32>,
 
     /// Highest frame rate the filter works on: pictures beyond it are dropped before the filter
     /// (counted in p2pcamera_pod_frames_over_max_fps_total) [default: no limit].
-    #[arg(long, env = pod_env::MAX_FPS, value_parser = clap::value_parser!(u32).range(1..=240))]
+    #[arg(
+        long,
+        env = pod_env::MAX_FPS,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(PictureLimits::MAX_FPS))
+    )]
     pub max_fps: Option<u32>,
 
     /// Video codecs this pod accepts, comma-separated (VP8, H264). The answer takes the first of
@@ -131,7 +161,7 @@ pub struct Args {
         long,
         env = pod_env::CODECS,
         value_delimiter = ',',
-        value_parser = parse_codec,
+        value_parser = CodecKind::from_str,
         default_value = "VP8,H264"
     )]
     pub codecs: Vec<CodecKind>,
@@ -228,9 +258,12 @@ impl Args {
     }
 
     /// How a server listening on `listen` is protected: a token is required off loopback unless
-    /// `--insecure-no-token` is given.
+    /// `--insecure-no-token` is given; a warm-pool pod's claim token protects it anywhere (its
+    /// claim brings the session's token).
     pub fn token_policy(&self, listen: SocketAddr) -> Result<TokenPolicy, ConfigError> {
-        if self.token.is_some() || self.token_file.is_some() {
+        if self.claim_token_file.is_some() {
+            Ok(TokenPolicy::ClaimToken)
+        } else if self.token.is_some() || self.token_file.is_some() {
             Ok(TokenPolicy::Token)
         } else if listen.ip().is_loopback() {
             Ok(TokenPolicy::LoopbackWithoutToken)
@@ -255,23 +288,25 @@ impl Args {
         }
     }
 
-    /// The configured bearer token, from --token or --token-file.
+    /// The bearer token the pod starts with, from --token or --token-file; none for a warm-pool
+    /// pod (its claim brings the session's token, see [`Self::load_claim_token`]).
     pub fn load_token(&self) -> Result<Option<String>, ConfigError> {
         if let Some(token) = &self.token {
             return Ok(Some(token.clone()));
         }
-        let Some(path) = &self.token_file else {
-            return Ok(None);
-        };
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::TokenFile {
-            path: path.clone(),
-            source,
-        })?;
-        let token = text.trim();
-        if token.is_empty() {
-            return Err(ConfigError::EmptyTokenFile(path.clone()));
-        }
-        Ok(Some(token.to_owned()))
+        self.token_file
+            .as_deref()
+            .map(|path| read_token_file("--token-file", path))
+            .transpose()
+    }
+
+    /// A warm-pool pod's claim token, from --claim-token-file; none for a pod started with its
+    /// session.
+    pub fn load_claim_token(&self) -> Result<Option<String>, ConfigError> {
+        self.claim_token_file
+            .as_deref()
+            .map(|path| read_token_file("--claim-token-file", path))
+            .transpose()
     }
 
     /// The UDP address WebRTC media binds: --udp-bind (or the IP of --listen) and --udp-port.
@@ -300,6 +335,24 @@ impl Args {
     }
 }
 
+/// The token in the file `flag` names, surrounding white space removed; an empty one is an
+/// error.
+fn read_token_file(flag: &'static str, path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::TokenFile {
+        flag,
+        path: path.to_owned(),
+        source,
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(ConfigError::EmptyTokenFile {
+            flag,
+            path: path.to_owned(),
+        });
+    }
+    Ok(token.to_owned())
+}
+
 /// A positive number of seconds (fractions allowed), at most an hour.
 pub(crate) fn parse_seconds(text: &str) -> Result<Duration, String> {
     let seconds: f64 = text
@@ -312,15 +365,6 @@ pub(crate) fn parse_seconds(text: &str) -> Result<Duration, String> {
         ));
     }
     Ok(Duration::from_secs_f64(seconds))
-}
-
-/// A codec name as `--codecs` takes it (case does not matter).
-fn parse_codec(name: &str) -> Result<CodecKind, String> {
-    match name.trim().to_ascii_uppercase().as_str() {
-        "VP8" => Ok(CodecKind::Vp8),
-        "H264" => Ok(CodecKind::H264),
-        other => Err(format!("unknown codec `{other}`: use VP8 or H264")),
-    }
 }
 
 #[cfg(test)]
@@ -376,7 +420,7 @@ mod tests {
         std::fs::write(&path, "  \n").unwrap();
         assert!(matches!(
             args.load_token(),
-            Err(ConfigError::EmptyTokenFile(_))
+            Err(ConfigError::EmptyTokenFile { .. })
         ));
         let args = parse(&["--token-file", dir.path().join("missing").to_str().unwrap()]).unwrap();
         assert!(matches!(
@@ -522,6 +566,80 @@ mod tests {
             assert!(parse(&["--connect-deadline", bad]).is_err(), "{bad}");
         }
         assert!(parse(&["--max-connections", "0"]).is_err());
+    }
+
+    #[test]
+    fn a_claim_token_file_makes_a_pool_pod_protected_anywhere_and_excludes_a_session_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("claim-token");
+        std::fs::write(&path, " claim-me\n").unwrap();
+        let file = path.to_str().unwrap();
+        let pool = parse(&["--listen", "0.0.0.0:7860", "--claim-token-file", file]).unwrap();
+        pool.validate().unwrap();
+        let pod_ip: SocketAddr = "10.1.2.3:7860".parse().unwrap();
+        assert_eq!(pool.token_policy(pod_ip).unwrap(), TokenPolicy::ClaimToken);
+        assert_eq!(
+            pool.load_claim_token().unwrap().as_deref(),
+            Some("claim-me")
+        );
+        assert_eq!(pool.load_token().unwrap(), None, "the claim brings it");
+        assert_eq!(parse(&[]).unwrap().load_claim_token().unwrap(), None);
+
+        std::fs::write(&path, "\n").unwrap();
+        let err = pool.load_claim_token().unwrap_err();
+        assert!(matches!(err, ConfigError::EmptyTokenFile { .. }), "{err}");
+        assert!(
+            err.to_string().contains("--claim-token-file") && err.to_string().contains(file),
+            "{err}"
+        );
+        let missing = dir.path().join("missing");
+        let err = parse(&["--claim-token-file", missing.to_str().unwrap()])
+            .unwrap()
+            .load_claim_token()
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::TokenFile { .. }), "{err}");
+
+        for session_token in [["--token", "t"], ["--token-file", "/t"]] {
+            let mut argv = vec!["--claim-token-file", file];
+            argv.extend(session_token);
+            let err = parse(&argv).unwrap_err().to_string();
+            assert!(err.contains("cannot be used with"), "{err}");
+        }
+    }
+
+    #[test]
+    fn picture_limit_flags_accept_exactly_what_the_limits_check_accepts() {
+        for value in [0u32, 1, 2, 3, 240, 241, 4096] {
+            let text = value.to_string();
+            let width = parse(&["--max-width", &text]).is_ok();
+            let height = parse(&["--max-height", &text]).is_ok();
+            let fps = parse(&["--max-fps", &text]).is_ok();
+            let checked = |limits: PictureLimits| limits.checked().is_ok();
+            assert_eq!(
+                width,
+                checked(PictureLimits {
+                    max_width: Some(value),
+                    ..PictureLimits::default()
+                }),
+                "{value}"
+            );
+            assert_eq!(
+                height,
+                checked(PictureLimits {
+                    max_height: Some(value),
+                    ..PictureLimits::default()
+                }),
+                "{value}"
+            );
+            assert_eq!(
+                fps,
+                checked(PictureLimits {
+                    max_fps: Some(value),
+                    ..PictureLimits::default()
+                }),
+                "{value}"
+            );
+        }
     }
 
     #[test]

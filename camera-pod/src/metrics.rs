@@ -27,6 +27,12 @@ pub struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    /// An error code of the contract (`wrong_token`, `already_claimed`, ...).
+    pub code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabel {
     pub state: String,
 }
@@ -87,6 +93,11 @@ pub struct Metrics {
     pub offers: Family<ResultLabel, Counter>,
     /// Connected peers by the way the media reaches the pod.
     pub connections: Family<PathLabel, Counter>,
+    /// 1 once a warm-pool pod is claimed by its session; 0 before, and on a pod started with
+    /// its session.
+    pub claimed: Gauge,
+    /// Warm-pool claims refused, by error code.
+    claims_refused: Family<CodeLabel, Counter>,
 }
 
 fn duration_buckets() -> impl Iterator<Item = f64> {
@@ -129,6 +140,8 @@ impl Default for Metrics {
             peer_connection_state: Family::default(),
             offers: Family::default(),
             connections: Family::default(),
+            claimed: Gauge::default(),
+            claims_refused: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -241,6 +254,16 @@ impl Default for Metrics {
             "Connected peers by the way the media reaches the pod: direct, or relay (through a TURN server)",
             metrics.connections.clone(),
         );
+        registry.register(
+            "claimed",
+            "1 once this warm-pool pod is claimed by a session; 0 before, and on a pod started with its session",
+            metrics.claimed.clone(),
+        );
+        registry.register(
+            "claims_refused",
+            "POST /claim requests refused, by error code",
+            metrics.claims_refused.clone(),
+        );
         for state in PEER_STATES {
             metrics
                 .peer_connection_state
@@ -289,6 +312,15 @@ impl Metrics {
         self.connections.get_or_create(&PathLabel { path }).inc();
     }
 
+    /// A warm-pool claim was refused with `code`.
+    pub fn count_refused_claim(&self, code: p2pcamera_api::ErrorCode) {
+        self.claims_refused
+            .get_or_create(&CodeLabel {
+                code: code.as_str(),
+            })
+            .inc();
+    }
+
     pub fn count_offer(&self, result: &str) {
         self.offers
             .get_or_create(&ResultLabel {
@@ -317,7 +349,13 @@ mod tests {
         metrics.model_seconds.observe(0.012);
         metrics.set_peer_state("connected");
         metrics.count_offer("answered");
+        metrics.count_refused_claim(p2pcamera_api::ErrorCode::AlreadyClaimed);
         let text = metrics.encode();
+        assert!(text.contains("p2pcamera_pod_claimed 0"), "{text}");
+        assert!(
+            text.contains("p2pcamera_pod_claims_refused_total{code=\"already_claimed\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("p2pcamera_pod_frames_in_total 1"), "{text}");
         assert!(
             text.contains("p2pcamera_pod_model_duration_seconds_count 1"),

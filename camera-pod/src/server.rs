@@ -14,6 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum_server::accept::{Accept, DefaultAcceptor};
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use futures::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -24,7 +25,7 @@ use crate::filter::{FilterBuilder, FilterFactory, FilterSpec, FilterWorker, Work
 use crate::media::{Camera, MediaConfig};
 use crate::metrics::Metrics;
 use crate::signaling::tls::ServerIdentity;
-use crate::signaling::{self, AppState, ListenerPolicy, Readiness};
+use crate::signaling::{self, AppState, ListenerPolicy, Readiness, WarmPod};
 
 /// Most HTTP/2 streams (requests) one connection may have open at once.
 const HTTP2_MAX_STREAMS: u32 = 32;
@@ -121,8 +122,35 @@ pub async fn serve_filter(
         );
     }
     let token = args.load_token()?;
+    let claim_token = args.load_claim_token()?;
     let metrics = Arc::new(Metrics::default());
-    let mut state = AppState::warming(token, metrics.clone(), filter.spec.to_string());
+    let tls = if args.plain_http {
+        None
+    } else {
+        let identity = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => ServerIdentity::from_pem_files(cert, key)?,
+            _ => {
+                let identity = ServerIdentity::self_signed()?;
+                tracing::info!(sha256 = %identity.fingerprint(), "generated a self-signed certificate for localhost");
+                identity
+            }
+        };
+        Some(RustlsConfig::from_config(identity.server_config()?))
+    };
+    let mut state = match claim_token {
+        Some(claim_token) => {
+            tracing::info!(
+                "warm-pool pod: serving no camera until a session claims it (POST /claim)"
+            );
+            AppState::warming_unclaimed(
+                claim_token,
+                tls.clone(),
+                metrics.clone(),
+                filter.spec.to_string(),
+            )
+        }
+        None => AppState::warming(token, metrics.clone(), filter.spec.to_string()),
+    };
     state.policy = ListenerPolicy {
         metrics: args.metrics_on_signaling_listener(local),
         insecure_no_token: token_policy == TokenPolicy::InsecureWithoutToken,
@@ -158,36 +186,30 @@ pub async fn serve_filter(
         shutdown,
     ));
     let app = signaling::app(state).into_make_service();
-    let served = if args.plain_http {
-        tracing::info!(address = %local, "serving plain HTTP");
-        match limited_server(listener, limits, metrics.clone()) {
-            Ok(server) => server.handle(handle).serve(app).await,
-            Err(error) => Err(error),
+    let served = match tls {
+        None => {
+            tracing::info!(address = %local, "serving plain HTTP");
+            match limited_server(listener, limits, metrics.clone()) {
+                Ok(server) => server.handle(handle).serve(app).await,
+                Err(error) => Err(error),
+            }
         }
-    } else {
-        let identity = match (&args.tls_cert, &args.tls_key) {
-            (Some(cert), Some(key)) => ServerIdentity::from_pem_files(cert, key)?,
-            _ => {
-                let identity = ServerIdentity::self_signed()?;
-                tracing::info!(sha256 = %identity.fingerprint(), "generated a self-signed certificate for localhost");
-                identity
+        Some(config) => {
+            tracing::info!(address = %local, "serving HTTPS");
+            match limited_server(listener, limits, metrics.clone()) {
+                Ok(server) => {
+                    server
+                        .map(|limit| {
+                            RustlsAcceptor::new(config)
+                                .handshake_timeout(limits.request_timeout)
+                                .acceptor(limit)
+                        })
+                        .handle(handle)
+                        .serve(app)
+                        .await
+                }
+                Err(error) => Err(error),
             }
-        };
-        let config = axum_server::tls_rustls::RustlsConfig::from_config(identity.server_config()?);
-        tracing::info!(address = %local, "serving HTTPS");
-        match limited_server(listener, limits, metrics.clone()) {
-            Ok(server) => {
-                server
-                    .map(|limit| {
-                        axum_server::tls_rustls::RustlsAcceptor::new(config)
-                            .handshake_timeout(limits.request_timeout)
-                            .acceptor(limit)
-                    })
-                    .handle(handle)
-                    .serve(app)
-                    .await
-            }
-            Err(error) => Err(error),
         }
     };
     if let Some(metrics_server) = metrics_server {
@@ -218,10 +240,10 @@ pub fn missing_gpu(require_gpu: bool, execution_provider: &str) -> Option<String
     })
 }
 
-/// Builds and warms up the initial filter, marks the server ready, and on `shutdown` closes the
-/// peer connection and stops the HTTP server. Returns the filter thread to stop once the server
-/// is down (none when shut down during the warm-up, or when `gpu_missing` keeps the pod unready;
-/// the thread then ends with the process).
+/// Builds and warms up the initial filter, marks the server ready (a warm-pool pod: warm, waiting
+/// for its claim), and on `shutdown` closes the peer connection and stops the HTTP server.
+/// Returns the filter thread to stop once the server is down (none when shut down during the
+/// warm-up, or when `gpu_missing` keeps the pod unready; the thread then ends with the process).
 async fn warm_up_then_serve(
     filter: InitialFilter,
     gpu_missing: Option<String>,
@@ -239,6 +261,7 @@ async fn warm_up_then_serve(
     }
     let mut shutdown = std::pin::pin!(shutdown);
     tracing::info!(filter = %filter.spec, execution_provider = %filter.execution_provider, "building the initial filter");
+    let warm_spec = filter.spec.clone();
     let started = tokio::select! {
         started = FilterWorker::start(filter.builder, filter.spec, state.metrics.clone()) => started,
         () = &mut shutdown => {
@@ -254,17 +277,25 @@ async fn warm_up_then_serve(
             return Err(error.into());
         }
     };
-    let camera = Arc::new(Camera::new(media, worker.clone(), state.metrics.clone()));
-    state.set_ready(
-        camera.clone(),
-        Readiness {
-            filter: worker.current(),
-            execution_provider: filter.execution_provider,
-        },
-    );
-    tracing::info!(filter = %worker.current(), "ready");
+    let readiness = Readiness {
+        filter: worker.current(),
+        execution_provider: filter.execution_provider,
+    };
+    if state.is_pool() {
+        state.set_warm(WarmPod {
+            worker: worker.clone(),
+            spec: warm_spec,
+            media,
+            readiness,
+        });
+        tracing::info!(filter = %worker.current(), "warm: ready to be claimed");
+    } else {
+        let camera = Camera::new(media, worker.clone(), state.metrics.clone());
+        state.set_ready(Arc::new(camera), readiness);
+        tracing::info!(filter = %worker.current(), "ready");
+    }
     shutdown.await;
-    camera.close().await;
+    state.close_camera().await;
     handle.graceful_shutdown(Some(GRACEFUL_SHUTDOWN));
     Ok(Some(worker))
 }

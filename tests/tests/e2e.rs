@@ -106,6 +106,8 @@ struct System {
     client: kube::Client,
     kubelet: Kubelet,
     operator: ManagedProcess,
+    /// The operator's `/metrics` listener.
+    operator_metrics: u16,
     router: Option<ManagedProcess>,
     router_port: u16,
     /// The sessions' ports, which the router also checks endpoints against.
@@ -185,6 +187,7 @@ impl System {
             .await
             .expect("TLS secret");
 
+        let operator_metrics = free_port().unwrap();
         let operator = {
             let mut command = std::process::Command::new(workspace_binary("operator"));
             command
@@ -207,10 +210,7 @@ impl System {
                     "--camera-pod-require-gpu",
                     "false",
                 ])
-                .args([
-                    "--metrics-listen",
-                    &format!("127.0.0.1:{}", free_port().unwrap()),
-                ])
+                .args(["--metrics-listen", &format!("127.0.0.1:{operator_metrics}")])
                 .env("KUBECONFIG", &kubeconfig)
                 .env("RUST_LOG", "info");
             ManagedProcess::spawn("operator", command, &dir.path().join("operator.log"))
@@ -230,6 +230,7 @@ impl System {
             client,
             kubelet,
             operator,
+            operator_metrics,
             router: None,
             router_port: free_port().unwrap(),
             port_range: port_range.to_string(),
@@ -1415,6 +1416,125 @@ async fn fifty_sessions_at_once_against_a_pool_of_ten_never_share_a_pod() {
     assert!(
         idle.iter().all(|p| !claimed_pods.contains(p)),
         "a claimed pod is idle again: {idle:?}"
+    );
+    system
+        .plane
+        .kubectl(&["delete", "cameraclass", &class, "--wait=false"])
+        .await
+        .expect("kubectl delete class");
+    system.shutdown().await;
+}
+
+/// The value of metric `name` (a sample line starting with it) on the operator's `/metrics`.
+async fn operator_metric(system: &System, name: &str) -> f64 {
+    let text = reqwest::get(format!(
+        "http://127.0.0.1:{}/metrics",
+        system.operator_metrics
+    ))
+    .await
+    .expect("operator /metrics")
+    .text()
+    .await
+    .expect("metrics text");
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// `p`-th percentile (0..=100) of `values`, nearest rank.
+fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted[rank.min(sorted.len()) - 1]
+}
+
+/// Warm and cold starts side by side in one run (`bench/warm-pool.sh`; numbers in
+/// docs/benchmarks.md): `P2PCAMERA_BENCH_STARTS` sessions (default 10) claim a warm pod of a pool
+/// of 2, one after another, then as many start cold (pool at 0); each is measured from
+/// `kubectl apply` to Ready and to the first filtered frame aiortc gets back through the router.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: bench/warm-pool.sh"]
+async fn bench_warm_and_cold_starts() {
+    let _serial = SERIAL.lock().await;
+    let starts: usize = std::env::var("P2PCAMERA_BENCH_STARTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10);
+    let system = System::start("bench-start", "15200-15219", 4).await;
+    let pool = |min_idle: u32| json!({"warmPool": {"minIdle": min_idle, "filter": "selfie-replace", "namespace": system.ns}});
+    let class = system.apply_class("bench", pool(2)).await;
+    let mut rows = Vec::new();
+    for (kind, min_idle) in [("warm", 2), ("cold", 0)] {
+        system.apply_class("bench", pool(min_idle)).await;
+        let (mut ready, mut frame) = (Vec::new(), Vec::new());
+        for i in 0..starts {
+            if min_idle > 0 {
+                system
+                    .wait_pool(&class, "2 warm idle pods", |p| p["idle"] == 2)
+                    .await;
+            } else {
+                system
+                    .wait_pool(&class, "empty", |p| p["idle"] == 0 && p["starting"] == 0)
+                    .await;
+            }
+            let name = format!("{kind}-{i}");
+            let applied = Instant::now();
+            system
+                .apply_session_of(&name, json!({"className": class}))
+                .await;
+            let status = system.wait_ready(&name).await;
+            let ready_s = applied.elapsed().as_secs_f64();
+            let expected = if min_idle > 0 { "True" } else { "False" };
+            assert_eq!(
+                warm_start(&status).map(|w| w.0).as_deref(),
+                Some(expected),
+                "{status}"
+            );
+            let mut peer = system.aiortc(&name).await;
+            let first = peer.expect("connected", WAIT).await;
+            assert!(number(&first, "green") >= MIN_GREEN, "{first}");
+            peer.close().await;
+            ready.push(ready_s);
+            frame.push(ready_s + number(&first, "offer_s") + number(&first, "first_frame_s"));
+            system
+                .plane
+                .kubectl(&["delete", "camerasession", &name, "-n", &system.ns])
+                .await
+                .expect("kubectl delete");
+        }
+        rows.push((kind, ready, frame));
+    }
+    let claims = operator_metric(
+        &system,
+        "p2pcamera_operator_warm_claim_duration_seconds_count",
+    )
+    .await;
+    let claim_seconds = operator_metric(
+        &system,
+        "p2pcamera_operator_warm_claim_duration_seconds_sum",
+    )
+    .await;
+    println!(
+        "| start | sessions | apply to Ready p50 / p99 (s) | apply to first filtered frame p50 / p99 (s) |"
+    );
+    println!("|---|---|---|---|");
+    for (kind, ready, frame) in &rows {
+        println!(
+            "| {kind} | {} | {:.3} / {:.3} | {:.3} / {:.3} |",
+            ready.len(),
+            percentile(ready, 50.0),
+            percentile(ready, 99.0),
+            percentile(frame, 50.0),
+            percentile(frame, 99.0)
+        );
+    }
+    let (warm, cold) = (&rows[0].2, &rows[1].2);
+    println!(
+        "\ncold / warm, first filtered frame p50: {:.1}x; operator time per claim (write + hand-over): {:.1} ms over {claims} claims",
+        percentile(cold, 50.0) / percentile(warm, 50.0),
+        1000.0 * claim_seconds / claims.max(1.0)
     );
     system
         .plane

@@ -36,6 +36,24 @@ pub enum CodecKind {
     H264,
 }
 
+/// A codec name that is neither VP8 nor H264.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown codec `{0}`: use VP8 or H264")]
+pub struct UnknownCodec(pub String);
+
+impl std::str::FromStr for CodecKind {
+    type Err = UnknownCodec;
+
+    /// `VP8` or `H264`, in any case (`--codecs`, a warm-pool claim's `codecs`).
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name.trim().to_ascii_uppercase().as_str() {
+            "VP8" => Ok(CodecKind::Vp8),
+            "H264" => Ok(CodecKind::H264),
+            other => Err(UnknownCodec(other.to_owned())),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
     #[error("{codec:?} decoder: {message}")]

@@ -241,9 +241,18 @@ impl FilterWorker {
     /// on error the current filter stays. Frames keep flowing through the current filter while
     /// the new one is built. A newer switch before this one takes effect supersedes it.
     pub async fn switch(&self, spec: FilterSpec) -> Result<String, SwitchError> {
+        self.queue_switch(spec).await
+    }
+
+    /// Queues the switch to `spec` now, before returning (a later switch supersedes it), and
+    /// returns what [`Self::switch`] answers; dropping the answer unanswered abandons the switch.
+    pub fn queue_switch(
+        &self,
+        spec: FilterSpec,
+    ) -> impl Future<Output = Result<String, SwitchError>> + Send + 'static {
         let (reply, reply_rx) = oneshot::channel();
         self.pending.push(SwitchRequest { spec, reply });
-        reply_rx.await.map_err(|_| SwitchError::Stopped)?
+        async move { reply_rx.await.map_err(|_| SwitchError::Stopped)? }
     }
 
     /// Stops the filter thread after the frame in progress; refuses further switches.
@@ -393,6 +402,29 @@ mod tests {
             output: output.clone(),
             stats: stats.clone(),
         }
+    }
+
+    #[tokio::test]
+    async fn a_queued_switch_is_queued_at_once_and_a_later_one_wins() {
+        let worker = FilterWorker::start(
+            builder(),
+            FilterSpec::Passthrough,
+            Arc::new(Metrics::default()),
+        )
+        .await
+        .unwrap();
+        let queued = worker.queue_switch(PAINT);
+        // Awaited first, but asked for second: it must be the one that stays.
+        assert_eq!(
+            worker.switch(FilterSpec::Passthrough).await.unwrap(),
+            "passthrough"
+        );
+        match queued.await {
+            Ok(name) => assert_eq!(name, "paint"),
+            Err(error) => assert!(matches!(error, SwitchError::Superseded), "{error}"),
+        }
+        assert_eq!(worker.current(), "passthrough");
+        worker.stop();
     }
 
     #[tokio::test]

@@ -18,6 +18,52 @@ pub struct PictureLimits {
     pub max_fps: Option<u32>,
 }
 
+/// A picture limit out of the range the flags (and a warm-pool claim) accept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PictureLimitError {
+    #[error("max_width {0} is below {min}", min = PictureLimits::MIN_SIDE)]
+    Width(u32),
+    #[error("max_height {0} is below {min}", min = PictureLimits::MIN_SIDE)]
+    Height(u32),
+    #[error("max_fps {0} is not within 1 to {max}", max = PictureLimits::MAX_FPS)]
+    Fps(u32),
+}
+
+impl PictureLimits {
+    /// Smallest accepted largest width or height (`--max-width`, `--max-height`): the smallest
+    /// even side a picture is scaled to.
+    pub const MIN_SIDE: u32 = 2;
+    /// Highest frame rate limit (`--max-fps`); the smallest is 1.
+    pub const MAX_FPS: u32 = 240;
+
+    /// The limits, when each one is within the range the flags accept.
+    pub fn checked(self) -> Result<Self, PictureLimitError> {
+        let too_small = |side: Option<u32>| side.filter(|&side| side < Self::MIN_SIDE);
+        if let Some(width) = too_small(self.max_width) {
+            return Err(PictureLimitError::Width(width));
+        }
+        if let Some(height) = too_small(self.max_height) {
+            return Err(PictureLimitError::Height(height));
+        }
+        if let Some(fps) = self
+            .max_fps
+            .filter(|fps| !(1..=Self::MAX_FPS).contains(fps))
+        {
+            return Err(PictureLimitError::Fps(fps));
+        }
+        Ok(self)
+    }
+
+    /// These limits, each one replaced by `other`'s where `other` sets it.
+    pub fn overridden_by(self, other: PictureLimits) -> PictureLimits {
+        PictureLimits {
+            max_width: other.max_width.or(self.max_width),
+            max_height: other.max_height.or(self.max_height),
+            max_fps: other.max_fps.or(self.max_fps),
+        }
+    }
+}
+
 /// Bitrate bounds the encoder adapts within, in bits per second.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BitrateBounds {
@@ -137,6 +183,42 @@ impl FrameRateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_are_checked_against_the_flag_ranges_and_overridden_one_by_one() {
+        let limits = |max_width, max_height, max_fps| PictureLimits {
+            max_width,
+            max_height,
+            max_fps,
+        };
+        for fine in [
+            PictureLimits::default(),
+            limits(Some(2), Some(2), Some(1)),
+            limits(Some(3840), None, Some(240)),
+        ] {
+            assert_eq!(fine.checked(), Ok(fine));
+        }
+        assert_eq!(
+            limits(Some(1), None, None).checked(),
+            Err(PictureLimitError::Width(1))
+        );
+        assert_eq!(
+            limits(None, Some(0), None).checked(),
+            Err(PictureLimitError::Height(0))
+        );
+        for fps in [0, 241] {
+            assert_eq!(
+                limits(None, None, Some(fps)).checked(),
+                Err(PictureLimitError::Fps(fps))
+            );
+        }
+        let start = limits(Some(1280), Some(720), None);
+        assert_eq!(
+            start.overridden_by(limits(None, Some(480), Some(15))),
+            limits(Some(1280), Some(480), Some(15))
+        );
+        assert_eq!(start.overridden_by(PictureLimits::default()), start);
+    }
 
     #[test]
     fn pictures_that_fit_are_left_alone() {

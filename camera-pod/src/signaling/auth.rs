@@ -18,11 +18,16 @@ pub fn check_bearer(expected: Option<&str>, headers: &HeaderMap) -> Result<(), A
     let Some(given) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) else {
         return Err(ApiError::MissingToken);
     };
-    if bool::from(given.trim().as_bytes().ct_eq(expected.as_bytes())) {
+    if same_token(given.trim(), expected) {
         Ok(())
     } else {
         Err(ApiError::WrongToken)
     }
+}
+
+/// Whether `given` is exactly `expected`, compared in constant time.
+pub fn same_token(given: &str, expected: &str) -> bool {
+    bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use axum::http::header::RETRY_AFTER;
 use axum::response::{IntoResponse, Response};
 use p2pcamera_api::{ErrorBody, ErrorCode};
 
+use super::claim::ClaimError;
 use crate::filter::SwitchError;
 use crate::media::{MediaError, SdpError};
 
@@ -39,6 +40,13 @@ pub enum ApiError {
     /// The initial filter is warming up, or the pod cannot serve at all (the reason says which).
     #[error("{0}")]
     NotReady(String),
+    #[error("this camera pod is in a warm pool: it serves no camera until a session claims it")]
+    NotClaimed,
+    #[error("this camera pod is already claimed by another session")]
+    AlreadyClaimed,
+    /// A warm-pool claim's body was refused.
+    #[error(transparent)]
+    Claim(#[from] ClaimError),
     #[error(transparent)]
     Media(#[from] MediaError),
     #[error(transparent)]
@@ -57,6 +65,9 @@ impl ApiError {
             ApiError::WrongToken => ErrorCode::WrongToken,
             ApiError::TooLarge(_) => ErrorCode::TooLarge,
             ApiError::NotReady(_) => ErrorCode::NotReady,
+            ApiError::NotClaimed => ErrorCode::NotClaimed,
+            ApiError::AlreadyClaimed => ErrorCode::AlreadyClaimed,
+            ApiError::Claim(error) => error.code(),
             ApiError::Media(error) => match error {
                 MediaError::Sdp(
                     SdpError::Unparsable(_)
@@ -225,6 +236,25 @@ mod tests {
             "{}",
             body.error.message
         );
+    }
+
+    #[tokio::test]
+    async fn an_unclaimed_pod_asks_to_retry_and_a_claimed_one_refuses_other_claims() {
+        let (status, retry_after, body) = render(ApiError::NotClaimed).await;
+        assert_eq!(
+            (status, retry_after.as_deref()),
+            (StatusCode::SERVICE_UNAVAILABLE, Some("1"))
+        );
+        assert_eq!(body.error.code, ErrorCode::NotClaimed);
+        let (status, retry_after, body) = render(ApiError::AlreadyClaimed).await;
+        assert_eq!((status, retry_after), (StatusCode::CONFLICT, None));
+        assert_eq!(body.error.code, ErrorCode::AlreadyClaimed);
+        let (status, _, body) = render(ClaimError::PublicIp("node".into()).into()).await;
+        assert_eq!(
+            (status, body.error.code),
+            (StatusCode::BAD_REQUEST, ErrorCode::InvalidJson)
+        );
+        assert!(body.error.message.contains("public_ip"), "{body:?}");
     }
 
     #[tokio::test]

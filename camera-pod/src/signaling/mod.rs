@@ -1,5 +1,6 @@
-//! The signaling server: `POST /offer`, filter switching, status, static files, health and
-//! metrics. `app(state)` builds the router; `server::serve` runs it over HTTPS or plain HTTP.
+//! The signaling server: `POST /offer`, filter switching, status, static files, health,
+//! metrics, and a warm-pool pod's `POST /claim`. `app(state)` builds the router;
+//! `server::serve` runs it over HTTPS or plain HTTP.
 //!
 //! The server answers from the moment it listens: while the initial filter is being built and
 //! warmed up (a model download and its first inference can take seconds), `/healthz` is 200,
@@ -8,12 +9,22 @@
 //! `AppState::set_unready` ends it for good (a GPU was required and none works): `/readyz` stays
 //! 503 `{"status":"unready","reason":...}` and the other endpoints say why.
 //!
+//! A warm-pool pod (`--claim-token-file`) starts unclaimed: it warms its filter up the same way,
+//! then `/readyz` is 200 `{"status":"warm",...}` (`AppState::set_warm`), while `/offer`, `/filter`
+//! and `/status` are 503 `not_claimed` with `Retry-After: 1` (during the warm-up too). Only such a
+//! pod routes `POST /claim` (Bearer claim token, a `ClaimRequest` body, see [`claim`]): the
+//! accepted claim makes it serve the session's certificate, accept the session's token only, and
+//! run the session's filter and video limits, exactly like a pod started with `--token`;
+//! `/readyz` then says `ready`. A repeat of the same claim is answered as the first time; any
+//! other claim is 409 `already_claimed`, and a claim during the warm-up 503 `not_ready`.
+//!
 //! A request's body must arrive within the listener's request timeout: a body still arriving
 //! after that fails to read (400 `bad_body`) and its connection is closed after the answer.
 //! `/metrics` is served here only when the [`ListenerPolicy`] says so; [`metrics_app`] serves it
 //! on a listener of its own.
 
 pub mod auth;
+pub mod claim;
 pub mod error;
 pub mod tls;
 
@@ -30,12 +41,15 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use axum_server::ConnectionShutdown;
+use axum_server::tls_rustls::RustlsConfig;
 use futures::StreamExt;
 use p2pcamera_api::wire::{
-    CameraStatus, FilterReply, OfferRequest, REQUEST_BODY_LIMIT, SessionDescription, TYPE_OFFER,
+    CameraStatus, ClaimReply, FilterReply, OfferRequest, REQUEST_BODY_LIMIT, SessionDescription,
+    TYPE_OFFER,
 };
 
-use crate::media::Camera;
+use crate::filter::{FilterSpec, FilterWorker};
+use crate::media::{Camera, MediaConfig};
 use crate::metrics::Metrics;
 pub use error::ApiError;
 
@@ -49,17 +63,50 @@ pub struct Readiness {
     pub execution_provider: String,
 }
 
+/// A warm-pool pod's filter, warm and waiting for a claim: what a claim turns into the camera.
+pub struct WarmPod {
+    /// The filter thread, running the warm filter.
+    pub worker: Arc<FilterWorker>,
+    /// The filter it warmed up (a claim for the same one is answered `warm_filter: true`).
+    pub spec: FilterSpec,
+    /// The start-up media configuration; a claim's values replace parts of it.
+    pub media: MediaConfig,
+    /// What `/readyz` reports while the pod is warm.
+    pub readiness: Readiness,
+}
+
 /// Where the pod is in its start-up.
-#[derive(Clone)]
 enum Phase {
     /// Building and warming up the initial filter (named by its spec).
     Warming { filter: String },
+    /// A warm-pool pod, warm and not claimed yet: no camera until a claim.
+    Warm(Arc<WarmPod>),
     Ready {
         camera: Arc<Camera>,
         readiness: Readiness,
     },
     /// The pod cannot serve and never will (e.g. a GPU was required and none works).
     Unready { reason: String },
+}
+
+/// What the camera endpoints serve and to whom. A claim replaces all of it at once, so a request
+/// reads one [`Serving`] and never sees half a session.
+struct Serving {
+    phase: Phase,
+    /// The bearer token `/offer`, `/filter` and `/status` require; none on loopback without
+    /// `--token`, with `--insecure-no-token`, and on a warm-pool pod until its claim.
+    token: Option<Arc<str>>,
+    /// What a warm-pool pod answered the claim that gave it its session (a repeated claim gets
+    /// it again); none before the claim and on a pod started with its session.
+    claim: Option<ClaimReply>,
+}
+
+/// A warm-pool pod's side of claiming: the claim token, and the TLS configuration an accepted
+/// claim's certificate replaces.
+struct Pool {
+    claim_token: String,
+    /// The certificate served to new TLS handshakes; none when serving plain HTTP.
+    tls: Option<RustlsConfig>,
 }
 
 /// What the signaling listener serves and how it guards itself, decided by `server` from the
@@ -89,10 +136,11 @@ impl Default for ListenerPolicy {
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
 pub struct AppState {
-    pub token: Option<Arc<str>>,
     pub metrics: Arc<Metrics>,
     pub policy: ListenerPolicy,
-    phase: Arc<RwLock<Phase>>,
+    serving: Arc<RwLock<Arc<Serving>>>,
+    /// Set on a warm-pool pod (`--claim-token-file`): `/claim` is routed.
+    pool: Option<Arc<Pool>>,
 }
 
 impl FromRef<AppState> for Arc<Metrics> {
@@ -102,46 +150,113 @@ impl FromRef<AppState> for Arc<Metrics> {
 }
 
 impl AppState {
-    /// The state while the initial `filter` is being built and warmed up.
+    /// The state while the initial `filter` is being built and warmed up; `token` is the
+    /// bearer token the camera endpoints require (none: no token).
     pub fn warming(
         token: Option<String>,
         metrics: Arc<Metrics>,
         filter: impl Into<String>,
     ) -> Self {
-        AppState {
+        Self::starting(token, None, metrics, filter.into())
+    }
+
+    /// A warm-pool pod's state while its initial `filter` is being built and warmed up. It
+    /// serves no camera until `POST /claim` with `claim_token` hands it a session; the claim's
+    /// certificate then replaces the one `tls` serves (none: plain HTTP, nothing to replace).
+    pub fn warming_unclaimed(
+        claim_token: String,
+        tls: Option<RustlsConfig>,
+        metrics: Arc<Metrics>,
+        filter: impl Into<String>,
+    ) -> Self {
+        let pool = Pool { claim_token, tls };
+        Self::starting(None, Some(Arc::new(pool)), metrics, filter.into())
+    }
+
+    fn starting(
+        token: Option<String>,
+        pool: Option<Arc<Pool>>,
+        metrics: Arc<Metrics>,
+        filter: String,
+    ) -> Self {
+        let serving = Serving {
+            phase: Phase::Warming { filter },
             token: token.map(Arc::from),
+            claim: None,
+        };
+        AppState {
             metrics,
             policy: ListenerPolicy::default(),
-            phase: Arc::new(RwLock::new(Phase::Warming {
-                filter: filter.into(),
-            })),
+            serving: Arc::new(RwLock::new(Arc::new(serving))),
+            pool,
         }
+    }
+
+    /// Whether this is a warm-pool pod (started with a claim token).
+    pub fn is_pool(&self) -> bool {
+        self.pool.is_some()
     }
 
     /// The filter is warm and the camera can be served.
     pub fn set_ready(&self, camera: Arc<Camera>, readiness: Readiness) {
-        *self.phase.write().unwrap_or_else(|e| e.into_inner()) = Phase::Ready { camera, readiness };
+        self.set_phase(Phase::Ready { camera, readiness });
+    }
+
+    /// A warm-pool pod's filter is warm: `/readyz` says `warm` and claims are taken.
+    pub fn set_warm(&self, warm: WarmPod) {
+        self.set_phase(Phase::Warm(Arc::new(warm)));
     }
 
     /// The pod will never be ready, for `reason` (shown by `/readyz` and in refusals).
     pub fn set_unready(&self, reason: impl Into<String>) {
-        *self.phase.write().unwrap_or_else(|e| e.into_inner()) = Phase::Unready {
+        self.set_phase(Phase::Unready {
             reason: reason.into(),
-        };
+        });
     }
 
-    fn phase(&self) -> Phase {
-        self.phase.read().unwrap_or_else(|e| e.into_inner()).clone()
+    /// Closes the camera's live peer connection, if the pod serves a camera.
+    pub async fn close_camera(&self) {
+        if let Phase::Ready { camera, .. } = &self.serving().phase {
+            camera.close().await;
+        }
     }
 
-    /// The camera, or 503 `not_ready` with `Retry-After` during the warm-up.
-    fn camera(&self) -> Result<Arc<Camera>, ApiError> {
-        match self.phase() {
-            Phase::Ready { camera, .. } => Ok(camera),
+    fn set_phase(&self, phase: Phase) {
+        let mut serving = self.serving.write().unwrap_or_else(|e| e.into_inner());
+        *serving = Arc::new(Serving {
+            phase,
+            token: serving.token.clone(),
+            claim: serving.claim.clone(),
+        });
+    }
+
+    /// What is served now, as one consistent snapshot.
+    fn serving(&self) -> Arc<Serving> {
+        self.serving
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Checks the request's bearer token against the camera endpoints' token and returns the
+    /// snapshot it was checked against: take the camera from it ([`Self::camera`]).
+    fn authorize(&self, headers: &HeaderMap) -> Result<Arc<Serving>, ApiError> {
+        let serving = self.serving();
+        auth::check_bearer(serving.token.as_deref(), headers)?;
+        Ok(serving)
+    }
+
+    /// The camera of `serving`, or why there is none: 503 `not_ready` with `Retry-After` during
+    /// the warm-up, 503 `not_claimed` on a warm-pool pod no session has claimed yet.
+    fn camera(&self, serving: &Serving) -> Result<Arc<Camera>, ApiError> {
+        match &serving.phase {
+            Phase::Ready { camera, .. } => Ok(camera.clone()),
+            Phase::Unready { reason } => Err(ApiError::NotReady(reason.clone())),
+            Phase::Warm(_) => Err(ApiError::NotClaimed),
+            Phase::Warming { .. } if self.is_pool() => Err(ApiError::NotClaimed),
             Phase::Warming { filter } => Err(ApiError::NotReady(format!(
                 "the filter {filter} is still warming up"
             ))),
-            Phase::Unready { reason } => Err(ApiError::NotReady(reason)),
         }
     }
 }
@@ -156,6 +271,10 @@ pub fn app(state: AppState) -> Router {
         .route("/offer", post(offer))
         .route("/filter", post(filter))
         .route("/status", get(status));
+    let router = match state.pool.clone() {
+        Some(pool) => claim::route(router, pool),
+        None => router,
+    };
     let router = if state.policy.metrics {
         router.route("/metrics", get(metrics))
     } else {
@@ -248,7 +367,13 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    match state.phase() {
+    match &state.serving().phase {
+        Phase::Warm(warm) => Json(serde_json::json!({
+            "status": "warm",
+            "filter": warm.readiness.filter,
+            "execution_provider": warm.readiness.execution_provider,
+        }))
+        .into_response(),
         Phase::Ready { readiness, .. } => Json(serde_json::json!({
             "status": "ready",
             "filter": readiness.filter,
@@ -333,14 +458,14 @@ async fn answer_offer(
             "INSECURE: answering an offer without a bearer token on a listener off loopback (--insecure-no-token)"
         );
     }
-    auth::check_bearer(state.token.as_deref(), headers)?;
+    let serving = state.authorize(headers)?;
     let request: OfferRequest = json_body(headers, body)?;
     if request.kind != TYPE_OFFER {
         return Err(ApiError::NotAnOffer(request.kind));
     }
     tracing::debug!(sdp = %request.sdp, client = ?request.client, "offer received");
     Ok(state
-        .camera()?
+        .camera(&serving)?
         .answer(request.sdp, request.client, received)
         .await?)
 }
@@ -350,14 +475,17 @@ async fn filter(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<FilterReply>, ApiError> {
-    auth::check_bearer(state.token.as_deref(), &headers)?;
+    let serving = state.authorize(&headers)?;
     let spec: serde_json::Value = json_body(&headers, body)?;
     if !spec.is_object() {
         return Err(ApiError::InvalidJson(
             "the body must be a JSON filter spec object".to_owned(),
         ));
     }
-    let name = state.camera()?.switch_filter(&spec.to_string()).await?;
+    let name = state
+        .camera(&serving)?
+        .switch_filter(&spec.to_string())
+        .await?;
     Ok(Json(FilterReply::switched(name)))
 }
 
@@ -365,6 +493,6 @@ async fn status(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<CameraStatus>, ApiError> {
-    auth::check_bearer(state.token.as_deref(), &headers)?;
-    Ok(Json(state.camera()?.status().await))
+    let serving = state.authorize(&headers)?;
+    Ok(Json(state.camera(&serving)?.status().await))
 }

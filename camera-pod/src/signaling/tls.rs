@@ -15,6 +15,12 @@ pub enum TlsError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{name} is not valid PEM: {source}")]
+    Pem {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{0} holds no PEM certificate")]
     NoCertificate(String),
     #[error("{0} holds no PEM private key")]
@@ -32,7 +38,7 @@ pub struct ServerIdentity {
 }
 
 impl ServerIdentity {
-    /// Loads a PEM certificate chain and private key.
+    /// Loads a PEM certificate chain and private key from files.
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
         let read = |path: &Path| {
             std::fs::read(path).map_err(|source| TlsError::Read {
@@ -40,23 +46,38 @@ impl ServerIdentity {
                 source,
             })
         };
-        let cert_pem = read(cert)?;
-        let key_pem = read(key)?;
-        let chain = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        Self::from_pem(
+            &cert.display().to_string(),
+            &read(cert)?,
+            &key.display().to_string(),
+            &read(key)?,
+        )
+    }
+
+    /// Parses a PEM certificate chain and private key; `cert_name` and `key_name` say in errors
+    /// where each came from (a file, a request's field). Whether the key fits the certificate is
+    /// checked by [`Self::server_config`].
+    pub fn from_pem(
+        cert_name: &str,
+        cert_pem: &[u8],
+        key_name: &str,
+        key_pem: &[u8],
+    ) -> Result<Self, TlsError> {
+        let chain = rustls_pemfile::certs(&mut &cert_pem[..])
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| TlsError::Read {
-                path: cert.display().to_string(),
+            .map_err(|source| TlsError::Pem {
+                name: cert_name.to_owned(),
                 source,
             })?;
         if chain.is_empty() {
-            return Err(TlsError::NoCertificate(cert.display().to_string()));
+            return Err(TlsError::NoCertificate(cert_name.to_owned()));
         }
-        let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-            .map_err(|source| TlsError::Read {
-                path: key.display().to_string(),
+        let key = rustls_pemfile::private_key(&mut &key_pem[..])
+            .map_err(|source| TlsError::Pem {
+                name: key_name.to_owned(),
                 source,
             })?
-            .ok_or_else(|| TlsError::NoKey(key.display().to_string()))?;
+            .ok_or_else(|| TlsError::NoKey(key_name.to_owned()))?;
         Ok(ServerIdentity { chain, key })
     }
 
@@ -87,7 +108,8 @@ impl ServerIdentity {
             .join(":")
     }
 
-    /// A rustls server configuration (HTTP/1.1 and HTTP/2) using the process's crypto provider.
+    /// A rustls server configuration (HTTP/1.1 and HTTP/2) using the process's crypto provider;
+    /// fails when the key does not belong to the leaf certificate.
     pub fn server_config(self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         let mut config = rustls::ServerConfig::builder()
             .with_no_client_auth()
@@ -116,6 +138,54 @@ mod tests {
         assert_ne!(
             generated.fingerprint(),
             ServerIdentity::self_signed().unwrap().fingerprint()
+        );
+    }
+
+    #[test]
+    fn pem_text_needs_a_certificate_and_its_own_key() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let (cert, key) = (certified.cert.pem(), certified.signing_key.serialize_pem());
+        let identity =
+            ServerIdentity::from_pem("tls_cert", cert.as_bytes(), "tls_key", key.as_bytes())
+                .unwrap();
+        identity.server_config().unwrap();
+
+        let err = ServerIdentity::from_pem("tls_cert", b"hello", "tls_key", key.as_bytes())
+            .err()
+            .unwrap();
+        assert!(
+            matches!(err, TlsError::NoCertificate(ref name) if name == "tls_cert"),
+            "{err}"
+        );
+        let err = ServerIdentity::from_pem("tls_cert", cert.as_bytes(), "tls_key", cert.as_bytes())
+            .err()
+            .unwrap();
+        assert!(
+            matches!(err, TlsError::NoKey(ref name) if name == "tls_key"),
+            "{err}"
+        );
+        let garbage =
+            "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n";
+        let err =
+            ServerIdentity::from_pem("tls_cert", garbage.as_bytes(), "tls_key", key.as_bytes())
+                .and_then(ServerIdentity::server_config)
+                .err()
+                .unwrap();
+        assert!(matches!(err, TlsError::Rustls(_)), "{err}");
+        let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let err = ServerIdentity::from_pem(
+            "tls_cert",
+            cert.as_bytes(),
+            "tls_key",
+            other.signing_key.serialize_pem().as_bytes(),
+        )
+        .and_then(ServerIdentity::server_config)
+        .err()
+        .unwrap();
+        assert!(
+            matches!(err, TlsError::Rustls(_)),
+            "a key of another certificate: {err}"
         );
     }
 

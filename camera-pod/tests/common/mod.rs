@@ -463,13 +463,22 @@ pub async fn post_offer(
     client: Option<&str>,
     token: Option<&str>,
 ) -> reqwest::Response {
+    post_offer_with(&reqwest::Client::new(), base, sdp, client, token).await
+}
+
+/// [`post_offer`] through `http` (e.g. a client that trusts one pod certificate).
+pub async fn post_offer_with(
+    http: &reqwest::Client,
+    base: &str,
+    sdp: &str,
+    client: Option<&str>,
+    token: Option<&str>,
+) -> reqwest::Response {
     let mut body = serde_json::json!({ "sdp": sdp, "type": "offer" });
     if let Some(client) = client {
         body["client"] = client.into();
     }
-    let mut request = reqwest::Client::new()
-        .post(format!("{base}/offer"))
-        .json(&body);
+    let mut request = http.post(format!("{base}/offer")).json(&body);
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }

@@ -100,6 +100,25 @@ pub fn plan(
     observed: &PoolObservation,
     sessions_waiting_for_gpu: u32,
 ) -> PoolPlan {
+    let (broken, working): (Vec<_>, Vec<_>) =
+        observed.idle.iter().cloned().partition(|p| p.broken);
+    let working = PoolObservation {
+        idle: working,
+        claimed: observed.claimed,
+    };
+    let mut plan = plan_working(pool, &working, sessions_waiting_for_gpu);
+    let mut delete: Vec<String> = broken.into_iter().map(|p| p.name).collect();
+    delete.append(&mut plan.delete);
+    plan.delete = delete;
+    plan
+}
+
+/// [`plan`] for the pool's pods that are not broken.
+fn plan_working(
+    pool: &WarmPool,
+    observed: &PoolObservation,
+    sessions_waiting_for_gpu: u32,
+) -> PoolPlan {
     let ready = observed.idle.iter().filter(|p| p.ready).count();
     let idle = observed.idle.len();
     let mut status = WarmPoolStatus {
