@@ -1203,9 +1203,10 @@ async fn a_warm_pod_is_claimed_serves_filtered_video_at_once_and_is_never_reused
         })
         .await;
     let refilled = system.idle_pool_pods(&class).await;
+    let claimed = [&status["podName"], &status_b["podName"]];
     assert!(
-        refilled.iter().all(|p| !warm_pods.contains(p)),
-        "claimed pods returned to the pool: {refilled:?} {warm_pods:?}"
+        refilled.iter().all(|p| !claimed.contains(&&json!(p))),
+        "claimed pods returned to the pool: idle {refilled:?}, claimed {claimed:?}"
     );
 
     // Deleting a session deletes its claimed pod: it never returns to the pool.

@@ -80,9 +80,10 @@ pub fn pool_namespace<'a>(pool: &'a WarmPool, config: &'a Config) -> Option<&'a 
     pool.namespace.as_deref().or(config.namespace.as_deref())
 }
 
-/// The pool a new pod of `session` in `class` may be claimed from: the class has a pool of at
-/// least one pod in the session's namespace, and the session's filter is a built-in one (a custom
-/// model is loaded per session, from its manifest). `None`: the session starts its own pod.
+/// The pool a new pod of `session` in `class` may be claimed from: the class has a pool (even
+/// one scaled to zero, so its sessions say they started cold) in the session's namespace, and the
+/// session's filter is a built-in one (a custom model is loaded per session, from its manifest).
+/// `None`: the session starts its own pod.
 pub fn pool_for(
     session: &CameraSession,
     class: &ResolvedClass,
@@ -91,8 +92,7 @@ pub fn pool_for(
     let name = class.name.as_ref()?;
     let pool = class.spec.warm_pool.as_ref()?;
     let namespace = session.namespace()?;
-    (pool.max_idle() > 0
-        && session.spec.filter.name != FilterName::Custom
+    (session.spec.filter.name != FilterName::Custom
         && pool_namespace(pool, config) == Some(namespace.as_str()))
     .then(|| PoolTarget {
         class: name.clone(),
@@ -333,7 +333,10 @@ mod tests {
         let elsewhere = class_with_pool(json!({"minIdle": 1, "namespace": "other"}));
         assert_eq!(pool_for(&s, &elsewhere, &config), None);
         let empty = class_with_pool(json!({"minIdle": 0}));
-        assert_eq!(pool_for(&s, &empty, &config), None, "minIdle 0: no pool");
+        assert!(
+            pool_for(&s, &empty, &config).is_some(),
+            "a pool scaled to zero: its sessions start cold and say so"
+        );
         let custom = session(json!({"filter": {"name": "custom", "model": {
             "url": "https://models.example/m.onnx", "sha256": "0".repeat(64),
             "manifest": {"input": "x", "width": 8, "height": 8, "layout": "NHWC", "output": "image"}
