@@ -86,6 +86,7 @@ use crate::runtime::admin::AdminState;
 use crate::runtime::lease::LeaderElector;
 use crate::runtime::retry::RetryBackoff;
 use crate::runtime::watch_backoff::watch_with_backoff;
+use crate::start_times::StartClock;
 use crate::status_memo::StatusMemo;
 
 /// Most sessions reconciled at the same time.
@@ -139,6 +140,7 @@ struct Context {
     applied_pods: AppliedPods,
     claimed: Arc<ClaimedPods>,
     claiming: claim::Claiming,
+    starts: StartClock,
     seeded: OnceCell<()>,
     last_poll: std::sync::Mutex<HashMap<SessionKey, Instant>>,
 }
@@ -407,6 +409,7 @@ async fn run_controller(
         applied_pods: AppliedPods::default(),
         claimed,
         claiming: claim::Claiming::default(),
+        starts: StartClock::default(),
         seeded: OnceCell::new(),
         last_poll: Default::default(),
     });
@@ -491,6 +494,7 @@ async fn sweep(ctx: Arc<Context>) {
         ctx.statuses.retain(|k| ctx.is_live(k));
         ctx.applied_pods.retain(|k| ctx.is_live(k));
         ctx.claimed.retain(|k| ctx.is_live(k));
+        ctx.starts.retain(|k| ctx.is_live(k));
         ctx.metrics.retain_sessions(|k| ctx.is_live(k));
         ctx.nodes.expire(Instant::now());
     }

@@ -35,5 +35,6 @@ pub mod pool;
 pub mod ports;
 pub mod router;
 pub mod runtime;
+pub mod start_times;
 pub mod status;
 pub mod status_memo;

@@ -2,7 +2,8 @@
 //! per-session labels): reconciles, reconcile errors by reason, reconcile duration, sessions by
 //! phase, sessions whose pod waits to be placed by reason (`NoFreeGpu`, `NoFreePort`,
 //! `PortConflict`, `Unschedulable`), port moves, whether this replica leads, and the warm pools
-//! (claims by class and result, claim duration, pool pods by class and state).
+//! (claims by class and result, claim duration, pool pods by class and state), and how long
+//! session starts take (to the pod bound, to Ready; warm or cold).
 //!
 //! The session gauges are kept by counting each session's change (constant time per reconcile,
 //! whatever the number of sessions).
@@ -62,6 +63,20 @@ pub struct PoolLabels {
     pub state: String,
 }
 
+/// Labels of session start durations.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StartLabels {
+    /// `scheduled` (pod bound) or `ready` (session Ready).
+    pub stage: String,
+    /// `warm` (a claimed pool pod) or `cold`.
+    pub start: String,
+}
+
+/// Buckets of session start durations: 10 ms to about 160 s.
+fn start_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.01, 2.0, 15))
+}
+
 /// What the session gauges count of one session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Counted {
@@ -83,6 +98,7 @@ pub struct Metrics {
     warm_claims: Family<ClaimLabels, Counter>,
     warm_claim_duration: Histogram,
     warm_pool_pods: Family<PoolLabels, Gauge<i64, AtomicI64>>,
+    session_start: Family<StartLabels, Histogram, fn() -> Histogram>,
     counted: Mutex<HashMap<SessionKey, Counted>>,
 }
 
@@ -141,6 +157,15 @@ impl Default for Metrics {
             "Warm-pool pods by class and state (idle, starting, claimed)",
             warm_pool_pods.clone(),
         );
+        let session_start =
+            Family::<StartLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                start_histogram,
+            );
+        registry.register(
+            "session_start_seconds",
+            "Session starts: from the operator first seeing the session wait for a pod to its pod bound (stage scheduled) and to Ready (stage ready), warm or cold",
+            session_start.clone(),
+        );
         for phase in Phase::ALL {
             sessions
                 .get_or_create(&PhaseLabels {
@@ -167,6 +192,7 @@ impl Default for Metrics {
             warm_claims,
             warm_claim_duration,
             warm_pool_pods,
+            session_start,
             counted: Mutex::new(HashMap::new()),
         }
     }
@@ -184,6 +210,25 @@ impl Metrics {
             .inc();
         if let Some(seconds) = seconds {
             self.warm_claim_duration.observe(seconds);
+        }
+    }
+
+    /// Observes a session start's durations.
+    pub fn session_started(&self, times: &crate::crd::StartTimes) {
+        let start = if times.warm { "warm" } else { "cold" };
+        let stages = [
+            ("scheduled", times.scheduled_millis),
+            ("ready", Some(times.ready_millis)),
+        ];
+        for (stage, millis) in stages {
+            if let Some(millis) = millis {
+                self.session_start
+                    .get_or_create(&StartLabels {
+                        stage: stage.into(),
+                        start: start.into(),
+                    })
+                    .observe(millis as f64 / 1000.0);
+            }
         }
     }
 

@@ -398,6 +398,7 @@ pub fn next_status(
             .last_active
             .map(Time)
             .or_else(|| prev.last_active_time.clone()),
+        start: prev.start.clone(),
         ..CameraSessionStatus::default()
     };
     let (phase, reason, message) = match situation {

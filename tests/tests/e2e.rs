@@ -1164,6 +1164,8 @@ async fn a_warm_pod_is_claimed_serves_filtered_video_at_once_and_is_never_reused
         Some(("True".into(), "WarmPodClaimed".into())),
         "{status}"
     );
+    assert_eq!(status["start"]["warm"], json!(true), "{status}");
+    assert!(status["start"]["readyMillis"].is_u64(), "{status}");
     let mut aiortc = system.aiortc("warm-a").await;
     let first = aiortc.expect("connected", WAIT).await;
     assert!(
@@ -1265,6 +1267,11 @@ async fn a_warm_pod_is_claimed_serves_filtered_video_at_once_and_is_never_reused
     assert_eq!(
         warm_start(&cold),
         Some(("False".into(), "WarmPoolEmpty".into())),
+        "{cold}"
+    );
+    assert_eq!(cold["start"]["warm"], json!(false), "{cold}");
+    assert!(
+        cold["start"]["scheduledMillis"].as_u64() <= cold["start"]["readyMillis"].as_u64(),
         "{cold}"
     );
     let mut aiortc = system.aiortc("cold").await;

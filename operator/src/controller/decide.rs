@@ -1639,7 +1639,11 @@ mod tests {
             warm_filter: true,
         });
         let plan = snapshot.with_node_address(NODE, Some(PUBLIC_IP)).plan();
-        assert_eq!(plan.pod, PodChange::Keep, "no activity poll, no idle deletion");
+        assert_eq!(
+            plan.pod,
+            PodChange::Keep,
+            "no activity poll, no idle deletion"
+        );
         assert_eq!(plan.status.phase, Some(Phase::Ready));
     }
 

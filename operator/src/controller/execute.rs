@@ -23,7 +23,7 @@ use super::decide::{
 use super::{Context, Error, claim};
 use crate::activity;
 use crate::class_fit;
-use crate::crd::{CameraSession, CameraSessionStatus};
+use crate::crd::{CameraSession, CameraSessionStatus, Phase};
 use crate::desired;
 use crate::status;
 
@@ -43,6 +43,8 @@ pub(super) async fn reconcile(session: &CameraSession, ctx: &Context) -> Result<
         session.metadata.resource_version.as_deref(),
         session.status.as_ref(),
     );
+    let was_ready = prev.phase == Some(Phase::Ready);
+    ctx.starts.seen(&key, was_ready, Instant::now());
     let port = ctx.allocator.port(&key, prev.udp_port);
     let secret = ensure_secret(ctx, session, &name, &ns).await?;
     let pod = ctx
@@ -110,7 +112,21 @@ pub(super) async fn reconcile(session: &CameraSession, ctx: &Context) -> Result<
         PortWait::Over => ctx.allocator.placed(&key),
         PortWait::Waiting => ctx.allocator.waits_for_port(&key),
     }
-    let plan = change_pod(ctx, &key, &observed, plan).await?;
+    let claimed_now = matches!(
+        observed.lookups.warm_claim,
+        Some(decide::WarmClaim::Claimed { .. })
+    );
+    let mut plan = change_pod(ctx, &key, &observed, plan).await?;
+    if plan.status.node_name.is_some() {
+        ctx.starts.bound(&key, Instant::now());
+    }
+    if plan.status.phase == Some(Phase::Ready)
+        && !was_ready
+        && let Some(times) = ctx.starts.ready(&key, claimed_now, Instant::now())
+    {
+        ctx.metrics.session_started(&times);
+        plan.status.start = Some(times);
+    }
 
     let sessions: Api<CameraSession> = Api::namespaced(ctx.client.clone(), &ns);
     if plan.status != prev {

@@ -465,6 +465,24 @@ pub struct CameraSessionStatus {
     /// Human-readable detail of the phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Where the time of the last start went, as the operator saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<StartTimes>,
+}
+
+/// How long the session's last start took, in milliseconds after the operator first saw the
+/// session waiting for a pod (within moments of `kubectl apply`, or of a wake or a crash).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct StartTimes {
+    /// Until its pod was bound to a node (a claimed warm pod: the claim).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_millis: Option<u64>,
+    /// Until the session was Ready (the pod ready: its filter loaded and warmed up).
+    pub ready_millis: u64,
+    /// The pod was a claimed warm-pool pod.
+    #[serde(default)]
+    pub warm: bool,
 }
 
 /// The CameraSession CRD as YAML, exactly as committed in [`CRD_FILE`].
