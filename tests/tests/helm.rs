@@ -264,6 +264,15 @@ async fn bad_values_are_rejected_before_anything_is_installed() {
             &["cameraPod.tolerations[0].operator=Maybe"],
             "/cameraPod/tolerations/0/operator",
         ),
+        (&["prePull.enabled=yes"], "/prePull/enabled"),
+        (
+            &["prePull.image=camera-pod:1"],
+            "additional properties 'image' not allowed",
+        ),
+        (
+            &["prePull.resources.limits.nvidia\\.com/gpu=1"],
+            "additional properties 'nvidia.com/gpu' not allowed",
+        ),
     ];
     for (sets, expected) in cases {
         let mut args = vec!["template", "p2pcamera", chart.to_str().unwrap()];
@@ -404,6 +413,137 @@ async fn rendered_chart_passes_server_side_dry_run() {
             assert!(out.contains(kind), "{sets:?}: no {kind} in {out}");
         }
     }
+}
+
+/// The objects of `manifest` as the API server would store them (server-side dry run).
+async fn dry_run_objects(plane: &ControlPlane, manifest: &str) -> Vec<Value> {
+    let out = plane
+        .kubectl_with_input(
+            &["apply", "--dry-run=server", "-f", "-", "-o", "json"],
+            manifest,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("dry run failed: {e}\n{manifest}"));
+    let answer: Value = serde_json::from_str(&out).expect("kubectl prints JSON");
+    match answer["items"].as_array() {
+        Some(items) if answer["kind"] == "List" => items.clone(),
+        _ => vec![answer],
+    }
+}
+
+#[tokio::test]
+async fn image_prepull_is_off_by_default() {
+    let rendered = template("p2p", &[]).await;
+    assert!(!rendered.contains("kind: DaemonSet"), "{rendered}");
+}
+
+/// With `prePull.enabled`, one DaemonSet pulls each camera-pod image once on the nodes camera pods
+/// go to, holds no GPU and no API token, and the API server accepts it.
+#[tokio::test]
+async fn image_prepull_pulls_each_camera_pod_image_on_camera_pod_nodes_without_a_gpu() {
+    let plane = ControlPlane::shared().await.unwrap();
+    plane.apply_crds(&repo_root().join("crds")).await.unwrap();
+    let ns = plane.namespace("helm-prepull").await.unwrap();
+    let camera_image = "registry.example.com/camera-pod:1.0";
+    let extra = [
+        "registry.example.com/camera-pod:a",
+        "registry.example.com/camera-pod:b",
+    ];
+    let camera_image_set = format!("cameraPod.image={camera_image}");
+    let images_set = format!(
+        "prePull.images={{{},{},{camera_image}}}",
+        extra[0], extra[1]
+    );
+    let manifest = template(
+        &ns,
+        &[
+            "prePull.enabled=true",
+            &camera_image_set,
+            &images_set,
+            "cameraPod.nodeSelector.gpu=l4",
+            "cameraPod.nodeSelector.pool=cameras",
+        ],
+    )
+    .await;
+    let objects = dry_run_objects(plane, &manifest).await;
+    let daemon_sets: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == "DaemonSet")
+        .collect();
+    assert_eq!(daemon_sets.len(), 1, "{manifest}");
+    let daemon_set = daemon_sets[0];
+    assert_eq!(daemon_set["metadata"]["name"], "p2pcamera-image-prepull");
+    let pod = &daemon_set["spec"]["template"]["spec"];
+
+    let init = pod["initContainers"].as_array().expect("init containers");
+    let pulled: Vec<&str> = init.iter().filter_map(|c| c["image"].as_str()).collect();
+    assert_eq!(pulled, [camera_image, extra[0], extra[1]]);
+    let entrypoint = "/usr/local/bin/camera-pod";
+    for container in init {
+        assert_eq!(container["command"], json!([entrypoint, "--version"]));
+        assert_eq!(container["imagePullPolicy"], "IfNotPresent");
+    }
+    // The command is the image's entrypoint, and it exits 0 without a GPU or a configuration.
+    assert!(
+        read("images/camera-pod.Dockerfile").contains(&format!("ENTRYPOINT [\"{entrypoint}\"]")),
+        "the camera-pod image's entrypoint is no longer {entrypoint}"
+    );
+    let version = run(&workspace_binary("camera-pod"), &["--version"], "").await;
+    assert!(version.ok, "camera-pod --version: {}", version.stderr);
+
+    let containers = pod["containers"].as_array().expect("containers");
+    assert_eq!(containers.len(), 1, "{containers:?}");
+    assert_eq!(containers[0]["image"], "registry.k8s.io/pause:3.10");
+    for container in init.iter().chain(containers) {
+        let name = &container["name"];
+        let resources = &container["resources"];
+        assert!(
+            !resources.to_string().contains("nvidia.com/gpu"),
+            "{name} asks for a GPU: {resources}"
+        );
+        assert_eq!(resources["requests"]["cpu"], "10m", "{name}");
+        let security = &container["securityContext"];
+        assert_eq!(security["readOnlyRootFilesystem"], true, "{name}");
+        assert_eq!(security["allowPrivilegeEscalation"], false, "{name}");
+        assert_eq!(security["capabilities"]["drop"], json!(["ALL"]), "{name}");
+    }
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["runAsUser"], 65532);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+
+    // The placement the operator gives every camera pod.
+    let operator = objects
+        .iter()
+        .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "p2pcamera-operator")
+        .expect("the operator Deployment");
+    let env = deployment_env(operator, "p2pcamera-operator-test");
+    let camera_pod_json = |key: &str| -> Value {
+        let (_, value) = env
+            .iter()
+            .find(|(k, _)| k == key)
+            .unwrap_or_else(|| panic!("operator has no {key}"));
+        serde_json::from_str(value).unwrap_or_else(|e| panic!("{key}={value}: {e}"))
+    };
+    assert_eq!(
+        pod["nodeSelector"],
+        camera_pod_json("P2PCAMERA_GPU_NODE_SELECTOR")
+    );
+    assert_eq!(pod["nodeSelector"], json!({"gpu": "l4", "pool": "cameras"}));
+    assert_eq!(
+        pod["tolerations"],
+        camera_pod_json("P2PCAMERA_GPU_TOLERATIONS")
+    );
+    assert!(
+        pod["tolerations"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["key"] == "nvidia.com/gpu")),
+        "{}",
+        pod["tolerations"]
+    );
 }
 
 #[tokio::test]
