@@ -112,7 +112,8 @@ pub struct Args {
     #[arg(long, env = pod_env::UDP_PORT)]
     pub udp_port: Option<u16>,
 
-    /// Public IP to advertise as the host ICE candidate (NAT 1:1, e.g. the node's external IP).
+    /// Public IP to advertise as a host ICE candidate next to the socket's own (NAT 1:1, e.g. the
+    /// node's external IP).
     #[arg(long, env = pod_env::PUBLIC_IP)]
     pub public_ip: Option<IpAddr>,
 

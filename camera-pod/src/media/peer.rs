@@ -1,6 +1,7 @@
 //! One peer connection: building it, answering its offer, and the tasks that move its RTP,
 //! RTCP and data channel messages.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, Weak};
@@ -36,7 +37,7 @@ use super::liveness::{Hold, Liveness};
 use super::pipeline::{Controls, DecodeStage, EncodeStage};
 use super::reorder::{REORDER_CAPACITY, REORDER_WAIT, ReorderBuffer};
 use super::rtp::{AssembledFrame, Assembly, FrameAssembler, RtpPacketizer};
-use super::sdp::H264_FMTP;
+use super::sdp::{self, H264_FMTP};
 use super::timeline::{ConnectStage, ConnectTimeline};
 use super::{MediaConfig, MediaError};
 use crate::codec::CodecKind;
@@ -222,8 +223,6 @@ impl PeerConnectionEventHandler for PeerHandler {
     }
 }
 
-/// Closes the connection when it is not connected `deadline` after the answer: a client that
-/// never starts ICE (or whose DTLS never completes) holds the camera no longer than that.
 /// The way the media of a connection goes: `relay` when either side's candidate of the selected
 /// pair is a TURN relay (the browser's, when it could not reach the pod directly), else `direct`.
 fn media_path(local: RTCIceCandidateType, remote: RTCIceCandidateType) -> &'static str {
@@ -255,6 +254,8 @@ async fn record_path(pc: Arc<dyn PeerConnection>, metrics: Arc<Metrics>) {
     }
 }
 
+/// Closes the connection when it is not connected `deadline` after the answer: a client that
+/// never starts ICE (or whose DTLS never completes) holds the camera no longer than that.
 async fn enforce_connect_deadline(
     shared: Arc<PeerShared>,
     pc: Weak<dyn PeerConnection>,
@@ -477,12 +478,12 @@ impl LivePeer {
         // No mDNS: a browser's `.local` host names are on its own network and cannot be resolved
         // from a cloud node, and joining the mDNS group fails on hosts without a multicast route
         // (every offer then failed with `No such device`).
-        let mut settings = SettingEngineBuilder::new()
+        //
+        // The public address (`--public-ip`) is added to the answer by `negotiate`: the setting
+        // engine's NAT 1:1 addresses are not used by webrtc-rs 0.21 when it gathers candidates.
+        let settings = SettingEngineBuilder::new()
             .with_answering_dtls_role(RTCDtlsRole::Server)
             .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled);
-        if let Some(ip) = setup.config.public_ip {
-            settings = settings.with_nat_1to1_ips(vec![ip.to_string()], RTCIceCandidateType::Host);
-        }
         let (frames_tx, frames_rx) = std::sync::mpsc::sync_channel(DECODE_QUEUE);
         let (keyframe_requests, keyframe_rx) = unbounded_channel();
         let (gathered, mut gathered_rx) = watch::channel(false);
@@ -529,7 +530,12 @@ impl LivePeer {
             threads: Vec::new(),
         };
         match peer
-            .negotiate(&setup.offer_sdp, setup.codec, &mut gathered_rx)
+            .negotiate(
+                &setup.offer_sdp,
+                setup.codec,
+                setup.config.public_ip,
+                &mut gathered_rx,
+            )
             .await
         {
             Ok((answer, track, payload_type, ssrc)) => {
@@ -582,10 +588,14 @@ impl LivePeer {
         }
     }
 
+    /// Answers `offer_sdp` and returns the answer with every candidate gathered (and, with
+    /// `public_ip`, the host candidates at that address too), the filtered video's track, its
+    /// payload type and its SSRC.
     async fn negotiate(
         &self,
         offer_sdp: &str,
         codec: CodecKind,
+        public_ip: Option<IpAddr>,
         gathered: &mut watch::Receiver<bool>,
     ) -> Result<(String, Arc<TrackLocalStaticRTP>, u8, u32), MediaError> {
         self.pc
@@ -622,6 +632,18 @@ impl LivePeer {
             .await
             .ok_or(MediaError::GatheringTimeout)?
             .sdp;
+        let answer = match public_ip {
+            Some(public_ip) => {
+                let public = sdp::advertise_public_address(&answer, public_ip);
+                tracing::debug!(
+                    %public_ip,
+                    added = ?public.added,
+                    "public host candidates in the answer"
+                );
+                public.sdp
+            }
+            None => answer,
+        };
         let mime = rtp_codec(codec).mime_type;
         let send_codec = sender
             .get_parameters()

@@ -2,11 +2,16 @@
 //! candidates and only unicast ones (the pod sends connectivity checks to every address an offer
 //! names), has a video m-line, and which of its video codecs camera-pod can handle and this pod
 //! accepts (`--codecs`), in the offerer's order of preference.
+//!
+//! And one change to the answer: behind a 1:1 NAT, the host candidates also at the public address
+//! (`--public-ip`), see [`advertise_public_address`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Cursor;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
+use rtc::ice::candidate::candidate_host::CandidateHostConfig;
+use rtc::ice::candidate::{CandidateConfig, CandidateType, unmarshal_candidate};
 use rtc::sdp::description::session::SessionDescription;
 
 use crate::codec::CodecKind;
@@ -185,6 +190,160 @@ fn describe(accepted: &[CodecKind]) -> String {
     } else {
         names.join(" or ")
     }
+}
+
+/// Highest priority an ICE candidate may have (RFC 8445 section 5.1.2: 1 to 2^31 - 1).
+const MAX_CANDIDATE_PRIORITY: u32 = (1 << 31) - 1;
+
+/// An answer with host candidates at the public address added.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicAnswer {
+    /// The answer SDP.
+    pub sdp: String,
+    /// The transport addresses of the candidates added, once each (none when every host
+    /// candidate already is at the public address, or none is of its address family).
+    pub added: Vec<SocketAddr>,
+}
+
+/// Adds to `answer_sdp`, beside each UDP host candidate of the pod's media socket, a host
+/// candidate at `public_ip` on the same port and component: behind a 1:1 NAT (a cloud node's
+/// public address) that is where a browser outside the network reaches the socket, and its
+/// connectivity checks then arrive at the private address, which the ICE agent serves as any.
+///
+/// The copy has its own foundation (ICE's, from its address) and a priority one above the
+/// private candidates' on that port, so a remote agent checks it first. The private candidate stays: a client
+/// in the same network (another pod, a VPN) reaches it directly, also where the NAT does not
+/// hairpin; for a client outside it is one check that goes unanswered. One copy per m-section,
+/// component and port is added, right after the first private candidate it copies (so
+/// `a=end-of-candidates` still follows every candidate); none where that section already has a
+/// candidate at the public address, and none for candidates of the other address family (a 1:1
+/// NAT maps one family). Every other line is kept as it is.
+pub fn advertise_public_address(answer_sdp: &str, public_ip: IpAddr) -> PublicAnswer {
+    let public_ip = public_ip.to_canonical();
+    let mut sdp = String::with_capacity(answer_sdp.len() + 256);
+    let mut added = Vec::new();
+    let mut rest = answer_sdp;
+    while !rest.is_empty() {
+        let end = section_end(rest);
+        let (section, next) = rest.split_at(end);
+        advertise_in_section(section, public_ip, &mut sdp, &mut added);
+        rest = next;
+    }
+    PublicAnswer { sdp, added }
+}
+
+/// Length of the SDP section `sdp` starts with: up to the next `m=` line (or the end).
+fn section_end(sdp: &str) -> usize {
+    let first_line = sdp.find('\n').map_or(sdp.len(), |i| i + 1);
+    sdp[first_line..]
+        .match_indices("\nm=")
+        .next()
+        .map_or(sdp.len(), |(i, _)| first_line + i + 1)
+}
+
+/// What a UDP host candidate line says that a public copy needs.
+struct HostCandidate {
+    component: u16,
+    port: u16,
+    priority: u32,
+    ip: IpAddr,
+}
+
+/// The UDP host candidate an SDP line names, if it is one in `public_ip`'s address family (a
+/// 1:1 NAT maps one family: its public address reaches no socket of the other).
+fn udp_host_candidate(line: &str, public_ip: IpAddr) -> Option<HostCandidate> {
+    let value = line.trim_end().strip_prefix("a=candidate:")?;
+    let candidate = unmarshal_candidate(value).ok()?;
+    if candidate.candidate_type() != CandidateType::Host || !candidate.network_type().is_udp() {
+        return None;
+    }
+    let ip = candidate.address().parse::<IpAddr>().ok()?.to_canonical();
+    (ip.is_ipv4() == public_ip.is_ipv4()).then(|| HostCandidate {
+        component: candidate.component(),
+        port: candidate.port(),
+        priority: candidate.priority(),
+        ip,
+    })
+}
+
+/// [`advertise_public_address`] for one m-section (or the session part), appended to `out`.
+fn advertise_in_section(
+    section: &str,
+    public_ip: IpAddr,
+    out: &mut String,
+    added: &mut Vec<SocketAddr>,
+) {
+    // (component, port) -> the highest priority among the private candidates there, or `None`
+    // when the section already has that candidate at the public address.
+    let mut wanted: HashMap<(u16, u16), Option<u32>> = HashMap::new();
+    let candidates = section
+        .split_inclusive('\n')
+        .filter_map(|line| udp_host_candidate(line, public_ip));
+    for candidate in candidates {
+        let key = (candidate.component, candidate.port);
+        if candidate.ip == public_ip {
+            wanted.insert(key, None);
+        } else if let Some(highest) = wanted.entry(key).or_insert(Some(0)) {
+            *highest = (*highest).max(candidate.priority);
+        }
+    }
+    for line in section.split_inclusive('\n') {
+        out.push_str(line);
+        let Some(candidate) = udp_host_candidate(line, public_ip) else {
+            continue;
+        };
+        let key = (candidate.component, candidate.port);
+        let Some(Some(private_priority)) = wanted.get(&key).copied() else {
+            continue;
+        };
+        let public = SocketAddr::new(public_ip, candidate.port);
+        let priority = private_priority
+            .saturating_add(1)
+            .min(MAX_CANDIDATE_PRIORITY);
+        let Some(copy) = public_candidate_line(public, candidate.component, priority) else {
+            continue;
+        };
+        // The copy ends as the line it follows; after a last line without an ending, it needs
+        // one in between.
+        let ending = line_ending(line);
+        if ending.is_empty() {
+            out.push_str("\r\n");
+        }
+        out.push_str(&copy);
+        out.push_str(ending);
+        wanted.insert(key, None);
+        push_once(added, public);
+    }
+}
+
+/// The line ending `line` has: CRLF (as SDP prescribes), a bare LF, or none (the last line).
+fn line_ending(line: &str) -> &'static str {
+    if line.ends_with("\r\n") {
+        "\r\n"
+    } else if line.ends_with('\n') {
+        "\n"
+    } else {
+        ""
+    }
+}
+
+/// The `a=candidate:` line (without its line ending) of a UDP host candidate at `address`, its
+/// foundation computed by ICE from that address.
+fn public_candidate_line(address: SocketAddr, component: u16, priority: u32) -> Option<String> {
+    let candidate = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: address.ip().to_string(),
+            port: address.port(),
+            component,
+            priority,
+            ..CandidateConfig::default()
+        },
+        ..CandidateHostConfig::default()
+    }
+    .new_candidate_host()
+    .ok()?;
+    Some(format!("a=candidate:{}", candidate.marshal()))
 }
 
 /// H264 parameters OpenH264 decodes and the answer's format is compatible with: packetization
@@ -412,5 +571,201 @@ mod tests {
             check_offer("", BOTH),
             Err(SdpError::Unparsable(_))
         ));
+    }
+
+    /// An answer as camera-pod's WebRTC stack writes it: candidates (RTP and RTCP components on
+    /// the media socket) in the first of two bundled m-sections, then `a=end-of-candidates`.
+    fn answer(candidates: &[&str]) -> String {
+        let mut sdp = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=setup:passive\r\na=mid:0\r\n\
+            a=rtpmap:96 VP8/90000\r\na=sendrecv\r\n"
+            .to_owned();
+        for candidate in candidates {
+            sdp.push_str(&format!("a=candidate:{candidate}\r\n"));
+        }
+        sdp.push_str(
+            "a=end-of-candidates\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n\
+             c=IN IP4 0.0.0.0\r\na=mid:1\r\na=sctp-port:5000\r\n",
+        );
+        sdp
+    }
+
+    fn address(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    const PRIVATE_RTP: &str = "607854466 1 udp 2130706431 10.0.0.5 40123 typ host";
+    const PRIVATE_RTCP: &str = "607854466 2 udp 2130706431 10.0.0.5 40123 typ host";
+
+    /// The fields of an `a=candidate:` line: foundation, component, transport, priority,
+    /// address, port, `typ`, type.
+    fn fields(line: &str) -> Vec<&str> {
+        line.strip_prefix("a=candidate:")
+            .unwrap()
+            .split_ascii_whitespace()
+            .collect()
+    }
+
+    fn candidate_lines(sdp: &str) -> Vec<&str> {
+        sdp.lines()
+            .filter(|l| l.starts_with("a=candidate:"))
+            .collect()
+    }
+
+    /// `sdp` without the lines naming `ip`.
+    fn without(sdp: &str, ip: &str) -> String {
+        sdp.split_inclusive('\n')
+            .filter(|line| !line.contains(&format!(" {ip} ")))
+            .collect()
+    }
+
+    #[test]
+    fn each_host_candidate_gets_a_public_copy_right_after_it() {
+        let original = answer(&[PRIVATE_RTP, PRIVATE_RTCP]);
+        let public = advertise_public_address(&original, "203.0.113.7".parse().unwrap());
+        assert_eq!(public.added, vec![address("203.0.113.7:40123")]);
+        let lines: Vec<&str> = public.sdp.lines().collect();
+        let at = |line: &str| lines.iter().position(|l| *l == line).unwrap();
+        let (rtp, rtcp) = (
+            at(&format!("a=candidate:{PRIVATE_RTP}")),
+            at(&format!("a=candidate:{PRIVATE_RTCP}")),
+        );
+        for (private, component) in [(rtp, "1"), (rtcp, "2")] {
+            let copy = fields(lines[private + 1]);
+            let private = fields(lines[private]);
+            assert_eq!(copy[1], component);
+            assert_eq!(
+                &copy[2..],
+                ["udp", "2130706432", "203.0.113.7", "40123", "typ", "host"]
+            );
+            assert_ne!(copy[0], private[0], "the copy has its own foundation");
+            let priority = |f: &[&str]| f[3].parse::<u32>().unwrap();
+            assert_eq!(priority(&copy), priority(&private) + 1);
+        }
+        // One foundation for both components of the public address, as ICE groups them.
+        assert_eq!(fields(lines[rtp + 1])[0], fields(lines[rtcp + 1])[0]);
+        assert_eq!(lines[rtcp + 2], "a=end-of-candidates");
+        // Nothing else changed: without the public lines it is the answer as it was.
+        assert_eq!(without(&public.sdp, "203.0.113.7"), original);
+        assert!(public.sdp.ends_with("a=sctp-port:5000\r\n"));
+    }
+
+    #[test]
+    fn ipv6_public_address_copies_ipv6_candidates_only() {
+        let private_v6 = "1790218498 1 udp 2130706431 2001:db8::5 40123 typ host";
+        let original = answer(&[PRIVATE_RTP, private_v6]);
+        let public = advertise_public_address(&original, "2001:db8:ffff::7".parse().unwrap());
+        assert_eq!(public.added, vec![address("[2001:db8:ffff::7]:40123")]);
+        let lines = candidate_lines(&public.sdp);
+        assert_eq!(lines.len(), 3, "{}", public.sdp);
+        assert_eq!(lines[1], format!("a=candidate:{private_v6}"));
+        assert_eq!(
+            &fields(lines[2])[3..6],
+            ["2130706432", "2001:db8:ffff::7", "40123"]
+        );
+        assert_eq!(without(&public.sdp, "2001:db8:ffff::7"), original);
+
+        // An IPv4 public address is not where an IPv6-only socket is reached, and vice versa.
+        let v6_only = answer(&[private_v6]);
+        let public = advertise_public_address(&v6_only, "203.0.113.7".parse().unwrap());
+        assert_eq!(
+            (public.sdp.as_str(), public.added.len()),
+            (v6_only.as_str(), 0)
+        );
+        let v4_only = answer(&[PRIVATE_RTP]);
+        let public = advertise_public_address(&v4_only, "2001:db8::7".parse().unwrap());
+        assert_eq!(
+            (public.sdp.as_str(), public.added.len()),
+            (v4_only.as_str(), 0)
+        );
+        // An IPv4-mapped IPv6 public address is the IPv4 address.
+        let public = advertise_public_address(&v4_only, "::ffff:203.0.113.7".parse().unwrap());
+        assert_eq!(public.added, vec![address("203.0.113.7:40123")]);
+    }
+
+    #[test]
+    fn no_copy_when_a_candidate_already_is_the_public_address() {
+        let public_host = "3410231219 1 udp 2130706431 203.0.113.7 40123 typ host";
+        for candidates in [
+            vec![public_host],
+            vec![PRIVATE_RTP, public_host],
+            vec![public_host, PRIVATE_RTP],
+        ] {
+            let original = answer(&candidates);
+            let public = advertise_public_address(&original, "203.0.113.7".parse().unwrap());
+            assert_eq!(public.sdp, original, "{candidates:?}");
+            assert!(public.added.is_empty());
+        }
+    }
+
+    #[test]
+    fn one_copy_per_port_above_every_interface_on_it() {
+        // A wildcard bind: one socket per interface, all on the pinned port.
+        let original = answer(&[
+            "607854466 1 udp 2130706175 10.0.0.5 40123 typ host",
+            "2893012290 1 udp 2130706431 172.17.0.1 40123 typ host",
+        ]);
+        let public = advertise_public_address(&original, "203.0.113.7".parse().unwrap());
+        let lines = candidate_lines(&public.sdp);
+        assert_eq!(lines.len(), 3, "{}", public.sdp);
+        assert_eq!(&fields(lines[1])[3..5], ["2130706432", "203.0.113.7"]);
+        assert_eq!(public.added.len(), 1);
+    }
+
+    #[test]
+    fn other_candidates_are_left_alone() {
+        let original = answer(&[
+            "1 1 tcp 1518280447 10.0.0.5 9 typ host tcptype active",
+            "2 1 udp 1694498815 198.51.100.1 40123 typ srflx raddr 10.0.0.5 rport 40123",
+            "3 1 udp 16777215 192.0.2.50 3478 typ relay raddr 198.51.100.1 rport 40123",
+            "4 1 udp 2130706431 4b1f7c3e-0c1d.local 40123 typ host",
+            "not a candidate",
+        ]);
+        let public = advertise_public_address(&original, "203.0.113.7".parse().unwrap());
+        assert_eq!(public.sdp, original);
+        assert!(public.added.is_empty());
+    }
+
+    #[test]
+    fn every_section_that_lists_candidates_gets_its_copy() {
+        let original = format!(
+            "{}a=candidate:{PRIVATE_RTP}\r\na=end-of-candidates\r\n",
+            answer(&[PRIVATE_RTP])
+        );
+        let public = advertise_public_address(&original, "203.0.113.7".parse().unwrap());
+        assert_eq!(candidate_lines(&public.sdp).len(), 4, "{}", public.sdp);
+        assert_eq!(
+            public.added.len(),
+            1,
+            "one address, however often it is listed"
+        );
+        let sections: Vec<&str> = public.sdp.split("\r\nm=").skip(1).collect();
+        for section in sections {
+            let lines: Vec<&str> = section.lines().collect();
+            let end = lines
+                .iter()
+                .position(|l| *l == "a=end-of-candidates")
+                .unwrap();
+            assert!(lines[end - 1].contains(" 203.0.113.7 "), "{section}");
+        }
+    }
+
+    #[test]
+    fn line_endings_are_kept_and_the_priority_stays_in_range() {
+        let highest = "5 1 udp 2147483647 10.0.0.5 40123 typ host";
+        let bare_lf = format!("v=0\nm=video 9 UDP/TLS/RTP/SAVPF 96\na=candidate:{highest}\n");
+        let public = advertise_public_address(&bare_lf, "203.0.113.7".parse().unwrap());
+        assert!(!public.sdp.contains('\r'), "{:?}", public.sdp);
+        let copy = public.sdp.lines().last().unwrap();
+        assert_eq!(&fields(copy)[3..5], ["2147483647", "203.0.113.7"]);
+        assert!(public.sdp.ends_with('\n'));
+
+        let unterminated = bare_lf.trim_end();
+        let public = advertise_public_address(unterminated, "203.0.113.7".parse().unwrap());
+        assert_eq!(
+            without(&public.sdp, "203.0.113.7"),
+            format!("{unterminated}\r\n")
+        );
+        assert!(public.sdp.lines().last().unwrap().contains(" 203.0.113.7 "));
     }
 }

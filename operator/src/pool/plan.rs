@@ -100,8 +100,7 @@ pub fn plan(
     observed: &PoolObservation,
     sessions_waiting_for_gpu: u32,
 ) -> PoolPlan {
-    let (broken, working): (Vec<_>, Vec<_>) =
-        observed.idle.iter().cloned().partition(|p| p.broken);
+    let (broken, working): (Vec<_>, Vec<_>) = observed.idle.iter().cloned().partition(|p| p.broken);
     let working = PoolObservation {
         idle: working,
         claimed: observed.claimed,
