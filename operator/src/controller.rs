@@ -85,6 +85,7 @@ use crate::ports::UdpPortAllocator;
 use crate::runtime::admin::AdminState;
 use crate::runtime::lease::LeaderElector;
 use crate::runtime::retry::RetryBackoff;
+use crate::runtime::store_ready::store_ready;
 use crate::runtime::watch_backoff::watch_with_backoff;
 use crate::start_times::StartClock;
 use crate::status_memo::StatusMemo;
@@ -165,10 +166,10 @@ impl Context {
     async fn caches_ready(&self) -> Result<(), Error> {
         self.seeded
             .get_or_try_init(|| async {
-                self.sessions.wait_until_ready().await?;
-                self.classes.wait_until_ready().await?;
-                self.pods.wait_until_ready().await?;
-                self.secrets.wait_until_ready().await?;
+                store_ready(&self.sessions).await?;
+                store_ready(&self.classes).await?;
+                store_ready(&self.pods).await?;
+                store_ready(&self.secrets).await?;
                 seed_allocator(&self.allocator, &self.sessions.state(), &self.pods.state());
                 tracing::info!(
                     sessions = self.sessions.len(),
@@ -483,7 +484,7 @@ impl DefaultClasses {
 /// addresses, every few seconds.
 async fn sweep(ctx: Arc<Context>) {
     // A cache that is not filled yet would make every session look deleted.
-    if ctx.sessions.wait_until_ready().await.is_err() {
+    if store_ready(&ctx.sessions).await.is_err() {
         return;
     }
     let mut tick = tokio::time::interval(Duration::from_secs(10));

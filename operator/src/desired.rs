@@ -159,22 +159,28 @@ pub fn build_secret(
     Ok(Secret {
         metadata: child_meta(session)?,
         type_: Some("Opaque".to_string()),
-        data: Some(BTreeMap::from([
-            (
-                SECRET_TOKEN.to_string(),
-                ByteString(material.token.clone().into_bytes()),
-            ),
-            (
-                SECRET_TLS_CERT.to_string(),
-                ByteString(material.cert_pem.clone().into_bytes()),
-            ),
-            (
-                SECRET_TLS_KEY.to_string(),
-                ByteString(material.key_pem.clone().into_bytes()),
-            ),
-        ])),
+        data: Some(secret_data(material, false)),
         ..Secret::default()
     })
+}
+
+/// The keys of a camera pod's Secret: its token (a pool pod's claim token), certificate and key.
+fn secret_data(material: &SecretMaterial, pool: bool) -> BTreeMap<String, ByteString> {
+    let [token, cert, key] = secret_keys(pool);
+    BTreeMap::from([
+        (
+            token.to_string(),
+            ByteString(material.token.clone().into_bytes()),
+        ),
+        (
+            cert.to_string(),
+            ByteString(material.cert_pem.clone().into_bytes()),
+        ),
+        (
+            key.to_string(),
+            ByteString(material.key_pem.clone().into_bytes()),
+        ),
+    ])
 }
 
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
@@ -712,20 +718,7 @@ pub fn build_pool_secret(pod: &Pod, class: &str, material: &SecretMaterial) -> S
             ..ObjectMeta::default()
         },
         type_: Some("Opaque".to_string()),
-        data: Some(BTreeMap::from([
-            (
-                SECRET_CLAIM_TOKEN.to_string(),
-                ByteString(material.token.clone().into_bytes()),
-            ),
-            (
-                SECRET_TLS_CERT.to_string(),
-                ByteString(material.cert_pem.clone().into_bytes()),
-            ),
-            (
-                SECRET_TLS_KEY.to_string(),
-                ByteString(material.key_pem.clone().into_bytes()),
-            ),
-        ])),
+        data: Some(secret_data(material, true)),
         ..Secret::default()
     }
 }

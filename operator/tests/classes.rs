@@ -11,40 +11,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestEnv, WAIT, condition, phase_is};
+use common::{TestEnv, WAIT, classes, condition, create_class, delete_class, phase_is};
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use p2pcamera_api::pod_env;
-use p2pcamera_operator::crd::{CameraClass, CameraSession};
+use p2pcamera_operator::crd::CameraSession;
 use p2pcamera_tests::eventually;
-use serde_json::{Value, json};
-
-/// Creates the cluster-scoped class `<namespace>-<suffix>`; returns its name.
-async fn create_class(env: &TestEnv, suffix: &str, spec: Value) -> String {
-    let name = format!("{}-{suffix}", env.ns);
-    let class: CameraClass = serde_json::from_value(json!({
-        "apiVersion": "p2pcamera.io/v1alpha1", "kind": "CameraClass",
-        "metadata": {"name": name}, "spec": spec,
-    }))
-    .expect("a valid class");
-    classes(env)
-        .create(&PostParams::default(), &class)
-        .await
-        .expect("class created");
-    name
-}
-
-fn classes(env: &TestEnv) -> Api<CameraClass> {
-    Api::all(env.client.clone())
-}
-
-async fn delete_class(env: &TestEnv, name: &str) {
-    classes(env)
-        .delete(name, &DeleteParams::default())
-        .await
-        .expect("class deleted");
-}
+use serde_json::json;
 
 /// The session is not accepted for `reason`.
 fn not_accepted(session: &CameraSession, reason: &str) -> Result<String, String> {

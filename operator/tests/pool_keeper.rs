@@ -8,33 +8,14 @@
 
 mod common;
 
-use common::{TestEnv, WAIT, condition};
+use common::{TestEnv, WAIT, classes, condition, create_class};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use p2pcamera_api::objects::{LABEL_POOL, LABEL_SESSION, SECRET_CLAIM_TOKEN, child_name};
-use p2pcamera_operator::crd::{CameraClass, WarmPoolStatus};
+use p2pcamera_operator::crd::WarmPoolStatus;
 use p2pcamera_tests::eventually;
-use serde_json::{Value, json};
-
-fn classes(env: &TestEnv) -> Api<CameraClass> {
-    Api::all(env.client.clone())
-}
-
-/// Creates the cluster-scoped class `<namespace>-<suffix>`; returns its name.
-async fn create_class(env: &TestEnv, suffix: &str, spec: Value) -> String {
-    let name = format!("{}-{suffix}", env.ns);
-    let class: CameraClass = serde_json::from_value(json!({
-        "apiVersion": "p2pcamera.io/v1alpha1", "kind": "CameraClass",
-        "metadata": {"name": name}, "spec": spec,
-    }))
-    .expect("a valid class");
-    classes(env)
-        .create(&PostParams::default(), &class)
-        .await
-        .expect("class created");
-    name
-}
+use serde_json::json;
 
 /// Waits until the class's `status.warmPool` satisfies `check`.
 async fn wait_pool(

@@ -37,6 +37,7 @@ use crate::crd::{CameraClass, CameraSession, WarmPool, WarmPoolStatus};
 use crate::desired::{self, SecretMaterial};
 use crate::metrics::Metrics;
 use crate::ports::UdpPortAllocator;
+use crate::runtime::store_ready::store_ready;
 use crate::status::REASON_NO_FREE_GPU;
 
 /// How often every pool is looked at without an event.
@@ -241,12 +242,13 @@ impl PoolKeeper {
 
 /// Keeps every class's pool at its size until dropped (the leadership term's end aborts it).
 pub async fn run(keeper: Arc<PoolKeeper>) {
-    if keeper.classes.wait_until_ready().await.is_err()
-        || keeper.pods.wait_until_ready().await.is_err()
-        || keeper.sessions.wait_until_ready().await.is_err()
+    if store_ready(&keeper.classes).await.is_err()
+        || store_ready(&keeper.pods).await.is_err()
+        || store_ready(&keeper.sessions).await.is_err()
     {
         return;
     }
+    tracing::debug!(classes = keeper.classes.len(), "keeping warm pools");
     loop {
         for class in keeper.classes.state() {
             if let Err(error) = keep(&keeper, &class).await {

@@ -8,6 +8,7 @@
 //! - [`shutdown`]: the process-wide shutdown token, cancelled on SIGTERM or Ctrl-C.
 //! - [`admin`]: the admin HTTP server (`/metrics`, `/healthz`, `/readyz`).
 //! - [`telemetry`]: `tracing` set-up (`RUST_LOG`-style filter, plain or JSON lines).
+//! - [`store_ready`]: waiting for a watch cache's first list from several tasks at once.
 //!
 //! Why these are our own code rather than the `kubert` crate's: docs/architecture.md, "Runtime
 //! plumbing".
@@ -16,5 +17,6 @@ pub mod admin;
 pub mod lease;
 pub mod retry;
 pub mod shutdown;
+pub mod store_ready;
 pub mod telemetry;
 pub mod watch_backoff;

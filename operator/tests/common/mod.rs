@@ -14,7 +14,7 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use p2pcamera_api::objects::child_name;
 use p2pcamera_operator::config::Config;
 use p2pcamera_operator::controller;
-use p2pcamera_operator::crd::{CRD_DIR, CameraSession};
+use p2pcamera_operator::crd::{CRD_DIR, CameraClass, CameraSession};
 use p2pcamera_operator::runtime::admin::AdminState;
 use p2pcamera_tests::{ControlPlane, GpuNode, eventually};
 use serde_json::{Value, json};
@@ -281,4 +281,30 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_test_writer()
         .try_init();
+}
+
+/// Creates the cluster-scoped class `<namespace>-<suffix>`; returns its name.
+pub async fn create_class(env: &TestEnv, suffix: &str, spec: Value) -> String {
+    let name = format!("{}-{suffix}", env.ns);
+    let class: CameraClass = serde_json::from_value(json!({
+        "apiVersion": "p2pcamera.io/v1alpha1", "kind": "CameraClass",
+        "metadata": {"name": name}, "spec": spec,
+    }))
+    .expect("a valid class");
+    classes(env)
+        .create(&PostParams::default(), &class)
+        .await
+        .expect("class created");
+    name
+}
+
+pub fn classes(env: &TestEnv) -> Api<CameraClass> {
+    Api::all(env.client.clone())
+}
+
+pub async fn delete_class(env: &TestEnv, name: &str) {
+    classes(env)
+        .delete(name, &DeleteParams::default())
+        .await
+        .expect("class deleted");
 }
