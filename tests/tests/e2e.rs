@@ -1295,7 +1295,8 @@ async fn a_warm_pod_is_claimed_serves_filtered_video_at_once_and_is_never_reused
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_sessions_at_once_against_a_pool_of_ten_never_share_a_pod() {
     let _serial = SERIAL.lock().await;
-    // 20 GPUs: the pool's 10, then 10 cold starts; 30 sessions wait for a GPU.
+    // 20 GPUs: the pool's 10 (and any refilled meanwhile), then cold starts; 30 sessions wait
+    // for a GPU.
     let system = System::start("e2e-race", "15100-15159", 20).await;
     let class = system
         .apply_class(
@@ -1309,6 +1310,8 @@ async fn fifty_sessions_at_once_against_a_pool_of_ten_never_share_a_pod() {
     system
         .wait_pool(&class, "10 warm idle pods", |p| p["idle"] == 10)
         .await;
+    let warm_before = system.idle_pool_pods(&class).await;
+    assert_eq!(warm_before.len(), 10, "{warm_before:?}");
     let sessions: Api<DynamicObject> =
         Api::namespaced_with(system.client.clone(), &system.ns, &session_resource());
     let names: Vec<String> = (0..50).map(|i| format!("s{i:02}")).collect();
@@ -1377,7 +1380,16 @@ async fn fifty_sessions_at_once_against_a_pool_of_ten_never_share_a_pod() {
             None => panic!("{name} has no WarmStart condition: {status}"),
         }
     }
-    assert_eq!(warm, 10, "every warm pod claimed exactly once");
+    // Every pod warm at the start is claimed, by one session each. The pool refills while the
+    // burst is still being reconciled (it yields only once sessions report NoFreeGpu), so a
+    // session late in the burst may claim a refilled pod too: 10 or a few more warm starts.
+    for pod in &warm_before {
+        assert!(claimed_pods.contains(pod), "{pod} was never claimed");
+    }
+    assert!((10..=20).contains(&warm), "{warm} warm starts");
+    let warm_json = json!(warm);
+    // What the pool can refill to once the others are gone: minIdle, within the free GPUs.
+    let refill = json!(10.min(20 - warm));
     let pods: Api<Pod> = Api::namespaced(system.client.clone(), &system.ns);
     for pod in &claimed_pods {
         let pod = pods.get(pod).await.expect("claimed pod");
@@ -1392,8 +1404,8 @@ async fn fifty_sessions_at_once_against_a_pool_of_ten_never_share_a_pod() {
     let pool = system
         .wait_pool(
             &class,
-            "10 claimed, yielding to the waiting sessions",
-            |p| p["claimed"] == 10 && p["idle"] == 0,
+            "every claimed pod counted, yielding to the waiting sessions",
+            |p| p["claimed"] == warm_json && p["idle"] == 0,
         )
         .await;
     assert!(
@@ -1404,7 +1416,7 @@ async fn fifty_sessions_at_once_against_a_pool_of_ten_never_share_a_pod() {
         "{pool}"
     );
 
-    // The sessions that did not get a warm pod go away: the pool refills to 10 on the freed GPUs.
+    // The sessions that did not get a warm pod go away: the pool refills on the freed GPUs.
     let cold: Vec<String> = settled
         .iter()
         .filter(|s| warm_start(&s.data["status"]).is_some_and(|w| w.0 == "False"))
@@ -1416,8 +1428,8 @@ async fn fifty_sessions_at_once_against_a_pool_of_ten_never_share_a_pod() {
     }))
     .await;
     system
-        .wait_pool(&class, "refilled to 10 idle next to 10 claimed", |p| {
-            p["idle"] == 10 && p["claimed"] == 10
+        .wait_pool(&class, "refilled next to the claimed pods", |p| {
+            p["idle"] == refill && p["claimed"] == warm_json
         })
         .await;
     let idle = system.idle_pool_pods(&class).await;
