@@ -12,7 +12,7 @@ use camera_pod::codec::CodecKind;
 use camera_pod::filter::{Filter, FilterBuilder, FilterError, FilterSpec, Passthrough};
 use camera_pod::server::{InitialFilter, ServerError};
 use clap::Parser;
-use common::{TestPeer, luma_mad, metric_value, post_offer_with};
+use common::{TestPeer, metric_value, post_offer_with, round_trip_unchanged};
 use p2pcamera_api::wire::{ClaimReply, ClaimRequest};
 
 const CLAIM_TOKEN: &str = "claim-token-of-the-pool-pod";
@@ -204,6 +204,12 @@ impl PoolPod {
             request = request.bearer_auth(token);
         }
         Answer::of(request.send().await.unwrap()).await
+    }
+
+    /// `offer` (an SDP) posted with the session's token.
+    async fn offer_as_session(&self, client: &reqwest::Client, offer: &str) -> Answer {
+        Answer::of(post_offer_with(client, &self.base, offer, None, Some(SESSION_TOKEN)).await)
+            .await
     }
 
     async fn claim(
@@ -519,32 +525,12 @@ async fn a_claim_hands_the_pod_its_certificate_token_and_media_settings() {
     // The claim's codecs, not the start-up ones (VP8 and H264).
     let mut h264 = TestPeer::new(CodecKind::H264).await;
     let offer = h264.offer().await;
-    let refused = Answer::of(
-        post_offer_with(
-            &session_client,
-            &pod.base,
-            &offer,
-            None,
-            Some(SESSION_TOKEN),
-        )
-        .await,
-    )
-    .await;
+    let refused = pod.offer_as_session(&session_client, &offer).await;
     assert_eq!(refused.refusal(), (422, "unsupported_codec"), "{refused:?}");
     h264.close().await;
     let mut vp8 = TestPeer::new(CodecKind::Vp8).await;
     let offer = vp8.offer().await;
-    let answered = Answer::of(
-        post_offer_with(
-            &session_client,
-            &pod.base,
-            &offer,
-            None,
-            Some(SESSION_TOKEN),
-        )
-        .await,
-    )
-    .await;
+    let answered = pod.offer_as_session(&session_client, &offer).await;
     assert_eq!(answered.status, 200, "{answered:?}");
     vp8.close().await;
 
@@ -736,34 +722,12 @@ async fn a_pod_warmed_with_another_filter_switches_at_its_claim_and_media_flows(
 
     let mut peer = TestPeer::new(CodecKind::Vp8).await;
     let offer = peer.offer().await;
-    let answer =
-        Answer::of(post_offer_with(&client, &pod.base, &offer, None, Some(SESSION_TOKEN)).await)
-            .await;
+    let answer = pod.offer_as_session(&client, &offer).await;
     assert_eq!(answer.status, 200, "{answer:?}");
     peer.accept(answer.json["sdp"].as_str().unwrap().to_owned())
         .await;
     peer.wait_connected().await;
-    let sent = peer.send_pattern(0, 60).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let received = peer.received.lock().unwrap().clone();
-    assert!(
-        received.len() >= 20,
-        "only {} of {} frames came back",
-        received.len(),
-        sent.len()
-    );
-    for frame in &received {
-        let original = sent
-            .iter()
-            .find(|s| s.rtp_timestamp == frame.rtp_timestamp)
-            .expect("a frame that was sent");
-        let mad = luma_mad(original, frame);
-        assert!(
-            mad < 6.0,
-            "frame {} differs by {mad:.2}: not the claim's passthrough",
-            frame.rtp_timestamp
-        );
-    }
+    round_trip_unchanged(&peer, 60, 20, "the claim's passthrough").await;
     let status = pod.get(&client, "/status", Some(SESSION_TOKEN)).await;
     assert_eq!(status.json["camera_connected"], true, "{status:?}");
     peer.close().await;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use camera_pod::codec::CodecKind;
 use camera_pod::media::limits::Downscaler;
-use common::{TestPeer, TestServer, luma_mad, metric_value, post_offer};
+use common::{TestPeer, TestServer, luma_mad, metric_value, post_offer, round_trip_unchanged};
 
 async fn loop_back(codec: CodecKind) {
     let server = TestServer::start(&[]).await;
@@ -31,27 +31,7 @@ async fn loop_back(codec: CodecKind) {
     peer.accept(answer_sdp).await;
     peer.wait_connected().await;
 
-    let sent = peer.send_pattern(0, 90).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let received = peer.received.lock().unwrap().clone();
-    assert!(
-        received.len() >= 45,
-        "{codec:?}: only {} of {} frames came back",
-        received.len(),
-        sent.len()
-    );
-    for frame in &received {
-        let original = sent
-            .iter()
-            .find(|s| s.rtp_timestamp == frame.rtp_timestamp)
-            .unwrap_or_else(|| panic!("returned timestamp {} was never sent", frame.rtp_timestamp));
-        let mad = luma_mad(original, frame);
-        assert!(
-            mad < 6.0,
-            "{codec:?}: frame {} differs by {mad:.2} on average",
-            frame.rtp_timestamp
-        );
-    }
+    let (sent, received) = round_trip_unchanged(&peer, 90, 45, &format!("{codec:?}")).await;
     // The picture moves, so matching its own source (and not a neighbour) is meaningful.
     let last = received.last().unwrap();
     let other = sent

@@ -349,6 +349,14 @@ impl System {
         name
     }
 
+    /// Deletes CameraClass `name` (its pool pods go with it), without waiting.
+    async fn delete_class(&self, name: &str) {
+        self.plane
+            .kubectl(&["delete", "cameraclass", name, "--wait=false"])
+            .await
+            .expect("kubectl delete class");
+    }
+
     /// `status.warmPool` of class `name`, once it has one.
     async fn pool_status(&self, name: &str) -> Result<Value, String> {
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &class_resource());
@@ -1284,11 +1292,7 @@ async fn a_warm_pod_is_claimed_serves_filtered_video_at_once_and_is_never_reused
         "[e2e] warm pool: apply to Ready {ready_after:.3} s, apply to first filtered frame {warm_first_frame:.3} s (warm); \
          cold (pool empty): apply to Ready {cold_ready_after:.3} s, to first filtered frame {cold_first_frame:.3} s"
     );
-    system
-        .plane
-        .kubectl(&["delete", "cameraclass", &class, "--wait=false"])
-        .await
-        .expect("kubectl delete class");
+    system.delete_class(&class).await;
     system.shutdown().await;
 }
 
@@ -1437,11 +1441,7 @@ async fn fifty_sessions_at_once_against_a_pool_of_ten_never_share_a_pod() {
         idle.iter().all(|p| !claimed_pods.contains(p)),
         "a claimed pod is idle again: {idle:?}"
     );
-    system
-        .plane
-        .kubectl(&["delete", "cameraclass", &class, "--wait=false"])
-        .await
-        .expect("kubectl delete class");
+    system.delete_class(&class).await;
     system.shutdown().await;
 }
 
@@ -1556,10 +1556,6 @@ async fn bench_warm_and_cold_starts() {
         percentile(cold, 50.0) / percentile(warm, 50.0),
         1000.0 * claim_seconds / claims.max(1.0)
     );
-    system
-        .plane
-        .kubectl(&["delete", "cameraclass", &class, "--wait=false"])
-        .await
-        .expect("kubectl delete class");
+    system.delete_class(&class).await;
     system.shutdown().await;
 }

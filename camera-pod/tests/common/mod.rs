@@ -122,6 +122,40 @@ pub fn pattern(index: u32) -> VideoFrame {
     frame
 }
 
+/// Sends `count` pattern frames through `peer`, waits half a second, and checks that at least
+/// `min_back` came back, each within a mean luma difference of 6 of the frame sent with its RTP
+/// timestamp (the pod passed them through); `what` names the case in failures. Returns what was
+/// sent and what came back.
+pub async fn round_trip_unchanged(
+    peer: &TestPeer,
+    count: u32,
+    min_back: usize,
+    what: &str,
+) -> (Vec<VideoFrame>, Vec<VideoFrame>) {
+    let sent = peer.send_pattern(0, count).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let received = peer.received.lock().unwrap().clone();
+    assert!(
+        received.len() >= min_back,
+        "{what}: only {} of {} frames came back",
+        received.len(),
+        sent.len()
+    );
+    for frame in &received {
+        let original = sent
+            .iter()
+            .find(|s| s.rtp_timestamp == frame.rtp_timestamp)
+            .unwrap_or_else(|| panic!("returned timestamp {} was never sent", frame.rtp_timestamp));
+        let mad = luma_mad(original, frame);
+        assert!(
+            mad < 6.0,
+            "{what}: frame {} differs by {mad:.2} on average",
+            frame.rtp_timestamp
+        );
+    }
+    (sent, received)
+}
+
 /// Mean absolute difference of the luma planes.
 pub fn luma_mad(a: &VideoFrame, b: &VideoFrame) -> f64 {
     assert_eq!((a.width, a.height), (b.width, b.height));
