@@ -9,12 +9,14 @@
 //! - [`objects`]: labels, annotations, Secret keys and object names the operator writes and the
 //!   router reads.
 //! - [`session`]: [`session::SessionKey`], the `namespace/name` of a CameraSession.
+//! - [`operator_token`]: the token the operator's own calls on a session's pod carry.
 //!
 //! No Kubernetes, HTTP-framework or WebRTC dependency: both binaries and the tests use it.
 
 pub mod error;
 pub mod model_policy;
 pub mod objects;
+pub mod operator_token;
 pub mod pod_env;
 pub mod session;
 #[cfg(feature = "signal")]

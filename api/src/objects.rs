@@ -30,8 +30,6 @@ pub const ANNOTATION_CLAIMED_BY: &str = "p2pcamera.io/claimed-by";
 pub const ANNOTATION_PORT: &str = "p2pcamera.io/port";
 /// Pod annotation: hash of what the pod was built from (a change replaces the pod).
 pub const ANNOTATION_POD_HASH: &str = "p2pcamera.io/pod-hash";
-/// Pod annotation: the public address the pod was pinned with.
-pub const ANNOTATION_PUBLIC_ADDRESS: &str = "p2pcamera.io/public-address";
 /// Pod annotation: the custom model's manifest (mounted into the pod as a file).
 pub const ANNOTATION_MANIFEST: &str = "p2pcamera.io/manifest";
 /// Session annotation: wake an Idle session (the operator removes it).

@@ -60,3 +60,8 @@ pub const TAKEOVER_AFTER: &str = "P2PCAMERA_TAKEOVER_AFTER";
 /// warms its filter up, reports ready, serves no camera, and waits for `POST /claim` with this
 /// token to hand it a session ([`crate::wire::ClaimRequest`]).
 pub const CLAIM_TOKEN_FILE: &str = "P2PCAMERA_CLAIM_TOKEN_FILE";
+/// `true`: the pod is not ready until the operator hands it its node's public address
+/// (`POST /public-address`, [`crate::wire::PublicAddress`], authenticated by the
+/// [`crate::operator_token`] of the pod's TLS key). The operator learns a node's public address
+/// only once the pod is on the node, and hands it to the running pod instead of starting it again.
+pub const AWAIT_PUBLIC_IP: &str = "P2PCAMERA_AWAIT_PUBLIC_IP";

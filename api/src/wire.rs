@@ -150,6 +150,22 @@ impl std::fmt::Debug for ClaimRequest {
     }
 }
 
+/// Path of the endpoint the operator hands a camera pod its node's public address on.
+pub const PUBLIC_ADDRESS_PATH: &str = "/public-address";
+
+/// `POST /public-address` on a camera pod started with `P2PCAMERA_AWAIT_PUBLIC_IP`
+/// (`Authorization: Bearer <`[`crate::operator_token`]`>`, over HTTPS pinned to the session's
+/// certificate),
+/// and its answer. The request names the address ICE is to advertise (the node's public address);
+/// the answer names the address the pod advertises. Until its camera is set up the pod takes the
+/// latest address it is handed; from then on it keeps that one (a new address takes a new pod)
+/// and answers with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicAddress {
+    /// An IPv4 or IPv6 address.
+    pub public_ip: String,
+}
+
 /// A warm-pool pod's answer to an accepted claim.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClaimReply {
@@ -172,6 +188,12 @@ pub struct CameraStatus {
     pub last_active: u64,
     /// The filter now running.
     pub filter: String,
+    /// Unix milliseconds of the pod's first answer to an offer; absent before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_answer_ms: Option<u64>,
+    /// Unix milliseconds of the pod's first filtered frame sent; absent before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_frame_ms: Option<u64>,
 }
 
 #[cfg(test)]
@@ -227,11 +249,20 @@ mod tests {
             peer_state: "connected".into(),
             last_active: 17,
             filter: "passthrough".into(),
+            first_answer_ms: Some(1_700_000_000_000),
+            first_frame_ms: None,
         };
         let text = serde_json::to_string(&status).expect("serialises");
         assert_eq!(
             serde_json::from_str::<CameraStatus>(&text).ok(),
             Some(status)
         );
+        assert!(!text.contains("first_frame_ms"), "{text}");
+        // A pod of an earlier version reports neither.
+        let earlier: CameraStatus = serde_json::from_str(
+            r#"{"camera_connected":false,"peer_state":"none","last_active":1,"filter":"passthrough"}"#,
+        )
+        .expect("parses");
+        assert_eq!((earlier.first_answer_ms, earlier.first_frame_ms), (None, None));
     }
 }

@@ -18,7 +18,8 @@ use crate::media::limits::{BitrateBounds, PictureLimits};
 pub enum ConfigError {
     #[error("--plain-http is only allowed on a loopback address, not {0}; use TLS (the default)")]
     PlainHttpNotLoopback(SocketAddr),
-    /// A token file (`--token-file`, `--claim-token-file`) could not be read.
+    /// A token file (`--token-file`, `--claim-token-file`, or `--tls-key` for the operator token)
+    /// could not be read.
     #[error("reading {flag} {path}: {source}")]
     TokenFile {
         flag: &'static str,
@@ -102,6 +103,18 @@ pub struct Args {
         conflicts_with_all = ["token", "token_file"]
     )]
     pub claim_token_file: Option<PathBuf>,
+
+    /// Not ready until the operator hands the node's public address (POST /public-address,
+    /// authenticated by the operator token derived from --tls-key), which ICE then advertises in
+    /// place of --public-ip: the operator learns a node's public address only once the pod runs
+    /// there.
+    #[arg(
+        long,
+        env = pod_env::AWAIT_PUBLIC_IP,
+        requires = "tls_key",
+        conflicts_with = "claim_token_file"
+    )]
+    pub await_public_ip: bool,
 
     /// Local address WebRTC media binds to. Defaults to the IP of --listen (a wildcard
     /// address binds every interface except loopback).
@@ -308,6 +321,19 @@ impl Args {
             .as_deref()
             .map(|path| read_token_file("--claim-token-file", path))
             .transpose()
+    }
+
+    /// With --await-public-ip, the operator token: derived from the --tls-key file.
+    pub fn load_operator_token(&self) -> Result<Option<String>, ConfigError> {
+        let Some(path) = self.tls_key.as_deref().filter(|_| self.await_public_ip) else {
+            return Ok(None);
+        };
+        let key = std::fs::read(path).map_err(|source| ConfigError::TokenFile {
+            flag: "--tls-key",
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Some(p2pcamera_api::operator_token::operator_token(&key)))
     }
 
     /// The UDP address WebRTC media binds: --udp-bind (or the IP of --listen) and --udp-port.

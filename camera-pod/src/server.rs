@@ -123,6 +123,7 @@ pub async fn serve_filter(
     }
     let token = args.load_token()?;
     let claim_token = args.load_claim_token()?;
+    let operator_token = args.load_operator_token()?;
     let metrics = Arc::new(Metrics::default());
     let tls = if args.plain_http {
         None
@@ -151,6 +152,10 @@ pub async fn serve_filter(
         }
         None => AppState::warming(token, metrics.clone(), filter.spec.to_string()),
     };
+    if let Some(operator_token) = operator_token {
+        tracing::info!("serving no camera until the operator hands the node's public address (POST /public-address)");
+        state = state.awaiting_public_address(operator_token);
+    }
     state.policy = ListenerPolicy {
         metrics: args.metrics_on_signaling_listener(local),
         insecure_no_token: token_policy == TokenPolicy::InsecureWithoutToken,
@@ -290,9 +295,23 @@ async fn warm_up_then_serve(
         });
         tracing::info!(filter = %worker.current(), "warm: ready to be claimed");
     } else {
+        let mut media = media;
+        if let Some(channel) = state.operator_channel() {
+            state.set_awaiting_address(worker.current());
+            tracing::info!("warm: waiting for the node's public address");
+            media.public_ip = tokio::select! {
+                ip = channel.fix() => Some(ip),
+                () = &mut shutdown => {
+                    tracing::info!("shut down while waiting for the public address");
+                    handle.graceful_shutdown(Some(GRACEFUL_SHUTDOWN));
+                    return Ok(Some(worker));
+                }
+            };
+        }
+        let public_ip = media.public_ip;
         let camera = Camera::new(media, worker.clone(), state.metrics.clone());
         state.set_ready(Arc::new(camera), readiness);
-        tracing::info!(filter = %worker.current(), "ready");
+        tracing::info!(filter = %worker.current(), ?public_ip, "ready");
     }
     shutdown.await;
     state.close_camera().await;

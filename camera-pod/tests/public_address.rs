@@ -3,6 +3,9 @@
 //! candidate connects through the NAT and gets its filtered video back; without a public address
 //! (or with the bound one) the answer names only the socket's own address.
 //!
+//! A pod started with `--await-public-ip` is not ready until the operator hands it the node's
+//! public address (`POST /public-address`), then advertises that address the same way.
+//!
 //! 127.0.0.2 stands for the node's public address and 127.0.0.1 for its private one (Linux
 //! routes all of 127.0.0.0/8 to `lo`). The pod binds 127.0.0.1, not a wildcard: webrtc-rs turns a
 //! wildcard into one socket per interface and leaves loopback out, so a wildcard would bind the
@@ -17,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use camera_pod::codec::CodecKind;
-use common::{TestPeer, TestServer, post_offer};
+use common::{TestPeer, TestServer, post_offer, post_offer_with};
 use tokio::net::UdpSocket;
 
 const PRIVATE_IP: &str = "127.0.0.1";
@@ -254,4 +257,101 @@ async fn without_another_public_address_the_answer_names_only_the_socket() {
         peer.close().await;
         server.stop().await;
     }
+}
+
+/// `POST /public-address` on `server` with `token` (none: no header) and a JSON `body`.
+async fn hand(server: &TestServer, token: Option<&str>, body: &str) -> (u16, serde_json::Value) {
+    let mut request = server
+        .http
+        .post(format!("{}/public-address", server.base))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_waits_for_the_public_address_the_operator_hands_it_and_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let key_pem = certified.signing_key.serialize_pem();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, &key_pem).unwrap();
+    let operator = p2pcamera_api::operator_token::operator_token(key_pem.as_bytes());
+    let server = TestServer::spawn_https(
+        (&cert, &key),
+        &[
+            "--udp-bind",
+            PRIVATE_IP,
+            "--public-ip",
+            PRIVATE_IP,
+            "--token",
+            "token-of-the-session",
+            "--await-public-ip",
+        ],
+    );
+    let mut readiness = serde_json::Value::Null;
+    for _ in 0..100 {
+        if let Ok(response) = server.http.get(format!("{}/readyz", server.base)).send().await {
+            assert_eq!(response.status(), 503, "ready without its address");
+            readiness = response.json().await.unwrap_or_default();
+            if readiness["status"] == "awaiting_public_address" {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(readiness["status"], "awaiting_public_address", "{readiness}");
+    let mut peer = TestPeer::new(CodecKind::Vp8).await;
+    let offer = peer.offer().await;
+    let session_token = Some("token-of-the-session");
+    let refused = post_offer_with(&server.http, &server.base, &offer, None, session_token).await;
+    assert_eq!(refused.status(), 503, "no offer before the address");
+
+    let body = format!(r#"{{"public_ip": "{PUBLIC_IP}"}}"#);
+    let code = |reply: &serde_json::Value| reply["error"]["code"].as_str().map(str::to_owned);
+    let (status, error) = hand(&server, None, &body).await;
+    assert_eq!((status, code(&error).as_deref()), (401, Some("missing_token")));
+    // The session's token (the router's, the browser's) is not the operator's.
+    let (status, error) = hand(&server, session_token, &body).await;
+    assert_eq!((status, code(&error).as_deref()), (403, Some("wrong_token")));
+    let (status, error) = hand(&server, Some(&operator), r#"{"public_ip": "a.b"}"#).await;
+    assert_eq!((status, code(&error).as_deref()), (400, Some("invalid_json")));
+    let (status, error) = hand(&server, Some(&operator), "{").await;
+    assert_eq!((status, code(&error).as_deref()), (400, Some("invalid_json")));
+    let (status, reply) = hand(&server, Some(&operator), &body).await;
+    assert_eq!((status, reply["public_ip"].as_str()), (200, Some(PUBLIC_IP)));
+    server.wait_ready().await;
+
+    // The answer advertises the handed address (not --public-ip) on the media port.
+    let response = post_offer_with(&server.http, &server.base, &offer, None, session_token).await;
+    assert_eq!(response.status(), 200);
+    let answer: serde_json::Value = response.json().await.unwrap();
+    let answer_sdp = answer["sdp"].as_str().unwrap().to_owned();
+    let all = candidates(&answer_sdp);
+    assert!(
+        all.iter().any(|c| c.address.ip().to_string() == PUBLIC_IP),
+        "{answer_sdp}"
+    );
+    assert!(all.iter().any(|c| c.address.ip().to_string() == PRIVATE_IP));
+    peer.accept(answer_sdp).await;
+    peer.wait_connected().await;
+    // Once the camera is set up, another address changes nothing: the pod names the one it keeps.
+    let (status, reply) = hand(&server, Some(&operator), r#"{"public_ip": "127.0.0.9"}"#).await;
+    assert_eq!((status, reply["public_ip"].as_str()), (200, Some(PUBLIC_IP)));
+    peer.close().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_started_without_await_public_ip_has_no_public_address_endpoint() {
+    let server = TestServer::start(&["--udp-bind", PRIVATE_IP]).await;
+    let (status, _) = hand(&server, Some("anything"), r#"{"public_ip": "127.0.0.2"}"#).await;
+    assert_eq!(status, 404);
+    server.stop().await;
 }

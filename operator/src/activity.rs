@@ -300,6 +300,8 @@ mod tests {
             peer_state: "none".into(),
             last_active,
             filter: "passthrough".into(),
+            first_answer_ms: None,
+            first_frame_ms: None,
         };
         assert_eq!(last_active(&status(0)), Some(Timestamp::UNIX_EPOCH));
         assert_eq!(last_active(&status(u64::MAX)), None);

@@ -15,13 +15,14 @@
 //! - Deleting a pod that is already gone answers 404 (or 409 for another pod with the same name);
 //!   both count as done.
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Pod, PodSpec, Secret};
 use kube::ResourceExt;
 
 use crate::crd::CameraSession;
 use p2pcamera_api::objects::{
-    ANNOTATION_CLAIMED_BY, ANNOTATION_POD_HASH, ANNOTATION_PORT, ANNOTATION_PUBLIC_ADDRESS,
-    SECRET_CLAIM_TOKEN, SECRET_TLS_CERT, SECRET_TOKEN,
+    ANNOTATION_CLAIMED_BY, ANNOTATION_POD_HASH, ANNOTATION_PORT, SECRET_CLAIM_TOKEN, SECRET_TLS_CERT,
+    SECRET_TLS_KEY, SECRET_TOKEN,
 };
 
 /// Annotation `kubectl apply` stores a full copy of the object in.
@@ -34,18 +35,12 @@ pub fn trim_session(session: &mut CameraSession) {
 }
 
 /// Trims a camera pod for the cache: keeps metadata (without `managedFields` and with only the
-/// operator's port, hash, public-address and claimed-by annotations), the node name of the spec,
+/// operator's port, hash and claimed-by annotations), the node name of the spec,
 /// and the status.
 pub fn trim_pod(pod: &mut Pod) {
     pod.managed_fields_mut().clear();
     pod.annotations_mut().retain(|key, _| {
-        [
-            ANNOTATION_PORT,
-            ANNOTATION_POD_HASH,
-            ANNOTATION_PUBLIC_ADDRESS,
-            ANNOTATION_CLAIMED_BY,
-        ]
-        .contains(&key.as_str())
+        [ANNOTATION_PORT, ANNOTATION_POD_HASH, ANNOTATION_CLAIMED_BY].contains(&key.as_str())
     });
     pod.spec = pod.spec.take().map(|spec| PodSpec {
         node_name: spec.node_name,
@@ -59,17 +54,42 @@ pub fn trim_pod(pod: &mut Pod) {
     }
 }
 
+/// Not a key of any stored Secret: where a cached session Secret keeps the operator token
+/// derived from its private key ([`operator_token`]), in place of the key.
+pub const CACHED_OPERATOR_TOKEN: &str = "p2pcamera.io/operator-token";
+
 /// Trims a session or warm-pool Secret for the cache: drops `managedFields` and every key but the
-/// token (a pool pod's claim token) and the pod's certificate (a session's private key is read
-/// from the API server only when a warm pod is claimed for it).
+/// token (a pool pod's claim token) and the pod's certificate, and keeps the operator token in
+/// place of the private key (a session's private key is read from the API server only when a warm
+/// pod is claimed for it).
 pub fn trim_secret(secret: &mut Secret) {
     secret.managed_fields_mut().clear();
     if let Some(data) = secret.data.as_mut() {
+        if let Some(key) = data.get(SECRET_TLS_KEY) {
+            let token = p2pcamera_api::operator_token::operator_token(&key.0);
+            data.insert(CACHED_OPERATOR_TOKEN.to_owned(), ByteString(token.into_bytes()));
+        }
         data.retain(|key, _| {
-            key == SECRET_TOKEN || key == SECRET_TLS_CERT || key == SECRET_CLAIM_TOKEN
+            [
+                SECRET_TOKEN,
+                SECRET_TLS_CERT,
+                SECRET_CLAIM_TOKEN,
+                CACHED_OPERATOR_TOKEN,
+            ]
+            .contains(&key.as_str())
         });
     }
     secret.string_data = None;
+}
+
+/// The operator token of a session Secret's pod: derived from its private key, or as the cache
+/// keeps it ([`trim_secret`]); `None` without either.
+pub fn operator_token(secret: &Secret) -> Option<String> {
+    let data = secret.data.as_ref()?;
+    match data.get(SECRET_TLS_KEY) {
+        Some(key) => Some(p2pcamera_api::operator_token::operator_token(&key.0)),
+        None => String::from_utf8(data.get(CACHED_OPERATOR_TOKEN)?.0.clone()).ok(),
+    }
 }
 
 #[cfg(test)]
@@ -93,16 +113,11 @@ mod tests {
     fn trimmed_pod_reads_the_same_to_the_operator() {
         let session = fixtures::session(serde_json::json!({"filter": {"name": "selfie-blur"}}));
         let config = fixtures::config();
-        let placement = desired::Placement {
-            node: "gpu-1".into(),
-            address: "203.0.113.9".into(),
-        };
         let mut pod = desired::build_pod(
             &session,
             &crate::class_fit::ResolvedClass::built_in(),
             40001,
             &config,
-            Some(&placement),
         )
         .unwrap();
         pod.metadata.managed_fields = Some(managed());
@@ -130,7 +145,6 @@ mod tests {
             .insert("other.example/x".into(), "y".into());
         let before = (
             status::observe_pod(&pod),
-            desired::pinned_placement(&pod),
             desired::pod_annotation(&pod, ANNOTATION_POD_HASH).map(String::from),
             desired::pod_annotation(&pod, ANNOTATION_PORT).map(String::from),
         );
@@ -139,12 +153,10 @@ mod tests {
         trim_pod(&mut pod);
         let after = (
             status::observe_pod(&pod),
-            desired::pinned_placement(&pod),
             desired::pod_annotation(&pod, ANNOTATION_POD_HASH).map(String::from),
             desired::pod_annotation(&pod, ANNOTATION_PORT).map(String::from),
         );
         assert_eq!(before, after);
-        assert_eq!(after.1, Some(placement));
         assert!(
             after.0.ready
                 && after.0.restarts == 2
@@ -157,7 +169,7 @@ mod tests {
                 .unwrap_or_default()
                 .is_empty()
         );
-        assert_eq!(pod.annotations().len(), 3, "{:?}", pod.annotations());
+        assert_eq!(pod.annotations().len(), 2, "{:?}", pod.annotations());
         assert!(pod.spec.as_ref().unwrap().containers.is_empty());
         assert_eq!(
             pod.owner_references(),
@@ -168,7 +180,7 @@ mod tests {
     }
 
     #[test]
-    fn trimmed_secret_keeps_token_and_certificate_only() {
+    fn trimmed_secret_keeps_tokens_and_certificate_only() {
         let session = fixtures::session(serde_json::json!({"filter": {"name": "selfie-blur"}}));
         let material = SecretMaterial::generate("ns", "cam").unwrap();
         let mut secret = desired::build_secret(&session, &material).unwrap();
@@ -179,6 +191,13 @@ mod tests {
         assert_eq!(
             data.get(SECRET_TOKEN).map(|b| b.0.as_slice()),
             Some(material.token.as_bytes())
+        );
+        let derived = p2pcamera_api::operator_token::operator_token(material.key_pem.as_bytes());
+        assert_eq!(operator_token(&secret), Some(derived.clone()));
+        assert_eq!(
+            operator_token(&desired::build_secret(&session, &material).unwrap()),
+            Some(derived),
+            "the same from the Secret as written"
         );
         assert_eq!(
             data.get(SECRET_TLS_CERT).map(|b| b.0.as_slice()),

@@ -16,12 +16,11 @@ use crate::ports::PortRange;
 /// A pod is created before the scheduler picks its node, so its first environment takes the
 /// node's address from the downward API (`status.hostIP`, the address the kubelet reports).
 /// - `host`: that is the public address; `status.publicAddress` is the pod's host IP.
-/// - `node` (default): the public address is the Node's ExternalIP, else its InternalIP. When it
-///   differs from the host IP, the operator replaces the pod once, as soon as the first one is
-///   gone: the new pod names the same node (`spec.nodeName`, the GPU and port it frees are the
-///   ones it takes) and carries the address explicitly (annotation `p2pcamera.io/public-address`).
-///   Should the node refuse it meanwhile, the pod fails and is recreated unpinned after the crash
-///   backoff. When the host IP already is the public address, nothing is replaced.
+/// - `node` (default): the public address is the Node's ExternalIP, else its InternalIP. The pod
+///   starts with `P2PCAMERA_AWAIT_PUBLIC_IP=true` and is not ready until the operator, once the pod
+///   runs on its node, hands it that node's address (`POST /public-address` over HTTPS pinned to the
+///   session's certificate, with the token derived from its key, [`p2pcamera_api::operator_token`]). The pod starts once;
+///   its warm-up and the hand-over overlap. A warm-pool pod gets the address with its claim.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PublicIpSource {
     /// The pod's host IP (downward API `status.hostIP`).

@@ -20,13 +20,14 @@
 //!    `status.udpPort`, else the least-used one, [`crate::ports`]); the Secret
 //!    `<session>-p2pcamera` (created once, by plain create, so a race never overwrites a token);
 //!    the pod `<session>-p2pcamera` from the cache.
-//! 2. Decide ([`decide`], pure): idle, crash loop and its backoff, create (pinned after a pinning
-//!    replacement), wait for a terminating pod, replace on a `p2pcamera.io/pod-hash` change,
-//!    idle timeout, move to another port when the scheduler finds the port taken, or report the
-//!    running pod; and the next status ([`crate::status`]). The facts that need I/O or shared
-//!    state are asked for by `decide` and answered by the executor: a node's public address, a
-//!    ready pod's camera activity ([`crate::activity`], at most every `--idle-poll-interval`),
-//!    and another port.
+//! 2. Decide ([`decide`], pure): idle, crash loop and its backoff, claim a warm pod or create one,
+//!    wait for a terminating pod, replace on a `p2pcamera.io/pod-hash` change, hand a starting
+//!    pod its node's public address, idle timeout, move to another port when the scheduler finds
+//!    the port taken, or report the running pod; and the next status ([`crate::status`]). The
+//!    facts that need I/O or shared state are asked for by `decide` and answered by the executor:
+//!    a node's public address, a ready pod's camera activity ([`crate::activity`], at most every
+//!    `--idle-poll-interval`), another port, a warm pod claimed, and the address handed over
+//!    ([`crate::pod_api`]).
 //! 3. Act on the [`decide::Plan`]: apply (server-side, field manager
 //!    [`p2pcamera_api::objects::FIELD_MANAGER`]) or delete the pod; a pod the API server refuses
 //!    as invalid (`422`) turns the plan into [`decide::rejected`] (`SpecValid=False`, no retry

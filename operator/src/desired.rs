@@ -7,12 +7,12 @@
 //! - Labels: `app.kubernetes.io/name=camera-pod`, `app.kubernetes.io/instance=<session>`,
 //!   `app.kubernetes.io/managed-by=p2pcamera-operator`, `p2pcamera.io/session=<session>`.
 //! - Pod annotations: `p2pcamera.io/port` (the allocated port), `p2pcamera.io/pod-hash` (hash of
-//!   everything desired; a different hash means the pod is replaced), `p2pcamera.io/public-address`
-//!   (only on a pod pinned to its node, see [`crate::config::PublicIpSource`]),
-//!   `p2pcamera.io/manifest` (the custom model's manifest as JSON, mounted as a file).
+//!   everything desired; a different hash means the pod is replaced), `p2pcamera.io/manifest` (the
+//!   custom model's manifest as JSON, mounted as a file).
 //! - Secret (`Opaque`) keys: `token` (32 random bytes, base64url without padding; the bearer token
 //!   camera-pod requires), `tls.crt` / `tls.key` (a self-signed certificate for the pod's HTTPS;
-//!   whoever talks to the pod pins this exact certificate). Mounted read-only at
+//!   whoever talks to the pod pins this exact certificate; the operator's own calls on the pod
+//!   carry the token derived from the key, [`p2pcamera_api::operator_token`]). Mounted read-only at
 //!   `/var/run/p2pcamera`; a custom model's manifest is mounted as
 //!   `/var/run/p2pcamera-model/manifest.json` (downward API of the annotation).
 //!
@@ -40,14 +40,14 @@ use sha2::{Digest, Sha256};
 
 use p2pcamera_api::objects::{
     ANNOTATION_CLAIMED_BY, ANNOTATION_MANIFEST, ANNOTATION_POD_HASH, ANNOTATION_PORT,
-    ANNOTATION_PUBLIC_ADDRESS, CONTAINER, LABEL_MANAGED_BY, LABEL_POOL, LABEL_SESSION, MANAGED_BY,
-    MANIFEST_MOUNT_DIR, SECRET_CLAIM_TOKEN, SECRET_MOUNT_DIR, SECRET_TLS_CERT, SECRET_TLS_KEY,
-    SECRET_TOKEN, child_name,
+    CONTAINER, LABEL_MANAGED_BY, LABEL_POOL, LABEL_SESSION, MANAGED_BY, MANIFEST_MOUNT_DIR,
+    SECRET_CLAIM_TOKEN, SECRET_MOUNT_DIR, SECRET_TLS_CERT, SECRET_TLS_KEY, SECRET_TOKEN,
+    child_name,
 };
 use p2pcamera_api::pod_env;
 
 use crate::class_fit::{EffectiveVideo, ResolvedClass};
-use crate::config::Config;
+use crate::config::{Config, PublicIpSource};
 use crate::crd::{CameraClass, CameraSession, CameraSessionSpec, FilterName, WarmPool};
 
 /// Memory limit (and request) of a camera container when its class sets none.
@@ -69,15 +69,6 @@ pub enum BuildError {
     /// The manifest could not be serialized.
     #[error("serializing the model manifest: {0}")]
     Manifest(#[from] serde_json::Error),
-}
-
-/// A node the pod is pinned to, with the address it advertises.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Placement {
-    /// Node name.
-    pub node: String,
-    /// Public address advertised by the pod.
-    pub address: String,
 }
 
 /// Secret contents generated once per session.
@@ -159,28 +150,21 @@ pub fn build_secret(
     Ok(Secret {
         metadata: child_meta(session)?,
         type_: Some("Opaque".to_string()),
-        data: Some(secret_data(material, false)),
+        data: Some(secret_data(&[
+            (SECRET_TOKEN, &material.token),
+            (SECRET_TLS_CERT, &material.cert_pem),
+            (SECRET_TLS_KEY, &material.key_pem),
+        ])),
         ..Secret::default()
     })
 }
 
-/// The keys of a camera pod's Secret: its token (a pool pod's claim token), certificate and key.
-fn secret_data(material: &SecretMaterial, pool: bool) -> BTreeMap<String, ByteString> {
-    let [token, cert, key] = secret_keys(pool);
-    BTreeMap::from([
-        (
-            token.to_string(),
-            ByteString(material.token.clone().into_bytes()),
-        ),
-        (
-            cert.to_string(),
-            ByteString(material.cert_pem.clone().into_bytes()),
-        ),
-        (
-            key.to_string(),
-            ByteString(material.key_pem.clone().into_bytes()),
-        ),
-    ])
+/// The data of a camera pod's Secret from its keys and values.
+fn secret_data(entries: &[(&str, &str)]) -> BTreeMap<String, ByteString> {
+    entries
+        .iter()
+        .map(|(key, value)| (key.to_string(), ByteString(value.as_bytes().to_vec())))
+        .collect()
 }
 
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
@@ -193,15 +177,10 @@ fn env(name: &str, value: impl Into<String>) -> EnvVar {
 
 /// The environment every camera pod of `class` starts with, session or pool alike:
 /// `P2PCAMERA_LISTEN=0.0.0.0:<port>`, `P2PCAMERA_UDP_PORT=<port>`, `P2PCAMERA_METRICS_LISTEN`,
-/// `P2PCAMERA_PUBLIC_IP` (downward API `status.hostIP`, or the pinned address), the class's model
+/// `P2PCAMERA_PUBLIC_IP` (downward API `status.hostIP`), the class's model
 /// allow-list and decode cap, `P2PCAMERA_TLS_CERT` / `P2PCAMERA_TLS_KEY` (files of the mounted
 /// Secret), `P2PCAMERA_REQUIRE_GPU=true` with `--camera-pod-require-gpu`, and `XDG_CACHE_HOME`.
-fn base_env(
-    class: &ResolvedClass,
-    port: u16,
-    placement: Option<&Placement>,
-    config: &Config,
-) -> Vec<EnvVar> {
+fn base_env(class: &ResolvedClass, port: u16, config: &Config) -> Vec<EnvVar> {
     let mut vars = vec![
         env(pod_env::LISTEN, format!("0.0.0.0:{port}")),
         env(pod_env::UDP_PORT, port.to_string()),
@@ -212,19 +191,16 @@ fn base_env(
             format!("0.0.0.0:{metrics_port}"),
         ));
     }
-    vars.push(match placement {
-        Some(p) => env(pod_env::PUBLIC_IP, p.address.clone()),
-        None => EnvVar {
-            name: pod_env::PUBLIC_IP.to_string(),
-            value: None,
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    api_version: None,
-                    field_path: "status.hostIP".to_string(),
-                }),
-                ..EnvVarSource::default()
+    vars.push(EnvVar {
+        name: pod_env::PUBLIC_IP.to_string(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                api_version: None,
+                field_path: "status.hostIP".to_string(),
             }),
-        },
+            ..EnvVarSource::default()
+        }),
     });
     let models = class.model_policy();
     if !models.is_empty() {
@@ -253,16 +229,17 @@ fn base_env(
 /// (`P2PCAMERA_FILTER`, `P2PCAMERA_STYLE_INDEX`, `P2PCAMERA_BACKGROUND_COLOR`,
 /// `P2PCAMERA_POSE_MODEL`, `P2PCAMERA_PARTS_OPACITY`, `P2PCAMERA_MODEL` + `P2PCAMERA_SHA256` +
 /// `P2PCAMERA_MANIFEST` (a file path)), the video limits (`P2PCAMERA_MAX_WIDTH`, `_HEIGHT`,
-/// `_FPS`, `P2PCAMERA_CODECS` as a comma-separated preference) and `P2PCAMERA_TOKEN_FILE`.
+/// `_FPS`, `P2PCAMERA_CODECS` as a comma-separated preference), `P2PCAMERA_TOKEN_FILE`, and with
+/// `--public-ip-source node` `P2PCAMERA_AWAIT_PUBLIC_IP=true`: the pod waits for the operator to
+/// hand it its node's public address (`POST /public-address`) once it runs there.
 pub fn camera_pod_env(
     session: &CameraSession,
     class: &ResolvedClass,
     port: u16,
-    placement: Option<&Placement>,
     config: &Config,
 ) -> Vec<EnvVar> {
     let spec = &session.spec;
-    let mut vars = base_env(class, port, placement, config);
+    let mut vars = base_env(class, port, config);
     vars.push(env(pod_env::FILTER, spec.filter.name.as_str()));
     if let Some(index) = spec.filter.style_index {
         vars.push(env(pod_env::STYLE_INDEX, index.to_string()));
@@ -302,6 +279,9 @@ pub fn camera_pod_env(
         pod_env::TOKEN_FILE,
         format!("{SECRET_MOUNT_DIR}/{SECRET_TOKEN}"),
     ));
+    if config.public_ip_source == PublicIpSource::Node {
+        vars.push(env(pod_env::AWAIT_PUBLIC_IP, "true"));
+    }
     vars
 }
 
@@ -313,7 +293,7 @@ pub fn pool_pod_env(
     port: u16,
     config: &Config,
 ) -> Vec<EnvVar> {
-    let mut vars = base_env(class, port, None, config);
+    let mut vars = base_env(class, port, config);
     vars.push(env(pod_env::FILTER, pool.filter().as_str()));
     vars.push(env(
         pod_env::CLAIM_TOKEN_FILE,
@@ -336,16 +316,10 @@ fn http_probe(path: &str, port: u16, period: i32, failures: i32) -> Probe {
     }
 }
 
-/// The keys of the Secret a camera pod mounts: the session's token, or a pool pod's claim token,
-/// and the pod's certificate and key.
-fn secret_keys(pool: bool) -> [&'static str; 3] {
-    let token = if pool {
-        SECRET_CLAIM_TOKEN
-    } else {
-        SECRET_TOKEN
-    };
-    [token, SECRET_TLS_CERT, SECRET_TLS_KEY]
-}
+/// The keys a session's pod mounts from its Secret.
+const SESSION_SECRET_KEYS: &[&str] = &[SECRET_TOKEN, SECRET_TLS_CERT, SECRET_TLS_KEY];
+/// The keys a warm-pool pod mounts from its Secret.
+const POOL_SECRET_KEYS: &[&str] = &[SECRET_CLAIM_TOKEN, SECRET_TLS_CERT, SECRET_TLS_KEY];
 
 fn volumes(secret: &MountedSecret, cache_limit: Quantity, with_manifest: bool) -> Vec<Volume> {
     let mut volumes = vec![
@@ -357,7 +331,7 @@ fn volumes(secret: &MountedSecret, cache_limit: Quantity, with_manifest: bool) -
                 items: Some(
                     secret
                         .keys
-                        .into_iter()
+                        .iter()
                         .map(|key| KeyToPath {
                             key: key.to_string(),
                             path: key.to_string(),
@@ -429,18 +403,17 @@ pub fn metrics_port(port: u16, config: &Config) -> Option<u16> {
 /// The Secret a camera pod mounts at [`SECRET_MOUNT_DIR`], and which of its keys.
 struct MountedSecret {
     name: String,
-    keys: [&'static str; 3],
+    keys: &'static [&'static str],
 }
 
 /// The spec of a camera pod of `class` on `port` (session or pool alike): one container with
 /// `env`, its GPUs and limits, host network, the port as containerPort = hostPort, probes, the
 /// mounted `secret` (and the manifest volume when `with_manifest`), locked-down security
-/// context, the class's node placement, or `node` when pinned.
+/// context and the class's node placement.
 fn camera_pod_spec(
     class: &ResolvedClass,
     config: &Config,
     port: u16,
-    node: Option<String>,
     env: Vec<EnvVar>,
     secret: &MountedSecret,
     with_manifest: bool,
@@ -547,7 +520,6 @@ fn camera_pod_spec(
         termination_grace_period_seconds: Some(10),
         node_selector: (!node_selector.is_empty()).then_some(node_selector),
         tolerations: (!tolerations.is_empty()).then_some(tolerations),
-        node_name: node,
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
             run_as_user: Some(65532),
@@ -570,7 +542,6 @@ pub fn build_pod(
     class: &ResolvedClass,
     port: u16,
     config: &Config,
-    placement: Option<&Placement>,
 ) -> Result<Pod, BuildError> {
     let (name, _) = name_and_namespace(session)?;
     let spec = &session.spec;
@@ -581,14 +552,13 @@ pub fn build_pod(
         .filter(|_| spec.filter.name == FilterName::Custom);
     let secret = MountedSecret {
         name: child_name(name),
-        keys: secret_keys(false),
+        keys: SESSION_SECRET_KEYS,
     };
     let pod_spec = camera_pod_spec(
         class,
         config,
         port,
-        placement.map(|p| p.node.clone()),
-        camera_pod_env(session, class, port, placement, config),
+        camera_pod_env(session, class, port, config),
         &secret,
         manifest.is_some(),
     );
@@ -598,9 +568,6 @@ pub fn build_pod(
             ANNOTATION_MANIFEST.to_string(),
             serde_json::to_string(&model.manifest)?,
         );
-    }
-    if let Some(p) = placement {
-        annotations.insert(ANNOTATION_PUBLIC_ADDRESS.to_string(), p.address.clone());
     }
     let hash = pod_hash(spec, class, &annotations)?;
     annotations.insert(ANNOTATION_POD_HASH.to_string(), hash);
@@ -613,7 +580,7 @@ pub fn build_pod(
     })
 }
 
-/// The pod hash: of the session's spec, its class's name and the pod's annotations (port, pin,
+/// The pod hash: of the session's spec, its class's name and the pod's annotations (port,
 /// manifest). Not of the class's contents nor of the operator's flags: a running pod keeps what it
 /// was created with when an administrator edits its class (changes apply to the session's next
 /// pod), so an edit never restarts every camera of a class at once.
@@ -676,13 +643,12 @@ pub fn build_pool_pod(
 ) -> Pod {
     let secret = MountedSecret {
         name: name.to_string(),
-        keys: secret_keys(true),
+        keys: POOL_SECRET_KEYS,
     };
     let spec = camera_pod_spec(
         resolved,
         config,
         port,
-        None,
         pool_pod_env(resolved, pool, port, config),
         &secret,
         false,
@@ -718,7 +684,11 @@ pub fn build_pool_secret(pod: &Pod, class: &str, material: &SecretMaterial) -> S
             ..ObjectMeta::default()
         },
         type_: Some("Opaque".to_string()),
-        data: Some(secret_data(material, true)),
+        data: Some(secret_data(&[
+            (SECRET_CLAIM_TOKEN, &material.token),
+            (SECRET_TLS_CERT, &material.cert_pem),
+            (SECRET_TLS_KEY, &material.key_pem),
+        ])),
         ..Secret::default()
     }
 }
@@ -730,16 +700,6 @@ pub fn pod_annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
         .as_ref()?
         .get(key)
         .map(String::as_str)
-}
-
-/// The placement a pod was pinned with (its annotation and its node).
-pub fn pinned_placement(pod: &Pod) -> Option<Placement> {
-    let address = pod_annotation(pod, ANNOTATION_PUBLIC_ADDRESS)?;
-    let node = pod.spec.as_ref()?.node_name.as_ref()?;
-    Some(Placement {
-        node: node.clone(),
-        address: address.to_string(),
-    })
 }
 
 #[cfg(test)]
@@ -771,7 +731,7 @@ mod tests {
             "gpu": {"count": 2}, "nodeSelector": {"zone": "a"},
             "resources": {"memory": "6Gi", "modelCache": "1Gi"}
         }));
-        let pod = build_pod(&s, &class, 40007, &config(), None).unwrap();
+        let pod = build_pod(&s, &class, 40007, &config()).unwrap();
         assert_eq!(pod.metadata.name.as_deref(), Some("cam1-p2pcamera"));
         assert_eq!(pod.metadata.namespace.as_deref(), Some("team"));
         let owner = &pod.metadata.owner_references.as_ref().unwrap()[0];
@@ -910,7 +870,6 @@ mod tests {
             &ResolvedClass::built_in(),
             40007,
             &cpu,
-            None,
         )
         .unwrap();
         assert!(env_value(&pod, pod_env::REQUIRE_GPU).is_none());
@@ -920,7 +879,7 @@ mod tests {
     fn class_resource_name_overrides_default() {
         let s = session(serde_json::json!({}));
         let class = class(serde_json::json!({"gpu": {"resourceName": "amd.com/gpu"}}));
-        let pod = build_pod(&s, &class, 40000, &config(), None).unwrap();
+        let pod = build_pod(&s, &class, 40000, &config()).unwrap();
         let limits = pod.spec.unwrap().containers[0]
             .resources
             .clone()
@@ -944,7 +903,7 @@ mod tests {
             "allowedFilters": ["custom"],
             "models": {"allowedHosts": ["models.example"]}
         }));
-        let pod = build_pod(&s, &class, 40001, &config(), None).unwrap();
+        let pod = build_pod(&s, &class, 40001, &config()).unwrap();
         assert_eq!(
             env_value(&pod, pod_env::MODEL_ALLOWED_HOSTS)
                 .unwrap()
@@ -985,30 +944,25 @@ mod tests {
     #[test]
     fn hash_is_stable_and_follows_the_spec() {
         let a = session(serde_json::json!({}));
-        let hash = |s: &CameraSession, port, placement| {
+        let hash = |s: &CameraSession, port| {
             pod_annotation(
-                &build_pod(s, &ResolvedClass::built_in(), port, &config(), placement).unwrap(),
+                &build_pod(s, &ResolvedClass::built_in(), port, &config()).unwrap(),
                 ANNOTATION_POD_HASH,
             )
             .unwrap()
             .to_string()
         };
-        assert_eq!(hash(&a, 40000, None), hash(&a, 40000, None));
+        assert_eq!(hash(&a, 40000), hash(&a, 40000));
         let b = session(serde_json::json!({"filter": {"name": "passthrough"}}));
-        assert_ne!(hash(&a, 40000, None), hash(&b, 40000, None));
-        assert_ne!(hash(&a, 40000, None), hash(&a, 40001, None));
-        let pin = Placement {
-            node: "n1".into(),
-            address: "203.0.113.5".into(),
-        };
-        assert_ne!(hash(&a, 40000, None), hash(&a, 40000, Some(&pin)));
+        assert_ne!(hash(&a, 40000), hash(&b, 40000));
+        assert_ne!(hash(&a, 40000), hash(&a, 40001));
     }
 
     #[test]
     fn editing_a_class_does_not_replace_its_running_pods() {
         let s = session(serde_json::json!({}));
         let hash = |class: &ResolvedClass| {
-            let pod = build_pod(&s, class, 40000, &config(), None).unwrap();
+            let pod = build_pod(&s, class, 40000, &config()).unwrap();
             pod_annotation(&pod, ANNOTATION_POD_HASH)
                 .unwrap()
                 .to_string()
@@ -1022,30 +976,27 @@ mod tests {
     }
 
     #[test]
-    fn pinned_pod_advertises_explicit_address_and_round_trips() {
+    fn a_pod_waits_for_its_nodes_public_address_only_when_the_node_gives_it() {
         let s = session(serde_json::json!({}));
-        let pin = Placement {
-            node: "gpu-1".into(),
-            address: "203.0.113.5".into(),
-        };
-        let pod = build_pod(&s, &ResolvedClass::built_in(), 40000, &config(), Some(&pin)).unwrap();
+        let node = build_pod(&s, &ResolvedClass::built_in(), 40000, &config()).unwrap();
         assert_eq!(
-            env_value(&pod, pod_env::PUBLIC_IP)
+            env_value(&node, pod_env::AWAIT_PUBLIC_IP)
                 .unwrap()
                 .value
                 .as_deref(),
-            Some("203.0.113.5")
+            Some("true")
         );
+        assert_eq!(node.spec.as_ref().unwrap().node_name, None, "never pinned");
+        let host = Config {
+            public_ip_source: PublicIpSource::Host,
+            ..config()
+        };
+        let pod = build_pod(&s, &ResolvedClass::built_in(), 40000, &host).unwrap();
+        assert!(env_value(&pod, pod_env::AWAIT_PUBLIC_IP).is_none());
         assert_eq!(
-            pod.spec.as_ref().unwrap().node_name.as_deref(),
-            Some("gpu-1")
-        );
-        assert_eq!(pinned_placement(&pod), Some(pin));
-        assert_eq!(
-            pinned_placement(
-                &build_pod(&s, &ResolvedClass::built_in(), 40000, &config(), None).unwrap()
-            ),
-            None
+            pod_annotation(&pod, ANNOTATION_POD_HASH),
+            pod_annotation(&node, ANNOTATION_POD_HASH),
+            "switching the source replaces no running pod"
         );
     }
 
@@ -1079,7 +1030,7 @@ mod tests {
         let mut s = session(serde_json::json!({}));
         s.metadata.namespace = None;
         assert!(matches!(
-            build_pod(&s, &ResolvedClass::built_in(), 1, &config(), None),
+            build_pod(&s, &ResolvedClass::built_in(), 1, &config()),
             Err(BuildError::MissingMetadata("namespace"))
         ));
     }

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateWaiting, ContainerStatus, Pod, PodCondition, PodStatus,
+    ContainerState, ContainerStateRunning, ContainerStateWaiting, ContainerStatus, Pod, PodCondition,
+    PodStatus,
     Toleration,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -16,10 +17,10 @@ use p2pcamera_api::objects::ANNOTATION_WAKE;
 use crate::class_fit::{NotAccepted, ResolvedClass};
 use crate::config::{Config, PublicIpSource, Tolerations};
 use crate::controller::decide::{
-    self, Decision, Lookups, NodeAddress, Observed, OtherPort, Plan, Polled,
+    self, Decision, HandedAddress, Lookups, NodeAddress, Observed, OtherPort, Plan, Polled,
 };
 use crate::crd::{CameraSession, CameraSessionSpec, CameraSessionStatus};
-use crate::desired::{self, Placement};
+use crate::desired;
 use crate::ports::PortRange;
 use crate::status::{self, Situation, StatusInputs};
 
@@ -93,17 +94,11 @@ impl CameraSession {
     }
 }
 
-/// The pod the operator creates for `session` on [`PORT`] (pinned to `placement`, if any), as
-/// the API server holds it before the scheduler looked at it: uid `pod-uid-1`, empty status.
-pub fn camera_pod(session: &CameraSession, placement: Option<&Placement>) -> Pod {
-    let mut pod = desired::build_pod(
-        session,
-        &ResolvedClass::built_in(),
-        PORT,
-        &config(),
-        placement,
-    )
-    .expect("the desired pod");
+/// The pod the operator creates for `session` on [`PORT`], as the API server holds it before the
+/// scheduler looked at it: uid `pod-uid-1`, empty status.
+pub fn camera_pod(session: &CameraSession) -> Pod {
+    let mut pod = desired::build_pod(session, &ResolvedClass::built_in(), PORT, &config())
+        .expect("the desired pod");
     pod.metadata.uid = Some("pod-uid-1".into());
     pod.status = Some(PodStatus::default());
     pod
@@ -113,7 +108,9 @@ pub fn camera_pod(session: &CameraSession, placement: Option<&Placement>) -> Pod
 pub trait PodFixture {
     /// Bound to `node`, whose kubelet reports `host_ip`.
     fn bound(self, node: &str, host_ip: &str) -> Self;
-    /// Its Ready condition is True.
+    /// Its camera container runs (not ready yet).
+    fn running(self) -> Self;
+    /// Its camera container runs and its Ready condition is True.
     fn ready(self) -> Self;
     /// The scheduler reported it cannot place it, with `message`.
     fn unschedulable(self, message: &str) -> Self;
@@ -156,9 +153,22 @@ impl PodFixture for Pod {
         self
     }
 
-    fn ready(mut self) -> Self {
-        with_condition(&mut self, "Ready", "True", None, None);
+    fn running(mut self) -> Self {
+        self.status.get_or_insert_default().container_statuses = Some(vec![ContainerStatus {
+            name: p2pcamera_api::objects::CONTAINER.into(),
+            state: Some(ContainerState {
+                running: Some(ContainerStateRunning::default()),
+                ..ContainerState::default()
+            }),
+            ..ContainerStatus::default()
+        }]);
         self
+    }
+
+    fn ready(self) -> Self {
+        let mut pod = self.running();
+        with_condition(&mut pod, "Ready", "True", None, None);
+        pod
     }
 
     fn unschedulable(mut self, message: &str) -> Self {
@@ -240,21 +250,9 @@ impl CameraSessionStatus {
         )
     }
 
-    /// Terminating: the pod on `node` is being replaced by one pinned to `address`.
-    pub fn pinning(node: &str, address: &str) -> Self {
-        let pod = camera_pod(&session(serde_json::json!({})), None)
-            .bound(node, HOST_IP)
-            .ready();
-        written(
-            &Situation::Replacing(&status::observe_pod(&pod)),
-            Some(address),
-            ts(1),
-        )
-    }
-
     /// Ready since `at` on [`NODE`].
     pub fn ready_since(at: Timestamp) -> Self {
-        let pod = camera_pod(&session(serde_json::json!({})), None)
+        let pod = camera_pod(&session(serde_json::json!({})))
             .bound(NODE, HOST_IP)
             .ready();
         written(&Situation::Running(&status::observe_pod(&pod)), None, at)
@@ -273,6 +271,7 @@ pub struct Snapshot {
     pub pod: Option<Pod>,
     pub applied_pod: Option<String>,
     pub now: Timestamp,
+    pub awaits_first_frame: bool,
     pub lookups: Lookups,
 }
 
@@ -287,6 +286,7 @@ impl Snapshot {
             pod: None,
             applied_pod: None,
             now: ts(1000),
+            awaits_first_frame: false,
             lookups: Lookups::default(),
         }
     }
@@ -338,6 +338,12 @@ impl Snapshot {
         self
     }
 
+    /// The outcome of handing the node's public address to the pod.
+    pub fn with_handed_address(mut self, handed: HandedAddress) -> Self {
+        self.lookups.public_address = Some(handed);
+        self
+    }
+
     /// The answer to the activity poll.
     pub fn with_activity(mut self, polled: Polled) -> Self {
         self.lookups.activity = Some(polled);
@@ -355,6 +361,7 @@ impl Snapshot {
             pod: self.pod.as_ref(),
             applied_pod: self.applied_pod.as_deref(),
             now: self.now,
+            awaits_first_frame: self.awaits_first_frame,
             lookups: self.lookups.clone(),
         }
     }

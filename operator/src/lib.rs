@@ -31,6 +31,7 @@ pub mod desired;
 mod fixtures;
 pub mod metrics;
 pub mod node_addresses;
+pub mod pod_api;
 pub mod pool;
 pub mod ports;
 pub mod router;

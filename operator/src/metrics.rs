@@ -54,6 +54,13 @@ pub struct ClaimLabels {
     pub result: String,
 }
 
+/// Label of public-address hand-overs.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandOverLabels {
+    /// `accepted`, or `failed` (not listening yet, refused, another address kept).
+    pub result: String,
+}
+
 /// Labels of warm-pool pod counts.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PoolLabels {
@@ -66,7 +73,8 @@ pub struct PoolLabels {
 /// Labels of session start durations.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StartLabels {
-    /// `scheduled` (pod bound) or `ready` (session Ready).
+    /// `scheduled` (pod bound), `ready` (session Ready), `first_answer` (the pod's first answer to
+    /// an offer) or `first_frame` (its first filtered frame sent).
     pub stage: String,
     /// `warm` (a claimed pool pod) or `cold`.
     pub start: String,
@@ -94,6 +102,7 @@ pub struct Metrics {
     sessions: Family<PhaseLabels, Gauge<i64, AtomicI64>>,
     waiting: Family<WaitingLabels, Gauge<i64, AtomicI64>>,
     port_moves: Counter,
+    address_handovers: Family<HandOverLabels, Counter>,
     leader: Gauge<i64, AtomicI64>,
     warm_claims: Family<ClaimLabels, Counter>,
     warm_claim_duration: Histogram,
@@ -133,6 +142,12 @@ impl Default for Metrics {
             "Sessions moved to another port because the scheduler found theirs taken",
             port_moves.clone(),
         );
+        let address_handovers = Family::<HandOverLabels, Counter>::default();
+        registry.register(
+            "public_address_handovers",
+            "Node public addresses handed to starting camera pods, by result (accepted, failed: tried again)",
+            address_handovers.clone(),
+        );
         let leader = Gauge::<i64, AtomicI64>::default();
         registry.register(
             "leader",
@@ -163,7 +178,7 @@ impl Default for Metrics {
             );
         registry.register(
             "session_start_seconds",
-            "Session starts: from the operator first seeing the session wait for a pod to its pod bound (stage scheduled) and to Ready (stage ready), warm or cold",
+            "Session starts: from the operator first seeing the session wait for a pod to its pod bound (stage scheduled), to Ready (ready), to the pod's first answer (first_answer) and first filtered frame (first_frame), warm or cold",
             session_start.clone(),
         );
         for phase in Phase::ALL {
@@ -188,6 +203,7 @@ impl Default for Metrics {
             sessions,
             waiting,
             port_moves,
+            address_handovers,
             leader,
             warm_claims,
             warm_claim_duration,
@@ -199,6 +215,15 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts a hand-over of a node's public address to a pod: `accepted` or `failed`.
+    pub fn address_handed(&self, result: &str) {
+        self.address_handovers
+            .get_or_create(&HandOverLabels {
+                result: result.into(),
+            })
+            .inc();
+    }
+
     /// Counts a new session of a class with a warm pool: `result` is `claimed`, `empty` or
     /// `failed`; a successful claim's duration is observed.
     pub fn warm_claim(&self, class: &str, result: &str, seconds: Option<f64>) {
@@ -229,6 +254,23 @@ impl Metrics {
                     })
                     .observe(millis as f64 / 1000.0);
             }
+        }
+    }
+
+    /// Observes a session's first answer and first frame (stages `first_answer`, `first_frame`).
+    pub fn session_streamed(&self, first: &crate::start_times::FirstFrame) {
+        let start = if first.warm { "warm" } else { "cold" };
+        let stages = [
+            ("first_answer", first.answer_millis),
+            ("first_frame", Some(first.frame_millis)),
+        ];
+        for (stage, millis) in stages.into_iter().filter_map(|(s, m)| Some((s, m?))) {
+            self.session_start
+                .get_or_create(&StartLabels {
+                    stage: stage.into(),
+                    start: start.into(),
+                })
+                .observe(millis as f64 / 1000.0);
         }
     }
 

@@ -1,61 +1,157 @@
 //! Where a session's start goes, as the operator sees it: from the first reconcile that finds the
-//! session waiting for a pod, to its pod bound to a node, to the session Ready. The durations are
-//! written into `status.start` with the status write that says Ready (no extra request) and
-//! observed in `p2pcamera_operator_session_start_seconds{stage,start}`.
+//! session waiting for a pod, to its pod bound to a node, to the session Ready, and on to the
+//! pod's first answer and first filtered frame. The durations until Ready are written into
+//! `status.start` with the status write that says Ready (no extra request); the first answer and
+//! frame, which the pod reports in `GET /status` as wall-clock times, with one more status write
+//! once the first frame was sent. All are observed in
+//! `p2pcamera_operator_session_start_seconds{stage,start}`.
 //!
 //! The clock runs in the operator's memory (object timestamps have whole seconds only): a start
-//! the operator did not see begin, because it became leader meanwhile, is not measured.
+//! the operator did not see begin, because it became leader meanwhile, is not measured, and a
+//! session nobody streams from within [`FIRST_FRAME_WAIT`] of Ready gets no first frame.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use p2pcamera_api::SessionKey;
 
 use crate::crd::StartTimes;
 
-/// One start being timed.
+/// How long after Ready the operator waits for a session's first frame.
+pub const FIRST_FRAME_WAIT: Duration = Duration::from_secs(600);
+
+/// Where one session's start is.
 #[derive(Clone, Copy, Debug)]
-struct Running {
-    began: Instant,
-    bound: Option<Instant>,
+enum Start {
+    /// Not Ready yet.
+    Running {
+        began: Instant,
+        bound: Option<Instant>,
+    },
+    /// Ready; waiting for the first frame until `until`.
+    Streaming {
+        /// The wall-clock time the start began, in Unix milliseconds.
+        began_unix_ms: u64,
+        warm: bool,
+        until: Instant,
+    },
+}
+
+/// A session's first answer and frame, in milliseconds after its start began.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FirstFrame {
+    pub answer_millis: Option<u64>,
+    pub frame_millis: u64,
+    /// The pod was a claimed warm-pool pod.
+    pub warm: bool,
 }
 
 /// The starts being timed, per session.
 #[derive(Debug, Default)]
-pub struct StartClock(Mutex<HashMap<SessionKey, Running>>);
+pub struct StartClock(Mutex<HashMap<SessionKey, Start>>);
 
 impl StartClock {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionKey, Running>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionKey, Start>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A reconcile of `key`, which `ready` says is Ready already or not, at `now`: starts the
-    /// clock of a session that is not Ready and has none.
+    /// clock of a session that is not Ready and has none running.
     pub fn seen(&self, key: &SessionKey, ready: bool, now: Instant) {
-        if !ready {
-            self.lock().entry(key.clone()).or_insert(Running {
-                began: now,
-                bound: None,
-            });
+        if ready {
+            return;
+        }
+        let mut starts = self.lock();
+        if !matches!(starts.get(key), Some(Start::Running { .. })) {
+            starts.insert(
+                key.clone(),
+                Start::Running {
+                    began: now,
+                    bound: None,
+                },
+            );
         }
     }
 
     /// The session's pod is bound at `now` (kept from the first time).
     pub fn bound(&self, key: &SessionKey, now: Instant) {
-        if let Some(running) = self.lock().get_mut(key) {
-            running.bound.get_or_insert(now);
+        if let Some(Start::Running { bound, .. }) = self.lock().get_mut(key) {
+            bound.get_or_insert(now);
         }
     }
 
-    /// The session became Ready at `now` (its pod a claimed warm one when `warm`): stops the
-    /// clock and answers the durations, `None` when it did not run.
-    pub fn ready(&self, key: &SessionKey, warm: bool, now: Instant) -> Option<StartTimes> {
-        let running = self.lock().remove(key)?;
-        let millis = |at: Instant| millis(at.saturating_duration_since(running.began));
+    /// The session became Ready at `now`, which is `wall` on the wall clock (its pod a claimed
+    /// warm one when `warm`): answers the durations, `None` when the clock did not run, and
+    /// waits for the first frame from now on.
+    pub fn ready(
+        &self,
+        key: &SessionKey,
+        warm: bool,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Option<StartTimes> {
+        let mut starts = self.lock();
+        let Some(Start::Running { began, bound }) = starts.get(key).copied() else {
+            return None;
+        };
+        let elapsed = now.saturating_duration_since(began);
+        let began_wall = wall.checked_sub(elapsed).unwrap_or(wall);
+        starts.insert(
+            key.clone(),
+            Start::Streaming {
+                began_unix_ms: unix_ms(began_wall),
+                warm,
+                until: now + FIRST_FRAME_WAIT,
+            },
+        );
+        let millis = |at: Instant| millis(at.saturating_duration_since(began));
         Some(StartTimes {
-            scheduled_millis: Some(millis(running.bound.unwrap_or(now))),
+            scheduled_millis: Some(millis(bound.unwrap_or(now))),
             ready_millis: millis(now),
+            warm,
+            first_answer_millis: None,
+            first_frame_millis: None,
+        })
+    }
+
+    /// Whether the operator still waits at `now` for the session's first frame (forgets it
+    /// once [`FIRST_FRAME_WAIT`] is over).
+    pub fn awaits_first_frame(&self, key: &SessionKey, now: Instant) -> bool {
+        let mut starts = self.lock();
+        match starts.get(key) {
+            Some(Start::Streaming { until, .. }) if *until > now => true,
+            Some(Start::Streaming { .. }) => {
+                starts.remove(key);
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// The pod reported its first answer and first frame (Unix milliseconds, `None` before
+    /// them): once the frame is there, answers both after the start's beginning and stops the
+    /// clock.
+    pub fn first_frame(
+        &self,
+        key: &SessionKey,
+        answer_unix_ms: Option<u64>,
+        frame_unix_ms: Option<u64>,
+    ) -> Option<FirstFrame> {
+        let frame_unix_ms = frame_unix_ms?;
+        let mut starts = self.lock();
+        let Some(Start::Streaming {
+            began_unix_ms,
+            warm,
+            ..
+        }) = starts.get(key).copied()
+        else {
+            return None;
+        };
+        starts.remove(key);
+        Some(FirstFrame {
+            answer_millis: answer_unix_ms.map(|ms| ms.saturating_sub(began_unix_ms)),
+            frame_millis: frame_unix_ms.saturating_sub(began_unix_ms),
             warm,
         })
     }
@@ -68,6 +164,12 @@ impl StartClock {
 
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map(millis)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -83,17 +185,19 @@ mod tests {
         clock.seen(&key, false, t0 + Duration::from_millis(50));
         clock.bound(&key, t0 + Duration::from_millis(120));
         clock.bound(&key, t0 + Duration::from_millis(300));
-        let times = clock.ready(&key, false, t0 + Duration::from_millis(480));
+        let times = clock.ready(&key, false, t0 + Duration::from_millis(480), SystemTime::now());
         assert_eq!(
             times,
             Some(StartTimes {
                 scheduled_millis: Some(120),
                 ready_millis: 480,
-                warm: false
+                warm: false,
+                first_answer_millis: None,
+                first_frame_millis: None,
             })
         );
         assert_eq!(
-            clock.ready(&key, false, t0 + Duration::from_secs(9)),
+            clock.ready(&key, false, t0 + Duration::from_secs(9), SystemTime::now()),
             None,
             "measured once"
         );
@@ -104,7 +208,8 @@ mod tests {
         let clock = StartClock::default();
         let key = SessionKey::new("team", "cam");
         clock.seen(&key, true, Instant::now());
-        assert_eq!(clock.ready(&key, true, Instant::now()), None);
+        assert_eq!(clock.ready(&key, true, Instant::now(), SystemTime::now()), None);
+        assert!(!clock.awaits_first_frame(&key, Instant::now()));
     }
 
     #[test]
@@ -114,11 +219,56 @@ mod tests {
         let t0 = Instant::now();
         clock.seen(&key, false, t0);
         let times = clock
-            .ready(&key, true, t0 + Duration::from_millis(40))
+            .ready(&key, true, t0 + Duration::from_millis(40), SystemTime::now())
             .expect("timed");
         assert_eq!(
             (times.scheduled_millis, times.ready_millis, times.warm),
             (Some(40), 40, true)
         );
+    }
+
+    #[test]
+    fn the_first_frame_is_timed_from_the_same_beginning_on_the_wall_clock() {
+        let clock = StartClock::default();
+        let key = SessionKey::new("team", "cam");
+        let t0 = Instant::now();
+        clock.seen(&key, false, t0);
+        let ready_wall = UNIX_EPOCH + Duration::from_millis(1_000_000_500);
+        clock.ready(&key, true, t0 + Duration::from_millis(500), ready_wall);
+        assert!(clock.awaits_first_frame(&key, t0 + Duration::from_secs(1)));
+        // The pod answered and sent no frame yet: nothing to write.
+        assert_eq!(clock.first_frame(&key, Some(1_000_000_700), None), None);
+        let first = clock.first_frame(&key, Some(1_000_000_700), Some(1_000_000_800));
+        assert_eq!(
+            first,
+            Some(FirstFrame {
+                answer_millis: Some(700),
+                frame_millis: 800,
+                warm: true
+            })
+        );
+        assert!(!clock.awaits_first_frame(&key, t0 + Duration::from_secs(1)), "written once");
+        assert_eq!(clock.first_frame(&key, Some(1), Some(2)), None);
+    }
+
+    #[test]
+    fn nobody_streaming_within_the_wait_is_forgotten_and_a_new_start_starts_over() {
+        let clock = StartClock::default();
+        let key = SessionKey::new("team", "cam");
+        let t0 = Instant::now();
+        clock.seen(&key, false, t0);
+        clock.ready(&key, false, t0, SystemTime::now());
+        assert!(clock.awaits_first_frame(&key, t0 + FIRST_FRAME_WAIT - Duration::from_secs(1)));
+        assert!(!clock.awaits_first_frame(&key, t0 + FIRST_FRAME_WAIT));
+        assert!(!clock.awaits_first_frame(&key, t0), "forgotten");
+        // Ready, then not Ready again (its pod replaced): a new start.
+        clock.seen(&key, false, t0);
+        clock.ready(&key, false, t0, SystemTime::now());
+        clock.seen(&key, false, t0 + Duration::from_secs(5));
+        assert!(!clock.awaits_first_frame(&key, t0 + Duration::from_secs(5)));
+        let times = clock
+            .ready(&key, false, t0 + Duration::from_secs(6), SystemTime::now())
+            .expect("timed again");
+        assert_eq!(times.ready_millis, 1000);
     }
 }

@@ -127,6 +127,8 @@ pub struct PodObservation {
     pub scheduling: Scheduling,
     /// The pod's Ready condition is True.
     pub ready: bool,
+    /// The camera container runs (it started and has not stopped).
+    pub running: bool,
     /// Restarts of the camera container.
     pub restarts: i32,
     /// Why the container is waiting, if it is.
@@ -190,6 +192,9 @@ pub fn observe_pod(pod: &Pod) -> PodObservation {
         terminating: pod.metadata.deletion_timestamp.is_some(),
         scheduling,
         ready: condition("Ready").is_some_and(|c| c.status == "True"),
+        running: container
+            .and_then(|c| c.state.as_ref())
+            .is_some_and(|s| s.running.is_some()),
         restarts: container.map(|c| c.restart_count).unwrap_or(0),
         waiting_reason: waiting.and_then(|w| w.reason.clone()),
         last_exit,
@@ -308,7 +313,7 @@ pub enum Situation<'a> {
         /// The API server's message.
         message: String,
     },
-    /// The current pod is going away (spec change, pinning, deletion in progress).
+    /// The current pod is going away (spec or port change, deletion in progress).
     Replacing(&'a PodObservation),
     /// The scheduler cannot place the pod because its port is taken on the nodes that fit: the
     /// pod is deleted and the session moves to another port ([`StatusInputs::port`]).
@@ -487,15 +492,6 @@ pub fn next_status(
         }
         Situation::Replacing(pod) => {
             next.pod_name = Some(pod.name.clone());
-            // A replacement that pins the pod to its node's public address records the node and
-            // address (inputs.public_address); the next pod is created pinned to them.
-            if let Some(address) = inputs.public_address {
-                next.node_name = pod.node_name.clone();
-                next.public_address = Some(address.to_string());
-            } else if prev.phase == Some(Phase::Terminating) {
-                next.node_name = prev.node_name.clone();
-                next.public_address = prev.public_address.clone();
-            }
             set(condition(
                 POD_READY,
                 "False",
@@ -1138,25 +1134,10 @@ mod tests {
             ts(1),
         );
         assert_eq!((s.phase, s.endpoint), (Some(Phase::Terminating), None));
-        assert_eq!(s.public_address, None, "a plain replacement records no pin");
-        let pinning = next_status(
-            &Default::default(),
-            &Situation::Replacing(&p),
-            &inputs(Some("203.0.113.1")),
-            ts(1),
-        );
         assert_eq!(
-            (
-                pinning.node_name.as_deref(),
-                pinning.public_address.as_deref()
-            ),
-            (Some("n"), Some("203.0.113.1"))
-        );
-        let still = next_status(&pinning, &Situation::Replacing(&p), &inputs(None), ts(2));
-        assert_eq!(
-            still.public_address.as_deref(),
-            Some("203.0.113.1"),
-            "the pin survives while the old pod terminates"
+            (s.node_name, s.public_address),
+            (None, None),
+            "the next pod may land on another node"
         );
         let s = next_status(&Default::default(), &Situation::NoPod, &inputs(None), ts(1));
         assert_eq!(s.phase, Some(Phase::Pending));

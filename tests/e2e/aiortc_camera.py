@@ -8,7 +8,8 @@ stdout, one JSON object per line:
   (seconds, monotonic): `offer_s` (offer made to answer received), `ice_s`
   (answer to ICE connected), `first_frame_s` (answer to first returned frame),
   `green` (saturated-green fraction of that frame's chroma) and `path` (the selected
-  candidate pair: `{"local": "host"|"relay"|..., "remote": ..., "protocol": "udp"|"tcp"|"tls"}`);
+  candidate pair: `{"local": "host"|"relay"|..., "remote": ..., "protocol": "udp"|"tcp"|"tls"}`)
+  and `answer_addresses` (the addresses of the answer's ICE candidates, sorted);
 - `{"event": "error", "status": ..., "body": ...}` when the offer was refused;
 - on the command `window <seconds>` from stdin: `{"event": "window", "frames": N,
   "distinct": D, "green": G, "state": ...}` for the frames that came back during
@@ -42,6 +43,17 @@ def green_fraction(u: np.ndarray, v: np.ndarray) -> float:
 
 def emit(**fields) -> None:
     print(json.dumps(fields), flush=True)
+
+
+def answer_addresses(sdp: str) -> list[str]:
+    """The addresses of the ICE candidates an SDP carries (`a=candidate:... <address> <port> typ ...`)."""
+    addresses = set()
+    for line in sdp.splitlines():
+        if line.startswith("a=candidate:"):
+            fields = line.split()
+            if len(fields) > 5:
+                addresses.add(fields[4])
+    return sorted(addresses)
 
 
 def latest_green(client: CameraClient) -> float | None:
@@ -88,6 +100,7 @@ async def main() -> int:
         first_frame_s=first - answered,
         green=latest_green(client),
         path=client.selected_path(),
+        answer_addresses=answer_addresses(client.pc.remoteDescription.sdp),
         width=client.returned[0].width,
         height=client.returned[0].height,
     )

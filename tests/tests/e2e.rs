@@ -14,6 +14,7 @@
 //! time (each brings the whole system up); the happy path prints the apply-to-first-frame
 //! timeline recorded in docs/benchmarks.md.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::OnceLock;
@@ -124,6 +125,17 @@ impl System {
     /// which real camera-pods bind, lie below [`FIRST_FIXTURE_PORT`], so neither a fixture's
     /// server nor an outgoing socket can hold one.
     async fn start(prefix: &str, port_range: &str, gpus: u32) -> Self {
+        Self::start_on(prefix, port_range, gpus, None).await
+    }
+
+    /// [`Self::start`] on a node that also has the ExternalIP `external_ip` (a public address
+    /// other than its InternalIP 127.0.0.1, as cloud nodes have), when given.
+    async fn start_on(
+        prefix: &str,
+        port_range: &str,
+        gpus: u32,
+        external_ip: Option<std::net::IpAddr>,
+    ) -> Self {
         let last_port: u16 = port_range
             .rsplit('-')
             .next()
@@ -154,7 +166,10 @@ impl System {
             ort.display()
         );
         image_env.push(("ORT_DYLIB_PATH".to_owned(), ort.display().to_string()));
-        let node = GpuNode::new(&format!("{ns}-gpu"), gpus).label(TEST_LABEL, &ns);
+        let mut node = GpuNode::new(&format!("{ns}-gpu"), gpus).label(TEST_LABEL, &ns);
+        if let Some(ip) = external_ip {
+            node = node.external_ip(ip);
+        }
         let kubelet = Kubelet::start(
             client.clone(),
             &node,
@@ -211,6 +226,8 @@ impl System {
                     "false",
                 ])
                 .args(["--metrics-listen", &format!("127.0.0.1:{operator_metrics}")])
+                // Pods are asked for their first frame (and activity) every second.
+                .args(["--idle-poll-interval", "1s"])
                 .env("KUBECONFIG", &kubeconfig)
                 .env("RUST_LOG", "info");
             ManagedProcess::spawn("operator", command, &dir.path().join("operator.log"))
@@ -316,6 +333,25 @@ impl System {
     /// `kubectl apply`s a selfie-replace (green) session, as a user would.
     async fn apply_session(&self, name: &str) {
         self.apply_session_of(name, json!({})).await;
+    }
+
+    /// `kubectl delete`s a session and waits until its pod is gone (its GPU is free again).
+    async fn delete_session(&self, name: &str) {
+        self.plane
+            .kubectl(&["delete", "camerasession", name, "-n", &self.ns])
+            .await
+            .expect("kubectl delete");
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns);
+        let pod = child_name(name);
+        eventually(&format!("pod {pod} gone"), WAIT, || async {
+            match pods.get_opt(&pod).await {
+                Ok(None) => Ok(()),
+                Ok(Some(_)) => Err("still there".to_owned()),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// `kubectl apply`s a selfie-replace (green) session with `spec` merged in (e.g. its class).
@@ -627,6 +663,56 @@ struct StartTimeline {
     session_ready: Option<f64>,
 }
 
+/// Every pod the API server held under a name, from a watch opened before the pod was created: a
+/// pod replaced within moments is counted too.
+struct PodUids {
+    uids: std::sync::Arc<std::sync::Mutex<BTreeSet<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PodUids {
+    /// Watches the pods named `pod` in the system's namespace.
+    async fn watch(system: &System, pod: &str) -> PodUids {
+        use futures::StreamExt;
+        use kube::runtime::watcher;
+        let pods: Api<Pod> = Api::namespaced(system.client.clone(), &system.ns);
+        let config = watcher::Config::default().fields(&format!("metadata.name={pod}"));
+        let uids = std::sync::Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+        let (listed, mut first_list) = tokio::sync::oneshot::channel();
+        let seen = uids.clone();
+        let task = tokio::spawn(async move {
+            let mut listed = Some(listed);
+            let mut events = std::pin::pin!(watcher(pods, config));
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => {
+                        seen.lock().unwrap().extend(pod.metadata.uid);
+                    }
+                    Ok(watcher::Event::InitDone) => {
+                        if let Some(listed) = listed.take() {
+                            let _ = listed.send(());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+        // The watch is open once its first list is done.
+        let _ = tokio::time::timeout(WAIT, &mut first_list).await;
+        PodUids { uids, task }
+    }
+
+    fn count(&self) -> usize {
+        self.uids.lock().unwrap().len()
+    }
+}
+
+impl Drop for PodUids {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 async fn watch_start(system: &System, session: &str, applied: Instant) -> StartTimeline {
     let pods: Api<Pod> = Api::namespaced(system.client.clone(), &system.ns);
     let pod_name = child_name(session);
@@ -826,6 +912,80 @@ async fn browser_rides_out(
 /// deleted pod object (an eviction, `kubectl delete pod`) is gone for good: the operator creates a
 /// new pod, which the kubelet starts. Either way the browser script shows the raw camera
 /// meanwhile and reconnects by itself with a new offer.
+/// A node's public address: 127.0.0.2 is the node's ExternalIP, reachable on loopback.
+const EXTERNAL_IP: &str = "127.0.0.2";
+
+/// Starts a session on a node with a public address other than its internal one, streams
+/// aiortc through the router, and returns how the start went, how many pods the session had
+/// until it streamed, and what aiortc reported.
+async fn cold_start_behind_a_public_address(
+    system: &System,
+    session: &str,
+) -> (StartTimeline, usize, Value) {
+    let pods = PodUids::watch(system, &child_name(session)).await;
+    let applied = Instant::now();
+    system.apply_session(session).await;
+    let timeline = watch_start(system, session, applied).await;
+    let mut peer = system.aiortc(session).await;
+    let first = peer.expect("connected", WAIT).await;
+    peer.close().await;
+    (timeline, pods.count(), first)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_pod_on_a_node_with_a_public_address_starts_once_advertises_it_and_times_its_first_frame() {
+    let _serial = SERIAL.lock().await;
+    let system =
+        System::start_on("e2e-public", "15060-15069", 1, Some(EXTERNAL_IP.parse().unwrap())).await;
+    let (timeline, pods, first) = cold_start_behind_a_public_address(&system, "cam").await;
+    assert_eq!(
+        pods, 1,
+        "the session's pod was replaced before it streamed: {timeline:?}"
+    );
+    let container = system
+        .kubelet
+        .container(&system.ns, &child_name("cam"))
+        .expect("camera-pod runs");
+    assert_eq!(container.restarts, 0, "{container:?}");
+    let status = system.session_status("cam").await.expect("status");
+    assert_eq!(status["publicAddress"], EXTERNAL_IP, "{status}");
+    assert!(number(&first, "green") >= MIN_GREEN, "not filtered: {first}");
+    let advertised: Vec<&str> = first["answer_addresses"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    assert!(
+        advertised.contains(&EXTERNAL_IP),
+        "the answer does not advertise the node's public address: {first}"
+    );
+    // The start's times, on to the first answer and frame the pod reported.
+    let start = eventually("status.start.firstFrameMillis", WAIT, || async {
+        let status = system.session_status("cam").await?;
+        match status["start"]["firstFrameMillis"] {
+            Value::Null => Err(status.to_string()),
+            _ => Ok(status["start"].clone()),
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let millis = |key: &str| number(&start, key);
+    assert!(
+        millis("scheduledMillis") <= millis("readyMillis")
+            && millis("readyMillis") <= millis("firstAnswerMillis")
+            && millis("firstAnswerMillis") <= millis("firstFrameMillis"),
+        "{start}"
+    );
+    assert!(millis("firstFrameMillis") < WAIT.as_millis() as f64, "{start}");
+    assert_eq!(start["warm"], false, "{start}");
+    let streamed = operator_metric(
+        &system,
+        "p2pcamera_operator_session_start_seconds_count{stage=\"first_frame\",start=\"cold\"}",
+    )
+    .await;
+    assert_eq!(streamed, 1.0);
+    system.delete_session("cam").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn camera_pod_killed_or_deleted_mid_stream_comes_back_and_the_browser_reconnects_by_itself() {
     let _serial = SERIAL.lock().await;
@@ -1518,11 +1678,7 @@ async fn bench_warm_and_cold_starts() {
             peer.close().await;
             ready.push(ready_s);
             frame.push(ready_s + number(&first, "offer_s") + number(&first, "first_frame_s"));
-            system
-                .plane
-                .kubectl(&["delete", "camerasession", &name, "-n", &system.ns])
-                .await
-                .expect("kubectl delete");
+            system.delete_session(&name).await;
         }
         rows.push((kind, ready, frame));
     }
@@ -1558,4 +1714,39 @@ async fn bench_warm_and_cold_starts() {
     );
     system.delete_class(&class).await;
     system.shutdown().await;
+}
+
+/// Cold starts on a node whose public address differs from its internal one (the usual cloud
+/// node): `bench/cold-start.sh` prints the table in docs/benchmarks.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run bench/cold-start.sh"]
+async fn bench_cold_starts_behind_a_public_address() {
+    let _serial = SERIAL.lock().await;
+    let starts: usize = std::env::var("P2PCAMERA_BENCH_STARTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10);
+    let system =
+        System::start_on("bench-public", "15220-15239", 1, Some(EXTERNAL_IP.parse().unwrap())).await;
+    let (mut ready, mut frame, mut pods) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..starts {
+        let name = format!("cold-{i}");
+        let (timeline, pod_count, first) = cold_start_behind_a_public_address(&system, &name).await;
+        assert!(number(&first, "green") >= MIN_GREEN, "{first}");
+        let ready_s = timeline.session_ready.expect("Ready");
+        ready.push(ready_s);
+        frame.push(ready_s + number(&first, "offer_s") + number(&first, "first_frame_s"));
+        pods.push(pod_count as f64);
+        system.delete_session(&name).await;
+    }
+    println!("| start | sessions | pods per session | apply to Ready p50 / p99 (s) | apply to first filtered frame p50 / p99 (s) |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| cold, node ExternalIP {EXTERNAL_IP} | {starts} | {:.1} | {:.3} / {:.3} | {:.3} / {:.3} |",
+        pods.iter().sum::<f64>() / pods.len().max(1) as f64,
+        percentile(&ready, 50.0),
+        percentile(&ready, 99.0),
+        percentile(&frame, 50.0),
+        percentile(&frame, 99.0)
+    );
 }

@@ -109,6 +109,7 @@ pub struct Camera {
     metrics: Arc<Metrics>,
     live: tokio::sync::Mutex<Option<LivePeer>>,
     last_active: Arc<AtomicU64>,
+    firsts: Arc<timeline::FirstTimes>,
 }
 
 impl Camera {
@@ -119,6 +120,7 @@ impl Camera {
             metrics,
             live: tokio::sync::Mutex::new(None),
             last_active: Arc::new(AtomicU64::new(pipeline::unix_now())),
+            firsts: Arc::default(),
         }
     }
 
@@ -163,6 +165,7 @@ impl Camera {
             metrics: self.metrics.clone(),
             last_active: self.last_active.clone(),
             offer_received,
+            firsts: self.firsts.clone(),
         })
         .await?;
         self.last_active
@@ -180,6 +183,8 @@ impl Camera {
                 .unwrap_or_else(|| "none".into()),
             last_active: self.last_active.load(Ordering::Relaxed),
             filter: self.worker.current(),
+            first_answer_ms: self.firsts.answer_sent(),
+            first_frame_ms: self.firsts.frame_sent(),
         }
     }
 

@@ -38,7 +38,7 @@ use super::pipeline::{Controls, DecodeStage, EncodeStage};
 use super::reorder::{REORDER_CAPACITY, REORDER_WAIT, ReorderBuffer};
 use super::rtp::{AssembledFrame, Assembly, FrameAssembler, RtpPacketizer};
 use super::sdp::{self, H264_FMTP};
-use super::timeline::{ConnectStage, ConnectTimeline};
+use super::timeline::{ConnectStage, ConnectTimeline, FirstTimes};
 use super::{MediaConfig, MediaError};
 use crate::codec::CodecKind;
 use crate::filter::worker::{FilterWorker, PipelineStats};
@@ -63,6 +63,8 @@ pub(super) struct PeerSetup {
     pub last_active: Arc<AtomicU64>,
     /// When the offer was received; the connection's stages are timed from then.
     pub offer_received: Instant,
+    /// The pod's first answer and frame, which this connection may be.
+    pub firsts: Arc<FirstTimes>,
 }
 
 fn rtp_codec(codec: CodecKind) -> RTCRtpCodec {
@@ -494,6 +496,7 @@ impl LivePeer {
         let timeline = Arc::new(ConnectTimeline::new(
             setup.offer_received,
             setup.metrics.clone(),
+            setup.firsts.clone(),
         ));
         let shared = Arc::new(PeerShared {
             codec: setup.codec,

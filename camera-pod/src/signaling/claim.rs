@@ -232,8 +232,12 @@ impl AppState {
                 )));
             }
             Phase::Unready { reason } => return Err(ApiError::NotReady(reason.clone())),
-            // A warm-pool pod serves a camera only once claimed, and then `claim` is set.
-            Phase::Ready { .. } => return Err(ApiError::AlreadyClaimed),
+            // A warm-pool pod serves a camera only once claimed, and then `claim` is set; it never
+            // waits for an address (`--await-public-ip` and `--claim-token-file` exclude each
+            // other), the claim brings it.
+            Phase::Ready { .. } | Phase::AwaitingAddress { .. } => {
+                return Err(ApiError::AlreadyClaimed);
+            }
         };
         let warm_filter = claim.filter == warm.spec;
         let reply = ClaimReply {

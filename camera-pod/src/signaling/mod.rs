@@ -18,6 +18,11 @@
 //! `/readyz` then says `ready`. A repeat of the same claim is answered as the first time; any
 //! other claim is 409 `already_claimed`, and a claim during the warm-up 503 `not_ready`.
 //!
+//! A pod started with its session and `--await-public-ip` is not ready after its warm-up until
+//! the operator hands it the node's public address (`POST /public-address`, see
+//! [`public_address`]): `/readyz` says 503 `{"status":"awaiting_public_address",...}` and the
+//! camera endpoints 503 `not_ready` meanwhile.
+//!
 //! A request's body must arrive within the listener's request timeout: a body still arriving
 //! after that fails to read (400 `bad_body`) and its connection is closed after the answer.
 //! `/metrics` is served here only when the [`ListenerPolicy`] says so; [`metrics_app`] serves it
@@ -26,6 +31,7 @@
 pub mod auth;
 pub mod claim;
 pub mod error;
+pub mod public_address;
 pub mod tls;
 
 use std::sync::{Arc, RwLock};
@@ -52,6 +58,7 @@ use crate::filter::{FilterSpec, FilterWorker};
 use crate::media::{Camera, MediaConfig};
 use crate::metrics::Metrics;
 pub use error::ApiError;
+use public_address::OperatorChannel;
 
 const INDEX_HTML: &str = include_str!("../../../static/index.html");
 const P2PCAMERA_JS: &str = include_str!("../../../static/p2pcamera.js");
@@ -79,6 +86,8 @@ pub struct WarmPod {
 enum Phase {
     /// Building and warming up the initial filter (named by its spec).
     Warming { filter: String },
+    /// Warm, waiting for the operator to hand the node's public address.
+    AwaitingAddress { filter: String },
     /// A warm-pool pod, warm and not claimed yet: no camera until a claim.
     Warm(Arc<WarmPod>),
     Ready {
@@ -141,6 +150,9 @@ pub struct AppState {
     serving: Arc<RwLock<Arc<Serving>>>,
     /// Set on a warm-pool pod (`--claim-token-file`): `/claim` is routed.
     pool: Option<Arc<Pool>>,
+    /// Set on a pod that waits for its public address (`--await-public-ip`):
+    /// `/public-address` is routed.
+    operator: Option<Arc<OperatorChannel>>,
 }
 
 impl FromRef<AppState> for Arc<Metrics> {
@@ -189,7 +201,27 @@ impl AppState {
             policy: ListenerPolicy::default(),
             serving: Arc::new(RwLock::new(Arc::new(serving))),
             pool,
+            operator: None,
         }
+    }
+
+    /// The same state, waiting after the warm-up for the operator (authenticated by
+    /// `operator_token`) to hand the node's public address before it serves a camera.
+    pub fn awaiting_public_address(self, operator_token: String) -> Self {
+        AppState {
+            operator: Some(Arc::new(OperatorChannel::new(operator_token))),
+            ..self
+        }
+    }
+
+    /// The operator's channel of a pod that waits for its public address.
+    pub fn operator_channel(&self) -> Option<Arc<OperatorChannel>> {
+        self.operator.clone()
+    }
+
+    /// Warm, waiting for the public address: `/readyz` says `awaiting_public_address`.
+    pub fn set_awaiting_address(&self, filter: String) {
+        self.set_phase(Phase::AwaitingAddress { filter });
     }
 
     /// Whether this is a warm-pool pod (started with a claim token).
@@ -253,6 +285,9 @@ impl AppState {
             Phase::Ready { camera, .. } => Ok(camera.clone()),
             Phase::Unready { reason } => Err(ApiError::NotReady(reason.clone())),
             Phase::Warm(_) => Err(ApiError::NotClaimed),
+            Phase::AwaitingAddress { .. } => Err(ApiError::NotReady(
+                "waiting for the operator to hand the node's public address".to_owned(),
+            )),
             Phase::Warming { .. } if self.is_pool() => Err(ApiError::NotClaimed),
             Phase::Warming { filter } => Err(ApiError::NotReady(format!(
                 "the filter {filter} is still warming up"
@@ -273,6 +308,10 @@ pub fn app(state: AppState) -> Router {
         .route("/status", get(status));
     let router = match state.pool.clone() {
         Some(pool) => claim::route(router, pool),
+        None => router,
+    };
+    let router = match state.operator.clone() {
+        Some(channel) => public_address::route(router, channel),
         None => router,
     };
     let router = if state.policy.metrics {
@@ -384,6 +423,12 @@ async fn readyz(State(state): State<AppState>) -> Response {
             StatusCode::SERVICE_UNAVAILABLE,
             [(RETRY_AFTER, error::RETRY_AFTER_SECONDS.to_string())],
             Json(serde_json::json!({ "status": "warming", "filter": filter })),
+        )
+            .into_response(),
+        Phase::AwaitingAddress { filter } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(RETRY_AFTER, error::RETRY_AFTER_SECONDS.to_string())],
+            Json(serde_json::json!({ "status": "awaiting_public_address", "filter": filter })),
         )
             .into_response(),
         Phase::Unready { reason } => (

@@ -47,16 +47,47 @@ pub fn install_crypto() {
 /// A camera-pod server running in this process with the passthrough filter.
 pub struct TestServer {
     pub base: String,
+    /// A client for the server (over HTTPS: one that trusts any certificate).
+    pub http: reqwest::Client,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl TestServer {
+    /// Starts camera-pod (passthrough, plain HTTP on loopback) with `extra` flags and waits until
+    /// it is ready.
     pub async fn start(extra: &[&str]) -> TestServer {
+        let server = Self::spawn(extra);
+        server.wait_ready().await;
+        server
+    }
+
+    /// Starts camera-pod like [`Self::start`] without waiting for anything.
+    pub fn spawn(extra: &[&str]) -> TestServer {
         install_crypto();
+        let mut argv = vec!["--plain-http"];
+        argv.extend_from_slice(extra);
+        Self::spawn_with(&argv, "http", reqwest::Client::new())
+    }
+
+    /// Starts camera-pod (passthrough) over HTTPS with the certificate and key files `tls` and
+    /// `extra` flags, without waiting for anything.
+    pub fn spawn_https(tls: (&std::path::Path, &std::path::Path), extra: &[&str]) -> TestServer {
+        let (cert, key) = (tls.0.to_str().unwrap(), tls.1.to_str().unwrap());
+        install_crypto();
+        let mut argv = vec!["--tls-cert", cert, "--tls-key", key];
+        argv.extend_from_slice(extra);
+        let http = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .unwrap();
+        Self::spawn_with(&argv, "https", http)
+    }
+
+    fn spawn_with(extra: &[&str], scheme: &str, http: reqwest::Client) -> TestServer {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut argv = vec!["camera-pod", "--filter", "passthrough", "--plain-http"];
+        let mut argv = vec!["camera-pod", "--filter", "passthrough"];
         argv.extend_from_slice(extra);
         let args = camera_pod::config::Args::parse_from(argv);
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -68,17 +99,21 @@ impl TestServer {
                 panic!("server failed: {error}");
             }
         });
-        let server = TestServer {
-            base: format!("http://{addr}"),
+        TestServer {
+            base: format!("{scheme}://{addr}"),
+            http,
             shutdown: Some(tx),
             task: Some(task),
-        };
-        let client = reqwest::Client::new();
+        }
+    }
+
+    /// Waits until `/readyz` answers 200 (at most 5 s).
+    pub async fn wait_ready(&self) {
         for _ in 0..100 {
-            if let Ok(response) = client.get(format!("{}/readyz", server.base)).send().await
+            if let Ok(response) = self.http.get(format!("{}/readyz", self.base)).send().await
                 && response.status().is_success()
             {
-                return server;
+                return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

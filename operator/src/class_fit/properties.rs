@@ -139,7 +139,7 @@ proptest! {
         };
         let fits = class_fit::check(&parsed, &class).is_ok();
         let session: CameraSession = fixtures::session(serde_json::to_value(&parsed).unwrap());
-        let pod = desired::build_pod(&session, &class, 40000, &fixtures::config(), None)
+        let pod = desired::build_pod(&session, &class, 40000, &fixtures::config())
             .expect("a pod builds for any parsed spec");
         if fits {
             let video = EffectiveVideo::of(&parsed, &class);

@@ -1,13 +1,14 @@
 //! What one reconcile does, decided without a client: [`decide`] turns what was observed into a
 //! [`Plan`] (what to do with the pod, the next status, the wake annotation, when to come back).
 //!
-//! Three facts a decision may hang on need I/O or shared state: the public address of a node, a
-//! ready camera pod's activity, and another port for a session whose port is taken on the nodes
-//! that fit ([`crate::ports::UdpPortAllocator::other_port`]). `decide` asks for them: it answers [`Decision::Lookup`] when it needs one that
-//! [`Observed::lookups`] does not hold yet, and the executor (`controller/execute.rs`) puts the answer
-//! there and calls `decide` again. It asks only on the branches that use the answer, and never
-//! twice for the same fact, so one reconcile performs at most one node read, one activity poll
-//! and one port move.
+//! The facts a decision may hang on that need I/O or shared state: the public address of a node,
+//! a ready camera pod's activity, another port for a session whose port is taken on the nodes
+//! that fit ([`crate::ports::UdpPortAllocator::other_port`]), a warm pod claimed, and the node's
+//! public address handed to a starting pod. `decide` asks for them: it answers
+//! [`Decision::Lookup`] when it needs one that [`Observed::lookups`] does not hold yet, and the
+//! executor (`controller/execute.rs`) puts the answer there and calls `decide` again. It asks only
+//! on the branches that use the answer, and never twice for the same fact, so one reconcile
+//! performs at most one node read, one activity poll, one port move, one claim and one hand-over.
 //! Applying the pod is the one action whose outcome changes the plan: when the API server refuses
 //! the pod as invalid (`422`), [`rejected`] is the plan instead.
 //!
@@ -22,7 +23,7 @@
 //! 3. Within the crash backoff while the crashed pod is going away or gone: stay Failed until the
 //!    backoff ends.
 //! 4. No pod, and the session's class has a warm pool it may claim from
-//!    ([`claim::pool_for`]; not after a pinning replacement): claim an idle warm pod
+//!    ([`claim::pool_for`]): claim an idle warm pod
 //!    ([`Lookup::WarmPod`], answered by the executor, which claims as it answers). A claimed pod
 //!    is reported like a running one (usually Ready at once) with `WarmStart=True`; when none
 //!    could be claimed, the session goes on as below with `WarmStart=False` and the reason
@@ -34,18 +35,19 @@
 //!    A new session's first status waits for its pod: the status written now would only say
 //!    "creating the pod", and the pod's watch event brings the next reconcile within moments
 //!    (its port is recorded on the pod, `p2pcamera.io/port`).
-//!    After a pinning replacement (phase Terminating with a node and a public address recorded)
-//!    and with `--public-ip-source node`, the new pod is pinned to that node's current public
-//!    address ([`Lookup::NodeAddress`]).
 //! 5. The pod is terminating: phase Terminating until it is gone.
-//! 6. A claimed warm pod whose hash differs from [`desired::claimed_pod_hash`] (the spec or port
-//!    changed): delete it (a claimed pod is never pinned: it got its address with its session).
-//!    A live pod whose `p2pcamera.io/pod-hash` differs from the desired pod's (spec or port
-//!    changed, or the node's public address differs from the pod's host IP and the pod is not
-//!    pinned yet): delete it; a pinning replacement records the node and address in status,
-//!    where they stay while the old pod terminates (branch 5) for the new pod to name (branch 4).
-//!    The hash depends only on the spec, the port and the pin, so an unchanged spec never
-//!    replaces a pod (no flapping).
+//! 6. A live pod whose `p2pcamera.io/pod-hash` differs from the desired pod's, or a claimed warm
+//!    pod's from [`desired::claimed_pod_hash`] (the spec or the port changed): delete it. The
+//!    hash depends only on the spec and the port, so an unchanged spec never replaces a pod (no
+//!    flapping).
+//!
+//!    With `--public-ip-source node`, a session's own pod that runs (its container started) and
+//!    is not ready waits for its node's public address: it is handed over
+//!    ([`Lookup::PublicAddress`], the node's address from [`Lookup::NodeAddress`], its host IP
+//!    when the node names none), and tried again after [`ADDRESS_RETRY`] when the pod did not
+//!    take it (its server may not listen yet); the pod then turns ready by itself. The pod
+//!    starts once, on whichever node the scheduler picks (a claimed pod got the address with its
+//!    claim).
 //! 7. The scheduler cannot place the pod because its port is taken on the nodes that fit
 //!    ([`status::port_conflict`]): the session moves to another port ([`Lookup::OtherPort`]) and
 //!    the pod is deleted, to be created again on the new port (reason `PortConflict`). When the
@@ -54,6 +56,8 @@
 //!    nodes without a free GPU).
 //! 8. A ready pod with `idleTimeout`: its activity is polled ([`Lookup::Activity`], at most every
 //!    `--idle-poll-interval`); idle too long -> delete it, phase Idle (the Secret and port stay).
+//!    A ready pod whose first frame the start times wait for ([`Observed::awaits_first_frame`])
+//!    is polled the same way, for the pod's first answer and frame.
 //! 9. Otherwise the pod runs: status from its observation; a ready pod with `idleTimeout` is
 //!    looked at again after the poll interval, any other after [`RESYNC`]. A new pod's normal
 //!    progress (waiting for the scheduler, starting) is not written over a status that says
@@ -73,13 +77,15 @@ use crate::applied_pods::APPLIED_POD_MEMORY;
 use crate::class_fit::{NotAccepted, ResolvedClass};
 use crate::config::{Config, PublicIpSource, parse_duration};
 use crate::crd::{CameraSession, CameraSessionStatus, Phase};
-use crate::desired::{self, BuildError, Placement};
+use crate::desired::{self, BuildError};
 use crate::pool::claim::{self, PoolTarget};
 use crate::status::{self, PodObservation, Scheduling, Situation, StatusInputs};
 use p2pcamera_api::objects::{ANNOTATION_POD_HASH, ANNOTATION_WAKE};
 
 /// When a session whose pod is being replaced is looked at again.
 pub const REPLACING_RECHECK: Duration = Duration::from_secs(2);
+/// When the hand-over of a node's public address to a pod that did not take it is tried again.
+pub const ADDRESS_RETRY: Duration = Duration::from_millis(250);
 /// When a session with nothing to wait for is looked at again (pod and session changes trigger
 /// a reconcile at once anyway).
 pub const RESYNC: Duration = Duration::from_secs(300);
@@ -113,6 +119,9 @@ pub struct Observed<'a> {
     pub applied_pod: Option<&'a str>,
     /// The time of the reconcile.
     pub now: Timestamp,
+    /// The operator waits for the first frame of the session's start
+    /// ([`crate::start_times::StartClock::awaits_first_frame`]): a ready pod is polled for it.
+    pub awaits_first_frame: bool,
     /// The answers to the lookups [`decide`] asked for so far.
     pub lookups: Lookups,
 }
@@ -128,6 +137,17 @@ pub struct Lookups {
     pub activity: Option<Polled>,
     /// The allocator's answer to a port conflict.
     pub other_port: Option<OtherPort>,
+    /// The outcome of handing the node's public address to the session's pod.
+    pub public_address: Option<HandedAddress>,
+}
+
+/// What handing a node's public address to a pod gave ([`crate::pod_api::hand_public_address`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HandedAddress {
+    /// The pod advertises the address.
+    Accepted,
+    /// The pod did not take it (not listening yet, refused, or advertises another address).
+    Failed(String),
 }
 
 /// What claiming a warm-pool pod for the session gave ([`crate::pool::claim`]).
@@ -180,12 +200,15 @@ pub enum Polled {
 }
 
 /// A camera pod's report of its camera.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Activity {
     /// A camera is connected now.
     pub camera_connected: bool,
     /// When a camera was last connected (or the pod started, when none has been yet).
     pub last_active: Option<Timestamp>,
+    /// Unix milliseconds of the pod's first answer, and of its first filtered frame.
+    pub first_answer_ms: Option<u64>,
+    pub first_frame_ms: Option<u64>,
 }
 
 /// A fact [`decide`] needs that only I/O gives.
@@ -206,6 +229,14 @@ pub enum Lookup {
     OtherPort {
         /// The session's port now.
         taken: u16,
+    },
+    /// Hand `address`, the public address of its node, to the session's pod at `endpoint`, which
+    /// runs and waits for it (answer in [`Lookups::public_address`]).
+    PublicAddress {
+        /// `https://<host IP>:<port>` of the camera pod.
+        endpoint: String,
+        /// The node's public address.
+        address: String,
     },
     /// Claim an idle warm pod of `pool` for the session, which has no pod (answer in
     /// [`Lookups::warm_claim`]; the executor claims as it answers).
@@ -278,12 +309,8 @@ pub enum DeleteReason {
     Idle,
     /// The pod crash-loops.
     CrashLoop,
-    /// The pod is not the desired one; `pinning`: the replacement pins it to its node's public
-    /// address (the spec did not change).
-    Replace {
-        /// The replacement pins the pod to its node.
-        pinning: bool,
-    },
+    /// The pod is not the desired one (the spec or the port changed).
+    Replace,
     /// No camera within the idle timeout.
     IdleTimeout,
     /// The session does not fit its CameraClass (any more).
@@ -443,23 +470,13 @@ impl Observed<'_> {
         }
     }
 
-    /// No pod: apply the desired one, pinned when a pinning replacement left a node in status.
+    /// No pod: claim a warm one, or apply the desired one.
     fn create(&self, class: &ResolvedClass) -> Result<Plan, Unfinished> {
         let prev = self.prev;
-        let pin_node = match (
-            self.config.public_ip_source,
-            prev.phase,
-            &prev.node_name,
-            &prev.public_address,
-        ) {
-            (PublicIpSource::Node, Some(Phase::Terminating), Some(node), Some(_)) => Some(node),
-            _ => None,
-        };
-        // Not after a pinning replacement, nor while the session's own pod, applied moments
-        // ago, is not in the cache yet.
-        let warm = match (pin_node, self.applied_pod) {
-            (None, None) => claim::pool_for(self.session, class, self.config),
-            _ => None,
+        // Not while the session's own pod, applied moments ago, is not in the cache yet.
+        let warm = match self.applied_pod {
+            None => claim::pool_for(self.session, class, self.config),
+            Some(_) => None,
         };
         let missed = match (warm, &self.lookups.warm_claim) {
             (None, _) => None,
@@ -502,15 +519,7 @@ impl Observed<'_> {
             }
             (Some(_), Some(WarmClaim::Missed { reason, message })) => Some((*reason, message)),
         };
-        let pin = match pin_node {
-            Some(node) => self.node_address(node)?.map(|address| Placement {
-                node: node.clone(),
-                address,
-            }),
-            None => None,
-        };
-        let desired =
-            desired::build_pod(self.session, class, self.port, self.config, pin.as_ref())?;
+        let desired = desired::build_pod(self.session, class, self.port, self.config)?;
         let (change, then) = if self.applied_pod.is_some() && self.applied_pod == pod_hash(&desired)
         {
             (PodChange::Keep, Action::requeue(APPLIED_POD_MEMORY))
@@ -573,39 +582,47 @@ impl Observed<'_> {
             (Some(_), PublicIpSource::Host) => obs.host_ip.clone(),
             (Some(node), PublicIpSource::Node) => self.node_address(node)?,
         };
-        if claim::is_claimed(pod) {
-            // A claimed pool pod got the node's public address with its session, so it is never
-            // pinned; only a change of the spec (or port) replaces it.
-            if pod_hash(pod) != Some(desired::claimed_pod_hash(session, class, port)?.as_str()) {
-                let delete = delete(pod, DeleteReason::Replace { pinning: false });
-                let then = Action::requeue(REPLACING_RECHECK);
-                return Ok(self.plan_for(delete, &Situation::Replacing(obs), None, None, then));
-            }
-            return self.report(pod, obs, bound_node, public_address);
-        }
-        let placement = desired::pinned_placement(pod).or_else(|| {
-            match (bound_node, &public_address, &obs.host_ip) {
-                (Some(node), Some(address), Some(host_ip)) if address != host_ip => {
-                    Some(Placement {
-                        node: node.to_string(),
-                        address: address.clone(),
-                    })
-                }
-                _ => None,
-            }
-        });
-        let wanted = desired::build_pod(session, class, port, config, placement.as_ref())?;
-        let current_hash = pod_hash(pod);
-        if current_hash != pod_hash(&wanted) {
-            let unpinned = desired::build_pod(session, class, port, config, None)?;
-            let pinning = placement.is_some() && current_hash == pod_hash(&unpinned);
-            // Only a pinning replacement records the node's address, for the next pod.
-            let pin_address = public_address.as_deref().filter(|_| pinning);
-            let delete = delete(pod, DeleteReason::Replace { pinning });
+        // A claimed pool pod got the node's public address with its session; only a change of
+        // the spec (or port) replaces it, as it replaces a session's own pod.
+        let claimed = claim::is_claimed(pod);
+        let wanted_hash = if claimed {
+            desired::claimed_pod_hash(session, class, port)?
+        } else {
+            let wanted = desired::build_pod(session, class, port, config)?;
+            pod_hash(&wanted).unwrap_or_default().to_owned()
+        };
+        if pod_hash(pod) != Some(wanted_hash.as_str()) {
+            let delete = delete(pod, DeleteReason::Replace);
             let then = Action::requeue(REPLACING_RECHECK);
-            return Ok(self.plan_for(delete, &Situation::Replacing(obs), pin_address, None, then));
+            return Ok(self.plan_for(delete, &Situation::Replacing(obs), None, None, then));
         }
-        self.report(pod, obs, bound_node, public_address)
+        // A session's own pod waits, once it runs, for its node's public address (its host IP
+        // when the node names none).
+        let handing = match (public_address.as_ref().or(obs.host_ip.as_ref()), &obs.host_ip) {
+            (Some(address), Some(host_ip))
+                if !claimed
+                    && config.public_ip_source == PublicIpSource::Node
+                    && obs.running
+                    && !obs.ready =>
+            {
+                match &self.lookups.public_address {
+                    None => {
+                        return Err(Unfinished::Lookup(Lookup::PublicAddress {
+                            endpoint: status::endpoint(host_ip, port),
+                            address: address.clone(),
+                        }));
+                    }
+                    Some(handed) => Some(handed),
+                }
+            }
+            _ => None,
+        };
+        let mut plan = self.report(pod, obs, bound_node, public_address)?;
+        if let Some(HandedAddress::Failed(_)) = handing {
+            // The pod may still be starting its server: try again soon.
+            plan.then = Action::requeue(ADDRESS_RETRY);
+        }
+        Ok(plan)
     }
 
     /// The running pod is the desired one: move it when the scheduler finds its port taken,
@@ -664,14 +681,16 @@ impl Observed<'_> {
             .and_then(|t| parse_duration(t).ok());
         let mut last_active = None;
         let mut idle = false;
-        if let (true, Some(timeout), Some(host_ip)) = (obs.ready, timeout, obs.host_ip.as_deref()) {
-            match &self.lookups.activity {
-                None => {
+        // Polled for the idle timeout, and until the first frame for the start times.
+        let polled = obs.ready && (timeout.is_some() || self.awaits_first_frame);
+        if let (true, Some(host_ip)) = (polled, obs.host_ip.as_deref()) {
+            match (&self.lookups.activity, timeout) {
+                (None, _) => {
                     let endpoint = status::endpoint(host_ip, port);
                     return Err(Unfinished::Lookup(Lookup::Activity { endpoint }));
                 }
-                Some(Polled::NoAnswer) => {}
-                Some(Polled::Answer(report)) => {
+                (Some(Polled::NoAnswer), _) | (Some(Polled::Answer(_)), None) => {}
+                (Some(Polled::Answer(report)), Some(timeout)) => {
                     last_active = if report.camera_connected {
                         Some(self.now)
                     } else {
@@ -695,7 +714,7 @@ impl Observed<'_> {
                 Situation::Idle,
                 Action::await_change(),
             )
-        } else if obs.ready && timeout.is_some() {
+        } else if polled {
             (
                 PodChange::Keep,
                 Situation::Running(obs),
@@ -751,7 +770,6 @@ mod tests {
         SPEC_VALID,
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-    use p2pcamera_api::objects::ANNOTATION_PUBLIC_ADDRESS;
     use serde_json::json;
 
     fn condition<'a>(status: &'a CameraSessionStatus, type_: &str) -> &'a Condition {
@@ -812,7 +830,7 @@ mod tests {
             ("False", misfit.to_string().as_str())
         );
         assert_eq!(plan.then, Action::await_change());
-        let pod = camera_pod(&session(json!({})), None)
+        let pod = camera_pod(&session(json!({})))
             .bound(NODE, HOST_IP)
             .ready();
         let running = new.with_pod(pod).plan();
@@ -838,7 +856,6 @@ mod tests {
                 &ResolvedClass::built_in(),
                 PORT,
                 &config(),
-                None,
             )
             .unwrap()
         );
@@ -879,47 +896,24 @@ mod tests {
     }
 
     #[test]
-    fn after_a_pinning_replacement_the_new_pod_is_pinned_to_the_nodes_current_address() {
-        let snapshot = Snapshot::new(session(json!({})))
-            .with_prev(CameraSessionStatus::pinning(NODE, PUBLIC_IP));
-        assert_eq!(snapshot.decide(), node_lookup());
-        let plan = snapshot
-            .clone()
-            .with_node_address(NODE, Some("203.0.113.77"))
-            .plan();
-        let pod = applied(&plan);
-        assert_eq!(pod.spec.as_ref().unwrap().node_name.as_deref(), Some(NODE));
-        assert_eq!(
-            desired::pod_annotation(pod, ANNOTATION_PUBLIC_ADDRESS),
-            Some("203.0.113.77")
-        );
-        assert_eq!(plan.status.phase, Some(Phase::Pending));
-        // The node lost its address meanwhile: an unpinned pod, never a pod pinned to nothing.
-        let plan = snapshot.clone().with_node_address(NODE, None).plan();
-        assert_eq!(applied(&plan).spec.as_ref().unwrap().node_name, None);
-        // An answer for another node is no answer.
-        assert_eq!(
-            snapshot
-                .with_node_address("gpu-2", Some(PUBLIC_IP))
-                .decide(),
-            node_lookup()
-        );
-    }
-
-    #[test]
-    fn host_addresses_never_pin_and_never_look_nodes_up() {
+    fn host_addresses_never_look_nodes_up_nor_hand_an_address_over() {
         let host = crate::config::Config {
             public_ip_source: PublicIpSource::Host,
             ..config()
         };
-        let snapshot = Snapshot::new(session(json!({})))
-            .with_config(host.clone())
-            .with_prev(CameraSessionStatus::pinning(NODE, PUBLIC_IP));
-        assert_eq!(
-            applied(&snapshot.plan()).spec.as_ref().unwrap().node_name,
-            None
+        let new = Snapshot::new(session(json!({}))).with_config(host.clone());
+        let env = applied(&new.plan()).spec.as_ref().unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap_or_default();
+        assert!(
+            env.iter()
+                .all(|v| v.name != p2pcamera_api::pod_env::AWAIT_PUBLIC_IP),
+            "the pod does not wait for an address: {env:?}"
         );
-        let pod = camera_pod(&session(json!({})), None).bound(NODE, HOST_IP);
+        let pod = camera_pod(&session(json!({})))
+            .bound(NODE, HOST_IP)
+            .running();
         let plan = Snapshot::new(session(json!({})))
             .with_config(host)
             .with_pod(pod)
@@ -974,7 +968,7 @@ mod tests {
         assert_eq!(plan.status.phase, Some(Phase::Idle));
         assert_eq!(condition(&plan.status, IDLE).reason, REASON_IDLE_TIMEOUT);
         // A pod that is still there (e.g. created by a lagging replica) goes.
-        let pod = camera_pod(&session(json!({})), None)
+        let pod = camera_pod(&session(json!({})))
             .bound(NODE, HOST_IP)
             .ready();
         let plan = Snapshot::new(session(json!({})))
@@ -1007,7 +1001,7 @@ mod tests {
 
     #[test]
     fn a_crash_looping_pod_is_deleted_and_the_session_fails() {
-        let pod = camera_pod(&session(json!({})), None)
+        let pod = camera_pod(&session(json!({})))
             .bound(NODE, HOST_IP)
             .restarted(5);
         let plan = Snapshot::new(session(json!({}))).with_pod(pod).plan();
@@ -1029,7 +1023,7 @@ mod tests {
             plan.status.message
         );
         // Fewer restarts than the limit: still running.
-        let pod = camera_pod(&session(json!({})), None)
+        let pod = camera_pod(&session(json!({})))
             .bound(NODE, HOST_IP)
             .restarted(4);
         let plan = Snapshot::new(session(json!({})))
@@ -1042,7 +1036,7 @@ mod tests {
 
     #[test]
     fn a_failed_pod_counts_as_a_crash_and_an_idle_session_ignores_it() {
-        let pod = camera_pod(&session(json!({})), None)
+        let pod = camera_pod(&session(json!({})))
             .bound(NODE, HOST_IP)
             .failed("evicted");
         let plan = Snapshot::new(session(json!({})))
@@ -1072,7 +1066,7 @@ mod tests {
         assert_eq!(plan.then, Action::requeue(Duration::from_secs(50)));
         assert_eq!(plan.status, crashed, "nothing new to write");
         // The crashed pod still terminating: the same.
-        let going = camera_pod(&session(json!({})), None)
+        let going = camera_pod(&session(json!({})))
             .bound(NODE, HOST_IP)
             .restarted(5)
             .terminating();
@@ -1087,7 +1081,7 @@ mod tests {
     fn a_live_pod_ends_the_crash_backoff() {
         // The backoff is over for the session once a live pod exists (e.g. recreated by hand).
         let crashed = CameraSessionStatus::crash_looped_at(ts(1000), "crashed");
-        let pod = camera_pod(&session(json!({})), None).bound(NODE, HOST_IP);
+        let pod = camera_pod(&session(json!({}))).bound(NODE, HOST_IP);
         let plan = Snapshot::new(session(json!({})))
             .with_prev(crashed)
             .with_pod(pod)
@@ -1104,7 +1098,7 @@ mod tests {
 
     #[test]
     fn a_terminating_pod_is_waited_for() {
-        let pod = camera_pod(&session(json!({})), None)
+        let pod = camera_pod(&session(json!({})))
             .bound(NODE, HOST_IP)
             .terminating();
         let plan = Snapshot::new(session(json!({}))).with_pod(pod).plan();
@@ -1114,37 +1108,21 @@ mod tests {
         );
         assert_eq!(plan.status.phase, Some(Phase::Terminating));
         assert_eq!(plan.status.pod_name.as_deref(), Some("cam1-p2pcamera"));
-        // A pin recorded when the replacement started stays while the old pod terminates.
-        let pinning = CameraSessionStatus::pinning(NODE, PUBLIC_IP);
-        let pod = camera_pod(&session(json!({})), None)
-            .bound(NODE, HOST_IP)
-            .terminating();
-        let plan = Snapshot::new(session(json!({})))
-            .with_prev(pinning)
-            .with_pod(pod)
-            .plan();
-        assert_eq!(
-            (
-                plan.status.node_name.as_deref(),
-                plan.status.public_address.as_deref()
-            ),
-            (Some(NODE), Some(PUBLIC_IP))
-        );
     }
 
     #[test]
-    fn a_spec_change_replaces_the_pod_and_records_no_pin() {
-        let old = camera_pod(&session(json!({"filter": {"name": "passthrough"}})), None)
+    fn a_spec_change_replaces_the_pod() {
+        let old = camera_pod(&session(json!({"filter": {"name": "passthrough"}})))
             .bound(NODE, HOST_IP)
             .ready();
         let snapshot = Snapshot::new(session(json!({}))).with_pod(old);
         assert_eq!(
             snapshot.decide(),
             node_lookup(),
-            "the desired pod depends on the node's address"
+            "the status names the node's address"
         );
         let plan = snapshot.with_node_address(NODE, Some(PUBLIC_IP)).plan();
-        assert_eq!(deleted(&plan), DeleteReason::Replace { pinning: false });
+        assert_eq!(deleted(&plan), DeleteReason::Replace);
         assert_eq!(plan.then, Action::requeue(REPLACING_RECHECK));
         assert_eq!(plan.status.phase, Some(Phase::Terminating));
         assert_eq!(
@@ -1159,43 +1137,44 @@ mod tests {
     }
 
     #[test]
-    fn a_pod_whose_host_ip_is_not_public_is_replaced_once_pinned_to_its_node() {
-        let pod = camera_pod(&session(json!({})), None)
-            .bound(NODE, HOST_IP)
-            .ready();
-        let snapshot = Snapshot::new(session(json!({}))).with_pod(pod);
-        // The node's public address is its host IP: nothing to pin.
-        let plan = snapshot
-            .clone()
-            .with_node_address(NODE, Some(HOST_IP))
-            .plan();
-        assert_eq!(plan.pod, PodChange::Keep);
-        assert_eq!(plan.status.public_address.as_deref(), Some(HOST_IP));
-        // It differs: the pod is replaced, and status records the node and address for the next one.
-        let plan = snapshot.with_node_address(NODE, Some(PUBLIC_IP)).plan();
-        assert_eq!(deleted(&plan), DeleteReason::Replace { pinning: true });
-        assert_eq!(plan.status.phase, Some(Phase::Terminating));
-        assert_eq!(
-            (
-                plan.status.node_name.as_deref(),
-                plan.status.public_address.as_deref()
-            ),
-            (Some(NODE), Some(PUBLIC_IP))
-        );
-    }
-
-    #[test]
-    fn a_pinned_pod_stays_even_when_the_nodes_address_changes() {
-        let pin = Placement {
-            node: NODE.into(),
-            address: PUBLIC_IP.into(),
+    fn a_running_pod_is_handed_its_nodes_public_address_instead_of_being_replaced() {
+        let handed = |address: &str| {
+            Decision::Lookup(Lookup::PublicAddress {
+                endpoint: format!("https://{HOST_IP}:{PORT}"),
+                address: address.into(),
+            })
         };
-        let pod = camera_pod(&session(json!({})), Some(&pin))
-            .bound(NODE, HOST_IP)
-            .ready();
+        let starting = Snapshot::new(session(json!({})))
+            .with_pod(camera_pod(&session(json!({}))).bound(NODE, HOST_IP).running());
+        assert_eq!(starting.decide(), node_lookup());
+        let known = starting.with_node_address(NODE, Some(PUBLIC_IP));
+        assert_eq!(known.decide(), handed(PUBLIC_IP));
+        let accepted = known
+            .clone()
+            .with_handed_address(HandedAddress::Accepted)
+            .plan();
+        assert_eq!(accepted.pod, PodChange::Keep, "the pod starts once");
+        assert_eq!(accepted.status.phase, Some(Phase::Starting));
+        assert_ne!(accepted.then, Action::requeue(ADDRESS_RETRY));
+        let failed = known
+            .with_handed_address(HandedAddress::Failed("connection refused".into()))
+            .plan();
+        assert_eq!(failed.pod, PodChange::Keep);
+        assert_eq!(failed.then, Action::requeue(ADDRESS_RETRY), "tried again soon");
+        // A node that names no address: the pod's host IP is what it advertises.
+        let nameless = Snapshot::new(session(json!({})))
+            .with_pod(camera_pod(&session(json!({}))).bound(NODE, HOST_IP).running())
+            .with_node_address(NODE, None);
+        assert_eq!(nameless.decide(), handed(HOST_IP));
+        // Not before the container runs, and never to a ready pod: it has its address; a later
+        // change of the node's address does not replace it either.
+        let bound = Snapshot::new(session(json!({})))
+            .with_pod(camera_pod(&session(json!({}))).bound(NODE, HOST_IP))
+            .with_node_address(NODE, Some(PUBLIC_IP));
+        assert_eq!(bound.plan().pod, PodChange::Keep);
         for address in [Some(PUBLIC_IP), Some("203.0.113.200"), None] {
             let plan = Snapshot::new(session(json!({})))
-                .with_pod(pod.clone())
+                .with_pod(camera_pod(&session(json!({}))).bound(NODE, HOST_IP).ready())
                 .with_node_address(NODE, address)
                 .plan();
             assert_eq!(plan.pod, PodChange::Keep, "{address:?}");
@@ -1205,12 +1184,19 @@ mod tests {
                 Some(format!("https://{HOST_IP}:{PORT}"))
             );
         }
-        // A spec change still replaces it, unpinned.
-        let plan = Snapshot::new(session(json!({"filter": {"name": "passthrough"}})))
-            .with_pod(pod)
-            .with_node_address(NODE, Some(PUBLIC_IP))
-            .plan();
-        assert_eq!(deleted(&plan), DeleteReason::Replace { pinning: false });
+        // Its pod starts with the operator token and without a node of its own.
+        let pod = applied(&Snapshot::new(session(json!({}))).plan()).clone();
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(spec.node_name, None);
+        assert!(
+            spec.containers[0]
+                .env
+                .iter()
+                .flatten()
+                .any(|v| v.name == p2pcamera_api::pod_env::AWAIT_PUBLIC_IP),
+            "{:?}",
+            spec.containers[0].env
+        );
     }
 
     // Branch 7: the port is taken on the nodes that fit.
@@ -1219,7 +1205,7 @@ mod tests {
 
     #[test]
     fn a_port_taken_on_the_nodes_that_fit_moves_the_session_to_another_port() {
-        let pod = camera_pod(&session(json!({})), None).unschedulable(PORTS_TAKEN);
+        let pod = camera_pod(&session(json!({}))).unschedulable(PORTS_TAKEN);
         let snapshot = Snapshot::new(session(json!({}))).with_pod(pod);
         assert_eq!(
             snapshot.decide(),
@@ -1250,7 +1236,7 @@ mod tests {
 
     #[test]
     fn with_no_other_port_to_try_the_session_waits_and_says_why() {
-        let pod = camera_pod(&session(json!({})), None).unschedulable(PORTS_TAKEN);
+        let pod = camera_pod(&session(json!({}))).unschedulable(PORTS_TAKEN);
         let plan = Snapshot::new(session(json!({})))
             .with_pod(pod)
             .with_other_port(None)
@@ -1273,7 +1259,7 @@ mod tests {
         );
         // Nodes without a free GPU counted too: the GPU is the reason given.
         let both = "0/3 nodes are available: 1 Insufficient nvidia.com/gpu, 2 node(s) didn't have free ports for the requested pod ports.";
-        let pod = camera_pod(&session(json!({})), None).unschedulable(both);
+        let pod = camera_pod(&session(json!({}))).unschedulable(both);
         let plan = Snapshot::new(session(json!({})))
             .with_pod(pod)
             .with_other_port(None)
@@ -1287,13 +1273,13 @@ mod tests {
 
     #[test]
     fn a_bound_pod_ends_the_wait_for_a_port() {
-        let pod = camera_pod(&session(json!({})), None).bound(NODE, HOST_IP);
+        let pod = camera_pod(&session(json!({}))).bound(NODE, HOST_IP);
         let plan = Snapshot::new(session(json!({})))
             .with_pod(pod)
             .with_node_address(NODE, Some(HOST_IP))
             .plan();
         assert_eq!(plan.port_wait, PortWait::Over);
-        let pod = camera_pod(&session(json!({})), None)
+        let pod = camera_pod(&session(json!({})))
             .unschedulable("0/2 nodes are available: 2 Insufficient nvidia.com/gpu.");
         let plan = Snapshot::new(session(json!({}))).with_pod(pod).plan();
         assert_eq!(plan.port_wait, PortWait::Unchanged);
@@ -1307,7 +1293,7 @@ mod tests {
 
     #[test]
     fn a_pod_not_yet_bound_is_reported_without_lookups() {
-        let pod = camera_pod(&session(json!({})), None)
+        let pod = camera_pod(&session(json!({})))
             .unschedulable("0/2 nodes are available: 2 Insufficient nvidia.com/gpu.");
         let plan = Snapshot::new(session(json!({}))).with_pod(pod).plan();
         assert_eq!(
@@ -1323,7 +1309,7 @@ mod tests {
 
     #[test]
     fn a_new_pods_normal_progress_is_written_only_once_it_takes_a_while() {
-        let new = || camera_pod(&session(json!({})), None).created(ts(1000));
+        let new = || camera_pod(&session(json!({}))).created(ts(1000));
         let waiting = Snapshot::new(session(json!({})))
             .with_pod(new())
             .at(ts(1003));
@@ -1357,7 +1343,7 @@ mod tests {
 
     #[test]
     fn a_ready_pod_without_idle_timeout_is_never_polled() {
-        let pod = camera_pod(&session(json!({})), None)
+        let pod = camera_pod(&session(json!({})))
             .bound(NODE, HOST_IP)
             .ready();
         let plan = Snapshot::new(session(json!({})))
@@ -1374,7 +1360,7 @@ mod tests {
 
     #[test]
     fn an_unchanged_running_session_writes_no_new_status() {
-        let pod = camera_pod(&session(json!({})), None)
+        let pod = camera_pod(&session(json!({})))
             .bound(NODE, HOST_IP)
             .ready();
         let snapshot = Snapshot::new(session(json!({})))
@@ -1389,7 +1375,7 @@ mod tests {
 
     fn ready_with_idle_timeout() -> Snapshot {
         let session = session(json!({"idleTimeout": "60s"}));
-        let pod = camera_pod(&session, None).bound(NODE, HOST_IP).ready();
+        let pod = camera_pod(&session).bound(NODE, HOST_IP).ready();
         Snapshot::new(session)
             .with_pod(pod)
             .with_prev(CameraSessionStatus::ready_since(ts(1000)))
@@ -1429,10 +1415,35 @@ mod tests {
     }
 
     #[test]
+    fn a_ready_pod_is_polled_for_its_first_frame_while_the_start_times_wait_for_it() {
+        let ready = || {
+            Snapshot::new(session(json!({})))
+                .with_prev(CameraSessionStatus::ready_since(ts(900)))
+                .with_pod(camera_pod(&session(json!({}))).bound(NODE, HOST_IP).ready())
+                .with_node_address(NODE, Some(HOST_IP))
+        };
+        let plan = ready().plan();
+        assert_eq!(plan.then, Action::requeue(RESYNC), "nothing to poll for");
+        let mut waiting = ready();
+        waiting.awaits_first_frame = true;
+        assert_eq!(waiting.decide(), activity_lookup());
+        let streamed = Activity {
+            camera_connected: true,
+            first_answer_ms: Some(1),
+            first_frame_ms: Some(2),
+            ..Activity::default()
+        };
+        let plan = waiting.with_activity(Polled::Answer(streamed)).plan();
+        assert_eq!(plan.pod, PodChange::Keep, "no idle timeout to act on");
+        assert_eq!(plan.then, Action::requeue(idle_poll_interval(&config())));
+    }
+
+    #[test]
     fn a_connected_camera_keeps_the_pod_and_records_the_time() {
         let connected = Activity {
             camera_connected: true,
             last_active: Some(ts(1010)),
+            ..Activity::default()
         };
         let plan = ready_with_idle_timeout()
             .at(ts(5000))
@@ -1448,6 +1459,7 @@ mod tests {
             Polled::Answer(Activity {
                 camera_connected: false,
                 last_active: Some(ts(last_active)),
+                ..Activity::default()
             })
         };
         // Last camera 30 s ago: not idle yet.
@@ -1473,6 +1485,7 @@ mod tests {
         let never = Polled::Answer(Activity {
             camera_connected: false,
             last_active: None,
+            ..Activity::default()
         });
         let plan = ready_with_idle_timeout()
             .at(ts(1059))
@@ -1491,17 +1504,17 @@ mod tests {
         let s = || session(json!({"idleTimeout": "60s"}));
         let pods = [
             None,
-            Some(camera_pod(&s(), None)),
-            Some(camera_pod(&s(), None).bound(NODE, HOST_IP)),
-            Some(camera_pod(&s(), None).bound(NODE, HOST_IP).ready()),
-            Some(camera_pod(&s(), None).bound(NODE, HOST_IP).terminating()),
-            Some(camera_pod(&s(), None).bound(NODE, HOST_IP).restarted(9)),
-            Some(camera_pod(&s(), None).unschedulable(PORTS_TAKEN)),
+            Some(camera_pod(&s())),
+            Some(camera_pod(&s()).bound(NODE, HOST_IP)),
+            Some(camera_pod(&s()).bound(NODE, HOST_IP).running()),
+            Some(camera_pod(&s()).bound(NODE, HOST_IP).ready()),
+            Some(camera_pod(&s()).bound(NODE, HOST_IP).terminating()),
+            Some(camera_pod(&s()).bound(NODE, HOST_IP).restarted(9)),
+            Some(camera_pod(&s()).unschedulable(PORTS_TAKEN)),
         ];
         let statuses = [
             CameraSessionStatus::default(),
             CameraSessionStatus::idle(),
-            CameraSessionStatus::pinning(NODE, PUBLIC_IP),
             CameraSessionStatus::crash_looped_at(ts(990), "crashed"),
             CameraSessionStatus::ready_since(ts(900)),
         ];
@@ -1520,6 +1533,9 @@ mod tests {
                                     snapshot.with_node_address(node, Some(PUBLIC_IP))
                                 }
                                 Lookup::Activity { .. } => snapshot.with_activity(Polled::NoAnswer),
+                                Lookup::PublicAddress { .. } => {
+                                    snapshot.with_handed_address(HandedAddress::Accepted)
+                                }
                                 Lookup::OtherPort { .. } => {
                                     snapshot.with_other_port(Some(PORT + 1))
                                 }
@@ -1565,7 +1581,7 @@ mod tests {
             panic!("a class")
         };
         let hash = desired::claimed_pod_hash(&snapshot.session, class, port).unwrap();
-        let mut pod = camera_pod(&snapshot.session, None)
+        let mut pod = camera_pod(&snapshot.session)
             .bound(NODE, HOST_IP)
             .ready();
         pod.metadata.name = Some("gpu-warm-a".into());
@@ -1594,13 +1610,7 @@ mod tests {
                 }
             })
         );
-        // Not after a pinning replacement, and not for a session in another namespace.
-        let pinning = pooled(Snapshot::new(session(json!({}))))
-            .with_prev(CameraSessionStatus::pinning(NODE, PUBLIC_IP));
-        assert!(!matches!(
-            pinning.decide(),
-            Decision::Lookup(Lookup::WarmPod { .. })
-        ));
+        // Not for a session in another namespace.
         let mut elsewhere = pooled(Snapshot::new(session(json!({}))));
         elsewhere.config.namespace = Some("other".into());
         assert!(matches!(elsewhere.plan().pod, PodChange::Apply(_)));
@@ -1664,10 +1674,10 @@ mod tests {
     }
 
     #[test]
-    fn a_claimed_pod_is_never_pinned_and_is_replaced_only_when_the_spec_changes() {
+    fn a_claimed_pod_is_replaced_only_when_the_spec_changes() {
         let snapshot = pooled(Snapshot::new(session(json!({}))));
         let pod = claimed_pool_pod(&snapshot, PORT);
-        // HOST_IP differs from the node's PUBLIC_IP: a session's own pod would be pinned.
+        // HOST_IP differs from the node's PUBLIC_IP: the claim handed it the address.
         let running = snapshot
             .clone()
             .with_prev(CameraSessionStatus::ready_since(ts(900)))
@@ -1679,7 +1689,7 @@ mod tests {
         assert!(matches!(
             changed.plan().pod,
             PodChange::Delete {
-                reason: DeleteReason::Replace { pinning: false },
+                reason: DeleteReason::Replace,
                 ..
             }
         ));

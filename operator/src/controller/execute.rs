@@ -2,7 +2,7 @@
 //! out its [`Plan`]. Every branch is in [`decide`]; what is left here is I/O in a fixed order.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::jiff::Timestamp;
@@ -17,14 +17,16 @@ use p2pcamera_api::objects::{
 };
 
 use super::decide::{
-    self, Activity, Decision, Lookup, Lookups, NodeAddress, Observed, OtherPort, Plan, PodChange,
-    Polled, PortWait,
+    self, Activity, Decision, HandedAddress, Lookup, Lookups, NodeAddress, Observed, OtherPort,
+    Plan, PodChange, Polled, PortWait,
 };
 use super::{Context, Error, claim};
 use crate::activity;
+use crate::caches;
 use crate::class_fit;
 use crate::crd::{CameraSession, CameraSessionStatus, Phase};
 use crate::desired;
+use crate::pod_api;
 use crate::status;
 
 /// Reconciles `session`: gather, [`decide`], act (see the [controller](super) documentation).
@@ -66,6 +68,7 @@ pub(super) async fn reconcile(session: &CameraSession, ctx: &Context) -> Result<
         pod: pod.as_deref(),
         applied_pod: applied_pod.as_deref(),
         now: Timestamp::now(),
+        awaits_first_frame: ctx.starts.awaits_first_frame(&key, Instant::now()),
         lookups: Lookups::default(),
     };
     let plan = loop {
@@ -74,6 +77,10 @@ pub(super) async fn reconcile(session: &CameraSession, ctx: &Context) -> Result<
             Decision::Lookup(Lookup::NodeAddress { node }) => {
                 let address = ctx.node_public_address(&node).await?;
                 observed.lookups.node_address = Some(NodeAddress { node, address });
+            }
+            Decision::Lookup(Lookup::PublicAddress { endpoint, address }) => {
+                observed.lookups.public_address =
+                    Some(hand_public_address(ctx, &key, &endpoint, &address, &secret).await);
             }
             Decision::Lookup(Lookup::Activity { endpoint }) => {
                 observed.lookups.activity =
@@ -122,10 +129,20 @@ pub(super) async fn reconcile(session: &CameraSession, ctx: &Context) -> Result<
     }
     if plan.status.phase == Some(Phase::Ready)
         && !was_ready
-        && let Some(times) = ctx.starts.ready(&key, claimed_now, Instant::now())
+        && let Some(times) = ctx.starts.ready(&key, claimed_now, Instant::now(), SystemTime::now())
     {
         ctx.metrics.session_started(&times);
         plan.status.start = Some(times);
+    }
+    if let Some(Polled::Answer(report)) = &observed.lookups.activity
+        && let Some(first) =
+            ctx.starts
+                .first_frame(&key, report.first_answer_ms, report.first_frame_ms)
+        && let Some(start) = plan.status.start.as_mut()
+    {
+        ctx.metrics.session_streamed(&first);
+        start.first_answer_millis = first.answer_millis;
+        start.first_frame_millis = Some(first.frame_millis);
     }
 
     let sessions: Api<CameraSession> = Api::namespaced(ctx.client.clone(), &ns);
@@ -217,12 +234,48 @@ async fn poll_activity(ctx: &Context, key: &SessionKey, endpoint: &str, secret: 
         Ok(report) => Polled::Answer(Activity {
             camera_connected: report.camera_connected,
             last_active: activity::last_active(&report),
+            first_answer_ms: report.first_answer_ms,
+            first_frame_ms: report.first_frame_ms,
         }),
         Err(error) => {
             tracing::warn!(namespace = %key.namespace, name = %key.name, %error, "activity poll failed");
             Polled::NoAnswer
         }
     }
+}
+
+/// Hands `address`, the public address of its node, to the session's pod at `endpoint`.
+async fn hand_public_address(
+    ctx: &Context,
+    key: &SessionKey,
+    endpoint: &str,
+    address: &str,
+    secret: &Secret,
+) -> HandedAddress {
+    let handed = match (caches::operator_token(secret), secret_value(secret, SECRET_TLS_CERT)) {
+        (Some(token), Some(cert)) => {
+            match pod_api::hand_public_address(endpoint, &token, cert, address).await {
+                Ok(advertised) if advertised == address => HandedAddress::Accepted,
+                Ok(advertised) => HandedAddress::Failed(format!(
+                    "the pod advertises {advertised}, set up before it was handed {address}"
+                )),
+                Err(error) => HandedAddress::Failed(error.to_string()),
+            }
+        }
+        _ => HandedAddress::Failed("the session Secret lacks its certificate or key".to_owned()),
+    };
+    match &handed {
+        HandedAddress::Accepted => {
+            ctx.metrics.address_handed("accepted");
+            tracing::info!(namespace = %key.namespace, name = %key.name, %address, "handed the node's public address to the pod");
+        }
+        HandedAddress::Failed(error) => {
+            ctx.metrics.address_handed("failed");
+            // Usual while the pod's server is still starting; retried shortly.
+            tracing::debug!(namespace = %key.namespace, name = %key.name, %address, %error, "handing the node's public address failed");
+        }
+    }
+    handed
 }
 
 /// The session Secret: from the cache, else created; read from the API server only when it

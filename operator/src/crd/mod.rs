@@ -483,6 +483,14 @@ pub struct StartTimes {
     /// The pod was a claimed warm-pool pod.
     #[serde(default)]
     pub warm: bool,
+    /// Until the pod answered its first offer (the pod's clock: a few milliseconds of skew
+    /// between its node and the operator's are possible). Written with the first frame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_answer_millis: Option<u64>,
+    /// Until the pod sent its first filtered frame: written when the operator learns it (it asks
+    /// the pod at most every `--idle-poll-interval`, for up to 10 minutes after Ready).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_frame_millis: Option<u64>,
 }
 
 /// The CameraSession CRD as YAML, exactly as committed in [`CRD_FILE`].

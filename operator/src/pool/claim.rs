@@ -20,7 +20,6 @@
 //! session's spec changes.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::{Resource, ResourceExt};
@@ -28,19 +27,15 @@ use p2pcamera_api::objects::{
     ANNOTATION_CLAIMED_BY, ANNOTATION_POD_HASH, LABEL_POOL, LABEL_SESSION,
 };
 use p2pcamera_api::wire::{CLAIM_PATH, ClaimReply, ClaimRequest};
-use p2pcamera_api::{ErrorBody, SessionKey};
+use p2pcamera_api::SessionKey;
 use serde_json::json;
 
-use crate::activity::{self, ActivityError, BodyError, PinnedCertVerifier};
 use crate::class_fit::{EffectiveVideo, ResolvedClass};
 use crate::config::Config;
 use crate::crd::{CameraSession, FilterName, FilterSpec, WarmPool};
+use crate::pod_api::{self, PodCallError};
 use crate::status;
 
-/// How long a hand-over may take (the pod answers at once; its filter switch runs afterwards).
-pub const CLAIM_TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest claim answer read from a pod.
-const REPLY_BODY_LIMIT: usize = 16 * 1024;
 /// Most idle pods one reconcile tries to claim before it starts the session cold.
 pub const MAX_CLAIM_ATTEMPTS: usize = 3;
 
@@ -208,34 +203,6 @@ pub fn claim_request(
     }
 }
 
-/// Errors handing a session to a claimed pod.
-#[derive(Debug, thiserror::Error)]
-pub enum ClaimError {
-    /// The pool pod's Secret lacks its claim token or certificate.
-    #[error("the pool pod's Secret lacks {0}")]
-    MissingSecret(&'static str),
-    /// TLS or HTTP client setup, or the pinned certificate.
-    #[error(transparent)]
-    Client(#[from] ActivityError),
-    /// The request failed (connection, timeout).
-    #[error("POST /claim: {0}")]
-    Http(#[from] reqwest::Error),
-    /// The answer could not be read whole.
-    #[error("POST /claim: {0}")]
-    Body(#[from] BodyError),
-    /// The pod refused the claim.
-    #[error("POST /claim: the pod answered {status}: {message}")]
-    Refused {
-        /// HTTP status.
-        status: u16,
-        /// The error body's message, or the start of the body.
-        message: String,
-    },
-    /// The answer is not a [`ClaimReply`].
-    #[error("POST /claim: {0}")]
-    Json(#[from] serde_json::Error),
-}
-
 /// Sends `request` to the pool pod at `endpoint` with its `claim_token`, trusting only its
 /// certificate `pod_cert_pem`.
 pub async fn send_claim(
@@ -243,31 +210,8 @@ pub async fn send_claim(
     claim_token: &str,
     pod_cert_pem: &[u8],
     request: &ClaimRequest,
-) -> Result<ClaimReply, ClaimError> {
-    let tls = PinnedCertVerifier::from_pem(pod_cert_pem)?.client_config()?;
-    let client = reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .timeout(CLAIM_TIMEOUT)
-        .build()?;
-    let response = client
-        .post(format!("{endpoint}{CLAIM_PATH}"))
-        .bearer_auth(claim_token)
-        .json(request)
-        .send()
-        .await?;
-    let code = response.status();
-    let body = activity::read_body(response, REPLY_BODY_LIMIT).await?;
-    if !code.is_success() {
-        let message = ErrorBody::parse(&body).map_or_else(
-            || String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
-            |e| format!("{} ({})", e.error.message, e.error.code),
-        );
-        return Err(ClaimError::Refused {
-            status: code.as_u16(),
-            message,
-        });
-    }
-    Ok(serde_json::from_slice(&body)?)
+) -> Result<ClaimReply, PodCallError> {
+    pod_api::post_json(endpoint, CLAIM_PATH, claim_token, pod_cert_pem, request).await
 }
 
 #[cfg(test)]
