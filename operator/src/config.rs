@@ -102,7 +102,8 @@ pub struct Config {
     #[arg(long, env = "P2PCAMERA_CRASH_BACKOFF", default_value = "60s", value_parser = parse_duration)]
     pub crash_backoff: Duration,
 
-    /// Interval between activity polls of a ready camera pod with an idle timeout (at least 1s).
+    /// Interval between polls of a ready camera pod's `/status`: for its idle timeout, and until its
+    /// first filtered frame for the start times (at least 1s).
     #[arg(long, env = "P2PCAMERA_IDLE_POLL_INTERVAL", default_value = "15s", value_parser = parse_duration)]
     pub idle_poll_interval: Duration,
     /// Camera pods serve /metrics on their own port, the session's port plus this offset
