@@ -72,6 +72,8 @@ class RunResult:
     cpu_percent: float
     peak_rss_mib: float
     client_cpu_percent: float
+    # camera-pod's mean seconds per frame in each stage (FRAME_STAGES); empty for the baseline.
+    stages: dict[str, float]
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -138,15 +140,38 @@ class ConnectRuns:
     stages: dict[str, list[float]]
 
 
-def connect_stage_sums(server: ServerProcess) -> dict[str, float]:
-    """camera-pod's summed seconds per connection stage (empty for a server without them)."""
+def metrics_text(server: ServerProcess) -> str:
+    """The server's /metrics text; empty for a server without it."""
     try:
         with urllib.request.urlopen(server.base_url + "/metrics", timeout=5) as response:
-            text = response.read().decode()
+            return response.read().decode()
     except OSError:
-        return {}
+        return ""
+
+
+def connect_stage_sums(server: ServerProcess) -> dict[str, float]:
+    """camera-pod's summed seconds per connection stage (empty for a server without them)."""
     pattern = re.compile(r'^p2pcamera_pod_connect_stage_seconds_sum\{stage="([a-z_]+)"\} (\S+)$', re.M)
-    return {stage: float(value) for stage, value in pattern.findall(text)}
+    return {stage: float(value) for stage, value in pattern.findall(metrics_text(server))}
+
+
+# camera-pod's per-frame stages: the column name and the histogram in its /metrics.
+FRAME_STAGES = [("decode", "p2pcamera_pod_decode_duration_seconds"),
+                ("filter", "p2pcamera_pod_model_duration_seconds"),
+                ("encode", "p2pcamera_pod_encode_duration_seconds")]
+
+
+def frame_stage_means(server: ServerProcess) -> dict[str, float]:
+    """camera-pod's mean seconds per frame in each stage over its whole run (empty for a server
+    without them)."""
+    text = metrics_text(server)
+    means = {}
+    for stage, metric in FRAME_STAGES:
+        total = re.search(rf"^{metric}_sum (\S+)$", text, re.M)
+        count = re.search(rf"^{metric}_count (\S+)$", text, re.M)
+        if total and count and float(count.group(1)) > 0:
+            means[stage] = float(total.group(1)) / float(count.group(1))
+    return means
 
 
 async def connect_once(server: ServerProcess, args: argparse.Namespace) -> float:
@@ -185,9 +210,10 @@ def run_one(server: ServerProcess, label: str, filter_name: str, width: int, hei
         client, first, start, end, cpu, rss, client_cpu = asyncio.run(
             drive(server, width, height, args.fps, args.warmup, args.seconds, args.codec, args.noise)
         )
+        stages = frame_stage_means(server)
     window = measure_window(client, start, end)
     return RunResult(label, filter_name, width, height, first, window,
-                     100.0 * cpu / (end - start), rss / 2**20, 100.0 * client_cpu / (end - start))
+                     100.0 * cpu / (end - start), rss / 2**20, 100.0 * client_cpu / (end - start), stages)
 
 
 def run_style(args: argparse.Namespace) -> tuple[RunResult, list[Window]]:
@@ -199,9 +225,10 @@ def run_style(args: argparse.Namespace) -> tuple[RunResult, list[Window]]:
         client, first, start, end, cpu, rss, client_cpu = asyncio.run(
             drive(server, width, height, args.fps, 0.0, args.style_seconds, args.codec, args.noise)
         )
+        stages = frame_stage_means(server)
     whole = measure_window(client, start, end)
     result = RunResult("camera-pod", "style", width, height, first, whole,
-                       100.0 * cpu / (end - start), rss / 2**20, 100.0 * client_cpu / (end - start))
+                       100.0 * cpu / (end - start), rss / 2**20, 100.0 * client_cpu / (end - start), stages)
     count = max(1, round((end - start) / 10.0))
     step = (end - start) / count
     windows = [measure_window(client, start + k * step, start + (k + 1) * step) for k in range(count)]
@@ -210,6 +237,13 @@ def run_style(args: argparse.Namespace) -> tuple[RunResult, list[Window]]:
 
 def ms(seconds: float) -> str:
     return "n/a" if seconds != seconds else f"{seconds * 1000:.0f}"
+
+
+def stage_cells(stages: dict[str, float]) -> str:
+    """`decode / filter / encode` in ms with one decimal; n/a for a server without them."""
+    if not stages:
+        return "n/a"
+    return " / ".join(f"{stages[s] * 1000:.1f}" if s in stages else "n/a" for s, _ in FRAME_STAGES)
 
 
 def provenance(profile: str) -> str:
@@ -227,7 +261,8 @@ def filter_timings(args: argparse.Namespace) -> str:
     """The Markdown table of camera-pod/benches/filter_timings.rs, built in the report's profile."""
     print(f"# filter timings ({args.timing_runs} runs each) ...", file=sys.stderr, flush=True)
     profile = "dev" if args.profile == "debug" else args.profile
-    command = ["cargo", "bench", "--workspace", "--bench", "filter_timings", "--profile", profile,
+    features = ["--features", args.cargo_features] if args.cargo_features else []
+    command = ["cargo", "bench", "--workspace", *features, "--bench", "filter_timings", "--profile", profile,
                "--", "--runs", str(args.timing_runs)]
     return subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.PIPE, text=True).stdout.strip()
 
@@ -262,9 +297,11 @@ def report(results: list[RunResult], style: tuple[RunResult, list[Window]] | Non
         "CPU is the server process's user+system time over the measured window, in % of one core; "
         "client CPU is the same for the aiortc client (encode, decode, stamp reading), which shares the machine.",
         "",
+        "Decode, filter and encode are camera-pod's mean ms per frame in each stage over the row's whole run.",
+        "",
         "| size | server | filter | p50 ms | p99 ms | returned fps | sent fps | dropped | unreadable | "
-        "first frame ms | CPU % | peak RSS MiB | client CPU % |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "first frame ms | CPU % | peak RSS MiB | client CPU % | decode / filter / encode ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         w = r.window
@@ -272,7 +309,7 @@ def report(results: list[RunResult], style: tuple[RunResult, list[Window]] | Non
             f"| {r.width}x{r.height} | {r.server} | {r.filter} | {ms(percentile(w.latencies, 0.5))} | "
             f"{ms(percentile(w.latencies, 0.99))} | {w.returned_fps:.1f} | {w.sent_fps:.1f} | "
             f"{w.dropped_fraction:.1%} | {w.unreadable} | {ms(r.first_frame_s)} | {r.cpu_percent:.0f} | "
-            f"{r.peak_rss_mib:.0f} | {r.client_cpu_percent:.0f} |"
+            f"{r.peak_rss_mib:.0f} | {r.client_cpu_percent:.0f} | {stage_cells(r.stages)} |"
         )
     lines.append("")
     for size in sorted({(r.width, r.height) for r in results}):
@@ -295,7 +332,8 @@ def report(results: list[RunResult], style: tuple[RunResult, list[Window]] | Non
             f"Style model (style {args.style_index}), 1280x720, {args.style_seconds:.0f} s: returned "
             f"{whole.window.returned_fps:.1f} fps, dropped {whole.window.dropped_fraction:.1%}, "
             f"unreadable {whole.window.unreadable}, CPU {whole.cpu_percent:.0f} %, peak RSS "
-            f"{whole.peak_rss_mib:.0f} MiB, first frame {ms(whole.first_frame_s)} ms.",
+            f"{whole.peak_rss_mib:.0f} MiB, first frame {ms(whole.first_frame_s)} ms; "
+            f"decode / filter / encode {stage_cells(whole.stages)} ms per frame.",
             "",
             "| window | p50 ms | p99 ms | returned fps | frames measured |",
             "|---|---|---|---|---|",
@@ -375,6 +413,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="another camera-pod binary (e.g. the previous commit's) measured as "
                         "'camera-pod before' in the same run")
     parser.add_argument("--profile", default=os.environ.get("P2PCAMERA_PROFILE", "release"))
+    parser.add_argument("--cargo-features", default=os.environ.get("P2PCAMERA_CARGO_FEATURES", ""),
+                        help="cargo features the filter timings are built with (e.g. camera-pod/cuda)")
     parser.add_argument("--output", type=Path, help="also write the markdown report here")
     return parser.parse_args(argv)
 

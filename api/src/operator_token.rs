@@ -31,7 +31,11 @@ mod tests {
     fn the_token_follows_the_key_alone() {
         let token = operator_token(b"-----BEGIN PRIVATE KEY-----\nA\n-----END PRIVATE KEY-----\n");
         assert_eq!(token.len(), 64);
-        assert!(token.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(
+            token
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
         assert_eq!(
             token,
             operator_token(b"-----BEGIN PRIVATE KEY-----\nA\n-----END PRIVATE KEY-----\n")

@@ -263,6 +263,9 @@ mod tests {
             r#"{"camera_connected":false,"peer_state":"none","last_active":1,"filter":"passthrough"}"#,
         )
         .expect("parses");
-        assert_eq!((earlier.first_answer_ms, earlier.first_frame_ms), (None, None));
+        assert_eq!(
+            (earlier.first_answer_ms, earlier.first_frame_ms),
+            (None, None)
+        );
     }
 }

@@ -153,7 +153,9 @@ pub async fn serve_filter(
         None => AppState::warming(token, metrics.clone(), filter.spec.to_string()),
     };
     if let Some(operator_token) = operator_token {
-        tracing::info!("serving no camera until the operator hands the node's public address (POST /public-address)");
+        tracing::info!(
+            "serving no camera until the operator hands the node's public address (POST /public-address)"
+        );
         state = state.awaiting_public_address(operator_token);
     }
     state.policy = ListenerPolicy {

@@ -297,7 +297,12 @@ async fn a_pod_waits_for_the_public_address_the_operator_hands_it_and_keeps_it()
     );
     let mut readiness = serde_json::Value::Null;
     for _ in 0..100 {
-        if let Ok(response) = server.http.get(format!("{}/readyz", server.base)).send().await {
+        if let Ok(response) = server
+            .http
+            .get(format!("{}/readyz", server.base))
+            .send()
+            .await
+        {
             assert_eq!(response.status(), 503, "ready without its address");
             readiness = response.json().await.unwrap_or_default();
             if readiness["status"] == "awaiting_public_address" {
@@ -306,7 +311,10 @@ async fn a_pod_waits_for_the_public_address_the_operator_hands_it_and_keeps_it()
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(readiness["status"], "awaiting_public_address", "{readiness}");
+    assert_eq!(
+        readiness["status"], "awaiting_public_address",
+        "{readiness}"
+    );
     let mut peer = TestPeer::new(CodecKind::Vp8).await;
     let offer = peer.offer().await;
     let session_token = Some("token-of-the-session");
@@ -316,16 +324,31 @@ async fn a_pod_waits_for_the_public_address_the_operator_hands_it_and_keeps_it()
     let body = format!(r#"{{"public_ip": "{PUBLIC_IP}"}}"#);
     let code = |reply: &serde_json::Value| reply["error"]["code"].as_str().map(str::to_owned);
     let (status, error) = hand(&server, None, &body).await;
-    assert_eq!((status, code(&error).as_deref()), (401, Some("missing_token")));
+    assert_eq!(
+        (status, code(&error).as_deref()),
+        (401, Some("missing_token"))
+    );
     // The session's token (the router's, the browser's) is not the operator's.
     let (status, error) = hand(&server, session_token, &body).await;
-    assert_eq!((status, code(&error).as_deref()), (403, Some("wrong_token")));
+    assert_eq!(
+        (status, code(&error).as_deref()),
+        (403, Some("wrong_token"))
+    );
     let (status, error) = hand(&server, Some(&operator), r#"{"public_ip": "a.b"}"#).await;
-    assert_eq!((status, code(&error).as_deref()), (400, Some("invalid_json")));
+    assert_eq!(
+        (status, code(&error).as_deref()),
+        (400, Some("invalid_json"))
+    );
     let (status, error) = hand(&server, Some(&operator), "{").await;
-    assert_eq!((status, code(&error).as_deref()), (400, Some("invalid_json")));
+    assert_eq!(
+        (status, code(&error).as_deref()),
+        (400, Some("invalid_json"))
+    );
     let (status, reply) = hand(&server, Some(&operator), &body).await;
-    assert_eq!((status, reply["public_ip"].as_str()), (200, Some(PUBLIC_IP)));
+    assert_eq!(
+        (status, reply["public_ip"].as_str()),
+        (200, Some(PUBLIC_IP))
+    );
     server.wait_ready().await;
 
     // The answer advertises the handed address (not --public-ip) on the media port.
@@ -343,7 +366,10 @@ async fn a_pod_waits_for_the_public_address_the_operator_hands_it_and_keeps_it()
     peer.wait_connected().await;
     // Once the camera is set up, another address changes nothing: the pod names the one it keeps.
     let (status, reply) = hand(&server, Some(&operator), r#"{"public_ip": "127.0.0.9"}"#).await;
-    assert_eq!((status, reply["public_ip"].as_str()), (200, Some(PUBLIC_IP)));
+    assert_eq!(
+        (status, reply["public_ip"].as_str()),
+        (200, Some(PUBLIC_IP))
+    );
     peer.close().await;
     server.stop().await;
 }

@@ -21,8 +21,8 @@ use kube::ResourceExt;
 
 use crate::crd::CameraSession;
 use p2pcamera_api::objects::{
-    ANNOTATION_CLAIMED_BY, ANNOTATION_POD_HASH, ANNOTATION_PORT, SECRET_CLAIM_TOKEN, SECRET_TLS_CERT,
-    SECRET_TLS_KEY, SECRET_TOKEN,
+    ANNOTATION_CLAIMED_BY, ANNOTATION_POD_HASH, ANNOTATION_PORT, SECRET_CLAIM_TOKEN,
+    SECRET_TLS_CERT, SECRET_TLS_KEY, SECRET_TOKEN,
 };
 
 /// Annotation `kubectl apply` stores a full copy of the object in.
@@ -67,7 +67,10 @@ pub fn trim_secret(secret: &mut Secret) {
     if let Some(data) = secret.data.as_mut() {
         if let Some(key) = data.get(SECRET_TLS_KEY) {
             let token = p2pcamera_api::operator_token::operator_token(&key.0);
-            data.insert(CACHED_OPERATOR_TOKEN.to_owned(), ByteString(token.into_bytes()));
+            data.insert(
+                CACHED_OPERATOR_TOKEN.to_owned(),
+                ByteString(token.into_bytes()),
+            );
         }
         data.retain(|key, _| {
             [

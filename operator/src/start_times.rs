@@ -18,8 +18,10 @@ use p2pcamera_api::SessionKey;
 
 use crate::crd::StartTimes;
 
-/// How long after Ready the operator waits for a session's first frame.
-pub const FIRST_FRAME_WAIT: Duration = Duration::from_secs(600);
+/// How long after Ready the operator waits for a session's first frame: a browser usually connects
+/// within seconds of creating its session, and a session nobody streams from costs one poll per
+/// `--idle-poll-interval` only this long.
+pub const FIRST_FRAME_WAIT: Duration = Duration::from_secs(120);
 
 /// Where one session's start is.
 #[derive(Clone, Copy, Debug)]
@@ -185,7 +187,12 @@ mod tests {
         clock.seen(&key, false, t0 + Duration::from_millis(50));
         clock.bound(&key, t0 + Duration::from_millis(120));
         clock.bound(&key, t0 + Duration::from_millis(300));
-        let times = clock.ready(&key, false, t0 + Duration::from_millis(480), SystemTime::now());
+        let times = clock.ready(
+            &key,
+            false,
+            t0 + Duration::from_millis(480),
+            SystemTime::now(),
+        );
         assert_eq!(
             times,
             Some(StartTimes {
@@ -208,7 +215,10 @@ mod tests {
         let clock = StartClock::default();
         let key = SessionKey::new("team", "cam");
         clock.seen(&key, true, Instant::now());
-        assert_eq!(clock.ready(&key, true, Instant::now(), SystemTime::now()), None);
+        assert_eq!(
+            clock.ready(&key, true, Instant::now(), SystemTime::now()),
+            None
+        );
         assert!(!clock.awaits_first_frame(&key, Instant::now()));
     }
 
@@ -219,7 +229,12 @@ mod tests {
         let t0 = Instant::now();
         clock.seen(&key, false, t0);
         let times = clock
-            .ready(&key, true, t0 + Duration::from_millis(40), SystemTime::now())
+            .ready(
+                &key,
+                true,
+                t0 + Duration::from_millis(40),
+                SystemTime::now(),
+            )
             .expect("timed");
         assert_eq!(
             (times.scheduled_millis, times.ready_millis, times.warm),
@@ -247,7 +262,10 @@ mod tests {
                 warm: true
             })
         );
-        assert!(!clock.awaits_first_frame(&key, t0 + Duration::from_secs(1)), "written once");
+        assert!(
+            !clock.awaits_first_frame(&key, t0 + Duration::from_secs(1)),
+            "written once"
+        );
         assert_eq!(clock.first_frame(&key, Some(1), Some(2)), None);
     }
 

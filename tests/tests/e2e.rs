@@ -933,10 +933,16 @@ async fn cold_start_behind_a_public_address(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cold_pod_on_a_node_with_a_public_address_starts_once_advertises_it_and_times_its_first_frame() {
+async fn a_cold_pod_on_a_node_with_a_public_address_starts_once_advertises_it_and_times_its_first_frame()
+ {
     let _serial = SERIAL.lock().await;
-    let system =
-        System::start_on("e2e-public", "15060-15069", 1, Some(EXTERNAL_IP.parse().unwrap())).await;
+    let system = System::start_on(
+        "e2e-public",
+        "15060-15069",
+        1,
+        Some(EXTERNAL_IP.parse().unwrap()),
+    )
+    .await;
     let (timeline, pods, first) = cold_start_behind_a_public_address(&system, "cam").await;
     assert_eq!(
         pods, 1,
@@ -949,7 +955,10 @@ async fn a_cold_pod_on_a_node_with_a_public_address_starts_once_advertises_it_an
     assert_eq!(container.restarts, 0, "{container:?}");
     let status = system.session_status("cam").await.expect("status");
     assert_eq!(status["publicAddress"], EXTERNAL_IP, "{status}");
-    assert!(number(&first, "green") >= MIN_GREEN, "not filtered: {first}");
+    assert!(
+        number(&first, "green") >= MIN_GREEN,
+        "not filtered: {first}"
+    );
     let advertised: Vec<&str> = first["answer_addresses"]
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_str).collect())
@@ -975,7 +984,10 @@ async fn a_cold_pod_on_a_node_with_a_public_address_starts_once_advertises_it_an
             && millis("firstAnswerMillis") <= millis("firstFrameMillis"),
         "{start}"
     );
-    assert!(millis("firstFrameMillis") < WAIT.as_millis() as f64, "{start}");
+    assert!(
+        millis("firstFrameMillis") < WAIT.as_millis() as f64,
+        "{start}"
+    );
     assert_eq!(start["warm"], false, "{start}");
     let streamed = operator_metric(
         &system,
@@ -1726,8 +1738,13 @@ async fn bench_cold_starts_behind_a_public_address() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(10);
-    let system =
-        System::start_on("bench-public", "15220-15239", 1, Some(EXTERNAL_IP.parse().unwrap())).await;
+    let system = System::start_on(
+        "bench-public",
+        "15220-15239",
+        1,
+        Some(EXTERNAL_IP.parse().unwrap()),
+    )
+    .await;
     let (mut ready, mut frame, mut pods) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..starts {
         let name = format!("cold-{i}");
@@ -1739,7 +1756,9 @@ async fn bench_cold_starts_behind_a_public_address() {
         pods.push(pod_count as f64);
         system.delete_session(&name).await;
     }
-    println!("| start | sessions | pods per session | apply to Ready p50 / p99 (s) | apply to first filtered frame p50 / p99 (s) |");
+    println!(
+        "| start | sessions | pods per session | apply to Ready p50 / p99 (s) | apply to first filtered frame p50 / p99 (s) |"
+    );
     println!("|---|---|---|---|---|");
     println!(
         "| cold, node ExternalIP {EXTERNAL_IP} | {starts} | {:.1} | {:.3} / {:.3} | {:.3} / {:.3} |",

@@ -143,7 +143,11 @@ mod tests {
         assert_eq!(channel.hand(first), first);
         assert_eq!(channel.hand(second), second);
         assert_eq!(channel.fix().await, second);
-        assert_eq!(channel.hand(first), second, "fixed once the camera is set up");
+        assert_eq!(
+            channel.hand(first),
+            second,
+            "fixed once the camera is set up"
+        );
     }
 
     #[tokio::test]

@@ -598,7 +598,10 @@ impl Observed<'_> {
         }
         // A session's own pod waits, once it runs, for its node's public address (its host IP
         // when the node names none).
-        let handing = match (public_address.as_ref().or(obs.host_ip.as_ref()), &obs.host_ip) {
+        let handing = match (
+            public_address.as_ref().or(obs.host_ip.as_ref()),
+            &obs.host_ip,
+        ) {
             (Some(address), Some(host_ip))
                 if !claimed
                     && config.public_ip_source == PublicIpSource::Node
@@ -830,9 +833,7 @@ mod tests {
             ("False", misfit.to_string().as_str())
         );
         assert_eq!(plan.then, Action::await_change());
-        let pod = camera_pod(&session(json!({})))
-            .bound(NODE, HOST_IP)
-            .ready();
+        let pod = camera_pod(&session(json!({}))).bound(NODE, HOST_IP).ready();
         let running = new.with_pod(pod).plan();
         assert_eq!(deleted(&running), DeleteReason::NotAccepted);
         // Fitting again: Accepted turns True and the pod comes back.
@@ -968,9 +969,7 @@ mod tests {
         assert_eq!(plan.status.phase, Some(Phase::Idle));
         assert_eq!(condition(&plan.status, IDLE).reason, REASON_IDLE_TIMEOUT);
         // A pod that is still there (e.g. created by a lagging replica) goes.
-        let pod = camera_pod(&session(json!({})))
-            .bound(NODE, HOST_IP)
-            .ready();
+        let pod = camera_pod(&session(json!({}))).bound(NODE, HOST_IP).ready();
         let plan = Snapshot::new(session(json!({})))
             .with_prev(idle)
             .with_pod(pod)
@@ -1144,8 +1143,11 @@ mod tests {
                 address: address.into(),
             })
         };
-        let starting = Snapshot::new(session(json!({})))
-            .with_pod(camera_pod(&session(json!({}))).bound(NODE, HOST_IP).running());
+        let starting = Snapshot::new(session(json!({}))).with_pod(
+            camera_pod(&session(json!({})))
+                .bound(NODE, HOST_IP)
+                .running(),
+        );
         assert_eq!(starting.decide(), node_lookup());
         let known = starting.with_node_address(NODE, Some(PUBLIC_IP));
         assert_eq!(known.decide(), handed(PUBLIC_IP));
@@ -1160,10 +1162,18 @@ mod tests {
             .with_handed_address(HandedAddress::Failed("connection refused".into()))
             .plan();
         assert_eq!(failed.pod, PodChange::Keep);
-        assert_eq!(failed.then, Action::requeue(ADDRESS_RETRY), "tried again soon");
+        assert_eq!(
+            failed.then,
+            Action::requeue(ADDRESS_RETRY),
+            "tried again soon"
+        );
         // A node that names no address: the pod's host IP is what it advertises.
         let nameless = Snapshot::new(session(json!({})))
-            .with_pod(camera_pod(&session(json!({}))).bound(NODE, HOST_IP).running())
+            .with_pod(
+                camera_pod(&session(json!({})))
+                    .bound(NODE, HOST_IP)
+                    .running(),
+            )
             .with_node_address(NODE, None);
         assert_eq!(nameless.decide(), handed(HOST_IP));
         // Not before the container runs, and never to a ready pod: it has its address; a later
@@ -1343,9 +1353,7 @@ mod tests {
 
     #[test]
     fn a_ready_pod_without_idle_timeout_is_never_polled() {
-        let pod = camera_pod(&session(json!({})))
-            .bound(NODE, HOST_IP)
-            .ready();
+        let pod = camera_pod(&session(json!({}))).bound(NODE, HOST_IP).ready();
         let plan = Snapshot::new(session(json!({})))
             .with_pod(pod)
             .with_node_address(NODE, Some(HOST_IP))
@@ -1360,9 +1368,7 @@ mod tests {
 
     #[test]
     fn an_unchanged_running_session_writes_no_new_status() {
-        let pod = camera_pod(&session(json!({})))
-            .bound(NODE, HOST_IP)
-            .ready();
+        let pod = camera_pod(&session(json!({}))).bound(NODE, HOST_IP).ready();
         let snapshot = Snapshot::new(session(json!({})))
             .with_pod(pod)
             .with_node_address(NODE, Some(HOST_IP));
@@ -1581,9 +1587,7 @@ mod tests {
             panic!("a class")
         };
         let hash = desired::claimed_pod_hash(&snapshot.session, class, port).unwrap();
-        let mut pod = camera_pod(&snapshot.session)
-            .bound(NODE, HOST_IP)
-            .ready();
+        let mut pod = camera_pod(&snapshot.session).bound(NODE, HOST_IP).ready();
         pod.metadata.name = Some("gpu-warm-a".into());
         pod.metadata.annotations = Some(
             [

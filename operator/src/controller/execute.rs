@@ -129,7 +129,9 @@ pub(super) async fn reconcile(session: &CameraSession, ctx: &Context) -> Result<
     }
     if plan.status.phase == Some(Phase::Ready)
         && !was_ready
-        && let Some(times) = ctx.starts.ready(&key, claimed_now, Instant::now(), SystemTime::now())
+        && let Some(times) = ctx
+            .starts
+            .ready(&key, claimed_now, Instant::now(), SystemTime::now())
     {
         ctx.metrics.session_started(&times);
         plan.status.start = Some(times);
@@ -252,7 +254,10 @@ async fn hand_public_address(
     address: &str,
     secret: &Secret,
 ) -> HandedAddress {
-    let handed = match (caches::operator_token(secret), secret_value(secret, SECRET_TLS_CERT)) {
+    let handed = match (
+        caches::operator_token(secret),
+        secret_value(secret, SECRET_TLS_CERT),
+    ) {
         (Some(token), Some(cert)) => {
             match pod_api::hand_public_address(endpoint, &token, cert, address).await {
                 Ok(advertised) if advertised == address => HandedAddress::Accepted,

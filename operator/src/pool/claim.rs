@@ -23,11 +23,11 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::{Resource, ResourceExt};
+use p2pcamera_api::SessionKey;
 use p2pcamera_api::objects::{
     ANNOTATION_CLAIMED_BY, ANNOTATION_POD_HASH, LABEL_POOL, LABEL_SESSION,
 };
 use p2pcamera_api::wire::{CLAIM_PATH, ClaimReply, ClaimRequest};
-use p2pcamera_api::SessionKey;
 use serde_json::json;
 
 use crate::class_fit::{EffectiveVideo, ResolvedClass};
