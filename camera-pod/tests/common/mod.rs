@@ -47,7 +47,8 @@ pub fn install_crypto() {
 /// A camera-pod server running in this process with the passthrough filter.
 pub struct TestServer {
     pub base: String,
-    /// A client for the server (over HTTPS: one that trusts any certificate).
+    /// A client for the server (over HTTPS: one that trusts any certificate) that keeps no
+    /// connection open between requests.
     pub http: reqwest::Client,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -67,7 +68,7 @@ impl TestServer {
         install_crypto();
         let mut argv = vec!["--plain-http"];
         argv.extend_from_slice(extra);
-        Self::spawn_with(&argv, "http", reqwest::Client::new())
+        Self::spawn_with(&argv, "http", reqwest::Client::builder())
     }
 
     /// Starts camera-pod (passthrough) over HTTPS with the certificate and key files `tls` and
@@ -77,14 +78,13 @@ impl TestServer {
         install_crypto();
         let mut argv = vec!["--tls-cert", cert, "--tls-key", key];
         argv.extend_from_slice(extra);
-        let http = reqwest::Client::builder()
-            .danger_accept_invalid_certs(true)
-            .build()
-            .unwrap();
+        let http = reqwest::Client::builder().danger_accept_invalid_certs(true);
         Self::spawn_with(&argv, "https", http)
     }
 
-    fn spawn_with(extra: &[&str], scheme: &str, http: reqwest::Client) -> TestServer {
+    fn spawn_with(extra: &[&str], scheme: &str, http: reqwest::ClientBuilder) -> TestServer {
+        // No idle connection kept: tests count the server's connections.
+        let http = http.pool_max_idle_per_host(0).build().unwrap();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let mut argv = vec!["camera-pod", "--filter", "passthrough"];
