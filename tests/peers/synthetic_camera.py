@@ -86,8 +86,9 @@ class PictureSource:
     """Builds the picture for any frame index at one size."""
 
     def __init__(self, width: int, height: int, noise: float = 0.0) -> None:
-        if width % 16 or height % 16:
-            raise ValueError(f"size {width}x{height} must be a multiple of 16")
+        # Multiples of 8: whole chroma samples and checker squares (1920x1080 included).
+        if width % 8 or height % 8:
+            raise ValueError(f"size {width}x{height} must be a multiple of 8")
         self.layout = Layout(width, height)
         lay = self.layout
         tex_h = height - lay.grid_height
