@@ -24,4 +24,3 @@ chrome.runtime.onStartup.addListener(() => registerUserSites().catch((e) => cons
 chrome.storage.onChanged.addListener((changes, area) => {
   if (area === 'local' && changes.settings) registerUserSites().catch((e) => console.warn('p2pcamera:', e));
 });
-chrome.action.onClicked.addListener(() => chrome.runtime.openOptionsPage());

@@ -29,10 +29,24 @@
  * types (host, srflx, prflx, relay) and the protocol this browser's packets travel on (udp, or
  * for a relay the transport to the TURN server: udp, tcp or tls).
  *
+ * Latency as the user sees it: `P2PCamera.latency` and the `p2pcamera:latency` event (once a
+ * second while connected) give `{round_trip_ms, pod_ms, frames}`. `round_trip_ms` is the median,
+ * over the last second, of the browser's own round trip per filtered frame: from the moment the
+ * camera frame left the encoder (Chromium tells an encoded transform no capture time, so capture
+ * and encoding, a few ms, are not in it) to the moment the filtered frame is expected on screen
+ * in the page's <video> of the filtered track; `frames` is how many frames that median is of. An
+ * encoded transform (RTCRtpScriptTransform, in a worker) reads each outgoing frame's RTP
+ * timestamp and passes the frame on unchanged; camera-pod keeps that timestamp on the filtered
+ * frame, which requestVideoFrameCallback reports as it shows. A page that shows the filtered
+ * track in no <video> of its document gets a hidden one's time instead, when the frame was ready
+ * to show (the screen's next refresh not counted). A browser without these APIs, or a page whose
+ * policy forbids the worker (CSP, Trusted Types), gets `round_trip_ms: null` and an unchanged
+ * camera path. `pod_ms` is camera-pod's own part (`pod_latency_ms` of the last stats).
+ *
  * API (window.P2PCamera): configure(options), setFilter(spec), stop(), isFiltered(track),
- * state, path, cameraStream, peerConnection, clientId, config. Events on window: p2pcamera:connecting,
- * p2pcamera:connected, p2pcamera:fallback, p2pcamera:waiting, p2pcamera:reconnecting,
- * p2pcamera:stats, p2pcamera:filter, p2pcamera:stopped.
+ * state, path, latency, cameraStream, peerConnection, clientId, config. Events on window:
+ * p2pcamera:connecting, p2pcamera:connected, p2pcamera:fallback, p2pcamera:waiting,
+ * p2pcamera:reconnecting, p2pcamera:stats, p2pcamera:latency, p2pcamera:filter, p2pcamera:stopped.
  */
 (() => {
   'use strict';
@@ -62,7 +76,42 @@
     disconnectedGraceMs: 3000,
     pingIntervalMs: 2000,
     filterReplyTimeoutMs: 5000,
+    measureLatency: true,
   };
+
+  /** How often `p2pcamera:latency` reports, and the span its round trip is the median of. */
+  const LATENCY_INTERVAL_MS = 1000;
+  /** Outgoing frames remembered by RTP timestamp until their filtered frame shows: 2 s at 30 fps. */
+  const REMEMBERED_SENT_FRAMES = 64;
+  /** How long the frame stamper's worker may take to start; a connection goes on without it. */
+  const STAMPER_START_TIMEOUT_MS = 1000;
+
+  /**
+   * The frame stamper's worker. Every encoded camera frame passes through unchanged; its RTP
+   * timestamp and the moment it went by (ms since the epoch: `performance.timeOrigin +
+   * performance.now()` reads the same clock in every context of the page) go to the port that the
+   * connection's transform was given. It says `ready` once it handles transforms: a transform
+   * whose worker does not run would hold the camera's frames for good.
+   */
+  const FRAME_STAMPER_SOURCE = `'use strict';
+self.onrtctransform = ({ transformer }) => {
+  const port = transformer.options.port;
+  transformer.readable.pipeThrough(new TransformStream({
+    transform(frame, controller) {
+      const sentAt = performance.timeOrigin + performance.now();
+      let rtpTimestamp = null;
+      try {
+        rtpTimestamp = frame.getMetadata().rtpTimestamp ?? frame.timestamp;
+      } catch {
+        // A frame without metadata is passed on, only not measured.
+      }
+      controller.enqueue(frame);
+      if (typeof rtpTimestamp === 'number') port.postMessage({ rtpTimestamp, sentAt });
+    },
+  })).pipeTo(transformer.writable).catch(() => {});
+};
+self.postMessage('ready');
+`;
 
   /** The parameter a short filter spec such as `style:3` sets, per filter. */
   const FILTER_PARAMETERS = {
@@ -265,6 +314,180 @@
     };
   }
 
+  /** The median of `values` (not empty). */
+  function median(values) {
+    const sorted = [...values].sort((a, b) => a - b);
+    const middle = Math.floor(sorted.length / 2);
+    return sorted.length % 2 === 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+  }
+
+  /**
+   * Starts the frame stamper's worker; resolves with it once it runs, or with null where the
+   * browser has no encoded transforms or frame callbacks, or the page does not allow the worker.
+   * Never rejects.
+   */
+  function startFrameStamper() {
+    if (typeof RTCRtpScriptTransform !== 'function' || typeof Worker !== 'function'
+      || typeof HTMLVideoElement.prototype.requestVideoFrameCallback !== 'function') {
+      return Promise.resolve(null);
+    }
+    let url = null;
+    let worker;
+    try {
+      url = URL.createObjectURL(new Blob([FRAME_STAMPER_SOURCE], { type: 'text/javascript' }));
+      worker = new Worker(url, { name: 'p2pcamera frame stamper' });
+    } catch {
+      // The page's Content-Security-Policy or Trusted Types refuse the worker.
+      if (url) URL.revokeObjectURL(url);
+      return Promise.resolve(null);
+    }
+    return new Promise((resolve) => {
+      let timer = null;
+      const settle = (running) => {
+        if (timer === null) return;
+        clearTimeout(timer);
+        timer = null;
+        URL.revokeObjectURL(url);
+        if (!running) worker.terminate();
+        resolve(running ? worker : null);
+      };
+      timer = setTimeout(() => settle(false), STAMPER_START_TIMEOUT_MS);
+      worker.addEventListener('message', (event) => settle(event.data === 'ready'), { once: true });
+      worker.addEventListener('error', () => settle(false), { once: true });
+    });
+  }
+
+  /** Ends the worker that `startFrameStamper` gave, if any. */
+  function endFrameStamper(stamper) {
+    stamper.then((worker) => worker?.terminate());
+  }
+
+  /** Whether `video` plays `track`. */
+  function plays(video, track) {
+    return video.srcObject instanceof MediaStream && video.srcObject.getVideoTracks().includes(track);
+  }
+
+  /**
+   * The browser's own round trip per filtered frame of one connection: from the moment a camera
+   * frame left the encoder (the stamper's worker sees it go by) to the moment the filtered frame
+   * with the same RTP timestamp shows. That moment is the frame's expected display time on the
+   * page's own <video> of the filtered track; where the page shows the track in none (a copy of
+   * the track, a canvas), a hidden <video> stands in with the time the frame was ready to show
+   * (its presentation time: a hidden element's display time can be a frame late), which leaves
+   * out the wait for the screen's next refresh.
+   */
+  class RoundTripMeter {
+    /**
+     * Puts the stamper on `sender`: call it in the same task as addTransceiver (Chromium ignores
+     * a transform set later). Null when the browser refuses the transform.
+     */
+    static install(stamper, sender) {
+      try {
+        return new RoundTripMeter(stamper, sender);
+      } catch (error) {
+        console.warn(LOG_PREFIX, 'no round-trip latency:', error?.message ?? error);
+        return null;
+      }
+    }
+
+    constructor(stamper, sender) {
+      const channel = new MessageChannel();
+      sender.transform = new RTCRtpScriptTransform(stamper, { port: channel.port2 }, [channel.port2]);
+      this.port = channel.port1;
+      /** RTP timestamp -> when that camera frame left the encoder, oldest first. */
+      this.sentAt = new Map();
+      /** `{shownAt, ms}` per filtered frame matched, oldest first. */
+      this.samples = [];
+      this.track = null;
+      /** The <video> followed, its pending frame callback, and the hidden one of our own. */
+      this.video = null;
+      this.frameRequest = null;
+      this.hiddenVideo = null;
+      this.port.onmessage = ({ data }) => this.frameSent(data.rtpTimestamp, data.sentAt);
+    }
+
+    frameSent(rtpTimestamp, sentAt) {
+      if (this.sentAt.size >= REMEMBERED_SENT_FRAMES) {
+        this.sentAt.delete(this.sentAt.keys().next().value);
+      }
+      this.sentAt.set(rtpTimestamp, sentAt);
+    }
+
+    /** Starts matching the frames of the filtered `track` as they show. */
+    watch(track) {
+      this.track = track;
+      this.followShownVideo();
+    }
+
+    /**
+     * Follows the page's <video> of the filtered track, or the hidden one while the page has
+     * none. Called again once an interval: pages attach, replace and drop their elements.
+     */
+    followShownVideo() {
+      const pageVideo = [...document.querySelectorAll('video')].find((video) => plays(video, this.track));
+      if (pageVideo && pageVideo === this.video) return;
+      if (!pageVideo && this.hiddenVideo && this.hiddenVideo === this.video) return;
+      this.unfollow();
+      if (pageVideo) {
+        this.dropHiddenVideo();
+        this.follow(pageVideo, 'expectedDisplayTime');
+      } else {
+        const hidden = document.createElement('video');
+        hidden.muted = true;
+        hidden.playsInline = true;
+        hidden.srcObject = new MediaStream([this.track]);
+        hidden.play().catch(() => {});
+        this.hiddenVideo = hidden;
+        this.follow(hidden, 'presentationTime');
+      }
+    }
+
+    /** Matches each frame `video` shows, at the time its metadata field `shownTime` gives. */
+    follow(video, shownTime) {
+      this.video = video;
+      const onFrame = (now, metadata) => {
+        if (this.video !== video) return;
+        this.frameRequest = video.requestVideoFrameCallback(onFrame);
+        const sentAt = this.sentAt.get(metadata.rtpTimestamp);
+        if (sentAt === undefined) return;
+        this.sentAt.delete(metadata.rtpTimestamp);
+        const shownAt = performance.timeOrigin + (metadata[shownTime] ?? now);
+        this.samples.push({ shownAt, ms: shownAt - sentAt });
+        while (this.samples[0].shownAt < shownAt - LATENCY_INTERVAL_MS) this.samples.shift();
+      };
+      this.frameRequest = video.requestVideoFrameCallback(onFrame);
+    }
+
+    unfollow() {
+      if (this.video && this.frameRequest !== null) this.video.cancelVideoFrameCallback(this.frameRequest);
+      this.video = null;
+      this.frameRequest = null;
+    }
+
+    dropHiddenVideo() {
+      if (!this.hiddenVideo) return;
+      this.hiddenVideo.pause();
+      this.hiddenVideo.srcObject = null;
+      this.hiddenVideo = null;
+    }
+
+    /** The median round trip (ms, one decimal) of the frames shown in the last interval. */
+    summary() {
+      const since = performance.timeOrigin + performance.now() - LATENCY_INTERVAL_MS;
+      const recent = this.samples.filter((sample) => sample.shownAt >= since).map((sample) => sample.ms);
+      return {
+        round_trip_ms: recent.length > 0 ? Math.round(median(recent) * 10) / 10 : null,
+        frames: recent.length,
+      };
+    }
+
+    close() {
+      this.port.close();
+      this.unfollow();
+      this.dropHiddenVideo();
+    }
+  }
+
   function sleep(ms, signal) {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(resolve, ms);
@@ -377,7 +600,8 @@
    * connection (replaced on reconnect) that turns the camera into the filtered track.
    */
   class Session {
-    constructor(cameraStream) {
+    /** `stamper`: the frame stamper's worker, once it runs (null: no round-trip latency). */
+    constructor(cameraStream, stamper) {
       this.cameraStream = cameraStream;
       this.cameraTrack = cameraStream.getVideoTracks()[0];
       this.audioTracks = cameraStream.getAudioTracks();
@@ -393,6 +617,10 @@
       this.lastRttMs = null;
       this.path = null;
       this.timers = new Set();
+      this.stamper = stamper;
+      this.roundTrip = null;
+      this.podLatencyMs = null;
+      this.latency = null;
     }
 
     /** First connection. Resolves with the stream for the page; never rejects. */
@@ -426,6 +654,7 @@
       console.warn(LOG_PREFIX, `using the camera without the filter: ${detail.message}`);
       this.closeConnection();
       this.abort.abort();
+      endFrameStamper(this.stamper);
       this.setState('fallback');
       if (activeSession === this) activeSession = null;
       emit('fallback', { ...detail, stream: this.cameraStream });
@@ -438,13 +667,14 @@
       const signal = AbortSignal.any([timeout, this.abort.signal]);
       let pc = null;
       try {
-        const iceServers = [...config.iceServers, ...(await fetchIceServers(signal))];
-        pc = new RTCPeerConnection({ iceServers });
+        const [routerServers, stamper] = await Promise.all([fetchIceServers(signal), this.stamper]);
+        pc = new RTCPeerConnection({ iceServers: [...config.iceServers, ...routerServers] });
         this.pc = pc;
         const transceiver = pc.addTransceiver(this.cameraTrack, {
           direction: 'sendrecv',
           streams: [new MediaStream([this.cameraTrack])],
         });
+        this.roundTrip = stamper && RoundTripMeter.install(stamper, transceiver.sender);
         preferCodec(transceiver, config.codec);
         const remoteTrack = new Promise((resolve) => {
           pc.addEventListener('track', (event) => {
@@ -463,6 +693,7 @@
         await waitForFirstFrame(track, signal);
         this.watch(pc, track);
         this.refreshPath();
+        this.reportLatency(track);
         return track;
       } catch (error) {
         if (pc && this.pc === pc) this.closeConnection();
@@ -509,6 +740,7 @@
         return;
       }
       if (message?.type === 'stats') {
+        this.podLatencyMs = typeof message.pod_latency_ms === 'number' ? message.pod_latency_ms : null;
         this.refreshPath().then(() => emit('stats', { ...message, rtt_ms: this.lastRttMs, path: this.path }));
       } else if (message?.type === 'filter') {
         this.pendingFilterReplies.shift()?.(message);
@@ -528,6 +760,18 @@
       } catch {
         // The connection closed meanwhile: its path no longer matters.
       }
+    }
+
+    /** Measures the filtered `track`'s frames and reports the latency once an interval. */
+    reportLatency(track) {
+      this.roundTrip?.watch(track);
+      const timer = setInterval(() => {
+        this.roundTrip?.followShownVideo();
+        const roundTrip = this.roundTrip?.summary() ?? { round_trip_ms: null, frames: 0 };
+        this.latency = { round_trip_ms: roundTrip.round_trip_ms, pod_ms: this.podLatencyMs, frames: roundTrip.frames };
+        emit('latency', { ...this.latency });
+      }, LATENCY_INTERVAL_MS);
+      this.timers.add(timer);
     }
 
     sendFilter(spec) {
@@ -642,6 +886,10 @@
       this.pc = null;
       this.channel = null;
       this.path = null;
+      this.roundTrip?.close();
+      this.roundTrip = null;
+      this.podLatencyMs = null;
+      this.latency = null;
       if (pc && pc.connectionState !== 'closed') pc.close();
     }
 
@@ -652,6 +900,7 @@
       this.stopped = true;
       this.abort.abort();
       this.closeConnection();
+      endFrameStamper(this.stamper);
       stopNative(this.cameraTrack);
       if (this.shownTrack) stopNative(this.shownTrack);
       this.setState('stopped');
@@ -667,13 +916,24 @@
   const originalGetUserMedia = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
 
   async function getUserMedia(constraints) {
-    const cameraStream = await originalGetUserMedia(constraints);
+    // The stamper's worker starts while the camera opens, so that no connection waits for it.
+    const stamper = config.enabled && config.measureLatency && constraints?.video
+      ? startFrameStamper()
+      : Promise.resolve(null);
+    let cameraStream;
+    try {
+      cameraStream = await originalGetUserMedia(constraints);
+    } catch (error) {
+      endFrameStamper(stamper);
+      throw error;
+    }
     if (!config.enabled || !constraints || !constraints.video || cameraStream.getVideoTracks().length === 0) {
+      endFrameStamper(stamper);
       return cameraStream;
     }
     // One camera, one connection: a new request replaces the previous session.
     activeSession?.stop();
-    const session = new Session(cameraStream);
+    const session = new Session(cameraStream, stamper);
     activeSession = session;
     return session.start();
   }
@@ -683,7 +943,11 @@
   readScriptAttributes();
 
   window.P2PCamera = Object.freeze({
-    /** Changes any of: endpoint, session, token, filter, enabled, codec, iceServers, timeouts. */
+    /**
+     * Changes any of: endpoint, session, token, filter, enabled, codec, iceServers, timeouts,
+     * measureLatency (false: no encoded transform, no round-trip latency; from the next
+     * getUserMedia call).
+     */
     configure(options = {}) {
       for (const [key, value] of Object.entries(options)) {
         if (!(key in config)) {
@@ -726,6 +990,13 @@
      */
     get path() {
       return activeSession ? activeSession.path : null;
+    },
+    /**
+     * The latency of the current connection, updated once a second: `{round_trip_ms, pod_ms,
+     * frames}` (see the top of this file); null while not connected.
+     */
+    get latency() {
+      return activeSession?.latency ? { ...activeSession.latency } : null;
     },
     /** The raw camera video of the current session (for a side-by-side view). */
     get cameraStream() {

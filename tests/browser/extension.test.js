@@ -1,7 +1,8 @@
 // The Chrome extension (static/extension/) loaded unpacked into headless Chromium: its options
 // page stores router URL, token, filter and the on/off switch; on an allowed site it injects
 // p2pcamera.js into the page's main world before the page's own scripts run, so the page's plain
-// getUserMedia() call returns the filtered track from a real camera-pod.
+// getUserMedia() call returns the filtered track from a real camera-pod, and its toolbar popup
+// shows the call's state and latency.
 //
 //   npm --prefix tests/browser run test:extension
 //
@@ -91,7 +92,39 @@ async function launchWithExtension(t, cameraVideo) {
   });
   let [worker] = context.serviceWorkers();
   worker ??= await context.waitForEvent('serviceworker', { timeout: 20000 });
-  return { context, extensionId: new URL(worker.url()).host };
+  return { context, worker, extensionId: new URL(worker.url()).host };
+}
+
+/**
+ * Opens the extension's toolbar popup for `page` (made the active tab) and returns a function
+ * that reads the popup's text. Playwright does not attach to extension popups: the text is read
+ * through the Chrome DevTools Protocol.
+ */
+async function openPopup(context, worker, page) {
+  await page.bringToFront();
+  await worker.evaluate(() => chrome.action.openPopup());
+  const cdp = await context.newCDPSession(page);
+  const popup = await eventually(
+    async () => (await cdp.send('Target.getTargets')).targetInfos.find((t) => t.url.endsWith('/popup.html')) ?? null,
+    (target) => target !== null,
+    { what: 'the extension popup' },
+  );
+  const { sessionId } = await cdp.send('Target.attachToTarget', { targetId: popup.targetId, flatten: false });
+  const replies = new Map();
+  cdp.on('Target.receivedMessageFromTarget', (event) => {
+    if (event.sessionId !== sessionId) return;
+    const message = JSON.parse(event.message);
+    replies.get(message.id)?.(message);
+    replies.delete(message.id);
+  });
+  let lastId = 0;
+  return async () => {
+    lastId += 1;
+    const reply = new Promise((resolve) => replies.set(lastId, resolve));
+    const call = { id: lastId, method: 'Runtime.evaluate', params: { expression: 'document.body.innerText', returnByValue: true } };
+    await cdp.send('Target.sendMessageToTarget', { sessionId, message: JSON.stringify(call) });
+    return (await reply).result?.result?.value ?? null;
+  };
 }
 
 async function saveOptions(context, extensionId, values) {
@@ -131,7 +164,7 @@ describe('Chrome extension', () => {
     const pod = await ServerProcess.start('camera-pod', { extraArgs: ['--token', TOKEN] });
     t.after(() => pod.stop());
     const site = await startSite(t, pod.url);
-    const { context, extensionId } = await launchWithExtension(t, cameraVideo);
+    const { context, worker, extensionId } = await launchWithExtension(t, cameraVideo);
     await restrictIceToLoopback(context);
 
     // Options page refuses what cannot work.
@@ -159,6 +192,19 @@ describe('Chrome extension', () => {
       { what: 'green background from camera-pod in the page', timeout: 30000 },
     );
     assert.ok(green.width > 0);
+
+    // The toolbar popup shows the call's state and the round trip p2pcamera.js measures.
+    await page.waitForFunction(() => window.__p2pcameraEvents.some((e) => e.name === 'latency' && e.detail.round_trip_ms !== null),
+      null, { timeout: 10000 });
+    const readPopup = await openPopup(context, worker, page);
+    const popupText = await eventually(readPopup, (text) => /Round trip\s+\d+ ms/.test(text ?? ''),
+      { what: 'the round trip in the popup', timeout: 10000 });
+    assert.match(popupText, /Filtering your camera/);
+    assert.match(popupText, /Pod\s+[\d.]+ ms/);
+    const popupMs = Number(popupText.match(/Round trip\s+(\d+) ms/)[1]);
+    const pageMs = (await eventsNamed(page, 'latency')).map((e) => e.detail.round_trip_ms).filter((ms) => ms !== null);
+    assert.ok(pageMs.some((ms) => Math.abs(ms - popupMs) <= 1), `the popup shows ${popupMs} ms, the page measured ${pageMs}`);
+    assert.ok(popupMs > 0 && popupMs < 1000, `implausible round trip ${popupMs} ms`);
     await page.close();
 
     // Switched off: the same page gets its own camera and never contacts the server.

@@ -3,6 +3,7 @@
 // picture the test knows, and pixel measurements taken through a canvas inside the page.
 
 import { spawn } from 'node:child_process';
+import dgram from 'node:dgram';
 import { once } from 'node:events';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -178,8 +179,11 @@ function pixelColour(x, y, frame, frames) {
   return left ? QUADRANTS.bottomLeft : QUADRANTS.bottomRight;
 }
 
-/** Writes the fake camera's video (Y4M, 4:2:0) that Chromium loops. */
-export function writeCameraVideo(file, frames = 30) {
+/**
+ * Writes a video (Y4M, 4:2:0, 30 fps) for the fake camera, which Chromium loops: `frames`
+ * pictures whose pixels `colourAt(x, y, frame)` gives as [r, g, b].
+ */
+function writeY4m(file, frames, colourAt) {
   const header = Buffer.from(`YUV4MPEG2 W${WIDTH} H${HEIGHT} F30:1 Ip A1:1 C420jpeg\n`);
   const frameSize = WIDTH * HEIGHT * 3 / 2;
   const out = fs.openSync(file, 'w');
@@ -191,7 +195,7 @@ export function writeCameraVideo(file, frames = 30) {
       const vOffset = uOffset + (WIDTH / 2) * (HEIGHT / 2);
       for (let y = 0; y < HEIGHT; y += 1) {
         for (let x = 0; x < WIDTH; x += 1) {
-          const [Y, U, V] = yuv(pixelColour(x, y, frame, frames));
+          const [Y, U, V] = yuv(colourAt(x, y, frame));
           data[y * WIDTH + x] = Y;
           if (x % 2 === 0 && y % 2 === 0) {
             const i = (y / 2) * (WIDTH / 2) + x / 2;
@@ -206,6 +210,36 @@ export function writeCameraVideo(file, frames = 30) {
   } finally {
     fs.closeSync(out);
   }
+}
+
+/** Writes the fake camera's video: four coloured quadrants over a band with a moving bar. */
+export function writeCameraVideo(file, frames = 30) {
+  writeY4m(file, frames, (x, y, frame) => pixelColour(x, y, frame, frames));
+}
+
+/**
+ * Where the indexed camera video writes each picture's frame index: across the top `height` of
+ * its 480 rows, `bits` bits (most significant first), each as a pair of cells side by side (2 *
+ * bits cells over the width), bright then dark for a 1, dark then bright for a 0. A bit is read
+ * by comparing its two cells only, which survives codec error.
+ */
+export const FRAME_INDEX_STRIP = Object.freeze({ bits: 7, height: 96, bright: 230, dark: 25 });
+
+/**
+ * Writes the fake camera's video with its frame index (0 to frames - 1, at most 2^bits) in a
+ * strip across the top (FRAME_INDEX_STRIP) above the usual picture.
+ */
+export function writeIndexedCameraVideo(file, frames) {
+  const { bits, height, bright, dark } = FRAME_INDEX_STRIP;
+  if (frames > 2 ** bits) throw new Error(`${frames} frames do not fit ${bits} index bits`);
+  const cellWidth = WIDTH / (2 * bits);
+  writeY4m(file, frames, (x, y, frame) => {
+    if (y >= height) return pixelColour(x, y, frame, frames);
+    const cell = Math.floor(x / cellWidth);
+    const one = (frame >> (bits - 1 - Math.floor(cell / 2))) & 1;
+    const level = (cell % 2 === 0) === (one === 1) ? bright : dark;
+    return [level, level, level];
+  });
 }
 
 /** Headless Chromium with a fake camera playing `cameraVideo`, WebRTC allowed on loopback. */
@@ -260,11 +294,89 @@ export async function restrictIceToLoopback(context) {
   });
 }
 
+/**
+ * A UDP relay on 127.0.0.1 between the browser and camera-pod's media port that holds every
+ * datagram `delayMs` milliseconds in each direction: a network path whose round trip the test
+ * knows. `routeOffersThrough` sends a context's connections through it.
+ */
+export class DelayingRelay {
+  constructor(delayMs) {
+    this.delayMs = delayMs;
+    this.serverPort = null;
+    this.client = null;
+    this.browserSide = dgram.createSocket('udp4');
+    this.serverSide = dgram.createSocket('udp4');
+  }
+
+  /** A relay bound to two ports of its own (the kernel picks them, so no other socket has them). */
+  static async start(delayMs) {
+    const relay = new DelayingRelay(delayMs);
+    await Promise.all([relay.browserSide, relay.serverSide].map((socket) => new Promise((resolve, reject) => {
+      socket.once('error', reject);
+      socket.bind(0, '127.0.0.1', resolve);
+    })));
+    relay.browserSide.on('message', (data, from) => {
+      relay.client = from;
+      if (relay.serverPort !== null) relay.later(() => relay.serverSide.send(data, relay.serverPort, '127.0.0.1'));
+    });
+    relay.serverSide.on('message', (data, from) => {
+      const client = relay.client;
+      if (from.port !== relay.serverPort || client === null) return;
+      relay.later(() => relay.browserSide.send(data, client.port, client.address));
+    });
+    return relay;
+  }
+
+  get port() {
+    return this.browserSide.address().port;
+  }
+
+  later(send) {
+    setTimeout(() => {
+      try {
+        send();
+      } catch {
+        // Closed meanwhile.
+      }
+    }, this.delayMs);
+  }
+
+  close() {
+    this.browserSide.close();
+    this.serverSide.close();
+  }
+}
+
+/**
+ * Sends the media of a context's offers through `relay`: the offer goes without candidates (the
+ * server learns the browser's address from the relay's connectivity checks only) and the answer
+ * keeps one candidate, its 127.0.0.1 UDP host candidate with the relay's port for the server's.
+ */
+export async function routeOffersThrough(context, relay) {
+  const hostCandidate = /^(a=candidate:\S+ \d+ udp \d+ 127\.0\.0\.1 )(\d+)( typ host.*)$/i;
+  await context.route('**/offer', async (route) => {
+    const offer = JSON.parse(route.request().postData());
+    offer.sdp = offer.sdp.split(/\r?\n/).filter((line) => !line.startsWith('a=candidate:')).join('\r\n');
+    const response = await route.fetch({ postData: JSON.stringify(offer) });
+    const body = await response.json();
+    if (typeof body.sdp === 'string') {
+      const lines = body.sdp.split(/\r?\n/);
+      const found = lines.map((line) => line.match(hostCandidate)).find(Boolean);
+      if (!found) throw new Error(`the answer has no UDP host candidate on 127.0.0.1:\n${body.sdp}`);
+      relay.serverPort = Number(found[2]);
+      const relayed = `${found[1]}${relay.port}${found[3]}`;
+      body.sdp = lines.map((line) => (line === found[0] ? relayed : line))
+        .filter((line) => line === relayed || !line.startsWith('a=candidate:')).join('\r\n');
+    }
+    await route.fulfill({ response, json: body });
+  });
+}
+
 /** Records every p2pcamera:* event and console warning of a page in `window.__p2pcameraEvents`. */
 export async function recordEvents(page) {
   await page.addInitScript(() => {
     window.__p2pcameraEvents = [];
-    for (const name of ['connecting', 'connected', 'fallback', 'waiting', 'reconnecting', 'stats', 'filter', 'stopped']) {
+    for (const name of ['connecting', 'connected', 'fallback', 'waiting', 'reconnecting', 'stats', 'latency', 'filter', 'stopped']) {
       window.addEventListener(`p2pcamera:${name}`, (event) => {
         const { stream, track, peerConnection, ...detail } = event.detail ?? {};
         window.__p2pcameraEvents.push({ name, detail, at: performance.now() });
