@@ -22,6 +22,9 @@ use crate::crd::StartTimes;
 /// within seconds of creating its session, and a session nobody streams from costs one poll per
 /// `--idle-poll-interval` only this long.
 pub const FIRST_FRAME_WAIT: Duration = Duration::from_secs(120);
+/// Most sessions waited for at once: when more become Ready together (a bulk start), the ones
+/// beyond are not polled for their first frame, so the polls stay bounded whatever the burst.
+pub const FIRST_FRAME_WATCH_LIMIT: usize = 256;
 
 /// Where one session's start is.
 #[derive(Clone, Copy, Debug)]
@@ -85,7 +88,8 @@ impl StartClock {
 
     /// The session became Ready at `now`, which is `wall` on the wall clock (its pod a claimed
     /// warm one when `warm`): answers the durations, `None` when the clock did not run, and
-    /// waits for the first frame from now on.
+    /// waits for the first frame from now on (unless [`FIRST_FRAME_WATCH_LIMIT`] sessions are
+    /// waited for already).
     pub fn ready(
         &self,
         key: &SessionKey,
@@ -99,14 +103,22 @@ impl StartClock {
         };
         let elapsed = now.saturating_duration_since(began);
         let began_wall = wall.checked_sub(elapsed).unwrap_or(wall);
-        starts.insert(
-            key.clone(),
-            Start::Streaming {
-                began_unix_ms: unix_ms(began_wall),
-                warm,
-                until: now + FIRST_FRAME_WAIT,
-            },
-        );
+        let watched = starts
+            .values()
+            .filter(|start| matches!(start, Start::Streaming { until, .. } if *until > now))
+            .count();
+        if watched < FIRST_FRAME_WATCH_LIMIT {
+            starts.insert(
+                key.clone(),
+                Start::Streaming {
+                    began_unix_ms: unix_ms(began_wall),
+                    warm,
+                    until: now + FIRST_FRAME_WAIT,
+                },
+            );
+        } else {
+            starts.remove(key);
+        }
         let millis = |at: Instant| millis(at.saturating_duration_since(began));
         Some(StartTimes {
             scheduled_millis: Some(millis(bound.unwrap_or(now))),
@@ -267,6 +279,33 @@ mod tests {
             "written once"
         );
         assert_eq!(clock.first_frame(&key, Some(1), Some(2)), None);
+    }
+
+    #[test]
+    fn a_bulk_start_is_watched_for_first_frames_up_to_the_limit() {
+        let clock = StartClock::default();
+        let t0 = Instant::now();
+        let keys: Vec<_> = (0..FIRST_FRAME_WATCH_LIMIT + 10)
+            .map(|i| SessionKey::new("team", format!("cam-{i}")))
+            .collect();
+        for key in &keys {
+            clock.seen(key, false, t0);
+            assert!(
+                clock.ready(key, false, t0, SystemTime::now()).is_some(),
+                "timed"
+            );
+        }
+        let watched = keys
+            .iter()
+            .filter(|key| clock.awaits_first_frame(key, t0))
+            .count();
+        assert_eq!(watched, FIRST_FRAME_WATCH_LIMIT);
+        // Once the wait of the watched ones is over, new starts are watched again.
+        let later = t0 + FIRST_FRAME_WAIT;
+        let key = SessionKey::new("team", "late");
+        clock.seen(&key, false, later);
+        clock.ready(&key, false, later, SystemTime::now());
+        assert!(clock.awaits_first_frame(&key, later));
     }
 
     #[test]

@@ -488,7 +488,8 @@ pub struct StartTimes {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_answer_millis: Option<u64>,
     /// Until the pod sent its first filtered frame: written when the operator learns it (it asks
-    /// the pod at most every `--idle-poll-interval`, for up to 2 minutes after Ready).
+    /// the pod at most every `--idle-poll-interval`, for up to 2 minutes after Ready, for at most
+    /// 256 sessions at once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_frame_millis: Option<u64>,
 }
