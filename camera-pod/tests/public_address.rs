@@ -344,6 +344,9 @@ async fn a_pod_waits_for_the_public_address_the_operator_hands_it_and_keeps_it()
         (status, code(&error).as_deref()),
         (400, Some("invalid_json"))
     );
+    let oversized = format!(r#"{{"public_ip": "{}"}}"#, "1".repeat(100 * 1024));
+    let (status, error) = hand(&server, Some(&operator), &oversized).await;
+    assert_eq!((status, code(&error).as_deref()), (413, Some("too_large")));
     let (status, reply) = hand(&server, Some(&operator), &body).await;
     assert_eq!(
         (status, reply["public_ip"].as_str()),

@@ -75,6 +75,16 @@ pub enum ActivityError {
     Json(#[from] serde_json::Error),
 }
 
+/// An HTTPS client that trusts only the certificate `cert_pem` (its first one), whatever name or
+/// address the pod is reached under, and gives each request `timeout`.
+pub fn pinned_client(cert_pem: &[u8], timeout: Duration) -> Result<reqwest::Client, ActivityError> {
+    let tls = PinnedCertVerifier::from_pem(cert_pem)?.client_config()?;
+    Ok(reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(timeout)
+        .build()?)
+}
+
 /// Accepts exactly one certificate, whatever name or address it is reached under, and checks
 /// the handshake signatures with it.
 #[derive(Debug)]
@@ -171,12 +181,7 @@ pub async fn fetch_status(
     token: &str,
     cert_pem: &[u8],
 ) -> Result<CameraStatus, ActivityError> {
-    let tls = PinnedCertVerifier::from_pem(cert_pem)?.client_config()?;
-    let client = reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .timeout(Duration::from_secs(5))
-        .build()?;
-    let response = client
+    let response = pinned_client(cert_pem, Duration::from_secs(5))?
         .get(format!("{endpoint}/status"))
         .bearer_auth(token)
         .send()

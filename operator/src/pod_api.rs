@@ -1,7 +1,7 @@
 //! The operator's own calls on camera pods: a warm-pool pod's `POST /claim`
 //! ([`crate::pool::claim::send_claim`]) and a starting pod's `POST /public-address`
 //! ([`hand_public_address`]). Both go over HTTPS pinned to the exact certificate the operator
-//! made for the pod ([`PinnedCertVerifier`]), with a token only the operator and the pod hold
+//! made for the pod ([`activity::pinned_client`]), with a token only the operator and the pod hold
 //! (never the session's bearer token, which the router and browsers have), and read the answer up
 //! to a size limit.
 
@@ -12,7 +12,7 @@ use p2pcamera_api::wire::{PUBLIC_ADDRESS_PATH, PublicAddress};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::activity::{self, ActivityError, BodyError, PinnedCertVerifier};
+use crate::activity::{self, ActivityError, BodyError};
 
 /// How long one call may take (the pod answers at once; what it starts runs afterwards).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -66,20 +66,13 @@ pub async fn post_json<Request: Serialize, Reply: DeserializeOwned>(
     pod_cert_pem: &[u8],
     request: &Request,
 ) -> Result<Reply, PodCallError> {
-    let tls = PinnedCertVerifier::from_pem(pod_cert_pem)?.client_config()?;
-    let http = |source| PodCallError::Http { path, source };
-    let client = reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .timeout(CALL_TIMEOUT)
-        .build()
-        .map_err(http)?;
-    let response = client
+    let response = activity::pinned_client(pod_cert_pem, CALL_TIMEOUT)?
         .post(format!("{endpoint}{path}"))
         .bearer_auth(token)
         .json(request)
         .send()
         .await
-        .map_err(http)?;
+        .map_err(|source| PodCallError::Http { path, source })?;
     let status = response.status();
     let body = activity::read_body(response, REPLY_BODY_LIMIT)
         .await

@@ -205,6 +205,17 @@ describe('Chrome extension', () => {
     const pageMs = (await eventsNamed(page, 'latency')).map((e) => e.detail.round_trip_ms).filter((ms) => ms !== null);
     assert.ok(pageMs.some((ms) => Math.abs(ms - popupMs) <= 1), `the popup shows ${popupMs} ms, the page measured ${pageMs}`);
     assert.ok(popupMs > 0 && popupMs < 1000, `implausible round trip ${popupMs} ms`);
+    // Any script of the page can send the status event: only a known state and numbers reach the
+    // popup, shown as text.
+    await page.evaluate(() => {
+      const forge = (status) => document.dispatchEvent(
+        new CustomEvent('p2pcamera-extension:status', { detail: JSON.stringify(status) }));
+      forge({ state: '<b>owned</b>', round_trip_ms: 1 });
+      forge({ state: 'connected', round_trip_ms: '<img src=x>', pod_ms: 'owned' });
+    });
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const forged = await readPopup();
+    assert.ok(!/owned|<img/.test(forged ?? ''), `the popup shows what the page forged: ${forged}`);
     await page.close();
 
     // Switched off: the same page gets its own camera and never contacts the server.

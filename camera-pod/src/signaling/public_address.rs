@@ -15,7 +15,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -89,9 +88,7 @@ pub(super) fn route(router: Router<AppState>, channel: Arc<OperatorChannel>) -> 
     router.route(
         PUBLIC_ADDRESS_PATH,
         post(
-            move |State(_): State<AppState>,
-                  headers: HeaderMap,
-                  body: Result<Bytes, BytesRejection>| {
+            move |headers: HeaderMap, body: Result<Bytes, BytesRejection>| {
                 let channel = channel.clone();
                 async move { hand_address(&channel, &headers, body) }
             },
