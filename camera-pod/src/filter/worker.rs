@@ -404,15 +404,20 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_queued_switch_is_queued_at_once_and_a_later_one_wins() {
-        let worker = FilterWorker::start(
+    /// A worker of the test builder running passthrough.
+    async fn passthrough_worker() -> FilterWorker {
+        FilterWorker::start(
             builder(),
             FilterSpec::Passthrough,
             Arc::new(Metrics::default()),
         )
         .await
-        .unwrap();
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_queued_switch_is_queued_at_once_and_a_later_one_wins() {
+        let worker = passthrough_worker().await;
         let queued = worker.queue_switch(PAINT);
         // Awaited first, but asked for second: it must be the one that stays.
         assert_eq!(
@@ -429,13 +434,7 @@ mod tests {
 
     #[tokio::test]
     async fn switching_builds_the_new_filter_and_keeps_the_old_one_on_error() {
-        let worker = FilterWorker::start(
-            builder(),
-            FilterSpec::Passthrough,
-            Arc::new(Metrics::default()),
-        )
-        .await
-        .unwrap();
+        let worker = passthrough_worker().await;
         assert_eq!(worker.current(), "passthrough");
         let refused = worker.switch(FilterSpec::default()).await.unwrap_err();
         assert!(
