@@ -59,11 +59,14 @@ pub enum ErrorCode {
     NotClaimed,
     /// The warm-pool pod is already claimed by another session.
     AlreadyClaimed,
+    /// The pod connects cameras only through a TURN relay and the offer brought no relay
+    /// credential (the router has no TURN configuration).
+    RelayUnavailable,
 }
 
 impl ErrorCode {
     /// Every code, for exhaustive tests and documentation.
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::BadBody,
         ErrorCode::UnsupportedContentType,
         ErrorCode::InvalidJson,
@@ -89,6 +92,7 @@ impl ErrorCode {
         ErrorCode::EndpointRejected,
         ErrorCode::NotClaimed,
         ErrorCode::AlreadyClaimed,
+        ErrorCode::RelayUnavailable,
     ];
 
     /// The wire name, e.g. `"camera_busy"`.
@@ -119,6 +123,7 @@ impl ErrorCode {
             ErrorCode::EndpointRejected => "endpoint_rejected",
             ErrorCode::NotClaimed => "not_claimed",
             ErrorCode::AlreadyClaimed => "already_claimed",
+            ErrorCode::RelayUnavailable => "relay_unavailable",
         }
     }
 
@@ -144,7 +149,8 @@ impl ErrorCode {
             ErrorCode::NotReady
             | ErrorCode::MediaPortUnavailable
             | ErrorCode::SessionNotReady
-            | ErrorCode::NotClaimed => 503,
+            | ErrorCode::NotClaimed
+            | ErrorCode::RelayUnavailable => 503,
             ErrorCode::PodTimeout => 504,
         }
     }
@@ -174,10 +180,13 @@ impl ErrorCode {
             | ErrorCode::TooLarge
             | ErrorCode::UnsupportedCodec
             | ErrorCode::InvalidFilter => self,
+            // A relay-only pod without a relay credential is a session that cannot serve yet;
+            // the pod's message says why.
             ErrorCode::NotReady
             | ErrorCode::MediaPortUnavailable
             | ErrorCode::SessionNotReady
-            | ErrorCode::NotClaimed => ErrorCode::SessionNotReady,
+            | ErrorCode::NotClaimed
+            | ErrorCode::RelayUnavailable => ErrorCode::SessionNotReady,
             ErrorCode::PodTimeout => ErrorCode::PodTimeout,
             ErrorCode::InvalidSession
             | ErrorCode::MissingToken

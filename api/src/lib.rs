@@ -10,6 +10,7 @@
 //!   router reads.
 //! - [`session`]: [`session::SessionKey`], the `namespace/name` of a CameraSession.
 //! - [`operator_token`]: the token the operator's own calls on a session's pod carry.
+//! - [`relay`]: a pod's own TURN relay candidates, their credential, and a connection's path.
 //!
 //! No Kubernetes, HTTP-framework or WebRTC dependency: both binaries and the tests use it.
 
@@ -18,6 +19,7 @@ pub mod model_policy;
 pub mod objects;
 pub mod operator_token;
 pub mod pod_env;
+pub mod relay;
 pub mod session;
 #[cfg(feature = "signal")]
 pub mod shutdown;

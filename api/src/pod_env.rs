@@ -56,6 +56,11 @@ pub const REQUEST_TIMEOUT: &str = "P2PCAMERA_REQUEST_TIMEOUT";
 pub const MAX_CONNECTIONS: &str = "P2PCAMERA_MAX_CONNECTIONS";
 /// Seconds a connected camera may send no media before a new offer takes the camera over.
 pub const TAKEOVER_AFTER: &str = "P2PCAMERA_TAKEOVER_AFTER";
+/// Whether the pod gathers TURN relay candidates: `off`, `also`, `only` (its CameraClass's `relay`).
+pub const RELAY_CANDIDATES: &str = "P2PCAMERA_RELAY_CANDIDATES";
+/// Comma-separated TURN URLs the pod relays through (`turn:host:port?transport=udp`); the
+/// credential comes with each offer.
+pub const TURN_URLS: &str = "P2PCAMERA_TURN_URLS";
 /// File holding the claim token of a warm-pool pod. When set, camera-pod starts unclaimed: it
 /// warms its filter up, reports ready, serves no camera, and waits for `POST /claim` with this
 /// token to hand it a session ([`crate::wire::ClaimRequest`]).

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorCode;
+use crate::relay::{ConnectionPath, RelayCredential};
 
 /// Largest request body either server accepts (offers are a few KiB; SDP with many candidates
 /// stays well under this).
@@ -38,6 +39,11 @@ pub struct OfferRequest {
     /// `namespace/name`, only on the router's legacy `POST /offer`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
+    /// The pod's TURN credential: set by the router on every offer it forwards when TURN is
+    /// configured (a browser's value never reaches the pod); camera-pod uses it only when it
+    /// gathers relay candidates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_credential: Option<RelayCredential>,
 }
 
 /// An SDP with its type: the answer to an offer.
@@ -194,6 +200,9 @@ pub struct CameraStatus {
     /// Unix milliseconds of the pod's first filtered frame sent; absent before it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_frame_ms: Option<u64>,
+    /// The way the live (or last) connection's media goes; absent before the first connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<ConnectionPath>,
 }
 
 #[cfg(test)]
@@ -210,7 +219,8 @@ mod tests {
                 sdp: "v=0".into(),
                 kind: "offer".into(),
                 client: None,
-                session: None
+                session: None,
+                relay_credential: None,
             }
         );
         assert_eq!(
@@ -251,6 +261,10 @@ mod tests {
             filter: "passthrough".into(),
             first_answer_ms: Some(1_700_000_000_000),
             first_frame_ms: None,
+            connection: Some(ConnectionPath::of_pair(
+                crate::relay::CandidateType::Relay,
+                crate::relay::CandidateType::Host,
+            )),
         };
         let text = serde_json::to_string(&status).expect("serialises");
         assert_eq!(

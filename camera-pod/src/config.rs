@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use p2pcamera_api::pod_env;
+use p2pcamera_api::relay::{RelayCandidates, is_udp_turn_url};
 
 use crate::codec::{CodecKind, DecodeSizeCap};
 use crate::media::limits::{BitrateBounds, PictureLimits};
@@ -36,6 +37,12 @@ pub enum ConfigError {
          --token-file, or --insecure-no-token to let anyone who reaches the port connect a camera"
     )]
     TokenRequired(SocketAddr),
+    #[error(
+        "--relay-candidates {0} needs a TURN server camera-pod can relay through: give --turn-urls \
+         with at least one turn: URL over UDP (turn:host:port or turn:host:port?transport=udp; \
+         camera-pod relays over UDP only, browsers may use TCP and TLS)"
+    )]
+    NoUdpTurnUrl(RelayCandidates),
 }
 
 /// How the signaling server is protected, given its address and the token flags.
@@ -231,6 +238,18 @@ pub struct Args {
     #[arg(long, env = pod_env::TAKEOVER_AFTER, default_value = "1", value_parser = parse_seconds)]
     pub takeover_after: Duration,
 
+    /// Whether the pod offers TURN relay candidates of its own: `off` (host candidates only),
+    /// `also` (host and relay: for nodes cameras cannot reach directly, e.g. without a public
+    /// address), `only` (relay only: the node's address never reaches the camera). The relay
+    /// credential comes with each offer from the router; an offer without one is answered with
+    /// host candidates (`also`) or refused with 503 `relay_unavailable` (`only`).
+    #[arg(long, env = pod_env::RELAY_CANDIDATES, default_value = "off")]
+    pub relay_candidates: RelayCandidates,
+
+    /// TURN URLs the pod relays through, comma-separated (only `turn:` over UDP is used).
+    #[arg(long, env = pod_env::TURN_URLS, value_delimiter = ',')]
+    pub turn_urls: Vec<String>,
+
     /// Widest camera picture decoded (at most 3840); larger pictures are dropped undecoded
     /// (counted in p2pcamera_pod_frames_over_max_decode_size_total). A portrait picture is
     /// checked against the limits turned by 90 degrees.
@@ -268,7 +287,21 @@ impl Args {
             });
         }
         self.token_policy(self.listen)?;
+        if self.relay_candidates.gathers_relay() && self.relay_urls().is_empty() {
+            return Err(ConfigError::NoUdpTurnUrl(self.relay_candidates));
+        }
         Ok(())
+    }
+
+    /// The `--turn-urls` camera-pod can relay through: `turn:` over UDP (webrtc-rs allocates
+    /// relays over UDP only); `turns:` and `transport=tcp` are the browsers'.
+    pub fn relay_urls(&self) -> Vec<String> {
+        self.turn_urls
+            .iter()
+            .map(|url| url.trim())
+            .filter(|url| is_udp_turn_url(url))
+            .map(str::to_owned)
+            .collect()
     }
 
     /// How a server listening on `listen` is protected: a token is required off loopback unless
@@ -586,6 +619,7 @@ mod tests {
             Duration::from_millis(2500)
         );
         assert!(parse(&["--takeover-after", "0"]).is_err());
+        assert_eq!(defaults.relay_candidates, RelayCandidates::Off);
         let args = parse(&["--connect-deadline", "0.5", "--request-timeout", "2"]).unwrap();
         assert_eq!(args.connect_deadline, Duration::from_millis(500));
         assert_eq!(args.request_timeout, Duration::from_secs(2));
@@ -673,5 +707,52 @@ mod tests {
     fn tls_cert_needs_key() {
         assert!(parse(&["--tls-cert", "c.pem"]).is_err());
         assert!(parse(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]).is_ok());
+    }
+
+    #[test]
+    fn relay_candidates_need_a_turn_url_over_udp() {
+        let relaying = |urls: &str| {
+            parse(&["--relay-candidates", "only", "--turn-urls", urls])
+                .unwrap()
+                .validate()
+        };
+        let args = parse(&[
+            "--relay-candidates",
+            "also",
+            "--turn-urls",
+            "turn:t.example:3478?transport=udp,turn:t.example:3478?transport=tcp,turns:t.example:443?transport=tcp,turn:t2.example",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.relay_urls(),
+            ["turn:t.example:3478?transport=udp", "turn:t2.example"]
+        );
+        assert!(args.validate().is_ok());
+        for browser_only in [
+            "turns:t.example:443?transport=tcp",
+            "turn:t.example:3478?transport=tcp",
+            "stun:t.example",
+            "turn:",
+        ] {
+            assert!(
+                matches!(
+                    relaying(browser_only),
+                    Err(ConfigError::NoUdpTurnUrl(RelayCandidates::Only))
+                ),
+                "{browser_only}"
+            );
+        }
+        assert!(matches!(
+            parse(&["--relay-candidates", "only"]).unwrap().validate(),
+            Err(ConfigError::NoUdpTurnUrl(_))
+        ));
+        assert!(parse(&["--relay-candidates", "sometimes"]).is_err());
+        // Without relay candidates the URLs are not needed (and not checked).
+        assert!(
+            parse(&["--turn-urls", "stun:x"])
+                .unwrap()
+                .validate()
+                .is_ok()
+        );
     }
 }

@@ -9,6 +9,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use p2pcamera_api::relay::{ConnectionPath, MediaPath, Transport};
+
 use crate::media::timeline::ConnectStage;
 
 /// Peer connection states, as exported by the `peer_connection_state` gauge family.
@@ -42,6 +44,18 @@ pub struct PathLabel {
     /// `direct`, or `relay` when either side's candidate is a TURN relay.
     pub path: &'static str,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PathTransportLabel {
+    /// `direct` or `relay`.
+    pub path: &'static str,
+    /// How the camera's packets reach the first hop: `udp`, `tcp`, `tls`, or `unknown` while a
+    /// relaying camera has not said.
+    pub transport: &'static str,
+}
+
+/// Every `transport` label value of [`PathTransportLabel`].
+const TRANSPORTS: [&str; 4] = ["udp", "tcp", "tls", "unknown"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StageLabel {
@@ -93,6 +107,8 @@ pub struct Metrics {
     pub offers: Family<ResultLabel, Counter>,
     /// Connected peers by the way the media reaches the pod.
     pub connections: Family<PathLabel, Counter>,
+    /// 1 for the path and transport of the live (or last) connection, 0 for the others.
+    connection_path: Family<PathTransportLabel, Gauge>,
     /// 1 once a warm-pool pod is claimed by its session; 0 before, and on a pod started with
     /// its session.
     pub claimed: Gauge,
@@ -140,6 +156,7 @@ impl Default for Metrics {
             peer_connection_state: Family::default(),
             offers: Family::default(),
             connections: Family::default(),
+            connection_path: Family::default(),
             claimed: Gauge::default(),
             claims_refused: Family::default(),
             registry: Registry::default(),
@@ -255,6 +272,11 @@ impl Default for Metrics {
             metrics.connections.clone(),
         );
         registry.register(
+            "connection_path",
+            "1 for the way the live (or last) connection's media goes (path direct or relay; transport of the camera's leg: udp, tcp, tls, or unknown until a relaying camera says), 0 for the others",
+            metrics.connection_path.clone(),
+        );
+        registry.register(
             "claimed",
             "1 once this warm-pool pod is claimed by a session; 0 before, and on a pod started with its session",
             metrics.claimed.clone(),
@@ -285,6 +307,13 @@ impl Default for Metrics {
     }
 }
 
+fn path_name(path: MediaPath) -> &'static str {
+    match path {
+        MediaPath::Direct => "direct",
+        MediaPath::Relay => "relay",
+    }
+}
+
 impl Metrics {
     /// Marks `state` (one of [`PEER_STATES`]) as the current peer connection state.
     pub fn set_peer_state(&self, state: &str) {
@@ -307,9 +336,35 @@ impl Metrics {
             .observe(since_offer.as_secs_f64());
     }
 
-    /// A peer connected over `path` (`direct` or `relay`).
-    pub fn count_connection(&self, path: &'static str) {
-        self.connections.get_or_create(&PathLabel { path }).inc();
+    /// A peer connected over `path`: counted, and the connection path now.
+    pub fn count_connection(&self, path: ConnectionPath) {
+        self.connections
+            .get_or_create(&PathLabel {
+                path: path_name(path.path),
+            })
+            .inc();
+        self.set_connection_path(path);
+    }
+
+    /// Marks `path` as the live connection's path and transport.
+    pub fn set_connection_path(&self, path: ConnectionPath) {
+        let transport = match path.transport {
+            Some(Transport::Udp) => "udp",
+            Some(Transport::Tcp) => "tcp",
+            Some(Transport::Tls) => "tls",
+            None => "unknown",
+        };
+        for known_path in [MediaPath::Direct, MediaPath::Relay] {
+            for known_transport in TRANSPORTS {
+                let current = known_path == path.path && known_transport == transport;
+                self.connection_path
+                    .get_or_create(&PathTransportLabel {
+                        path: path_name(known_path),
+                        transport: known_transport,
+                    })
+                    .set(i64::from(current));
+            }
+        }
     }
 
     /// A warm-pool claim was refused with `code`.

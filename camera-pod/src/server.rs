@@ -22,7 +22,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::config::{Args, TokenPolicy};
 use crate::filter::runtime::ExecutionProvider;
 use crate::filter::{FilterBuilder, FilterFactory, FilterSpec, FilterWorker, WorkerError};
-use crate::media::{Camera, MediaConfig};
+use crate::media::{Camera, MediaConfig, RelaySettings};
 use crate::metrics::Metrics;
 use crate::signaling::tls::ServerIdentity;
 use crate::signaling::{self, AppState, ListenerPolicy, Readiness, WarmPod};
@@ -172,6 +172,10 @@ pub async fn serve_filter(
         decode_cap: args.decode_size_cap(),
         connect_deadline: args.connect_deadline,
         takeover_after: args.takeover_after,
+        relay: RelaySettings {
+            candidates: args.relay_candidates,
+            urls: args.relay_urls(),
+        },
     };
     crate::media::check_udp_port(media.udp_addr)?;
     let limits = HttpLimits {

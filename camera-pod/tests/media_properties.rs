@@ -243,7 +243,12 @@ mod properties {
                     }
                     ClientMessage::SwitchFilter(spec) => {
                         let parsed = serde_json::from_str::<serde_json::Value>(spec);
-                        prop_assert!(parsed.is_ok_and(|v| v.is_object()));
+                        prop_assert!(parsed.is_ok_and(|v| v.is_object() && v["type"] != "path"));
+                    }
+                    // A path report is unanswered, and only a JSON object of type `path`.
+                    ClientMessage::CameraTransport(_) => {
+                        let parsed = serde_json::from_str::<serde_json::Value>(message.trim());
+                        prop_assert!(parsed.is_ok_and(|v| v["type"] == "path"));
                     }
                     ClientMessage::Unknown => {
                         let reply = datachannel::unknown_reply();

@@ -307,6 +307,7 @@ mod tests {
             filter: "passthrough".into(),
             first_answer_ms: None,
             first_frame_ms: None,
+            connection: None,
         };
         assert_eq!(last_active(&status(0)), Some(Timestamp::UNIX_EPOCH));
         assert_eq!(last_active(&status(u64::MAX)), None);

@@ -8,7 +8,8 @@
 //!
 //! [`check`] holds the session to its class: fields that moved to the class are not set, the
 //! filter is one the class allows, a custom model passes the class's allow-list, and the video
-//! limits are within the class's. Every misfit is a [`NotAccepted`] with a condition reason; the
+//! limits are within the class's, and a class that relays has the operator's TURN URLs
+//! ([`relay_configured`]). Every misfit is a [`NotAccepted`] with a condition reason; the
 //! operator creates nothing for such a session (status `Accepted=False`, a Warning Event).
 //!
 //! [`EffectiveVideo`] is what the pod gets: the session's limits where set, else the class's.
@@ -17,9 +18,11 @@ use std::sync::Arc;
 
 use kube::ResourceExt;
 
-use crate::crd::{CameraClass, CameraClassSpec, CameraSessionSpec, Codec, FilterName};
+use crate::config::Config;
+use crate::crd::{CameraClass, CameraClassSpec, CameraSessionSpec, ClassRelay, Codec, FilterName};
 use p2pcamera_api::ModelPolicy;
 use p2pcamera_api::objects::ANNOTATION_DEFAULT_CLASS;
+use p2pcamera_api::relay::RelayCandidates;
 use p2pcamera_api::wire::DEFAULT_MAX_DECODE;
 
 /// The class a session runs in.
@@ -92,6 +95,10 @@ pub enum NotAccepted {
     },
     #[error("CameraClass {class} does not allow codec {codec}")]
     CodecNotAllowed { class: String, codec: &'static str },
+    #[error(
+        "CameraClass {class} has relay {relay:?}, and the operator has no TURN server for camera pods: set --camera-pod-turn-urls (P2PCAMERA_CAMERA_POD_TURN_URLS) to at least one turn: URL over UDP, or set the class's relay to Off"
+    )]
+    RelayNotConfigured { class: String, relay: ClassRelay },
 }
 
 impl NotAccepted {
@@ -105,9 +112,14 @@ impl NotAccepted {
             Self::ModelNotAllowed { .. } => "ModelNotAllowed",
             Self::VideoOverLimit { .. } => "VideoOverClassLimit",
             Self::CodecNotAllowed { .. } => "CodecNotAllowed",
+            Self::RelayNotConfigured { .. } => REASON_RELAY_NOT_CONFIGURED,
         }
     }
 }
+
+/// `Accepted=False` reason of a session whose class relays ([`ClassRelay`] `Also` or `Only`)
+/// while the operator has no `--camera-pod-turn-urls` over UDP: its pod would not start.
+pub const REASON_RELAY_NOT_CONFIGURED: &str = "RelayNotConfigured";
 
 /// Whether `class` is marked as the default class.
 pub fn is_default(class: &CameraClass) -> bool {
@@ -163,12 +175,32 @@ pub fn moved_fields(spec: &CameraSessionSpec) -> Vec<&'static str> {
     .collect()
 }
 
-/// Whether a session with `spec` fits `class`.
-pub fn check(spec: &CameraSessionSpec, class: &ResolvedClass) -> Result<(), NotAccepted> {
+/// Whether pods of `class` can start with the operator's `config`: a class that relays needs a
+/// TURN URL over UDP in `--camera-pod-turn-urls` (camera-pod refuses to start without one). The
+/// warm pool of such a class creates no pods either.
+pub fn relay_configured(class: &ResolvedClass, config: &Config) -> Result<(), NotAccepted> {
+    let relay = class.spec.relay;
+    if RelayCandidates::from(relay).gathers_relay() && config.camera_pod_relay_urls().is_empty() {
+        return Err(NotAccepted::RelayNotConfigured {
+            class: class.display_name().to_string(),
+            relay,
+        });
+    }
+    Ok(())
+}
+
+/// Whether a session with `spec` fits `class`, and the class's pods can start with the
+/// operator's `config` ([`relay_configured`]).
+pub fn check(
+    spec: &CameraSessionSpec,
+    class: &ResolvedClass,
+    config: &Config,
+) -> Result<(), NotAccepted> {
     let moved = moved_fields(spec);
     if !moved.is_empty() {
         return Err(NotAccepted::MovedToClass(moved.join(", ")));
     }
+    relay_configured(class, config)?;
     let class_name = || class.display_name().to_string();
     let filter = spec.filter.name;
     if !class.allows_filter(filter) {
@@ -262,6 +294,7 @@ mod properties;
 mod tests {
     use super::*;
     use crate::crd::{AllowedHost, ClassVideo, Digest, GpuSpec, ModelAllowList, VideoSpec};
+    use crate::fixtures::config;
 
     fn class(name: &str, default: bool, spec: CameraClassSpec) -> Arc<CameraClass> {
         let mut class = CameraClass::new(name, spec);
@@ -341,7 +374,7 @@ mod tests {
                 "spec.tolerations",
             ),
         ] {
-            let err = check(&spec(json), &built_in).expect_err(field);
+            let err = check(&spec(json), &built_in, &config()).expect_err(field);
             assert_eq!(err.reason(), "MovedToClass");
             assert!(err.to_string().contains(field), "{err}");
         }
@@ -350,7 +383,7 @@ mod tests {
             gpu: Some(GpuSpec::default()),
             ..spec(serde_json::json!({}))
         };
-        assert_eq!(check(&old_default, &built_in), Ok(()));
+        assert_eq!(check(&old_default, &built_in, &config()), Ok(()));
     }
 
     #[test]
@@ -359,12 +392,13 @@ mod tests {
         assert_eq!(
             check(
                 &spec(serde_json::json!({"filter": {"name": "style", "styleIndex": 3}})),
-                &built_in
+                &built_in,
+                &config()
             ),
             Ok(())
         );
         assert_eq!(
-            check(&custom(), &built_in).map_err(|e| e.reason()),
+            check(&custom(), &built_in, &config()).map_err(|e| e.reason()),
             Err("FilterNotAllowed")
         );
         let blur_only = ResolvedClass {
@@ -374,10 +408,13 @@ mod tests {
                 ..CameraClassSpec::default()
             },
         };
-        assert_eq!(check(&spec(serde_json::json!({})), &blur_only), Ok(()));
+        assert_eq!(
+            check(&spec(serde_json::json!({})), &blur_only, &config()),
+            Ok(())
+        );
         let style = spec(serde_json::json!({"filter": {"name": "style", "styleIndex": 3}}));
         assert_eq!(
-            check(&style, &blur_only),
+            check(&style, &blur_only, &config()),
             Err(NotAccepted::FilterNotAllowed {
                 class: "blur".into(),
                 filter: "style"
@@ -398,7 +435,7 @@ mod tests {
             },
         };
         assert_eq!(
-            check(&custom, &with(ModelAllowList::default())).map_err(|e| e.reason()),
+            check(&custom, &with(ModelAllowList::default()), &config()).map_err(|e| e.reason()),
             Err("ModelNotAllowed")
         );
         let host = model
@@ -411,12 +448,12 @@ mod tests {
             allowed_hosts: vec![AllowedHost(host.to_string())],
             ..ModelAllowList::default()
         });
-        assert_eq!(check(&custom, &by_host), Ok(()));
+        assert_eq!(check(&custom, &by_host, &config()), Ok(()));
         let by_digest = with(ModelAllowList {
             allowed_digests: vec![Digest(model.sha256.clone())],
             ..ModelAllowList::default()
         });
-        assert_eq!(check(&custom, &by_digest), Ok(()));
+        assert_eq!(check(&custom, &by_digest, &config()), Ok(()));
     }
 
     #[test]
@@ -447,7 +484,7 @@ mod tests {
             max_fps: Some(30),
             codecs: vec![],
         });
-        assert_eq!(check(&small, &class), Ok(()));
+        assert_eq!(check(&small, &class, &config()), Ok(()));
         assert_eq!(
             EffectiveVideo::of(&small, &class),
             EffectiveVideo {
@@ -463,7 +500,7 @@ mod tests {
             ..small.video.clone().unwrap()
         });
         assert_eq!(
-            check(&big, &class),
+            check(&big, &class, &config()),
             Err(NotAccepted::VideoOverLimit {
                 class: "hd".into(),
                 field: "maxWidth",
@@ -476,8 +513,60 @@ mod tests {
             ..small.video.clone().unwrap()
         });
         assert_eq!(
-            check(&h264, &class).map_err(|e| e.reason()),
+            check(&h264, &class, &config()).map_err(|e| e.reason()),
             Err("CodecNotAllowed")
+        );
+    }
+
+    #[test]
+    fn a_relaying_class_needs_the_operators_turn_urls_over_udp() {
+        let session = spec(serde_json::json!({}));
+        let relaying = |relay: ClassRelay| ResolvedClass {
+            name: Some("behind-nat".into()),
+            spec: CameraClassSpec {
+                relay,
+                ..CameraClassSpec::default()
+            },
+        };
+        let browsers_only = Config {
+            camera_pod_turn_urls: vec!["turns:turn.example:443?transport=tcp".into()],
+            ..config()
+        };
+        let udp = Config {
+            camera_pod_turn_urls: vec!["turn:turn.example:3478?transport=udp".into()],
+            ..config()
+        };
+        for relay in [ClassRelay::Also, ClassRelay::Only] {
+            for without in [config(), browsers_only.clone()] {
+                let err = check(&session, &relaying(relay), &without).expect_err("no relay");
+                assert_eq!(err.reason(), "RelayNotConfigured");
+                let message = err.to_string();
+                assert!(
+                    message.contains("--camera-pod-turn-urls")
+                        && message.contains("behind-nat")
+                        && message.contains(&format!("{relay:?}")),
+                    "{message}"
+                );
+            }
+            assert_eq!(check(&session, &relaying(relay), &udp), Ok(()));
+        }
+        // A class that does not relay needs none.
+        assert_eq!(
+            check(&session, &relaying(ClassRelay::Off), &config()),
+            Ok(())
+        );
+        // The relay is checked before what the session asks for: the class is at fault.
+        let blur_only = ResolvedClass {
+            spec: CameraClassSpec {
+                allowed_filters: vec![FilterName::SelfieBlur],
+                ..relaying(ClassRelay::Only).spec
+            },
+            ..relaying(ClassRelay::Only)
+        };
+        let style = spec(serde_json::json!({"filter": {"name": "style", "styleIndex": 3}}));
+        assert_eq!(
+            check(&style, &blur_only, &config()).map_err(|e| e.reason()),
+            Err(REASON_RELAY_NOT_CONFIGURED)
         );
     }
 }

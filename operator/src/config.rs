@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Toleration;
+use p2pcamera_api::relay::is_udp_turn_url;
 
 use crate::ports::PortRange;
 
@@ -115,6 +116,12 @@ pub struct Config {
         default_value_t = 1000
     )]
     pub camera_pod_metrics_port_offset: u16,
+
+    /// TURN URLs the camera pods of relaying classes (CameraClass `spec.relay` `Also` or `Only`)
+    /// relay through, comma-separated, e.g. `turn:p2pcamera-turn.<namespace>.svc:3478?transport=udp`;
+    /// only `turn:` over UDP is used. The credential comes with each offer, from the router.
+    #[arg(long, env = "P2PCAMERA_CAMERA_POD_TURN_URLS", value_delimiter = ',')]
+    pub camera_pod_turn_urls: Vec<String>,
 }
 
 /// Tolerations list (a named type so clap does not treat it as a repeated flag).
@@ -153,6 +160,16 @@ impl Config {
             return Err(ConfigError::MetricsPortsBeyondRange { offset, last });
         }
         Ok(())
+    }
+
+    /// The `--camera-pod-turn-urls` camera pods can relay through: `turn:` over UDP
+    /// ([`is_udp_turn_url`]), trimmed; empty when there is none.
+    pub fn camera_pod_relay_urls(&self) -> Vec<&str> {
+        self.camera_pod_turn_urls
+            .iter()
+            .map(|url| url.trim())
+            .filter(|url| is_udp_turn_url(url))
+            .collect()
     }
 
     /// The Lease identity: the configured one, else `HOSTNAME`, else a random one.
@@ -270,6 +287,34 @@ mod tests {
         assert_eq!(c.gpu_tolerations, Tolerations::default());
         assert_eq!(c.public_ip_source, PublicIpSource::Node);
         assert_eq!(c.idle_poll_interval, Duration::from_secs(15));
+        assert!(c.camera_pod_turn_urls.is_empty());
+    }
+
+    #[test]
+    fn camera_pods_relay_through_the_turn_urls_over_udp() {
+        let c = Wrapper::try_parse_from([
+            "x",
+            "--camera-pod-turn-urls",
+            "turns:turn.example:443?transport=tcp, turn:p2pcamera-turn.p2pcamera.svc:3478?transport=udp,turn:turn.example:3478?transport=tcp,turn:turn.example:3478",
+        ])
+        .unwrap()
+        .config;
+        assert_eq!(c.camera_pod_turn_urls.len(), 4);
+        assert_eq!(
+            c.camera_pod_relay_urls(),
+            [
+                "turn:p2pcamera-turn.p2pcamera.svc:3478?transport=udp",
+                "turn:turn.example:3478"
+            ]
+        );
+        let browsers_only = Wrapper::try_parse_from([
+            "x",
+            "--camera-pod-turn-urls",
+            "turns:turn.example:443?transport=tcp",
+        ])
+        .unwrap()
+        .config;
+        assert!(browsers_only.camera_pod_relay_urls().is_empty());
     }
 
     #[test]

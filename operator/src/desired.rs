@@ -45,6 +45,7 @@ use p2pcamera_api::objects::{
     child_name,
 };
 use p2pcamera_api::pod_env;
+use p2pcamera_api::relay::RelayCandidates;
 
 use crate::class_fit::{EffectiveVideo, ResolvedClass};
 use crate::config::{Config, PublicIpSource};
@@ -178,7 +179,9 @@ fn env(name: &str, value: impl Into<String>) -> EnvVar {
 /// The environment every camera pod of `class` starts with, session or pool alike:
 /// `P2PCAMERA_LISTEN=0.0.0.0:<port>`, `P2PCAMERA_UDP_PORT=<port>`, `P2PCAMERA_METRICS_LISTEN`,
 /// `P2PCAMERA_PUBLIC_IP` (downward API `status.hostIP`), the class's model
-/// allow-list and decode cap, `P2PCAMERA_TLS_CERT` / `P2PCAMERA_TLS_KEY` (files of the mounted
+/// allow-list and decode cap, for a class that relays `P2PCAMERA_RELAY_CANDIDATES` (`also`,
+/// `only`) and `P2PCAMERA_TURN_URLS` (the `turn:` UDP ones of `--camera-pod-turn-urls`; a class
+/// that relays without any is not accepted, [`crate::class_fit`]), `P2PCAMERA_TLS_CERT` / `P2PCAMERA_TLS_KEY` (files of the mounted
 /// Secret), `P2PCAMERA_REQUIRE_GPU=true` with `--camera-pod-require-gpu`, and `XDG_CACHE_HOME`.
 fn base_env(class: &ResolvedClass, port: u16, config: &Config) -> Vec<EnvVar> {
     let mut vars = vec![
@@ -210,6 +213,14 @@ fn base_env(class: &ResolvedClass, port: u16, config: &Config) -> Vec<EnvVar> {
     let decode = EffectiveVideo::decode_cap(class);
     vars.push(env(pod_env::MAX_DECODE_WIDTH, decode.0.to_string()));
     vars.push(env(pod_env::MAX_DECODE_HEIGHT, decode.1.to_string()));
+    let relay = RelayCandidates::from(class.spec.relay);
+    if relay.gathers_relay() {
+        vars.push(env(pod_env::RELAY_CANDIDATES, relay.as_str()));
+        vars.push(env(
+            pod_env::TURN_URLS,
+            config.camera_pod_relay_urls().join(","),
+        ));
+    }
     vars.push(env(
         pod_env::TLS_CERT,
         format!("{SECRET_MOUNT_DIR}/{SECRET_TLS_CERT}"),
@@ -705,6 +716,7 @@ pub fn pod_annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crd::CameraClassSpec;
     use crate::fixtures::{config, session};
 
     /// Class `gpu-class` with `spec` (JSON, as an administrator writes it).
@@ -997,6 +1009,58 @@ mod tests {
             pod_annotation(&pod, ANNOTATION_POD_HASH),
             pod_annotation(&node, ANNOTATION_POD_HASH),
             "switching the source replaces no running pod"
+        );
+    }
+
+    #[test]
+    fn pods_of_a_relaying_class_get_the_turn_urls_over_udp_and_others_nothing_new() {
+        let s = session(serde_json::json!({}));
+        let turn = Config {
+            camera_pod_turn_urls: vec![
+                "turns:turn.example:443?transport=tcp".into(),
+                "turn:p2pcamera-turn.p2pcamera.svc:3478?transport=udp".into(),
+            ],
+            ..config()
+        };
+        let pool = WarmPool::default();
+        let camera_class = CameraClass::new("gpu-class", CameraClassSpec::default());
+        for (relay, value) in [("Also", "also"), ("Only", "only")] {
+            let relaying = class(serde_json::json!({"relay": relay}));
+            let session_pod = build_pod(&s, &relaying, 40000, &turn).unwrap();
+            let pool_pod =
+                build_pool_pod(&camera_class, &relaying, &pool, "team", "w", 40001, &turn);
+            for pod in [&session_pod, &pool_pod] {
+                assert_eq!(
+                    env_value(pod, pod_env::RELAY_CANDIDATES).and_then(|e| e.value.as_deref()),
+                    Some(value)
+                );
+                assert_eq!(
+                    env_value(pod, pod_env::TURN_URLS).and_then(|e| e.value.as_deref()),
+                    Some("turn:p2pcamera-turn.p2pcamera.svc:3478?transport=udp")
+                );
+            }
+            // The relay is the class's: switching it on replaces no running pod.
+            assert_eq!(
+                pod_annotation(&session_pod, ANNOTATION_POD_HASH),
+                pod_annotation(
+                    &build_pod(&s, &class(serde_json::json!({})), 40000, &turn).unwrap(),
+                    ANNOTATION_POD_HASH
+                )
+            );
+        }
+        // A class that does not relay gets exactly the pod it got before there were TURN URLs.
+        let off = class(serde_json::json!({"relay": "Off"}));
+        let without = build_pod(&s, &off, 40000, &config()).unwrap();
+        assert_eq!(build_pod(&s, &off, 40000, &turn).unwrap(), without);
+        assert_eq!(
+            build_pod(&s, &class(serde_json::json!({})), 40000, &config()).unwrap(),
+            without
+        );
+        assert!(env_value(&without, pod_env::RELAY_CANDIDATES).is_none());
+        assert!(env_value(&without, pod_env::TURN_URLS).is_none());
+        assert_eq!(
+            build_pool_pod(&camera_class, &off, &pool, "team", "w", 40001, &turn),
+            build_pool_pod(&camera_class, &off, &pool, "team", "w", 40001, &config())
         );
     }
 

@@ -38,7 +38,7 @@ pub fn ts(secs: i64) -> Timestamp {
 }
 
 /// The operator's configuration: ports 40000-40999, a GPU node selector and toleration, public
-/// addresses from nodes, 5 restarts and 60 s of crash backoff, polls every 15 s.
+/// addresses from nodes, 5 restarts and 60 s of crash backoff, polls every 15 s, no TURN URLs.
 pub fn config() -> Config {
     Config {
         namespace: None,
@@ -63,6 +63,7 @@ pub fn config() -> Config {
         crash_backoff: Duration::from_secs(60),
         idle_poll_interval: Duration::from_secs(15),
         camera_pod_metrics_port_offset: 1000,
+        camera_pod_turn_urls: Vec::new(),
     }
 }
 
@@ -228,6 +229,7 @@ fn written(
         gpu_resource: "nvidia.com/gpu",
         public_address,
         last_active: None,
+        connection: None,
     };
     status::next_status(&CameraSessionStatus::default(), situation, &inputs, at)
 }

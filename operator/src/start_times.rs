@@ -6,6 +6,13 @@
 //! once the first frame was sent. All are observed in
 //! `p2pcamera_operator_session_start_seconds{stage,start}`.
 //!
+//! The same polls read how the camera connected (`status.connection`). A camera's first frame
+//! usually comes with its path known, but a camera that relays reports its own transport (UDP,
+//! TCP or TLS to its TURN server) over the data channel, possibly after the first frame: so the
+//! polls go on after the first frame until the pod reports a connection with its transport, within
+//! the same [`FIRST_FRAME_WAIT`] and [`FIRST_FRAME_WATCH_LIMIT`] (no poll beyond those limits).
+//! Later changes of the connection are seen only by the idle-timeout polls.
+//!
 //! The clock runs in the operator's memory (object timestamps have whole seconds only): a start
 //! the operator did not see begin, because it became leader meanwhile, is not measured, and a
 //! session nobody streams from within [`FIRST_FRAME_WAIT`] of Ready gets no first frame.
@@ -15,6 +22,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use p2pcamera_api::SessionKey;
+use p2pcamera_api::relay::ConnectionPath;
 
 use crate::crd::StartTimes;
 
@@ -34,12 +42,15 @@ enum Start {
         began: Instant,
         bound: Option<Instant>,
     },
-    /// Ready; waiting for the first frame until `until`.
+    /// Ready; waiting for the first frame, and for the connection with its transport, until
+    /// `until`.
     Streaming {
         /// The wall-clock time the start began, in Unix milliseconds.
         began_unix_ms: u64,
         warm: bool,
         until: Instant,
+        /// The first frame was reported (and answered by [`StartClock::first_frame`]).
+        frame_seen: bool,
     },
 }
 
@@ -114,6 +125,7 @@ impl StartClock {
                     began_unix_ms: unix_ms(began_wall),
                     warm,
                     until: now + FIRST_FRAME_WAIT,
+                    frame_seen: false,
                 },
             );
         } else {
@@ -129,8 +141,8 @@ impl StartClock {
         })
     }
 
-    /// Whether the operator still waits at `now` for the session's first frame (forgets it
-    /// once [`FIRST_FRAME_WAIT`] is over).
+    /// Whether the operator still waits at `now` for the session's first frame or its
+    /// connection (forgets it once [`FIRST_FRAME_WAIT`] is over).
     pub fn awaits_first_frame(&self, key: &SessionKey, now: Instant) -> bool {
         let mut starts = self.lock();
         match starts.get(key) {
@@ -144,30 +156,42 @@ impl StartClock {
     }
 
     /// The pod reported its first answer and first frame (Unix milliseconds, `None` before
-    /// them): once the frame is there, answers both after the start's beginning and stops the
-    /// clock.
+    /// them) and its `connection`: the first time the frame is there, answers both after the
+    /// start's beginning; stops the clock once the frame and the connection with its transport
+    /// are there.
     pub fn first_frame(
         &self,
         key: &SessionKey,
         answer_unix_ms: Option<u64>,
         frame_unix_ms: Option<u64>,
+        connection: Option<&ConnectionPath>,
     ) -> Option<FirstFrame> {
-        let frame_unix_ms = frame_unix_ms?;
         let mut starts = self.lock();
         let Some(Start::Streaming {
             began_unix_ms,
             warm,
+            frame_seen,
             ..
-        }) = starts.get(key).copied()
+        }) = starts.get_mut(key)
         else {
             return None;
         };
-        starts.remove(key);
-        Some(FirstFrame {
-            answer_millis: answer_unix_ms.map(|ms| ms.saturating_sub(began_unix_ms)),
-            frame_millis: frame_unix_ms.saturating_sub(began_unix_ms),
-            warm,
-        })
+        let first = match frame_unix_ms {
+            Some(frame_unix_ms) if !*frame_seen => {
+                *frame_seen = true;
+                Some(FirstFrame {
+                    answer_millis: answer_unix_ms.map(|ms| ms.saturating_sub(*began_unix_ms)),
+                    frame_millis: frame_unix_ms.saturating_sub(*began_unix_ms),
+                    warm: *warm,
+                })
+            }
+            _ => None,
+        };
+        let connection_known = connection.is_some_and(|c| c.transport.is_some());
+        if *frame_seen && connection_known {
+            starts.remove(key);
+        }
+        first
     }
 
     /// Keeps only the sessions for which `is_live` is true.
@@ -189,6 +213,7 @@ fn unix_ms(at: SystemTime) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use p2pcamera_api::relay::{CandidateType, Transport};
 
     #[test]
     fn a_start_is_timed_from_the_first_sight_to_ready() {
@@ -263,9 +288,19 @@ mod tests {
         let ready_wall = UNIX_EPOCH + Duration::from_millis(1_000_000_500);
         clock.ready(&key, true, t0 + Duration::from_millis(500), ready_wall);
         assert!(clock.awaits_first_frame(&key, t0 + Duration::from_secs(1)));
+        let direct = ConnectionPath::of_pair(CandidateType::Host, CandidateType::Srflx);
         // The pod answered and sent no frame yet: nothing to write.
-        assert_eq!(clock.first_frame(&key, Some(1_000_000_700), None), None);
-        let first = clock.first_frame(&key, Some(1_000_000_700), Some(1_000_000_800));
+        assert_eq!(
+            clock.first_frame(&key, Some(1_000_000_700), None, Some(&direct)),
+            None
+        );
+        assert!(clock.awaits_first_frame(&key, t0 + Duration::from_secs(1)));
+        let first = clock.first_frame(
+            &key,
+            Some(1_000_000_700),
+            Some(1_000_000_800),
+            Some(&direct),
+        );
         assert_eq!(
             first,
             Some(FirstFrame {
@@ -278,7 +313,45 @@ mod tests {
             !clock.awaits_first_frame(&key, t0 + Duration::from_secs(1)),
             "written once"
         );
-        assert_eq!(clock.first_frame(&key, Some(1), Some(2)), None);
+        assert_eq!(
+            clock.first_frame(&key, Some(1), Some(2), Some(&direct)),
+            None
+        );
+    }
+
+    #[test]
+    fn the_polls_go_on_after_the_first_frame_until_a_relaying_cameras_transport_is_known() {
+        let clock = StartClock::default();
+        let key = SessionKey::new("team", "cam");
+        let t0 = Instant::now();
+        clock.seen(&key, false, t0);
+        let ready_wall = UNIX_EPOCH + Duration::from_millis(1_000_000_000);
+        clock.ready(&key, false, t0, ready_wall);
+        let camera_relays = ConnectionPath::of_pair(CandidateType::Host, CandidateType::Relay);
+        let first = clock.first_frame(&key, None, Some(1_000_000_900), Some(&camera_relays));
+        assert_eq!(first.map(|f| f.frame_millis), Some(900));
+        assert!(
+            clock.awaits_first_frame(&key, t0 + Duration::from_secs(1)),
+            "the camera has not said how it reaches its relay"
+        );
+        // The frame is written once; the wait ends when the transport is known.
+        assert_eq!(
+            clock.first_frame(&key, None, Some(1_000_000_900), Some(&camera_relays)),
+            None
+        );
+        let told = camera_relays.with_camera_transport(Transport::Tcp);
+        assert_eq!(
+            clock.first_frame(&key, None, Some(1_000_000_900), Some(&told)),
+            None
+        );
+        assert!(!clock.awaits_first_frame(&key, t0 + Duration::from_secs(2)));
+        // A camera that never says: the wait ends with FIRST_FRAME_WAIT as before.
+        let other = SessionKey::new("team", "quiet");
+        clock.seen(&other, false, t0);
+        clock.ready(&other, false, t0, ready_wall);
+        clock.first_frame(&other, None, Some(1_000_000_900), Some(&camera_relays));
+        assert!(clock.awaits_first_frame(&other, t0 + FIRST_FRAME_WAIT - Duration::from_secs(1)));
+        assert!(!clock.awaits_first_frame(&other, t0 + FIRST_FRAME_WAIT));
     }
 
     #[test]

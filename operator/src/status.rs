@@ -21,6 +21,8 @@
 //! `reason` says why a session is not Ready: the reason of the condition that holds it back
 //! (`NoFreeGpu`, `NoFreePort`, `CrashLoopBackOff`, ...); absent once Ready. [`event`] says which
 //! changes of phase and reason are published as Kubernetes Events.
+//! `connection` is how the camera reaches the pod ([`connection`]), kept while the same pod runs;
+//! any other situation (the pod gone, replaced, crashed) clears it.
 //! `endpoint` is `https://<pod host IP>:<port>`: the address the router reaches from inside the
 //! cluster. `publicAddress` is what ICE advertises (see [`crate::config::PublicIpSource`]).
 
@@ -30,7 +32,8 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use crate::crd::{CameraSessionStatus, Phase};
+use crate::crd::{CameraSessionStatus, Phase, SessionConnection};
+use p2pcamera_api::relay::ConnectionPath;
 
 /// Condition type: the pod is bound to a node.
 pub const SCHEDULED: &str = "Scheduled";
@@ -340,6 +343,8 @@ pub struct StatusInputs<'a> {
     pub public_address: Option<&'a str>,
     /// A new activity time from the camera pod.
     pub last_active: Option<Timestamp>,
+    /// The connection the camera pod reported at this reconcile's poll, if it reported one.
+    pub connection: Option<ConnectionPath>,
 }
 
 fn condition(type_: &str, status: &str, reason: &str, message: impl Into<String>) -> Condition {
@@ -385,6 +390,26 @@ pub fn endpoint(address: &str, port: u16) -> String {
     } else {
         format!("https://{address}:{port}")
     }
+}
+
+/// The session's `status.connection` once the pod reported `reported` at `now` (`None`: it did
+/// not, or was not asked), given `known`, the one the status holds for the same pod: the report
+/// in the CRD's spelling, seen at `now` unless it is the known one (whose time stays, so an
+/// unchanged connection writes nothing); the known one when there is no report.
+pub fn connection(
+    known: Option<&SessionConnection>,
+    reported: Option<ConnectionPath>,
+    now: Timestamp,
+) -> Option<SessionConnection> {
+    let Some(reported) = reported else {
+        return known.cloned();
+    };
+    let mut seen = SessionConnection::from(reported);
+    seen.observed_time = match known {
+        Some(known) if known.same_path(&seen) => known.observed_time.clone(),
+        _ => Some(Time(now)),
+    };
+    Some(seen)
 }
 
 /// The next status of a session, from the previous one and what was observed.
@@ -525,6 +550,11 @@ pub fn next_status(
         Situation::Running(pod) => {
             next.pod_name = Some(pod.name.clone());
             next.node_name = pod.node_name.clone();
+            let known = prev
+                .connection
+                .as_ref()
+                .filter(|_| prev.pod_name == next.pod_name);
+            next.connection = connection(known, inputs.connection, now);
             set(condition(IDLE, "False", "Active", ""));
             if pod.restarts < 1 || pod.waiting_reason.as_deref() != Some(REASON_CRASH_LOOP) {
                 set(condition(HEALTHY, "True", "Running", ""));
@@ -704,6 +734,7 @@ pub fn event(prev: &CameraSessionStatus, next: &CameraSessionStatus) -> Option<S
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crd::{IceCandidateType, MediaRoute, MediaTransport};
     use k8s_openapi::api::core::v1::{
         ContainerState, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
         PodCondition, PodSpec, PodStatus,
@@ -749,6 +780,7 @@ mod tests {
             gpu_resource: "nvidia.com/gpu",
             public_address: public,
             last_active: None,
+            connection: None,
         }
     }
 
@@ -984,6 +1016,59 @@ mod tests {
         );
         let b = next_status(&a, &Situation::Running(&p), &inputs(None), ts(500));
         assert_eq!(a, b, "no flapping: same input, same status");
+    }
+
+    #[test]
+    fn the_connection_is_written_when_it_changes_and_kept_while_the_pod_runs() {
+        use p2pcamera_api::relay::{CandidateType, Transport};
+        let p = observe_pod(&pod(Some("gpu-1"), &[("Ready", "True", None, None)]));
+        let running = Situation::Running(&p);
+        let polled = |connection| StatusInputs {
+            connection,
+            ..inputs(None)
+        };
+        let ready = next_status(&Default::default(), &running, &inputs(None), ts(100));
+        assert_eq!(
+            ready.connection, None,
+            "no connection before the pod reports one"
+        );
+        let camera_relays = ConnectionPath::of_pair(CandidateType::Host, CandidateType::Relay);
+        let relayed = next_status(&ready, &running, &polled(Some(camera_relays)), ts(200));
+        let seen = relayed.connection.clone().expect("reported");
+        assert_eq!(
+            (seen.path, seen.transport, seen.camera_candidate),
+            (MediaRoute::Relay, None, IceCandidateType::Relay)
+        );
+        assert_eq!(seen.observed_time, Some(Time(ts(200))));
+        // The same report later, or no report at all, changes nothing: nothing to write.
+        for later in [Some(camera_relays), None] {
+            assert_eq!(
+                next_status(&relayed, &running, &polled(later), ts(300)),
+                relayed
+            );
+        }
+        // The camera says how it reaches its relay: a new connection, seen now.
+        let over_tls = camera_relays.with_camera_transport(Transport::Tls);
+        let told = next_status(&relayed, &running, &polled(Some(over_tls)), ts(400));
+        let told = told.connection.expect("reported");
+        assert_eq!(
+            (told.transport, told.observed_time),
+            (Some(MediaTransport::Tls), Some(Time(ts(400))))
+        );
+        // The pod goes away: its connection with it; another pod's is not this one's.
+        let idle = next_status(
+            &relayed,
+            &Situation::Idle,
+            &polled(Some(camera_relays)),
+            ts(500),
+        );
+        assert_eq!(idle.connection, None);
+        let mut other_pod = relayed.clone();
+        other_pod.pod_name = Some("cam1-warm-x".into());
+        assert_eq!(
+            next_status(&other_pod, &running, &inputs(None), ts(600)).connection,
+            None
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! CameraClass against the real control plane: a session runs with what its class gives, a session
-//! its class does not allow gets `Accepted=False` and no pod, and an edit of a class does not
-//! restart the cameras already running in it.
+//! its class does not allow gets `Accepted=False` and no pod, an edit of a class does not
+//! restart the cameras already running in it, and a class that relays runs only where the
+//! operator has TURN URLs for its pods.
 //!
 //! Classes are cluster-scoped and every test binary shares one plane, so each test names its
 //! classes after its namespace and none is marked as the default here (that would change the
@@ -175,6 +176,7 @@ async fn the_pod_gets_what_its_class_gives_and_a_class_edit_does_not_restart_it(
         env_of(&pod, pod_env::MODEL_ALLOWED_HOSTS).as_deref(),
         Some("models.example")
     );
+    assert_eq!(env_of(&pod, pod_env::RELAY_CANDIDATES), None, "no relay");
 
     // An administrator changes the class: the running camera keeps its pod.
     classes(&env)
@@ -218,5 +220,57 @@ async fn the_pod_gets_what_its_class_gives_and_a_class_edit_does_not_restart_it(
     })
     .await
     .unwrap();
+    delete_class(&env, &class).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relaying_class_runs_only_where_the_operator_has_a_turn_server_for_its_pods() {
+    let env = TestEnv::new("class-relay").await;
+    env.add_node("gpu", 1, None).await;
+    let class = create_class(&env, "relayed", json!({"relay": "Only"})).await;
+    // TURN URLs for browsers only: camera-pod relays over UDP.
+    let operator = env.start_operator(
+        "op",
+        &[
+            "--camera-pod-turn-urls",
+            "turns:turn.example:443?transport=tcp",
+        ],
+    );
+    env.create_session("cam", json!({"className": class})).await;
+    let session = env
+        .wait_session("cam", "Accepted=False RelayNotConfigured", |s| {
+            not_accepted(s, "RelayNotConfigured")
+        })
+        .await;
+    let (_, _, message) = condition(&session, "Accepted").unwrap();
+    assert!(
+        message.contains(&class) && message.contains("--camera-pod-turn-urls"),
+        "the condition names the class and the flag: {message}"
+    );
+    env.wait_event("cam", "Warning", "RelayNotConfigured").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(env.pod_of("cam").await.is_none(), "a pod that cannot start");
+    operator.stop().await;
+
+    // Given a TURN server over UDP, the session runs and its pod relays through it.
+    let turn = "turn:p2pcamera-turn.p2pcamera.svc:3478?transport=udp";
+    let _operator = env.start_operator(
+        "op",
+        &[
+            "--camera-pod-turn-urls",
+            &format!("turns:turn.example:443?transport=tcp,{turn}"),
+        ],
+    );
+    let ready = env.wait_ready("cam").await;
+    assert_eq!(
+        condition(&ready, "Accepted").map(|c| (c.0, c.1)),
+        Some(("True".into(), "Accepted".into()))
+    );
+    let pod = env.pod_of("cam").await.expect("camera pod");
+    assert_eq!(
+        env_of(&pod, pod_env::RELAY_CANDIDATES).as_deref(),
+        Some("only")
+    );
+    assert_eq!(env_of(&pod, pod_env::TURN_URLS).as_deref(), Some(turn));
     delete_class(&env, &class).await;
 }

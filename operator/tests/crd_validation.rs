@@ -3,10 +3,17 @@
 
 use std::path::Path;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, PostParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
-use p2pcamera_operator::crd::{CRD_DIR, CameraClass, CameraSession, FilterName};
+use p2pcamera_api::objects::FIELD_MANAGER;
+use p2pcamera_api::relay::{CandidateType, ConnectionPath, Transport};
+use p2pcamera_operator::crd::{
+    CRD_DIR, CameraClass, CameraSession, CameraSessionStatus, ClassRelay, FilterName,
+    SessionConnection,
+};
 use p2pcamera_tests::ControlPlane;
 use serde_json::{Value, json};
 
@@ -394,6 +401,7 @@ async fn camera_class_fields_are_checked_by_the_api_server() {
         "models": {"allowedHosts": ["models.example", "cdn.example:8443"], "allowedDigests": ["a".repeat(64)]},
         "video": {"maxWidth": 1280, "maxHeight": 720, "maxFps": 30, "codecs": ["VP8"], "maxDecodeWidth": 3840, "maxDecodeHeight": 2160},
         "warmPool": {"minIdle": 2, "maxIdle": 4, "filter": "style", "namespace": "cameras"},
+        "relay": "Only",
     });
     let created = classes
         .create(
@@ -409,6 +417,7 @@ async fn camera_class_fields_are_checked_by_the_api_server() {
         created.spec.allowed_filters,
         [FilterName::SelfieBlur, FilterName::Custom]
     );
+    assert_eq!(created.spec.relay, ClassRelay::Only);
     let pool = created.spec.warm_pool.as_ref().expect("warmPool kept");
     assert_eq!(
         (pool.min_idle, pool.max_idle(), pool.filter()),
@@ -466,6 +475,7 @@ async fn camera_class_fields_are_checked_by_the_api_server() {
             json!({"warmPool": {"minIdle": -1}}),
             "spec.warmPool.minIdle",
         ),
+        ("relay-lower", json!({"relay": "only"}), "spec.relay"),
     ];
     for (suffix, spec, expected) in cases {
         let name = format!("{prefix}-{suffix}");
@@ -485,5 +495,78 @@ async fn camera_class_fields_are_checked_by_the_api_server() {
             ),
             Err(other) => panic!("{suffix}: {other}"),
         }
+    }
+}
+
+#[tokio::test]
+async fn a_class_relays_off_unless_it_says_otherwise() {
+    let plane = plane().await;
+    let gvk = GroupVersionKind::gvk("p2pcamera.io", "v1alpha1", "CameraClass");
+    let resource = ApiResource::from_gvk_with_plural(&gvk, "cameraclasses");
+    let classes: Api<DynamicObject> = Api::all_with(plane.client().unwrap(), &resource);
+    let name = format!("{}-minimal", plane.namespace("crd-relay").await.unwrap());
+    let created = classes
+        .create(&PostParams::default(), &class(&name, json!({})))
+        .await
+        .unwrap();
+    assert_eq!(created.data["spec"]["relay"], "Off");
+    classes
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_connection_the_operator_writes_fits_the_status_schema() {
+    let plane = plane().await;
+    let ns = plane.namespace("crd-connection").await.unwrap();
+    sessions(plane, &ns)
+        .create(&PostParams::default(), &session("cam", json!({})))
+        .await
+        .unwrap();
+    let typed: Api<CameraSession> = Api::namespaced(plane.client().unwrap(), &ns);
+    let apply = |status: Value| {
+        let typed = typed.clone();
+        async move {
+            let patch = json!({
+                "apiVersion": "p2pcamera.io/v1alpha1", "kind": "CameraSession", "status": status,
+            });
+            typed
+                .patch_status(
+                    "cam",
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&patch),
+                )
+                .await
+        }
+    };
+    let mut connection = SessionConnection::from(
+        ConnectionPath::of_pair(CandidateType::Host, CandidateType::Relay)
+            .with_camera_transport(Transport::Tls),
+    );
+    connection.observed_time = Some(Time(Timestamp::from_second(1_700_000_000).unwrap()));
+    let status = CameraSessionStatus {
+        connection: Some(connection.clone()),
+        ..CameraSessionStatus::default()
+    };
+    let written = apply(serde_json::to_value(&status).unwrap()).await.unwrap();
+    assert_eq!(
+        written.status.and_then(|s| s.connection),
+        Some(connection),
+        "written and read back as is"
+    );
+    let written = typed.get("cam").await.unwrap();
+    assert_eq!(
+        serde_json::to_value(&written).unwrap()["status"]["connection"]["path"],
+        "Relay"
+    );
+    // The contract's own spelling is not the CRD's.
+    let lower = json!({"connection": {"path": "relay", "podCandidate": "host", "cameraCandidate": "relay"}});
+    match apply(lower).await {
+        Err(kube::Error::Api(status)) => assert!(
+            status.code == 422 && status.message.contains("status.connection.path"),
+            "{status:?}"
+        ),
+        other => panic!("accepted a lower-case path: {other:?}"),
     }
 }

@@ -1,7 +1,8 @@
 //! Warm pools against the real control plane with kwok's fake GPU nodes: the pool fills to
 //! `minIdle` with pods owned by the class (each with its own claim Secret), reports why it cannot
 //! fill when GPUs run out, empties at `minIdle: 0`, and a claim whose pod does not accept its
-//! session (kwok runs no process) deletes that pod and starts the session cold, saying why.
+//! session (kwok runs no process) deletes that pod and starts the session cold, saying why. A
+//! class that relays keeps no pool while the operator has no TURN URLs for its pods.
 //!
 //! Claims that succeed need real camera-pod processes: `tests/tests/e2e.rs` covers them with the
 //! test kubelet (warm claim, refill, no reuse, 50 concurrent sessions against a pool of 10).
@@ -13,6 +14,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use p2pcamera_api::objects::{LABEL_POOL, LABEL_SESSION, SECRET_CLAIM_TOKEN, child_name};
+use p2pcamera_api::pod_env;
 use p2pcamera_operator::crd::WarmPoolStatus;
 use p2pcamera_tests::eventually;
 use serde_json::json;
@@ -224,4 +226,50 @@ async fn a_claimed_pod_that_does_not_accept_its_session_is_deleted_and_the_sessi
         .delete(&class, &DeleteParams::default())
         .await
         .expect("class deleted");
+}
+
+#[tokio::test]
+async fn a_relaying_class_keeps_no_pool_without_turn_urls_and_its_pods_relay_with_them() {
+    let env = TestEnv::new("warm-relay").await;
+    env.add_node("gpu", 1, None).await;
+    let class = create_class(
+        &env,
+        "relayed",
+        json!({"relay": "Also", "warmPool": {"minIdle": 1, "filter": "passthrough", "namespace": env.ns}}),
+    )
+    .await;
+    let operator = env.start_operator("warm-relay", &[]);
+    wait_pool(&env, &class, "short for want of TURN URLs", |p| {
+        p.message
+            .as_deref()
+            .is_some_and(|m| m.contains("--camera-pod-turn-urls"))
+    })
+    .await;
+    assert!(
+        pool_pods(&env, &class).await.is_empty(),
+        "pods that cannot start"
+    );
+    operator.stop().await;
+
+    let turn = "turn:turn.example:3478";
+    let _operator = env.start_operator("warm-relay", &["--camera-pod-turn-urls", turn]);
+    wait_pool(&env, &class, "1 idle", |p| p.idle == 1).await;
+    let pods = pool_pods(&env, &class).await;
+    let env_value = |name: &str| {
+        pods[0].spec.as_ref().unwrap().containers[0]
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    };
+    assert_eq!(
+        env_value(pod_env::RELAY_CANDIDATES).as_deref(),
+        Some("also")
+    );
+    assert_eq!(env_value(pod_env::TURN_URLS).as_deref(), Some(turn));
+    classes(&env)
+        .delete(&class, &DeleteParams::default())
+        .await
+        .expect("deleting the class");
 }

@@ -170,8 +170,14 @@ const RELAY_PORTS: std::ops::RangeInclusive<u16> = 20000..=20019;
 const TOKEN: &str = "relay-test-token";
 /// Where browser.mjs serves its page inside the namespace.
 const PAGE_PORT: u16 = 8000;
+/// The tests' filter: its green proves the video was filtered.
+const SELFIE_REPLACE: &str = r##"{"filter":"selfie-replace","color":"#00ff00"}"##;
+/// The benchmark's filter: it keeps the frame index stamped in the camera's picture readable.
+const PASSTHROUGH: &str = r#"{"filter":"passthrough"}"#;
+/// The namespace's firewall table.
+const FIREWALL_TABLE: &str = "inet p2pcamera_turn_test";
 
-/// A network namespace with coturn and a selfie-replace camera-pod in it.
+/// A network namespace with coturn and a camera-pod in it (selfie-replace unless said otherwise).
 struct Lab {
     dir: tempfile::TempDir,
     // Dropped in this order: the servers, then the namespace's holder.
@@ -199,6 +205,11 @@ fn answers_ok(address: SocketAddr, path: &str) -> bool {
 impl Lab {
     /// Returns `None` (the caller skips) where namespaces cannot be made.
     async fn start() -> Option<Self> {
+        Self::start_with_filter(SELFIE_REPLACE).await
+    }
+
+    /// A lab whose camera-pod runs `filter` (camera-pod's `--filter` JSON).
+    async fn start_with_filter(filter: &str) -> Option<Self> {
         if let Some(reason) = NetworkNamespace::unavailable() {
             eprintln!("SKIPPED: {reason}");
             return None;
@@ -221,10 +232,7 @@ impl Lab {
             .args(["--listen", &format!("127.0.0.1:{CAMERA_POD_HTTP}")])
             .args(["--plain-http", "--token", TOKEN])
             .args(["--udp-port", &CAMERA_POD_UDP.to_string()])
-            .args([
-                "--filter",
-                r##"{"filter":"selfie-replace","color":"#00ff00"}"##,
-            ])
+            .args(["--filter", filter])
             .env("P2PCAMERA_ONNXRUNTIME_LIB", onnxruntime)
             .env("RUST_LOG", "info");
         let camera_pod =
@@ -261,19 +269,13 @@ impl Lab {
     /// From now on UDP inside the namespace only flows to and from coturn's relay ports: the
     /// camera reaches neither camera-pod's media port nor coturn's UDP port, only TCP is open.
     fn drop_udp_except_relayed(&self) {
-        let (first, last) = (RELAY_PORTS.start(), RELAY_PORTS.end());
+        self.set_udp_firewall(UdpFirewall::RelayOnly);
+    }
+
+    /// Replaces the namespace's firewall with `firewall` (its drop counter starts at zero).
+    fn set_udp_firewall(&self, firewall: UdpFirewall) {
         self.namespace
-            .apply_nftables(
-                "drop-udp",
-                &format!(
-                    "table inet p2pcamera_turn_test {{\n\
-                       chain input {{\n\
-                         type filter hook input priority filter; policy accept;\n\
-                         meta l4proto udp udp sport != {first}-{last} udp dport != {first}-{last} counter drop\n\
-                       }}\n\
-                     }}\n"
-                ),
-            )
+            .apply_nftables(firewall.name(), &firewall.ruleset(self.turn.ports()))
             .expect("nftables rules load");
     }
 
@@ -282,7 +284,8 @@ impl Lab {
         let output = self
             .namespace
             .command("nft")
-            .args(["list", "table", "inet", "p2pcamera_turn_test"])
+            .args(["list", "table"])
+            .args(FIREWALL_TABLE.split_whitespace())
             .output()
             .expect("nft runs");
         let text = String::from_utf8_lossy(&output.stdout);
@@ -392,6 +395,54 @@ impl Lab {
             "{what}: {window}"
         );
         (connected, window)
+    }
+}
+
+/// What UDP the namespace's firewall lets through (TCP always flows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UdpFirewall {
+    /// All of it: no firewall.
+    Open,
+    /// Only to and from coturn's listening port and relay ports: the camera reaches coturn over
+    /// UDP, coturn's relay reaches camera-pod's media port, the camera's own packets to that port
+    /// are dropped. TURN/UDP or nothing.
+    TurnOnly,
+    /// Only to and from coturn's relay ports: TURN over TCP or TLS or nothing.
+    RelayOnly,
+}
+
+impl UdpFirewall {
+    /// The name of its ruleset file.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Open => "udp-open",
+            Self::TurnOnly => "udp-turn-only",
+            Self::RelayOnly => "drop-udp",
+        }
+    }
+
+    /// An `nft -f` ruleset that replaces the namespace's [`FIREWALL_TABLE`] with this firewall:
+    /// one counted rule that drops every UDP packet with neither port among the allowed ones.
+    fn ruleset(self, turn: &TurnPorts) -> String {
+        let relay = format!("{}-{}", turn.relay.start(), turn.relay.end());
+        let allowed = match self {
+            Self::Open => None,
+            Self::TurnOnly => Some(format!("{{ {}, {relay} }}", turn.listening)),
+            Self::RelayOnly => Some(relay),
+        };
+        // Declaring the table first makes the delete succeed on a namespace without it.
+        let mut ruleset = format!("table {FIREWALL_TABLE} {{}}\ndelete table {FIREWALL_TABLE}\n");
+        if let Some(allowed) = allowed {
+            ruleset.push_str(&format!(
+                "table {FIREWALL_TABLE} {{\n\
+                   chain input {{\n\
+                     type filter hook input priority filter; policy accept;\n\
+                     meta l4proto udp udp sport != {allowed} udp dport != {allowed} counter drop\n\
+                   }}\n\
+                 }}\n"
+            ));
+        }
+        ruleset
     }
 }
 
@@ -516,5 +567,251 @@ async fn without_udp_a_camera_is_relayed_over_turn_tcp_and_tls() {
         (&report["event"], &report["body"]["error"]),
         (&json!("error"), &json!("no frame came back")),
         "an answered offer must get no video without a relay: {report}\n{logs}"
+    );
+}
+
+/// One way the benchmark's camera reaches camera-pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MediaPath {
+    /// UDP open, no ICE servers.
+    Direct,
+    /// UDP open, given TURN/UDP: it gathers a relayed candidate it does not use.
+    DirectTurnOffered,
+    /// Direct UDP dropped, TURN/UDP to coturn.
+    TurnUdp,
+    /// All UDP but the relay's dropped, TURN over TCP.
+    TurnTcp,
+    /// All UDP but the relay's dropped, TURN over TLS.
+    TurnTls,
+}
+
+impl MediaPath {
+    /// In the order each round connects.
+    const ALL: [Self; 5] = [
+        Self::Direct,
+        Self::DirectTurnOffered,
+        Self::TurnUdp,
+        Self::TurnTcp,
+        Self::TurnTls,
+    ];
+
+    /// Its name in logs' file names.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::DirectTurnOffered => "direct-turn-offered",
+            Self::TurnUdp => "turn-udp",
+            Self::TurnTcp => "turn-tcp",
+            Self::TurnTls => "turn-tls",
+        }
+    }
+
+    /// Its name in the table.
+    fn label(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::DirectTurnOffered => "direct, TURN/UDP offered",
+            Self::TurnUdp => "TURN/UDP",
+            Self::TurnTcp => "TURN/TCP",
+            Self::TurnTls => "TURN/TLS",
+        }
+    }
+
+    /// The TURN URL the camera is given, if any.
+    fn turn_url(self, turn: &TurnServer) -> Option<String> {
+        match self {
+            Self::Direct => None,
+            Self::DirectTurnOffered | Self::TurnUdp => Some(turn.udp_url()),
+            Self::TurnTcp => Some(turn.tcp_url()),
+            Self::TurnTls => Some(turn.tls_url()),
+        }
+    }
+
+    fn firewall(self) -> UdpFirewall {
+        match self {
+            Self::Direct | Self::DirectTurnOffered => UdpFirewall::Open,
+            Self::TurnUdp => UdpFirewall::TurnOnly,
+            Self::TurnTcp | Self::TurnTls => UdpFirewall::RelayOnly,
+        }
+    }
+
+    /// The candidate pair the camera must report having taken.
+    fn expected_path(self) -> Value {
+        let (local, protocol) = match self {
+            Self::Direct | Self::DirectTurnOffered => ("host", "udp"),
+            Self::TurnUdp => ("relay", "udp"),
+            Self::TurnTcp => ("relay", "tcp"),
+            Self::TurnTls => ("relay", "tls"),
+        };
+        json!({"local": local, "remote": "host", "protocol": protocol})
+    }
+}
+
+/// One benchmark connect's timings (seconds) and its firewall's drops.
+#[derive(Debug, Clone, Copy)]
+struct ConnectTimings {
+    /// Offer started to offer posted: candidate gathering, a TURN allocation included.
+    gather: f64,
+    /// Offer started to answer received.
+    offer: f64,
+    /// Answer received to ICE connected.
+    ice: f64,
+    /// Offer started to the first filtered frame back.
+    first_frame: f64,
+    /// Median and 95th percentile round trip of the frames of the 3 s window.
+    round_trip_p50: f64,
+    round_trip_p95: f64,
+    /// UDP packets the firewall dropped during the connect.
+    dropped_udp: u64,
+}
+
+/// `p`-th percentile (0..=100) of `values`, nearest rank; NaN for none.
+fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted
+        .get(rank.min(sorted.len()).wrapping_sub(1))
+        .copied()
+        .unwrap_or(f64::NAN)
+}
+
+/// A report's number at `pointer` (JSON pointer); panics naming the report when it is missing.
+fn seconds(report: &Value, pointer: &str) -> f64 {
+    report
+        .pointer(pointer)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("no number at {pointer}: {report}"))
+}
+
+impl Lab {
+    /// A camera given `servers` that got a first frame back, with its `connected` report; a
+    /// camera-pod still busy with the previous camera (409) is asked again.
+    async fn connected_camera(&self, what: &str, servers: &IceServers) -> (Camera, Value) {
+        eventually("camera-pod free for another camera", WAIT, || async {
+            let mut camera = self.camera(what, servers, WAIT);
+            let report = camera.report().await;
+            if report["status"] == 409 {
+                camera.close().await;
+                return Err(report.to_string());
+            }
+            assert_eq!(
+                report["event"],
+                "connected",
+                "{report}\n{}",
+                self.logs(&camera)
+            );
+            Ok((camera, report))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+    }
+
+    /// One benchmark connect over `path`: fails unless the camera took that path (and, behind a
+    /// firewall, the firewall dropped its direct UDP) and read frame indices back.
+    async fn timed_connect(&self, path: MediaPath) -> ConnectTimings {
+        let what = path.name();
+        self.set_udp_firewall(path.firewall());
+        let servers = path
+            .turn_url(&self.turn)
+            .map(|url| ice_servers(&[url], SECRET, SystemTime::now()))
+            .unwrap_or_default();
+        let (mut camera, connected) = self.connected_camera(what, &servers).await;
+        assert_eq!(
+            connected["path"],
+            path.expected_path(),
+            "{what}: took another path: {connected}\n{}",
+            self.logs(&camera)
+        );
+        camera.send("window 3").await;
+        let window = camera.report().await;
+        let logs = self.logs(&camera);
+        camera.close().await;
+        assert!(
+            window["round_trip_ms"]["frames"]
+                .as_u64()
+                .unwrap_or_default()
+                >= 15,
+            "{what}: too few frames came back with their index: {window}\n{logs}"
+        );
+        let dropped_udp = self.dropped_udp_packets();
+        assert!(
+            path.firewall() == UdpFirewall::Open || dropped_udp > 0,
+            "{what}: the firewall dropped no direct UDP, so the path proves nothing"
+        );
+        ConnectTimings {
+            gather: seconds(&connected, "/gather_s"),
+            offer: seconds(&connected, "/offer_s"),
+            ice: seconds(&connected, "/ice_s"),
+            first_frame: seconds(&connected, "/offer_s") + seconds(&connected, "/first_frame_s"),
+            round_trip_p50: seconds(&window, "/round_trip_ms/p50") / 1000.0,
+            round_trip_p95: seconds(&window, "/round_trip_ms/p95") / 1000.0,
+            dropped_udp,
+        }
+    }
+}
+
+/// Direct and relayed paths side by side in one run (`bench/turn-paths.sh`; numbers in
+/// docs/benchmarks.md): `P2PCAMERA_BENCH_CONNECTS` rounds (default 5), each connecting an aiortc
+/// camera to a passthrough camera-pod once over every [`MediaPath`], so drift hits all alike.
+/// Prints a Markdown table: gathering, offer to answer, ICE, offer to first filtered frame and
+/// round trip (frame index read back from the picture) per path, and the ratios to direct.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: bench/turn-paths.sh"]
+async fn bench_direct_and_relayed_paths() {
+    let _serial = SERIAL.lock().await;
+    let rounds: usize = std::env::var("P2PCAMERA_BENCH_CONNECTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(5);
+    let Some(lab) = Lab::start_with_filter(PASSTHROUGH).await else {
+        panic!("the benchmark needs a network namespace");
+    };
+    let mut runs: Vec<Vec<ConnectTimings>> = vec![Vec::new(); MediaPath::ALL.len()];
+    for _ in 0..rounds {
+        for (path, timings) in MediaPath::ALL.into_iter().zip(&mut runs) {
+            timings.push(lab.timed_connect(path).await);
+        }
+    }
+    let ms = |timings: &[ConnectTimings], field: fn(&ConnectTimings) -> f64, p: f64| {
+        1000.0 * percentile(&timings.iter().map(field).collect::<Vec<_>>(), p)
+    };
+    let direct_first_frame = ms(&runs[0], |t| t.first_frame, 50.0);
+    let direct_round_trip = ms(&runs[0], |t| t.round_trip_p50, 50.0);
+    println!(
+        "| path | connects | selected pair | UDP dropped per connect | gathering p50 (ms) | offer to answer p50 (ms) | ICE connect p50 (ms) | offer to first filtered frame p50 / p90 (ms) | round trip p50 / p95 (ms) | first frame p50 / direct | round trip p50 / direct |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for (path, timings) in MediaPath::ALL.into_iter().zip(&runs) {
+        let expected = path.expected_path();
+        let first_frame = ms(timings, |t| t.first_frame, 50.0);
+        let round_trip = ms(timings, |t| t.round_trip_p50, 50.0);
+        println!(
+            "| {} | {} | {}/{} over {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {:.2}x | {:.2}x |",
+            path.label(),
+            timings.len(),
+            expected["local"].as_str().unwrap_or_default(),
+            expected["remote"].as_str().unwrap_or_default(),
+            expected["protocol"].as_str().unwrap_or_default(),
+            percentile(
+                &timings
+                    .iter()
+                    .map(|t| t.dropped_udp as f64)
+                    .collect::<Vec<_>>(),
+                50.0
+            ),
+            ms(timings, |t| t.gather, 50.0),
+            ms(timings, |t| t.offer, 50.0),
+            ms(timings, |t| t.ice, 50.0),
+            first_frame,
+            ms(timings, |t| t.first_frame, 90.0),
+            round_trip,
+            ms(timings, |t| t.round_trip_p95, 50.0),
+            first_frame / direct_first_frame,
+            round_trip / direct_round_trip,
+        );
+    }
+    println!(
+        "\nRound trip: per connect the p50 and p95 of the frames of a 3 s window; the table gives the median of each over the connects."
     );
 }

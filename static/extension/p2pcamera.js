@@ -616,6 +616,7 @@ self.postMessage('ready');
       this.pendingFilterReplies = [];
       this.lastRttMs = null;
       this.path = null;
+      this.reportedPath = null;
       this.timers = new Set();
       this.stamper = stamper;
       this.roundTrip = null;
@@ -756,10 +757,26 @@ self.postMessage('ready');
       }
       try {
         const path = await selectedPath(pc);
-        if (this.pc === pc) this.path = path;
+        if (this.pc !== pc) return;
+        this.path = path;
+        this.reportPath(path);
       } catch {
         // The connection closed meanwhile: its path no longer matters.
       }
+    }
+
+    /**
+     * Tells the pod the path once it is known and whenever it changes: the pod sees its own side of
+     * the candidate pair, not how this browser reaches its TURN server (udp, tcp or tls), which it
+     * shows in its status and metrics.
+     */
+    reportPath(path) {
+      const report = path && JSON.stringify({ type: 'path', ...path });
+      if (!report || report === this.reportedPath || this.channel?.readyState !== 'open') {
+        return;
+      }
+      this.channel.send(report);
+      this.reportedPath = report;
     }
 
     /** Measures the filtered `track`'s frames and reports the latency once an interval. */
@@ -886,6 +903,7 @@ self.postMessage('ready');
       this.pc = null;
       this.channel = null;
       this.path = null;
+      this.reportedPath = null;
       this.roundTrip?.close();
       this.roundTrip = null;
       this.podLatencyMs = null;

@@ -5,15 +5,20 @@ It sends the synthetic camera (tests/peers) to
 stdout, one JSON object per line:
 
 - `{"event": "connected", ...}` once the first frame came back, with timings
-  (seconds, monotonic): `offer_s` (offer made to answer received), `ice_s`
+  (seconds, monotonic): `offer_s` (offer made to answer received), `gather_s` (the
+  part of `offer_s` before the offer was posted: aiortc gathers every candidate,
+  a TURN allocation included, before it completes the offer), `ice_s`
   (answer to ICE connected), `first_frame_s` (answer to first returned frame),
   `green` (saturated-green fraction of that frame's chroma) and `path` (the selected
   candidate pair: `{"local": "host"|"relay"|..., "remote": ..., "protocol": "udp"|"tcp"|"tls"}`)
   and `answer_addresses` (the addresses of the answer's ICE candidates, sorted);
 - `{"event": "error", "status": ..., "body": ...}` when the offer was refused;
 - on the command `window <seconds>` from stdin: `{"event": "window", "frames": N,
-  "distinct": D, "green": G, "state": ...}` for the frames that came back during
-  that many seconds (distinct = distinct stamped frame indices);
+  "distinct": D, "green": G, "state": ..., "round_trip_ms": {"p50": ..., "p95": ...,
+  "frames": n}}` for the frames that came back during that many seconds (distinct =
+  distinct stamped frame indices; the round trip of each frame the camera sent in
+  the window and got back with its index readable, as bench/bench.py measures it:
+  p50 and p95 are null when no index was readable, e.g. behind selfie-replace);
 - on `close` (or end of stdin): closes the connection and exits.
 
 `--ice-servers` takes the JSON a router's `/ice-servers` answers (TURN URLs and credential).
@@ -29,10 +34,13 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "peers"))
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests/peers"))
+sys.path.insert(0, str(REPO / "bench"))
 
 import numpy as np  # noqa: E402
 
+from bench import measure_window, percentile  # noqa: E402
 from camera_client import CameraClient, ice_servers_from_json  # noqa: E402
 
 
@@ -56,6 +64,17 @@ def answer_addresses(sdp: str) -> list[str]:
     return sorted(addresses)
 
 
+def round_trip_ms(client: CameraClient, start: float, end: float) -> dict:
+    """Median and 95th percentile round trip (ms) of the frames sent in [start, end) that came
+    back with a readable index, and how many those were; null percentiles when none did."""
+    latencies = measure_window(client, start, end).latencies
+
+    def ms(fraction: float) -> float | None:
+        return round(percentile(latencies, fraction) * 1000, 2) if latencies else None
+
+    return {"p50": ms(0.5), "p95": ms(0.95), "frames": len(latencies)}
+
+
 def latest_green(client: CameraClient) -> float | None:
     picture = client.latest_any_picture()
     return None if picture is None else green_fraction(picture[1], picture[2])
@@ -73,6 +92,13 @@ async def main() -> int:
     client = CameraClient(args.session_url, 640, 480, 30, codec=args.codec, token=args.token,
                           ice_servers=ice_servers_from_json(args.ice_servers))
     connected_at: list[float] = []
+    offer_ready_at: list[float] = []
+
+    def note_offer_ready(sdp: str) -> str:
+        offer_ready_at.append(time.monotonic())
+        return sdp
+
+    client.offer_sdp = note_offer_ready
 
     @client.pc.on("connectionstatechange")
     def on_state() -> None:
@@ -96,6 +122,7 @@ async def main() -> int:
     emit(
         event="connected",
         offer_s=answered - started,
+        gather_s=offer_ready_at[0] - started,
         ice_s=(connected_at[0] - answered) if connected_at else None,
         first_frame_s=first - answered,
         green=latest_green(client),
@@ -114,6 +141,7 @@ async def main() -> int:
         if words[0] == "window":
             since = time.monotonic()
             await asyncio.sleep(float(words[1]))
+            until = time.monotonic()
             frames = [f for f in client.returned if f.received_at >= since]
             distinct = {f.index for f in frames if f.index is not None}
             emit(
@@ -122,6 +150,7 @@ async def main() -> int:
                 distinct=len(distinct),
                 green=latest_green(client),
                 state=client.pc.connectionState,
+                round_trip_ms=round_trip_ms(client, since, until),
             )
     await client.close()
     return 0

@@ -26,6 +26,7 @@ use kube::api::{DynamicObject, GroupVersionKind, PostParams};
 use p2pcamera_api::objects::{LABEL_POOL, LABEL_SESSION, SECRET_TOKEN, child_name};
 use p2pcamera_tests::kubelet::{Kubelet, KubeletConfig};
 use p2pcamera_tests::pki::CertificateAuthority;
+use p2pcamera_tests::turn::TurnServer;
 use p2pcamera_tests::{
     ControlPlane, FIRST_FIXTURE_PORT, GpuNode, ManagedProcess, binaries, eventually, free_port,
     remove_at_exit,
@@ -118,6 +119,28 @@ struct System {
     ca_file: PathBuf,
     dir: tempfile::TempDir,
     https: reqwest::Client,
+    /// The router's and the operator's TURN flags, when the system has a TURN server.
+    turn: Option<TurnFlags>,
+}
+
+/// What a [`System`] runs besides its defaults.
+#[derive(Default)]
+struct Extras<'a> {
+    /// The node's ExternalIP (a public address other than its InternalIP 127.0.0.1, as cloud
+    /// nodes have).
+    external_ip: Option<std::net::IpAddr>,
+    /// A TURN server: browsers get its credentials from the router, camera pods relay through it.
+    turn: Option<&'a TurnServer>,
+}
+
+/// How the router and the operator are pointed at a test's coturn.
+struct TurnFlags {
+    /// `--turn-urls` of the router: every URL, for browsers.
+    urls: Vec<String>,
+    /// `--camera-pod-turn-urls` of the operator: TURN over UDP, which camera pods relay through.
+    pod_urls: String,
+    /// `--turn-secret-file` of the router.
+    secret_file: PathBuf,
 }
 
 impl System {
@@ -125,17 +148,11 @@ impl System {
     /// which real camera-pods bind, lie below [`FIRST_FIXTURE_PORT`], so neither a fixture's
     /// server nor an outgoing socket can hold one.
     async fn start(prefix: &str, port_range: &str, gpus: u32) -> Self {
-        Self::start_on(prefix, port_range, gpus, None).await
+        Self::start_with(prefix, port_range, gpus, Extras::default()).await
     }
 
-    /// [`Self::start`] on a node that also has the ExternalIP `external_ip` (a public address
-    /// other than its InternalIP 127.0.0.1, as cloud nodes have), when given.
-    async fn start_on(
-        prefix: &str,
-        port_range: &str,
-        gpus: u32,
-        external_ip: Option<std::net::IpAddr>,
-    ) -> Self {
+    /// [`Self::start`] with `extras`.
+    async fn start_with(prefix: &str, port_range: &str, gpus: u32, extras: Extras<'_>) -> Self {
         let last_port: u16 = port_range
             .rsplit('-')
             .next()
@@ -167,7 +184,7 @@ impl System {
         );
         image_env.push(("ORT_DYLIB_PATH".to_owned(), ort.display().to_string()));
         let mut node = GpuNode::new(&format!("{ns}-gpu"), gpus).label(TEST_LABEL, &ns);
-        if let Some(ip) = external_ip {
+        if let Some(ip) = extras.external_ip {
             node = node.external_ip(ip);
         }
         let kubelet = Kubelet::start(
@@ -202,6 +219,15 @@ impl System {
             .await
             .expect("TLS secret");
 
+        let turn = extras.turn.map(|server| {
+            let secret_file = dir.path().join("turn-secret");
+            std::fs::write(&secret_file, TURN_SECRET).expect("writing the TURN secret");
+            TurnFlags {
+                urls: vec![server.udp_url(), server.tcp_url()],
+                pod_urls: server.udp_url(),
+                secret_file,
+            }
+        });
         let operator_metrics = free_port().unwrap();
         let operator = {
             let mut command = std::process::Command::new(workspace_binary("operator"));
@@ -227,7 +253,11 @@ impl System {
                 ])
                 .args(["--metrics-listen", &format!("127.0.0.1:{operator_metrics}")])
                 // Pods are asked for their first frame (and activity) every second.
-                .args(["--idle-poll-interval", "1s"])
+                .args(["--idle-poll-interval", "1s"]);
+            if let Some(turn) = &turn {
+                command.args(["--camera-pod-turn-urls", &turn.pod_urls]);
+            }
+            command
                 .env("KUBECONFIG", &kubeconfig)
                 .env("RUST_LOG", "info");
             ManagedProcess::spawn("operator", command, &dir.path().join("operator.log"))
@@ -256,6 +286,7 @@ impl System {
             ca_file,
             dir,
             https,
+            turn,
         };
         system.start_router().await;
         system
@@ -308,7 +339,14 @@ impl System {
             .args([
                 "--metrics-listen",
                 &format!("127.0.0.1:{}", free_port().unwrap()),
-            ])
+            ]);
+        if let Some(turn) = &self.turn {
+            command
+                .args(["--turn-urls", &turn.urls.join(",")])
+                .arg("--turn-secret-file")
+                .arg(&turn.secret_file);
+        }
+        command
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info");
         let started = std::time::SystemTime::now()
@@ -907,6 +945,79 @@ async fn browser_rides_out(
     (back, took)
 }
 
+/// A class whose pods relay only (GPU nodes cameras cannot reach, or whose address must stay in
+/// the cluster): the router adds the session's TURN credential to the offer, the pod allocates a
+/// relay on coturn with it and answers with relay candidates only, the camera streams filtered
+/// video through the relay, and the session's status says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_only_class_streams_through_coturn_with_the_routers_credential_and_says_so() {
+    let _serial = SERIAL.lock().await;
+    let turn = TurnServer::start(TURN_SECRET).await.expect("coturn starts");
+    let system = System::start_with(
+        "e2e-relay",
+        "15070-15079",
+        1,
+        Extras {
+            turn: Some(&turn),
+            ..Extras::default()
+        },
+    )
+    .await;
+    let class = system.apply_class("relay", json!({"relay": "Only"})).await;
+    system
+        .apply_session_of("cam", json!({"className": class}))
+        .await;
+    system.wait_ready("cam").await;
+    let mut camera = system.aiortc("cam").await;
+    let connected = camera.expect("connected", WAIT).await;
+    assert!(
+        number(&connected, "green") >= MIN_GREEN,
+        "not filtered: {connected}"
+    );
+    // The camera itself needs no relay here: it reaches the pod's relayed address directly. A
+    // relay candidate of the pod means coturn allocated for it, which it does only for a valid
+    // credential: the one the router added to the offer (the pod has no other).
+    assert_eq!(
+        (&connected["path"]["local"], &connected["path"]["remote"]),
+        (&json!("host"), &json!("relay")),
+        "the pod answered with a candidate other than its relay: {connected}\ncoturn:\n{}",
+        turn.log_tail(30)
+    );
+    let window = camera.window(3).await;
+    assert!(
+        number(&window, "frames") >= 15.0 && number(&window, "green") >= MIN_GREEN,
+        "{window}"
+    );
+    camera.close().await;
+    let connection = eventually("status.connection", WAIT, || async {
+        let status = system.session_status("cam").await?;
+        match &status["connection"] {
+            Value::Null => Err(status.to_string()),
+            connection => Ok(connection.clone()),
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (
+            &connection["path"],
+            &connection["podCandidate"],
+            &connection["cameraCandidate"],
+            &connection["transport"]
+        ),
+        (
+            &json!("Relay"),
+            &json!("relay"),
+            &json!("host"),
+            &json!("udp")
+        ),
+        "{connection}"
+    );
+    system.delete_session("cam").await;
+    system.delete_class(&class).await;
+    system.shutdown().await;
+}
+
 /// Two ways a camera pod goes away under a live stream. A crash (SIGKILL) is restarted in place,
 /// as a kubelet does with `restartPolicy: Always`: same pod object, same port, a new process. A
 /// deleted pod object (an eviction, `kubectl delete pod`) is gone for good: the operator creates a
@@ -914,6 +1025,16 @@ async fn browser_rides_out(
 /// meanwhile and reconnects by itself with a new offer.
 /// A node's public address: 127.0.0.2 is the node's ExternalIP, reachable on loopback.
 const EXTERNAL_IP: &str = "127.0.0.2";
+/// The secret the test's coturn shares with the router.
+const TURN_SECRET: &str = "p2pcamera-e2e-turn-secret";
+
+/// A node with the ExternalIP [`EXTERNAL_IP`].
+fn behind_a_public_address() -> Extras<'static> {
+    Extras {
+        external_ip: EXTERNAL_IP.parse().ok(),
+        ..Extras::default()
+    }
+}
 
 /// Starts a session on a node with a public address other than its internal one, streams
 /// aiortc through the router, and returns how the start went, how many pods the session had
@@ -936,13 +1057,8 @@ async fn cold_start_behind_a_public_address(
 async fn a_cold_pod_on_a_node_with_a_public_address_starts_once_advertises_it_and_times_its_first_frame()
  {
     let _serial = SERIAL.lock().await;
-    let system = System::start_on(
-        "e2e-public",
-        "15060-15069",
-        1,
-        Some(EXTERNAL_IP.parse().unwrap()),
-    )
-    .await;
+    let system =
+        System::start_with("e2e-public", "15060-15069", 1, behind_a_public_address()).await;
     let (timeline, pods, first) = cold_start_behind_a_public_address(&system, "cam").await;
     assert_eq!(
         pods, 1,
@@ -1738,13 +1854,8 @@ async fn bench_cold_starts_behind_a_public_address() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(10);
-    let system = System::start_on(
-        "bench-public",
-        "15220-15239",
-        1,
-        Some(EXTERNAL_IP.parse().unwrap()),
-    )
-    .await;
+    let system =
+        System::start_with("bench-public", "15220-15239", 1, behind_a_public_address()).await;
     let (mut ready, mut frame, mut pods) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..starts {
         let name = format!("cold-{i}");

@@ -273,6 +273,47 @@ async fn bad_values_are_rejected_before_anything_is_installed() {
             &["prePull.resources.limits.nvidia\\.com/gpu=1"],
             "additional properties 'nvidia.com/gpu' not allowed",
         ),
+        (
+            &[
+                "turn.enabled=true",
+                "turn.host=turn.example.com",
+                "turn.tls.existingSecret=turn-cert",
+                "turn.external.urls={turn:turn.example.com:3478}",
+                "turn.external.existingSecret=coturn",
+            ],
+            "set one of them, not both",
+        ),
+        (
+            &["turn.enabled=true", "turn.tls.existingSecret=turn-cert"],
+            "turn.host: the DNS name browsers reach coturn at is required",
+        ),
+        (
+            &[
+                "turn.enabled=true",
+                "turn.host=turn.example.com",
+                "router.hosts={camera.example.com}",
+                "acme.agreeTerms=true",
+            ],
+            "turn.host turn.example.com is not among router.hosts",
+        ),
+        (
+            &["turn.enabled=true", "turn.host=turn.example.com"],
+            "turn.enabled needs a certificate for turn.host",
+        ),
+        (
+            &[
+                "turn.enabled=true",
+                "turn.host=turn.example.com",
+                "turn.tls.existingSecret=turn-cert",
+                "turn.relayPortRange=50099-50000",
+            ],
+            "turn.relayPortRange 50099-50000: the first port is larger than the last",
+        ),
+        // coturn takes no CIDR: it would silently drop the entry.
+        (
+            &["turn.allowedPeerIps={10.0.0.0/8}"],
+            "/turn/allowedPeerIps/0",
+        ),
     ];
     for (sets, expected) in cases {
         let mut args = vec!["template", "p2pcamera", chart.to_str().unwrap()];
@@ -356,6 +397,7 @@ async fn service_monitors_scrape_both_components_when_enabled() {
 #[tokio::test]
 async fn rendered_chart_passes_server_side_dry_run() {
     let plane = ControlPlane::shared().await.unwrap();
+    plane.apply_crds(&repo_root().join("crds")).await.unwrap();
     let ns = plane.namespace("helm-dry").await.unwrap();
     let sessions = plane.namespace("helm-dry-sessions").await.unwrap();
     let watch = format!("operator.watchNamespace={sessions}");
@@ -393,6 +435,17 @@ async fn rendered_chart_passes_server_side_dry_run() {
             "operator.extraEnv[0].name=RUST_LOG",
             "operator.extraEnv[0].value=debug",
         ],
+        vec![
+            "turn.enabled=true",
+            "turn.host=turn.example.com",
+            "turn.existingSecret=coturn",
+            "turn.tls.existingSecret=turn-cert",
+            "turn.externalIp=203.0.113.7",
+            "turn.allowedPeerIps={192.168.10.0-192.168.10.255}",
+            "turn.tolerations[0].key=dedicated",
+            "turn.tolerations[0].operator=Exists",
+            "turn.metrics.enabled=false",
+        ],
     ];
     for sets in value_sets {
         let manifest = template(&ns, &sets).await;
@@ -429,6 +482,444 @@ async fn dry_run_objects(plane: &ControlPlane, manifest: &str) -> Vec<Value> {
         Some(items) if answer["kind"] == "List" => items.clone(),
         _ => vec![answer],
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The chart's coturn (turn.enabled)
+
+/// Values of a release with the chart's coturn whose certificate is the router's ACME one. No
+/// cluster-scoped objects (default class, admission policy): a release another test installs
+/// for real may create the same ones between a dry run's lookup and its create.
+const TURN_VALUES: [&str; 7] = [
+    "turn.enabled=true",
+    "turn.host=turn.example.com",
+    "router.hosts={camera.example.com,turn.example.com}",
+    "acme.agreeTerms=true",
+    "turn.relayPortRange=20000-20019",
+    "defaultClass.create=false",
+    "admissionPolicy.enabled=false",
+];
+
+/// The object of `kind` named `name` among `objects`.
+fn object<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+/// The container `name` of a workload's pod template.
+fn container<'a>(workload: &'a Value, name: &str) -> &'a Value {
+    workload["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .and_then(|containers| containers.iter().find(|c| c["name"] == name))
+        .unwrap_or_else(|| panic!("no container {name}"))
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|item| item.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The shared secret of the chart's generated TURN Secret.
+fn turn_secret(objects: &[Value]) -> String {
+    use base64::Engine;
+    let encoded = object(objects, "Secret", "p2pcamera-turn")["data"]["static-auth-secret"]
+        .as_str()
+        .expect("static-auth-secret in the TURN Secret")
+        .to_owned();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .expect("base64 Secret data");
+    String::from_utf8(decoded).expect("a text secret")
+}
+
+/// `turn.enabled` deploys coturn on the labelled nodes' own network with the secret from a
+/// Secret (never in the ConfigMap or the pod spec), serves `turns:` with the router's
+/// certificate, and gives the router the three URLs of `turn.host` and the same secret as a
+/// file; the API server accepts all of it.
+#[tokio::test]
+async fn turn_enabled_deploys_coturn_and_points_the_router_at_it() {
+    let plane = ControlPlane::shared().await.unwrap();
+    plane.apply_crds(&repo_root().join("crds")).await.unwrap();
+    let ns = plane.namespace("helm-turn").await.unwrap();
+    let manifest = template(&ns, &TURN_VALUES).await;
+    let objects = dry_run_objects(plane, &manifest).await;
+
+    let secret = turn_secret(&objects);
+    assert_eq!(secret.len(), 48, "generated secret {secret:?}");
+    assert!(secret.chars().all(|c| c.is_ascii_alphanumeric()));
+    // The secret only ever travels in its Secret.
+    for (kind, name) in [
+        ("ConfigMap", "p2pcamera-turn"),
+        ("DaemonSet", "p2pcamera-turn"),
+        ("Deployment", "p2pcamera-router"),
+    ] {
+        let text = object(&objects, kind, name).to_string();
+        assert!(!text.contains(&secret), "{kind} {name} holds the secret");
+    }
+
+    let daemon_set = object(&objects, "DaemonSet", "p2pcamera-turn");
+    let pod = &daemon_set["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(pod["nodeSelector"], json!({"p2pcamera.io/turn": "true"}));
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    let coturn = container(daemon_set, "coturn");
+    let ports: BTreeSet<(i64, String)> = coturn["ports"]
+        .as_array()
+        .expect("coturn ports")
+        .iter()
+        .map(|p| {
+            (
+                p["containerPort"].as_i64().unwrap_or_default(),
+                p["protocol"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    for port in [(3478, "UDP"), (3478, "TCP"), (443, "TCP"), (9641, "TCP")] {
+        assert!(
+            ports.contains(&(port.0, port.1.to_owned())),
+            "coturn does not declare {port:?}: {ports:?}"
+        );
+    }
+    assert!(
+        strings(&coturn["args"]).contains(&"--static-auth-secret=$(TURN_SECRET)".to_owned()),
+        "{}",
+        coturn["args"]
+    );
+    let secret_env = coturn["env"]
+        .as_array()
+        .and_then(|env| env.iter().find(|e| e["name"] == "TURN_SECRET"))
+        .expect("TURN_SECRET env");
+    assert_eq!(
+        secret_env["valueFrom"]["secretKeyRef"],
+        json!({"name": "p2pcamera-turn", "key": "static-auth-secret"})
+    );
+    let volumes = pod["volumes"].as_array().expect("coturn volumes");
+    let tls = volumes
+        .iter()
+        .find(|v| v["name"] == "tls")
+        .expect("tls volume");
+    assert_eq!(
+        tls["secret"]["secretName"], "p2pcamera-router-tls",
+        "coturn serves the router's ACME certificate"
+    );
+    assert_eq!(
+        pod["shareProcessNamespace"], true,
+        "the reloader signals coturn"
+    );
+    let reloader = container(daemon_set, "cert-reloader");
+    assert!(
+        reloader["command"].to_string().contains("kill -USR2"),
+        "{}",
+        reloader["command"]
+    );
+
+    let config = object(&objects, "ConfigMap", "p2pcamera-turn")["data"]["turnserver.conf"]
+        .as_str()
+        .expect("turnserver.conf")
+        .to_owned();
+    for line in [
+        "listening-port=3478",
+        "tls-listening-port=443",
+        "min-port=20000",
+        "max-port=20019",
+        "use-auth-secret",
+        "realm=turn.example.com",
+        "no-cli",
+        "fingerprint",
+        "no-multicast-peers",
+        "prometheus",
+        "denied-peer-ip=10.0.0.0-10.255.255.255",
+        "denied-peer-ip=169.254.0.0-169.254.255.255",
+    ] {
+        assert!(
+            config.lines().any(|l| l == line),
+            "no {line:?} in:\n{config}"
+        );
+    }
+    assert!(
+        !config.lines().any(|l| l.starts_with("static-auth-secret")),
+        "{config}"
+    );
+
+    let router = object(&objects, "Deployment", "p2pcamera-router");
+    let env = deployment_env(router, "p2pcamera-router-test");
+    let env_value = |key: &str| {
+        env.iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("router has no {key}"))
+    };
+    assert_eq!(
+        env_value("P2PCAMERA_ROUTER_TURN_URLS"),
+        "turn:turn.example.com:3478?transport=udp,turn:turn.example.com:3478?transport=tcp,\
+         turns:turn.example.com:443?transport=tcp"
+    );
+    assert_eq!(
+        env_value("P2PCAMERA_ROUTER_TURN_SECRET_FILE"),
+        "/etc/p2pcamera/turn/static-auth-secret"
+    );
+    let router_pod = &router["spec"]["template"]["spec"];
+    assert_eq!(
+        router_pod["volumes"],
+        json!([{"name": "turn-secret", "secret": {
+            "secretName": "p2pcamera-turn", "defaultMode": 420,
+            "items": [{"key": "static-auth-secret", "path": "static-auth-secret"}]}}])
+    );
+    assert_eq!(
+        router_pod["containers"][0]["volumeMounts"],
+        json!([{"name": "turn-secret", "mountPath": "/etc/p2pcamera/turn", "readOnly": true}])
+    );
+
+    // Camera pods of relaying classes relay through the chart's coturn over UDP.
+    let operator_env = &object(&objects, "Deployment", "p2pcamera-operator")["spec"]["template"]["spec"]
+        ["containers"][0]["env"];
+    let pod_turn_urls = operator_env
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["name"] == "P2PCAMERA_CAMERA_POD_TURN_URLS");
+    assert_eq!(
+        pod_turn_urls.map(|e| &e["value"]),
+        Some(&json!("turn:turn.example.com:3478?transport=udp")),
+        "{operator_env}"
+    );
+
+    // With monitoring on, coturn's exporter is scraped on the port the DaemonSet declares.
+    let mut monitored: Vec<&str> = TURN_VALUES.to_vec();
+    monitored.push("serviceMonitor.enabled=true");
+    let monitored = template(&ns, &monitored).await;
+    assert_eq!(
+        monitored.matches("kind: PodMonitor").count(),
+        2,
+        "{monitored}"
+    );
+    let turn_monitor = monitored
+        .split("\n---")
+        .find(|doc| doc.contains("kind: PodMonitor") && doc.contains("name: p2pcamera-turn"))
+        .expect("a PodMonitor for coturn");
+    assert!(
+        turn_monitor.contains("app.kubernetes.io/component: turn")
+            && turn_monitor.contains("- port: metrics"),
+        "{turn_monitor}"
+    );
+    assert!(
+        coturn["ports"].as_array().is_some_and(|p| p
+            .iter()
+            .any(|p| p["name"] == "metrics" && p["containerPort"] == 9641)),
+        "{}",
+        coturn["ports"]
+    );
+}
+
+/// What coturn says to an allocation (tests/peers/turn_allocate.py run inside `namespace`).
+fn allocate(
+    namespace: &p2pcamera_tests::netns::NetworkNamespace,
+    ca: &Path,
+    url: &str,
+    username: &str,
+    credential: &str,
+) -> Value {
+    let python = binaries::cache_dir().join("venv/bin/python");
+    assert!(
+        python.is_file(),
+        "{} missing: make the venv with tests/peers/run.sh",
+        python.display()
+    );
+    let output = namespace
+        .command(&python)
+        .arg(repo_root().join("tests/peers/turn_allocate.py"))
+        .args(["--url", url, "--username", username])
+        .arg(format!("--credential={credential}"))
+        .env("SSL_CERT_FILE", ca)
+        .output()
+        .expect("turn_allocate.py runs");
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "turn_allocate.py ({}): {e}\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+/// The coturn the chart deploys, run from exactly its rendered configuration (ConfigMap and
+/// arguments; only the mounted files, the secret and the node's address are this machine's) by
+/// Debian's `turnserver` in a network namespace of the test's own: it grants relays on UDP, TCP
+/// and TLS to credentials the router mints from the chart's generated secret for the router's
+/// rendered URLs, and refuses a forged credential with 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coturn_as_rendered_relays_with_router_credentials_and_refuses_forged_ones() {
+    use p2pcamera_operator::router::ice::TurnConfig;
+    use p2pcamera_tests::netns::NetworkNamespace;
+    use p2pcamera_tests::turn::TURNSERVER;
+
+    if let Some(why) = NetworkNamespace::unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let plane = ControlPlane::shared().await.unwrap();
+    plane.apply_crds(&repo_root().join("crds")).await.unwrap();
+    let ns = plane.namespace("helm-turn-run").await.unwrap();
+    let manifest = template(&ns, &TURN_VALUES).await;
+    let objects = dry_run_objects(plane, &manifest).await;
+    let secret = turn_secret(&objects);
+    let daemon_set = object(&objects, "DaemonSet", "p2pcamera-turn");
+    let coturn = container(daemon_set, "coturn");
+    let config_map = object(&objects, "ConfigMap", "p2pcamera-turn");
+
+    // Each volume of the coturn container becomes a directory here, filled as the kubelet would.
+    let dir = tempfile::tempdir().unwrap();
+    let ca = CertificateAuthority::new("p2pcamera test TURN CA").unwrap();
+    let serving = ca.server("turn", &["localhost", "127.0.0.1"]).unwrap();
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, ca.cert_pem()).unwrap();
+    let volumes = daemon_set["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .expect("volumes");
+    let mut mounts = Vec::new();
+    for mount in coturn["volumeMounts"].as_array().expect("volumeMounts") {
+        let name = mount["name"].as_str().expect("mount name");
+        let mount_path = mount["mountPath"].as_str().expect("mountPath");
+        let volume = volumes
+            .iter()
+            .find(|v| v["name"] == name)
+            .expect("mounted volume");
+        let local = dir.path().join(name);
+        std::fs::create_dir(&local).unwrap();
+        if volume["configMap"]["name"] == "p2pcamera-turn" {
+            for (file, contents) in config_map["data"].as_object().expect("ConfigMap data") {
+                std::fs::write(local.join(file), contents.as_str().unwrap()).unwrap();
+            }
+        } else if volume["secret"]["secretName"] == "p2pcamera-router-tls" {
+            std::fs::write(local.join("tls.crt"), &serving.cert_pem).unwrap();
+            std::fs::write(local.join("tls.key"), &serving.key_pem).unwrap();
+        } else {
+            assert!(volume["emptyDir"].is_object(), "unexpected volume {volume}");
+        }
+        mounts.push((mount_path.to_owned(), local.to_string_lossy().into_owned()));
+    }
+    // Longest mount paths first, so that no mount path is rewritten inside another.
+    mounts.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
+    let localize = |text: &str| {
+        let mut text = text.to_owned();
+        for (mount_path, local) in &mounts {
+            text = text.replace(mount_path.as_str(), local);
+        }
+        text
+    };
+    let config_file = dir.path().join("config/turnserver.conf");
+    let config = std::fs::read_to_string(&config_file).unwrap();
+    // Debian's coturn is built without the Prometheus exporter: it logs "Bad configuration
+    // format: prometheus" and goes on, so the line stays as rendered.
+    std::fs::write(&config_file, localize(&config)).unwrap();
+    let args: Vec<String> = strings(&coturn["args"])
+        .iter()
+        .map(|arg| {
+            localize(arg)
+                .replace("$(TURN_SECRET)", &secret)
+                .replace("$(TURN_NODE_IP)", "127.0.0.1")
+        })
+        .collect();
+    assert!(
+        args.iter().all(|arg| !arg.contains("$(")),
+        "an environment variable this test does not stand in for: {args:?}"
+    );
+    assert_eq!(strings(&coturn["command"]), [TURNSERVER]);
+
+    let namespace = NetworkNamespace::create(dir.path()).unwrap();
+    let mut command = namespace.command(TURNSERVER);
+    command.args(&args);
+    let server = ManagedProcess::spawn("coturn", command, &dir.path().join("coturn.log")).unwrap();
+    let listeners = [3478, 443].map(|port| std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    eventually("coturn's TCP and TLS listeners", WAIT, || {
+        let exited = server.exited();
+        let reachable = namespace.on_thread(move || {
+            listeners.iter().all(|address| {
+                std::net::TcpStream::connect_timeout(address, Duration::from_secs(1)).is_ok()
+            })
+        });
+        async move {
+            match (exited, reachable) {
+                (Some(status), _) => Err(format!("coturn exited: {status}")),
+                (None, Ok(true)) => Ok(()),
+                (None, Ok(false)) => Err("not listening yet".to_owned()),
+                (None, Err(error)) => Err(error.to_string()),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", server.log_tail(30)));
+
+    // The router's URLs, with turn.example.com resolved to where coturn listens here.
+    let router = object(&objects, "Deployment", "p2pcamera-router");
+    let urls: Vec<String> = deployment_env(router, "p2pcamera-router-test")
+        .into_iter()
+        .find(|(k, _)| k == "P2PCAMERA_ROUTER_TURN_URLS")
+        .expect("the router's TURN URLs")
+        .1
+        .split(',')
+        .map(|url| url.replace("turn.example.com", "127.0.0.1"))
+        .collect();
+    assert_eq!(urls.len(), 3, "{urls:?}");
+    let session = p2pcamera_api::SessionKey::new("default", "cam");
+    let now = std::time::SystemTime::now();
+    let mint = |secret: &str| {
+        TurnConfig::new(
+            urls.clone(),
+            secret.as_bytes().to_vec(),
+            Duration::from_secs(600),
+        )
+        .expect("valid TURN configuration")
+        .ice_servers(&session, now)
+        .ice_servers
+        .remove(0)
+    };
+    let minted = mint(&secret);
+    let forged = mint("not-the-chart-secret");
+    for url in &urls {
+        let answer = allocate(
+            &namespace,
+            &ca_path,
+            url,
+            &minted.username,
+            &minted.credential,
+        );
+        assert_eq!(
+            answer["allocated"],
+            true,
+            "{url}: {answer}\n{}",
+            server.log_tail(20)
+        );
+        let relayed = answer["relayed"][1].as_u64().unwrap_or_default();
+        assert!(
+            (20000..=20019).contains(&relayed),
+            "{url}: relayed from port {relayed}, outside turn.relayPortRange"
+        );
+        let refused = allocate(
+            &namespace,
+            &ca_path,
+            url,
+            &forged.username,
+            &forged.credential,
+        );
+        assert_eq!(
+            (&refused["allocated"], &refused["code"]),
+            (&json!(false), &json!(401)),
+            "forged credential over {url}: {refused}"
+        );
+    }
+    drop(server);
+    drop(namespace);
 }
 
 #[tokio::test]

@@ -1,11 +1,14 @@
 //! The data channel protocol: `ping<x>` is answered `pong<x>`; a JSON filter spec switches the
 //! filter and is answered `{"type":"filter","ok":...}` (a failure carries `"code":"invalid_filter"`
-//! and the reason; specs naming files on the pod are refused); once a second the pod sends
+//! and the reason; specs naming files on the pod are refused); `{"type":"path","local":...,
+//! "protocol":...}` is the camera's selected candidate and its transport (p2pcamera.js sends it
+//! once connected; unanswered); once a second the pod sends
 //! `{"type":"stats",...}`, with `pod_latency_ms`, the mean of the pod's own latency per frame
 //! over that second (see `latency`; null when no frame was sent).
 
+use p2pcamera_api::relay::Transport;
 use p2pcamera_api::wire::FilterReply;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::latency::LatencyTotals;
 use crate::filter::SwitchError;
@@ -16,7 +19,17 @@ pub enum ClientMessage<'a> {
     Ping(&'a str),
     /// A JSON object: a filter spec to switch to.
     SwitchFilter(&'a str),
+    /// `{"type":"path","local":"relay","protocol":"tcp"}`: the transport of the camera's leg, as
+    /// the camera sees it (kept only where the pod sees the camera relaying).
+    CameraTransport(Transport),
     Unknown,
+}
+
+/// The camera's report of its selected candidate pair (p2pcamera.js's `path`: `local`, `remote`,
+/// `protocol`). Only the transport is read: the pod trusts its own view of the candidate types.
+#[derive(Debug, Deserialize)]
+struct CameraPathReport {
+    protocol: Transport,
 }
 
 pub fn parse(text: &str) -> ClientMessage<'_> {
@@ -24,12 +37,20 @@ pub fn parse(text: &str) -> ClientMessage<'_> {
         return ClientMessage::Ping(rest);
     }
     let trimmed = text.trim();
-    if trimmed.starts_with('{')
-        && serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(trimmed).is_ok()
-    {
+    if !trimmed.starts_with('{') {
+        return ClientMessage::Unknown;
+    }
+    let Ok(object) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(trimmed)
+    else {
+        return ClientMessage::Unknown;
+    };
+    if object.get("type").and_then(serde_json::Value::as_str) != Some("path") {
         return ClientMessage::SwitchFilter(trimmed);
     }
-    ClientMessage::Unknown
+    match serde_json::from_value::<CameraPathReport>(serde_json::Value::Object(object)) {
+        Ok(report) => ClientMessage::CameraTransport(report.protocol),
+        Err(_) => ClientMessage::Unknown,
+    }
 }
 
 pub fn pong(rest: &str) -> String {
@@ -47,7 +68,7 @@ pub fn filter_reply(result: &Result<String, SwitchError>) -> String {
 
 /// Reply to a message that is neither a ping nor a JSON object.
 pub fn unknown_reply() -> String {
-    serde_json::json!({ "type": "error", "error": "expected ping<x> or a JSON filter spec" })
+    serde_json::json!({ "type": "error", "error": "expected ping<x>, a JSON filter spec or a path report" })
         .to_string()
 }
 
@@ -120,6 +141,25 @@ mod tests {
         assert_eq!(parse("[1,2]"), ClientMessage::Unknown);
         assert_eq!(parse("{nope"), ClientMessage::Unknown);
         assert_eq!(parse("hello"), ClientMessage::Unknown);
+    }
+
+    #[test]
+    fn a_path_report_is_the_cameras_transport_and_never_a_filter_switch() {
+        assert_eq!(
+            parse(r#"{"type":"path","local":"relay","remote":"host","protocol":"tls"}"#),
+            ClientMessage::CameraTransport(Transport::Tls)
+        );
+        assert_eq!(
+            parse(r#"{"type":"path","local":"host","remote":"host","protocol":"udp"}"#),
+            ClientMessage::CameraTransport(Transport::Udp)
+        );
+        for malformed in [
+            r#"{"type":"path"}"#,
+            r#"{"type":"path","local":"relay","protocol":"quic"}"#,
+            r#"{"type":"path","local":"relay","protocol":7}"#,
+        ] {
+            assert_eq!(parse(malformed), ClientMessage::Unknown, "{malformed}");
+        }
     }
 
     #[test]

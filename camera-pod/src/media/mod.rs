@@ -9,6 +9,7 @@ pub mod feedback;
 pub mod latency;
 pub mod limits;
 pub mod liveness;
+pub mod path;
 pub mod pipeline;
 pub mod reorder;
 pub mod rtp;
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use p2pcamera_api::relay::{RelayCandidates, RelayCredential};
 use p2pcamera_api::wire::CameraStatus;
 use webrtc::peer_connection::RTCPeerConnectionState;
 
@@ -52,6 +54,16 @@ pub struct MediaConfig {
     /// How long a connected peer may send no media before a new offer takes the camera over
     /// (`--takeover-after`).
     pub takeover_after: Duration,
+    /// The pod's own TURN relay candidates (`--relay-candidates`, `--turn-urls`).
+    pub relay: RelaySettings,
+}
+
+/// Whether and through which TURN servers the pod gathers relay candidates.
+#[derive(Clone, Debug, Default)]
+pub struct RelaySettings {
+    pub candidates: RelayCandidates,
+    /// TURN URLs over UDP (what webrtc-rs relays through); the credential comes with each offer.
+    pub urls: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +87,12 @@ pub enum MediaError {
     GatheringTimeout,
     #[error("the answer has no negotiated video codec")]
     NoSendCodec,
+    #[error(
+        "this camera connects only through a TURN relay (--relay-candidates only) and the offer \
+         brought no relay credential: the router that forwards offers needs --turn-urls and \
+         --turn-secret-file"
+    )]
+    RelayUnavailable,
     #[error("starting the pipeline threads: {0}")]
     Threads(#[from] std::io::Error),
 }
@@ -110,6 +128,7 @@ pub struct Camera {
     live: tokio::sync::Mutex<Option<LivePeer>>,
     last_active: Arc<AtomicU64>,
     firsts: Arc<timeline::FirstTimes>,
+    path: Arc<path::PathRecord>,
 }
 
 impl Camera {
@@ -121,6 +140,7 @@ impl Camera {
             live: tokio::sync::Mutex::new(None),
             last_active: Arc::new(AtomicU64::new(pipeline::unix_now())),
             firsts: Arc::default(),
+            path: Arc::default(),
         }
     }
 
@@ -133,6 +153,7 @@ impl Camera {
         &self,
         offer_sdp: String,
         client: Option<String>,
+        relay_credential: Option<RelayCredential>,
         offer_received: Instant,
     ) -> Result<String, MediaError> {
         let codecs = sdp::check_offer(&offer_sdp, &self.config.codecs)?;
@@ -166,6 +187,8 @@ impl Camera {
             last_active: self.last_active.clone(),
             offer_received,
             firsts: self.firsts.clone(),
+            relay_credential,
+            path: self.path.clone(),
         })
         .await?;
         self.last_active
@@ -185,6 +208,7 @@ impl Camera {
             filter: self.worker.current(),
             first_answer_ms: self.firsts.answer_sent(),
             first_frame_ms: self.firsts.frame_sent(),
+            connection: self.path.get(),
         }
     }
 

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use p2pcamera_api::relay::{ConnectionPath, RelayCandidates, RelayCredential};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
@@ -25,8 +26,9 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCIceCandidateType, RTCIceConnectionState, RTCIceGatheringState, RTCPeerConnectionState,
-    RTCSessionDescription, Registry, SettingEngineBuilder,
+    RTCConfiguration, RTCConfigurationBuilder, RTCIceConnectionState, RTCIceGatheringState,
+    RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionState, RTCSessionDescription, Registry,
+    SettingEngineBuilder,
 };
 
 use super::datachannel::{self, ClientMessage, Reading, Stats};
@@ -34,12 +36,13 @@ use super::feedback;
 use super::latency::FrameLatency;
 use super::limits::BitrateBounds;
 use super::liveness::{Hold, Liveness};
+use super::path::{self, PathRecord};
 use super::pipeline::{Controls, DecodeStage, EncodeStage};
 use super::reorder::{REORDER_CAPACITY, REORDER_WAIT, ReorderBuffer};
 use super::rtp::{AssembledFrame, Assembly, FrameAssembler, RtpPacketizer};
 use super::sdp::{self, H264_FMTP};
 use super::timeline::{ConnectStage, ConnectTimeline, FirstTimes};
-use super::{MediaConfig, MediaError};
+use super::{MediaConfig, MediaError, RelaySettings};
 use crate::codec::CodecKind;
 use crate::filter::worker::{FilterWorker, PipelineStats};
 use crate::metrics::Metrics;
@@ -65,6 +68,10 @@ pub(super) struct PeerSetup {
     pub offer_received: Instant,
     /// The pod's first answer and frame, which this connection may be.
     pub firsts: Arc<FirstTimes>,
+    /// The TURN credential the router sent with the offer.
+    pub relay_credential: Option<RelayCredential>,
+    /// Where the connection's path is recorded.
+    pub path: Arc<PathRecord>,
 }
 
 fn rtp_codec(codec: CodecKind) -> RTCRtpCodec {
@@ -121,6 +128,8 @@ struct PeerShared {
     data_channel_taken: AtomicBool,
     /// The peer connection, once built (to read its selected candidate pair when connected).
     pc: std::sync::OnceLock<Weak<dyn PeerConnection>>,
+    /// The camera's path, shared with `/status` (the camera completes it on the data channel).
+    path: Arc<PathRecord>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -169,7 +178,8 @@ impl PeerConnectionEventHandler for PeerHandler {
         if state == RTCPeerConnectionState::Connected {
             self.0.timeline.reach(ConnectStage::DtlsConnected);
             if let Some(pc) = self.0.pc.get().and_then(Weak::upgrade) {
-                self.0.spawn(record_path(pc, self.0.metrics.clone()));
+                self.0
+                    .spawn(record_path(pc, self.0.path.clone(), self.0.metrics.clone()));
             }
         }
         let seen = {
@@ -225,18 +235,44 @@ impl PeerConnectionEventHandler for PeerHandler {
     }
 }
 
-/// The way the media of a connection goes: `relay` when either side's candidate of the selected
-/// pair is a TURN relay (the browser's, when it could not reach the pod directly), else `direct`.
-fn media_path(local: RTCIceCandidateType, remote: RTCIceCandidateType) -> &'static str {
-    if local == RTCIceCandidateType::Relay || remote == RTCIceCandidateType::Relay {
-        "relay"
-    } else {
-        "direct"
+/// The ICE configuration for `relay` with the offer's `credential`: no servers when the pod
+/// gathers no relay candidate; its TURN URLs with the credential otherwise (relay candidates only
+/// for [`RelayCandidates::Only`]). `Only` without a credential cannot answer; `Also` answers with
+/// host candidates.
+fn relay_configuration(
+    relay: &RelaySettings,
+    credential: Option<&RelayCredential>,
+) -> Result<RTCConfiguration, MediaError> {
+    let builder = RTCConfigurationBuilder::new();
+    if !relay.candidates.gathers_relay() {
+        return Ok(builder.build());
     }
+    let Some(credential) = credential else {
+        if relay.candidates == RelayCandidates::Only {
+            return Err(MediaError::RelayUnavailable);
+        }
+        tracing::warn!(
+            "the offer brought no TURN credential (the router has no TURN configuration): answering with host candidates only"
+        );
+        return Ok(builder.build());
+    };
+    let policy = match relay.candidates {
+        RelayCandidates::Only => RTCIceTransportPolicy::Relay,
+        RelayCandidates::Off | RelayCandidates::Also => RTCIceTransportPolicy::All,
+    };
+    Ok(builder
+        .with_ice_servers(vec![RTCIceServer {
+            urls: relay.urls.clone(),
+            username: credential.username.clone(),
+            credential: credential.credential.clone(),
+        }])
+        .with_ice_transport_policy(policy)
+        .build())
 }
 
-/// Counts and logs the way the connected peer's media goes, from its selected candidate pair.
-async fn record_path(pc: Arc<dyn PeerConnection>, metrics: Arc<Metrics>) {
+/// Records, counts and logs the way the connected peer's media goes, from its selected
+/// candidate pair.
+async fn record_path(pc: Arc<dyn PeerConnection>, record: Arc<PathRecord>, metrics: Arc<Metrics>) {
     let Some(sender) = pc.get_senders().await.into_iter().next() else {
         return;
     };
@@ -247,9 +283,16 @@ async fn record_path(pc: Arc<dyn PeerConnection>, metrics: Arc<Metrics>) {
     };
     match pair {
         Ok(Some(pair)) => {
-            let path = media_path(pair.local().typ, pair.remote().typ);
-            tracing::info!(path, remote = %pair.remote().typ, "peer connected");
-            metrics.count_connection(path);
+            let (Some(pod), Some(camera)) = (
+                path::candidate_type(pair.local().typ),
+                path::candidate_type(pair.remote().typ),
+            ) else {
+                tracing::debug!(?pair, "selected candidate pair of an unknown type");
+                return;
+            };
+            let connection = ConnectionPath::of_pair(pod, camera);
+            tracing::info!(path = ?connection.path, pod_candidate = ?pod, camera_candidate = ?camera, "peer connected");
+            record.connected(connection, &metrics);
         }
         Ok(None) => {}
         Err(error) => tracing::debug!(%error, "cannot read the selected candidate pair"),
@@ -436,6 +479,11 @@ async fn serve_data_channel(shared: Arc<PeerShared>, channel: Arc<dyn DataChanne
                             });
                             continue;
                         }
+                        // The camera's own view of its path: nothing to answer.
+                        ClientMessage::CameraTransport(transport) => {
+                            shared.path.camera_reports(transport, &shared.metrics);
+                            continue;
+                        }
                         ClientMessage::Unknown => datachannel::unknown_reply(),
                     };
                     if let Err(error) = channel.send_text(&reply).await {
@@ -512,11 +560,15 @@ impl LivePeer {
             latency: Arc::default(),
             data_channel_taken: AtomicBool::new(false),
             pc: std::sync::OnceLock::new(),
+            path: setup.path.clone(),
             tasks: Mutex::default(),
         });
+        let configuration =
+            relay_configuration(&setup.config.relay, setup.relay_credential.as_ref())?;
         setup.metrics.set_peer_state("new");
         let pc: Arc<dyn PeerConnection> = Arc::new(
             PeerConnectionBuilder::new()
+                .with_configuration(configuration)
                 .with_media_engine(engine)
                 .with_interceptor_registry(registry)
                 .with_setting_engine(settings.build())
@@ -536,7 +588,11 @@ impl LivePeer {
             .negotiate(
                 &setup.offer_sdp,
                 setup.codec,
-                setup.config.public_ip,
+                // Relay only: the node's own address never reaches the camera.
+                setup
+                    .config
+                    .public_ip
+                    .filter(|_| setup.config.relay.candidates != RelayCandidates::Only),
                 &mut gathered_rx,
             )
             .await
@@ -702,20 +758,5 @@ impl LivePeer {
             }
         })
         .await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_relay_on_either_side_is_a_relayed_connection() {
-        use RTCIceCandidateType::{Host, Prflx, Relay, Srflx};
-        assert_eq!(media_path(Host, Host), "direct");
-        assert_eq!(media_path(Host, Srflx), "direct");
-        assert_eq!(media_path(Host, Prflx), "direct");
-        assert_eq!(media_path(Host, Relay), "relay");
-        assert_eq!(media_path(Relay, Host), "relay");
     }
 }

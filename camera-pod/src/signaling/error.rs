@@ -82,6 +82,7 @@ impl ApiError {
                 | MediaError::GatheringTimeout
                 | MediaError::NoSendCodec
                 | MediaError::Threads(_) => ErrorCode::Internal,
+                MediaError::RelayUnavailable => ErrorCode::RelayUnavailable,
             },
             ApiError::FilterSwitch(error) => error.code(),
         }

@@ -511,7 +511,12 @@ async fn answer_offer(
     tracing::debug!(sdp = %request.sdp, client = ?request.client, "offer received");
     Ok(state
         .camera(&serving)?
-        .answer(request.sdp, request.client, received)
+        .answer(
+            request.sdp,
+            request.client,
+            request.relay_credential,
+            received,
+        )
         .await?)
 }
 

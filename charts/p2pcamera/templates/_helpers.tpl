@@ -94,6 +94,15 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- if and $offset (le $offset (sub (atoi (index $range 1)) (atoi (index $range 0)))) }}
 {{- fail (printf "cameraPod.metricsPortOffset %d must be larger than the width of cameraPod.portRange %s (metrics ports would land on session ports), or 0" $offset .Values.cameraPod.portRange) }}
 {{- end }}
+{{- if .Values.turn.enabled }}
+{{- if .Values.turn.external.urls }}
+{{- fail "turn.enabled deploys coturn and points the router at it, turn.external.urls points the router at a TURN service you run: set one of them, not both" }}
+{{- end }}
+{{- $relay := splitList "-" .Values.turn.relayPortRange }}
+{{- if gt (atoi (index $relay 0)) (atoi (index $relay 1)) }}
+{{- fail (printf "turn.relayPortRange %s: the first port is larger than the last" .Values.turn.relayPortRange) }}
+{{- end }}
+{{- end }}
 {{- if and .Values.watchAllNamespaces (or .Values.operator.watchNamespace .Values.router.sessionNamespace) }}
 {{- fail "watchAllNamespaces serves every namespace: leave operator.watchNamespace and router.sessionNamespace empty" }}
 {{- end }}
@@ -123,4 +132,70 @@ podAntiAffinity:
         labelSelector:
           matchLabels:
             {{- include "p2pcamera.selectorLabels" . | nindent 12 }}
+{{- end }}
+
+{{/* The TURN host name browsers reach the chart's coturn at (`turn.host`, required with `turn.enabled`). */}}
+{{- define "p2pcamera.turn.host" -}}
+{{- required "turn.host: the DNS name browsers reach coturn at is required with turn.enabled (e.g. turn.example.com)" .Values.turn.host }}
+{{- end }}
+
+{{/*
+TURN URLs the router hands out, comma separated: the chart's coturn with `turn.enabled`, else
+`turn.external.urls`; empty: no TURN.
+*/}}
+{{- define "p2pcamera.turn.urls" -}}
+{{- if .Values.turn.enabled }}
+{{- $host := include "p2pcamera.turn.host" . }}
+{{- printf "turn:%s:3478?transport=udp,turn:%s:3478?transport=tcp,turns:%s:443?transport=tcp" $host $host $host }}
+{{- else }}
+{{- join "," .Values.turn.external.urls }}
+{{- end }}
+{{- end }}
+
+{{/*
+TURN URLs camera pods of relaying classes relay through, comma separated: `cameraPod.turnUrls`,
+else the chart's coturn over UDP with `turn.enabled`, else `turn.external.urls`.
+*/}}
+{{- define "p2pcamera.turn.podUrls" -}}
+{{- if .Values.cameraPod.turnUrls }}
+{{- join "," .Values.cameraPod.turnUrls }}
+{{- else if .Values.turn.enabled }}
+{{- printf "turn:%s:3478?transport=udp" (include "p2pcamera.turn.host" .) }}
+{{- else }}
+{{- join "," .Values.turn.external.urls }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret holding the TURN shared secret (coturn's `static-auth-secret`). */}}
+{{- define "p2pcamera.turn.secretName" -}}
+{{- if .Values.turn.enabled }}
+{{- default (printf "%s-turn" (include "p2pcamera.fullname" .)) .Values.turn.existingSecret }}
+{{- else }}
+{{- required "turn.external.existingSecret: the Secret with the TURN shared secret is required with turn.external.urls" .Values.turn.external.existingSecret }}
+{{- end }}
+{{- end }}
+
+{{/* The key of the shared secret in that Secret. */}}
+{{- define "p2pcamera.turn.secretKey" -}}
+{{- if .Values.turn.enabled }}static-auth-secret{{ else }}{{ .Values.turn.external.secretKey }}{{ end }}
+{{- end }}
+
+{{/*
+The `kubernetes.io/tls` Secret coturn serves `turns:` with: `turn.tls.existingSecret`, else the
+router's. The router's covers `turn.host` only if it is among `router.hosts` (checked when ACME
+orders it; a `router.tls.existingSecret` is the administrator's to check).
+*/}}
+{{- define "p2pcamera.turn.tlsSecret" -}}
+{{- if .Values.turn.tls.existingSecret }}
+{{- .Values.turn.tls.existingSecret }}
+{{- else if .Values.router.tls.existingSecret }}
+{{- .Values.router.tls.existingSecret }}
+{{- else if include "p2pcamera.acme.active" . }}
+{{- if not (has (include "p2pcamera.turn.host" .) .Values.router.hosts) }}
+{{- fail (printf "turn.host %s is not among router.hosts, so the router's ACME certificate does not cover it: add it to router.hosts, or set turn.tls.existingSecret" .Values.turn.host) }}
+{{- end }}
+{{- include "p2pcamera.router.tlsSecret" . }}
+{{- else }}
+{{- fail "turn.enabled needs a certificate for turn.host (turns: on 443): set turn.tls.existingSecret, or router.tls.existingSecret, or add turn.host to router.hosts and let ACME order it" }}
+{{- end }}
 {{- end }}

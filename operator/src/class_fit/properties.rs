@@ -4,6 +4,7 @@
 //! within the class's ceilings.
 
 use p2pcamera_api::pod_env;
+use p2pcamera_api::relay::RelayCandidates;
 use proptest::prelude::*;
 
 use crate::class_fit::{self, EffectiveVideo, ResolvedClass};
@@ -90,13 +91,15 @@ fn class_spec() -> impl Strategy<Value = Value> {
         prop::collection::vec("[a-z.]{1,12}(:[0-9]{1,4})?", 0..3),
         prop::collection::vec("[0-9a-f]{64}", 0..2),
         prop::option::of((160u32..3841, 120u32..2161, 1u32..61)),
+        prop::sample::select(vec!["Off", "Also", "Only"]),
     )
-        .prop_map(|(mut filters, hosts, digests, video)| {
+        .prop_map(|(mut filters, hosts, digests, video, relay)| {
             filters.sort_unstable();
             filters.dedup();
             let mut spec = json!({
                 "allowedFilters": filters,
                 "models": {"allowedHosts": hosts, "allowedDigests": digests},
+                "relay": relay,
             });
             if let Some((w, h, fps)) = video {
                 spec["video"] = json!({"maxWidth": w, "maxHeight": h, "maxFps": fps});
@@ -129,6 +132,14 @@ proptest! {
     fn a_parsed_spec_is_judged_and_built_without_panic_and_within_its_class(
         spec in session_spec(),
         class in class_spec(),
+        turn_urls in prop::collection::vec(
+            prop::sample::select(vec![
+                "turn:turn.example:3478?transport=udp",
+                "turns:turn.example:443?transport=tcp",
+                "stun:turn.example:3478",
+            ]),
+            0..3,
+        ),
     ) {
         let Ok(parsed) = serde_json::from_value::<CameraSessionSpec>(spec) else {
             return Ok(());
@@ -137,11 +148,25 @@ proptest! {
             name: Some("prop".into()),
             spec: serde_json::from_value(class).expect("generated classes parse"),
         };
-        let fits = class_fit::check(&parsed, &class).is_ok();
+        let config = crate::config::Config {
+            camera_pod_turn_urls: turn_urls.into_iter().map(String::from).collect(),
+            ..fixtures::config()
+        };
+        let fits = class_fit::check(&parsed, &class, &config).is_ok();
         let session: CameraSession = fixtures::session(serde_json::to_value(&parsed).unwrap());
-        let pod = desired::build_pod(&session, &class, 40000, &fixtures::config())
+        let pod = desired::build_pod(&session, &class, 40000, &config)
             .expect("a pod builds for any parsed spec");
         if fits {
+            // A pod that relays starts: it has a TURN URL over UDP (camera-pod refuses none).
+            let relays = RelayCandidates::from(class.spec.relay).gathers_relay();
+            let env = |name| pod.spec.as_ref().and_then(|spec| {
+                spec.containers[0].env.iter().flatten().find(|e| e.name == name)?.value.clone()
+            });
+            prop_assert_eq!(env(pod_env::RELAY_CANDIDATES).is_some(), relays);
+            if relays {
+                let urls = env(pod_env::TURN_URLS).unwrap_or_default();
+                prop_assert!(urls.split(',').any(p2pcamera_api::relay::is_udp_turn_url), "{urls}");
+            }
             let video = EffectiveVideo::of(&parsed, &class);
             let ceilings = &class.spec.video.limits;
             for (name, limit) in [

@@ -57,7 +57,9 @@
 //! 8. A ready pod with `idleTimeout`: its activity is polled ([`Lookup::Activity`], at most every
 //!    `--idle-poll-interval`); idle too long -> delete it, phase Idle (the Secret and port stay).
 //!    A ready pod whose first frame the start times wait for ([`Observed::awaits_first_frame`])
-//!    is polled the same way, for the pod's first answer and frame.
+//!    is polled the same way, for the pod's first answer and frame. Every answer's connection
+//!    (direct or relayed, [`status::connection`]) goes into `status.connection`, which is
+//!    written only when it changed.
 //! 9. Otherwise the pod runs: status from its observation; a ready pod with `idleTimeout` is
 //!    looked at again after the poll interval, any other after [`RESYNC`]. A new pod's normal
 //!    progress (waiting for the scheduler, starting) is not written over a status that says
@@ -81,6 +83,7 @@ use crate::desired::{self, BuildError};
 use crate::pool::claim::{self, PoolTarget};
 use crate::status::{self, PodObservation, Scheduling, Situation, StatusInputs};
 use p2pcamera_api::objects::{ANNOTATION_POD_HASH, ANNOTATION_WAKE};
+use p2pcamera_api::relay::ConnectionPath;
 
 /// When a session whose pod is being replaced is looked at again.
 pub const REPLACING_RECHECK: Duration = Duration::from_secs(2);
@@ -119,8 +122,9 @@ pub struct Observed<'a> {
     pub applied_pod: Option<&'a str>,
     /// The time of the reconcile.
     pub now: Timestamp,
-    /// The operator waits for the first frame of the session's start
-    /// ([`crate::start_times::StartClock::awaits_first_frame`]): a ready pod is polled for it.
+    /// The operator waits for the first frame of the session's start, or for how its camera is
+    /// connected ([`crate::start_times::StartClock::awaits_first_frame`]): a ready pod is polled
+    /// for them.
     pub awaits_first_frame: bool,
     /// The answers to the lookups [`decide`] asked for so far.
     pub lookups: Lookups,
@@ -209,6 +213,8 @@ pub struct Activity {
     /// Unix milliseconds of the pod's first answer, and of its first filtered frame.
     pub first_answer_ms: Option<u64>,
     pub first_frame_ms: Option<u64>,
+    /// How the camera is connected (the live or last connection); `None` before the first.
+    pub connection: Option<ConnectionPath>,
 }
 
 /// A fact [`decide`] needs that only I/O gives.
@@ -387,6 +393,10 @@ impl Observed<'_> {
             },
             public_address,
             last_active,
+            connection: match &self.lookups.activity {
+                Some(Polled::Answer(report)) => report.connection,
+                _ => None,
+            },
         };
         Plan {
             pod,
@@ -1442,6 +1452,45 @@ mod tests {
         let plan = waiting.with_activity(Polled::Answer(streamed)).plan();
         assert_eq!(plan.pod, PodChange::Keep, "no idle timeout to act on");
         assert_eq!(plan.then, Action::requeue(idle_poll_interval(&config())));
+    }
+
+    #[test]
+    fn the_polled_connection_goes_into_the_status_once_and_is_not_written_again() {
+        use p2pcamera_api::relay::CandidateType;
+        let mut waiting = Snapshot::new(session(json!({})))
+            .with_prev(CameraSessionStatus::ready_since(ts(900)))
+            .with_pod(camera_pod(&session(json!({}))).bound(NODE, HOST_IP).ready())
+            .with_node_address(NODE, Some(HOST_IP))
+            .at(ts(1000));
+        waiting.awaits_first_frame = true;
+        let relayed = Activity {
+            camera_connected: true,
+            first_frame_ms: Some(2),
+            connection: Some(ConnectionPath::of_pair(
+                CandidateType::Relay,
+                CandidateType::Host,
+            )),
+            ..Activity::default()
+        };
+        let plan = waiting
+            .clone()
+            .with_activity(Polled::Answer(relayed.clone()))
+            .plan();
+        let connection = plan.status.connection.clone().expect("written");
+        assert_eq!(
+            serde_json::to_value(&connection).ok(),
+            Some(json!({
+                "path": "Relay", "transport": "udp", "podCandidate": "relay",
+                "cameraCandidate": "host", "observedTime": "1970-01-01T00:16:40Z"
+            }))
+        );
+        // The next poll reports the same: the status stays as written (no request).
+        let again = waiting
+            .with_prev(plan.status.clone())
+            .at(ts(1015))
+            .with_activity(Polled::Answer(relayed))
+            .plan();
+        assert_eq!(again.status, plan.status);
     }
 
     #[test]

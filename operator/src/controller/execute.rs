@@ -55,7 +55,7 @@ pub(super) async fn reconcile(session: &CameraSession, ctx: &Context) -> Result<
         .or_else(|| ctx.claimed.pod_of(&key, &ctx.pods));
     let applied_pod = ctx.applied_pods.unseen(&key, pod.is_some(), Instant::now());
     let class = class_fit::resolve(&session.spec, &ctx.classes.state()).and_then(|class| {
-        class_fit::check(&session.spec, &class)?;
+        class_fit::check(&session.spec, &class, &ctx.config)?;
         Ok(class)
     });
     tracing::debug!(namespace = %ns, name = %name, pod = ?pod.as_deref().map(status::observe_pod), "reconciling session");
@@ -137,9 +137,12 @@ pub(super) async fn reconcile(session: &CameraSession, ctx: &Context) -> Result<
         plan.status.start = Some(times);
     }
     if let Some(Polled::Answer(report)) = &observed.lookups.activity
-        && let Some(first) =
-            ctx.starts
-                .first_frame(&key, report.first_answer_ms, report.first_frame_ms)
+        && let Some(first) = ctx.starts.first_frame(
+            &key,
+            report.first_answer_ms,
+            report.first_frame_ms,
+            report.connection.as_ref(),
+        )
         && let Some(start) = plan.status.start.as_mut()
     {
         ctx.metrics.session_streamed(&first);
@@ -238,6 +241,7 @@ async fn poll_activity(ctx: &Context, key: &SessionKey, endpoint: &str, secret: 
             last_active: activity::last_active(&report),
             first_answer_ms: report.first_answer_ms,
             first_frame_ms: report.first_frame_ms,
+            connection: report.connection,
         }),
         Err(error) => {
             tracing::warn!(namespace = %key.namespace, name = %key.name, %error, "activity poll failed");

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Toleration;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::{CustomResource, KubeSchema};
+use p2pcamera_api::relay::RelayCandidates;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +44,7 @@ pub const CLASS_CRD_FILE: &str = "crds/cameraclasses.p2pcamera.io.yaml";
         type_ = "string",
         json_path = ".metadata.annotations.p2pcamera\\.io/is-default-class"
     ),
+    printcolumn(name = "Relay", type_ = "string", json_path = ".spec.relay"),
     printcolumn(name = "Idle", type_ = "integer", json_path = ".status.warmPool.idle"),
     printcolumn(
         name = "Age",
@@ -85,6 +87,43 @@ pub struct CameraClassSpec {
     /// none (every session starts its own pod).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warm_pool: Option<WarmPool>,
+    /// Whether the class's pods offer TURN relay candidates of their own: `Off` (the default):
+    /// host candidates and the node's public address only; `Also`: the pod also offers a TURN
+    /// relay candidate (nodes without a public address, cameras behind symmetric NAT); `Only`:
+    /// relay candidates only, the node's address never reaches cameras. `Also` and `Only` relay
+    /// through the operator's `--camera-pod-turn-urls` (without them the class's sessions are
+    /// not accepted) and apply to the class's next pods, not to running ones.
+    #[serde(default)]
+    pub relay: ClassRelay,
+}
+
+/// Whether camera pods of a class gather TURN relay candidates of their own (camera-pod's
+/// `--relay-candidates`). Browsers behind firewalls relay through TURN by themselves; a pod needs
+/// a relay of its own only when cameras cannot reach its node at all. A class that relays needs
+/// the operator's `--camera-pod-turn-urls` (a TURN server over UDP): without it, its sessions are
+/// not accepted (`RelayNotConfigured`). A change applies to the class's next pods, not to running
+/// ones.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClassRelay {
+    /// Host candidates and the node's public address only: cameras reach the node directly.
+    #[default]
+    Off,
+    /// The pod also offers a TURN relay candidate, for nodes without a public address and
+    /// cameras behind symmetric NAT; ICE picks the direct pair when it works.
+    Also,
+    /// Relay candidates only: the camera always reaches the pod through the relay, and the
+    /// node's address never reaches cameras.
+    Only,
+}
+
+impl From<ClassRelay> for RelayCandidates {
+    fn from(relay: ClassRelay) -> Self {
+        match relay {
+            ClassRelay::Off => Self::Off,
+            ClassRelay::Also => Self::Also,
+            ClassRelay::Only => Self::Only,
+        }
+    }
 }
 
 /// The warm pool of a class: camera pods started ahead of their sessions (image pulled, process

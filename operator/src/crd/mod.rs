@@ -35,11 +35,13 @@ pub const CRD_FILE: &str = "crds/camerasessions.p2pcamera.io.yaml";
 pub const CRD_DIR: &str = "crds";
 
 mod class;
+mod connection;
 
 pub use class::{
     AllowedHost, CLASS_CRD_FILE, CameraClass, CameraClassSpec, CameraClassStatus, ClassGpu,
-    ClassResources, ClassVideo, Digest, ModelAllowList, WarmPool, WarmPoolStatus,
+    ClassRelay, ClassResources, ClassVideo, Digest, ModelAllowList, WarmPool, WarmPoolStatus,
 };
+pub use connection::{IceCandidateType, MediaRoute, MediaTransport, SessionConnection};
 
 /// Desired state of one camera session: which filter runs, within which video limits, on which GPU.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -58,6 +60,7 @@ pub use class::{
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.reason"),
     printcolumn(name = "Node", type_ = "string", json_path = ".status.nodeName"),
     printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint"),
+    printcolumn(name = "Path", type_ = "string", json_path = ".status.connection.path"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -468,6 +471,11 @@ pub struct CameraSessionStatus {
     /// Where the time of the last start went, as the operator saw it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<StartTimes>,
+    /// How the camera is connected to the pod (directly or through a TURN relay), as the pod
+    /// reported it at the operator's last poll that told it; absent before the pod's first
+    /// connection and once the pod is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<SessionConnection>,
 }
 
 /// How long the session's last start took, in milliseconds after the operator first saw the
@@ -561,7 +569,9 @@ mod tests {
             .collect();
         assert_eq!(
             columns,
-            ["Class", "Phase", "Reason", "Node", "Endpoint", "Age"]
+            [
+                "Class", "Phase", "Reason", "Node", "Endpoint", "Path", "Age"
+            ]
         );
     }
 

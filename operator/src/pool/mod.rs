@@ -348,7 +348,15 @@ async fn keep(keeper: &PoolKeeper, class: &CameraClass) -> Result<(), PoolError>
         spec: class.spec.clone(),
     };
     let mut status = plan.status.clone();
-    for _ in 0..plan.create {
+    // Pods of a class that relays without the operator's TURN URLs would not start.
+    let create = match class_fit::relay_configured(&resolved, &keeper.config) {
+        Err(misfit) if plan.create > 0 => {
+            status.message = Some(misfit.to_string());
+            0
+        }
+        _ => plan.create,
+    };
+    for _ in 0..create {
         if let Err(error) = create_pool_pod(keeper, class, &resolved, pool, &namespace).await {
             tracing::warn!(class = %name, %error, "creating a warm pod failed");
             status.message = Some(format!("creating a warm pod failed: {error}"));

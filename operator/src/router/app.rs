@@ -176,7 +176,7 @@ async fn offer(
         .check(&ClientKey::from(client), Instant::now())
         .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
     let body = read_body(headers, body, deadline, state.request_timeout).await?;
-    let (offer, key) = parse_offer(&body, path_key)?;
+    let (mut offer, key) = parse_offer(&body, path_key)?;
     let status = state.sessions.status(&key);
     let credentials = state.sessions.credentials(&key);
     let (status, credentials) = sessions::authorize(
@@ -200,6 +200,11 @@ async fn offer(
             );
         }
     })?;
+    // The pod's own TURN credential (used where its class relays); a browser's is never passed on.
+    offer.relay_credential = state
+        .turn
+        .as_ref()
+        .map(|turn| turn.credential(&key, SystemTime::now()));
     let started = Instant::now();
     let answer = state.pods.forward(&target, &offer, deadline).await;
     let elapsed = started.elapsed();

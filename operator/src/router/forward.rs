@@ -216,7 +216,9 @@ mod tests {
             TooLarge => (413, TooLarge, Pods, None),
             UnsupportedCodec => (422, UnsupportedCodec, Pods, None),
             InvalidFilter => (422, InvalidFilter, Pods, None),
-            NotReady | MediaPortUnavailable | SessionNotReady | NotClaimed => {
+            // A relay-only pod without a relay credential: the pod's message names the router's
+            // missing TURN flags.
+            NotReady | MediaPortUnavailable | SessionNotReady | NotClaimed | RelayUnavailable => {
                 (503, SessionNotReady, Pods, Some("2"))
             }
             PodTimeout => (504, PodTimeout, Pods, None),

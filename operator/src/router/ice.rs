@@ -14,6 +14,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, Mac};
 use p2pcamera_api::SessionKey;
+use p2pcamera_api::relay::RelayCredential;
 use serde::{Deserialize, Serialize};
 use sha1::Sha1;
 
@@ -158,20 +159,36 @@ impl TurnConfig {
 
     /// The ICE servers for `session`, with a credential that expires `lifetime` after `now`.
     pub fn ice_servers(&self, session: &SessionKey, now: SystemTime) -> IceServers {
-        let lifetime = self.lifetime.as_secs_f64().ceil() as u64;
+        let RelayCredential {
+            username,
+            credential,
+        } = self.credential(session, now);
+        IceServers {
+            ice_servers: vec![IceServer {
+                urls: self.urls.clone(),
+                credential,
+                username,
+            }],
+            ttl: self.lifetime_seconds(),
+        }
+    }
+
+    /// A credential for `session` that expires `lifetime` after `now`: the browser's (in
+    /// [`Self::ice_servers`]) and the one the router adds to each offer for the session's pod.
+    pub fn credential(&self, session: &SessionKey, now: SystemTime) -> RelayCredential {
         let now = now
             .duration_since(UNIX_EPOCH)
             .map(|since| since.as_secs())
             .unwrap_or_default();
-        let username = rest_username(now.saturating_add(lifetime), session);
-        IceServers {
-            ice_servers: vec![IceServer {
-                urls: self.urls.clone(),
-                credential: rest_credential(&self.secret, &username),
-                username,
-            }],
-            ttl: lifetime,
+        let username = rest_username(now.saturating_add(self.lifetime_seconds()), session);
+        RelayCredential {
+            credential: rest_credential(&self.secret, &username),
+            username,
         }
+    }
+
+    fn lifetime_seconds(&self) -> u64 {
+        self.lifetime.as_secs_f64().ceil() as u64
     }
 }
 
