@@ -62,11 +62,14 @@ pub enum ErrorCode {
     /// The pod connects cameras only through a TURN relay and the offer brought no relay
     /// credential (the router has no TURN configuration).
     RelayUnavailable,
+    /// Trickled candidates for a connection that is not the pod's live one (closed, replaced, or
+    /// never answered).
+    ConnectionGone,
 }
 
 impl ErrorCode {
     /// Every code, for exhaustive tests and documentation.
-    pub const ALL: [ErrorCode; 26] = [
+    pub const ALL: [ErrorCode; 27] = [
         ErrorCode::BadBody,
         ErrorCode::UnsupportedContentType,
         ErrorCode::InvalidJson,
@@ -93,6 +96,7 @@ impl ErrorCode {
         ErrorCode::NotClaimed,
         ErrorCode::AlreadyClaimed,
         ErrorCode::RelayUnavailable,
+        ErrorCode::ConnectionGone,
     ];
 
     /// The wire name, e.g. `"camera_busy"`.
@@ -124,6 +128,7 @@ impl ErrorCode {
             ErrorCode::NotClaimed => "not_claimed",
             ErrorCode::AlreadyClaimed => "already_claimed",
             ErrorCode::RelayUnavailable => "relay_unavailable",
+            ErrorCode::ConnectionGone => "connection_gone",
         }
     }
 
@@ -141,6 +146,7 @@ impl ErrorCode {
             ErrorCode::WrongToken | ErrorCode::ModelNotAllowed => 403,
             ErrorCode::SessionNotFound => 404,
             ErrorCode::CameraBusy | ErrorCode::AlreadyClaimed => 409,
+            ErrorCode::ConnectionGone => 410,
             ErrorCode::TooLarge => 413,
             ErrorCode::UnsupportedCodec | ErrorCode::InvalidFilter => 422,
             ErrorCode::RateLimited => 429,
@@ -179,7 +185,8 @@ impl ErrorCode {
             | ErrorCode::CameraBusy
             | ErrorCode::TooLarge
             | ErrorCode::UnsupportedCodec
-            | ErrorCode::InvalidFilter => self,
+            | ErrorCode::InvalidFilter
+            | ErrorCode::ConnectionGone => self,
             // A relay-only pod without a relay credential is a session that cannot serve yet;
             // the pod's message says why.
             ErrorCode::NotReady

@@ -104,6 +104,41 @@ impl FilterReply {
     }
 }
 
+/// Path of camera-pod's trickle endpoint; the router's is `/v1/sessions/{ns}/{name}/candidates`.
+pub const CANDIDATES_PATH: &str = "/candidates";
+/// Most candidates one connection takes by trickle (besides the at most 16 of its offer), and the
+/// most one request may carry.
+pub const MAX_TRICKLED_CANDIDATES: usize = 16;
+
+/// `POST /candidates`: ICE candidates the browser gathered after its offer went out (trickle ICE,
+/// e.g. its TURN relay candidates, which take round trips to the relay). They are for the live
+/// connection whose offer had this ICE username fragment; another connection's (an old offer's,
+/// or after a takeover) are refused with 410 `connection_gone`. Answered 204. Clients that never
+/// send any still work: the pod's answer is complete, and an offer may carry every candidate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrickledCandidates {
+    /// The offer's `a=ice-ufrag`.
+    pub ufrag: String,
+    /// As `RTCPeerConnection` gives them (`icecandidate` events' `candidate.toJSON()`).
+    pub candidates: Vec<TrickledCandidate>,
+}
+
+/// One trickled candidate: the `candidate:` attribute's value (with or without the `a=` and
+/// `candidate:` prefixes) and the media section it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrickledCandidate {
+    pub candidate: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdp_mid: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "sdpMLineIndex"
+    )]
+    pub sdp_m_line_index: Option<u16>,
+}
+
 /// Path of a warm-pool pod's claim endpoint.
 pub const CLAIM_PATH: &str = "/claim";
 

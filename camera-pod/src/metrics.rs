@@ -107,6 +107,8 @@ pub struct Metrics {
     pub offers: Family<ResultLabel, Counter>,
     /// Connected peers by the way the media reaches the pod.
     pub connections: Family<PathLabel, Counter>,
+    /// ICE candidates browsers trickled after their offers (`POST /candidates`), added.
+    pub trickled_candidates: Counter,
     /// 1 for the path and transport of the live (or last) connection, 0 for the others.
     connection_path: Family<PathTransportLabel, Gauge>,
     /// 1 once a warm-pool pod is claimed by its session; 0 before, and on a pod started with
@@ -157,6 +159,7 @@ impl Default for Metrics {
             offers: Family::default(),
             connections: Family::default(),
             connection_path: Family::default(),
+            trickled_candidates: Counter::default(),
             claimed: Gauge::default(),
             claims_refused: Family::default(),
             registry: Registry::default(),
@@ -270,6 +273,11 @@ impl Default for Metrics {
             "connections",
             "Connected peers by the way the media reaches the pod: direct, or relay (through a TURN server)",
             metrics.connections.clone(),
+        );
+        registry.register(
+            "trickled_candidates",
+            "ICE candidates browsers trickled after their offers (POST /candidates), added to their connections",
+            metrics.trickled_candidates.clone(),
         );
         registry.register(
             "connection_path",

@@ -458,6 +458,135 @@ async fn a_second_camera_is_refused_but_the_same_client_replaces_itself() {
     }
 }
 
+/// Candidates a browser trickles after its offer join the live connection whose offer had the
+/// same ICE username fragment, and only it; each is checked as an offer's candidates are, at most
+/// 16 distinct ones per connection, and a request with one bad candidate adds none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickled_candidates_join_only_the_live_connection_and_are_checked_as_offers_are() {
+    common::install_crypto();
+    let state = state(None).await;
+    let trickle = |ufrag: &str, candidates: Vec<serde_json::Value>| {
+        let body = serde_json::json!({ "ufrag": ufrag, "candidates": candidates }).to_string();
+        post("/candidates", None, "application/json", body)
+    };
+    let at = |address: &str, port: u32| {
+        serde_json::json!({
+            "candidate": format!("candidate:{port} 1 udp 2122260223 {address} {port} typ host generation 0"),
+            "sdpMid": "0",
+            "sdpMLineIndex": 0
+        })
+    };
+
+    // No connection yet: nothing to add to.
+    let reply = call(&state, trickle("nobody", vec![at("127.0.0.1", 50000)])).await;
+    assert_eq!(
+        (reply.status, &reply.json["error"]["code"]),
+        (StatusCode::GONE, &serde_json::json!("connection_gone")),
+        "{}",
+        reply.json
+    );
+
+    let mut peer = TestPeer::new(CodecKind::Vp8).await;
+    let offer = peer.offer().await;
+    let ufrag = offer
+        .lines()
+        .find_map(|line| line.strip_prefix("a=ice-ufrag:"))
+        .expect("the offer has an ICE username fragment")
+        .trim()
+        .to_owned();
+    let reply = call(
+        &state,
+        post("/offer", None, "application/json", offer_json(&offer)),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+
+    // Another offer's fragment (an old connection's): gone.
+    let reply = call(
+        &state,
+        trickle("someone-else", vec![at("127.0.0.1", 50000)]),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::GONE, "{}", reply.json);
+    // Checked as offers are: a multicast address, or text that is no candidate.
+    for (bad, says) in [
+        (at("224.0.0.251", 5353), "not a unicast address"),
+        (
+            serde_json::json!({"candidate": "candidate:1 1 udp"}),
+            "not an ICE candidate",
+        ),
+    ] {
+        let reply = call(&state, trickle(&ufrag, vec![at("127.0.0.1", 50001), bad])).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.json);
+        assert_eq!(reply.json["error"]["code"], "invalid_sdp", "{}", reply.json);
+        assert!(
+            reply.json["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(says),
+            "{}",
+            reply.json
+        );
+    }
+    let reply = call(
+        &state,
+        post("/candidates", None, "application/json", "{not json"),
+    )
+    .await;
+    assert_eq!(
+        reply.json["error"]["code"], "invalid_json",
+        "{}",
+        reply.json
+    );
+
+    // Good ones are added: 3 now, then 14 more distinct ones are one too many for the
+    // connection, and that whole request adds none.
+    let reply = call(
+        &state,
+        trickle(
+            &ufrag,
+            (50010..50013).map(|port| at("127.0.0.1", port)).collect(),
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.json);
+    let reply = call(
+        &state,
+        trickle(
+            &ufrag,
+            (50020..50034).map(|port| at("127.0.0.1", port)).collect(),
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.json);
+    assert!(
+        reply.json["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("17 distinct ICE candidates"),
+        "{}",
+        reply.json
+    );
+    // A repeat of one already added is not a new one.
+    let reply = call(&state, trickle(&ufrag, vec![at("127.0.0.1", 50010)])).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.json);
+    let metrics = app(state.clone())
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes();
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics.contains("p2pcamera_pod_trickled_candidates_total 4"),
+        "{metrics}"
+    );
+    peer.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offer_while_another_process_holds_the_media_port_gets_503_and_says_so() {
     common::install_crypto();

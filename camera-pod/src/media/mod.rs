@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use p2pcamera_api::relay::{RelayCandidates, RelayCredential};
-use p2pcamera_api::wire::CameraStatus;
+use p2pcamera_api::wire::{CameraStatus, TrickledCandidate};
 use webrtc::peer_connection::RTCPeerConnectionState;
 
 use crate::codec::{CodecKind, DecodeSizeCap};
@@ -93,6 +93,11 @@ pub enum MediaError {
          --turn-secret-file"
     )]
     RelayUnavailable,
+    #[error(
+        "no live connection has this ICE username fragment: the connection was closed, taken over \
+         or replaced by a newer offer"
+    )]
+    ConnectionGone,
     #[error("starting the pipeline threads: {0}")]
     Threads(#[from] std::io::Error),
 }
@@ -195,6 +200,20 @@ impl Camera {
             .store(pipeline::unix_now(), Ordering::Relaxed);
         *live = Some(peer);
         Ok(answer)
+    }
+
+    /// Adds candidates the browser trickled after its offer to the live connection whose offer
+    /// had `ufrag`; returns how many were added.
+    pub async fn add_candidates(
+        &self,
+        ufrag: &str,
+        candidates: Vec<TrickledCandidate>,
+    ) -> Result<usize, MediaError> {
+        let mut live = self.live.lock().await;
+        let peer = live.as_mut().ok_or(MediaError::ConnectionGone)?;
+        let added = peer.add_candidates(ufrag, candidates).await?;
+        self.metrics.trickled_candidates.inc_by(added as u64);
+        Ok(added)
     }
 
     pub async fn status(&self) -> CameraStatus {

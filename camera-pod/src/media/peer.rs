@@ -1,6 +1,7 @@
 //! One peer connection: building it, answering its offer, and the tasks that move its RTP,
 //! RTCP and data channel messages.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
@@ -9,6 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use p2pcamera_api::relay::{ConnectionPath, RelayCandidates, RelayCredential};
+use p2pcamera_api::wire::{MAX_TRICKLED_CANDIDATES, TrickledCandidate};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
@@ -26,9 +28,9 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfiguration, RTCConfigurationBuilder, RTCIceConnectionState, RTCIceGatheringState,
-    RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionState, RTCSessionDescription, Registry,
-    SettingEngineBuilder,
+    RTCConfiguration, RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceConnectionState,
+    RTCIceGatheringState, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionState,
+    RTCSessionDescription, Registry, SettingEngineBuilder,
 };
 
 use super::datachannel::{self, ClientMessage, Reading, Stats};
@@ -511,6 +513,10 @@ async fn serve_data_channel(shared: Arc<PeerShared>, channel: Arc<dyn DataChanne
 /// The live peer connection with its threads and tasks.
 pub(super) struct LivePeer {
     pub client: Option<String>,
+    /// The offer's ICE username fragment: trickled candidates must name it.
+    ufrag: Option<String>,
+    /// Distinct candidates trickled so far (`transport address port`).
+    trickled: HashSet<String>,
     pc: Arc<dyn PeerConnection>,
     shared: Arc<PeerShared>,
     threads: Vec<JoinHandle<()>>,
@@ -580,6 +586,8 @@ impl LivePeer {
         let _ = shared.pc.set(Arc::downgrade(&pc));
         let mut peer = LivePeer {
             client: setup.client,
+            ufrag: sdp::ice_ufrag(&setup.offer_sdp).map(str::to_owned),
+            trickled: HashSet::new(),
             pc,
             shared,
             threads: Vec::new(),
@@ -725,6 +733,42 @@ impl LivePeer {
 
     pub fn state(&self) -> RTCPeerConnectionState {
         self.shared.liveness().state()
+    }
+
+    /// Adds candidates the browser trickled after its offer, for the connection whose offer had
+    /// `ufrag` (else [`MediaError::ConnectionGone`]). Each is checked as an offer's are, and at
+    /// most [`MAX_TRICKLED_CANDIDATES`] distinct ones are taken per connection; a request with
+    /// one bad candidate adds none.
+    pub async fn add_candidates(
+        &mut self,
+        ufrag: &str,
+        candidates: Vec<TrickledCandidate>,
+    ) -> Result<usize, MediaError> {
+        if self.ufrag.as_deref() != Some(ufrag) || self.shared.controls.stop.load(Ordering::Relaxed)
+        {
+            return Err(MediaError::ConnectionGone);
+        }
+        let mut trickled = self.trickled.clone();
+        for candidate in &candidates {
+            let destination = sdp::candidate_destination(&candidate.candidate)?;
+            sdp::count_distinct(&mut trickled, destination, MAX_TRICKLED_CANDIDATES)?;
+        }
+        self.trickled = trickled;
+        let count = candidates.len();
+        for candidate in candidates {
+            let value = candidate.candidate.trim();
+            let value = value.strip_prefix("a=").unwrap_or(value);
+            self.pc
+                .add_ice_candidate(RTCIceCandidateInit {
+                    candidate: value.to_owned(),
+                    sdp_mid: candidate.sdp_mid,
+                    sdp_mline_index: candidate.sdp_m_line_index,
+                    username_fragment: Some(ufrag.to_owned()),
+                    ..Default::default()
+                })
+                .await?;
+        }
+        Ok(count)
     }
 
     /// How this connection holds the camera against a new offer now (see `liveness`).

@@ -30,11 +30,12 @@ pub enum SdpError {
     #[error("the SDP does not parse: {0}")]
     Unparsable(String),
     #[error(
-        "the offer names {count} distinct ICE candidates; at most {MAX_REMOTE_CANDIDATES} are accepted"
+        "{count} distinct ICE candidates; at most {MAX_REMOTE_CANDIDATES} are accepted in an offer, \
+         and as many again by trickle"
     )]
     TooManyCandidates { count: usize },
     #[error(
-        "the offer's ICE candidate address {address} is not a unicast address (multicast, broadcast or unspecified)"
+        "the ICE candidate address {address} is not a unicast address (multicast, broadcast or unspecified)"
     )]
     NonUnicastCandidate { address: IpAddr },
     #[error("the offer has no video m-line")]
@@ -73,26 +74,61 @@ fn check_candidates(description: &SessionDescription) -> Result<(), SdpError> {
         .filter(|a| a.key == "candidate")
         .filter_map(|a| a.value.as_deref())
     {
-        // foundation component transport priority address port typ type ...
-        let fields: Vec<&str> = value.split_ascii_whitespace().collect();
-        let destination = match fields[..] {
-            [_, _, transport, _, address, port, ..] => {
-                if let Ok(ip) = address.parse::<IpAddr>()
-                    && !is_unicast(ip)
-                {
-                    return Err(SdpError::NonUnicastCandidate { address: ip });
-                }
-                format!("{} {address} {port}", transport.to_ascii_lowercase())
-            }
-            _ => value.to_owned(),
+        let destination = match candidate_destination(value) {
+            Err(SdpError::Unparsable(_)) => value.to_owned(),
+            other => other?,
         };
-        distinct.insert(destination);
-        if distinct.len() > MAX_REMOTE_CANDIDATES {
-            let count = distinct.len();
-            return Err(SdpError::TooManyCandidates { count });
-        }
+        count_distinct(&mut distinct, destination, MAX_REMOTE_CANDIDATES)?;
     }
     Ok(())
+}
+
+/// Where a candidate attribute's value (`foundation component transport priority address port
+/// typ ...`, optionally after `a=` and `candidate:`) sends checks: `transport address port`.
+/// An IP address must be unicast; a host name (mDNS) is not judged.
+pub fn candidate_destination(value: &str) -> Result<String, SdpError> {
+    let value = value.trim();
+    let value = value.strip_prefix("a=").unwrap_or(value);
+    let value = value.strip_prefix("candidate:").unwrap_or(value);
+    let fields: Vec<&str> = value.split_ascii_whitespace().collect();
+    let [_, _, transport, _, address, port, "typ", _, ..] = fields[..] else {
+        return Err(SdpError::Unparsable(format!(
+            "not an ICE candidate: {}",
+            value.chars().take(80).collect::<String>()
+        )));
+    };
+    if let Ok(ip) = address.parse::<IpAddr>()
+        && !is_unicast(ip)
+    {
+        return Err(SdpError::NonUnicastCandidate { address: ip });
+    }
+    Ok(format!(
+        "{} {address} {port}",
+        transport.to_ascii_lowercase()
+    ))
+}
+
+/// Adds `destination` to `distinct`, which may hold at most `limit`.
+pub fn count_distinct(
+    distinct: &mut HashSet<String>,
+    destination: String,
+    limit: usize,
+) -> Result<(), SdpError> {
+    distinct.insert(destination);
+    if distinct.len() > limit {
+        return Err(SdpError::TooManyCandidates {
+            count: distinct.len(),
+        });
+    }
+    Ok(())
+}
+
+/// The offer's ICE username fragment (`a=ice-ufrag:`, session or first media level).
+pub fn ice_ufrag(sdp: &str) -> Option<&str> {
+    sdp.lines()
+        .find_map(|line| line.trim_end().strip_prefix("a=ice-ufrag:"))
+        .map(str::trim)
+        .filter(|ufrag| !ufrag.is_empty())
 }
 
 /// Whether `ip` names one host: not multicast, not the IPv4 broadcast address, not unspecified.

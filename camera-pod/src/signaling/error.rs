@@ -83,6 +83,7 @@ impl ApiError {
                 | MediaError::NoSendCodec
                 | MediaError::Threads(_) => ErrorCode::Internal,
                 MediaError::RelayUnavailable => ErrorCode::RelayUnavailable,
+                MediaError::ConnectionGone => ErrorCode::ConnectionGone,
             },
             ApiError::FilterSwitch(error) => error.code(),
         }

@@ -50,8 +50,8 @@ use axum_server::ConnectionShutdown;
 use axum_server::tls_rustls::RustlsConfig;
 use futures::StreamExt;
 use p2pcamera_api::wire::{
-    CameraStatus, ClaimReply, FilterReply, OfferRequest, REQUEST_BODY_LIMIT, SessionDescription,
-    TYPE_OFFER,
+    CANDIDATES_PATH, CameraStatus, ClaimReply, FilterReply, OfferRequest, REQUEST_BODY_LIMIT,
+    SessionDescription, TYPE_OFFER, TrickledCandidates,
 };
 
 use crate::filter::{FilterSpec, FilterWorker};
@@ -304,6 +304,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/offer", post(offer))
+        .route(CANDIDATES_PATH, post(candidates))
         .route("/filter", post(filter))
         .route("/status", get(status));
     let router = match state.pool.clone() {
@@ -537,6 +538,21 @@ async fn filter(
         .switch_filter(&spec.to_string())
         .await?;
     Ok(Json(FilterReply::switched(name)))
+}
+
+/// `POST /candidates`: candidates the browser trickled after its offer (204).
+async fn candidates(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let serving = state.authorize(&headers)?;
+    let request: TrickledCandidates = json_body(&headers, body)?;
+    state
+        .camera(&serving)?
+        .add_candidates(&request.ufrag, request.candidates)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn status(

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ipnet::IpNet;
 use p2pcamera_api::SessionKey;
-use p2pcamera_api::wire::{OfferRequest, REQUEST_BODY_LIMIT, TYPE_OFFER};
+use p2pcamera_api::wire::{OfferRequest, REQUEST_BODY_LIMIT, TYPE_OFFER, TrickledCandidates};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::client_address::{X_FORWARDED_FOR, client_address};
@@ -260,6 +260,60 @@ async fn legacy_offer(
     offer_response(&state, result)
 }
 
+/// `POST /v1/sessions/{ns}/{name}/candidates`: candidates the browser trickled after its offer,
+/// passed on to the session's pod (which checks them against the live connection's ICE
+/// username fragment and its candidate limits). Authorized and rate-limited per client as
+/// offers are; not counted against the session's offer limit (a connect trickles a few times).
+async fn session_candidates(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let key = SessionKey { namespace, name };
+    let result = trickle(&state, peer.ip(), key, &headers, body).await;
+    state.metrics.trickle(match &result {
+        Ok(()) => "added",
+        Err(error) => error.code().as_str(),
+    });
+    match result {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn trickle(
+    state: &RouterState,
+    peer: IpAddr,
+    key: SessionKey,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(), ApiError> {
+    let deadline = Instant::now() + state.request_timeout;
+    let forwarded_for = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let client = client_address(peer, forwarded_for, &state.trusted_proxies);
+    state
+        .per_client
+        .check(&ClientKey::from(client), Instant::now())
+        .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+    let body = read_body(headers, body, deadline, state.request_timeout).await?;
+    let candidates: TrickledCandidates =
+        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    let status = state.sessions.status(&key);
+    let credentials = state.sessions.credentials(&key);
+    let (status, credentials) = sessions::authorize(
+        status.as_ref(),
+        credentials.as_ref(),
+        authorization(headers),
+    )?;
+    let target = sessions::resolve(status, credentials, state.port_range)?;
+    state.pods.trickle(&target, &candidates, deadline).await
+}
+
 async fn session_status(
     State(state): State<AppState>,
     Path((namespace, name)): Path<(String, String)>,
@@ -346,6 +400,10 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/v1/sessions/{namespace}/{name}/ice-servers",
             get(session_ice_servers),
+        )
+        .route(
+            "/v1/sessions/{namespace}/{name}/candidates",
+            post(session_candidates),
         )
         .route("/p2pcamera.js", get(script))
         .route("/healthz", get(healthz))
@@ -632,6 +690,56 @@ mod tests {
 
     /// `/ice-servers` answers missing, wrong, other sessions' and unknown sessions' tokens
     /// exactly as an offer does, and the right token a credential for that session only.
+    /// Trickled candidates are authorized as offers are (same answers for missing, wrong, other
+    /// sessions' and unknown sessions' tokens), and a body that is not candidates is refused
+    /// before anything is forwarded.
+    #[tokio::test]
+    async fn trickled_candidates_are_authorized_as_offers_are() {
+        let (mut fixture, state) = router_with(100, 100, Duration::from_secs(5), None);
+        fixture.session("cam", serde_json::json!({"phase": "Pending"}), Some("tok"));
+        fixture.session("other", serde_json::json!({"phase": "Ready"}), Some("tok2"));
+        const CANDIDATES: &str = r#"{"ufrag":"u","candidates":[]}"#;
+        for token in [None, Some("guess"), Some("tok2")] {
+            let (offer_status, _, offer_body) =
+                call(&state, post("/v1/sessions/ns/cam/offer", token, OFFER)).await;
+            for name in ["cam", "nope"] {
+                let path = format!("/v1/sessions/ns/{name}/candidates");
+                let (status, _, body) = call(&state, post(&path, token, CANDIDATES)).await;
+                assert_eq!(
+                    (status, &body),
+                    (offer_status, &offer_body),
+                    "{name} {token:?}"
+                );
+            }
+        }
+        let (status, _, body) = call(
+            &state,
+            post(
+                "/v1/sessions/ns/cam/candidates",
+                Some("tok"),
+                r#"{"ufrag":"u"}"#,
+            ),
+        )
+        .await;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (StatusCode::BAD_REQUEST, &serde_json::json!("invalid_json")),
+            "{body}"
+        );
+        // The right token for a session that is not ready: as an offer would be answered.
+        let (offer_status, _, _) = call(
+            &state,
+            post("/v1/sessions/ns/cam/offer", Some("tok"), OFFER),
+        )
+        .await;
+        let (status, _, body) = call(
+            &state,
+            post("/v1/sessions/ns/cam/candidates", Some("tok"), CANDIDATES),
+        )
+        .await;
+        assert_eq!(status, offer_status, "{body}");
+    }
+
     #[tokio::test]
     async fn ice_servers_are_authorized_as_offers_are() {
         let secret = b"north".to_vec();

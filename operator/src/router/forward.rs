@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use p2pcamera_api::wire::{ANSWER_BODY_LIMIT, OfferRequest};
+use p2pcamera_api::wire::{ANSWER_BODY_LIMIT, CANDIDATES_PATH, OfferRequest, TrickledCandidates};
 use p2pcamera_api::{ErrorBody, ErrorCode};
 use reqwest::StatusCode;
 use sha2::{Digest, Sha256};
@@ -84,6 +84,31 @@ impl PodClients {
         offer: &OfferRequest,
         deadline: Instant,
     ) -> Result<Bytes, ApiError> {
+        self.post(target, "/offer", offer, deadline).await
+    }
+
+    /// Sends candidates the browser trickled to `https://<address>/candidates`, as [`Self::forward`]
+    /// sends offers; the pod answers 204 with no body.
+    pub async fn trickle(
+        &self,
+        target: &Target,
+        candidates: &TrickledCandidates,
+        deadline: Instant,
+    ) -> Result<(), ApiError> {
+        self.post(target, CANDIDATES_PATH, candidates, deadline)
+            .await
+            .map(drop)
+    }
+
+    /// POSTs `body` as JSON to `path` on the pod, pinned to its certificate and with the
+    /// session's token; returns the pod's body when it answered a success.
+    async fn post(
+        &self,
+        target: &Target,
+        path: &str,
+        body: &impl serde::Serialize,
+        deadline: Instant,
+    ) -> Result<Bytes, ApiError> {
         let client = self.client_for(&target.pod_certificate).map_err(|error| {
             tracing::warn!(%error, "cannot build a client for the pod certificate");
             ApiError::PodUnreachable("camera pod certificate is unusable".into())
@@ -97,10 +122,10 @@ impl PodClients {
         let mut authorization = b"Bearer ".to_vec();
         authorization.extend_from_slice(&target.token);
         let response = client
-            .post(format!("https://{}/offer", target.address))
+            .post(format!("https://{}{path}", target.address))
             .timeout(timeout)
             .header(reqwest::header::AUTHORIZATION, authorization)
-            .json(offer)
+            .json(body)
             .send()
             .await
             .map_err(request_error)?;
@@ -214,6 +239,7 @@ mod tests {
             NoVideo => (400, NoVideo, Pods, None),
             CameraBusy | AlreadyClaimed => (409, CameraBusy, Pods, None),
             TooLarge => (413, TooLarge, Pods, None),
+            ConnectionGone => (410, ConnectionGone, Pods, None),
             UnsupportedCodec => (422, UnsupportedCodec, Pods, None),
             InvalidFilter => (422, InvalidFilter, Pods, None),
             // A relay-only pod without a relay credential: the pod's message names the router's

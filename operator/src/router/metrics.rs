@@ -31,6 +31,8 @@ pub struct SessionLabels {
 pub struct Metrics {
     pub registry: Registry,
     pub offers: Family<OfferLabels, Counter>,
+    /// Trickled-candidate requests (`POST .../candidates`), by result.
+    pub trickles: Family<OfferLabels, Counter>,
     pub forward_duration: Histogram,
     pub certificate_reloads: Counter,
     pub certificate_not_after: Gauge,
@@ -48,6 +50,12 @@ impl Metrics {
         let mut registry = Registry::with_prefix("p2pcamera_router");
         let offers = Family::<OfferLabels, Counter>::default();
         registry.register("offers", "Offers received, by result", offers.clone());
+        let trickles = Family::<OfferLabels, Counter>::default();
+        registry.register(
+            "trickles",
+            "Requests with candidates a browser trickled after its offer, by result (added, or the error code)",
+            trickles.clone(),
+        );
         // 0.5 ms .. ~16 s
         let forward_duration = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         registry.register(
@@ -94,6 +102,7 @@ impl Metrics {
         Self {
             registry,
             offers,
+            trickles,
             forward_duration,
             certificate_reloads,
             certificate_not_after,
@@ -106,6 +115,10 @@ impl Metrics {
 
     pub fn offer(&self, result: &'static str) {
         self.offers.get_or_create(&OfferLabels { result }).inc();
+    }
+
+    pub fn trickle(&self, result: &'static str) {
+        self.trickles.get_or_create(&OfferLabels { result }).inc();
     }
 
     pub fn endpoint_rejected(&self, session: &SessionKey) {
