@@ -158,14 +158,15 @@ fn authorization(headers: &HeaderMap) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
 }
 
-async fn offer(
+/// The body of a browser's request, once the client's rate limit allows it (the client is
+/// `peer`, or the client a trusted proxy forwards for), complete by `deadline`.
+async fn client_body(
     state: &RouterState,
     peer: IpAddr,
-    path_key: Option<SessionKey>,
     headers: &HeaderMap,
     body: Body,
+    deadline: Instant,
 ) -> Result<Bytes, ApiError> {
-    let deadline = Instant::now() + state.request_timeout;
     let forwarded_for = headers
         .get_all(X_FORWARDED_FOR)
         .iter()
@@ -175,7 +176,18 @@ async fn offer(
         .per_client
         .check(&ClientKey::from(client), Instant::now())
         .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
-    let body = read_body(headers, body, deadline, state.request_timeout).await?;
+    read_body(headers, body, deadline, state.request_timeout).await
+}
+
+async fn offer(
+    state: &RouterState,
+    peer: IpAddr,
+    path_key: Option<SessionKey>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, ApiError> {
+    let deadline = Instant::now() + state.request_timeout;
+    let body = client_body(state, peer, headers, body, deadline).await?;
     let (mut offer, key) = parse_offer(&body, path_key)?;
     let status = state.sessions.status(&key);
     let credentials = state.sessions.credentials(&key);
@@ -291,16 +303,7 @@ async fn trickle(
     body: Body,
 ) -> Result<(), ApiError> {
     let deadline = Instant::now() + state.request_timeout;
-    let forwarded_for = headers
-        .get_all(X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok());
-    let client = client_address(peer, forwarded_for, &state.trusted_proxies);
-    state
-        .per_client
-        .check(&ClientKey::from(client), Instant::now())
-        .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
-    let body = read_body(headers, body, deadline, state.request_timeout).await?;
+    let body = client_body(state, peer, headers, body, deadline).await?;
     let candidates: TrickledCandidates =
         serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
     let status = state.sessions.status(&key);
