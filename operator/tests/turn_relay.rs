@@ -2,8 +2,9 @@
 //! with `use-auth-secret`) checks the credentials the router mints ([`ice`]), and an aiortc
 //! camera (tests/e2e/aiortc_camera.py) in a network namespace whose firewall drops UDP gets
 //! filtered (selfie-replace: green) video back from a real camera-pod through coturn over TCP and
-//! over TLS, as does headless Chromium with p2pcamera.js over TCP (tests/e2e/browser.mjs), while
-//! the same camera with UDP open connects directly.
+//! over TLS, as does headless Chromium with p2pcamera.js over TCP (tests/e2e/browser.mjs), its
+//! relayed candidate trickled after the offer (the relay 50 ms away), while the same camera with
+//! UDP open connects directly.
 //!
 //! Needs coturn and nftables (tests/bin/install-prereqs.sh), the venv with aiortc
 //! (`tests/peers/run.sh` makes it), `cargo build --workspace --bins` (camera-pod), Node with
@@ -176,6 +177,9 @@ const SELFIE_REPLACE: &str = r##"{"filter":"selfie-replace","color":"#00ff00"}"#
 const PASSTHROUGH: &str = r#"{"filter":"passthrough"}"#;
 /// The namespace's firewall table.
 const FIREWALL_TABLE: &str = "inet p2pcamera_turn_test";
+/// How long browser.mjs's proxy holds TURN/TCP traffic each way: a relay 50 ms away, whose
+/// allocation (two round trips and the TCP handshake) ends well after p2pcamera.js's offer (30 ms).
+const TURN_DELAY_MS: &str = "25";
 
 /// A network namespace with coturn and a camera-pod in it (selfie-replace unless said otherwise).
 struct Lab {
@@ -316,8 +320,8 @@ impl Lab {
     }
 
     /// Starts headless Chromium inside the namespace with p2pcamera.js from camera-pod
-    /// (tests/e2e/browser.mjs), given `servers`.
-    fn browser(&self, what: &str, servers: &IceServers) -> Camera {
+    /// (tests/e2e/browser.mjs), given `servers` and browser.mjs's `options`.
+    fn browser(&self, what: &str, servers: &IceServers, options: &[&str]) -> Camera {
         let mut command = self.namespace.command("node");
         command
             .arg(repo_root().join("tests/e2e/browser.mjs"))
@@ -329,6 +333,7 @@ impl Lab {
                 "--ice-servers={}",
                 serde_json::to_string(servers).expect("JSON")
             ))
+            .args(options)
             .current_dir(repo_root());
         self.spawn(what, command)
     }
@@ -529,8 +534,13 @@ async fn without_udp_a_camera_is_relayed_over_turn_tcp_and_tls() {
         );
     }
     // Headless Chromium with p2pcamera.js: relayed over TURN/TCP, and says so in P2PCamera.path.
+    // The relay is 50 ms away, so its candidate comes after the offer went out: trickled.
     let servers = ice_servers(&[lab.turn.tcp_url()], SECRET, SystemTime::now());
-    let mut browser = lab.browser("chromium-turn-tcp", &servers);
+    let mut browser = lab.browser(
+        "chromium-turn-tcp",
+        &servers,
+        &["--turn-delay-ms", TURN_DELAY_MS],
+    );
     let connected = browser.report().await;
     assert_eq!(
         connected["event"],
@@ -546,6 +556,16 @@ async fn without_udp_a_camera_is_relayed_over_turn_tcp_and_tls() {
         (&connected["path"]["local"], &connected["path"]["protocol"]),
         (&json!("relay"), &json!("tcp")),
         "{connected}"
+    );
+    let trickle = TrickleReport::of(&connected);
+    assert!(
+        trickle.offered_host > 0 && trickle.offered_relay == 0,
+        "the offer must leave with host candidates, before the relay's: {connected}"
+    );
+    assert!(
+        trickle.trickled_relay_accepted > 0,
+        "no relayed candidate trickled and taken (204) by camera-pod: {connected}\n{}",
+        lab.logs(&browser)
     );
     browser.close().await;
     // Without a TURN server the same camera gets no video at all: UDP is really closed. (The
@@ -568,6 +588,52 @@ async fn without_udp_a_camera_is_relayed_over_turn_tcp_and_tls() {
         (&json!("error"), &json!("no frame came back")),
         "an answered offer must get no video without a relay: {report}\n{logs}"
     );
+}
+
+/// What a browser.mjs `connected` report says of trickle ICE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TrickleReport {
+    /// Host and relayed candidates in the offer.
+    offered_host: usize,
+    offered_relay: usize,
+    /// Candidates posted to `/candidates`, and the relayed ones among them camera-pod answered 204.
+    trickled: usize,
+    trickled_relay_accepted: usize,
+}
+
+impl TrickleReport {
+    fn of(connected: &Value) -> Self {
+        let types = |value: &Value| -> Vec<String> {
+            value
+                .as_array()
+                .map(|types| {
+                    types
+                        .iter()
+                        .filter_map(|t| t.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let count = |types: &[String], wanted: &str| types.iter().filter(|t| *t == wanted).count();
+        let offered = types(&connected["offer_candidates"]);
+        let requests = connected["trickled"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        Self {
+            offered_host: count(&offered, "host"),
+            offered_relay: count(&offered, "relay"),
+            trickled: requests
+                .iter()
+                .map(|request| types(&request["candidates"]).len())
+                .sum(),
+            trickled_relay_accepted: requests
+                .iter()
+                .filter(|request| request["status"] == 204)
+                .map(|request| count(&types(&request["candidates"]), "relay"))
+                .sum(),
+        }
+    }
 }
 
 /// One way the benchmark's camera reaches camera-pod.
@@ -813,5 +879,119 @@ async fn bench_direct_and_relayed_paths() {
     }
     println!(
         "\nRound trip: per connect the p50 and p95 of the frames of a 3 s window; the table gives the median of each over the connects."
+    );
+}
+
+/// Chromium's offer to first filtered frame with trickle ICE on and off, given a TURN/TCP server
+/// 50 ms away (browser.mjs's delaying proxy: 25 ms each way), on a direct path (UDP open) and on a
+/// relayed one (all UDP but the relay's dropped), in one run (`bench/turn-paths.sh`; numbers in
+/// docs/benchmarks.md). One Chromium, one page: every connect is a new `getUserMedia` whose
+/// connection replaces the last one; `P2PCAMERA_BENCH_CONNECTS` rounds (default 5), each
+/// connecting once per path and setting, trickle on and off in alternating order. Prints a Markdown
+/// table with the p50 per path and setting and the ratio of trickle off to on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: bench/turn-paths.sh"]
+async fn bench_chromium_trickle_with_a_distant_turn_server() {
+    let _serial = SERIAL.lock().await;
+    let rounds: usize = std::env::var("P2PCAMERA_BENCH_CONNECTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(5);
+    let Some(lab) = Lab::start_with_filter(PASSTHROUGH).await else {
+        panic!("the benchmark needs a network namespace");
+    };
+    let paths = [
+        (
+            "direct, TURN/TCP offered",
+            UdpFirewall::Open,
+            json!({"local": "host", "remote": "host", "protocol": "udp"}),
+        ),
+        (
+            "TURN/TCP",
+            UdpFirewall::RelayOnly,
+            json!({"local": "relay", "remote": "host", "protocol": "tcp"}),
+        ),
+    ];
+    let servers = ice_servers(&[lab.turn.tcp_url()], SECRET, SystemTime::now());
+    let mut browser = lab.browser(
+        "bench-trickle",
+        &servers,
+        &["--turn-delay-ms", TURN_DELAY_MS, "--passthrough"],
+    );
+    // The page's own first connection starts Chromium's media stack: not measured.
+    let warm_up = browser.report().await;
+    assert_eq!(
+        warm_up["event"],
+        "connected",
+        "{warm_up}\n{}",
+        lab.logs(&browser)
+    );
+    // Per path, per setting (trickle on, off): first frame (ms) and what went how.
+    let mut runs: Vec<[Vec<(f64, TrickleReport)>; 2]> = vec![[Vec::new(), Vec::new()]; paths.len()];
+    for round in 0..rounds {
+        for ((what, firewall, expected), runs) in paths.iter().zip(&mut runs) {
+            lab.set_udp_firewall(*firewall);
+            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            for setting in order {
+                let trickle = setting == 0;
+                browser
+                    .send(&format!("connect {}", json!({ "trickle": trickle })))
+                    .await;
+                let connected = browser.report().await;
+                assert_eq!(
+                    (&connected["event"], &connected["path"]),
+                    (&json!("connected"), expected),
+                    "{what}, trickle {trickle}: {connected}\n{}",
+                    lab.logs(&browser)
+                );
+                let report = TrickleReport::of(&connected);
+                assert!(
+                    trickle || report.trickled == 0,
+                    "{what}: trickled with trickle off: {connected}"
+                );
+                runs[setting].push((seconds(&connected, "/first_frame_ms"), report));
+            }
+        }
+    }
+    browser.close().await;
+    println!(
+        "| path | trickle | connects | relayed candidates in the offer / trickled and taken (per connect, p50) | offer to first filtered frame p50 / p90 (ms) | trickle off / on (p50) |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for ((what, _, expected), runs) in paths.iter().zip(&runs) {
+        let p50 = |runs: &[(f64, TrickleReport)], p: f64| {
+            percentile(&runs.iter().map(|(ms, _)| *ms).collect::<Vec<_>>(), p)
+        };
+        let ratio = p50(&runs[1], 50.0) / p50(&runs[0], 50.0);
+        for (setting, runs) in ["on", "off"].into_iter().zip(runs) {
+            let median = |field: fn(&TrickleReport) -> usize| {
+                percentile(
+                    &runs
+                        .iter()
+                        .map(|(_, r)| field(r) as f64)
+                        .collect::<Vec<_>>(),
+                    50.0,
+                )
+            };
+            println!(
+                "| {what} ({}/{} over {}) | {setting} | {} | {:.0} / {:.0} | {:.1} / {:.1} | {} |",
+                expected["local"].as_str().unwrap_or_default(),
+                expected["remote"].as_str().unwrap_or_default(),
+                expected["protocol"].as_str().unwrap_or_default(),
+                runs.len(),
+                median(|r| r.offered_relay),
+                median(|r| r.trickled_relay_accepted),
+                p50(runs, 50.0),
+                p50(runs, 90.0),
+                if setting == "off" {
+                    format!("{ratio:.2}x")
+                } else {
+                    String::new()
+                },
+            );
+        }
+    }
+    println!(
+        "\nOffer to first filtered frame: p2pcamera:connecting to p2pcamera:connected in the page (the peer connection made, gathering, the offer, the answer, ICE, DTLS and the first frame back through a passthrough camera-pod); TURN/TCP server 50 ms away (25 ms each way through browser.mjs's proxy)."
     );
 }

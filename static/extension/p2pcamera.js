@@ -9,6 +9,7 @@
  *           data-session="namespace/name"            (router form: /v1/sessions/<ns>/<name>/offer)
  *           data-token="..."                         (sent as Authorization: Bearer)
  *           data-filter="style:3"                    (filter to apply once connected)
+ *           data-trickle="true"                      (trickle ICE; see below)
  *           data-enabled="true"></script>
  *
  * It wraps navigator.mediaDevices.getUserMedia. When video is requested it sends the camera track
@@ -28,6 +29,21 @@
  * the `path` of every `p2pcamera:stats` event: `{local, remote, protocol}` with the candidate
  * types (host, srflx, prflx, relay) and the protocol this browser's packets travel on (udp, or
  * for a relay the transport to the TURN server: udp, tcp or tls).
+ *
+ * Trickle ICE (`trickle: true`, the default): the offer goes out once candidate gathering is
+ * complete or `trickleAfterMs` (30) passed, whichever comes first, so that no connection waits for
+ * TURN allocations (round trips to the relay) before its offer leaves; without TURN, or on a fast
+ * network, gathering completes first and the offer carries every candidate as before. Candidates
+ * gathered after the offer went out wait for the answer, then go, a few at a time (coalesced for
+ * 5 ms), to `POST <endpoint>/candidates` (router form: `/v1/sessions/<ns>/<name>/candidates`),
+ * with the same Authorization header: `{"ufrag": <the offer's a=ice-ufrag>, "candidates":
+ * [{candidate, sdpMid, sdpMLineIndex}]}`, answered 204; at most 16 per connection, only UDP ones
+ * (a relay's included: its address is UDP whatever the way to the relay) of the transport the
+ * answer bundles, no mDNS (`.local`) ones (the pod cannot resolve them). The pod's answer stays
+ * complete. A failure is logged once and never touches the connection; 404 or 405 (a server
+ * without the route) and 410 `connection_gone` (the connection is no longer the pod's) end the
+ * trickling for that connection, which still connects: the pod learns a relayed address from the
+ * relay's connectivity checks. `trickle: false` waits for complete gathering, as before.
  *
  * Latency as the user sees it: `P2PCamera.latency` and the `p2pcamera:latency` event (once a
  * second while connected) give `{round_trip_ms, pod_ms, frames}`. `round_trip_ms` is the median,
@@ -77,6 +93,8 @@
     pingIntervalMs: 2000,
     filterReplyTimeoutMs: 5000,
     measureLatency: true,
+    trickle: true,
+    trickleAfterMs: 30,
   };
 
   /** How often `p2pcamera:latency` reports, and the span its round trip is the median of. */
@@ -85,6 +103,10 @@
   const REMEMBERED_SENT_FRAMES = 64;
   /** How long the frame stamper's worker may take to start; a connection goes on without it. */
   const STAMPER_START_TIMEOUT_MS = 1000;
+  /** Most candidates one connection trickles, and the most one request carries (the pod's limit). */
+  const MAX_TRICKLED_CANDIDATES = 16;
+  /** How long a trickled candidate waits for others gathered right after it, to share a request. */
+  const TRICKLE_COALESCE_MS = 5;
 
   /**
    * The frame stamper's worker. Every encoded camera frame passes through unchanged; its RTP
@@ -165,6 +187,7 @@ self.postMessage('ready');
     if (data.token) config.token = data.token;
     if (data.codec) config.codec = data.codec;
     if (data.enabled !== undefined) config.enabled = parseBoolean(data.enabled);
+    if (data.trickle !== undefined) config.trickle = parseBoolean(data.trickle);
     if (data.filter) {
       try {
         config.filter = parseFilterSpec(data.filter);
@@ -218,9 +241,14 @@ self.postMessage('ready');
     return `/v1/sessions/${parts.map(encodeURIComponent).join('/')}`;
   }
 
-  function offerUrl() {
+  /** `<endpoint>/<leaf>`, or in the router form `<endpoint>/v1/sessions/<ns>/<name>/<leaf>`. */
+  function endpointUrl(leaf) {
     const base = trimSlash(config.endpoint);
-    return config.session ? `${base}${sessionPath()}/offer` : `${base}/offer`;
+    return config.session ? `${base}${sessionPath()}/${leaf}` : `${base}/${leaf}`;
+  }
+
+  function offerUrl() {
+    return endpointUrl('offer');
   }
 
   function authHeaders() {
@@ -541,13 +569,14 @@ self.postMessage('ready');
     });
   }
 
-  async function postOffer(pc, signal) {
+  /** Posts the offer `sdp`; resolves with the answer. */
+  async function postOffer(sdp, signal) {
     let response;
     try {
       response = await fetch(offerUrl(), {
         method: 'POST',
         headers: { 'Content-Type': 'application/json', ...authHeaders() },
-        body: JSON.stringify({ sdp: pc.localDescription.sdp, type: 'offer', client: clientId }),
+        body: JSON.stringify({ sdp, type: 'offer', client: clientId }),
         signal,
       });
     } catch (error) {
@@ -575,6 +604,122 @@ self.postMessage('ready');
       throw new ConnectError('bad_answer', 'the server did not answer with an SDP answer');
     }
     return body;
+  }
+
+  /**
+   * What identifies an ICE candidate, from its attribute with or without `a=`: foundation,
+   * component, transport, priority, address, port and type (not the extensions Chromium appends).
+   */
+  function candidateKey(attribute) {
+    return attribute.replace(/^a=/, '').split(' ').slice(0, 8).join(' ');
+  }
+
+  /**
+   * Trickle ICE for one connection (see the top of this file): collects the candidates gathered
+   * after the offer went out and, once the answer is applied, posts them to `<endpoint>/candidates`
+   * in few requests, one at a time, at most MAX_TRICKLED_CANDIDATES in all. Never rejects and never
+   * touches the connection: a failure is logged once; 404 and 405 (a server without trickle) and
+   * 410 (the connection is no longer the pod's) end it.
+   */
+  class CandidateTrickle {
+    /** Listens to `pc`'s candidates from now on: make it before setLocalDescription. */
+    constructor(pc, signal) {
+      this.url = endpointUrl('candidates');
+      this.headers = { 'Content-Type': 'application/json', ...authHeaders() };
+      this.abort = new AbortController();
+      this.signal = AbortSignal.any([signal, this.abort.signal]);
+      /** Gathered UDP candidates (`toJSON()`) not in the offer and not posted yet, oldest first. */
+      this.queue = [];
+      /** The offer's candidates (`candidateKey`) and ICE username fragment, once it went out. */
+      this.offered = null;
+      this.ufrag = null;
+      /** The media section whose transport the answer bundles everything on (null: no bundle). */
+      this.bundledMid = null;
+      this.answered = false;
+      this.sent = 0;
+      this.timer = null;
+      this.posting = false;
+      this.warned = false;
+      pc.addEventListener('icecandidate', ({ candidate }) => this.gathered(candidate));
+    }
+
+    gathered(candidate) {
+      // Null and an empty candidate mark the end of gathering: the pod needs no such signal.
+      if (!candidate?.candidate || this.abort.signal.aborted) return;
+      const json = candidate.toJSON();
+      const [, , transport = '', , address = ''] = json.candidate.split(' ');
+      if (transport.toLowerCase() !== 'udp' || address.endsWith('.local') || this.offered?.has(candidateKey(json.candidate))) {
+        return;
+      }
+      this.queue.push(json);
+      this.schedule();
+    }
+
+    /** The offer `sdp` goes out now: the candidates it carries need no trickling. */
+    offerSent(sdp) {
+      const lines = sdp.split(/\r?\n/);
+      this.offered = new Set(lines.filter((line) => line.startsWith('a=candidate:')).map(candidateKey));
+      this.ufrag = lines.find((line) => line.startsWith('a=ice-ufrag:'))?.slice('a=ice-ufrag:'.length) ?? null;
+      this.queue = this.queue.filter((candidate) => !this.offered.has(candidateKey(candidate.candidate)));
+    }
+
+    /** The answer `sdp` is applied: the pod takes candidates from now on. */
+    answerApplied(sdp) {
+      this.bundledMid = /^a=group:BUNDLE (\S+)/m.exec(sdp)?.[1] ?? null;
+      this.answered = true;
+      this.schedule();
+    }
+
+    schedule() {
+      if (!this.answered || this.timer !== null || this.posting || this.queue.length === 0) return;
+      this.timer = setTimeout(() => {
+        this.timer = null;
+        this.postQueued();
+      }, TRICKLE_COALESCE_MS);
+    }
+
+    async postQueued() {
+      const candidates = this.queue.splice(0)
+        .filter((candidate) => this.bundledMid === null || candidate.sdpMid === null || candidate.sdpMid === this.bundledMid)
+        .slice(0, MAX_TRICKLED_CANDIDATES - this.sent);
+      if (candidates.length === 0 || this.ufrag === null || this.signal.aborted) return;
+      this.sent += candidates.length;
+      this.posting = true;
+      try {
+        const response = await fetch(this.url, {
+          method: 'POST',
+          headers: this.headers,
+          body: JSON.stringify({ ufrag: this.ufrag, candidates }),
+          signal: this.signal,
+        });
+        if (!response.ok) {
+          const code = (await response.json().catch(() => null))?.error?.code ?? '';
+          const final = [404, 405, 410].includes(response.status);
+          this.warnOnce(`${final ? 'not trickling ICE candidates' : 'trickled ICE candidates not taken'}: ${response.status} ${code}`.trim());
+          if (final) this.stop();
+        }
+      } catch (error) {
+        if (!this.signal.aborted) this.warnOnce(`trickled ICE candidates not sent: ${error?.message ?? error}`);
+      } finally {
+        this.posting = false;
+      }
+      if (this.sent >= MAX_TRICKLED_CANDIDATES) this.stop();
+      this.schedule();
+    }
+
+    warnOnce(message) {
+      if (this.warned) return;
+      this.warned = true;
+      console.warn(LOG_PREFIX, message);
+    }
+
+    /** Posts nothing more (the connection closed, or the server takes no candidates). */
+    stop() {
+      clearTimeout(this.timer);
+      this.timer = null;
+      this.queue = [];
+      this.abort.abort();
+    }
   }
 
   function preferCodec(transceiver, codec) {
@@ -622,6 +767,7 @@ self.postMessage('ready');
       this.roundTrip = null;
       this.podLatencyMs = null;
       this.latency = null;
+      this.trickle = null;
     }
 
     /** First connection. Resolves with the stream for the page; never rejects. */
@@ -667,6 +813,7 @@ self.postMessage('ready');
       const timeout = AbortSignal.timeout(config.connectTimeoutMs);
       const signal = AbortSignal.any([timeout, this.abort.signal]);
       let pc = null;
+      let trickle = null;
       try {
         const [routerServers, stamper] = await Promise.all([fetchIceServers(signal), this.stamper]);
         pc = new RTCPeerConnection({ iceServers: [...config.iceServers, ...routerServers] });
@@ -683,10 +830,19 @@ self.postMessage('ready');
           });
         });
         this.openChannel(pc);
+        if (config.trickle) {
+          trickle = new CandidateTrickle(pc, this.abort.signal);
+          this.trickle = trickle;
+        }
         await pc.setLocalDescription(await pc.createOffer());
-        await waitForIceGathering(pc, config.iceGatheringTimeoutMs);
-        const answer = await postOffer(pc, signal);
+        await waitForIceGathering(pc, trickle
+          ? Math.min(config.trickleAfterMs, config.iceGatheringTimeoutMs)
+          : config.iceGatheringTimeoutMs);
+        const offer = pc.localDescription.sdp;
+        trickle?.offerSent(offer);
+        const answer = await postOffer(offer, signal);
         await pc.setRemoteDescription(answer);
+        trickle?.answerApplied(answer.sdp);
         const track = await Promise.race([
           remoteTrack,
           new Promise((_, reject) => signal.addEventListener('abort', () => reject(signal.reason), { once: true })),
@@ -697,6 +853,7 @@ self.postMessage('ready');
         this.reportLatency(track);
         return track;
       } catch (error) {
+        trickle?.stop();
         if (pc && this.pc === pc) this.closeConnection();
         else pc?.close();
         if (timeout.aborted && !(error instanceof ConnectError)) {
@@ -904,6 +1061,8 @@ self.postMessage('ready');
       this.channel = null;
       this.path = null;
       this.reportedPath = null;
+      this.trickle?.stop();
+      this.trickle = null;
       this.roundTrip?.close();
       this.roundTrip = null;
       this.podLatencyMs = null;
@@ -964,7 +1123,8 @@ self.postMessage('ready');
     /**
      * Changes any of: endpoint, session, token, filter, enabled, codec, iceServers, timeouts,
      * measureLatency (false: no encoded transform, no round-trip latency; from the next
-     * getUserMedia call).
+     * getUserMedia call), trickle and trickleAfterMs (trickle ICE, see the top of this file; from
+     * the next connection).
      */
     configure(options = {}) {
       for (const [key, value] of Object.entries(options)) {

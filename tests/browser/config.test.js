@@ -1,12 +1,13 @@
 // p2pcamera.js configuration against the real aiortc baseline server started with a token:
 // script-tag attributes (router URL form, token, filter), waiting while the pod is not ready,
-// the router's ICE servers and the reported connection path, and refusals for a wrong or
-// missing token.
+// the router's ICE servers and the reported connection path, trickle ICE (on by default, off with
+// trickle: false), and refusals for a wrong or missing token.
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
-  ServerProcess, freePort, launchBrowser, loopbackCandidatesOnly, recordEvents, restrictIceToLoopback, waitForEvent,
+  ServerProcess, SlowStunServer, freePort, launchBrowser, loopbackCandidatesOnly, recordEvents, restrictIceToLoopback,
+  waitForEvent,
 } from './harness.js';
 import { cameraVideo } from './scenarios.js';
 
@@ -132,6 +133,117 @@ describe('p2pcamera.js configuration', () => {
     }
   });
 
+  it('trickles a candidate gathered late after the answer, waits for it with trickle:false, and shrugs off a server without the route', async (t) => {
+    const { server, browser } = await startServerAndBrowser(t);
+    // Its reflexive candidate comes 600 ms after the host ones, as a distant TURN relay's would.
+    // Chromium stops gathering once a pair connects, so the answer is held until the STUN server
+    // answered: the candidate comes before the answer and must wait for it.
+    const stunDelayMs = 600;
+    const stun = await SlowStunServer.start(stunDelayMs);
+    t.after(() => stun.close());
+    const traffic = [];
+    let candidatesStatus = 204;
+    let stunAnsweredBefore = 0;
+    await browser.context.route(`${server.url}/offer`, async (route) => {
+      const offer = JSON.parse(route.request().postData());
+      const posted = { kind: 'offer', at: Date.now(), sdp: offer.sdp, authorization: await route.request().headerValue('authorization') };
+      traffic.push(posted);
+      offer.sdp = loopbackCandidatesOnly(offer.sdp);
+      const response = await route.fetch({ postData: JSON.stringify(offer) });
+      const answer = await response.json();
+      if (typeof answer.sdp === 'string') answer.sdp = loopbackCandidatesOnly(answer.sdp);
+      await until(() => stun.answered > stunAnsweredBefore, 'the STUN server answered');
+      await sleep(100);
+      posted.answeredAt = Date.now();
+      return route.fulfill({ response, json: answer });
+    });
+    // A stand-in for camera-pod's /candidates (the baseline server has none).
+    await browser.context.route(`${server.url}/candidates`, async (route) => {
+      traffic.push({
+        kind: 'candidates', at: Date.now(), body: JSON.parse(route.request().postData()),
+        authorization: await route.request().headerValue('authorization'),
+      });
+      return candidatesStatus === 204
+        ? route.fulfill({ status: 204 })
+        : route.fulfill({ status: candidatesStatus, json: { error: { code: 'not_found', message: 'no such route' } } });
+    });
+    const page = `<!doctype html><script src="/p2pcamera.js" data-endpoint="${server.url}" data-token="${TOKEN}"></script>`;
+    await browser.context.route(`${server.url}/trickle-page`, (route) => route.fulfill({ body: page, contentType: 'text/html' }));
+    const tab = await browser.context.newPage();
+    const warnings = await recordEvents(tab);
+    await tab.goto(`${server.url}/trickle-page`);
+    assert.deepEqual(await tab.evaluate(() => [P2PCamera.config.trickle, P2PCamera.config.trickleAfterMs]), [true, 30]);
+    const offTab = await browser.context.newPage();
+    await browser.context.route(`${server.url}/no-trickle-page`, (route) => route.fulfill({
+      body: page.replace('<script ', '<script data-trickle="false" '), contentType: 'text/html',
+    }));
+    await offTab.goto(`${server.url}/no-trickle-page`);
+    assert.equal(await offTab.evaluate(() => P2PCamera.config.trickle), false, 'data-trickle="false" ignored');
+    await offTab.close();
+
+    const candidateLines = (sdp) => sdp.split(/\r?\n/).filter((line) => line.startsWith('a=candidate:'));
+    const typeOf = (candidate) => candidate.split(' ')[7];
+    // One page, so that each connection (same client id) replaces the previous one on the server.
+    const connect = async (options) => {
+      traffic.length = 0;
+      stunAnsweredBefore = stun.answered;
+      const startedAt = Date.now();
+      await tab.evaluate(async ({ iceServers, trickle }) => {
+        window.__p2pcameraEvents.length = 0;
+        P2PCamera.configure({ iceServers, trickle });
+        window.__stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
+      }, { iceServers: [{ urls: stun.url }], ...options });
+      await waitForEvent(tab, 'connected', 30000);
+      const offers = traffic.filter((entry) => entry.kind === 'offer');
+      assert.equal(offers.length, 1);
+      return { startedAt, offer: offers[0] };
+    };
+
+    // Trickle on (the default): the offer leaves with the host candidates, before the STUN answer.
+    const on = await connect({ trickle: true });
+    assert.ok(on.offer.at - on.startedAt < stunDelayMs, `the offer waited ${on.offer.at - on.startedAt} ms`);
+    const offered = candidateLines(on.offer.sdp);
+    assert.ok(offered.some((line) => typeOf(line) === 'host' && line.includes(' 127.0.0.1 ')), offered.join('\n'));
+    assert.ok(!offered.some((line) => typeOf(line) === 'srflx'), `the reflexive candidate is in the offer:\n${offered.join('\n')}`);
+    const trickled = await eventuallyTrickled(traffic, 'srflx');
+    const ufrag = /^a=ice-ufrag:(\S+)/m.exec(on.offer.sdp)[1];
+    const sent = trickled.flatMap((request) => request.body.candidates);
+    for (const request of trickled) {
+      assert.equal(request.body.ufrag, ufrag);
+      assert.equal(request.authorization, `Bearer ${TOKEN}`);
+      assert.ok(request.at >= on.offer.answeredAt, 'a candidate went out before the answer came');
+      assert.ok(request.body.candidates.length >= 1 && request.body.candidates.length <= 16);
+    }
+    const reflexive = sent.filter(({ candidate }) => typeOf(candidate) === 'srflx');
+    for (const { candidate, sdpMid, sdpMLineIndex } of reflexive) {
+      assert.match(candidate, /^candidate:\S+ 1 udp \d+ 127\.0\.0\.2 \d+ typ srflx /);
+      assert.deepEqual([sdpMid, sdpMLineIndex], ['0', 0]);
+    }
+    assert.ok(sent.length <= 16, `${sent.length} candidates trickled`);
+    for (const { candidate } of sent) {
+      assert.ok(!offered.some((line) => line.startsWith(`a=${candidate.split(' ').slice(0, 8).join(' ')}`)), `sent twice: ${candidate}`);
+    }
+
+    // Trickle off: today's behaviour, the offer waits for the STUN answer and carries it.
+    const off = await connect({ trickle: false });
+    assert.ok(off.offer.at - off.startedAt >= stunDelayMs, `the offer left after ${off.offer.at - off.startedAt} ms`);
+    assert.ok(candidateLines(off.offer.sdp).some((line) => typeOf(line) === 'srflx' && line.includes(' 127.0.0.2 ')),
+      candidateLines(off.offer.sdp).join('\n'));
+    await sleep(1000);
+    assert.deepEqual(traffic.filter((entry) => entry.kind === 'candidates'), []);
+
+    // A server without the route (404): one warning, and the connection still stands.
+    candidatesStatus = 404;
+    warnings.length = 0;
+    await connect({ trickle: true });
+    await eventuallyTrickled(traffic, null);
+    await sleep(1000);
+    assert.equal(traffic.filter((entry) => entry.kind === 'candidates').length, 1, 'trickled on after a 404');
+    assert.deepEqual(warnings.filter((text) => text.includes('trickl')), ['[p2pcamera] not trickling ICE candidates: 404 not_found']);
+    assert.equal(await tab.evaluate(() => P2PCamera.state), 'connected');
+    assert.ok(await tab.evaluate(() => P2PCamera.isFiltered(window.__stream.getVideoTracks()[0])));
+  });
+
   it('falls back with the status and code when the token is wrong or missing', async (t) => {
     const { server, browser } = await startServerAndBrowser(t);
     await restrictIceToLoopback(browser.context);
@@ -154,3 +266,24 @@ describe('p2pcamera.js configuration', () => {
     }
   });
 });
+
+function sleep(ms) {
+  return new Promise((resolve) => { setTimeout(resolve, ms); });
+}
+
+/** Resolves once `condition()` holds (checked every 20 ms); fails after 10 s. */
+async function until(condition, what) {
+  const deadline = Date.now() + 10000;
+  while (!condition()) {
+    assert.ok(Date.now() < deadline, `not within 10 s: ${what}`);
+    await sleep(20);
+  }
+}
+
+/** The trickle requests in `traffic`, once one trickled a candidate of `type` (null: any). */
+async function eventuallyTrickled(traffic, type) {
+  const trickledOne = (entry) => entry.kind === 'candidates'
+    && entry.body.candidates.some(({ candidate }) => type === null || candidate.split(' ')[7] === type);
+  await until(() => traffic.some(trickledOne), `a ${type ?? ''} candidate trickled`);
+  return traffic.filter((entry) => entry.kind === 'candidates');
+}

@@ -273,10 +273,24 @@ export function loopbackCandidatesOnly(sdp) {
 }
 
 /**
- * Routes the page's offers through the test so that both the offer and the answer carry only
- * loopback candidates (this machine has other interfaces that Chromium would also offer).
+ * Routes the page's offers and trickled candidates through the test so that the offer, the answer
+ * and the trickled candidates carry only loopback candidates (this machine has other interfaces
+ * that Chromium would also offer). A trickle request left with none is answered 204 here.
  */
 export async function restrictIceToLoopback(context) {
+  await context.route('**/candidates', async (route) => {
+    const body = JSON.parse(route.request().postData());
+    body.candidates = body.candidates.filter(({ candidate }) => candidate.split(' ')[4] === '127.0.0.1');
+    if (body.candidates.length === 0) {
+      await route.fulfill({ status: 204 });
+      return;
+    }
+    try {
+      await route.fulfill({ response: await route.fetch({ postData: JSON.stringify(body) }) });
+    } catch {
+      await route.abort('connectionrefused');
+    }
+  });
   await context.route('**/offer', async (route) => {
     const request = route.request();
     const offer = JSON.parse(request.postData());
@@ -348,11 +362,113 @@ export class DelayingRelay {
 }
 
 /**
- * Sends the media of a context's offers through `relay`: the offer goes without candidates (the
- * server learns the browser's address from the relay's connectivity checks only) and the answer
- * keeps one candidate, its 127.0.0.1 UDP host candidate with the relay's port for the server's.
+ * A TCP proxy on 127.0.0.1 that holds every chunk `delayMs` milliseconds in each direction: a
+ * server (a TURN server over TCP or TLS) that sits a `2 * delayMs` round trip away.
+ */
+export class DelayingTcpProxy {
+  constructor(delayMs, target) {
+    this.delayMs = delayMs;
+    this.target = target;
+    this.sockets = new Set();
+    this.server = net.createServer((client) => this.forward(client));
+  }
+
+  /** A proxy to `target` (`{host, port}`) on a port the kernel picks. */
+  static async start(delayMs, target) {
+    const proxy = new DelayingTcpProxy(delayMs, target);
+    proxy.server.listen(0, '127.0.0.1');
+    await once(proxy.server, 'listening');
+    return proxy;
+  }
+
+  get port() {
+    return this.server.address().port;
+  }
+
+  forward(client) {
+    const upstream = net.connect(this.target.port, this.target.host);
+    for (const [from, to] of [[client, upstream], [upstream, client]]) {
+      this.sockets.add(from);
+      // Equal delays keep the order: timers of one delay fire in the order they were set.
+      from.on('data', (chunk) => setTimeout(() => to.destroyed || to.write(chunk), this.delayMs));
+      from.on('end', () => setTimeout(() => to.destroyed || to.end(), this.delayMs));
+      from.on('error', () => to.destroy());
+      from.on('close', () => this.sockets.delete(from));
+    }
+  }
+
+  close() {
+    for (const socket of this.sockets) socket.destroy();
+    this.server.close();
+  }
+}
+
+/**
+ * A STUN server on 127.0.0.1 that answers every Binding request `delayMs` late, mapping the
+ * browser to `mappedAddress` (its own port kept): a server-reflexive candidate that Chromium
+ * gathers well after its host candidates, as it does a TURN relay's. The address is another
+ * loopback one, so that Chromium keeps it (it drops a reflexive address equal to its host address).
+ */
+export class SlowStunServer {
+  constructor(delayMs, mappedAddress) {
+    this.delayMs = delayMs;
+    this.mappedAddress = mappedAddress;
+    this.socket = dgram.createSocket('udp4');
+    this.timers = new Set();
+    /** Binding requests answered. */
+    this.answered = 0;
+  }
+
+  static async start(delayMs, mappedAddress = '127.0.0.2') {
+    const server = new SlowStunServer(delayMs, mappedAddress);
+    await new Promise((resolve, reject) => {
+      server.socket.once('error', reject);
+      server.socket.bind(0, '127.0.0.1', resolve);
+    });
+    server.socket.on('message', (request, from) => server.answerLater(request, from));
+    return server;
+  }
+
+  get url() {
+    return `stun:127.0.0.1:${this.socket.address().port}`;
+  }
+
+  /** A Binding success response (RFC 8489) with XOR-MAPPED-ADDRESS, `delayMs` from now. */
+  answerLater(request, from) {
+    const MAGIC_COOKIE = 0x2112a442;
+    if (request.length < 20 || request.readUInt16BE(0) !== 0x0001 || request.readUInt32BE(4) !== MAGIC_COOKIE) return;
+    const response = Buffer.alloc(32);
+    response.writeUInt16BE(0x0101, 0);
+    response.writeUInt16BE(12, 2);
+    request.copy(response, 4, 4, 20);
+    response.writeUInt16BE(0x0020, 20);
+    response.writeUInt16BE(8, 22);
+    response.writeUInt16BE(0x0001, 24);
+    response.writeUInt16BE(from.port ^ (MAGIC_COOKIE >>> 16), 26);
+    const address = this.mappedAddress.split('.').reduce((value, octet) => (value << 8) + Number(octet), 0);
+    response.writeUInt32BE(((address ^ MAGIC_COOKIE) >>> 0), 28);
+    const timer = setTimeout(() => {
+      this.timers.delete(timer);
+      this.socket.send(response, from.port, from.address);
+      this.answered += 1;
+    }, this.delayMs);
+    this.timers.add(timer);
+  }
+
+  close() {
+    for (const timer of this.timers) clearTimeout(timer);
+    this.socket.close();
+  }
+}
+
+/**
+ * Sends the media of a context's offers through `relay`: the offer goes without candidates and
+ * trickled ones stop here (answered 204), so the server learns the browser's address from the
+ * relay's connectivity checks only; the answer keeps one candidate, its 127.0.0.1 UDP host
+ * candidate with the relay's port for the server's.
  */
 export async function routeOffersThrough(context, relay) {
+  await context.route('**/candidates', (route) => route.fulfill({ status: 204 }));
   const hostCandidate = /^(a=candidate:\S+ \d+ udp \d+ 127\.0\.0\.1 )(\d+)( typ host.*)$/i;
   await context.route('**/offer', async (route) => {
     const offer = JSON.parse(route.request().postData());
