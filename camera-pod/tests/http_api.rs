@@ -587,6 +587,99 @@ async fn trickled_candidates_join_only_the_live_connection_and_are_checked_as_of
     peer.close().await;
 }
 
+/// A nominating connectivity check (USE-CANDIDATE) on a pair the pod has not checked yet is
+/// answered at once. A camera relaying through TURN sends exactly that: the pod's own checks to the
+/// relay address were dropped until the camera installed the relay's permission. webrtc-rs 0.21.1
+/// answered only once its own triggered check had succeeded, so the camera waited for its
+/// retransmission (half a second) on every relayed connect; camera-pod carries a patch
+/// (vendor/rtc-ice, RFC 8445 7.3.1.4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nominating_check_on_a_pair_the_pod_has_not_checked_yet_is_answered_at_once() {
+    use rtc::ice::attributes::control::AttrControlling;
+    use rtc::ice::attributes::priority::PriorityAttr;
+    use rtc::ice::attributes::use_candidate::UseCandidateAttr;
+    use rtc::stun::attributes::ATTR_USERNAME;
+    use rtc::stun::fingerprint::FINGERPRINT;
+    use rtc::stun::integrity::MessageIntegrity;
+    use rtc::stun::message::{BINDING_REQUEST, BINDING_SUCCESS, Message, TransactionId};
+    use rtc::stun::textattrs::Username;
+
+    common::install_crypto();
+    let port = p2pcamera_tests::free_port().unwrap();
+    let state = state_on_udp_port(port).await;
+    let mut camera = TestPeer::new(CodecKind::Vp8).await;
+    let offer = camera.offer().await;
+    let reply = call(
+        &state,
+        post("/offer", None, "application/json", offer_json(&offer)),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    let answer = reply.json["sdp"].as_str().unwrap_or_default().to_owned();
+    let attribute = |sdp: &str, key: &str| {
+        sdp.lines()
+            .find_map(|line| line.strip_prefix(key))
+            .map(|value| value.trim().to_owned())
+            .unwrap_or_else(|| panic!("no {key} in {sdp}"))
+    };
+    let (pod_ufrag, pod_pwd) = (
+        attribute(&answer, "a=ice-ufrag:"),
+        attribute(&answer, "a=ice-pwd:"),
+    );
+    let camera_ufrag = attribute(&offer, "a=ice-ufrag:");
+
+    // From an address the pod does not know (as a relay address is before its first check
+    // arrives), the controlling side nominates right away.
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let provider = rtc::crypto::default_provider().unwrap();
+    let transaction = TransactionId::new();
+    let mut request = Message::new();
+    request
+        .build(&[
+            Box::new(BINDING_REQUEST),
+            Box::new(transaction),
+            Box::new(Username::new(
+                ATTR_USERNAME,
+                format!("{pod_ufrag}:{camera_ufrag}"),
+            )),
+            Box::<UseCandidateAttr>::default(),
+            Box::new(AttrControlling(7)),
+            Box::new(PriorityAttr(1_853_817_087)),
+            Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
+                pod_pwd,
+                provider.crypto(),
+            )),
+            Box::new(FINGERPRINT),
+        ])
+        .unwrap();
+    socket
+        .send_to(&request.raw, ("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut buffer = vec![0u8; 1500];
+    let mut seen = Vec::new();
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        loop {
+            let (length, _) = socket.recv_from(&mut buffer).await.unwrap();
+            let mut message = Message::new();
+            message.raw = buffer[..length].to_vec();
+            if message.decode().is_err() {
+                continue;
+            }
+            seen.push(message.typ.to_string());
+            if message.typ == BINDING_SUCCESS && message.transaction_id == transaction {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        answered.is_ok(),
+        "the nominating check got no success response within 2 s (the pod sent only: {seen:?})"
+    );
+    camera.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offer_while_another_process_holds_the_media_port_gets_503_and_says_so() {
     common::install_crypto();
