@@ -2,7 +2,7 @@
 //! with `use-auth-secret`) checks the credentials the router mints ([`ice`]), and an aiortc
 //! camera (tests/e2e/aiortc_camera.py) in a network namespace whose firewall drops UDP gets
 //! filtered (selfie-replace: green) video back from a real camera-pod through coturn over TCP and
-//! over TLS, as does headless Chromium with p2pcamera.js over TCP (tests/e2e/browser.mjs), its
+//! over TLS, as does headless Chromium with p2pcamera.js over TCP and TLS (tests/e2e/browser.mjs), its
 //! relayed candidate trickled after the offer (the relay 50 ms away), while the same camera with
 //! UDP open connects directly.
 //!
@@ -533,41 +533,43 @@ async fn without_udp_a_camera_is_relayed_over_turn_tcp_and_tls() {
             "{what}: the firewall dropped no direct UDP, so the test proves nothing"
         );
     }
-    // Headless Chromium with p2pcamera.js: relayed over TURN/TCP, and says so in P2PCamera.path.
-    // The relay is 50 ms away, so its candidate comes after the offer went out: trickled.
-    let servers = ice_servers(&[lab.turn.tcp_url()], SECRET, SystemTime::now());
-    let mut browser = lab.browser(
-        "chromium-turn-tcp",
-        &servers,
-        &["--turn-delay-ms", TURN_DELAY_MS],
-    );
-    let connected = browser.report().await;
-    assert_eq!(
-        connected["event"],
-        "connected",
-        "{connected}\n{}",
-        lab.logs(&browser)
-    );
-    assert!(
-        connected["green"].as_f64().unwrap_or_default() >= 0.5,
-        "not filtered: {connected}"
-    );
-    assert_eq!(
-        (&connected["path"]["local"], &connected["path"]["protocol"]),
-        (&json!("relay"), &json!("tcp")),
-        "{connected}"
-    );
-    let trickle = TrickleReport::of(&connected);
-    assert!(
-        trickle.offered_host > 0 && trickle.offered_relay == 0,
-        "the offer must leave with host candidates, before the relay's: {connected}"
-    );
-    assert!(
-        trickle.trickled_relay_accepted > 0,
-        "no relayed candidate trickled and taken (204) by camera-pod: {connected}\n{}",
-        lab.logs(&browser)
-    );
-    browser.close().await;
+    // Headless Chromium with p2pcamera.js: relayed over TURN/TCP and TURN/TLS, and says so in
+    // P2PCamera.path. The relay is 50 ms away, so its candidate comes after the offer went out:
+    // trickled.
+    for (what, url, protocol) in [
+        ("chromium-turn-tcp", lab.turn.tcp_url(), "tcp"),
+        ("chromium-turn-tls", lab.turn.tls_url(), "tls"),
+    ] {
+        let servers = ice_servers(&[url], SECRET, SystemTime::now());
+        let mut browser = lab.browser(what, &servers, &["--turn-delay-ms", TURN_DELAY_MS]);
+        let connected = browser.report().await;
+        assert_eq!(
+            connected["event"],
+            "connected",
+            "{what}: {connected}\n{}",
+            lab.logs(&browser)
+        );
+        assert!(
+            connected["green"].as_f64().unwrap_or_default() >= 0.5,
+            "{what}: not filtered: {connected}"
+        );
+        assert_eq!(
+            (&connected["path"]["local"], &connected["path"]["protocol"]),
+            (&json!("relay"), &json!(protocol)),
+            "{what}: {connected}"
+        );
+        let trickle = TrickleReport::of(&connected);
+        assert!(
+            trickle.offered_host > 0 && trickle.offered_relay == 0,
+            "{what}: the offer must leave with host candidates, before the relay's: {connected}"
+        );
+        assert!(
+            trickle.trickled_relay_accepted > 0,
+            "{what}: no relayed candidate trickled and taken (204) by camera-pod: {connected}\n{}",
+            lab.logs(&browser)
+        );
+        browser.close().await;
+    }
     // Without a TURN server the same camera gets no video at all: UDP is really closed. (The
     // browser's connection holds the camera until camera-pod sees it gone: 409 until then.)
     let (report, logs) = eventually("camera-pod free for another camera", WAIT, || async {

@@ -197,6 +197,10 @@ const context = await chromium.launchPersistentContext(path.join(dir, 'profile')
     '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
     `--use-file-for-fake-video-capture=${video}`,
     '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
+    // The test's `turns:` server has a certificate from a test CA Chromium does not know; the
+    // whole network service, TURN over TLS included, accepts it (ignoreHTTPSErrors covers pages
+    // only).
+    '--ignore-certificate-errors',
   ],
 });
 let page = null;
