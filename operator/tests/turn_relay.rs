@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime};
 use p2pcamera_api::SessionKey;
 use p2pcamera_operator::router::ice::{IceServers, TurnConfig};
 use p2pcamera_tests::netns::NetworkNamespace;
+use p2pcamera_tests::stats::percentile;
 use p2pcamera_tests::turn::{TurnPorts, TurnServer};
 use p2pcamera_tests::{ManagedProcess, binaries, eventually};
 use serde_json::{Value, json};
@@ -733,17 +734,6 @@ struct ConnectTimings {
     dropped_udp: u64,
 }
 
-/// `p`-th percentile (0..=100) of `values`, nearest rank; NaN for none.
-fn percentile(values: &[f64], p: f64) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
-    sorted
-        .get(rank.min(sorted.len()).wrapping_sub(1))
-        .copied()
-        .unwrap_or(f64::NAN)
-}
-
 /// A report's number at `pointer` (JSON pointer); panics naming the report when it is missing.
 fn seconds(report: &Value, pointer: &str) -> f64 {
     report
@@ -819,6 +809,19 @@ impl Lab {
     }
 }
 
+/// A benchmark's rounds (`P2PCAMERA_BENCH_CONNECTS`, default 5) and its lab, with a passthrough
+/// camera-pod (the frame index stays readable).
+async fn bench_lab() -> (usize, Lab) {
+    let rounds = std::env::var("P2PCAMERA_BENCH_CONNECTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(5);
+    let Some(lab) = Lab::start_with_filter(PASSTHROUGH).await else {
+        panic!("the benchmark needs a network namespace");
+    };
+    (rounds, lab)
+}
+
 /// Direct and relayed paths side by side in one run (`bench/turn-paths.sh`; numbers in
 /// docs/benchmarks.md): `P2PCAMERA_BENCH_CONNECTS` rounds (default 5), each connecting an aiortc
 /// camera to a passthrough camera-pod once over every [`MediaPath`], so drift hits all alike.
@@ -828,13 +831,7 @@ impl Lab {
 #[ignore = "benchmark: bench/turn-paths.sh"]
 async fn bench_direct_and_relayed_paths() {
     let _serial = SERIAL.lock().await;
-    let rounds: usize = std::env::var("P2PCAMERA_BENCH_CONNECTS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(5);
-    let Some(lab) = Lab::start_with_filter(PASSTHROUGH).await else {
-        panic!("the benchmark needs a network namespace");
-    };
+    let (rounds, lab) = bench_lab().await;
     let mut runs: Vec<Vec<ConnectTimings>> = vec![Vec::new(); MediaPath::ALL.len()];
     for _ in 0..rounds {
         for (path, timings) in MediaPath::ALL.into_iter().zip(&mut runs) {
@@ -895,13 +892,7 @@ async fn bench_direct_and_relayed_paths() {
 #[ignore = "benchmark: bench/turn-paths.sh"]
 async fn bench_chromium_trickle_with_a_distant_turn_server() {
     let _serial = SERIAL.lock().await;
-    let rounds: usize = std::env::var("P2PCAMERA_BENCH_CONNECTS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(5);
-    let Some(lab) = Lab::start_with_filter(PASSTHROUGH).await else {
-        panic!("the benchmark needs a network namespace");
-    };
+    let (rounds, lab) = bench_lab().await;
     let paths = [
         (
             "direct, TURN/TCP offered",

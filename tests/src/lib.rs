@@ -25,6 +25,7 @@ pub mod pki;
 mod ports;
 mod process;
 pub mod properties;
+pub mod stats;
 pub mod turn;
 mod wait;
 

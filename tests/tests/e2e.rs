@@ -26,6 +26,7 @@ use kube::api::{DynamicObject, GroupVersionKind, PostParams};
 use p2pcamera_api::objects::{LABEL_POOL, LABEL_SESSION, SECRET_TOKEN, child_name};
 use p2pcamera_tests::kubelet::{Kubelet, KubeletConfig};
 use p2pcamera_tests::pki::CertificateAuthority;
+use p2pcamera_tests::stats::percentile;
 use p2pcamera_tests::turn::TurnServer;
 use p2pcamera_tests::{
     ControlPlane, FIRST_FIXTURE_PORT, GpuNode, ManagedProcess, binaries, eventually, free_port,
@@ -1748,14 +1749,6 @@ async fn operator_metric(system: &System, name: &str) -> f64 {
         .filter(|l| l.starts_with(name))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
-}
-
-/// `p`-th percentile (0..=100) of `values`, nearest rank.
-fn percentile(values: &[f64], p: f64) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
-    sorted[rank.min(sorted.len()) - 1]
 }
 
 /// Warm and cold starts side by side in one run (`bench/warm-pool.sh`; numbers in
