@@ -34,7 +34,8 @@ const OFFER: &str = r#"{"sdp":"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n","type":"offe
 /// What the stand-in pod answers to an authorized offer.
 #[derive(Debug, Clone)]
 enum Behaviour {
-    /// `{"sdp": "answer-to:<offer sdp>", "type": "answer", "clean": <no router-only fields>}`.
+    /// `{"sdp": "answer-to:<offer sdp>", "type": "answer", "clean": <no router-only fields>,
+    /// "relay_credential": <the offer's, as the pod got it>}`.
     Answer,
     /// The error, with its code's status, as camera-pod does.
     Refuse(ErrorBody),
@@ -126,7 +127,7 @@ async fn stand_in(token: &'static str, delay: Duration) -> StandIn {
                         let offer: Value = serde_json::from_str(&body).unwrap_or_default();
                         // The pod sees the original /offer shape: no router-only fields.
                         let clean = offer.get("session").is_none() && offer["type"] == "offer";
-                        axum::Json(json!({"sdp": format!("answer-to:{}", offer["sdp"].as_str().unwrap_or("")), "type": "answer", "clean": clean})).into_response()
+                        axum::Json(json!({"sdp": format!("answer-to:{}", offer["sdp"].as_str().unwrap_or("")), "type": "answer", "clean": clean, "relay_credential": offer["relay_credential"]})).into_response()
                     }
                 }
             }
@@ -483,6 +484,17 @@ async fn forwards_offers_and_maps_every_pod_outcome() {
             .as_str()
             .is_some_and(|s| s.starts_with("answer-to:v=0"))
     );
+    // A relay credential the browser writes into its offer never reaches the pod (this router
+    // has no TURN configuration, so the pod gets none; with one it gets the router's).
+    let forged = json!({"sdp": "v=0\r\n", "type": "offer",
+        "relay_credential": {"username": "9999999999:other/cam", "credential": "forged"}})
+    .to_string();
+    let (status, _, body) = env.offer(&path, Some("tok-a"), forged).await;
+    assert_eq!(
+        (status, &body["relay_credential"]),
+        (StatusCode::OK, &Value::Null),
+        "{body}"
+    );
     // The original form with a "session" field reaches the same pod.
     let legacy =
         json!({"sdp": "v=0\r\n", "type": "offer", "session": format!("{ns}/cam")}).to_string();
@@ -610,7 +622,8 @@ async fn forwards_offers_and_maps_every_pod_outcome() {
     assert_eq!(public.status(), reqwest::StatusCode::NOT_FOUND);
     let metrics = env.metrics().await;
     assert!(
-        metrics.contains(r#"p2pcamera_router_offers_total{result="answered"} 2"#),
+        // The offer, the forged-credential one and the legacy form.
+        metrics.contains(r#"p2pcamera_router_offers_total{result="answered"} 3"#),
         "{metrics}"
     );
     assert!(
