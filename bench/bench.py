@@ -309,18 +309,21 @@ def report(results: list[RunResult], style: tuple[RunResult, list[Window]] | Non
             f"| {r.width}x{r.height} | {r.server} | {r.filter} | {ms(percentile(w.latencies, 0.5))} | "
             f"{ms(percentile(w.latencies, 0.99))} | {w.returned_fps:.1f} | {w.sent_fps:.1f} | "
             f"{w.dropped_fraction:.1%} | {w.unreadable} | {ms(r.first_frame_s)} | {r.cpu_percent:.0f} | "
-            f"{r.peak_rss_mib:.0f} | {r.client_cpu_percent:.0f} | {stage_cells(r.stages)} |"
+            f"{r.peak_rss_mib:.0f} | {r.client_cpu_percent:.0f} | "
+            f"{stage_cells(r.stages) if r.stages or r.server == 'baseline' else 'none (forwarded)'} |"
         )
     lines.append("")
     for size in sorted({(r.width, r.height) for r in results}):
         by = {(r.server, r.filter): r for r in results if (r.width, r.height) == size}
-        base, pod = by.get(("baseline", "passthrough")), by.get(("camera-pod", "passthrough"))
-        if base and pod and base.cpu_percent > 0:
-            lines.append(
-                f"- {size[0]}x{size[1]} passthrough vs baseline: CPU {pod.cpu_percent / base.cpu_percent:.2f}x, "
-                f"p50 latency {percentile(pod.window.latencies, 0.5) / percentile(base.window.latencies, 0.5):.2f}x, "
-                f"peak RSS {pod.peak_rss_mib / base.peak_rss_mib:.2f}x"
-            )
+        base = by.get(("baseline", "passthrough"))
+        for filter_name in ("passthrough", TRANSCODED_PASSTHROUGH):
+            pod = by.get(("camera-pod", filter_name))
+            if base and pod and base.cpu_percent > 0:
+                lines.append(
+                    f"- {size[0]}x{size[1]} {filter_name} vs baseline: CPU {pod.cpu_percent / base.cpu_percent:.2f}x, "
+                    f"p50 latency {percentile(pod.window.latencies, 0.5) / percentile(base.window.latencies, 0.5):.2f}x, "
+                    f"peak RSS {pod.peak_rss_mib / base.peak_rss_mib:.2f}x"
+                )
     if connects:
         lines += connects_table(connects)
     lines += ["", "| target | measured | met |", "|---|---|---|"] + target_rows(results, style, connects)
@@ -346,6 +349,11 @@ def report(results: list[RunResult], style: tuple[RunResult, list[Window]] | Non
     if timings is not None:
         lines += ["", timings]
     return "\n".join(lines) + "\n"
+
+
+# Passthrough decoded and encoded again (`--transcode-passthrough`), as camera-pod did before it
+# forwarded the camera's own frames; a pseudo filter name for `--filters`.
+TRANSCODED_PASSTHROUGH = "passthrough-transcoded"
 
 
 # "Flat" latency: the last 10 s p99 is at most this much above the first 10 s p99.
@@ -399,7 +407,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="standard deviation of the camera's luma noise (0: a noiseless picture)")
     parser.add_argument("--codec", default="VP8", choices=["VP8", "H264"])
     parser.add_argument("--sizes", default="640x480,1280x720")
-    parser.add_argument("--filters", default="passthrough,selfie-blur", help="camera-pod filters")
+    parser.add_argument("--filters", default=f"passthrough,{TRANSCODED_PASSTHROUGH},selfie-blur",
+                        help=f"camera-pod filters; {TRANSCODED_PASSTHROUGH} is passthrough with "
+                        "--transcode-passthrough (decoded and encoded again)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the aiortc baseline rows")
     parser.add_argument("--style-seconds", type=float, default=60.0, help="0 skips the style run")
     parser.add_argument("--style-index", type=int, default=2,
@@ -427,7 +437,10 @@ def main() -> None:
     pods.append(("camera-pod", None))
 
     def pod(filter_name: str, binary: Path | None) -> ServerProcess:
-        server = camera_pod(filter_name, args.profile)
+        if filter_name == TRANSCODED_PASSTHROUGH:
+            server = camera_pod("passthrough", args.profile, extra_args=["--transcode-passthrough"])
+        else:
+            server = camera_pod(filter_name, args.profile)
         if binary is not None:
             server.argv[0] = str(binary)
         return server

@@ -187,6 +187,13 @@ pub struct Args {
     )]
     pub codecs: Vec<CodecKind>,
 
+    /// Decode and encode the camera's frames with the passthrough filter too. By default they go
+    /// back as they came while they keep within the picture, frame rate and bitrate limits (no
+    /// decoding or encoding: a fraction of the CPU); transcoding instead lets the encoder set the
+    /// returned bitrate from the viewer's estimate alone.
+    #[arg(long, env = pod_env::TRANSCODE_PASSTHROUGH)]
+    pub transcode_passthrough: bool,
+
     /// Stay unready (/readyz 503, offers refused) unless models run on a GPU execution provider
     /// (CUDA or TensorRT), instead of silently running on CPU.
     #[arg(long, env = pod_env::REQUIRE_GPU)]

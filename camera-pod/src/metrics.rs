@@ -11,6 +11,7 @@ use prometheus_client::registry::Registry;
 
 use p2pcamera_api::relay::{ConnectionPath, MediaPath, Transport};
 
+use crate::media::forward::Route;
 use crate::media::timeline::ConnectStage;
 
 /// Peer connection states, as exported by the `peer_connection_state` gauge family.
@@ -37,6 +38,11 @@ pub struct CodeLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabel {
     pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -72,6 +78,11 @@ pub struct Metrics {
     pub frames_dropped: Counter,
     /// Camera frames dropped before the filter because they came faster than --max-fps.
     pub frames_over_max_fps: Counter,
+    /// Camera frames sent back as they came (passthrough within the session's limits).
+    pub frames_forwarded: Counter,
+    /// 1 while the camera's frames are forwarded, 0 while they are transcoded.
+    pub forwarding: Gauge,
+    route_switches: Family<RouteLabel, Counter>,
     /// Camera RTP packets that came after a later one, in time to be used (resent on NACK or
     /// reordered on the way).
     pub rtp_packets_recovered: Counter,
@@ -140,6 +151,9 @@ impl Default for Metrics {
             frames_out: Counter::default(),
             frames_dropped: Counter::default(),
             frames_over_max_fps: Counter::default(),
+            frames_forwarded: Counter::default(),
+            forwarding: Gauge::default(),
+            route_switches: Family::default(),
             rtp_packets_recovered: Counter::default(),
             rtp_packets_lost: Counter::default(),
             frames_over_assembly_cap: Counter::default(),
@@ -166,12 +180,12 @@ impl Default for Metrics {
         };
         registry.register(
             "frames_in",
-            "Camera frames decoded",
+            "Camera frames taken in whole: decoded, or forwarded as they came",
             metrics.frames_in.clone(),
         );
         registry.register(
             "frames_out",
-            "Filtered frames encoded and sent",
+            "Frames sent back: filtered and encoded, or the camera's own forwarded (passthrough)",
             metrics.frames_out.clone(),
         );
         registry.register(
@@ -183,6 +197,21 @@ impl Default for Metrics {
             "frames_over_max_fps",
             "Camera frames dropped before the filter because they came faster than --max-fps",
             metrics.frames_over_max_fps.clone(),
+        );
+        registry.register(
+            "frames_forwarded",
+            "Camera frames sent back as they came, neither decoded nor encoded (passthrough within the session's limits)",
+            metrics.frames_forwarded.clone(),
+        );
+        registry.register(
+            "forwarding",
+            "1 while the camera's frames are forwarded as they came, 0 while they are decoded, filtered and encoded",
+            metrics.forwarding.clone(),
+        );
+        registry.register(
+            "route_switches",
+            "Changes of the camera frames' route at a key frame, by the route taken: forward or transcode",
+            metrics.route_switches.clone(),
         );
         registry.register(
             "rtp_packets_recovered",
@@ -323,6 +352,15 @@ fn path_name(path: MediaPath) -> &'static str {
 }
 
 impl Metrics {
+    /// Counts a change of the camera frames' route to `route`.
+    pub fn route_switched(&self, route: Route) {
+        self.route_switches
+            .get_or_create(&RouteLabel {
+                route: route.as_str(),
+            })
+            .inc();
+    }
+
     /// Marks `state` (one of [`PEER_STATES`]) as the current peer connection state.
     pub fn set_peer_state(&self, state: &str) {
         for known in PEER_STATES {

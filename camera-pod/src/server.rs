@@ -172,6 +172,7 @@ pub async fn serve_filter(
         decode_cap: args.decode_size_cap(),
         connect_deadline: args.connect_deadline,
         takeover_after: args.takeover_after,
+        forward_passthrough: !args.transcode_passthrough,
         relay: RelaySettings {
             candidates: args.relay_candidates,
             urls: args.relay_urls(),

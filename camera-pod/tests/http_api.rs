@@ -73,6 +73,7 @@ async fn state_with_udp(
         decode_cap: Default::default(),
         connect_deadline: std::time::Duration::from_secs(10),
         takeover_after: std::time::Duration::from_secs(1),
+        forward_passthrough: true,
         relay: Default::default(),
     };
     let camera = Arc::new(Camera::new(media, worker, metrics.clone()));

@@ -264,6 +264,7 @@ mod properties {
             model_micros in any::<u64>(),
             dropped in any::<u64>(),
             filter in "\\PC{0,30}",
+            forwarded in any::<bool>(),
         ) {
             let [(s0, in0, out0, us0, n0), (s1, in1, out1, us1, n1)] = readings;
             let reading = |seconds, frames_in, frames_out, micros, frames| Reading {
@@ -272,7 +273,7 @@ mod properties {
                 frames_out,
                 latency: LatencyTotals { micros, frames },
             };
-            let stats = Stats::between(reading(s0, in0, out0, us0, n0), reading(s1, in1, out1, us1, n1), model_micros, dropped, filter);
+            let stats = Stats::between(reading(s0, in0, out0, us0, n0), reading(s1, in1, out1, us1, n1), model_micros, dropped, filter, forwarded);
             let json: serde_json::Value = serde_json::from_str(&stats.to_json()).unwrap();
             prop_assert!(json["type"] == "stats", "{json}");
         }

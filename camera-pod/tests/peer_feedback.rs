@@ -1,7 +1,9 @@
 //! What a real camera-pod does with the signals its peer sends besides video: a closed peer
-//! connection frees the camera at once; PLI and FIR bring a key frame; lost camera packets are
-//! NACKed; REMB sets the encoder's bitrate within the configured bounds. (Answering NACKs from
-//! the send buffer is tested on the interceptor chain itself, in `media::feedback`.)
+//! connection frees the camera at once; PLI and FIR bring a key frame from the encoder; lost
+//! camera packets are NACKed; REMB sets the encoder's bitrate within the configured bounds; and
+//! while the camera's frames are forwarded (passthrough), PLI and REMB go on to the camera.
+//! (Answering NACKs from the send buffer is tested on the interceptor chain itself, in
+//! `media::feedback`.)
 
 mod common;
 
@@ -100,8 +102,12 @@ fn keyframes(peer: &TestPeer) -> usize {
         .count()
 }
 
+/// The encoder's answers are tested with passthrough transcoded; forwarded frames are the
+/// camera's, and so are its key frames.
+const TRANSCODE: &[&str] = &["--transcode-passthrough"];
+
 async fn keyframe_requests_are_answered(codec: CodecKind) {
-    let server = TestServer::start(&[]).await;
+    let server = TestServer::start(TRANSCODE).await;
     let mut peer = TestPeer::new(codec).await;
     connect(&server, &mut peer, "camera").await;
     let requests = async {
@@ -188,6 +194,7 @@ async fn nacks_are_sent_for_lost_camera_packets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remb_sets_the_encoder_bitrate_within_the_bounds() {
     let server = TestServer::start(&[
+        TRANSCODE[0],
         "--min-bitrate",
         "200000",
         "--max-bitrate",
@@ -225,6 +232,79 @@ async fn remb_sets_the_encoder_bitrate_within_the_bounds() {
             Some(2_000_000.0)
         ],
         "start, REMB 350k, REMB below the minimum, REMB above the maximum"
+    );
+    peer.close().await;
+    server.stop().await;
+}
+
+/// The camera feedback of `kind` the pod sent so far.
+fn camera_feedback<T: Clone + 'static>(peer: &TestPeer) -> Vec<T> {
+    peer.camera_feedback
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p.as_any().downcast_ref::<T>().cloned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_frames_are_forwarded_pli_and_remb_go_on_to_the_camera() {
+    let server = TestServer::start(&["--max-bitrate", "2000000"]).await;
+    let mut peer = TestPeer::new(CodecKind::Vp8).await;
+    connect(&server, &mut peer, "camera").await;
+    let requests = async {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert_eq!(
+            metric(&server, "p2pcamera_pod_forwarding").await,
+            Some(1.0),
+            "passthrough within the limits is forwarded"
+        );
+        let media_ssrc = peer.filtered_ssrc().await;
+        let plis_before = camera_feedback::<PictureLossIndication>(&peer).len();
+        peer.send_feedback(vec![Box::new(PictureLossIndication {
+            sender_ssrc: peer.camera_ssrc(),
+            media_ssrc,
+        })])
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let plis = camera_feedback::<PictureLossIndication>(&peer);
+        for estimate in [350_000.0, 50_000_000.0] {
+            peer.send_feedback(vec![Box::new(ReceiverEstimatedMaximumBitrate {
+                sender_ssrc: peer.camera_ssrc(),
+                bitrate: estimate,
+                ssrcs: vec![media_ssrc],
+            })])
+            .await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        (plis_before, plis)
+    };
+    let (_, (plis_before, plis)) = tokio::join!(peer.send_pattern(0, 45), requests);
+    assert_eq!(
+        plis.len(),
+        plis_before + 1,
+        "the viewer's PLI reaches the camera: {plis:?}"
+    );
+    assert!(
+        plis.iter().all(|pli| pli.media_ssrc == peer.camera_ssrc()),
+        "{plis:?}"
+    );
+    let rembs: Vec<(f32, Vec<u32>)> = camera_feedback::<ReceiverEstimatedMaximumBitrate>(&peer)
+        .into_iter()
+        .map(|remb| (remb.bitrate, remb.ssrcs))
+        .collect();
+    assert_eq!(
+        rembs,
+        [
+            (350_000.0, vec![peer.camera_ssrc()]),
+            (2_000_000.0, vec![peer.camera_ssrc()])
+        ],
+        "the viewer's estimates reach the camera, within --max-bitrate"
+    );
+    assert_eq!(
+        metric(&server, "p2pcamera_pod_encode_duration_seconds_count").await,
+        Some(0.0),
+        "nothing was encoded"
     );
     peer.close().await;
     server.stop().await;

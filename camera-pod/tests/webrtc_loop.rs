@@ -1,7 +1,8 @@
 //! A real camera-pod (passthrough) and an in-process WebRTC peer: frames sent as VP8 or H264
-//! come back as the same pictures, with the same RTP timestamps, and the pod times each one;
-//! the data channel answers pings and reports stats; the session's limits (picture size, frame
-//! rate, codecs) hold.
+//! come back as the same pictures, with the same RTP timestamps, forwarded as they came or
+//! transcoded (`--transcode-passthrough`), and the pod times each one; a filter switched on and
+//! off mid-stream changes the route at key frames without a broken picture; the data channel
+//! answers pings and reports stats; the session's limits (picture size, frame rate, codecs) hold.
 
 mod common;
 
@@ -11,8 +12,19 @@ use camera_pod::codec::CodecKind;
 use camera_pod::media::limits::Downscaler;
 use common::{TestPeer, TestServer, luma_mad, metric_value, post_offer, round_trip_unchanged};
 
-async fn loop_back(codec: CodecKind) {
-    let server = TestServer::start(&[]).await;
+/// How passthrough frames come back.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Passthrough {
+    Forwarded,
+    Transcoded,
+}
+
+async fn loop_back(codec: CodecKind, passthrough: Passthrough) {
+    let flags: &[&str] = match passthrough {
+        Passthrough::Forwarded => &[],
+        Passthrough::Transcoded => &["--transcode-passthrough"],
+    };
+    let server = TestServer::start(flags).await;
     let mut peer = TestPeer::new(codec).await;
     let offer = peer.offer().await;
     let response = post_offer(&server.base, &offer, Some("loop"), None).await;
@@ -88,6 +100,25 @@ async fn loop_back(codec: CodecKind) {
         mean > 0.0 && mean < 0.5,
         "{codec:?}: {mean} s per frame in the pod"
     );
+    let forwarded = metric_value(&metrics, "p2pcamera_pod_frames_forwarded_total").unwrap();
+    let encoded = metric_value(&metrics, "p2pcamera_pod_encode_duration_seconds_count").unwrap();
+    let decoded = metric_value(&metrics, "p2pcamera_pod_decode_duration_seconds_count").unwrap();
+    match passthrough {
+        Passthrough::Forwarded => {
+            assert!(
+                forwarded >= received.len() as f64 && encoded == 0.0 && decoded == 0.0,
+                "{codec:?}: {forwarded} forwarded, {decoded} decoded, {encoded} encoded: {metrics}"
+            );
+            assert_eq!(
+                metric_value(&metrics, "p2pcamera_pod_forwarding"),
+                Some(1.0)
+            );
+        }
+        Passthrough::Transcoded => assert!(
+            forwarded == 0.0 && encoded >= received.len() as f64,
+            "{codec:?}: {forwarded} forwarded, {encoded} encoded: {metrics}"
+        ),
+    }
 
     peer.close().await;
     server.stop().await;
@@ -95,12 +126,122 @@ async fn loop_back(codec: CodecKind) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vp8_frames_come_back_unchanged() {
-    loop_back(CodecKind::Vp8).await;
+    loop_back(CodecKind::Vp8, Passthrough::Forwarded).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h264_frames_come_back_unchanged() {
-    loop_back(CodecKind::H264).await;
+    loop_back(CodecKind::H264, Passthrough::Forwarded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transcoded_vp8_frames_come_back_unchanged() {
+    loop_back(CodecKind::Vp8, Passthrough::Transcoded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transcoded_h264_frames_come_back_unchanged() {
+    loop_back(CodecKind::H264, Passthrough::Transcoded).await;
+}
+
+/// Mean of a plane.
+fn mean(plane: &[u8]) -> f64 {
+    plane.iter().map(|&v| f64::from(v)).sum::<f64>() / plane.len() as f64
+}
+
+/// Whether a picture is green all over (the background colour replaced everything): a green
+/// mean, and luma within 10 of the mean nearly everywhere. A ghost of the camera's moving square
+/// (a frame decoded against the wrong reference) is over 4 % of the picture.
+fn is_flat_green(frame: &camera_pod::frame::VideoFrame) -> bool {
+    let luma = mean(&frame.y);
+    let flat = frame
+        .y
+        .iter()
+        .filter(|&&v| (f64::from(v) - luma).abs() <= 10.0)
+        .count() as f64
+        / frame.y.len() as f64;
+    mean(&frame.v) < 60.0 && mean(&frame.u) < 80.0 && flat > 0.99
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_switched_on_and_off_changes_the_route_at_key_frames_without_a_broken_picture() {
+    let server = TestServer::start(&[]).await;
+    let mut peer = TestPeer::new(CodecKind::Vp8).await;
+    let offer = peer.offer().await;
+    connect(&server, &mut peer, &offer).await;
+    // Forwarded passthrough, then a green background (the pattern has no person: all of it is
+    // background), passthrough again and green again: the encoder's first frame after forwarding
+    // must be a key frame. The peer sends a key frame every 30 frames.
+    let filter = |spec: &'static str| {
+        let (http, base) = (server.http.clone(), server.base.clone());
+        async move {
+            let response = http
+                .post(format!("{base}/filter"))
+                .header("content-type", "application/json")
+                .body(spec)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "{spec}");
+        }
+    };
+    const GREEN: &str = r##"{"filter":"selfie-replace","color":"#00ff00"}"##;
+    let switches = async {
+        for spec in [GREEN, r#"{"filter":"passthrough"}"#, GREEN] {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            filter(spec).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    let (sent, ()) = tokio::join!(peer.send_pattern(0, 240), switches);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let received = peer.received.lock().unwrap().clone();
+    assert!(received.len() >= 180, "{} frames came back", received.len());
+    // Every frame is the camera's picture or a green one: none is broken by a frame that
+    // refers to pictures the peer never got.
+    let mut phases = Vec::new();
+    for frame in &received {
+        let original = sent
+            .iter()
+            .find(|s| s.rtp_timestamp == frame.rtp_timestamp)
+            .expect("a timestamp that was sent");
+        let green = is_flat_green(frame);
+        let unchanged = luma_mad(original, frame) < 6.0;
+        assert!(
+            green ^ unchanged,
+            "frame {} is neither the camera's picture nor green (luma differs by {:.1}, V {:.0})",
+            frame.rtp_timestamp,
+            luma_mad(original, frame),
+            mean(&frame.v)
+        );
+        if phases.last() != Some(&green) {
+            phases.push(green);
+        }
+    }
+    assert_eq!(
+        phases,
+        [false, true, false, true],
+        "camera, filtered, camera, filtered"
+    );
+    let metrics = reqwest::get(format!("{}/metrics", server.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let switched = |route: &str| {
+        metric_value(
+            &metrics,
+            &format!("p2pcamera_pod_route_switches_total{{route=\"{route}\"}}"),
+        )
+    };
+    assert_eq!(
+        (switched("forward"), switched("transcode")),
+        (Some(2.0), Some(2.0)),
+        "{metrics}"
+    );
+    peer.close().await;
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,6 +289,10 @@ async fn data_channel_answers_pings_switches_filters_and_sends_stats() {
         assert!(stats[key].is_number(), "{key} in {stats}");
     }
     assert_eq!(stats["filter"], "passthrough");
+    assert_eq!(
+        stats["forwarded"], true,
+        "passthrough is forwarded: {stats}"
+    );
     let pod_latency_ms = stats["pod_latency_ms"].as_f64().unwrap();
     assert!(
         pod_latency_ms > 0.0 && pod_latency_ms < 500.0,

@@ -39,7 +39,7 @@ impl DecodeSizeCap {
 
     /// Whether a coded size (H264 codes whole 16x16 macroblocks: 1080 lines are coded as 1088
     /// and cropped) may hold an allowed picture.
-    fn allows_coded(&self, width: u32, height: u32) -> bool {
+    pub(crate) fn allows_coded(&self, width: u32, height: u32) -> bool {
         let macroblocks = |side: u32| side.div_ceil(16).saturating_mul(16);
         DecodeSizeCap {
             width: macroblocks(self.width),

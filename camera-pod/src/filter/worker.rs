@@ -237,6 +237,11 @@ impl FilterWorker {
             .clone()
     }
 
+    /// Whether the filter in use is passthrough (whose frames may go back as they came).
+    pub fn runs_passthrough(&self) -> bool {
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) == FilterSpec::Passthrough.name()
+    }
+
     /// Switches to the filter `spec` describes and returns its name once frames run through it;
     /// on error the current filter stays. Frames keep flowing through the current filter while
     /// the new one is built. A newer switch before this one takes effect supersedes it.

@@ -83,6 +83,8 @@ pub struct Stats {
     pub dropped_frames: u64,
     pub pod_latency_ms: Option<f64>,
     pub filter: String,
+    /// The camera's own frames go back as they came (passthrough, nothing decoded or encoded).
+    pub forwarded: bool,
 }
 
 /// Counter readings at one instant, to compute rates between two of them.
@@ -101,6 +103,7 @@ impl Stats {
         model_micros: u64,
         dropped_frames: u64,
         filter: String,
+        forwarded: bool,
     ) -> Self {
         let span = (now.seconds - earlier.seconds).max(1e-3);
         let rate = |a: u64, b: u64| ((b.saturating_sub(a)) as f64 / span * 10.0).round() / 10.0;
@@ -112,6 +115,7 @@ impl Stats {
             dropped_frames,
             pod_latency_ms: now.latency.mean_ms_since(earlier.latency),
             filter,
+            forwarded,
         }
     }
 
@@ -223,13 +227,13 @@ mod tests {
                 frames: 120,
             },
         };
-        let stats = Stats::between(a, b, 12_345, 7, "passthrough".into());
+        let stats = Stats::between(a, b, 12_345, 7, "passthrough".into(), true);
         let json: serde_json::Value = serde_json::from_str(&stats.to_json()).unwrap();
         assert_eq!(
             json,
-            serde_json::json!({"type":"stats","input_fps":30.0,"output_fps":15.0,"model_ms":12.3,"dropped_frames":7,"pod_latency_ms":15.3,"filter":"passthrough"})
+            serde_json::json!({"type":"stats","input_fps":30.0,"output_fps":15.0,"model_ms":12.3,"dropped_frames":7,"pod_latency_ms":15.3,"filter":"passthrough","forwarded":true})
         );
-        let idle = Stats::between(b, b, 0, 7, "passthrough".into());
+        let idle = Stats::between(b, b, 0, 7, "passthrough".into(), false);
         assert_eq!(idle.pod_latency_ms, None, "no frame sent, no latency");
     }
 }

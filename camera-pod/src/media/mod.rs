@@ -2,13 +2,17 @@
 //! and sending the filtered video back on the same transceiver.
 //!
 //! RTP in -> `rtp::FrameAssembler` -> decode thread -> [`FilterWorker`] (the filter thread, one-slot
-//! mailbox) -> encode thread (one-slot mailbox) -> `rtp::RtpPacketizer` -> RTP out.
+//! mailbox) -> encode thread (one-slot mailbox) -> `outgoing::OutgoingVideo` -> RTP out. While the
+//! filter is passthrough the decode thread forwards the camera's frames to `OutgoingVideo` as they
+//! are, with nothing decoded or encoded (`forward`).
 
 pub mod datachannel;
 pub mod feedback;
+pub mod forward;
 pub mod latency;
 pub mod limits;
 pub mod liveness;
+pub mod outgoing;
 pub mod path;
 pub mod pipeline;
 pub mod reorder;
@@ -54,6 +58,9 @@ pub struct MediaConfig {
     /// How long a connected peer may send no media before a new offer takes the camera over
     /// (`--takeover-after`).
     pub takeover_after: Duration,
+    /// Whether the camera's frames go back as they came while the filter is passthrough and
+    /// they keep within the limits (`--transcode-passthrough` turns it off; see `forward`).
+    pub forward_passthrough: bool,
     /// The pod's own TURN relay candidates (`--relay-candidates`, `--turn-urls`).
     pub relay: RelaySettings,
 }

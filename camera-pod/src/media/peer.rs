@@ -20,7 +20,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
     RTCRtpEncodingParameters, RtpCodecKind,
 };
-use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::sync::watch;
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -38,8 +38,9 @@ use super::feedback;
 use super::latency::FrameLatency;
 use super::limits::BitrateBounds;
 use super::liveness::{Hold, Liveness};
+use super::outgoing::{OutgoingSetup, OutgoingVideo};
 use super::path::{self, PathRecord};
-use super::pipeline::{Controls, DecodeStage, EncodeStage};
+use super::pipeline::{CameraRequest, Controls, DecodeStage, EncodeStage};
 use super::reorder::{REORDER_CAPACITY, REORDER_WAIT, ReorderBuffer};
 use super::rtp::{AssembledFrame, Assembly, FrameAssembler, RtpPacketizer};
 use super::sdp::{self, H264_FMTP};
@@ -119,7 +120,7 @@ struct PeerShared {
     liveness: Mutex<Liveness>,
     gathered: watch::Sender<bool>,
     frames: SyncSender<AssembledFrame>,
-    keyframe_rx: Mutex<Option<UnboundedReceiver<()>>>,
+    camera_requests: Mutex<Option<UnboundedReceiver<CameraRequest>>>,
     stats: Arc<PipelineStats>,
     controls: Arc<Controls>,
     worker: Arc<FilterWorker>,
@@ -202,9 +203,9 @@ impl PeerConnectionEventHandler for PeerHandler {
         if track.kind().await != RtpCodecKind::Video {
             return;
         }
-        let Some(keyframe_rx) = self
+        let Some(camera_requests) = self
             .0
-            .keyframe_rx
+            .camera_requests
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take()
@@ -213,7 +214,7 @@ impl PeerConnectionEventHandler for PeerHandler {
             return;
         };
         self.0
-            .spawn(receive_video(self.0.clone(), track, keyframe_rx));
+            .spawn(receive_video(self.0.clone(), track, camera_requests));
     }
 
     /// Serves the first data channel only: its close frees the camera. Later ones are closed
@@ -330,11 +331,12 @@ async fn enforce_connect_deadline(
 }
 
 /// RTP of the camera -> in order (waiting briefly for resent packets) -> frames for the
-/// decoder; PLI when frames are lost or undecodable.
+/// decoder; PLI when frames are lost or undecodable, or a key frame is wanted; REMB when the
+/// pipeline bounds the camera's bitrate.
 async fn receive_video(
     shared: Arc<PeerShared>,
     track: Arc<dyn TrackRemote>,
-    mut keyframe_rx: UnboundedReceiver<()>,
+    mut requests: UnboundedReceiver<CameraRequest>,
 ) {
     let media_ssrc = track.ssrcs().await.first().copied().unwrap_or_default();
     let mut reorder = ReorderBuffer::new(REORDER_WAIT, REORDER_CAPACITY);
@@ -342,7 +344,7 @@ async fn receive_video(
     let mut last_pli: Option<Instant> = None;
     loop {
         let deadline = reorder.deadline();
-        let (in_order, decoder_asks) = tokio::select! {
+        let (in_order, keyframe_wanted) = tokio::select! {
             event = track.poll() => match event {
                 None | Some(TrackRemoteEvent::OnEnded) => break,
                 Some(TrackRemoteEvent::OnRtpPacket(packet)) => {
@@ -355,9 +357,23 @@ async fn receive_video(
                 Some(_) => continue,
             },
             () = sleep_until(deadline), if deadline.is_some() => (reorder.expire(Instant::now()), false),
-            Some(()) = keyframe_rx.recv() => {
-                assembler.require_keyframe();
-                (Vec::new(), true)
+            Some(request) = requests.recv() => match request {
+                CameraRequest::Resync => {
+                    assembler.require_keyframe();
+                    (Vec::new(), true)
+                }
+                CameraRequest::Keyframe => (Vec::new(), true),
+                CameraRequest::MaxBitrate(bitrate) => {
+                    let remb = ReceiverEstimatedMaximumBitrate {
+                        sender_ssrc: 0,
+                        bitrate: bitrate as f32,
+                        ssrcs: vec![media_ssrc],
+                    };
+                    if let Err(error) = track.write_rtcp(vec![Box::new(remb)]).await {
+                        tracing::debug!(%error, "cannot send REMB");
+                    }
+                    continue;
+                }
             }
         };
         let gaps = reorder.take_counts();
@@ -366,7 +382,7 @@ async fn receive_video(
         let Some(lost) = assemble(&shared, &mut assembler, in_order) else {
             break;
         };
-        if (lost || decoder_asks) && last_pli.is_none_or(|t| t.elapsed() >= PLI_INTERVAL) {
+        if (lost || keyframe_wanted) && last_pli.is_none_or(|t| t.elapsed() >= PLI_INTERVAL) {
             last_pli = Some(Instant::now());
             let pli = PictureLossIndication {
                 sender_ssrc: 0,
@@ -418,11 +434,13 @@ fn assemble(
     Some(need_keyframe)
 }
 
-/// RTCP about what we send: PLI/FIR force a key frame, REMB sets the encoder's bitrate.
+/// RTCP about what we send: PLI/FIR force a key frame, REMB sets the encoder's bitrate. While
+/// the camera's frames are forwarded, both go on to the camera (the REMB within the bounds).
 async fn receive_sender_feedback(
     track: Arc<TrackLocalStaticRTP>,
     controls: Arc<Controls>,
     bounds: BitrateBounds,
+    camera_requests: UnboundedSender<CameraRequest>,
 ) {
     while let Some(event) = track.poll().await {
         let TrackLocalEvent::OnRtcpPacket(packets) = event else {
@@ -430,11 +448,18 @@ async fn receive_sender_feedback(
         };
         for packet in packets {
             let any = packet.as_any();
+            let forwarding = controls.forwarding.load(Ordering::Relaxed);
             if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
                 controls.force_keyframe.store(true, Ordering::Relaxed);
+                if forwarding {
+                    let _ = camera_requests.send(CameraRequest::Keyframe);
+                }
             } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
                 let target = bounds.clamp(remb.bitrate as u32);
                 controls.bitrate_bps.store(target, Ordering::Relaxed);
+                if forwarding {
+                    let _ = camera_requests.send(CameraRequest::MaxBitrate(target));
+                }
             }
         }
     }
@@ -502,6 +527,7 @@ async fn serve_data_channel(shared: Arc<PeerShared>, channel: Arc<dyn DataChanne
                     shared.stats.model_micros.load(Ordering::Relaxed),
                     shared.stats.dropped.load(Ordering::Relaxed),
                     shared.worker.current(),
+                    shared.controls.forwarding.load(Ordering::Relaxed),
                 );
                 previous = now;
                 let _ = channel.send_text(&stats.to_json()).await;
@@ -541,7 +567,7 @@ impl LivePeer {
             .with_answering_dtls_role(RTCDtlsRole::Server)
             .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled);
         let (frames_tx, frames_rx) = std::sync::mpsc::sync_channel(DECODE_QUEUE);
-        let (keyframe_requests, keyframe_rx) = unbounded_channel();
+        let (camera_requests, camera_requests_rx) = unbounded_channel();
         let (gathered, mut gathered_rx) = watch::channel(false);
         let controls = Arc::new(Controls::new(
             setup.config.bitrate.start,
@@ -557,7 +583,7 @@ impl LivePeer {
             liveness: Mutex::default(),
             gathered,
             frames: frames_tx,
-            keyframe_rx: Mutex::new(Some(keyframe_rx)),
+            camera_requests: Mutex::new(Some(camera_requests_rx)),
             stats: Arc::default(),
             controls: controls.clone(),
             worker: setup.worker.clone(),
@@ -606,6 +632,15 @@ impl LivePeer {
             .await
         {
             Ok((answer, track, payload_type, ssrc)) => {
+                let outgoing = Arc::new(OutgoingVideo::new(OutgoingSetup {
+                    packetizer: RtpPacketizer::new(setup.codec, ssrc, payload_type),
+                    track: track.clone(),
+                    runtime: tokio::runtime::Handle::current(),
+                    stats: peer.shared.stats.clone(),
+                    metrics: setup.metrics.clone(),
+                    timeline: timeline.clone(),
+                    latency: peer.shared.latency.clone(),
+                }));
                 let decode = DecodeStage {
                     codec: setup.codec,
                     frames: frames_rx,
@@ -613,20 +648,18 @@ impl LivePeer {
                     stats: peer.shared.stats.clone(),
                     metrics: setup.metrics.clone(),
                     controls: controls.clone(),
-                    keyframe_requests,
+                    outgoing: outgoing.clone(),
+                    camera_requests: camera_requests.clone(),
                     limits: setup.config.limits,
                     decode_cap: setup.config.decode_cap,
+                    max_bitrate: setup.config.bitrate.max,
+                    forward_passthrough: setup.config.forward_passthrough,
                 };
                 let encode = EncodeStage {
                     codec: setup.codec,
-                    packetizer: RtpPacketizer::new(setup.codec, ssrc, payload_type),
-                    track: track.clone(),
-                    runtime: tokio::runtime::Handle::current(),
-                    stats: peer.shared.stats.clone(),
+                    outgoing,
                     metrics: setup.metrics.clone(),
                     controls: controls.clone(),
-                    timeline: timeline.clone(),
-                    latency: peer.shared.latency.clone(),
                 };
                 peer.threads.push(decode.spawn()?);
                 peer.threads.push(encode.spawn()?);
@@ -634,6 +667,7 @@ impl LivePeer {
                     track,
                     controls,
                     setup.config.bitrate,
+                    camera_requests,
                 ));
                 let deadline = setup.config.connect_deadline;
                 peer.shared

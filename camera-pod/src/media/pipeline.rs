@@ -1,5 +1,7 @@
-//! The threads of one peer's pipeline: decode (frames as they arrive) and encode + packetize +
-//! send (the latest filtered frame). The filter thread in between is shared, see [`FilterWorker`].
+//! The threads of one peer's pipeline: decode (frames as they arrive, or forwarded as they are
+//! while the filter is passthrough, see [`super::forward`]) and encode (the latest filtered
+//! frame). The filter thread in between is shared, see [`FilterWorker`]; both threads send
+//! through the peer's [`OutgoingVideo`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -8,13 +10,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc::UnboundedSender;
-use webrtc::media_stream::track_local::TrackLocal;
-use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 
-use super::latency::FrameLatency;
-use super::limits::{Downscaler, FrameRateLimiter, PictureLimits, fit_within};
-use super::rtp::{AssembledFrame, RtpPacketizer};
-use super::timeline::{ConnectStage, ConnectTimeline};
+use super::forward::{Route, RouteDecision, RouteGate};
+use super::limits::{Downscaler, PictureLimits, fit_within};
+use super::outgoing::{OutgoingVideo, Sent};
+use super::rtp::AssembledFrame;
 use crate::codec::{self, CappedDecoder, CodecError, CodecKind, DecodeSizeCap, Decoder};
 use crate::filter::worker::{FilterJob, FilterWorker, PipelineStats};
 use crate::frame::VideoFrame;
@@ -38,6 +38,9 @@ pub struct Controls {
     pub stop: AtomicBool,
     pub force_keyframe: AtomicBool,
     pub bitrate_bps: AtomicU32,
+    /// The camera's frames are forwarded as they are: key frame requests and bitrate estimates
+    /// of the viewer go on to the camera.
+    pub forwarding: AtomicBool,
     pub last_active: Arc<AtomicU64>,
     /// Frames that made it through the filter, waiting for the encoder (one slot).
     pub filtered: Arc<LatestFrame<VideoFrame>>,
@@ -51,6 +54,7 @@ impl Controls {
             stop: AtomicBool::new(false),
             force_keyframe: AtomicBool::new(true),
             bitrate_bps: AtomicU32::new(start_bitrate),
+            forwarding: AtomicBool::new(false),
             last_active,
             filtered: Arc::new(LatestFrame::new()),
         }
@@ -63,6 +67,19 @@ impl Controls {
     }
 }
 
+/// What the pipeline asks of the camera; the receiving task sends it as RTCP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CameraRequest {
+    /// Frames were lost or could not be decoded: drop frames until a key frame and ask for one.
+    Resync,
+    /// Ask for a key frame and drop nothing: a route change waits for one, or the viewer asked
+    /// for one while the camera's frames are forwarded.
+    Keyframe,
+    /// The most the camera should send, in bits per second (REMB): while its frames are
+    /// forwarded, the viewer's own estimate; otherwise the session's `--max-bitrate`.
+    MaxBitrate(u32),
+}
+
 /// Everything the decode thread needs.
 pub struct DecodeStage {
     pub codec: CodecKind,
@@ -71,12 +88,18 @@ pub struct DecodeStage {
     pub stats: Arc<PipelineStats>,
     pub metrics: Arc<Metrics>,
     pub controls: Arc<Controls>,
-    /// Asks the receiving task for a key frame (it sends the PLI).
-    pub keyframe_requests: UnboundedSender<()>,
+    /// Where forwarded camera frames go.
+    pub outgoing: Arc<OutgoingVideo>,
+    /// Key frame and bitrate requests for the camera (the receiving task sends the RTCP).
+    pub camera_requests: UnboundedSender<CameraRequest>,
     /// Pictures beyond these are scaled down or dropped before the filter.
     pub limits: PictureLimits,
     /// Pictures beyond this are not decoded at all.
     pub decode_cap: DecodeSizeCap,
+    /// The most the pod sends (`--max-bitrate`): a camera sending more is not forwarded.
+    pub max_bitrate: u32,
+    /// Whether passthrough frames may be forwarded at all (`--transcode-passthrough` unset).
+    pub forward_passthrough: bool,
 }
 
 impl DecodeStage {
@@ -94,8 +117,8 @@ impl DecodeStage {
                 return;
             }
         };
+        let mut gate = RouteGate::new(self.codec, self.limits, self.decode_cap, self.max_bitrate);
         let mut last_too_large_warning: Option<Instant> = None;
-        let mut rate_limiter = self.limits.max_fps.map(FrameRateLimiter::new);
         let mut downscaler = Downscaler::default();
         let mut scaled_from = (0, 0);
         loop {
@@ -106,20 +129,23 @@ impl DecodeStage {
                 }
                 Err(_) => return,
             };
+            let forwardable = self.forward_passthrough && self.worker.runs_passthrough();
+            let route = gate.decide(&assembled, forwardable, Instant::now());
+            self.follow(route);
+            if route.route == Route::Forward {
+                self.count_frame_in();
+                self.outgoing
+                    .forward(&assembled.data, assembled.rtp_timestamp);
+                continue;
+            }
             let started = Instant::now();
             match decoder.decode(&assembled.data, assembled.rtp_timestamp) {
                 Ok(Some(frame)) => {
                     self.metrics
                         .decode_seconds
                         .observe(started.elapsed().as_secs_f64());
-                    self.metrics.frames_in.inc();
-                    self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
-                    self.controls
-                        .last_active
-                        .store(unix_now(), Ordering::Relaxed);
-                    if let Some(limiter) = rate_limiter.as_mut()
-                        && !limiter.admit(frame.rtp_timestamp)
-                    {
+                    self.count_frame_in();
+                    if !route.within_max_fps {
                         self.metrics.frames_over_max_fps.inc();
                         continue;
                     }
@@ -162,24 +188,58 @@ impl DecodeStage {
                 }
                 Err(error) => {
                     tracing::debug!(%error, "decoding failed; asking for a key frame");
-                    let _ = self.keyframe_requests.send(());
+                    let _ = self.camera_requests.send(CameraRequest::Resync);
                 }
             }
         }
+    }
+
+    /// Acts on a route decision before its frame is handled: asks for the key frame a route
+    /// change waits for, and switches the stream at the one that starts a route.
+    fn follow(&self, decision: RouteDecision) {
+        if decision.ask_keyframe {
+            let _ = self.camera_requests.send(CameraRequest::Keyframe);
+        }
+        if !decision.switched {
+            return;
+        }
+        let forwarding = decision.route == Route::Forward;
+        if !forwarding {
+            // The viewer's decoder holds the camera's pictures, not the encoder's.
+            self.outgoing.stop_forwarding();
+            self.controls.force_keyframe.store(true, Ordering::Relaxed);
+            // Whatever the viewer's estimate capped the camera to no longer applies.
+            let _ = self
+                .camera_requests
+                .send(CameraRequest::MaxBitrate(self.max_bitrate));
+        }
+        self.controls
+            .forwarding
+            .store(forwarding, Ordering::Relaxed);
+        self.metrics.forwarding.set(i64::from(forwarding));
+        self.metrics.route_switched(decision.route);
+        tracing::info!(
+            route = decision.route.as_str(),
+            reason = ?decision.transcode_reason,
+            "the camera's frames switch route at a key frame"
+        );
+    }
+
+    fn count_frame_in(&self) {
+        self.metrics.frames_in.inc();
+        self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
+        self.controls
+            .last_active
+            .store(unix_now(), Ordering::Relaxed);
     }
 }
 
 /// Everything the encode thread needs.
 pub struct EncodeStage {
     pub codec: CodecKind,
-    pub packetizer: RtpPacketizer,
-    pub track: Arc<TrackLocalStaticRTP>,
-    pub runtime: tokio::runtime::Handle,
-    pub stats: Arc<PipelineStats>,
+    pub outgoing: Arc<OutgoingVideo>,
     pub metrics: Arc<Metrics>,
     pub controls: Arc<Controls>,
-    pub timeline: Arc<ConnectTimeline>,
-    pub latency: Arc<FrameLatency>,
 }
 
 impl EncodeStage {
@@ -189,7 +249,7 @@ impl EncodeStage {
             .spawn(move || self.run())
     }
 
-    fn run(mut self) {
+    fn run(self) {
         let mut applied = self.controls.bitrate_bps.load(Ordering::Relaxed);
         self.metrics.encoder_target_bitrate.set(i64::from(applied));
         let mut encoder = match codec::new_encoder(self.codec, applied) {
@@ -226,32 +286,14 @@ impl EncodeStage {
             self.metrics
                 .encode_seconds
                 .observe(started.elapsed().as_secs_f64());
-            // Sending blocks while the transport is busy: this thread holds at most one frame,
-            // and newer filtered frames replace older ones in the mailbox meanwhile.
-            let mut sent = true;
-            for packet in self
-                .packetizer
-                .packetize(&encoded.data, encoded.rtp_timestamp)
-            {
-                if let Err(error) = self.runtime.block_on(self.track.write_rtp(packet)) {
-                    tracing::debug!(%error, "cannot send RTP yet");
-                    sent = false;
-                    break;
-                }
+            // Newer filtered frames replace older ones in the mailbox while this one is sent.
+            let sent = self
+                .outgoing
+                .send_encoded(&encoded.data, encoded.rtp_timestamp);
+            if sent == Sent::Skipped {
+                // The viewer never gets this frame, which the next one would refer to.
+                self.controls.force_keyframe.store(true, Ordering::Relaxed);
             }
-            if sent {
-                self.timeline.reach(ConnectStage::FirstFrameOut);
-                if let Some(latency) = self
-                    .latency
-                    .frame_sent(encoded.rtp_timestamp, Instant::now())
-                {
-                    self.metrics
-                        .frame_latency_seconds
-                        .observe(latency.as_secs_f64());
-                }
-            }
-            self.stats.frames_out.fetch_add(1, Ordering::Relaxed);
-            self.metrics.frames_out.inc();
         }
     }
 }

@@ -428,6 +428,7 @@ mod tests {
             decode_cap: Default::default(),
             connect_deadline: Duration::from_secs(10),
             takeover_after: Duration::from_secs(1),
+            forward_passthrough: true,
             relay: Default::default(),
         };
         let unchanged = ClaimedMedia::default().over(&start);

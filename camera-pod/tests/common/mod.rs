@@ -286,17 +286,21 @@ pub struct TestPeer {
     pub received: Arc<Mutex<Vec<VideoFrame>>>,
     pub reception: Arc<Mutex<Reception>>,
     /// RTCP the server sent about the camera track that the client's interceptors pass on
-    /// (NACKs, see `TestPeer::new`).
+    /// (NACK, PLI and REMB, see `TestPeer::new`).
     pub camera_feedback: Arc<Mutex<Vec<Box<dyn rtc::rtcp::Packet>>>>,
     remote_track: watch::Receiver<Option<Arc<dyn TrackRemote>>>,
     pub channel: Arc<dyn DataChannel>,
     pub messages: mpsc::UnboundedReceiver<String>,
 }
 
-fn is_nack(packet: &dyn rtc::rtcp::Packet) -> bool {
-    packet
-        .as_any()
-        .is::<rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack>()
+fn is_camera_feedback(packet: &dyn rtc::rtcp::Packet) -> bool {
+    use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+    use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+    use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+    let any = packet.as_any();
+    any.is::<TransportLayerNack>()
+        || any.is::<PictureLossIndication>()
+        || any.is::<ReceiverEstimatedMaximumBitrate>()
 }
 
 impl TestPeer {
@@ -319,8 +323,10 @@ impl TestPeer {
                 )
                 .unwrap();
         }
-        // camera-pod's own chain, with the NACKs it sends about the camera handed to the test.
-        let registry = camera_pod::media::feedback::interceptors(&mut engine, is_nack).unwrap();
+        // camera-pod's own chain, with the NACKs, PLIs and REMBs it sends about the camera
+        // handed to the test.
+        let registry =
+            camera_pod::media::feedback::interceptors(&mut engine, is_camera_feedback).unwrap();
         let (gathered_tx, gathered) = watch::channel(false);
         let (connected_tx, connected) = watch::channel(false);
         let (remote_track_tx, remote_track) = watch::channel(None);
