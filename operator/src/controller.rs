@@ -12,6 +12,12 @@
 //! [`MAX_CONCURRENT_RECONCILES`] sessions are reconciled at once (a session is never reconciled
 //! twice at the same time), which bounds the connections and buffers in flight.
 //!
+//! A new leader lists every session, pod and Secret, and each asks for a reconcile: the first
+//! reconcile in a term of a session the last leader left Ready, with its pod as the status says,
+//! only counts it and comes back within [`crate::first_looks::FIRST_LOOK_WINDOW`]
+//! ([`crate::first_looks`]), so the sessions that need work are not stuck behind thousands of
+//! full looks at settled ones.
+//!
 //! One reconcile of a session (`controller/execute.rs`) reads, decides, then acts:
 //! 1. Gather: the status this operator knows ([`crate::status_memo`]: the one it wrote last until
 //!    the cache shows it, so a reconcile right after a write never acts on the older status); the
@@ -78,6 +84,7 @@ use crate::class_fit;
 use crate::config::Config;
 use crate::crd::{CameraClass, CameraSession};
 use crate::desired::{self, BuildError};
+use crate::first_looks::FirstLooks;
 use crate::metrics::Metrics;
 use crate::node_addresses::{self, NODE_ADDRESS_TTL, NodeAddressCache};
 use crate::pool::claim as pool_claim;
@@ -143,6 +150,7 @@ struct Context {
     claimed: Arc<ClaimedPods>,
     claiming: claim::Claiming,
     starts: StartClock,
+    first_looks: FirstLooks,
     seeded: OnceCell<()>,
     last_poll: std::sync::Mutex<HashMap<SessionKey, Instant>>,
 }
@@ -412,6 +420,7 @@ async fn run_controller(
         claimed,
         claiming: claim::Claiming::default(),
         starts: StartClock::default(),
+        first_looks: FirstLooks::default(),
         seeded: OnceCell::new(),
         last_poll: Default::default(),
     });
@@ -497,6 +506,7 @@ async fn sweep(ctx: Arc<Context>) {
         ctx.applied_pods.retain(|k| ctx.is_live(k));
         ctx.claimed.retain(|k| ctx.is_live(k));
         ctx.starts.retain(|k| ctx.is_live(k));
+        ctx.first_looks.retain(|k| ctx.is_live(k));
         ctx.metrics.retain_sessions(|k| ctx.is_live(k));
         ctx.nodes.expire(Instant::now());
     }

@@ -13,7 +13,8 @@
 //!   the watch caches ([`caches`]) and executing the plans; [`status_memo`] and [`applied_pods`]
 //!   bridge the lag between its own writes (status, pods) and its cache, [`node_addresses`]
 //!   remembers nodes' public addresses, [`activity`] polls camera pods for a connected camera,
-//!   [`metrics`] counts.
+//!   [`first_looks`] lets a new leader reconcile the sessions that need work before it looks
+//!   closely at the ones left Ready, [`metrics`] counts.
 //! - Runtime plumbing, nothing session-specific: [`runtime`] (Lease election, watch and retry
 //!   back-off, shutdown signal, admin server, logging).
 //! - The other services of the binary: [`router`] and [`acme`].
@@ -27,6 +28,7 @@ pub mod config;
 pub mod controller;
 pub mod crd;
 pub mod desired;
+pub mod first_looks;
 #[cfg(test)]
 mod fixtures;
 pub mod metrics;

@@ -4,7 +4,11 @@
 #
 #   tests/bin/bench-operator.sh [--sessions 500] [--nodes 50] [--gpus-per-node 10] [--concurrency 16]
 #                               [--port-range 40000-40999] [--failover] [--timeout-seconds 600]
+#                               [--control-plane tuned|defaults] [--operator-log warn]
 #
+# The control plane is tuned for 10,000 pods unless `--control-plane defaults` is given: the
+# scheduler's client rate limit and kwok's pod workers are raised (PlaneTuning::TEN_THOUSAND_PODS
+# in tests/src/control_plane.rs); the tests run every component at its defaults.
 # Prints progress while it waits (sessions Ready, the others by status reason), stops with that
 # breakdown after --timeout-seconds, and prints a markdown table at the end (the "Operator"
 # section of docs/benchmarks.md is made from it).
@@ -17,4 +21,4 @@ cargo build --workspace --release --bins
 bench/provenance.sh release
 exec "$CARGO_TARGET_DIR/release/operator_scale" \
   --operator "$CARGO_TARGET_DIR/release/operator" \
-  --crd "$root/crds/camerasessions.p2pcamera.io.yaml" "$@"
+  --crd "$root/crds" "$@"

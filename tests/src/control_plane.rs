@@ -48,6 +48,66 @@ const KEEP_ENV: &str = "P2PCAMERA_KEEP_PLANE";
 
 static SHARED: OnceCell<Result<ControlPlane, String>> = OnceCell::const_new();
 
+/// How much the plane's scheduler and kwok may do at once. Each component's own defaults
+/// ([`PlaneTuning::DEFAULTS`], what the tests run with) hold a plane that places thousands of
+/// pods to about 25 a second: kube-scheduler's client sends at most 50 requests a second (burst
+/// 100) and spends two on each pod (its binding and its `Scheduled` Event), and kwok plays the
+/// stages of 4 pods at a time. A cluster that runs 10,000 pods raises these, as
+/// [`PlaneTuning::TEN_THOUSAND_PODS`] does.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PlaneTuning {
+    /// kube-scheduler's client rate limit (`clientConnection` of its configuration file);
+    /// `None`: its default.
+    pub scheduler_client: Option<ClientRateLimit>,
+    /// How many pods kwok plays stages for at once (`podPlayStageParallelism`); `None`: its
+    /// default, 4.
+    pub kwok_pod_workers: Option<u32>,
+}
+
+/// A Kubernetes client's rate limit: a token bucket of `burst` requests refilled at `qps` a
+/// second.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ClientRateLimit {
+    pub qps: f32,
+    pub burst: u32,
+}
+
+impl PlaneTuning {
+    /// Every component with its own defaults.
+    pub const DEFAULTS: Self = Self {
+        scheduler_client: None,
+        kwok_pod_workers: None,
+    };
+
+    /// A control plane tuned for 10,000 pods: the scheduler's client may send 500 requests a
+    /// second (burst 1,000) and kwok plays 16 pods' stages at once, so the API server, not a
+    /// client's limit, bounds how fast pods are placed and turn Ready.
+    pub const TEN_THOUSAND_PODS: Self = Self {
+        scheduler_client: Some(ClientRateLimit {
+            qps: 500.0,
+            burst: 1000,
+        }),
+        kwok_pod_workers: Some(16),
+    };
+}
+
+impl std::fmt::Display for PlaneTuning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.scheduler_client {
+            Some(limit) => write!(
+                f,
+                "kube-scheduler client {} requests/s (burst {})",
+                limit.qps, limit.burst
+            )?,
+            None => write!(f, "kube-scheduler client at its defaults")?,
+        }
+        match self.kwok_pod_workers {
+            Some(workers) => write!(f, ", kwok {workers} pods at a time"),
+            None => write!(f, ", kwok at its defaults"),
+        }
+    }
+}
+
 /// A running control plane. Dropping it stops every process it started.
 pub struct ControlPlane {
     dir: PathBuf,
@@ -95,13 +155,19 @@ impl ControlPlane {
             .map_err(|e| Error::SharedStartFailed(e.clone()))
     }
 
-    /// Starts a new plane; progress goes to stderr. A start in which a component exits (a port
-    /// taken, most likely) is repeated on other ports.
+    /// Starts a new plane with every component at its defaults; progress goes to stderr. A start
+    /// in which a component exits (a port taken, most likely) is repeated on other ports.
     pub async fn start() -> Result<Self, Error> {
-        retry_start("control-plane", Self::start_once).await
+        Self::start_tuned(PlaneTuning::DEFAULTS).await
     }
 
-    async fn start_once() -> Result<Self, Error> {
+    /// Starts a new plane as [`ControlPlane::start`] does, its scheduler and kwok set up as
+    /// `tuning` says.
+    pub async fn start_tuned(tuning: PlaneTuning) -> Result<Self, Error> {
+        retry_start("control-plane", || Self::start_once(tuning)).await
+    }
+
+    async fn start_once(tuning: PlaneTuning) -> Result<Self, Error> {
         let started = Instant::now();
         let bins = ControlPlaneBinaries::locate()?;
         let dir = tempfile::Builder::new()
@@ -116,7 +182,7 @@ impl ControlPlane {
             remove_at_exit(&dir);
         }
         progress(&format!(
-            "starting in {} (set {KEEP_ENV}=1 to keep it)",
+            "starting in {} (set {KEEP_ENV}=1 to keep it); {tuning}",
             dir.display()
         ));
 
@@ -124,7 +190,7 @@ impl ControlPlane {
             dir: dir.clone(),
             processes: Vec::new(),
         };
-        match plane.run(&bins, started).await {
+        match plane.run(&bins, tuning, started).await {
             Ok((server, kubeconfig, config, apiserver)) => Ok(Self {
                 dir,
                 server,
@@ -428,6 +494,7 @@ impl PlaneBuilder {
     async fn run(
         &mut self,
         bins: &ControlPlaneBinaries,
+        tuning: PlaneTuning,
         started: Instant,
     ) -> Result<(String, PathBuf, Config, Launch), Error> {
         let ca = CertificateAuthority::new("p2pcamera-test-ca")?;
@@ -531,10 +598,21 @@ impl PlaneBuilder {
             &ca.client("system:kube-scheduler", &[])?,
         )?;
         let mut scheduler = Command::new(&bins.kube_scheduler);
-        scheduler
-            .arg(format!("--kubeconfig={}", scheduler_kubeconfig.display()))
-            .arg("--leader-elect=false")
-            .arg("--secure-port=0");
+        match tuning.scheduler_client {
+            // Its client's rate limit can be set only in a configuration file, which then
+            // replaces the flags for what it holds.
+            Some(limit) => {
+                let config = scheduler_configuration(&scheduler_kubeconfig, limit);
+                let path = self.write("kube-scheduler.json", &config.to_string())?;
+                scheduler.arg(format!("--config={}", path.display()));
+            }
+            None => {
+                scheduler
+                    .arg(format!("--kubeconfig={}", scheduler_kubeconfig.display()))
+                    .arg("--leader-elect=false");
+            }
+        }
+        scheduler.arg("--secure-port=0");
         self.spawn("kube-scheduler", scheduler)?;
 
         let kcm_kubeconfig = self.write_kubeconfig(
@@ -577,6 +655,11 @@ impl PlaneBuilder {
             .arg("--node-ip=127.0.0.1");
         for stage in stage_files(&bins.kwok_stages)? {
             kwok.arg(format!("--config={}", stage.display()));
+        }
+        if let Some(workers) = tuning.kwok_pod_workers {
+            let config = kwok_configuration(workers);
+            let path = self.write("kwok-configuration.json", &config.to_string())?;
+            kwok.arg(format!("--config={}", path.display()));
         }
         // kwok reads ~/.kwok/kwok.yaml when no config is named; keep it away from the user's.
         kwok.env("HOME", &self.dir);
@@ -663,6 +746,44 @@ fn stage_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
     Ok(files)
 }
 
+/// kube-scheduler's configuration file: its kubeconfig, no leader election (as the flags say
+/// when there is no file), and the client rate limit.
+fn scheduler_configuration(kubeconfig: &Path, limit: ClientRateLimit) -> serde_json::Value {
+    json!({
+        "apiVersion": "kubescheduler.config.k8s.io/v1",
+        "kind": "KubeSchedulerConfiguration",
+        "clientConnection": {
+            "kubeconfig": kubeconfig,
+            "qps": limit.qps,
+            "burst": limit.burst,
+        },
+        "leaderElection": {"leaderElect": false},
+    })
+}
+
+/// kwok's configuration with `pod_workers` pods played at once. kwok fills in no defaults for a
+/// configuration it reads, so every option it would otherwise default is written out, with the
+/// value it defaults to (kwok v0.8).
+fn kwok_configuration(pod_workers: u32) -> serde_json::Value {
+    json!({
+        "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+        "kind": "KwokConfiguration",
+        "options": {
+            "cidr": "10.0.0.0/24",
+            "manageAllNodes": false,
+            "enableDebuggingHandlers": true,
+            "enableContentionProfiling": false,
+            "enableProfilingHandler": true,
+            "podPlayStageParallelism": pod_workers,
+            "nodePlayStageParallelism": 4,
+            "nodeLeaseParallelism": 4,
+            "podsOnNodeSyncParallelism": 1,
+            "enablePodsOnNodeSyncListPager": true,
+            "enablePodsOnNodeSyncStreamWatch": false,
+        },
+    })
+}
+
 fn progress(message: &str) {
     eprintln!("[control-plane] {message}");
 }
@@ -674,5 +795,91 @@ async fn default_service_account(accounts: &Api<ServiceAccount>) -> Result<(), S
         Ok(Some(_)) => Ok(()),
         Ok(None) => Err("not created yet".to_owned()),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A kubeconfig the components can load; nothing is asked of its server.
+    fn unreachable_kubeconfig(dir: &Path) -> PathBuf {
+        let path = dir.join("unreachable.kubeconfig");
+        let config = json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "none", "cluster": {"server": "https://127.0.0.1:1"}}],
+            "users": [{"name": "none", "user": {}}],
+            "contexts": [{"name": "none", "context": {"cluster": "none", "user": "none"}}],
+            "current-context": "none",
+        });
+        std::fs::write(&path, config.to_string()).unwrap();
+        path
+    }
+
+    #[test]
+    fn the_scheduler_reads_the_tuned_client_rate_limit_from_its_file() {
+        let bins = ControlPlaneBinaries::locate().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = unreachable_kubeconfig(dir.path());
+        let limit = PlaneTuning::TEN_THOUSAND_PODS.scheduler_client.unwrap();
+        let config = dir.path().join("kube-scheduler.json");
+        std::fs::write(
+            &config,
+            scheduler_configuration(&kubeconfig, limit).to_string(),
+        )
+        .unwrap();
+        let effective = dir.path().join("effective.yaml");
+        let out = Command::new(&bins.kube_scheduler)
+            .arg(format!("--config={}", config.display()))
+            .arg("--secure-port=0")
+            .arg(format!("--write-config-to={}", effective.display()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let effective = std::fs::read_to_string(&effective).unwrap();
+        for line in [
+            "  qps: 500\n",
+            "  burst: 1000\n",
+            &format!("  kubeconfig: {}\n", kubeconfig.display()),
+            "  leaderElect: false\n",
+        ] {
+            assert!(effective.contains(line), "{line:?} not in {effective}");
+        }
+    }
+
+    #[test]
+    fn kwok_reads_the_tuned_workers_and_keeps_its_other_defaults() {
+        let bins = ControlPlaneBinaries::locate().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("kwok.json");
+        std::fs::write(&config, kwok_configuration(16).to_string()).unwrap();
+        // Without stage files kwok stops right after loading its configuration, which it logs.
+        let out = Command::new(&bins.kwok)
+            .arg(format!(
+                "--kubeconfig={}",
+                unreachable_kubeconfig(dir.path()).display()
+            ))
+            .arg(format!("--config={}", config.display()))
+            .arg("-v=DEBUG")
+            .env("HOME", dir.path())
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        let loaded: serde_json::Value = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["msg"] == "Load config")
+            .unwrap_or_else(|| panic!("no \"Load config\" line in {log}"));
+        let options = &loaded["content"][0]["Options"];
+        assert_eq!(options["PodPlayStageParallelism"], 16, "{options}");
+        // kwok's defaults (v0.8), which it does not fill in for a file it reads.
+        assert_eq!(options["NodePlayStageParallelism"], 4, "{options}");
+        assert_eq!(options["NodeLeaseParallelism"], 4, "{options}");
+        assert_eq!(options["PodsOnNodeSyncParallelism"], 1, "{options}");
+        assert_eq!(options["CIDR"], "10.0.0.0/24", "{options}");
+        assert_eq!(options["EnablePodsOnNodeSyncListPager"], true, "{options}");
+        assert_eq!(options["EnableDebuggingHandlers"], true, "{options}");
     }
 }

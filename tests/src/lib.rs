@@ -32,7 +32,7 @@ mod wait;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use control_plane::ControlPlane;
+pub use control_plane::{ClientRateLimit, ControlPlane, PlaneTuning};
 pub use nodes::GpuNode;
 pub use ports::{FIRST_FIXTURE_PORT, free_port};
 pub use process::{ManagedProcess, remove_at_exit};

@@ -26,6 +26,7 @@ use crate::caches;
 use crate::class_fit;
 use crate::crd::{CameraSession, CameraSessionStatus, Phase};
 use crate::desired;
+use crate::first_looks;
 use crate::pod_api;
 use crate::status;
 
@@ -45,14 +46,19 @@ pub(super) async fn reconcile(session: &CameraSession, ctx: &Context) -> Result<
         session.metadata.resource_version.as_deref(),
         session.status.as_ref(),
     );
-    let was_ready = prev.phase == Some(Phase::Ready);
-    ctx.starts.seen(&key, was_ready, Instant::now());
-    let port = ctx.allocator.port(&key, prev.udp_port);
-    let secret = ensure_secret(ctx, session, &name, &ns).await?;
     let pod = ctx
         .pods
         .get(&ObjectRef::new(&child_name(&name)).within(&ns))
         .or_else(|| ctx.claimed.pod_of(&key, &ctx.pods));
+    let settled = first_looks::left_settled(session, &prev, pod.as_deref());
+    if let Some(wait) = ctx.first_looks.wait(&key, settled, Instant::now()) {
+        ctx.metrics.set_session(&key, Some(&prev));
+        return Ok(Action::requeue(wait));
+    }
+    let was_ready = prev.phase == Some(Phase::Ready);
+    ctx.starts.seen(&key, was_ready, Instant::now());
+    let port = ctx.allocator.port(&key, prev.udp_port);
+    let secret = ensure_secret(ctx, session, &name, &ns).await?;
     let applied_pod = ctx.applied_pods.unseen(&key, pod.is_some(), Instant::now());
     let class = class_fit::resolve(&session.spec, &ctx.classes.state()).and_then(|class| {
         class_fit::check(&session.spec, &class, &ctx.config)?;

@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use p2pcamera_api::objects::LABEL_SESSION;
-use p2pcamera_tests::{ControlPlane, GpuNode, ManagedProcess, eventually};
+use p2pcamera_tests::{ControlPlane, GpuNode, ManagedProcess, PlaneTuning, eventually};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -55,6 +55,37 @@ struct Args {
     /// Also run a standby replica and measure a leader failover once all sessions are Ready.
     #[arg(long, env = "P2PCAMERA_BENCH_FAILOVER")]
     failover: bool,
+    /// The control plane: `tuned` for 10,000 pods (kube-scheduler's client rate limit and kwok's
+    /// pod workers raised, `PlaneTuning::TEN_THOUSAND_PODS`), or every component at its
+    /// `defaults`, as the tests run it (which places about 25 pods a second).
+    #[arg(
+        long,
+        env = "P2PCAMERA_BENCH_CONTROL_PLANE",
+        value_enum,
+        default_value_t = PlaneKind::Tuned
+    )]
+    control_plane: PlaneKind,
+    /// The operator replicas' log filter (`RUST_LOG`); their logs are in the plane's directory.
+    #[arg(long, env = "P2PCAMERA_BENCH_OPERATOR_LOG", default_value = "warn")]
+    operator_log: String,
+}
+
+/// Which control plane the benchmark runs against.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum PlaneKind {
+    /// Tuned for 10,000 pods.
+    Tuned,
+    /// Every component at its defaults.
+    Defaults,
+}
+
+impl PlaneKind {
+    fn tuning(self) -> PlaneTuning {
+        match self {
+            Self::Tuned => PlaneTuning::TEN_THOUSAND_PODS,
+            Self::Defaults => PlaneTuning::DEFAULTS,
+        }
+    }
 }
 
 /// One `operator run` process of the benchmark.
@@ -74,7 +105,7 @@ impl Replica {
             .args(["--port-range", &args.port_range])
             .args(["--camera-pod-image", "registry.invalid/camera-pod:bench"])
             .env("KUBECONFIG", plane.kubeconfig_path())
-            .env("RUST_LOG", "warn");
+            .env("RUST_LOG", &args.operator_log);
         let log = plane.dir().join(format!("operator-{identity}.log"));
         Ok(Self {
             process: ManagedProcess::spawn(identity, command, &log)?,
@@ -172,7 +203,8 @@ async fn main() -> anyhow::Result<()> {
             args.gpus_per_node,
         );
     }
-    let plane = ControlPlane::start().await?;
+    let tuning = args.control_plane.tuning();
+    let plane = ControlPlane::start_tuned(tuning).await?;
     plane.apply_crds(&args.crd).await?;
     let client = plane.client()?;
 
@@ -292,17 +324,7 @@ async fn main() -> anyhow::Result<()> {
     let port_moves = leader.metric("p2pcamera_operator_port_moves_total").await;
 
     let n = args.sessions as f64;
-    let mut diff: Vec<(String, f64)> = requests_after
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                v - requests_before.get(k).copied().unwrap_or(0.0),
-            )
-        })
-        .filter(|(_, d)| *d > 0.0)
-        .collect();
-    diff.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let diff = request_diff(&requests_before, &requests_after);
     let total: f64 = diff.iter().map(|(_, d)| d).sum();
 
     println!("| measure | value |");
@@ -311,6 +333,7 @@ async fn main() -> anyhow::Result<()> {
         "| sessions / nodes / GPUs per node | {} / {} / {} |",
         args.sessions, args.nodes, args.gpus_per_node
     );
+    println!("| control plane | {tuning} |");
     println!(
         "| creating all sessions ({} in flight) | {create_seconds:.1} s |",
         args.concurrency
@@ -355,7 +378,7 @@ async fn main() -> anyhow::Result<()> {
         println!("| {resource} | {verb} | {:.2} |", d / n);
     }
     if let Some(standby) = &standby {
-        failover(&client, &ns, &sessions, &leader, standby).await?;
+        failover(&plane, &ns, &sessions, &leader, standby).await?;
     }
     leader.process.stop();
     if let Some(standby) = standby {
@@ -366,16 +389,17 @@ async fn main() -> anyhow::Result<()> {
 
 /// Stops the leader (SIGTERM: it releases its Lease), then measures until the standby leads and
 /// until a session created at that moment is Ready, and checks that no session changed its port
-/// or pod.
+/// or pod. Also reports the standby's reconciles and the API requests (all clients) in between.
 async fn failover(
-    client: &kube::Client,
+    plane: &ControlPlane,
     ns: &str,
     sessions: &Api<DynamicObject>,
     leader: &Replica,
     standby: &Replica,
 ) -> anyhow::Result<()> {
-    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    let pods = Api::<Pod>::namespaced(plane.client()?, ns);
     let before = placements(sessions, &pods).await?;
+    let requests_before = request_counts(plane).await?;
     let stopped = Instant::now();
     leader.process.stop();
     let object = serde_json::from_value(json!({
@@ -414,6 +438,8 @@ async fn failover(
     )
     .await?;
     let resumed = stopped.elapsed();
+    let reconciles = standby.metric("p2pcamera_operator_reconciles_total").await;
+    let requests = request_diff(&requests_before, &request_counts(plane).await?);
     let after = placements(sessions, &pods).await?;
     let changed = before
         .iter()
@@ -431,7 +457,31 @@ async fn failover(
         "| sessions whose port or pod changed | {changed} of {} |",
         before.len()
     );
+    println!("| the new leader's reconciles until then | {reconciles} |");
+    println!();
+    println!("API requests from the SIGTERM until the new session was Ready (all clients), top 8:");
+    println!();
+    println!("| resource | verb | requests |");
+    println!("|---|---|---|");
+    for (key, d) in requests.iter().take(8) {
+        let (resource, verb) = key.split_once(' ').unwrap_or((key.as_str(), ""));
+        println!("| {resource} | {verb} | {d} |");
+    }
     Ok(())
+}
+
+/// The requests counted in `after` and not in `before`, by `resource verb`, most first.
+fn request_diff(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+) -> Vec<(String, f64)> {
+    let mut diff: Vec<(String, f64)> = after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, d)| *d > 0.0)
+        .collect();
+    diff.sort_by(|a, b| b.1.total_cmp(&a.1));
+    diff
 }
 
 async fn get(url: &str) -> Result<String, String> {
