@@ -11,7 +11,7 @@
 //!
 //! Forwarded frames must keep the session's limits without a decoder: the picture size is read
 //! from each key frame's headers, the frame rate from RTP timestamps, the bitrate from the bytes
-//! of the last second. A stream over any of them is transcoded (scaled, thinned, re-encoded within
+//! of the last two seconds. A stream over any of them is transcoded (scaled, thinned, re-encoded within
 //! `--max-bitrate`), and is forwarded again once it has kept within them for [`CALM_PERIOD`].
 //! [`RouteGate`] is that decision, a pure state machine; the decode thread acts on it.
 
@@ -28,8 +28,9 @@ pub const CALM_PERIOD: Duration = Duration::from_secs(2);
 /// Least time between two key frame requests while a route change waits for a key frame (the
 /// receiving task paces the PLIs it sends as well).
 pub const KEYFRAME_ASK_INTERVAL: Duration = Duration::from_millis(500);
-/// The window the camera's bitrate is measured over.
-const BITRATE_WINDOW: Duration = Duration::from_secs(1);
+/// The window the camera's bitrate is measured over: two seconds, so that a key frame (several
+/// times an inter frame's size) does not count as going over on its own.
+const BITRATE_WINDOW: Duration = Duration::from_secs(2);
 
 /// What happens to the camera's frames.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,7 +59,8 @@ pub enum TranscodeReason {
     PictureSize,
     /// Frames came faster than `--max-fps` within the last [`CALM_PERIOD`].
     FrameRate,
-    /// The camera sent more than `--max-bitrate` within the last [`CALM_PERIOD`].
+    /// The camera sent more than `--max-bitrate` (averaged over two seconds) within the last
+    /// [`CALM_PERIOD`].
     Bitrate,
 }
 
@@ -143,7 +145,8 @@ impl RouteGate {
         if !within_max_fps {
             self.over_rate_at = Some(now);
         }
-        if self.bits_in_window(now, frame.data.len()) > u64::from(self.max_bitrate) {
+        let budget = u64::from(self.max_bitrate) * BITRATE_WINDOW.as_secs();
+        if self.bits_in_window(now, frame.data.len()) > budget {
             self.over_bitrate_at = Some(now);
         }
         let transcode_reason = self.transcode_reason(passthrough, now);
@@ -385,23 +388,35 @@ mod tests {
         );
         let start = Instant::now();
         let at = |i: u32| start + Duration::from_millis(u64::from(i) * 1000 / 30);
-        // 30 frames of 3000 bytes: 720 kbit/s, within 1 Mbit/s.
-        for i in 0..30 {
-            let key = (i == 0).then_some((640, 480));
-            let d = gate.decide(&vp8(key, 3000, i), true, at(i));
+        // Three seconds of 3000-byte frames (720 kbit/s) with a 30,000-byte key frame every
+        // second: within 1 Mbit/s over two seconds, key frames included.
+        for i in 0..90 {
+            let (key, bytes) = if i % 30 == 0 {
+                (Some((640, 480)), 30_000)
+            } else {
+                (None, 3000)
+            };
+            let d = gate.decide(&vp8(key, bytes, i), true, at(i));
             assert_eq!(d.route, Route::Forward, "frame {i}");
         }
-        // Then 6000 bytes a frame: over the limit within the second.
-        let decisions: Vec<RouteDecision> = (30..60)
+        // Then 6000 bytes a frame (1.44 Mbit/s): over the limit once they fill enough of the
+        // window, transcoded from the next key frame on.
+        let decisions: Vec<RouteDecision> = (90..150)
             .map(|i| {
-                let key = (i == 45).then_some((640, 480));
+                let key = (i % 30 == 0).then_some((640, 480));
                 gate.decide(&vp8(key, 6000, i), true, at(i))
             })
             .collect();
-        assert!(decisions.iter().any(|d| d.ask_keyframe));
-        assert_eq!(decisions[15].route, Route::Transcode);
+        let asked = decisions.iter().position(|d| d.ask_keyframe);
+        assert_eq!(asked, Some(14), "over 2 Mbit in two seconds at frame 104");
+        assert_eq!(decisions[29].route, Route::Forward);
         assert_eq!(
-            decisions[15].transcode_reason,
+            decisions[30].route,
+            Route::Transcode,
+            "the key frame at 120"
+        );
+        assert_eq!(
+            decisions[30].transcode_reason,
             Some(TranscodeReason::Bitrate)
         );
     }

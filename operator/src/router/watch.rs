@@ -1,7 +1,8 @@
 //! The router's watch-backed caches: how a broken watch is retried, and how readiness learns of it.
 //!
 //! The router answers browsers from its caches, so after an API server outage it must catch up
-//! within seconds: its watches retry with [`WatchBackoff`] (0.5 s doubling up to 5 s). After any
+//! within seconds: its watches retry with [`WatchBackoff`] (0.5 s doubling up to 5 s, every 0.5 s
+//! while the API server refuses connections). After any
 //! watch error the cache is listed afresh ([`reflect`]); the store keeps answering from its old
 //! contents until the new list is complete, so routing goes on meanwhile. "Synced" therefore has one meaning: the last
 //! list completed and no error came since. [`WatchHealth`] records that, and the router's `/readyz`
@@ -128,7 +129,10 @@ pub async fn reflect<K>(
                         backoff.reset();
                     }
                 }
-                Some(Err(error)) => break error.to_string(),
+                Some(Err(error)) => {
+                    backoff.saw(&error);
+                    break error.to_string();
+                }
                 None => break "watch stream ended".to_owned(),
             }
         };
