@@ -124,10 +124,6 @@ impl RouteGate {
         }
     }
 
-    pub fn route(&self) -> Route {
-        self.route
-    }
-
     /// The route of `frame`, received at `now`, with the filter `passthrough` or not.
     pub fn decide(
         &mut self,
