@@ -6,7 +6,7 @@
 //! [`MAX_CONCURRENT_RECONCILES`](crate::controller::MAX_CONCURRENT_RECONCILES) of them at a time
 //! and keeps the others in an unordered set, so a session created at the failover, which needs
 //! two reconciles (apply its pod, then report it Ready), waits each time behind a random share of
-//! that pass, and each full look at a Ready session reads its node's address into an empty cache.
+//! that pass.
 //!
 //! Most of those sessions need nothing: their status says Ready for their current spec, and the
 //! cached pod is the one the status names, bound to the same node, ready, not going away, on the

@@ -1,7 +1,8 @@
 //! Public addresses of nodes, remembered for a while.
 //!
-//! With `--public-ip-source node` every reconcile of a bound pod needs its node's ExternalIP
-//! (else InternalIP). Node addresses practically never change, so each node is read with one GET
+//! With `--public-ip-source node` a reconcile of a bound pod needs its node's ExternalIP (else
+//! InternalIP) until the pod is Ready with that address in its session's status; from then on the
+//! status's address is the one the pod serves, and the node is not read again for it. Node addresses practically never change, so each node is read with one GET
 //! and the answer is reused for [`NODE_ADDRESS_TTL`]; a changed address reaches the sessions on
 //! that node within that time. A GET per node (rather than a watch of all nodes) keeps the
 //! operator's rights to `get nodes`: it needs no `list` or `watch` on nodes, and holds no copy of

@@ -366,6 +366,19 @@ impl Observed<'_> {
         self.session.annotations().contains_key(ANNOTATION_WAKE)
     }
 
+    /// The address a ready pod already serves, as its Ready status recorded it for this pod on
+    /// this node: a pod is handed its node's address once, before it is ready, and serves that
+    /// one from then on, so its node is not read again (a later change of the node's address
+    /// would only make the status name an address the pod does not serve).
+    fn served_address(&self, obs: &PodObservation, node: &str) -> Option<String> {
+        let prev = self.prev;
+        let recorded = obs.ready
+            && prev.phase == Some(Phase::Ready)
+            && prev.pod_name.as_deref() == Some(obs.name.as_str())
+            && prev.node_name.as_deref() == Some(node);
+        recorded.then(|| prev.public_address.clone()).flatten()
+    }
+
     /// The public address of `node` from the lookups, or the lookup that gives it.
     fn node_address(&self, node: &str) -> Result<Option<String>, Unfinished> {
         match &self.lookups.node_address {
@@ -590,7 +603,10 @@ impl Observed<'_> {
         let public_address = match (bound_node, config.public_ip_source) {
             (None, _) => None,
             (Some(_), PublicIpSource::Host) => obs.host_ip.clone(),
-            (Some(node), PublicIpSource::Node) => self.node_address(node)?,
+            (Some(node), PublicIpSource::Node) => match self.served_address(obs, node) {
+                Some(address) => Some(address),
+                None => self.node_address(node)?,
+            },
         };
         // A claimed pool pod got the node's public address with its session; only a change of
         // the spec (or port) replaces it, as it replaces a session's own pod.
@@ -1204,6 +1220,30 @@ mod tests {
                 Some(format!("https://{HOST_IP}:{PORT}"))
             );
         }
+        // Once Ready with that address in its status, the pod's node is not read again.
+        let ready = Snapshot::new(session(json!({})))
+            .with_pod(camera_pod(&session(json!({}))).bound(NODE, HOST_IP).ready())
+            .with_node_address(NODE, Some(PUBLIC_IP));
+        let reported = ready.plan().status;
+        let settled = Snapshot {
+            lookups: Lookups::default(),
+            ..ready.clone()
+        }
+        .with_prev(reported.clone());
+        let plan = settled.clone().plan();
+        assert_eq!(plan.status.public_address.as_deref(), Some(PUBLIC_IP));
+        assert_eq!(plan.status.phase, Some(Phase::Ready));
+        // Not for another pod, or a status that is not Ready.
+        let starting = CameraSessionStatus {
+            phase: Some(Phase::Starting),
+            ..reported.clone()
+        };
+        assert_eq!(settled.clone().with_prev(starting).decide(), node_lookup());
+        let other_pod = CameraSessionStatus {
+            pod_name: Some("another-pod".into()),
+            ..reported
+        };
+        assert_eq!(settled.with_prev(other_pod).decide(), node_lookup());
         // Its pod starts with the operator token and without a node of its own.
         let pod = applied(&Snapshot::new(session(json!({}))).plan()).clone();
         let spec = pod.spec.as_ref().unwrap();
@@ -1404,6 +1444,9 @@ mod tests {
         assert_eq!(snapshot.decide(), activity_lookup());
         let mut unanswered = snapshot.clone();
         unanswered.lookups.node_address = None;
+        // The Ready status recorded the address the pod serves: its node is not read again.
+        assert_eq!(unanswered.decide(), activity_lookup());
+        unanswered.prev.public_address = None;
         assert_eq!(
             unanswered.decide(),
             node_lookup(),
