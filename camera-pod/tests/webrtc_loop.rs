@@ -293,9 +293,11 @@ async fn data_channel_answers_pings_switches_filters_and_sends_stats() {
         stats["forwarded"], true,
         "passthrough is forwarded: {stats}"
     );
+    // Timed (not null); a forwarded frame spends tens of microseconds in the pod, which the
+    // stats' 0.1 ms resolution may show as 0.0 (the loop-back tests check the unrounded sum).
     let pod_latency_ms = stats["pod_latency_ms"].as_f64().unwrap();
     assert!(
-        pod_latency_ms > 0.0 && pod_latency_ms < 500.0,
+        (0.0..500.0).contains(&pod_latency_ms),
         "the pod took {pod_latency_ms} ms per frame: {stats}"
     );
 
